@@ -1,0 +1,160 @@
+//! Dialing: the [`Outbound`] trait and the errors a dial can end with.
+
+pub mod direct;
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::metadata::Metadata;
+use crate::network::Egress;
+
+/// A boxed, sendable future: what trait methods that must stay object-safe return.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A connected outbound TCP stream and the network it left through.
+#[derive(Debug)]
+pub struct DialedStream {
+    /// The connected socket.
+    pub stream: TcpStream,
+    /// Which interface / network the socket uses.
+    pub egress: Egress,
+}
+
+/// Something that can open connections to destinations: the direct outbound, later an upstream
+/// proxy. Implementations must be cheap to share between connections.
+pub trait Outbound: Send + Sync + 'static {
+    /// Opens a TCP connection to `metadata.destination`, honouring `metadata.options`.
+    ///
+    /// Guarantees: on success the stream is connected; on failure the error lists every address
+    /// that was tried and why it failed. Cancel-safe: dropping the future closes any socket it
+    /// opened.
+    fn dial_tcp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedStream, DialError>>;
+}
+
+/// The broad reason a dial failed; what a SOCKS reply code (and a host app) can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The destination actively refused (TCP RST).
+    Refused,
+    /// No route to the destination's network.
+    NetworkUnreachable,
+    /// The destination host did not answer at the link or IP level.
+    HostUnreachable,
+    /// No answer within the connect timeout.
+    TimedOut,
+    /// Anything else (resolution failure, local error…).
+    Other,
+}
+
+impl FailureKind {
+    /// Classifies an I/O error from `connect`.
+    pub fn of_io(error: &io::Error) -> FailureKind {
+        match error.kind() {
+            io::ErrorKind::ConnectionRefused => FailureKind::Refused,
+            io::ErrorKind::NetworkUnreachable => FailureKind::NetworkUnreachable,
+            io::ErrorKind::HostUnreachable => FailureKind::HostUnreachable,
+            io::ErrorKind::TimedOut => FailureKind::TimedOut,
+            _ => FailureKind::Other,
+        }
+    }
+}
+
+/// Why one connect attempt (one address, possibly one interface) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    /// No answer within the connect timeout.
+    #[error("timed out after {0:?}")]
+    TimedOut(Duration),
+    /// The operating system reported an error.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+impl AttemptError {
+    /// The broad reason of this attempt's failure.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            AttemptError::TimedOut(_) => FailureKind::TimedOut,
+            AttemptError::Io(e) => FailureKind::of_io(e),
+        }
+    }
+}
+
+/// One connect attempt that failed.
+#[derive(Debug)]
+pub struct DialAttempt {
+    /// The address that was tried.
+    pub address: SocketAddr,
+    /// The interface the socket was bound to, if any.
+    pub interface: Option<String>,
+    /// How long the attempt took before failing.
+    pub elapsed: Duration,
+    /// Why it failed.
+    pub error: AttemptError,
+}
+
+impl fmt::Display for DialAttempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(name) = &self.interface {
+            write!(f, "{} via {name}: {} ({} ms)", self.address, self.error, self.elapsed.as_millis())
+        } else {
+            write!(f, "{}: {} ({} ms)", self.address, self.error, self.elapsed.as_millis())
+        }
+    }
+}
+
+/// Why a dial failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    /// The system resolver failed for this host.
+    #[error("resolve {host}: {source}")]
+    Resolve {
+        /// The domain that was looked up.
+        host: String,
+        /// The resolver's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The resolver answered with no usable address.
+    #[error("resolve {host}: no address found")]
+    NoAddress {
+        /// The domain that was looked up.
+        host: String,
+    },
+    /// Every connect attempt failed.
+    #[error("connect to {destination} failed: {}", join_attempts(.attempts))]
+    Connect {
+        /// The destination as the client gave it.
+        destination: String,
+        /// Every attempt, in the order they were started.
+        attempts: Vec<DialAttempt>,
+    },
+}
+
+fn join_attempts(attempts: &[DialAttempt]) -> String {
+    let parts: Vec<String> = attempts.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
+impl DialError {
+    /// The broad reason of the failure: `Refused` if any attempt reached a host that refused
+    /// (the most specific answer), otherwise the first attempt's kind.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            DialError::Resolve { .. } | DialError::NoAddress { .. } => FailureKind::Other,
+            DialError::Connect { attempts, .. } => {
+                if attempts.iter().any(|a| a.error.kind() == FailureKind::Refused) {
+                    FailureKind::Refused
+                } else {
+                    attempts.first().map_or(FailureKind::Other, |a| a.error.kind())
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! SOCKS5 ingress (being written).

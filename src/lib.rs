@@ -1,0 +1,33 @@
+//! netswitch: a connection manager for mobile VPN apps.
+//!
+//! A host hands netswitch client connections with their destination; netswitch dials the
+//! destination, tells the client the outcome, relays both ways with real half-close, and tracks
+//! every live connection so it can be listed and closed.
+//!
+//! Module map:
+//! - [`metadata`]: destinations and per-connection options;
+//! - [`dial`]: the [`Outbound`] trait and the direct outbound;
+//! - [`relay`]: the copy engine and what a finished connection reports;
+//! - [`tracker`]: the live connection table;
+//! - [`manager`]: [`ConnectionManager`], which ties them together;
+//! - [`inbound`]: ingresses (SOCKS5);
+//! - [`network`]: network types and the egress a connection used;
+//! - [`config`]: the JSON configuration shared by the CLI and the host API.
+
+pub mod config;
+pub mod dial;
+pub mod inbound;
+pub mod logging;
+pub mod manager;
+pub mod metadata;
+pub mod network;
+pub mod relay;
+pub mod tracker;
+
+pub use dial::direct::DirectOutbound;
+pub use dial::{DialError, DialedStream, Outbound};
+pub use inbound::Inbound;
+pub use manager::{ConnectionManager, RelaySettings};
+pub use metadata::{ConnectionOptions, Destination, Host, Metadata};
+pub use relay::{ClosedConnection, ConnectionError};
+pub use tracker::{ConnectionId, ConnectionInfo};

@@ -1,0 +1,191 @@
+//! [`ConnectionManager`]: takes client connections, dials, relays and tracks them.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+
+use crate::dial::Outbound;
+use crate::inbound::Inbound;
+use crate::metadata::Metadata;
+use crate::relay::{tcp, ClosedConnection, ConnectionError};
+use crate::tracker::{ConnectionId, ConnectionInfo, Tracker};
+
+/// Default time a half-closed connection may stay silent before it is closed.
+pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Settings of the relay engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// How long a connection with one direction ended may stay silent in the other before it is
+    /// closed. `None` = never. Default 60 s.
+    pub half_close_timeout: Option<Duration>,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings { half_close_timeout: Some(DEFAULT_HALF_CLOSE_TIMEOUT) }
+    }
+}
+
+/// The connection manager: give it client connections with their metadata and an outbound; it
+/// dials, reports the outcome to the client, relays both ways with half-close, and tracks every
+/// live connection until it ends.
+///
+/// Dropping the manager (or calling [`ConnectionManager::shutdown`]) closes every connection.
+#[derive(Debug)]
+pub struct ConnectionManager {
+    tracker: Arc<Tracker>,
+    settings: RelaySettings,
+    runtime: Handle,
+    shut_down: Arc<AtomicBool>,
+}
+
+impl ConnectionManager {
+    /// A manager whose connections run on the current tokio runtime.
+    ///
+    /// # Panics
+    /// When called outside a tokio runtime; use [`ConnectionManager::with_runtime`] there.
+    pub fn new(settings: RelaySettings) -> ConnectionManager {
+        ConnectionManager::with_runtime(settings, Handle::current())
+    }
+
+    /// A manager whose connections run on the given runtime; usable from any thread.
+    pub fn with_runtime(settings: RelaySettings, runtime: Handle) -> ConnectionManager {
+        ConnectionManager {
+            tracker: Arc::new(Tracker::default()),
+            settings,
+            runtime,
+            shut_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Hands a client connection to the manager and returns its id at once; the work happens on
+    /// a task. In order: dial through `outbound`; on failure tell the client (SOCKS reply code or a
+    /// reset) and call `on_close` with the error; on success report success to the client (with
+    /// the outbound socket's real local address), then relay both ways until the connection ends.
+    ///
+    /// Guarantees: `on_close` runs exactly once, after the connection left the tracker, with the
+    /// first (root-cause) error or `None` for a clean end. After shutdown the connection is reset
+    /// at once and `on_close` gets [`ConnectionError::ShutDown`].
+    pub fn new_connection<F>(
+        &self,
+        inbound: Inbound,
+        metadata: Metadata,
+        outbound: Arc<dyn Outbound>,
+        on_close: F,
+    ) -> ConnectionId
+    where
+        F: FnOnce(ClosedConnection) + Send + 'static,
+    {
+        let (entry, guard) = self.tracker.insert(metadata);
+        let id = entry.id;
+        let half_close_timeout = self.settings.half_close_timeout;
+        let shut_down = self.shut_down.clone();
+        if shut_down.load(Ordering::Acquire) {
+            entry.request_close();
+        }
+        self.runtime.spawn(async move {
+            let result = if shut_down.load(Ordering::Acquire) {
+                let _ = socket2::SockRef::from(&inbound.stream).set_linger(Some(Duration::ZERO));
+                Err(ConnectionError::ShutDown)
+            } else {
+                tcp::run(&entry, inbound, outbound, half_close_timeout).await
+            };
+            let result = match result {
+                Err(ConnectionError::Closed) if shut_down.load(Ordering::Acquire) => {
+                    Err(ConnectionError::ShutDown)
+                }
+                other => other,
+            };
+            drop(guard);
+            let closed = ClosedConnection {
+                id,
+                destination: entry.metadata.destination.clone(),
+                egress: entry.egress().unwrap_or_default(),
+                bytes_up: entry.bytes_up.load(Ordering::Relaxed),
+                bytes_down: entry.bytes_down.load(Ordering::Relaxed),
+                duration: entry.started.elapsed(),
+                error: result.err(),
+            };
+            log_close(&closed);
+            on_close(closed);
+        });
+        id
+    }
+
+    /// Snapshots of every live connection.
+    pub fn list(&self) -> Vec<ConnectionInfo> {
+        self.tracker.list()
+    }
+
+    /// A snapshot of one live connection.
+    pub fn get(&self, id: ConnectionId) -> Option<ConnectionInfo> {
+        self.tracker.get(id)
+    }
+
+    /// Closes one connection (idle or busy). Returns false if no live connection has this id.
+    pub fn close(&self, id: ConnectionId) -> bool {
+        self.tracker.close(id)
+    }
+
+    /// Closes every live connection and returns how many were asked to close. Prompt: each
+    /// connection's task is woken at once, idle ones included.
+    pub fn close_all(&self) -> usize {
+        self.tracker.close_all()
+    }
+
+    /// How many connections are live.
+    pub fn len(&self) -> usize {
+        self.tracker.len()
+    }
+
+    /// True when no connection is live.
+    pub fn is_empty(&self) -> bool {
+        self.tracker.is_empty()
+    }
+
+    /// Closes every connection and refuses new ones (they are reset and reported as
+    /// [`ConnectionError::ShutDown`]). Idempotent.
+    pub fn shutdown(&self) {
+        if !self.shut_down.swap(true, Ordering::AcqRel) {
+            let count = self.tracker.close_all();
+            tracing::info!(connections = count, "connection manager shut down");
+        }
+    }
+
+    /// True after [`ConnectionManager::shutdown`] (or drop).
+    pub fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
+    }
+
+    /// The live connection table, shared with the relay tasks.
+    pub fn tracker(&self) -> &Arc<Tracker> {
+        &self.tracker
+    }
+}
+
+impl Drop for ConnectionManager {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn log_close(closed: &ClosedConnection) {
+    let ms = closed.duration.as_millis() as u64;
+    match &closed.error {
+        None => tracing::debug!(
+            id = closed.id, destination = %closed.destination, via = %closed.egress,
+            up = closed.bytes_up, down = closed.bytes_down, ms, "connection finished"
+        ),
+        Some(ConnectionError::Closed | ConnectionError::ShutDown) => tracing::debug!(
+            id = closed.id, destination = %closed.destination, via = %closed.egress,
+            up = closed.bytes_up, down = closed.bytes_down, ms, "connection closed by request"
+        ),
+        Some(error) => tracing::info!(
+            id = closed.id, destination = %closed.destination, via = %closed.egress,
+            up = closed.bytes_up, down = closed.bytes_down, ms, %error, "connection ended with an error"
+        ),
+    }
+}

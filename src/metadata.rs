@@ -1,0 +1,161 @@
+//! What a connection is for: its [`Destination`] and the per-connection [`Metadata`].
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The host part of a destination: an IP address or a domain name still to be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    /// An IP address; no resolution needed.
+    Ip(IpAddr),
+    /// A domain name (never an IP literal; [`Host::parse`] turns literals into [`Host::Ip`]).
+    Domain(String),
+}
+
+impl Host {
+    /// Parses a host: an IPv4 or IPv6 literal (with or without brackets) becomes [`Host::Ip`],
+    /// anything else a [`Host::Domain`]. Fails on an empty name or one longer than 255 bytes.
+    pub fn parse(text: &str) -> Result<Host, DestinationError> {
+        let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(Host::Ip(ip));
+        }
+        if text.is_empty() || text.len() > 255 {
+            return Err(DestinationError::BadHost(text.to_string()));
+        }
+        Ok(Host::Domain(text.to_string()))
+    }
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Domain(name) => f.write_str(name),
+        }
+    }
+}
+
+/// Where a connection goes: a host and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Destination {
+    /// The host: IP address or domain.
+    pub host: Host,
+    /// The TCP or UDP port.
+    pub port: u16,
+}
+
+impl Destination {
+    /// A destination for a domain name and port.
+    pub fn domain(name: impl Into<String>, port: u16) -> Destination {
+        Destination { host: Host::Domain(name.into()), port }
+    }
+
+    /// The socket address when the host is an IP address, `None` for a domain.
+    pub fn socket_addr(&self) -> Option<SocketAddr> {
+        match self.host {
+            Host::Ip(ip) => Some(SocketAddr::new(ip, self.port)),
+            Host::Domain(_) => None,
+        }
+    }
+}
+
+impl From<SocketAddr> for Destination {
+    fn from(addr: SocketAddr) -> Destination {
+        Destination { host: Host::Ip(addr.ip()), port: addr.port() }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Why a destination string was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    /// The text has no `:port` part.
+    #[error("destination {0:?} has no port (expected host:port or [ipv6]:port)")]
+    MissingPort(String),
+    /// The port is not a number in 1..=65535.
+    #[error("destination {0:?} has an invalid port (expected 1-65535)")]
+    BadPort(String),
+    /// The host is empty or longer than 255 bytes.
+    #[error("destination host {0:?} is empty or longer than 255 bytes")]
+    BadHost(String),
+}
+
+impl FromStr for Destination {
+    type Err = DestinationError;
+
+    /// Parses `host:port`, `1.2.3.4:port` or `[v6]:port`.
+    fn from_str(text: &str) -> Result<Destination, DestinationError> {
+        let (host, port) =
+            text.rsplit_once(':').ok_or_else(|| DestinationError::MissingPort(text.to_string()))?;
+        if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+            // A bare IPv6 literal without brackets: the last colon is not a port separator.
+            return Err(DestinationError::MissingPort(text.to_string()));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| DestinationError::BadPort(text.to_string()))?;
+        Ok(Destination { host: Host::parse(host)?, port })
+    }
+}
+
+/// Per-connection options. Every field left `None` takes the manager's configured value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConnectionOptions {
+    /// Timeout for each connect attempt (one address). Default: the config's `connect_timeout` (5 s).
+    pub connect_timeout: Option<Duration>,
+}
+
+/// Everything netswitch knows about one connection before dialing it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metadata {
+    /// Where the client wants to go.
+    pub destination: Destination,
+    /// Addresses already resolved for a domain destination, tried in order instead of asking the
+    /// resolver. Empty: resolve the domain (or use the IP) at dial time.
+    pub resolved_addresses: Vec<IpAddr>,
+    /// Per-connection overrides.
+    pub options: ConnectionOptions,
+}
+
+impl Metadata {
+    /// Metadata for a destination with no pre-resolved addresses and default options.
+    pub fn new(destination: Destination) -> Metadata {
+        Metadata { destination, resolved_addresses: Vec::new(), options: ConnectionOptions::default() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_destinations() {
+        let d: Destination = "example.com:443".parse().unwrap();
+        assert_eq!(d, Destination::domain("example.com", 443));
+        let d: Destination = "[::1]:80".parse().unwrap();
+        assert_eq!(d.socket_addr(), Some("[::1]:80".parse().unwrap()));
+        assert_eq!(d.to_string(), "[::1]:80");
+        let d: Destination = "10.0.0.1:53".parse().unwrap();
+        assert_eq!(d.to_string(), "10.0.0.1:53");
+    }
+
+    #[test]
+    fn rejects_bad_destinations() {
+        assert!(matches!("example.com".parse::<Destination>(), Err(DestinationError::MissingPort(_))));
+        assert!(matches!("::1:80".parse::<Destination>(), Err(DestinationError::MissingPort(_))));
+        assert!(matches!("a:0".parse::<Destination>(), Err(DestinationError::BadPort(_))));
+        assert!(matches!("a:70000".parse::<Destination>(), Err(DestinationError::BadPort(_))));
+        assert!(matches!(":80".parse::<Destination>(), Err(DestinationError::BadHost(_))));
+    }
+}

@@ -1,0 +1,55 @@
+//! The network model: which kinds of network a connection can leave through.
+//!
+//! The strategy dialer (network strategies, interface snapshots) builds on these types.
+
+use std::fmt;
+
+/// The kind of network an interface belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkType {
+    /// Wi-Fi.
+    Wifi,
+    /// Cellular (mobile data).
+    Cellular,
+    /// Wired ethernet.
+    Ethernet,
+    /// Anything else (a VPN utun, a USB tether…).
+    Other,
+}
+
+impl fmt::Display for NetworkType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NetworkType::Wifi => "wifi",
+            NetworkType::Cellular => "cellular",
+            NetworkType::Ethernet => "ethernet",
+            NetworkType::Other => "other",
+        })
+    }
+}
+
+/// The network a connection left through, as recorded by the tracker.
+///
+/// `interface == None` means the socket was not bound to an interface: the operating system's
+/// routing table chose (the plain direct outbound always does this).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Egress {
+    /// Name of the interface the socket was bound to, if any.
+    pub interface: Option<String>,
+    /// Index of that interface, if known.
+    pub interface_index: Option<u32>,
+    /// Kind of network, if known.
+    pub network_type: Option<NetworkType>,
+}
+
+impl fmt::Display for Egress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.interface, self.network_type) {
+            (Some(name), Some(kind)) => write!(f, "{name} ({kind})"),
+            (Some(name), None) => f.write_str(name),
+            (None, Some(kind)) => write!(f, "{kind}"),
+            (None, None) => f.write_str("system route"),
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Relaying: what a finished connection reports, and the engine that moves its bytes.
+
+pub(crate) mod copy;
+pub mod pool;
+pub(crate) mod tcp;
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use crate::dial::DialError;
+use crate::metadata::Destination;
+use crate::network::Egress;
+use crate::tracker::ConnectionId;
+
+/// Which end of a relayed connection an I/O error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client (the app's socket handed to netswitch).
+    Client,
+    /// The destination (the outbound socket netswitch dialed).
+    Remote,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Client => "client",
+            Side::Remote => "remote",
+        })
+    }
+}
+
+/// Why a connection ended other than by both sides finishing normally. Always the first
+/// (root-cause) failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The destination could not be reached.
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    /// Telling the client that the destination is connected failed.
+    #[error("send success reply to client: {0}")]
+    Handshake(#[source] io::Error),
+    /// Reading from or writing to one side failed (reset, broken pipe…).
+    #[error("{side} {operation}: {source}")]
+    Io {
+        /// The side whose socket failed.
+        side: Side,
+        /// "read" or "write".
+        operation: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// One direction had ended and the other stayed silent for the half-close timeout.
+    #[error("half-closed connection silent for {0:?}")]
+    HalfCloseTimeout(Duration),
+    /// Closed on request (`close(id)`, `close_all()`, a network change).
+    #[error("closed by request")]
+    Closed,
+    /// The manager was shut down (before or while the connection ran).
+    #[error("connection manager is shut down")]
+    ShutDown,
+}
+
+/// What the manager reports once a connection is over; passed to the `on_close` callback.
+#[derive(Debug)]
+pub struct ClosedConnection {
+    /// The connection's id.
+    pub id: ConnectionId,
+    /// Where it went.
+    pub destination: Destination,
+    /// The network it left through (default if the dial failed).
+    pub egress: Egress,
+    /// Bytes relayed client → destination.
+    pub bytes_up: u64,
+    /// Bytes relayed destination → client.
+    pub bytes_down: u64,
+    /// How long the connection lived, dial included.
+    pub duration: Duration,
+    /// `None` when both directions ended normally; otherwise the root-cause error.
+    pub error: Option<ConnectionError>,
+}

@@ -1,0 +1,196 @@
+//! The live connection table: every relayed connection with its id, metadata, network, start
+//! time, live byte counters and a close handle.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::Notify;
+
+use crate::metadata::Metadata;
+use crate::network::Egress;
+
+/// Identifies one connection for the lifetime of its manager. Never reused.
+pub type ConnectionId = u64;
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// The outbound is still dialing the destination.
+    Dialing,
+    /// Bytes are being relayed.
+    Relaying,
+}
+
+/// A snapshot of one tracked connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    /// The connection's id.
+    pub id: ConnectionId,
+    /// Destination and options the connection was made with.
+    pub metadata: Metadata,
+    /// The network the connection left through (default until the dial succeeded).
+    pub egress: Egress,
+    /// Dialing or relaying.
+    pub state: ConnectionState,
+    /// Wall-clock time the connection was handed to the manager.
+    pub started_at: SystemTime,
+    /// Bytes relayed from the client to the destination so far.
+    pub bytes_up: u64,
+    /// Bytes relayed from the destination to the client so far.
+    pub bytes_down: u64,
+}
+
+/// One connection's shared state: read by the tracker, written by its relay task.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    pub id: ConnectionId,
+    pub metadata: Metadata,
+    pub started_at: SystemTime,
+    pub started: Instant,
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+    egress: Mutex<Option<Egress>>,
+    close_requested: AtomicBool,
+    close: Notify,
+}
+
+impl Entry {
+    /// Records the network the connection left through; the connection is relaying from now on.
+    pub fn set_egress(&self, egress: Egress) {
+        *lock(&self.egress) = Some(egress);
+    }
+
+    /// The network the connection left through, if dialed.
+    pub fn egress(&self) -> Option<Egress> {
+        lock(&self.egress).clone()
+    }
+
+    /// Asks the connection's task to close it. Idempotent; works on idle connections.
+    pub fn request_close(&self) {
+        self.close_requested.store(true, Ordering::Release);
+        self.close.notify_one();
+    }
+
+    /// Completes when a close was requested (also if it was requested before this was called).
+    pub async fn close_requested(&self) {
+        loop {
+            if self.close_requested.load(Ordering::Acquire) {
+                return;
+            }
+            self.close.notified().await;
+        }
+    }
+
+    fn info(&self) -> ConnectionInfo {
+        let egress = self.egress();
+        ConnectionInfo {
+            id: self.id,
+            metadata: self.metadata.clone(),
+            state: if egress.is_some() { ConnectionState::Relaying } else { ConnectionState::Dialing },
+            egress: egress.unwrap_or_default(),
+            started_at: self.started_at,
+            bytes_up: self.bytes_up.load(Ordering::Relaxed),
+            bytes_down: self.bytes_down.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The table of live connections. Cheap to share; all methods take `&self`.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    entries: Mutex<HashMap<ConnectionId, Arc<Entry>>>,
+    next_id: AtomicU64,
+}
+
+impl Tracker {
+    /// Adds a connection and returns its entry together with a guard that removes it again.
+    pub(crate) fn insert(self: &Arc<Self>, metadata: Metadata) -> (Arc<Entry>, EntryGuard) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let entry = Arc::new(Entry {
+            id,
+            metadata,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+            bytes_up: AtomicU64::new(0),
+            bytes_down: AtomicU64::new(0),
+            egress: Mutex::new(None),
+            close_requested: AtomicBool::new(false),
+            close: Notify::new(),
+        });
+        lock(&self.entries).insert(id, entry.clone());
+        (entry, EntryGuard { tracker: self.clone(), id })
+    }
+
+    /// Snapshots of every live connection, in no particular order.
+    pub fn list(&self) -> Vec<ConnectionInfo> {
+        let entries: Vec<Arc<Entry>> = lock(&self.entries).values().cloned().collect();
+        entries.iter().map(|e| e.info()).collect()
+    }
+
+    /// A snapshot of one connection, if it is still live.
+    pub fn get(&self, id: ConnectionId) -> Option<ConnectionInfo> {
+        let entry = lock(&self.entries).get(&id).cloned();
+        entry.map(|e| e.info())
+    }
+
+    /// Closes one connection. Returns false if no live connection has this id.
+    /// The entry disappears once the connection's task has torn it down (promptly).
+    pub fn close(&self, id: ConnectionId) -> bool {
+        let entry = lock(&self.entries).get(&id).cloned();
+        match entry {
+            Some(entry) => {
+                entry.request_close();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every live connection (idle ones included) and returns how many were asked to close.
+    pub fn close_all(&self) -> usize {
+        self.close_matching(|_| true)
+    }
+
+    /// Closes every live connection for which `predicate` holds; returns how many.
+    pub(crate) fn close_matching(&self, mut predicate: impl FnMut(&ConnectionInfo) -> bool) -> usize {
+        let entries: Vec<Arc<Entry>> = lock(&self.entries).values().cloned().collect();
+        let mut count = 0;
+        for entry in entries {
+            if predicate(&entry.info()) {
+                entry.request_close();
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// How many connections are live.
+    pub fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+
+    /// True when no connection is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Removes its connection from the tracker when dropped, whatever way the task ends.
+#[derive(Debug)]
+pub(crate) struct EntryGuard {
+    tracker: Arc<Tracker>,
+    id: ConnectionId,
+}
+
+impl Drop for EntryGuard {
+    fn drop(&mut self) {
+        lock(&self.tracker.entries).remove(&self.id);
+    }
+}
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it (the table stays usable).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
