@@ -1,1 +1,346 @@
-//! Configuration (being written).
+//! The JSON configuration shared by the `netswitch` CLI and the host API.
+//!
+//! ```json
+//! { "log": { "level": "info" },
+//!   "socks": { "listen": "127.0.0.1:1080", "users": [{"username": "u", "password": "p"}],
+//!              "handshake_timeout": "10s", "allow_non_loopback": false },
+//!   "connect_timeout": "5s",
+//!   "half_close_timeout": "60s" }
+//! ```
+//!
+//! Every key is optional (defaults as shown); an unknown key at any level is an error naming it.
+//! Durations are strings such as `"5s"`, `"300ms"`, `"1m30s"`; `"0s"` (or `"0"`) is zero.
+//! New top-level options are added as new fields of [`Config`] with a serde default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::dial::direct::{DirectOutbound, DEFAULT_CONNECT_TIMEOUT};
+use crate::inbound::socks::{SocksSettings, SocksUser};
+use crate::logging::LogLevel;
+use crate::manager::{RelaySettings, DEFAULT_HALF_CLOSE_TIMEOUT};
+
+/// The whole configuration. Build it with [`Config::from_json`], [`Config::from_file`] or
+/// `Config::default()`; the constructors validate it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Logging.
+    pub log: LogConfig,
+    /// The SOCKS5 ingress.
+    pub socks: SocksConfig,
+    /// Timeout of one connect attempt. Must be > 0. Default 5 s.
+    #[serde(deserialize_with = "connect_timeout")]
+    pub connect_timeout: Duration,
+    /// How long a half-closed connection may stay silent before it is closed. Zero = never.
+    /// Default 60 s.
+    #[serde(deserialize_with = "half_close_timeout")]
+    pub half_close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            log: LogConfig::default(),
+            socks: SocksConfig::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            half_close_timeout: DEFAULT_HALF_CLOSE_TIMEOUT,
+        }
+    }
+}
+
+/// The `log` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// One of trace, debug, info, warn, error. Default info.
+    pub level: LogLevel,
+}
+
+/// The `socks` section: the SOCKS5 server's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SocksConfig {
+    /// Address to listen on. Default 127.0.0.1:1080.
+    pub listen: SocketAddr,
+    /// Accepted users; empty = no authentication. Default empty.
+    pub users: Vec<SocksUser>,
+    /// Time a client has to finish its handshake. Must be > 0. Default 10 s.
+    #[serde(deserialize_with = "handshake_timeout")]
+    pub handshake_timeout: Duration,
+    /// Allow a listen address that is not loopback. Default false.
+    pub allow_non_loopback: bool,
+}
+
+impl Default for SocksConfig {
+    fn default() -> Self {
+        let defaults = SocksSettings::default();
+        SocksConfig {
+            listen: defaults.listen,
+            users: defaults.users,
+            handshake_timeout: defaults.handshake_timeout,
+            allow_non_loopback: defaults.allow_non_loopback,
+        }
+    }
+}
+
+/// Why a configuration was rejected. Messages name the file (when there is one) and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid JSON, has an unknown key, or a value of the wrong type or format.
+    #[error("invalid config{}: {source}", in_file(.file))]
+    Syntax {
+        /// The file, if the config came from one.
+        file: Option<PathBuf>,
+        /// The parser's error (names the unknown key or bad value, with line and column).
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A value parsed but is not allowed.
+    #[error("invalid config{}: `{field}` {reason}", in_file(.file))]
+    Invalid {
+        /// The file, if the config came from one.
+        file: Option<PathBuf>,
+        /// The key, as a dotted path (`socks.handshake_timeout`).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+fn in_file(file: &Option<PathBuf>) -> String {
+    match file {
+        Some(path) => format!(" in {}", path.display()),
+        None => String::new(),
+    }
+}
+
+impl Config {
+    /// Parses and validates a configuration from JSON text.
+    pub fn from_json(text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            serde_json::from_str(text).map_err(|source| ConfigError::Syntax { file: None, source })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a configuration file. Blocking file I/O: call it before
+    /// starting the runtime or from a blocking task.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let with_file = |error| match error {
+            ConfigError::Syntax { source, .. } => {
+                ConfigError::Syntax { file: Some(path.to_path_buf()), source }
+            }
+            ConfigError::Invalid { field, reason, .. } => {
+                ConfigError::Invalid { file: Some(path.to_path_buf()), field, reason }
+            }
+            other => other,
+        };
+        Config::from_json(&text).map_err(with_file)
+    }
+
+    /// Checks the rules parsing cannot express: timeouts that must be positive.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = "must be greater than 0";
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::Invalid { file: None, field: "connect_timeout", reason: positive });
+        }
+        if self.socks.handshake_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                file: None,
+                field: "socks.handshake_timeout",
+                reason: positive,
+            });
+        }
+        Ok(())
+    }
+
+    /// The relay engine's settings (`half_close_timeout` zero becomes "never").
+    pub fn relay_settings(&self) -> RelaySettings {
+        let timeout = self.half_close_timeout;
+        RelaySettings { half_close_timeout: (!timeout.is_zero()).then_some(timeout) }
+    }
+
+    /// The SOCKS5 server's settings.
+    pub fn socks_settings(&self) -> SocksSettings {
+        SocksSettings {
+            listen: self.socks.listen,
+            users: self.socks.users.clone(),
+            handshake_timeout: self.socks.handshake_timeout,
+            allow_non_loopback: self.socks.allow_non_loopback,
+        }
+    }
+
+    /// A direct outbound with the configured connect timeout.
+    pub fn direct_outbound(&self) -> DirectOutbound {
+        DirectOutbound::new(self.connect_timeout)
+    }
+}
+
+/// Parses a duration string: humantime's syntax ("5s", "300ms", "1m30s", "1.5s", "2h 5min"),
+/// plus a bare "0".
+pub fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> {
+    if text.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(text)
+}
+
+fn duration_field<'de, D: Deserializer<'de>>(deserializer: D, field: &str) -> Result<Duration, D::Error> {
+    let text = String::deserialize(deserializer)
+        .map_err(|error| serde::de::Error::custom(format!("`{field}`: {error}")))?;
+    parse_duration(&text)
+        .map_err(|error| serde::de::Error::custom(format!("`{field}`: invalid duration {text:?}: {error}")))
+}
+
+fn connect_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    duration_field(deserializer, "connect_timeout")
+}
+
+fn half_close_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    duration_field(deserializer, "half_close_timeout")
+}
+
+fn handshake_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    duration_field(deserializer, "socks.handshake_timeout")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_object_gives_the_documented_defaults() {
+        let config = Config::from_json("{}").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.log.level, LogLevel::Info);
+        assert_eq!(config.connect_timeout, Duration::from_secs(5));
+        assert_eq!(config.half_close_timeout, Duration::from_secs(60));
+        assert_eq!(config.socks_settings(), SocksSettings::default());
+        assert_eq!(config.socks.listen, "127.0.0.1:1080".parse().unwrap());
+        assert_eq!(config.socks.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(config.relay_settings(), RelaySettings::default());
+    }
+
+    #[test]
+    fn parses_every_key() {
+        let config = Config::from_json(
+            r#"{ "log": { "level": "debug" },
+                 "socks": { "listen": "[::1]:0", "users": [{"username": "u", "password": "p"}],
+                            "handshake_timeout": "1m30s", "allow_non_loopback": true },
+                 "connect_timeout": "300ms",
+                 "half_close_timeout": "0s" }"#,
+        )
+        .unwrap();
+        assert_eq!(config.log.level, LogLevel::Debug);
+        assert_eq!(config.socks.listen, "[::1]:0".parse().unwrap());
+        assert_eq!(config.socks.users.len(), 1);
+        assert_eq!(config.socks.users[0].username, "u");
+        assert_eq!(config.socks.users[0].password, "p");
+        assert_eq!(config.socks.handshake_timeout, Duration::from_secs(90));
+        assert!(config.socks.allow_non_loopback);
+        assert_eq!(config.connect_timeout, Duration::from_millis(300));
+        assert_eq!(config.relay_settings().half_close_timeout, None);
+        let socks = config.socks_settings();
+        assert_eq!(socks.handshake_timeout, Duration::from_secs(90));
+        assert!(socks.allow_non_loopback);
+    }
+
+    #[test]
+    fn accepts_go_style_and_spaced_durations() {
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("1h1m").unwrap(), Duration::from_secs(3660));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m 5s").unwrap(), Duration::from_secs(125));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        let config = Config::from_json(r#"{"half_close_timeout": "2m"}"#).unwrap();
+        assert_eq!(config.relay_settings().half_close_timeout, Some(Duration::from_secs(120)));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_that_name_the_key() {
+        for (text, key) in [
+            (r#"{"conect_timeout": "5s"}"#, "conect_timeout"),
+            (r#"{"socks": {"lisen": "127.0.0.1:1"}}"#, "lisen"),
+            (r#"{"log": {"levl": "info"}}"#, "levl"),
+            (r#"{"socks": {"users": [{"username": "u", "password": "p", "pw": "x"}]}}"#, "pw"),
+        ] {
+            let error = Config::from_json(text).unwrap_err();
+            assert!(matches!(error, ConfigError::Syntax { .. }), "{text}: {error:?}");
+            assert!(error.to_string().contains(&format!("`{key}`")), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn bad_durations_are_errors_that_name_the_field() {
+        for (text, field) in [
+            (r#"{"connect_timeout": "5 parsecs"}"#, "connect_timeout"),
+            (r#"{"connect_timeout": "5"}"#, "connect_timeout"),
+            (r#"{"connect_timeout": 5}"#, "connect_timeout"),
+            (r#"{"half_close_timeout": "-1s"}"#, "half_close_timeout"),
+            (r#"{"socks": {"handshake_timeout": ""}}"#, "socks.handshake_timeout"),
+        ] {
+            let error = Config::from_json(text).unwrap_err();
+            assert!(matches!(error, ConfigError::Syntax { .. }), "{text}: {error:?}");
+            assert!(error.to_string().contains(&format!("`{field}`")), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn zero_timeouts_that_must_be_positive_are_rejected() {
+        for (text, field) in [
+            (r#"{"connect_timeout": "0s"}"#, "connect_timeout"),
+            (r#"{"socks": {"handshake_timeout": "0ms"}}"#, "socks.handshake_timeout"),
+        ] {
+            let error = Config::from_json(text).unwrap_err();
+            assert!(matches!(error, ConfigError::Invalid { field: f, .. } if f == field), "{error:?}");
+            assert!(error.to_string().contains(&format!("`{field}` must be greater than 0")), "{error}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for text in [
+            r#"{"log": {"level": "verbose"}}"#,
+            r#"{"socks": {"listen": "localhost"}}"#,
+            r#"{"socks": {"allow_non_loopback": "yes"}}"#,
+            r#"{"socks": {"users": [{"username": "u"}]}}"#,
+            "{",
+        ] {
+            let error = Config::from_json(text).unwrap_err();
+            assert!(matches!(error, ConfigError::Syntax { .. }), "{text}: {error:?}");
+        }
+        let error = Config::from_json(r#"{"log": {"level": "verbose"}}"#).unwrap_err();
+        assert!(error.to_string().contains("verbose"), "{error}");
+    }
+
+    #[test]
+    fn file_errors_name_the_file() {
+        let dir = std::env::temp_dir();
+        let path = dir.join(format!("netswitch-config-test-{}.json", std::process::id()));
+        std::fs::write(&path, r#"{"socks": {"bogus": 1}}"#).unwrap();
+        let error = Config::from_file(&path).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        let message = error.to_string();
+        assert!(message.contains(&path.display().to_string()) && message.contains("`bogus`"), "{message}");
+
+        let missing = dir.join("netswitch-config-test-does-not-exist.json");
+        let error = Config::from_file(&missing).unwrap_err();
+        assert!(matches!(error, ConfigError::Read { .. }), "{error:?}");
+        assert!(error.to_string().contains(&missing.display().to_string()), "{error}");
+    }
+}
