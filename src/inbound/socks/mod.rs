@@ -1,0 +1,186 @@
+//! SOCKS5 ingress (RFC 1928 CONNECT, RFC 1929 username/password) feeding a [`ConnectionManager`].
+//!
+//! [`SocksServer::start`] binds a listener (loopback only unless explicitly allowed) and serves
+//! each client on its own task. A client has [`SocksSettings::handshake_timeout`] to send its
+//! greeting, credentials and request; a CONNECT is then handed to
+//! [`ConnectionManager::new_connection`], which dials and sends the reply: success (0x00) with the
+//! outbound socket's real local address, or the code matching [`crate::DialError::kind`]
+//! (refused 0x05, network unreachable 0x03, host unreachable 0x04, timeout 0x06, other 0x01).
+//! Bytes the client sent after its request are kept and relayed first (early data).
+//!
+//! When [`SocksSettings::users`] is non-empty, username/password (0x02) is the only acceptable
+//! method; otherwise only "no authentication" (0x00) is. Credentials are compared in constant
+//! time; only the username is ever logged.
+//!
+//! BIND is not supported, and neither is UDP ASSOCIATE yet: both get reply 0x07.
+//!
+//! # What the server does with bad input
+//!
+//! Every rejection ends with a graceful close (FIN, then the client's remaining bytes are read and
+//! discarded until it closes or the handshake deadline passes), never with a panic, and never
+//! affects other clients.
+//!
+//! | Input | Response |
+//! |---|---|
+//! | greeting or request version != 0x05 (e.g. an HTTP request) | close, no reply |
+//! | no acceptable method offered (including NMETHODS = 0) | method reply 0xFF, close |
+//! | username/password sub-negotiation version != 0x01 | close, no reply |
+//! | wrong username or password (or an empty one) | status 0x01, close |
+//! | command BIND (0x02) or UDP ASSOCIATE (0x03) | reply 0x07, close |
+//! | unknown command | reply 0x07 as soon as the command byte arrives, close |
+//! | unknown address type | reply 0x08 as soon as the type byte arrives, close |
+//! | empty or non-UTF-8 domain | reply 0x01, close |
+//! | CONNECT to port 0 | reply 0x01, close |
+//! | a message cut short by the client's EOF | close, no reply |
+//! | nothing, or a partial message, for `handshake_timeout` | close, no reply |
+//! | the reserved byte of a request is not 0x00 | ignored |
+//! | a domain that is an IP literal | treated as that IP address |
+
+mod auth;
+pub mod protocol;
+mod server;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
+
+use crate::dial::Outbound;
+use crate::manager::ConnectionManager;
+
+/// Default time a client has to complete its SOCKS handshake (greeting, auth, request).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A username/password pair accepted by the server (RFC 1929).
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocksUser {
+    /// The username, 1-255 bytes.
+    pub username: String,
+    /// The password, 1-255 bytes. Never logged.
+    pub password: String,
+}
+
+impl std::fmt::Debug for SocksUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocksUser")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Settings of a SOCKS5 server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocksSettings {
+    /// Address to listen on. Default 127.0.0.1:1080.
+    pub listen: SocketAddr,
+    /// Accepted users. Empty: no authentication.
+    pub users: Vec<SocksUser>,
+    /// Time a client has to finish its handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Allow a listen address that is not loopback. Default false.
+    pub allow_non_loopback: bool,
+}
+
+impl Default for SocksSettings {
+    fn default() -> Self {
+        SocksSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 1080)),
+            users: Vec::new(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            allow_non_loopback: false,
+        }
+    }
+}
+
+/// Why a SOCKS server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SocksError {
+    /// The listen address is not loopback and `allow_non_loopback` is off.
+    #[error("refusing to listen on non-loopback address {0} (set allow_non_loopback to allow it)")]
+    NotLoopback(SocketAddr),
+    /// A user has an empty or over-long username or password.
+    #[error("SOCKS user {0:?}: username and password must be 1-255 bytes")]
+    BadUser(String),
+    /// Binding the listener failed.
+    #[error("listen on {address}: {source}")]
+    Bind {
+        /// The address that could not be bound.
+        address: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A running SOCKS5 server. Stops accepting when dropped or on [`SocksServer::stop`]; the
+/// connections it handed to the manager stay with the manager.
+#[derive(Debug)]
+pub struct SocksServer {
+    local_addr: SocketAddr,
+    accept_task: AbortHandle,
+    stopped: AtomicBool,
+}
+
+impl SocksServer {
+    /// Binds the listener and starts serving on the current tokio runtime (call inside one).
+    ///
+    /// Fails without binding when the address is not loopback and `allow_non_loopback` is off
+    /// ([`SocksError::NotLoopback`]) or a user's name or password is not 1-255 bytes
+    /// ([`SocksError::BadUser`]).
+    pub async fn start(
+        settings: SocksSettings,
+        manager: Arc<ConnectionManager>,
+        outbound: Arc<dyn Outbound>,
+    ) -> Result<SocksServer, SocksError> {
+        if !settings.listen.ip().is_loopback() && !settings.allow_non_loopback {
+            return Err(SocksError::NotLoopback(settings.listen));
+        }
+        let valid = |field: &str| (1..=255).contains(&field.len());
+        if let Some(bad) = settings.users.iter().find(|u| !valid(&u.username) || !valid(&u.password)) {
+            return Err(SocksError::BadUser(bad.username.clone()));
+        }
+        let bind_error = |source| SocksError::Bind { address: settings.listen, source };
+        let listener = TcpListener::bind(settings.listen).await.map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        let context = Arc::new(server::Context {
+            users: auth::UserTable::new(&settings.users),
+            handshake_timeout: settings.handshake_timeout,
+            manager,
+            outbound,
+        });
+        let accept_task = tokio::spawn(server::accept_loop(listener, context)).abort_handle();
+        tracing::info!(
+            address = %local_addr, users = settings.users.len(),
+            handshake_timeout_ms = settings.handshake_timeout.as_millis() as u64,
+            "SOCKS5 server listening"
+        );
+        Ok(SocksServer { local_addr, accept_task, stopped: AtomicBool::new(false) })
+    }
+
+    /// The address the listener is bound to (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stops accepting new clients and abandons handshakes still in progress; the listener is
+    /// closed as soon as the runtime drops the accept task. Connections already handed to the
+    /// manager are not touched. Idempotent.
+    pub fn stop(&self) {
+        if !self.stopped.swap(true, Ordering::AcqRel) {
+            self.accept_task.abort();
+            tracing::info!(address = %self.local_addr, "SOCKS5 server stopped");
+        }
+    }
+}
+
+impl Drop for SocksServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
