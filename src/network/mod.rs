@@ -1,8 +1,18 @@
 //! The network model: which kinds of network a connection can leave through.
 //!
-//! The strategy dialer (network strategies, interface snapshots) builds on these types.
+//! - [`interface`]: [`NetworkInterface`] and the validated [`InterfaceSnapshot`] the host pushes;
+//! - [`state`]: [`NetworkState`], the current snapshot, and the [`SnapshotChange`] an update makes;
+//! - [`strategy`]: [`NetworkStrategy`] and [`select_interfaces`], the primary / fallback sets.
+
+pub mod interface;
+pub mod state;
+pub mod strategy;
 
 use std::fmt;
+
+pub use interface::{InterfaceAddress, InterfaceId, InterfaceSnapshot, NetworkInterface, SnapshotError};
+pub use state::{DefaultChange, NetworkState, SnapshotChange};
+pub use strategy::{select_interfaces, NetworkStrategy, SelectError, Selection};
 
 /// The kind of network an interface belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

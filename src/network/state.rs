@@ -1,0 +1,320 @@
+//! The current interface snapshot and what changed when the host pushed a new one.
+//!
+//! [`NetworkState::update`] replaces the snapshot and returns a [`SnapshotChange`]; the manager
+//! uses [`SnapshotChange::closes`] on each tracked connection's [`Egress`] to decide what to close.
+//!
+//! A "no network" snapshot (no interfaces) pauses: nothing is reported as removed, so nothing is
+//! closed. The next usable snapshot is compared with the last *usable* one, so an interface that
+//! vanished during the pause is still reported as removed when the network comes back.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use super::interface::{InterfaceId, InterfaceSnapshot};
+use super::Egress;
+
+/// The default interface before and after an update (`None`: no default known).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultChange {
+    /// The default before the update.
+    pub old: Option<InterfaceId>,
+    /// The default after the update.
+    pub new: Option<InterfaceId>,
+}
+
+/// What an update changed, relative to the previous snapshot (or, after a "no network" pause,
+/// relative to the last snapshot that had interfaces).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotChange {
+    /// The new snapshot equals the current one: nothing to do.
+    pub identical: bool,
+    /// The new snapshot has no interfaces: dials must fail with "no network"; nothing is closed.
+    pub no_network: bool,
+    /// Interfaces (name + index) that are gone. Empty when `no_network`.
+    pub removed: Vec<InterfaceId>,
+    /// Interfaces that are new.
+    pub added: Vec<InterfaceId>,
+    /// Interfaces still present that lost at least one address.
+    pub readdressed: Vec<InterfaceId>,
+    /// Addresses that no interface has any more (a socket with one of them as its local address
+    /// can no longer work).
+    pub lost_addresses: Vec<IpAddr>,
+    /// Set when the default interface changed (by name or index). `None` when `no_network`.
+    pub default_change: Option<DefaultChange>,
+}
+
+impl SnapshotChange {
+    /// True when nothing is to be closed or re-evaluated.
+    pub fn is_noop(&self) -> bool {
+        self.identical
+            || (self.removed.is_empty() && self.default_change.is_none() && self.lost_addresses.is_empty())
+    }
+
+    /// Whether a connection that left through `egress` must be closed after this change:
+    /// its interface is gone, or it went through the old default while the default changed.
+    /// A connection with no recorded interface (system route) went through the old default, so
+    /// it is closed when a known default changed. Never true for an identical or "no network"
+    /// update (a pause closes nothing).
+    pub fn closes(&self, egress: &Egress) -> bool {
+        if self.identical || self.no_network {
+            return false;
+        }
+        if egress.interface.is_none() && egress.interface_index.is_none() {
+            return self.default_change.as_ref().is_some_and(|c| c.old.is_some());
+        }
+        let old_default = self.default_change.as_ref().and_then(|c| c.old.as_ref());
+        self.removed.iter().chain(old_default).any(|id| egress_is(egress, id))
+    }
+
+    /// Whether `ip` (a connection's local address) disappeared from every interface.
+    pub fn lost_address(&self, ip: IpAddr) -> bool {
+        self.lost_addresses.contains(&ip)
+    }
+}
+
+/// An egress matches an interface by index when it recorded one, otherwise by name.
+fn egress_is(egress: &Egress, id: &InterfaceId) -> bool {
+    match (egress.interface_index, &egress.interface) {
+        (Some(index), _) => index == id.index,
+        (None, Some(name)) => *name == id.name,
+        (None, None) => false,
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    current: Arc<InterfaceSnapshot>,
+    /// The last snapshot with at least one interface (the comparison base after a pause).
+    last_usable: Arc<InterfaceSnapshot>,
+}
+
+/// Holds the current interface snapshot; cheap to read from every dial, updated by the host.
+/// Starts as "no network" until the first [`NetworkState::update`].
+#[derive(Debug)]
+pub struct NetworkState {
+    inner: RwLock<Inner>,
+}
+
+impl Default for NetworkState {
+    fn default() -> Self {
+        NetworkState::new(InterfaceSnapshot::empty())
+    }
+}
+
+impl NetworkState {
+    /// A state holding `initial` as its current snapshot.
+    pub fn new(initial: InterfaceSnapshot) -> NetworkState {
+        let initial = Arc::new(initial);
+        NetworkState { inner: RwLock::new(Inner { current: initial.clone(), last_usable: initial }) }
+    }
+
+    /// The current snapshot (a cheap `Arc` clone; it never changes under the caller).
+    pub fn snapshot(&self) -> Arc<InterfaceSnapshot> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).current.clone()
+    }
+
+    /// Replaces the current snapshot and reports what changed. Updates are serialized; an
+    /// identical snapshot changes nothing and reports `identical`.
+    pub fn update(&self, snapshot: InterfaceSnapshot) -> SnapshotChange {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if *inner.current == snapshot {
+            return SnapshotChange {
+                identical: true,
+                no_network: snapshot.is_no_network(),
+                ..Default::default()
+            };
+        }
+        let snapshot = Arc::new(snapshot);
+        inner.current = snapshot.clone();
+        if snapshot.is_no_network() {
+            return SnapshotChange { no_network: true, ..Default::default() };
+        }
+        let change = diff(&inner.last_usable, &snapshot);
+        inner.last_usable = snapshot;
+        change
+    }
+}
+
+/// Compares two snapshots that both have interfaces (or an initial empty `old`).
+fn diff(old: &InterfaceSnapshot, new: &InterfaceSnapshot) -> SnapshotChange {
+    let ids = |s: &InterfaceSnapshot| s.interfaces().iter().map(|i| i.id()).collect::<BTreeSet<_>>();
+    let (old_ids, new_ids) = (ids(old), ids(new));
+    let removed: Vec<InterfaceId> =
+        old.interfaces().iter().map(|i| i.id()).filter(|id| !new_ids.contains(id)).collect();
+    let added: Vec<InterfaceId> =
+        new.interfaces().iter().map(|i| i.id()).filter(|id| !old_ids.contains(id)).collect();
+    let mut readdressed = Vec::new();
+    for before in old.interfaces() {
+        let Some(after) = new.by_index(before.index).filter(|a| a.name == before.name) else { continue };
+        if before.addresses.iter().any(|a| !after.addresses.iter().any(|b| b.ip == a.ip)) {
+            readdressed.push(before.id());
+        }
+    }
+    let new_ips: BTreeSet<IpAddr> =
+        new.interfaces().iter().flat_map(|i| i.addresses.iter().map(|a| a.ip)).collect();
+    let mut lost_addresses: Vec<IpAddr> = Vec::new();
+    for ip in old.interfaces().iter().flat_map(|i| i.addresses.iter().map(|a| a.ip)) {
+        if !new_ips.contains(&ip) && !lost_addresses.contains(&ip) {
+            lost_addresses.push(ip);
+        }
+    }
+    let old_default = old.default_interface().map(|i| i.id());
+    let new_default = new.default_interface().map(|i| i.id());
+    let default_change =
+        (old_default != new_default).then_some(DefaultChange { old: old_default, new: new_default });
+    SnapshotChange {
+        identical: false,
+        no_network: false,
+        removed,
+        added,
+        readdressed,
+        lost_addresses,
+        default_change,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{NetworkInterface, NetworkType};
+
+    fn wifi() -> NetworkInterface {
+        NetworkInterface::new("wlan0", 3, NetworkType::Wifi).with_address("192.168.1.20".parse().unwrap(), 24)
+    }
+
+    fn cell() -> NetworkInterface {
+        NetworkInterface::new("rmnet0", 7, NetworkType::Cellular)
+            .with_address("10.64.0.9".parse().unwrap(), 30)
+    }
+
+    fn snap(interfaces: Vec<NetworkInterface>, default: Option<u32>) -> InterfaceSnapshot {
+        InterfaceSnapshot::new(interfaces, default).unwrap()
+    }
+
+    fn id(name: &str, index: u32) -> InterfaceId {
+        InterfaceId { name: name.into(), index }
+    }
+
+    fn egress(name: &str, index: u32) -> Egress {
+        Egress { interface: Some(name.into()), interface_index: Some(index), network_type: None }
+    }
+
+    #[test]
+    fn identical_snapshot_is_a_noop() {
+        let state = NetworkState::new(snap(vec![wifi(), cell()], Some(3)));
+        let change = state.update(snap(vec![wifi(), cell()], Some(3)));
+        assert!(change.identical && change.is_noop());
+        assert!(!change.closes(&egress("wlan0", 3)));
+        assert!(!change.closes(&Egress::default()));
+    }
+
+    #[test]
+    fn reports_removed_interface_and_default_change() {
+        let state = NetworkState::new(snap(vec![wifi(), cell()], Some(3)));
+        let change = state.update(snap(vec![cell()], Some(7)));
+        assert!(!change.identical && !change.no_network && !change.is_noop());
+        assert_eq!(change.removed, vec![id("wlan0", 3)]);
+        assert_eq!(change.lost_addresses, vec!["192.168.1.20".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            change.default_change,
+            Some(DefaultChange { old: Some(id("wlan0", 3)), new: Some(id("rmnet0", 7)) })
+        );
+        assert!(change.closes(&egress("wlan0", 3)));
+        assert!(!change.closes(&egress("rmnet0", 7)));
+        assert!(change.closes(&Egress::default()), "system-route connections used the old default");
+        assert_eq!(state.snapshot().default_index(), Some(7));
+    }
+
+    #[test]
+    fn default_change_closes_old_default_only() {
+        let state = NetworkState::new(snap(vec![wifi(), cell()], Some(3)));
+        let change = state.update(snap(vec![wifi(), cell()], Some(7)));
+        assert!(change.removed.is_empty());
+        assert!(change.closes(&egress("wlan0", 3)));
+        assert!(!change.closes(&egress("rmnet0", 7)));
+        // Matched by name when the egress recorded no index.
+        let by_name = Egress { interface: Some("wlan0".into()), ..Default::default() };
+        assert!(change.closes(&by_name));
+    }
+
+    #[test]
+    fn same_name_new_index_is_a_removal() {
+        let state = NetworkState::new(snap(vec![wifi(), cell()], Some(3)));
+        let mut recreated = wifi();
+        recreated.index = 11;
+        let change = state.update(snap(vec![recreated, cell()], Some(11)));
+        assert_eq!(change.removed, vec![id("wlan0", 3)]);
+        assert_eq!(change.added, vec![id("wlan0", 11)]);
+        assert_eq!(
+            change.default_change,
+            Some(DefaultChange { old: Some(id("wlan0", 3)), new: Some(id("wlan0", 11)) })
+        );
+        assert!(change.closes(&egress("wlan0", 3)));
+        assert!(!change.closes(&egress("wlan0", 11)));
+    }
+
+    #[test]
+    fn renamed_default_is_a_default_change() {
+        let state = NetworkState::new(snap(vec![wifi()], Some(3)));
+        let mut renamed = wifi();
+        renamed.name = "wlan1".into();
+        let change = state.update(snap(vec![renamed], Some(3)));
+        assert!(change.default_change.is_some());
+        assert_eq!(change.removed, vec![id("wlan0", 3)]);
+    }
+
+    #[test]
+    fn no_network_pauses_and_resume_compares_with_last_usable() {
+        let state = NetworkState::new(snap(vec![wifi(), cell()], Some(3)));
+        let change = state.update(InterfaceSnapshot::empty());
+        assert!(change.no_network && !change.identical);
+        assert!(change.removed.is_empty() && change.default_change.is_none());
+        assert!(!change.closes(&egress("wlan0", 3)));
+        assert!(!change.closes(&Egress::default()));
+        assert!(state.snapshot().is_no_network());
+
+        let again = state.update(InterfaceSnapshot::empty());
+        assert!(again.identical && again.no_network);
+
+        // Wi-Fi did not come back: its connections are closed now.
+        let resumed = state.update(snap(vec![cell()], Some(7)));
+        assert_eq!(resumed.removed, vec![id("wlan0", 3)]);
+        assert!(resumed.closes(&egress("wlan0", 3)));
+        assert!(!resumed.closes(&egress("rmnet0", 7)));
+    }
+
+    #[test]
+    fn resume_with_same_interfaces_closes_nothing() {
+        let state = NetworkState::new(snap(vec![wifi(), cell()], Some(3)));
+        state.update(InterfaceSnapshot::empty());
+        let resumed = state.update(snap(vec![wifi(), cell()], Some(3)));
+        assert!(!resumed.identical && resumed.is_noop());
+        assert!(!resumed.closes(&egress("wlan0", 3)));
+        assert!(!resumed.closes(&Egress::default()));
+    }
+
+    #[test]
+    fn reports_readdressed_interfaces_without_closing() {
+        let state = NetworkState::new(snap(vec![wifi(), cell()], Some(3)));
+        let mut moved = wifi();
+        moved.addresses[0].ip = "192.168.7.5".parse().unwrap();
+        let change = state.update(snap(vec![moved, cell()], Some(3)));
+        assert_eq!(change.readdressed, vec![id("wlan0", 3)]);
+        assert!(change.lost_address("192.168.1.20".parse().unwrap()));
+        assert!(!change.lost_address("10.64.0.9".parse().unwrap()));
+        assert!(!change.closes(&egress("wlan0", 3)), "same interface, same default: closing is by address");
+    }
+
+    #[test]
+    fn first_snapshot_from_empty_reports_additions_only() {
+        let state = NetworkState::default();
+        assert!(state.snapshot().is_no_network());
+        let change = state.update(snap(vec![wifi()], None));
+        assert_eq!(change.added, vec![id("wlan0", 3)]);
+        assert!(change.removed.is_empty() && change.default_change.is_none());
+        let change = state.update(snap(vec![wifi()], Some(3)));
+        assert_eq!(change.default_change, Some(DefaultChange { old: None, new: Some(id("wlan0", 3)) }));
+        assert!(!change.closes(&Egress::default()), "no known old default: nothing to close");
+    }
+}
