@@ -21,6 +21,7 @@ pub mod logging;
 pub mod manager;
 pub mod metadata;
 pub mod network;
+pub mod platform;
 pub mod relay;
 pub mod tracker;
 

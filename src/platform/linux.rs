@@ -1,0 +1,171 @@
+//! Linux and Android: `SO_BINDTOIFINDEX` by interface index, falling back to `SO_BINDTODEVICE`
+//! by name when the kernel does not know `SO_BINDTOIFINDEX` (before 5.0, or a vendor kernel
+//! that answers `ENOPROTOOPT` / `EINVAL`). The fallback is remembered process-wide.
+//!
+//! On Android this binder is what [`super::HostBinder`] falls back to when the host answers
+//! "bind it yourself"; binding there may need `CAP_NET_RAW` on old kernels, which is why the host
+//! callback (`Network.bindSocket`) comes first.
+
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::libc;
+use socket2::Socket;
+
+use super::{BindError, SocketBinder};
+use crate::network::NetworkInterface;
+
+/// Set once a kernel has refused `SO_BINDTOIFINDEX` as unknown; from then on every bind in
+/// this process uses `SO_BINDTODEVICE`.
+static BIND_BY_NAME: AtomicBool = AtomicBool::new(false);
+
+/// Binds sockets with `SO_BINDTOIFINDEX` (or `SO_BINDTODEVICE`). Protect is a no-op: on desktop
+/// Linux nothing needs protecting, and on Android protect comes from the host callback.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LinuxBinder;
+
+impl LinuxBinder {
+    /// Whether this process has switched to `SO_BINDTODEVICE` (for logs and diagnostics).
+    pub fn binds_by_name() -> bool {
+        BIND_BY_NAME.load(Ordering::Relaxed)
+    }
+}
+
+impl SocketBinder for LinuxBinder {
+    fn protect(&self, _: &Socket, _: &NetworkInterface, _: SocketAddr) -> Result<(), BindError> {
+        Ok(())
+    }
+
+    fn bind_to_interface(
+        &self,
+        socket: &Socket,
+        interface: &NetworkInterface,
+        _destination: SocketAddr,
+    ) -> Result<(), BindError> {
+        bind_with_fallback(
+            &BIND_BY_NAME,
+            interface,
+            |index| socket.bind_device_by_index_v4(Some(index)),
+            || socket.bind_device(Some(interface.name.as_bytes())),
+        )
+    }
+}
+
+/// The binding logic with the socket calls injected, so the fallback can be tested without a
+/// kernel that lacks `SO_BINDTOIFINDEX`. Index 0 (which the kernel reads as "unbind") and indexes
+/// above `i32::MAX` are refused before any call.
+fn bind_with_fallback(
+    by_name_flag: &AtomicBool,
+    interface: &NetworkInterface,
+    by_index: impl FnOnce(NonZeroU32) -> io::Result<()>,
+    by_name: impl FnOnce() -> io::Result<()>,
+) -> Result<(), BindError> {
+    let index = match NonZeroU32::new(interface.index).filter(|i| i.get() <= i32::MAX as u32) {
+        Some(index) => index,
+        None => {
+            let error = io::Error::new(io::ErrorKind::InvalidInput, "invalid interface index");
+            return Err(BindError::os(interface, "SO_BINDTOIFINDEX", error));
+        }
+    };
+    if !by_name_flag.load(Ordering::Relaxed) {
+        match by_index(index) {
+            Ok(()) => return Ok(()),
+            Err(error) if matches!(error.raw_os_error(), Some(libc::ENOPROTOOPT | libc::EINVAL)) => {
+                if !by_name_flag.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        interface = %interface.name,
+                        %error,
+                        "kernel refused SO_BINDTOIFINDEX; binding by name (SO_BINDTODEVICE) from now on"
+                    );
+                }
+            }
+            Err(error) => return Err(BindError::os(interface, "SO_BINDTOIFINDEX", error)),
+        }
+    }
+    by_name().map_err(|error| BindError::os(interface, "SO_BINDTODEVICE", error))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::network::NetworkType;
+
+    fn wlan() -> NetworkInterface {
+        NetworkInterface::new("wlan0", 4, NetworkType::Wifi)
+    }
+
+    #[test]
+    fn uses_the_index_while_the_kernel_accepts_it() {
+        let flag = AtomicBool::new(false);
+        let by_name_called = Cell::new(false);
+        let result = bind_with_fallback(
+            &flag,
+            &wlan(),
+            |index| {
+                assert_eq!(index.get(), 4);
+                Ok(())
+            },
+            || {
+                by_name_called.set(true);
+                Ok(())
+            },
+        );
+        assert!(result.is_ok());
+        assert!(!by_name_called.get() && !flag.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn switches_to_the_name_for_good_on_enoprotoopt_or_einval() {
+        for errno in [libc::ENOPROTOOPT, libc::EINVAL] {
+            let flag = AtomicBool::new(false);
+            let result =
+                bind_with_fallback(&flag, &wlan(), |_| Err(io::Error::from_raw_os_error(errno)), || Ok(()));
+            assert!(result.is_ok());
+            assert!(flag.load(Ordering::Relaxed), "errno {errno} must switch to SO_BINDTODEVICE");
+            // The index is not tried again.
+            let result =
+                bind_with_fallback(&flag, &wlan(), |_| panic!("index tried after switch"), || Ok(()));
+            assert!(result.is_ok());
+        }
+    }
+
+    #[test]
+    fn other_errors_fail_without_switching() {
+        let flag = AtomicBool::new(false);
+        let err = bind_with_fallback(
+            &flag,
+            &wlan(),
+            |_| Err(io::Error::from_raw_os_error(libc::ENODEV)),
+            || panic!("fell back on ENODEV"),
+        )
+        .unwrap_err();
+        assert!(!flag.load(Ordering::Relaxed));
+        let text = err.to_string();
+        assert!(text.contains("wlan0 (index 4)") && text.contains("SO_BINDTOIFINDEX"), "{text}");
+    }
+
+    #[test]
+    fn name_failure_names_the_option() {
+        let flag = AtomicBool::new(true);
+        let err =
+            bind_with_fallback(&flag, &wlan(), |_| Ok(()), || Err(io::Error::from_raw_os_error(libc::EPERM)))
+                .unwrap_err();
+        assert!(err.to_string().contains("SO_BINDTODEVICE"), "{err}");
+    }
+
+    #[test]
+    fn refuses_index_zero_and_out_of_range() {
+        for index in [0, u32::MAX] {
+            let flag = AtomicBool::new(false);
+            let mut interface = wlan();
+            interface.index = index;
+            let err =
+                bind_with_fallback(&flag, &interface, |_| panic!("called"), || panic!("called")).unwrap_err();
+            assert_eq!(err.interface(), "wlan0");
+        }
+    }
+}
