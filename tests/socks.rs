@@ -473,3 +473,11 @@ async fn stop_stops_accepting_but_keeps_relayed_connections() {
     .expect("the listener still accepts after stop()");
     assert_echoes(&mut client, b"still relayed after stop").await;
 }
+
+#[tokio::test]
+async fn an_unbounded_handshake_timeout_still_serves() {
+    let proxy = proxy(Vec::new(), Duration::MAX).await;
+    let mut echo = echo_server(Ipv4Addr::LOCALHOST.into()).await.unwrap();
+    let request = connect_request(echo.addr);
+    connect_and_echo(&proxy, &mut echo, &request).await;
+}

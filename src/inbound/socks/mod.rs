@@ -131,7 +131,8 @@ impl SocksServer {
     /// Binds the listener and starts serving on the current tokio runtime (call inside one).
     ///
     /// Fails without binding when the address is not loopback and `allow_non_loopback` is off
-    /// ([`SocksError::NotLoopback`]) or a user's name or password is not 1-255 bytes
+    /// ([`SocksError::NotLoopback`]; an IPv4-mapped IPv6 address such as `[::ffff:127.0.0.1]` does
+    /// not count as loopback) or a user's name or password is not 1-255 bytes
     /// ([`SocksError::BadUser`]).
     pub async fn start(
         settings: SocksSettings,

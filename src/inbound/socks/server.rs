@@ -79,7 +79,10 @@ struct Accepted {
 }
 
 async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
-    let deadline = Instant::now() + context.handshake_timeout;
+    // A timeout too large to add to the clock (e.g. from a config of "1000000y") means "a year".
+    let deadline = Instant::now()
+        .checked_add(context.handshake_timeout)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
     let mut reader = Reader { buf: Vec::new() };
     let outcome =
         tokio::time::timeout_at(deadline, handshake(&mut stream, &mut reader, peer, &context)).await;
