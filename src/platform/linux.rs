@@ -2,6 +2,11 @@
 //! by name when the kernel does not know `SO_BINDTOIFINDEX` (before 5.0, or a vendor kernel
 //! that answers `ENOPROTOOPT` / `EINVAL`). The fallback is remembered process-wide.
 //!
+//! The kernel does not check that an index passed to `SO_BINDTOIFINDEX` exists (a ghost index
+//! only fails later, at `connect`), so the binder first checks that the interface's name still
+//! has its index (`if_nametoindex`): a missing interface or a stale snapshot fails the bind,
+//! naming the interface.
+//!
 //! On Android this binder is what [`super::HostBinder`] falls back to when the host answers
 //! "bind it yourself"; binding there may need `CAP_NET_RAW` on old kernels, which is why the host
 //! callback (`Network.bindSocket`) comes first.
@@ -44,12 +49,34 @@ impl SocketBinder for LinuxBinder {
         interface: &NetworkInterface,
         _destination: SocketAddr,
     ) -> Result<(), BindError> {
+        let lookup = nix::net::if_::if_nametoindex(interface.name.as_str()).map_err(io::Error::from);
+        verify_index(interface, lookup)?;
         bind_with_fallback(
             &BIND_BY_NAME,
             interface,
             |index| socket.bind_device_by_index_v4(Some(index)),
             || socket.bind_device(Some(interface.name.as_bytes())),
         )
+    }
+}
+
+/// Fails when the system has no interface of that name (`ENODEV`/`ENXIO`) or gives it another
+/// index. Any other lookup error (a sandbox refusing the ioctl) skips the check: the bind itself
+/// still runs and reports its own errors.
+fn verify_index(interface: &NetworkInterface, lookup: io::Result<u32>) -> Result<(), BindError> {
+    let missing = |found| BindError::NoSuchInterface {
+        interface: interface.name.clone(),
+        index: interface.index,
+        found,
+    };
+    match lookup {
+        Ok(index) if index == interface.index => Ok(()),
+        Ok(index) => Err(missing(Some(index))),
+        Err(error) if matches!(error.raw_os_error(), Some(libc::ENODEV | libc::ENXIO)) => Err(missing(None)),
+        Err(error) => {
+            tracing::debug!(interface = %interface.name, %error, "cannot look up interface index; binding anyway");
+            Ok(())
+        }
     }
 }
 
@@ -155,6 +182,20 @@ mod tests {
             bind_with_fallback(&flag, &wlan(), |_| Ok(()), || Err(io::Error::from_raw_os_error(libc::EPERM)))
                 .unwrap_err();
         assert!(err.to_string().contains("SO_BINDTODEVICE"), "{err}");
+    }
+
+    #[test]
+    fn verifies_that_the_name_still_has_the_index() {
+        assert!(verify_index(&wlan(), Ok(4)).is_ok());
+        let err = verify_index(&wlan(), Ok(9)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "interface wlan0 (index 4) does not exist on this system (that name has index 9 now)"
+        );
+        let err = verify_index(&wlan(), Err(io::Error::from_raw_os_error(libc::ENODEV))).unwrap_err();
+        assert_eq!(err.to_string(), "interface wlan0 (index 4) does not exist on this system");
+        assert_eq!(io::Error::from(err).kind(), io::ErrorKind::NetworkUnreachable);
+        assert!(verify_index(&wlan(), Err(io::Error::from_raw_os_error(libc::EACCES))).is_ok());
     }
 
     #[test]

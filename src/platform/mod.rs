@@ -119,6 +119,16 @@ pub enum BindError {
         /// `"IPv4"` or `"IPv6"`.
         family: &'static str,
     },
+    /// The interface is not on this system, or its name now has another index (stale snapshot).
+    #[error("interface {interface} (index {index}) does not exist on this system{}", found_index(.found))]
+    NoSuchInterface {
+        /// Interface name.
+        interface: String,
+        /// Interface index from the snapshot.
+        index: u32,
+        /// The index the system has for that name, if it has the name at all.
+        found: Option<u32>,
+    },
     /// This platform has no way to bind a socket to an interface.
     #[error("cannot bind socket to interface {interface} (index {index}): not supported on this platform")]
     Unsupported {
@@ -136,6 +146,7 @@ impl BindError {
             BindError::Os { interface, .. }
             | BindError::Host { interface, .. }
             | BindError::NoSourceAddress { interface, .. }
+            | BindError::NoSuchInterface { interface, .. }
             | BindError::Unsupported { interface, .. } => interface,
         }
     }
@@ -153,10 +164,18 @@ impl BindError {
     }
 }
 
+fn found_index(found: &Option<u32>) -> String {
+    found.map(|index| format!(" (that name has index {index} now)")).unwrap_or_default()
+}
+
 impl From<BindError> for io::Error {
-    /// Keeps the OS error kind (so `FailureKind::of_io` still classifies it) and the full message.
+    /// Keeps the OS error kind (so `FailureKind::of_io` still classifies it; a missing interface
+    /// is `NetworkUnreachable`) and the full message.
     fn from(error: BindError) -> io::Error {
-        let kind = error.os_error().map_or(io::ErrorKind::Other, io::Error::kind);
+        let kind = match &error {
+            BindError::NoSuchInterface { .. } => io::ErrorKind::NetworkUnreachable,
+            other => other.os_error().map_or(io::ErrorKind::Other, io::Error::kind),
+        };
         io::Error::new(kind, error.to_string())
     }
 }
