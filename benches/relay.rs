@@ -42,6 +42,9 @@ const FDS_NEEDED: u64 = 4 * IDLE_CONNECTIONS as u64 + 256;
 /// What each idle connection sends once (mode byte `E` first); the server echoes it back.
 const IDLE_MESSAGE: &[u8] = b"Ehello, idle connection";
 
+/// Makes the binary measure one setup's idle cost in a fresh process (used by the main run).
+const CHILD_FLAG: &str = "--idle-child";
+
 static PATTERN: [u8; CHUNK] = [0x5a; CHUNK];
 
 // ---------------------------------------------------------------- counting allocator
@@ -497,6 +500,47 @@ async fn idle_cost(rig: &Rig, setup: Setup, count: usize) -> Result<IdleCost, St
     })
 }
 
+/// Child-process mode: one setup's idle cost in a fresh process, printed as one `IDLE` line.
+async fn idle_child(setup: Setup) -> Result<(), String> {
+    let rig = Rig::start().await?;
+    // A few connections first, so lazily created state (the relay's per-worker buffer pools,
+    // tokio's timer) exists before the measurement starts.
+    for _ in 0..8 {
+        setup_latency(rig.address(setup)).await?;
+    }
+    let cost = idle_cost(&rig, setup, IDLE_CONNECTIONS).await?;
+    println!("IDLE {} {} {}", cost.heap, cost.rss, cost.leaked);
+    Ok(())
+}
+
+/// Runs [`idle_child`] for `setup` in a child process (this same binary) and reads its figures.
+async fn idle_cost_in_child(setup: Setup) -> Result<IdleCost, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this benchmark's binary: {e}"))?;
+    let output = bounded(PHASE_TIMEOUT, "idle-memory child process", async {
+        tokio::process::Command::new(&exe)
+            .args([CHILD_FLAG, setup.name()])
+            .stderr(std::process::Stdio::inherit())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| format!("run {} {CHILD_FLAG} {}: {e}", exe.display(), setup.name()))
+    })
+    .await?;
+    if !output.status.success() {
+        return Err(format!("idle-memory child for {} failed: {}", setup.name(), output.status));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let figures: Vec<f64> = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("IDLE "))
+        .map(|rest| rest.split_whitespace().filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    match figures[..] {
+        [heap, rss, leaked] => Ok(IdleCost { heap, rss, leaked: leaked as i64 }),
+        _ => Err(format!("idle-memory child for {} printed no figures: {stdout:?}", setup.name())),
+    }
+}
+
 // ---------------------------------------------------------------- the run and the table
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -537,14 +581,9 @@ fn print_table(title: &str, unit: &str, rows: &[Row]) {
     }
 }
 
-async fn run() -> Result<(), String> {
-    let rig = Rig::start().await?;
-    println!(
-        "loopback server {}, copy_bidirectional relay {}, netswitch relay {}",
-        rig.server, rig.baseline, rig.netswitch
-    );
-
-    // Throughput: every trial runs the three setups back to back, so noise hits them alike.
+/// Bulk throughput rows, and the heap peak row of the 8-stream upload. Every trial runs the three
+/// setups back to back, so noise from the machine hits them alike.
+async fn throughput_phase(rig: &Rig) -> Result<(Vec<Row>, Row), String> {
     let shapes = [
         (Direction::Upload, 1, ONE_STREAM_BYTES),
         (Direction::Upload, 8, EIGHT_STREAM_BYTES),
@@ -573,8 +612,11 @@ async fn run() -> Result<(), String> {
         }
         throughput_rows.push(Row { label, values: samples.map(median), vs_direct: true });
     }
+    Ok((throughput_rows, Row { label: "peak".into(), values: peak_row, vs_direct: false }))
+}
 
-    // Setup latency: warm up, then interleaved rounds of sequential connections.
+/// Setup latency p50/p99 rows: a warm-up round, then interleaved rounds of sequential connections.
+async fn latency_phase(rig: &Rig) -> Result<Vec<Row>, String> {
     let mut latencies: [Vec<Duration>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for round in 0..=LATENCY_ROUNDS {
         for (i, setup) in SETUPS.into_iter().enumerate() {
@@ -598,18 +640,18 @@ async fn run() -> Result<(), String> {
         values.sort();
         values.get(values.len() * p / 100).map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
     };
-    let latency_rows = vec![
+    Ok(vec![
         Row { label: "p50".into(), values: latencies.each_mut().map(|v| percentile(v, 50)), vs_direct: true },
         Row { label: "p99".into(), values: latencies.each_mut().map(|v| percentile(v, 99)), vs_direct: true },
-    ];
+    ])
+}
 
-    // Idle memory: a warm-up pass at 200 connections, then the measured pass.
-    for setup in SETUPS {
-        idle_cost(&rig, setup, IDLE_CONNECTIONS / 5).await?;
-    }
+/// Idle memory rows: one fresh child process per setup, so RSS is not hidden by memory that the
+/// allocator kept from earlier phases.
+async fn memory_phase() -> Result<Vec<Row>, String> {
     let mut idle = Vec::new();
     for setup in SETUPS {
-        let cost = idle_cost(&rig, setup, IDLE_CONNECTIONS).await?;
+        let cost = idle_cost_in_child(setup).await?;
         if cost.leaked.abs() > 64 * 1024 {
             println!(
                 "  note: {}: heap after closing all is {} bytes above the start",
@@ -620,7 +662,7 @@ async fn run() -> Result<(), String> {
         idle.push(cost);
     }
     let own = |f: fn(&IdleCost) -> f64| [f64::NAN, f(&idle[1]) - f(&idle[0]), f(&idle[2]) - f(&idle[0])];
-    let memory_rows = vec![
+    Ok(vec![
         Row {
             label: "heap, whole process".into(),
             values: [idle[0].heap, idle[1].heap, idle[2].heap],
@@ -633,17 +675,22 @@ async fn run() -> Result<(), String> {
             vs_direct: false,
         },
         Row { label: "RSS, relay's own (minus direct)".into(), values: own(|c| c.rss), vs_direct: false },
-    ];
+    ])
+}
 
+async fn run() -> Result<(), String> {
+    let rig = Rig::start().await?;
     println!(
-        "\n=== netswitch relay benchmark: loopback, one process, tokio multi-thread runtime, 2 workers ==="
+        "loopback server {}, copy_bidirectional relay {}, netswitch relay {}",
+        rig.server, rig.baseline, rig.netswitch
     );
+    let (throughput_rows, peak_row) = throughput_phase(&rig).await?;
+    let latency_rows = latency_phase(&rig).await?;
+    let memory_rows = memory_phase().await?;
+
+    println!("\n=== netswitch relay benchmark: loopback, tokio multi-thread runtime with 2 workers ===");
     print_table(&format!("Bulk throughput, median of {TRIALS} trials"), "MiB/s", &throughput_rows);
-    print_table(
-        "Heap peak above start during the 8-stream upload",
-        "KiB",
-        &[Row { label: "peak".into(), values: peak_row, vs_direct: false }],
-    );
+    print_table("Heap peak above start during the 8-stream upload", "KiB", &[peak_row]);
     print_table(
         &format!(
             "Connection setup latency, connect() to first echoed byte, {LATENCY_CONNECTIONS} sequential"
@@ -652,7 +699,7 @@ async fn run() -> Result<(), String> {
         &latency_rows,
     );
     print_table(
-        &format!("Memory per idle connection, {IDLE_CONNECTIONS} connections"),
+        &format!("Memory per idle connection, {IDLE_CONNECTIONS} connections, fresh process per setup"),
         "bytes",
         &memory_rows,
     );
@@ -677,6 +724,18 @@ fn main() {
         }
         Err(e) => eprintln!("warning: could not read the open files limit ({e}); continuing"),
     }
+    let args: Vec<String> = std::env::args().collect();
+    let child = args.iter().position(|a| a == CHILD_FLAG).map(|i| args.get(i + 1).map(String::as_str));
+    let child = match child {
+        None => None,
+        Some(name) => match SETUPS.into_iter().find(|s| Some(s.name()) == name) {
+            Some(setup) => Some(setup),
+            None => {
+                eprintln!("error: {CHILD_FLAG} needs one of direct, copy_bidirectional, netswitch");
+                std::process::exit(1);
+            }
+        },
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -685,7 +744,12 @@ fn main() {
         }
     };
     // The whole run is a task, so every client, relay and server runs on the two workers.
-    let outcome = runtime.block_on(async { tokio::spawn(run()).await });
+    let outcome = runtime.block_on(async {
+        match child {
+            Some(setup) => tokio::spawn(idle_child(setup)).await,
+            None => tokio::spawn(run()).await,
+        }
+    });
     match outcome {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
