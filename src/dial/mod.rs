@@ -1,6 +1,7 @@
 //! Dialing: the [`Outbound`] trait and the errors a dial can end with.
 
 pub mod direct;
+pub mod race;
 
 use std::fmt;
 use std::future::Future;

@@ -1,0 +1,276 @@
+//! Network and address-family racing over simulated networks on loopback: each network is a
+//! loopback source address with an injectable behaviour (connect delay, failure, silence).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use netswitch::dial::race::{race_networks, ConnectFn, FallbackMemory, RaceNetwork};
+use netswitch::dial::{AttemptError, FailureKind};
+use tokio::net::{TcpListener, TcpSocket};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Behaviour {
+    /// Connects after this delay.
+    Delay(Duration),
+    /// Fails at once with "network unreachable".
+    Fail,
+    /// Never answers (until the attempt's timeout).
+    Silent,
+}
+
+#[derive(Clone, Debug)]
+struct SimNet {
+    name: &'static str,
+    source: IpAddr,
+    behaviour: Behaviour,
+}
+
+impl RaceNetwork for SimNet {
+    fn name(&self) -> Option<&str> {
+        Some(self.name)
+    }
+}
+
+fn net(name: &'static str, last_octet: u8, behaviour: Behaviour) -> SimNet {
+    SimNet { name, source: IpAddr::from([127, 0, 0, last_octet]), behaviour }
+}
+
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn connector() -> ConnectFn<SimNet> {
+    Arc::new(|network: &SimNet, address: SocketAddr| {
+        let network = network.clone();
+        Box::pin(async move {
+            match network.behaviour {
+                Behaviour::Fail => {
+                    return Err(AttemptError::Io(std::io::Error::from(
+                        std::io::ErrorKind::NetworkUnreachable,
+                    )))
+                }
+                Behaviour::Silent => {
+                    tokio::time::sleep(ATTEMPT_TIMEOUT).await;
+                    return Err(AttemptError::TimedOut(ATTEMPT_TIMEOUT));
+                }
+                Behaviour::Delay(delay) => tokio::time::sleep(delay).await,
+            }
+            let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            if address.is_ipv4() {
+                socket.bind(SocketAddr::new(network.source, 0))?;
+            }
+            Ok(socket.connect(address).await?)
+        })
+    })
+}
+
+/// A listener that reports which source address each accepted connection came from.
+async fn server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<IpAddr>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, peer)) = listener.accept().await {
+            let _ = tx.send(peer.ip());
+            drop(stream);
+        }
+    });
+    (address, rx)
+}
+
+const DELAY: Duration = Duration::from_millis(300);
+
+async fn race(
+    primaries: Vec<SimNet>,
+    fallbacks: Vec<SimNet>,
+    address: SocketAddr,
+    memory: &Arc<FallbackMemory>,
+) -> (Result<netswitch::dial::race::RaceWin<SimNet>, Vec<netswitch::dial::DialAttempt>>, Duration) {
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        race_networks(primaries, fallbacks, vec![address], connector(), DELAY, memory.clone()),
+    )
+    .await
+    .expect("race finished");
+    (result, started.elapsed())
+}
+
+#[tokio::test]
+async fn fastest_primary_wins_and_fallback_never_starts() {
+    let (address, mut seen) = server().await;
+    let memory = Arc::new(FallbackMemory::default());
+    let wifi = net("wifi0", 2, Behaviour::Delay(Duration::from_millis(50)));
+    let cell = net("cell0", 3, Behaviour::Delay(Duration::ZERO));
+    let (result, _) = race(vec![wifi], vec![cell], address, &memory).await;
+    let win = result.unwrap();
+    assert_eq!(win.network.name, "wifi0");
+    assert!(!win.was_fallback);
+    assert_eq!(seen.recv().await.unwrap(), IpAddr::from([127, 0, 0, 2]));
+    tokio::time::sleep(DELAY * 2).await;
+    assert!(seen.try_recv().is_err(), "the fallback network never dialed");
+    assert!(!memory.is_active());
+}
+
+#[tokio::test]
+async fn fallback_wins_after_the_delay_when_primary_is_silent() {
+    let (address, mut seen) = server().await;
+    let memory = Arc::new(FallbackMemory::default());
+    let wifi = net("wifi0", 2, Behaviour::Silent);
+    let cell = net("cell0", 3, Behaviour::Delay(Duration::ZERO));
+    let (result, elapsed) = race(vec![wifi], vec![cell], address, &memory).await;
+    let win = result.unwrap();
+    assert_eq!(win.network.name, "cell0");
+    assert!(win.was_fallback);
+    assert!(elapsed >= DELAY, "fallback started before the fallback delay ({elapsed:?})");
+    assert!(elapsed < ATTEMPT_TIMEOUT, "fallback waited for the primary's timeout ({elapsed:?})");
+    assert_eq!(seen.recv().await.unwrap(), IpAddr::from([127, 0, 0, 3]));
+    assert!(memory.is_active(), "a fallback win opens the fast-fallback window");
+}
+
+#[tokio::test]
+async fn fallbacks_start_at_once_when_every_primary_fails() {
+    let (address, _seen) = server().await;
+    let memory = Arc::new(FallbackMemory::default());
+    let primaries = vec![net("wifi0", 2, Behaviour::Fail), net("eth0", 4, Behaviour::Fail)];
+    let cell = net("cell0", 3, Behaviour::Delay(Duration::ZERO));
+    let (result, elapsed) = race(primaries, vec![cell], address, &memory).await;
+    let win = result.unwrap();
+    assert_eq!(win.network.name, "cell0");
+    assert!(elapsed < DELAY, "fallback waited for the delay although every primary failed ({elapsed:?})");
+    assert_eq!(win.failed.len(), 2, "both primary failures are reported");
+}
+
+#[tokio::test]
+async fn fast_fallback_window_races_everything_and_ends_when_primary_recovers() {
+    let (address, _seen) = server().await;
+    let memory = Arc::new(FallbackMemory::default());
+    // 1. Wi-Fi is silent: cellular wins after the delay and opens the window.
+    let (result, _) = race(
+        vec![net("wifi0", 2, Behaviour::Silent)],
+        vec![net("cell0", 3, Behaviour::Delay(Duration::ZERO))],
+        address,
+        &memory,
+    )
+    .await;
+    assert!(result.unwrap().was_fallback);
+    assert!(memory.is_active());
+    // 2. In the window, cellular starts at once: no fallback delay.
+    let (result, elapsed) = race(
+        vec![net("wifi0", 2, Behaviour::Silent)],
+        vec![net("cell0", 3, Behaviour::Delay(Duration::ZERO))],
+        address,
+        &memory,
+    )
+    .await;
+    assert_eq!(result.unwrap().network.name, "cell0");
+    assert!(elapsed < DELAY, "in the fast-fallback window the fallback starts at once ({elapsed:?})");
+    assert!(memory.is_active());
+    // 3. Wi-Fi is back but a bit slower than cellular: cellular wins, Wi-Fi connects within the
+    //    fallback delay, so the window ends.
+    let (result, _) = race(
+        vec![net("wifi0", 2, Behaviour::Delay(Duration::from_millis(60)))],
+        vec![net("cell0", 3, Behaviour::Delay(Duration::ZERO))],
+        address,
+        &memory,
+    )
+    .await;
+    assert_eq!(result.unwrap().network.name, "cell0");
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while memory.is_active() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the window ends once the primary recovered");
+    // 4. Back in normal mode: Wi-Fi wins outright and cellular is not dialed first.
+    let (result, _) = race(
+        vec![net("wifi0", 2, Behaviour::Delay(Duration::from_millis(60)))],
+        vec![net("cell0", 3, Behaviour::Delay(Duration::ZERO))],
+        address,
+        &memory,
+    )
+    .await;
+    assert_eq!(result.unwrap().network.name, "wifi0");
+}
+
+#[tokio::test]
+async fn hybrid_races_all_primaries_at_once() {
+    let (address, _seen) = server().await;
+    let memory = Arc::new(FallbackMemory::default());
+    let primaries = vec![
+        net("wifi0", 2, Behaviour::Delay(Duration::from_millis(200))),
+        net("cell0", 3, Behaviour::Delay(Duration::from_millis(20))),
+    ];
+    let (result, elapsed) = race(primaries, vec![], address, &memory).await;
+    assert_eq!(result.unwrap().network.name, "cell0");
+    assert!(elapsed < Duration::from_millis(200), "primaries raced concurrently ({elapsed:?})");
+}
+
+#[tokio::test]
+async fn all_failing_reports_every_attempt_with_its_interface() {
+    let address = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap()
+    };
+    let memory = Arc::new(FallbackMemory::default());
+    let (result, _) = race(
+        vec![net("wifi0", 2, Behaviour::Fail)],
+        vec![net("cell0", 3, Behaviour::Delay(Duration::ZERO))],
+        address,
+        &memory,
+    )
+    .await;
+    let attempts = result.unwrap_err();
+    let mut summary: Vec<(String, FailureKind)> =
+        attempts.iter().map(|a| (a.interface.clone().unwrap(), a.error.kind())).collect();
+    summary.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        summary,
+        vec![
+            ("cell0".to_string(), FailureKind::Refused),
+            ("wifi0".to_string(), FailureKind::NetworkUnreachable)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn happy_eyeballs_second_family_after_delay_or_at_once_on_failure() {
+    // A dual-stack server: v6 on ::1 (if available) and v4 on 127.0.0.1, same port not needed.
+    let Ok(v6) = TcpListener::bind("[::1]:0").await else {
+        println!("SKIP happy_eyeballs: no IPv6 loopback on this machine");
+        return;
+    };
+    let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let v6_addr = v6.local_addr().unwrap();
+    let v4_addr = v4.local_addr().unwrap();
+    let silent_v6: ConnectFn<SimNet> = Arc::new(move |network: &SimNet, address: SocketAddr| {
+        let inner = connector();
+        let network = network.clone();
+        Box::pin(async move {
+            if address.is_ipv6() {
+                tokio::time::sleep(ATTEMPT_TIMEOUT).await;
+                return Err(AttemptError::TimedOut(ATTEMPT_TIMEOUT));
+            }
+            inner(&network, address).await
+        })
+    });
+    let memory = Arc::new(FallbackMemory::default());
+    let started = Instant::now();
+    let win = race_networks(
+        vec![net("wifi0", 2, Behaviour::Delay(Duration::ZERO))],
+        vec![],
+        vec![v6_addr, v4_addr],
+        silent_v6,
+        DELAY,
+        memory,
+    )
+    .await
+    .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(win.address, v4_addr, "IPv4 took over from the silent IPv6 address");
+    assert!(
+        elapsed >= DELAY && elapsed < ATTEMPT_TIMEOUT,
+        "IPv4 started after the family delay ({elapsed:?})"
+    );
+    drop((v6, v4));
+}
