@@ -217,7 +217,7 @@ async fn close_by_id_and_close_all_close_idle_connections() {
     assert!(matches!(error_of(&closed), ConnectionError::Closed));
     assert!(!h.manager.close(ids[0]), "a closed id is gone");
     assert_eq!(h.manager.close_all(), 2);
-    let mut rest = vec![h.next_closed().await, h.next_closed().await];
+    let mut rest = [h.next_closed().await, h.next_closed().await];
     rest.sort_by_key(|c| c.id);
     assert_eq!(rest.iter().map(|c| c.id).collect::<Vec<_>>(), ids[1..]);
     assert!(rest.iter().all(|c| matches!(c.error, Some(ConnectionError::Closed))));

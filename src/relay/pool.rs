@@ -51,7 +51,8 @@ mod tests {
         assert_eq!(small.len(), SMALL);
         let pointer = small.as_ptr();
         give(small);
-        assert_eq!(take(GROW_AFTER - 1).as_ptr(), pointer, "a returned buffer is reused");
+        let reused = take(GROW_AFTER - 1);
+        assert_eq!(reused.as_ptr(), pointer, "a returned buffer is reused");
         assert_eq!(take(GROW_AFTER).len(), LARGE);
     }
 }
