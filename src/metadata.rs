@@ -114,6 +114,9 @@ impl FromStr for Destination {
 pub struct ConnectionOptions {
     /// Timeout for each connect attempt (one address). Default: the config's `connect_timeout` (5 s).
     pub connect_timeout: Option<Duration>,
+    /// UDP: connect the remote socket to one resolved address (`udp_connect`). Default false:
+    /// one unconnected socket that may send to many destinations.
+    pub udp_connect: bool,
 }
 
 /// Everything netswitch knows about one connection before dialing it.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::{AttemptError, BoxFuture, DialAttempt, DialError, DialedStream, Outbound};
+use super::{AttemptError, BoxFuture, DialAttempt, DialError, DialedStream, DialedUdp, Outbound};
 use crate::metadata::{Host, Metadata};
 use crate::network::Egress;
 
@@ -42,7 +42,7 @@ impl DirectOutbound {
             let started = Instant::now();
             match connect(address, timeout).await {
                 Ok(stream) => {
-                    return Ok(DialedStream { stream, egress: Egress::default() });
+                    return Ok(DialedStream::plain(stream, Egress::default()));
                 }
                 Err(error) => {
                     tracing::debug!(%address, %error, "connect attempt failed");
@@ -63,6 +63,43 @@ impl Outbound for DirectOutbound {
     fn dial_tcp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedStream, DialError>> {
         Box::pin(self.dial(metadata))
     }
+
+    fn open_udp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {
+        Box::pin(async move {
+            let addresses = resolve(metadata).await?;
+            let mut attempts = Vec::new();
+            for address in addresses {
+                let started = Instant::now();
+                match open_udp_socket(address, metadata.options.udp_connect).await {
+                    Ok(socket) => {
+                        let connected_to = metadata.options.udp_connect.then_some(address);
+                        return Ok(DialedUdp { socket, connected_to, egress: Egress::default() });
+                    }
+                    Err(error) => attempts.push(DialAttempt {
+                        address,
+                        interface: None,
+                        elapsed: started.elapsed(),
+                        error: AttemptError::Io(error),
+                    }),
+                }
+            }
+            Err(DialError::Connect { destination: metadata.destination.to_string(), attempts })
+        })
+    }
+}
+
+/// A UDP socket of `address`'s family bound to the unspecified address; connected to `address`
+/// when `connect` is set.
+async fn open_udp_socket(address: SocketAddr, connect: bool) -> std::io::Result<tokio::net::UdpSocket> {
+    let local: SocketAddr = match address {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await?;
+    if connect {
+        socket.connect(address).await?;
+    }
+    Ok(socket)
 }
 
 /// The addresses to try for a connection, in order: the pre-resolved ones, the IP destination,

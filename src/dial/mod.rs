@@ -19,10 +19,48 @@ use crate::network::Egress;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A connected outbound TCP stream and the network it left through.
-#[derive(Debug)]
 pub struct DialedStream {
     /// The connected socket.
     pub stream: TcpStream,
+    /// Which interface / network the socket uses.
+    pub egress: Egress,
+    /// Set by outbounds whose protocol handshake is lazy (e.g. an upstream SOCKS5 server): the
+    /// handshake is completed together with the first payload. `None` for a plain connection.
+    pub handshake: Option<Box<dyn LazyHandshake>>,
+}
+
+impl DialedStream {
+    /// A plain connected stream with nothing left to negotiate.
+    pub fn plain(stream: TcpStream, egress: Egress) -> DialedStream {
+        DialedStream { stream, egress, handshake: None }
+    }
+}
+
+impl fmt::Debug for DialedStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DialedStream")
+            .field("stream", &self.stream)
+            .field("egress", &self.egress)
+            .field("lazy_handshake", &self.handshake.is_some())
+            .finish()
+    }
+}
+
+/// The rest of an outbound's protocol handshake, completed with the first payload so that it
+/// reaches the destination one round trip earlier (the manager's "kick").
+pub trait LazyHandshake: Send + 'static {
+    /// Writes the pending handshake together with `early_data` (which may be empty) in one write,
+    /// then reads and checks the server's replies. After `Ok`, `stream` carries plain payload.
+    fn complete<'a>(self: Box<Self>, stream: &'a TcpStream, early_data: &'a [u8]) -> BoxFuture<'a, Result<(), DialError>>;
+}
+
+/// An outbound UDP socket and the network it uses.
+#[derive(Debug)]
+pub struct DialedUdp {
+    /// The socket; connected to `connected_to` when that is set.
+    pub socket: tokio::net::UdpSocket,
+    /// The address the socket is connected to (connected mode), `None` in unconnected mode.
+    pub connected_to: Option<SocketAddr>,
     /// Which interface / network the socket uses.
     pub egress: Egress,
 }
@@ -36,6 +74,13 @@ pub trait Outbound: Send + Sync + 'static {
     /// that was tried and why it failed. Cancel-safe: dropping the future closes any socket it
     /// opened.
     fn dial_tcp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedStream, DialError>>;
+
+    /// Opens a UDP socket for `metadata.destination`: connected to one resolved address when
+    /// `metadata.options.udp_connect` is set, otherwise unconnected (it may send anywhere).
+    /// The default implementation refuses: outbounds without UDP support say so.
+    fn open_udp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {
+        Box::pin(async move { Err(DialError::Unsupported { what: "UDP", destination: metadata.destination.to_string() }) })
+    }
 }
 
 /// The broad reason a dial failed; what a SOCKS reply code (and a host app) can act on.
@@ -128,6 +173,14 @@ pub enum DialError {
         /// The domain that was looked up.
         host: String,
     },
+    /// This outbound cannot carry this kind of traffic.
+    #[error("{what} to {destination} is not supported by this outbound")]
+    Unsupported {
+        /// "UDP", …
+        what: &'static str,
+        /// The destination as the client gave it.
+        destination: String,
+    },
     /// Every connect attempt failed.
     #[error("connect to {destination} failed: {}", join_attempts(.attempts))]
     Connect {
@@ -148,7 +201,9 @@ impl DialError {
     /// (the most specific answer), otherwise the first attempt's kind.
     pub fn kind(&self) -> FailureKind {
         match self {
-            DialError::Resolve { .. } | DialError::NoAddress { .. } => FailureKind::Other,
+            DialError::Resolve { .. } | DialError::NoAddress { .. } | DialError::Unsupported { .. } => {
+                FailureKind::Other
+            }
             DialError::Connect { attempts, .. } => {
                 if attempts.iter().any(|a| a.error.kind() == FailureKind::Refused) {
                     FailureKind::Refused
