@@ -12,8 +12,8 @@
 //! 4. a failure is a [`BindError`] naming the interface; the caller must fail that attempt and
 //!    drop the socket — never connect an unbound socket.
 //!
-//! Binders: [`linux::LinuxBinder`] (`SO_BINDTOIFINDEX`, falling back to `SO_BINDTODEVICE`),
-//! [`apple::AppleBinder`] (`IP_BOUND_IF` / `IPV6_BOUND_IF`), [`callback::HostBinder`] (a host
+//! Binders: `linux::LinuxBinder` (`SO_BINDTOIFINDEX`, falling back to `SO_BINDTODEVICE`),
+//! `apple::AppleBinder` (`IP_BOUND_IF` / `IPV6_BOUND_IF`), [`callback::HostBinder`] (a host
 //! callback: Android `VpnService.protect` / `Network.bindSocket`), and
 //! [`simulated::SimulatedBinder`] (source-address binding on loopback for unprivileged tests).
 //! [`os_binder`] returns the one for the platform being compiled. [`sockopts`] holds the TCP
@@ -227,8 +227,8 @@ pub fn bind_socket(
     result
 }
 
-/// The binder that uses this platform's own socket options: [`linux::LinuxBinder`] on Linux and
-/// Android, [`apple::AppleBinder`] on Apple platforms, and elsewhere one that fails every bind
+/// The binder that uses this platform's own socket options: `linux::LinuxBinder` on Linux and
+/// Android, `apple::AppleBinder` on Apple platforms, and elsewhere one that fails every bind
 /// with [`BindError::Unsupported`] (protect is a no-op there).
 pub fn os_binder() -> Arc<dyn SocketBinder> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
