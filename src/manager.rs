@@ -9,6 +9,8 @@ use tokio::runtime::Handle;
 use crate::dial::Outbound;
 use crate::inbound::Inbound;
 use crate::metadata::Metadata;
+use crate::network::state::{NetworkState, SnapshotChange};
+use crate::network::InterfaceSnapshot;
 use crate::relay::{tcp, ClosedConnection, ConnectionError};
 use crate::tracker::{ConnectionId, ConnectionInfo, Tracker};
 
@@ -37,6 +39,7 @@ impl Default for RelaySettings {
 #[derive(Debug)]
 pub struct ConnectionManager {
     tracker: Arc<Tracker>,
+    networks: Arc<NetworkState>,
     settings: RelaySettings,
     runtime: Handle,
     shut_down: Arc<AtomicBool>,
@@ -55,6 +58,7 @@ impl ConnectionManager {
     pub fn with_runtime(settings: RelaySettings, runtime: Handle) -> ConnectionManager {
         ConnectionManager {
             tracker: Arc::new(Tracker::default()),
+            networks: Arc::new(NetworkState::default()),
             settings,
             runtime,
             shut_down: Arc::new(AtomicBool::new(false)),
@@ -160,6 +164,42 @@ impl ConnectionManager {
         self.shut_down.load(Ordering::Acquire)
     }
 
+    /// The interface snapshot the host keeps up to date; share it with outbounds that choose
+    /// networks ([`crate::DirectOutbound::with_networks`]).
+    pub fn networks(&self) -> &Arc<NetworkState> {
+        &self.networks
+    }
+
+    /// Replaces the interface snapshot (the host calls this on every network change) and closes,
+    /// at once, every connection that left through an interface that is gone or through the old
+    /// default interface when the default changed. A "no network" snapshot pauses dialing (dials
+    /// fail fast) and closes nothing; an identical snapshot does nothing. Returns what changed.
+    pub fn update_interfaces(&self, snapshot: InterfaceSnapshot) -> SnapshotChange {
+        let summary = snapshot_summary(&snapshot);
+        let change = self.networks.update(snapshot);
+        if change.identical {
+            tracing::debug!(interfaces = %summary, "interface snapshot unchanged");
+            return change;
+        }
+        if change.no_network {
+            tracing::warn!("no usable network: dialing paused, existing connections kept");
+            return change;
+        }
+        let closed = if change.is_noop() {
+            0
+        } else {
+            self.tracker.close_matching(|info| change.closes(&info.egress))
+        };
+        tracing::info!(
+            interfaces = %summary,
+            removed = ?change.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            default = ?change.default_change.as_ref().map(|c| (c.old.as_ref().map(ToString::to_string), c.new.as_ref().map(ToString::to_string))),
+            closed,
+            "network changed: closed {closed} connection(s)"
+        );
+        change
+    }
+
     /// The live connection table, shared with the relay tasks.
     pub fn tracker(&self) -> &Arc<Tracker> {
         &self.tracker
@@ -169,6 +209,23 @@ impl ConnectionManager {
 impl Drop for ConnectionManager {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// "wlan0 (wifi, index 3, default), rmnet0 (cellular, index 5)" for logs.
+fn snapshot_summary(snapshot: &InterfaceSnapshot) -> String {
+    let parts: Vec<String> = snapshot
+        .interfaces()
+        .iter()
+        .map(|i| {
+            let default = if snapshot.is_default(i) { ", default" } else { "" };
+            format!("{} ({}, index {}{default})", i.name, i.network_type, i.index)
+        })
+        .collect();
+    if parts.is_empty() {
+        "none".to_string()
+    } else {
+        parts.join(", ")
     }
 }
 

@@ -5,6 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::dial::family::DomainStrategy;
+use crate::network::strategy::NetworkStrategy;
+use crate::network::NetworkType;
+
 /// The host part of a destination: an IP address or a domain name still to be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -114,6 +118,17 @@ impl FromStr for Destination {
 pub struct ConnectionOptions {
     /// Timeout for each connect attempt (one address). Default: the config's `connect_timeout` (5 s).
     pub connect_timeout: Option<Duration>,
+    /// Network strategy (`network_strategy`): default / hybrid / fallback.
+    pub network_strategy: Option<NetworkStrategy>,
+    /// Preferred network types (`network_type`); empty list = no preference.
+    pub network_type: Option<Vec<NetworkType>>,
+    /// Fallback network types (`fallback_network_type`), used by the `fallback` strategy.
+    pub fallback_network_type: Option<Vec<NetworkType>>,
+    /// Delay before fallback networks and the second address family join the race
+    /// (`fallback_delay`). Default 300 ms.
+    pub fallback_delay: Option<Duration>,
+    /// Address-family policy (`domain_strategy`). Default `prefer_ipv6`.
+    pub domain_strategy: Option<DomainStrategy>,
     /// UDP: connect the remote socket to one resolved address (`udp_connect`). Default false:
     /// one unconnected socket that may send to many destinations.
     pub udp_connect: bool,

@@ -1,57 +1,243 @@
-//! The plain direct outbound: system resolver, addresses tried in order, one connect timeout each.
+//! The direct outbound: resolve, choose networks by strategy, race networks and address
+//! families, bind every socket to its interface, connect.
+//!
+//! Without a network state ([`DirectOutbound::with_networks`] not called) sockets are not bound:
+//! the operating system's routing table chooses (desktop use). With one, every dial selects its
+//! interfaces from the current snapshot with the connection's strategy (per-connection overrides
+//! first, then the outbound's settings) and every socket passes the binder before `connect`.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::{TcpSocket, TcpStream};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
+use super::family::DomainStrategy;
+use super::race::{race_networks, ConnectFn, FallbackMemory, RaceNetwork, DEFAULT_FALLBACK_DELAY};
 use super::{AttemptError, BoxFuture, DialAttempt, DialError, DialedStream, DialedUdp, Outbound};
 use crate::metadata::{Host, Metadata};
-use crate::network::Egress;
+use crate::network::state::NetworkState;
+use crate::network::strategy::{select_interfaces, NetworkStrategy, Selection};
+use crate::network::{Egress, NetworkInterface, NetworkType};
+use crate::platform::{bind_socket, SocketBinder, TcpSocketOptions};
 
 /// Default timeout of one connect attempt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Dials destinations directly through the operating system's routing table.
-///
-/// Domains are resolved with the system resolver unless `Metadata::resolved_addresses` is set;
-/// the addresses are tried one after the other, each with the connect timeout.
+/// How the direct outbound dials when a connection does not say otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DialSettings {
+    /// Timeout of each connect attempt (one address on one network). Default 5 s.
+    pub connect_timeout: Duration,
+    /// Network strategy. Default `default` (the default interface).
+    pub network_strategy: NetworkStrategy,
+    /// Preferred network types; empty = no preference. Default empty.
+    pub network_type: Vec<NetworkType>,
+    /// Fallback network types for the `fallback` strategy; empty = every other interface.
+    pub fallback_network_type: Vec<NetworkType>,
+    /// Delay before fallback networks and the second address family start. Default 300 ms.
+    pub fallback_delay: Duration,
+    /// Address-family policy. Default `prefer_ipv6` (RFC 8305).
+    pub domain_strategy: DomainStrategy,
+    /// Options set on every outbound TCP socket (no-delay, keepalive, user timeout).
+    pub tcp: TcpSocketOptions,
+}
+
+impl Default for DialSettings {
+    fn default() -> Self {
+        DialSettings {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            network_strategy: NetworkStrategy::Default,
+            network_type: Vec::new(),
+            fallback_network_type: Vec::new(),
+            fallback_delay: DEFAULT_FALLBACK_DELAY,
+            domain_strategy: DomainStrategy::default(),
+            tcp: TcpSocketOptions::default(),
+        }
+    }
+}
+
+/// The interfaces a dial may use and how sockets are bound to them.
+#[derive(Debug, Clone)]
+struct Networks {
+    state: Arc<NetworkState>,
+    binder: Arc<dyn SocketBinder>,
+}
+
+/// Dials destinations directly, over the networks the strategy picks (see the module docs).
 #[derive(Debug, Clone)]
 pub struct DirectOutbound {
-    connect_timeout: Duration,
+    settings: DialSettings,
+    networks: Option<Networks>,
+    memory: Arc<FallbackMemory>,
 }
 
 impl Default for DirectOutbound {
     fn default() -> Self {
-        DirectOutbound { connect_timeout: DEFAULT_CONNECT_TIMEOUT }
+        DirectOutbound::with_settings(DialSettings::default())
     }
 }
 
+/// One route an attempt can take: an interface of the snapshot, or the unbound system route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The interface, `None` for the system route.
+    pub interface: Option<NetworkInterface>,
+    /// True for the snapshot's default interface (protected, not bound).
+    pub is_default: bool,
+}
+
+impl RaceNetwork for Route {
+    fn name(&self) -> Option<&str> {
+        self.interface.as_ref().map(|i| i.name.as_str())
+    }
+}
+
+impl Route {
+    fn egress(&self) -> Egress {
+        match &self.interface {
+            Some(i) => Egress {
+                interface: Some(i.name.clone()),
+                interface_index: Some(i.index),
+                network_type: Some(i.network_type),
+            },
+            None => Egress::default(),
+        }
+    }
+}
+
+/// The strategy values in force for one connection: its own overrides, else the outbound's.
+struct Effective {
+    connect_timeout: Duration,
+    strategy: NetworkStrategy,
+    network_type: Vec<NetworkType>,
+    fallback_network_type: Vec<NetworkType>,
+    fallback_delay: Duration,
+    domain_strategy: DomainStrategy,
+}
+
 impl DirectOutbound {
-    /// A direct outbound whose connect attempts time out after `connect_timeout` unless a
-    /// connection's own options say otherwise.
+    /// A direct outbound using the system route, with default settings except the connect timeout.
     pub fn new(connect_timeout: Duration) -> DirectOutbound {
-        DirectOutbound { connect_timeout }
+        DirectOutbound::with_settings(DialSettings { connect_timeout, ..DialSettings::default() })
+    }
+
+    /// A direct outbound using the system route with these settings.
+    pub fn with_settings(settings: DialSettings) -> DirectOutbound {
+        DirectOutbound { settings, networks: None, memory: Arc::new(FallbackMemory::default()) }
+    }
+
+    /// Makes this outbound choose interfaces from `state` (shared with the manager, which the
+    /// host updates) and bind every socket with `binder`.
+    pub fn with_networks(
+        mut self,
+        state: Arc<NetworkState>,
+        binder: Arc<dyn SocketBinder>,
+    ) -> DirectOutbound {
+        self.networks = Some(Networks { state, binder });
+        self
+    }
+
+    /// The settings connections use unless they override them.
+    pub fn settings(&self) -> &DialSettings {
+        &self.settings
+    }
+
+    fn effective(&self, metadata: &Metadata) -> Effective {
+        let o = &metadata.options;
+        let s = &self.settings;
+        Effective {
+            connect_timeout: o.connect_timeout.unwrap_or(s.connect_timeout),
+            strategy: o.network_strategy.unwrap_or(s.network_strategy),
+            network_type: o.network_type.clone().unwrap_or_else(|| s.network_type.clone()),
+            fallback_network_type: o
+                .fallback_network_type
+                .clone()
+                .unwrap_or_else(|| s.fallback_network_type.clone()),
+            fallback_delay: o.fallback_delay.unwrap_or(s.fallback_delay),
+            domain_strategy: o.domain_strategy.unwrap_or(s.domain_strategy),
+        }
+    }
+
+    /// The primary and fallback routes for a connection.
+    fn routes(&self, metadata: &Metadata, e: &Effective) -> Result<(Vec<Route>, Vec<Route>), DialError> {
+        let Some(networks) = &self.networks else {
+            return Ok((vec![Route { interface: None, is_default: false }], Vec::new()));
+        };
+        let snapshot = networks.state.snapshot();
+        let selection =
+            select_interfaces(&snapshot, e.strategy, &e.network_type, &e.fallback_network_type).map_err(
+                |source| DialError::Network { destination: metadata.destination.to_string(), source },
+            )?;
+        let to_routes = |list: &[NetworkInterface], selection: &Selection| -> Vec<Route> {
+            list.iter()
+                .map(|i| Route { interface: Some(i.clone()), is_default: selection.is_default(i) })
+                .collect()
+        };
+        Ok((to_routes(&selection.primary, &selection), to_routes(&selection.fallback, &selection)))
     }
 
     async fn dial(&self, metadata: &Metadata) -> Result<DialedStream, DialError> {
-        let timeout = metadata.options.connect_timeout.unwrap_or(self.connect_timeout);
-        let addresses = resolve(metadata).await?;
-        let mut attempts = Vec::new();
-        for address in addresses {
-            let started = Instant::now();
-            match connect(address, timeout).await {
-                Ok(stream) => {
-                    return Ok(DialedStream::plain(stream, Egress::default()));
+        let e = self.effective(metadata);
+        let (primaries, fallbacks) = self.routes(metadata, &e)?;
+        let addresses = ordered_addresses(metadata, e.domain_strategy).await?;
+        let connect = self.tcp_connector(e.connect_timeout);
+        let memory = self.memory.clone();
+        match race_networks(primaries, fallbacks, addresses, connect, e.fallback_delay, memory).await {
+            Ok(win) => {
+                tracing::debug!(
+                    destination = %metadata.destination, address = %win.address, via = %win.network.egress(),
+                    fallback = win.was_fallback, failed_attempts = win.failed.len(), "connected"
+                );
+                Ok(DialedStream::plain(win.stream, win.network.egress()))
+            }
+            Err(attempts) => {
+                Err(DialError::Connect { destination: metadata.destination.to_string(), attempts })
+            }
+        }
+    }
+
+    fn tcp_connector(&self, timeout: Duration) -> ConnectFn<Route> {
+        let binder = self.networks.as_ref().map(|n| n.binder.clone());
+        let options = self.settings.tcp.clone();
+        Arc::new(move |route: &Route, address: SocketAddr| {
+            let prepared = prepare_tcp_socket(&options, binder.as_deref(), route, address);
+            Box::pin(async move {
+                let socket = prepared?;
+                match tokio::time::timeout(timeout, socket.connect(address)).await {
+                    Ok(result) => Ok(result?),
+                    Err(_) => Err(AttemptError::TimedOut(timeout)),
                 }
-                Err(error) => {
-                    tracing::debug!(%address, %error, "connect attempt failed");
-                    attempts.push(DialAttempt {
+            })
+        })
+    }
+
+    async fn open_udp_socket(&self, metadata: &Metadata) -> Result<DialedUdp, DialError> {
+        let e = self.effective(metadata);
+        let (primaries, fallbacks) = self.routes(metadata, &e)?;
+        let addresses = ordered_addresses(metadata, e.domain_strategy).await?;
+        let binder = self.networks.as_ref().map(|n| n.binder.clone());
+        let connect = metadata.options.udp_connect;
+        let mut attempts = Vec::new();
+        // UDP sockets cannot time out while binding: try routes in order, addresses in order.
+        for route in primaries.iter().chain(&fallbacks) {
+            for &address in &addresses {
+                let started = Instant::now();
+                match open_udp_on(binder.as_deref(), route, address, connect) {
+                    Ok(socket) => {
+                        return Ok(DialedUdp {
+                            socket,
+                            connected_to: connect.then_some(address),
+                            egress: route.egress(),
+                        })
+                    }
+                    Err(error) => attempts.push(DialAttempt {
                         address,
-                        interface: None,
+                        interface: route.name().map(str::to_string),
                         elapsed: started.elapsed(),
                         error,
-                    });
+                    }),
                 }
             }
         }
@@ -65,45 +251,61 @@ impl Outbound for DirectOutbound {
     }
 
     fn open_udp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {
-        Box::pin(async move {
-            let addresses = resolve(metadata).await?;
-            let mut attempts = Vec::new();
-            for address in addresses {
-                let started = Instant::now();
-                match open_udp_socket(address, metadata.options.udp_connect).await {
-                    Ok(socket) => {
-                        let connected_to = metadata.options.udp_connect.then_some(address);
-                        return Ok(DialedUdp { socket, connected_to, egress: Egress::default() });
-                    }
-                    Err(error) => attempts.push(DialAttempt {
-                        address,
-                        interface: None,
-                        elapsed: started.elapsed(),
-                        error: AttemptError::Io(error),
-                    }),
-                }
-            }
-            Err(DialError::Connect { destination: metadata.destination.to_string(), attempts })
-        })
+        Box::pin(self.open_udp_socket(metadata))
     }
 }
 
-/// A UDP socket of `address`'s family bound to the unspecified address; connected to `address`
-/// when `connect` is set.
-async fn open_udp_socket(address: SocketAddr, connect: bool) -> std::io::Result<tokio::net::UdpSocket> {
-    let local: SocketAddr = match address {
-        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    };
-    let socket = tokio::net::UdpSocket::bind(local).await?;
+/// Creates a TCP socket for `address`, applies the options and binds it to the route.
+fn prepare_tcp_socket(
+    options: &TcpSocketOptions,
+    binder: Option<&dyn SocketBinder>,
+    route: &Route,
+    address: SocketAddr,
+) -> Result<TcpSocket, AttemptError> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    options.apply(&socket)?;
+    if let (Some(binder), Some(interface)) = (binder, &route.interface) {
+        bind_socket(binder, &socket, interface, address, route.is_default)?;
+    }
+    Ok(TcpSocket::from_std_stream(std::net::TcpStream::from(socket)))
+}
+
+/// Creates a UDP socket for `address`'s family, binds it to the route, and connects it when asked.
+fn open_udp_on(
+    binder: Option<&dyn SocketBinder>,
+    route: &Route,
+    address: SocketAddr,
+    connect: bool,
+) -> Result<UdpSocket, AttemptError> {
+    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    if let (Some(binder), Some(interface)) = (binder, &route.interface) {
+        bind_socket(binder, &socket, interface, address, route.is_default)?;
+    }
     if connect {
-        socket.connect(address).await?;
+        socket.connect(&address.into())?;
     }
-    Ok(socket)
+    Ok(UdpSocket::from_std(std::net::UdpSocket::from(socket))?)
 }
 
-/// The addresses to try for a connection, in order: the pre-resolved ones, the IP destination,
-/// or what the system resolver answers for the domain.
+/// The addresses to try, filtered and ordered by the domain strategy.
+async fn ordered_addresses(
+    metadata: &Metadata,
+    strategy: DomainStrategy,
+) -> Result<Vec<SocketAddr>, DialError> {
+    let resolved = resolve(metadata).await?;
+    let ordered = strategy.order(&resolved);
+    if ordered.is_empty() {
+        return Err(DialError::NoAllowedAddress { destination: metadata.destination.to_string(), strategy });
+    }
+    Ok(ordered)
+}
+
+/// The addresses to try for a connection, in the resolver's order: the pre-resolved ones, the IP
+/// destination, or what the system resolver answers for the domain (duplicates removed).
 pub async fn resolve(metadata: &Metadata) -> Result<Vec<SocketAddr>, DialError> {
     let port = metadata.destination.port;
     if !metadata.resolved_addresses.is_empty() {
@@ -129,7 +331,7 @@ pub async fn resolve(metadata: &Metadata) -> Result<Vec<SocketAddr>, DialError> 
     }
 }
 
-/// Connects one TCP socket to `address` within `timeout`, with `TCP_NODELAY` set.
+/// Connects one unbound TCP socket to `address` within `timeout`, with `TCP_NODELAY` set.
 pub async fn connect(address: SocketAddr, timeout: Duration) -> Result<TcpStream, AttemptError> {
     let socket = match address.ip() {
         IpAddr::V4(_) => TcpSocket::new_v4()?,

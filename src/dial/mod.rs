@@ -1,6 +1,7 @@
 //! Dialing: the [`Outbound`] trait and the errors a dial can end with.
 
 pub mod direct;
+pub mod family;
 pub mod race;
 
 use std::fmt;
@@ -51,7 +52,11 @@ impl fmt::Debug for DialedStream {
 pub trait LazyHandshake: Send + 'static {
     /// Writes the pending handshake together with `early_data` (which may be empty) in one write,
     /// then reads and checks the server's replies. After `Ok`, `stream` carries plain payload.
-    fn complete<'a>(self: Box<Self>, stream: &'a TcpStream, early_data: &'a [u8]) -> BoxFuture<'a, Result<(), DialError>>;
+    fn complete<'a>(
+        self: Box<Self>,
+        stream: &'a TcpStream,
+        early_data: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), DialError>>;
 }
 
 /// An outbound UDP socket and the network it uses.
@@ -79,7 +84,9 @@ pub trait Outbound: Send + Sync + 'static {
     /// `metadata.options.udp_connect` is set, otherwise unconnected (it may send anywhere).
     /// The default implementation refuses: outbounds without UDP support say so.
     fn open_udp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {
-        Box::pin(async move { Err(DialError::Unsupported { what: "UDP", destination: metadata.destination.to_string() }) })
+        Box::pin(async move {
+            Err(DialError::Unsupported { what: "UDP", destination: metadata.destination.to_string() })
+        })
     }
 }
 
@@ -120,6 +127,12 @@ pub enum AttemptError {
     /// The operating system reported an error.
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// The socket could not be bound to (or protected for) its interface.
+    #[error(transparent)]
+    Bind(#[from] crate::platform::BindError),
+    /// A socket option could not be set.
+    #[error(transparent)]
+    Options(#[from] crate::platform::SocketOptionError),
 }
 
 impl AttemptError {
@@ -128,6 +141,8 @@ impl AttemptError {
         match self {
             AttemptError::TimedOut(_) => FailureKind::TimedOut,
             AttemptError::Io(e) => FailureKind::of_io(e),
+            AttemptError::Bind(e) => e.os_error().map_or(FailureKind::NetworkUnreachable, FailureKind::of_io),
+            AttemptError::Options(e) => FailureKind::of_io(&e.source),
         }
     }
 }
@@ -173,6 +188,23 @@ pub enum DialError {
         /// The domain that was looked up.
         host: String,
     },
+    /// No interface could be chosen: no network at all, or none matching the strategy.
+    #[error("dial {destination}: {source}")]
+    Network {
+        /// The destination as the client gave it.
+        destination: String,
+        /// Why no interface was chosen.
+        #[source]
+        source: crate::network::strategy::SelectError,
+    },
+    /// The domain strategy left no address to try (e.g. `ipv6_only` for an IPv4-only host).
+    #[error("dial {destination}: no address allowed by domain_strategy {strategy}")]
+    NoAllowedAddress {
+        /// The destination as the client gave it.
+        destination: String,
+        /// The domain strategy in force.
+        strategy: family::DomainStrategy,
+    },
     /// This outbound cannot carry this kind of traffic.
     #[error("{what} to {destination} is not supported by this outbound")]
     Unsupported {
@@ -201,9 +233,11 @@ impl DialError {
     /// (the most specific answer), otherwise the first attempt's kind.
     pub fn kind(&self) -> FailureKind {
         match self {
-            DialError::Resolve { .. } | DialError::NoAddress { .. } | DialError::Unsupported { .. } => {
-                FailureKind::Other
-            }
+            DialError::Network { .. } => FailureKind::NetworkUnreachable,
+            DialError::Resolve { .. }
+            | DialError::NoAddress { .. }
+            | DialError::NoAllowedAddress { .. }
+            | DialError::Unsupported { .. } => FailureKind::Other,
             DialError::Connect { attempts, .. } => {
                 if attempts.iter().any(|a| a.error.kind() == FailureKind::Refused) {
                     FailureKind::Refused

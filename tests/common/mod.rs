@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netswitch::{
-    ClosedConnection, ConnectionError, ConnectionManager, DirectOutbound, Inbound, Metadata, RelaySettings,
+    ClosedConnection, ConnectionError, ConnectionManager, DirectOutbound, Inbound, Metadata, Outbound,
+    RelaySettings,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -39,17 +40,17 @@ impl Harness {
 
     /// Connects a client and hands its accepted end to the manager. Returns the client socket.
     pub async fn connect_with(&self, metadata: Metadata) -> (TcpStream, u64) {
+        self.connect_via(metadata, Arc::new(DirectOutbound::default())).await
+    }
+
+    /// Like `connect_with`, dialing through `outbound`.
+    pub async fn connect_via(&self, metadata: Metadata, outbound: Arc<dyn Outbound>) -> (TcpStream, u64) {
         let client = TcpStream::connect(self.front.local_addr().unwrap()).await.unwrap();
         let (accepted, _) = self.front.accept().await.unwrap();
         let tx = self.closed_tx.clone();
-        let id = self.manager.new_connection(
-            Inbound::plain(accepted),
-            metadata,
-            Arc::new(DirectOutbound::default()),
-            move |closed| {
-                let _ = tx.send(closed);
-            },
-        );
+        let id = self.manager.new_connection(Inbound::plain(accepted), metadata, outbound, move |closed| {
+            let _ = tx.send(closed);
+        });
         (client, id)
     }
 
