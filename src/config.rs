@@ -5,23 +5,34 @@
 //!   "socks": { "listen": "127.0.0.1:1080", "users": [{"username": "u", "password": "p"}],
 //!              "handshake_timeout": "10s", "allow_non_loopback": false },
 //!   "connect_timeout": "5s",
-//!   "half_close_timeout": "60s" }
+//!   "half_close_timeout": "60s",
+//!   "network_strategy": "default", "network_type": [], "fallback_network_type": [],
+//!   "fallback_delay": "300ms", "domain_strategy": "prefer_ipv6",
+//!   "tcp_keep_alive": "5m", "tcp_keep_alive_interval": "75s", "disable_tcp_keep_alive": false,
+//!   "tcp_user_timeout": "60s", "interface_types": {} }
 //! ```
 //!
 //! Every key is optional (defaults as shown); an unknown key at any level is an error naming it.
 //! Durations are strings such as `"5s"`, `"300ms"`, `"1m30s"`; `"0s"` (or `"0"`) is zero.
 //! New top-level options are added as new fields of [`Config`] with a serde default.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-use crate::dial::direct::{DirectOutbound, DEFAULT_CONNECT_TIMEOUT};
+use crate::dial::direct::{DialSettings, DirectOutbound, DEFAULT_CONNECT_TIMEOUT};
+use crate::dial::family::DomainStrategy;
+use crate::dial::race::DEFAULT_FALLBACK_DELAY;
 use crate::inbound::socks::{SocksSettings, SocksUser};
 use crate::logging::LogLevel;
 use crate::manager::{RelaySettings, DEFAULT_HALF_CLOSE_TIMEOUT};
+use crate::network::strategy::NetworkStrategy;
+use crate::network::NetworkType;
+use crate::platform::sockopts::{DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_USER_TIMEOUT};
+use crate::platform::{KeepaliveOptions, TcpSocketOptions};
 
 /// The whole configuration. Build it with [`Config::from_json`], [`Config::from_file`] or
 /// `Config::default()`; the constructors validate it.
@@ -39,6 +50,37 @@ pub struct Config {
     /// Default 60 s.
     #[serde(deserialize_with = "half_close_timeout")]
     pub half_close_timeout: Duration,
+    /// Network strategy: `default`, `hybrid` or `fallback`. Default `default`.
+    pub network_strategy: NetworkStrategy,
+    /// Preferred network types (`wifi`, `cellular`, `ethernet`, `other`), one or a list.
+    /// Default none (no preference).
+    #[serde(deserialize_with = "one_or_many")]
+    pub network_type: Vec<NetworkType>,
+    /// Fallback network types for `fallback`, one or a list. Default none (every other interface).
+    #[serde(deserialize_with = "one_or_many")]
+    pub fallback_network_type: Vec<NetworkType>,
+    /// Delay before fallback networks and the second address family join the race.
+    /// Default 300 ms.
+    #[serde(deserialize_with = "fallback_delay")]
+    pub fallback_delay: Duration,
+    /// `prefer_ipv6` (default, RFC 8305), `prefer_ipv4`, `ipv4_only` or `ipv6_only`.
+    pub domain_strategy: DomainStrategy,
+    /// Idle time before the first TCP keepalive probe. Default 5 min.
+    #[serde(deserialize_with = "tcp_keep_alive")]
+    pub tcp_keep_alive: Duration,
+    /// Time between TCP keepalive probes. Default 75 s.
+    #[serde(deserialize_with = "tcp_keep_alive_interval")]
+    pub tcp_keep_alive_interval: Duration,
+    /// Turn TCP keepalive off. Default false.
+    pub disable_tcp_keep_alive: bool,
+    /// How long unacknowledged data may wait before the kernel drops the connection
+    /// (`TCP_USER_TIMEOUT`; `TCP_RXT_CONNDROPTIME` on Apple). `"0s"` keeps the system default.
+    /// Default 60 s.
+    #[serde(deserialize_with = "tcp_user_timeout")]
+    pub tcp_user_timeout: Duration,
+    /// Desktop only: network type of host interfaces by name, overriding the type inferred from
+    /// the name (`{"enp3s0": "wifi"}`). Default none.
+    pub interface_types: BTreeMap<String, NetworkType>,
 }
 
 impl Default for Config {
@@ -48,6 +90,16 @@ impl Default for Config {
             socks: SocksConfig::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             half_close_timeout: DEFAULT_HALF_CLOSE_TIMEOUT,
+            network_strategy: NetworkStrategy::Default,
+            network_type: Vec::new(),
+            fallback_network_type: Vec::new(),
+            fallback_delay: DEFAULT_FALLBACK_DELAY,
+            domain_strategy: DomainStrategy::default(),
+            tcp_keep_alive: DEFAULT_KEEPALIVE_IDLE,
+            tcp_keep_alive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            disable_tcp_keep_alive: false,
+            tcp_user_timeout: DEFAULT_USER_TIMEOUT,
+            interface_types: BTreeMap::new(),
         }
     }
 }
@@ -159,6 +211,16 @@ impl Config {
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::Invalid { file: None, field: "connect_timeout", reason: positive });
         }
+        if self.tcp_keep_alive.is_zero() && !self.disable_tcp_keep_alive {
+            return Err(ConfigError::Invalid { file: None, field: "tcp_keep_alive", reason: positive });
+        }
+        if self.tcp_keep_alive_interval.is_zero() && !self.disable_tcp_keep_alive {
+            return Err(ConfigError::Invalid {
+                file: None,
+                field: "tcp_keep_alive_interval",
+                reason: positive,
+            });
+        }
         if self.socks.handshake_timeout.is_zero() {
             return Err(ConfigError::Invalid {
                 file: None,
@@ -185,9 +247,31 @@ impl Config {
         }
     }
 
-    /// A direct outbound with the configured connect timeout.
+    /// The dial settings: connect timeout, strategy, address families, TCP socket options.
+    pub fn dial_settings(&self) -> DialSettings {
+        let keepalive = (!self.disable_tcp_keep_alive).then_some(KeepaliveOptions {
+            idle: self.tcp_keep_alive,
+            interval: self.tcp_keep_alive_interval,
+        });
+        DialSettings {
+            connect_timeout: self.connect_timeout,
+            network_strategy: self.network_strategy,
+            network_type: self.network_type.clone(),
+            fallback_network_type: self.fallback_network_type.clone(),
+            fallback_delay: self.fallback_delay,
+            domain_strategy: self.domain_strategy,
+            tcp: TcpSocketOptions {
+                nodelay: true,
+                keepalive,
+                user_timeout: (!self.tcp_user_timeout.is_zero()).then_some(self.tcp_user_timeout),
+            },
+        }
+    }
+
+    /// A direct outbound with the configured dial settings, using the system route (call
+    /// [`DirectOutbound::with_networks`] to make it choose interfaces).
     pub fn direct_outbound(&self) -> DirectOutbound {
-        DirectOutbound::new(self.connect_timeout)
+        DirectOutbound::with_settings(self.dial_settings())
     }
 }
 
@@ -213,6 +297,39 @@ fn connect_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duratio
 
 fn half_close_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     duration_field(deserializer, "half_close_timeout")
+}
+
+fn fallback_delay<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    duration_field(deserializer, "fallback_delay")
+}
+
+fn tcp_keep_alive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    duration_field(deserializer, "tcp_keep_alive")
+}
+
+fn tcp_keep_alive_interval<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    duration_field(deserializer, "tcp_keep_alive_interval")
+}
+
+fn tcp_user_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    duration_field(deserializer, "tcp_user_timeout")
+}
+
+/// A network type or a list of them (the reference accepts both).
+fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<NetworkType>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(NetworkType),
+        Many(Vec<NetworkType>),
+    }
+    match OneOrMany::deserialize(deserializer) {
+        Ok(OneOrMany::One(kind)) => Ok(vec![kind]),
+        Ok(OneOrMany::Many(kinds)) => Ok(kinds),
+        Err(_) => Err(serde::de::Error::custom(
+            "network types must be one of \"wifi\", \"cellular\", \"ethernet\", \"other\" or a list of them",
+        )),
+    }
 }
 
 fn handshake_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -326,6 +443,35 @@ mod tests {
         }
         let error = Config::from_json(r#"{"log": {"level": "verbose"}}"#).unwrap_err();
         assert!(error.to_string().contains("verbose"), "{error}");
+    }
+
+    #[test]
+    fn strategy_keys_reach_the_dial_settings() {
+        let config = Config::from_json(
+            r#"{ "network_strategy": "fallback", "network_type": "wifi",
+                 "fallback_network_type": ["cellular", "ethernet"], "fallback_delay": "150ms",
+                 "domain_strategy": "ipv4_only", "tcp_keep_alive": "1m", "tcp_keep_alive_interval": "10s",
+                 "tcp_user_timeout": "0s", "interface_types": {"enp3s0": "wifi"} }"#,
+        )
+        .unwrap();
+        let dial = config.dial_settings();
+        assert_eq!(dial.network_strategy, NetworkStrategy::Fallback);
+        assert_eq!(dial.network_type, vec![NetworkType::Wifi]);
+        assert_eq!(dial.fallback_network_type, vec![NetworkType::Cellular, NetworkType::Ethernet]);
+        assert_eq!(dial.fallback_delay, Duration::from_millis(150));
+        assert_eq!(dial.domain_strategy, DomainStrategy::Ipv4Only);
+        assert_eq!(
+            dial.tcp.keepalive.map(|k| (k.idle, k.interval)),
+            Some((Duration::from_secs(60), Duration::from_secs(10)))
+        );
+        assert_eq!(dial.tcp.user_timeout, None);
+        assert_eq!(config.interface_types.get("enp3s0"), Some(&NetworkType::Wifi));
+        let off = Config::from_json(r#"{"disable_tcp_keep_alive": true}"#).unwrap();
+        assert_eq!(off.dial_settings().tcp.keepalive, None);
+        let error = Config::from_json(r#"{"network_type": "satellite"}"#).unwrap_err();
+        assert!(error.to_string().contains("network types must be one of"), "{error}");
+        let error = Config::from_json(r#"{"network_strategy": "random"}"#).unwrap_err();
+        assert!(error.to_string().contains("random"), "{error}");
     }
 
     #[test]

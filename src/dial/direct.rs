@@ -20,7 +20,7 @@ use crate::metadata::{Host, Metadata};
 use crate::network::state::NetworkState;
 use crate::network::strategy::{select_interfaces, NetworkStrategy, Selection};
 use crate::network::{Egress, NetworkInterface, NetworkType};
-use crate::platform::{bind_socket, SocketBinder, TcpSocketOptions};
+use crate::platform::{bind_socket, is_virtual_destination, SocketBinder, TcpSocketOptions};
 
 /// Default timeout of one connect attempt.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,6 +107,19 @@ impl Route {
     }
 }
 
+/// A successful dial with what it took (see [`DirectOutbound::dial_with_report`]).
+#[derive(Debug)]
+pub struct DialReport {
+    /// The connected stream and its egress.
+    pub stream: DialedStream,
+    /// The address it connected to.
+    pub address: SocketAddr,
+    /// True when a fallback network won.
+    pub was_fallback: bool,
+    /// Attempts that failed before the winner connected.
+    pub failed: Vec<DialAttempt>,
+}
+
 /// The strategy values in force for one connection: its own overrides, else the outbound's.
 struct Effective {
     connect_timeout: Duration,
@@ -160,11 +173,21 @@ impl DirectOutbound {
         }
     }
 
-    /// The primary and fallback routes for a connection.
-    fn routes(&self, metadata: &Metadata, e: &Effective) -> Result<(Vec<Route>, Vec<Route>), DialError> {
-        let Some(networks) = &self.networks else {
-            return Ok((vec![Route { interface: None, is_default: false }], Vec::new()));
-        };
+    /// The primary and fallback routes for a connection. Destinations that never leave the host
+    /// (loopback, multicast) take the system route, unless the networks themselves live on
+    /// loopback (the simulated binder).
+    fn routes(
+        &self,
+        metadata: &Metadata,
+        e: &Effective,
+        addresses: &[SocketAddr],
+    ) -> Result<(Vec<Route>, Vec<Route>), DialError> {
+        let system = || Ok((vec![Route { interface: None, is_default: false }], Vec::new()));
+        let Some(networks) = &self.networks else { return system() };
+        if !networks.binder.networks_on_loopback() && addresses.iter().all(|a| is_virtual_destination(a.ip()))
+        {
+            return system();
+        }
         let snapshot = networks.state.snapshot();
         let selection =
             select_interfaces(&snapshot, e.strategy, &e.network_type, &e.fallback_network_type).map_err(
@@ -178,19 +201,27 @@ impl DirectOutbound {
         Ok((to_routes(&selection.primary, &selection), to_routes(&selection.fallback, &selection)))
     }
 
-    async fn dial(&self, metadata: &Metadata) -> Result<DialedStream, DialError> {
+    /// Dials like [`Outbound::dial_tcp`] and also reports the winning address and route and every
+    /// attempt that failed before it (what `netswitch dial` prints).
+    pub async fn dial_with_report(&self, metadata: &Metadata) -> Result<DialReport, DialError> {
         let e = self.effective(metadata);
-        let (primaries, fallbacks) = self.routes(metadata, &e)?;
         let addresses = ordered_addresses(metadata, e.domain_strategy).await?;
+        let (primaries, fallbacks) = self.routes(metadata, &e, &addresses)?;
         let connect = self.tcp_connector(e.connect_timeout);
         let memory = self.memory.clone();
         match race_networks(primaries, fallbacks, addresses, connect, e.fallback_delay, memory).await {
             Ok(win) => {
+                let egress = win.network.egress();
                 tracing::debug!(
-                    destination = %metadata.destination, address = %win.address, via = %win.network.egress(),
+                    destination = %metadata.destination, address = %win.address, via = %egress,
                     fallback = win.was_fallback, failed_attempts = win.failed.len(), "connected"
                 );
-                Ok(DialedStream::plain(win.stream, win.network.egress()))
+                Ok(DialReport {
+                    stream: DialedStream::plain(win.stream, egress),
+                    address: win.address,
+                    was_fallback: win.was_fallback,
+                    failed: win.failed,
+                })
             }
             Err(attempts) => {
                 Err(DialError::Connect { destination: metadata.destination.to_string(), attempts })
@@ -215,8 +246,8 @@ impl DirectOutbound {
 
     async fn open_udp_socket(&self, metadata: &Metadata) -> Result<DialedUdp, DialError> {
         let e = self.effective(metadata);
-        let (primaries, fallbacks) = self.routes(metadata, &e)?;
         let addresses = ordered_addresses(metadata, e.domain_strategy).await?;
+        let (primaries, fallbacks) = self.routes(metadata, &e, &addresses)?;
         let binder = self.networks.as_ref().map(|n| n.binder.clone());
         let connect = metadata.options.udp_connect;
         let mut attempts = Vec::new();
@@ -247,7 +278,7 @@ impl DirectOutbound {
 
 impl Outbound for DirectOutbound {
     fn dial_tcp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedStream, DialError>> {
-        Box::pin(self.dial(metadata))
+        Box::pin(async move { self.dial_with_report(metadata).await.map(|report| report.stream) })
     }
 
     fn open_udp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {

@@ -4,6 +4,7 @@
 //! - [`state`]: [`NetworkState`], the current snapshot, and the [`SnapshotChange`] an update makes;
 //! - [`strategy`]: [`NetworkStrategy`] and [`select_interfaces`], the primary / fallback sets.
 
+pub mod host;
 pub mod interface;
 pub mod state;
 pub mod strategy;
