@@ -118,6 +118,8 @@ pub struct DialReport {
     pub was_fallback: bool,
     /// Attempts that failed before the winner connected.
     pub failed: Vec<DialAttempt>,
+    /// Routes still trying when the winner connected (names, time spent): cancelled.
+    pub abandoned: Vec<(Option<String>, Duration)>,
 }
 
 /// The strategy values in force for one connection: its own overrides, else the outbound's.
@@ -221,6 +223,7 @@ impl DirectOutbound {
                     address: win.address,
                     was_fallback: win.was_fallback,
                     failed: win.failed,
+                    abandoned: win.abandoned,
                 })
             }
             Err(attempts) => {

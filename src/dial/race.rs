@@ -45,6 +45,9 @@ pub struct RaceWin<N> {
     pub was_fallback: bool,
     /// Attempts that failed before the winner connected.
     pub failed: Vec<DialAttempt>,
+    /// Networks still trying when the winner connected (cancelled, or watched for recovery in
+    /// the fast-fallback window): their names and how long they had been trying.
+    pub abandoned: Vec<(Option<String>, Duration)>,
 }
 
 /// Remembers when a fallback network last won, per dialer: for [`FAST_FALLBACK_WINDOW`] after
@@ -87,6 +90,7 @@ pub async fn race_networks<N: RaceNetwork>(
     let mut racers: Vec<Racer<N>> = Vec::new();
     let start = |network: N, fallback: bool| Racer {
         fallback,
+        started: Instant::now(),
         network: network.clone(),
         future: Box::pin(dial_one_network(network, addresses.clone(), connect.clone(), fallback_delay)),
     };
@@ -134,16 +138,19 @@ pub async fn race_networks<N: RaceNetwork>(
     if racer.fallback && !fast {
         memory.set(Some(Instant::now()));
     }
+    let abandoned =
+        racers.iter().map(|r| (r.network.name().map(str::to_string), r.started.elapsed())).collect();
     if fast {
         watch_primary_recovery(racers, memory, fallback_delay.saturating_sub(started.elapsed()));
     }
-    Ok(RaceWin { stream, network: racer.network, address, was_fallback: racer.fallback, failed })
+    Ok(RaceWin { stream, network: racer.network, address, was_fallback: racer.fallback, failed, abandoned })
 }
 
 type NetworkOutcome = Result<(TcpStream, SocketAddr, Vec<DialAttempt>), Vec<DialAttempt>>;
 
 struct Racer<N> {
     fallback: bool,
+    started: Instant,
     network: N,
     future: Pin<Box<dyn Future<Output = NetworkOutcome> + Send>>,
 }

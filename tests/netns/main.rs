@@ -8,6 +8,7 @@
 //! When neither works (no root, no user namespaces, no `unshare`/`nsenter`/`ip`), it prints why
 //! and skips.
 
+mod strategy;
 mod topology;
 
 use std::io::{BufRead, BufReader};

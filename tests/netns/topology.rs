@@ -20,6 +20,8 @@ use std::time::Duration;
 
 /// TCP port of the server (v4 and v6) inside its namespace.
 pub const PORT: u16 = 7000;
+/// TCP port of the server's echo service: first `peer=<source ip>\n`, then echoes until EOF.
+pub const ECHO_PORT: u16 = 7001;
 /// The server's IPv4 address (reachable over either link).
 pub const SERVER_V4: &str = "10.200.9.1";
 /// The server's IPv6 address.
@@ -165,6 +167,18 @@ impl Topology {
         )
     }
 
+    /// Makes the server silently drop everything it would send back over `link` (a blackhole
+    /// route for the client's addresses in the server namespace): connects over that link get no
+    /// answer, like a Wi-Fi that drops every packet (this kernel has no netem).
+    pub fn set_blackhole(&self, link: Link, on: bool) -> Result<(), String> {
+        let pid = self.server.id().to_string();
+        let action = if on { "add" } else { "del" };
+        let v4 = format!("{}/32", link.client_v4());
+        let v6 = format!("{}/128", link.client_v6());
+        run("nsenter", &["-t", &pid, "-n", "--", "ip", "route", action, "blackhole", &v4])?;
+        run("nsenter", &["-t", &pid, "-n", "--", "ip", "-6", "route", action, "blackhole", &v6])
+    }
+
     /// Sets the client side of `link` administratively up or down.
     pub fn set_link(&self, link: Link, up: bool) -> Result<(), String> {
         run("ip", &["link", "set", link.name(), if up { "up" } else { "down" }])?;
@@ -210,6 +224,22 @@ pub fn serve() {
             }
         });
     }
+    let echo = listen(SocketAddr::from(([0, 0, 0, 0], ECHO_PORT)));
+    std::thread::spawn(move || {
+        for mut stream in echo.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                if let Ok(peer) = stream.peer_addr() {
+                    let _ = stream.write_all(format!("peer={}\n", peer.ip()).as_bytes());
+                }
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
     println!("listening {PORT}");
     let _ = std::io::stdout().flush();
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
