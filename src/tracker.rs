@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -21,6 +21,16 @@ pub enum ConnectionState {
     Dialing,
     /// Bytes are being relayed.
     Relaying,
+}
+
+/// The transport a tracked connection carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TransportProtocol {
+    /// A TCP stream ([`crate::ConnectionManager::new_connection`]).
+    #[default]
+    Tcp,
+    /// A UDP session ([`crate::ConnectionManager::new_packet_connection`]).
+    Udp,
 }
 
 /// A snapshot of one tracked connection.
@@ -40,6 +50,16 @@ pub struct ConnectionInfo {
     pub bytes_up: u64,
     /// Bytes relayed from the destination to the client so far.
     pub bytes_down: u64,
+    /// TCP or UDP.
+    pub protocol: TransportProtocol,
+    /// UDP: datagrams relayed client → destination so far (0 for TCP).
+    pub packets_up: u64,
+    /// UDP: datagrams relayed destination → client so far (0 for TCP).
+    pub packets_down: u64,
+    /// UDP: datagrams dropped and counted so far (full queue, transient send error…); 0 for TCP.
+    pub drops: u64,
+    /// UDP: the idle timeout in force, once chosen (`None` for TCP and before the first datagram).
+    pub udp_timeout: Option<Duration>,
 }
 
 /// One connection's shared state: read by the tracker, written by its relay task.
@@ -51,6 +71,12 @@ pub(crate) struct Entry {
     pub started: Instant,
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
+    pub protocol: TransportProtocol,
+    pub packets_up: AtomicU64,
+    pub packets_down: AtomicU64,
+    pub drops: AtomicU64,
+    /// The UDP idle timeout in force, in nanoseconds (saturated); 0 = not chosen yet.
+    udp_timeout_nanos: AtomicU64,
     egress: Mutex<Option<Egress>>,
     close_requested: AtomicBool,
     close: Notify,
@@ -65,6 +91,12 @@ impl Entry {
     /// The network the connection left through, if dialed.
     pub fn egress(&self) -> Option<Egress> {
         lock(&self.egress).clone()
+    }
+
+    /// Records the UDP idle timeout in force (shown by [`ConnectionInfo::udp_timeout`]).
+    pub fn set_udp_timeout(&self, timeout: Duration) {
+        let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX).max(1);
+        self.udp_timeout_nanos.store(nanos, Ordering::Relaxed);
     }
 
     /// Asks the connection's task to close it. Idempotent; works on idle connections.
@@ -93,6 +125,14 @@ impl Entry {
             started_at: self.started_at,
             bytes_up: self.bytes_up.load(Ordering::Relaxed),
             bytes_down: self.bytes_down.load(Ordering::Relaxed),
+            protocol: self.protocol,
+            packets_up: self.packets_up.load(Ordering::Relaxed),
+            packets_down: self.packets_down.load(Ordering::Relaxed),
+            drops: self.drops.load(Ordering::Relaxed),
+            udp_timeout: match self.udp_timeout_nanos.load(Ordering::Relaxed) {
+                0 => None,
+                nanos => Some(Duration::from_nanos(nanos)),
+            },
         }
     }
 }
@@ -105,8 +145,17 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Adds a connection and returns its entry together with a guard that removes it again.
+    /// Adds a TCP connection and returns its entry together with a guard that removes it again.
     pub(crate) fn insert(self: &Arc<Self>, metadata: Metadata) -> (Arc<Entry>, EntryGuard) {
+        self.insert_as(metadata, TransportProtocol::Tcp)
+    }
+
+    /// Adds a connection carrying `protocol`; see [`Tracker::insert`].
+    pub(crate) fn insert_as(
+        self: &Arc<Self>,
+        metadata: Metadata,
+        protocol: TransportProtocol,
+    ) -> (Arc<Entry>, EntryGuard) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let entry = Arc::new(Entry {
             id,
@@ -115,12 +164,22 @@ impl Tracker {
             started: Instant::now(),
             bytes_up: AtomicU64::new(0),
             bytes_down: AtomicU64::new(0),
+            protocol,
+            packets_up: AtomicU64::new(0),
+            packets_down: AtomicU64::new(0),
+            drops: AtomicU64::new(0),
+            udp_timeout_nanos: AtomicU64::new(0),
             egress: Mutex::new(None),
             close_requested: AtomicBool::new(false),
             close: Notify::new(),
         });
         lock(&self.entries).insert(id, entry.clone());
         (entry, EntryGuard { tracker: self.clone(), id })
+    }
+
+    /// The shared state of one live connection (for ingresses that count into it).
+    pub(crate) fn entry(&self, id: ConnectionId) -> Option<Arc<Entry>> {
+        lock(&self.entries).get(&id).cloned()
     }
 
     /// Snapshots of every live connection, in no particular order.

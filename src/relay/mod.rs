@@ -1,8 +1,13 @@
 //! Relaying: what a finished connection reports, and the engine that moves its bytes.
 
 pub(crate) mod copy;
+pub(crate) mod first_write;
+pub mod nat;
 pub mod pool;
 pub(crate) mod tcp;
+pub mod udp;
+pub mod udp_sessions;
+pub mod udp_timeout;
 
 use std::fmt;
 use std::io;
@@ -55,6 +60,9 @@ pub enum ConnectionError {
     /// One direction had ended and the other stayed silent for the half-close timeout.
     #[error("half-closed connection silent for {0:?}")]
     HalfCloseTimeout(Duration),
+    /// A UDP session saw no traffic in either direction for its idle timeout.
+    #[error("UDP session idle for {0:?}")]
+    UdpIdle(Duration),
     /// Closed on request (`close(id)`, `close_all()`, a network change).
     #[error("closed by request")]
     Closed,

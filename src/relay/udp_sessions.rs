@@ -1,0 +1,269 @@
+//! The UDP session table of an ingress: client datagrams in, one manager session per key.
+//!
+//! - Key: the client's address and, with [`SessionKeying::PerDestination`] (the default), the
+//!   destination — so each destination gets its own routing and protocol timeout. With
+//!   [`SessionKeying::PerClient`] one session carries every destination of a client (full cone).
+//! - Capacity: at most [`UdpSettings::session_capacity`] sessions (default 1024). A new key at
+//!   capacity evicts the least recently used *idle* session (nothing queued), or the least
+//!   recently used one when every session has datagrams queued; the evicted session ends with
+//!   [`crate::ConnectionError::Closed`].
+//! - Queue: each session has a bounded queue ([`UdpSettings::queue_len`], default 64). A datagram
+//!   that finds it full is dropped and counted (the session's tracker `drops` and
+//!   [`UdpSessionTable::overflow_drops`]), never silently.
+//! - Expiry is the sessions' own exact idle timer; the table does no sweeping. A session that
+//!   ends removes itself.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::udp::{Datagram, PacketInbound, PacketSink};
+use super::udp_timeout::UdpTimeouts;
+use crate::dial::Outbound;
+use crate::manager::ConnectionManager;
+use crate::metadata::{Destination, Metadata};
+use crate::tracker::{ConnectionId, Entry};
+
+/// Default maximum number of sessions in one table.
+pub const DEFAULT_SESSION_CAPACITY: usize = 1024;
+/// Default length of one session's queue of client datagrams.
+pub const DEFAULT_QUEUE_LEN: usize = 64;
+
+/// Which datagrams of a client share a session.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SessionKeying {
+    /// One session per (client, destination). Default.
+    #[default]
+    PerDestination,
+    /// One session per client, whatever the destination (routed by its first datagram).
+    PerClient,
+}
+
+/// Settings of an ingress's UDP sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpSettings {
+    /// Idle timeouts (default 5 min; DNS/NTP/STUN 10 s; QUIC/DTLS 30 s).
+    pub timeouts: UdpTimeouts,
+    /// Maximum number of sessions (config `udp_session_capacity`). Default 1024; at least 1.
+    pub session_capacity: usize,
+    /// Client datagrams queued per session before drops. Default 64; at least 1.
+    pub queue_len: usize,
+    /// How datagrams are grouped into sessions. Default per destination.
+    pub keying: SessionKeying,
+}
+
+impl Default for UdpSettings {
+    fn default() -> Self {
+        UdpSettings {
+            timeouts: UdpTimeouts::default(),
+            session_capacity: DEFAULT_SESSION_CAPACITY,
+            queue_len: DEFAULT_QUEUE_LEN,
+            keying: SessionKeying::default(),
+        }
+    }
+}
+
+/// What identifies a session in the table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The destination (per-destination keying) or `None` (per-client keying).
+    pub destination: Option<Destination>,
+}
+
+/// What happened to one dispatched datagram.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dispatched {
+    /// Queued to session `id`; `created` when this datagram started it; `evicted` names the
+    /// session closed to make room.
+    Queued {
+        /// The session.
+        id: ConnectionId,
+        /// True when the session was created for this datagram.
+        created: bool,
+        /// The session evicted to make room, if any.
+        evicted: Option<ConnectionId>,
+    },
+    /// Session `id`'s queue was full: the datagram was dropped and counted.
+    Dropped {
+        /// The session.
+        id: ConnectionId,
+    },
+}
+
+struct Slot {
+    id: ConnectionId,
+    sender: mpsc::Sender<Datagram>,
+    entry: Option<Arc<Entry>>,
+    last_used: u64,
+}
+
+#[derive(Default)]
+struct Sessions {
+    slots: HashMap<SessionKey, Slot>,
+    clock: u64,
+}
+
+/// A bounded table of UDP sessions feeding a [`ConnectionManager`] (see the module docs).
+pub struct UdpSessionTable {
+    manager: Arc<ConnectionManager>,
+    outbound: Arc<dyn Outbound>,
+    settings: UdpSettings,
+    sessions: Arc<Mutex<Sessions>>,
+    overflow_drops: AtomicU64,
+}
+
+impl std::fmt::Debug for UdpSessionTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpSessionTable").field("sessions", &self.len()).field("settings", &self.settings).finish()
+    }
+}
+
+impl UdpSessionTable {
+    /// An empty table whose sessions go through `outbound`.
+    pub fn new(manager: Arc<ConnectionManager>, outbound: Arc<dyn Outbound>, settings: UdpSettings) -> Self {
+        UdpSessionTable { manager, outbound, settings, sessions: Arc::default(), overflow_drops: AtomicU64::new(0) }
+    }
+
+    /// The table's settings.
+    pub fn settings(&self) -> &UdpSettings {
+        &self.settings
+    }
+
+    /// The key of a datagram from `client` to `destination` under this table's keying.
+    pub fn key(&self, client: SocketAddr, destination: &Destination) -> SessionKey {
+        let destination = match self.settings.keying {
+            SessionKeying::PerDestination => Some(destination.clone()),
+            SessionKeying::PerClient => None,
+        };
+        SessionKey { client, destination }
+    }
+
+    /// Queues a datagram of `client` to its session, creating the session when there is none
+    /// (with `metadata` for its destination and `sink` for its replies, both called only then)
+    /// and evicting one at capacity. Never blocks.
+    pub fn dispatch(
+        &self,
+        client: SocketAddr,
+        datagram: Datagram,
+        metadata: impl FnOnce(&Destination) -> Metadata,
+        sink: impl FnOnce() -> Arc<dyn PacketSink>,
+    ) -> Dispatched {
+        let key = self.key(client, &datagram.destination);
+        let (datagram, evicted, now) = {
+            let mut sessions = lock(&self.sessions);
+            sessions.clock += 1;
+            let now = sessions.clock;
+            let datagram = match sessions.slots.get_mut(&key) {
+                None => datagram,
+                Some(slot) => {
+                    slot.last_used = now;
+                    match slot.sender.try_send(datagram) {
+                        Ok(()) => return Dispatched::Queued { id: slot.id, created: false, evicted: None },
+                        Err(TrySendError::Full(_)) => {
+                            let total = self.overflow_drops.fetch_add(1, Ordering::Relaxed) + 1;
+                            if let Some(entry) = &slot.entry {
+                                entry.drops.fetch_add(1, Ordering::Relaxed);
+                            }
+                            tracing::debug!(
+                                id = slot.id, client = %client, drops = total,
+                                "UDP session queue full: datagram dropped"
+                            );
+                            return Dispatched::Dropped { id: slot.id };
+                        }
+                        // The session ended and has not removed itself yet: start a new one.
+                        Err(TrySendError::Closed(datagram)) => {
+                            sessions.slots.remove(&key);
+                            datagram
+                        }
+                    }
+                }
+            };
+            let full = sessions.slots.len() >= self.settings.session_capacity.max(1);
+            let evicted = if full { evict_one(&mut sessions, &self.manager) } else { None };
+            (datagram, evicted, now)
+        };
+        // Created without the lock held: `on_close` takes it.
+        let (sender, inbound) = PacketInbound::channel(sink(), self.settings.timeouts, self.settings.queue_len);
+        let metadata = metadata(&datagram.destination);
+        // The new queue has room for at least one datagram: this cannot fail.
+        let _ = sender.try_send(datagram);
+        let table = Arc::downgrade(&self.sessions);
+        let removal_key = key.clone();
+        let id = self.manager.new_packet_connection(inbound, metadata, self.outbound.clone(), move |closed| {
+            if let Some(table) = table.upgrade() {
+                let mut sessions = lock(&table);
+                if sessions.slots.get(&removal_key).is_some_and(|slot| slot.id == closed.id) {
+                    sessions.slots.remove(&removal_key);
+                }
+            }
+        });
+        let entry = self.manager.tracker().entry(id);
+        let replaced = lock(&self.sessions).slots.insert(key, Slot { id, sender, entry, last_used: now });
+        if let Some(old) = replaced {
+            // A concurrent dispatch created the same key: keep the newest, end the other.
+            self.manager.close(old.id);
+        }
+        Dispatched::Queued { id, created: true, evicted }
+    }
+
+    /// How many sessions are in the table.
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).slots.len()
+    }
+
+    /// True when the table has no session.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The session of a key, if there is one.
+    pub fn session(&self, key: &SessionKey) -> Option<ConnectionId> {
+        lock(&self.sessions).slots.get(key).map(|slot| slot.id)
+    }
+
+    /// Datagrams dropped so far because a session's queue was full.
+    pub fn overflow_drops(&self) -> u64 {
+        self.overflow_drops.load(Ordering::Relaxed)
+    }
+
+    /// Closes every session of the table (each ends with `Closed`) and empties it; returns how many.
+    pub fn close_all(&self) -> usize {
+        let slots: Vec<Slot> = lock(&self.sessions).slots.drain().map(|(_, slot)| slot).collect();
+        for slot in &slots {
+            self.manager.close(slot.id);
+        }
+        slots.len()
+    }
+}
+
+impl Drop for UdpSessionTable {
+    fn drop(&mut self) {
+        self.close_all();
+    }
+}
+
+/// Removes and closes the least recently used idle session (or the least recently used one).
+fn evict_one(sessions: &mut Sessions, manager: &ConnectionManager) -> Option<ConnectionId> {
+    let idle = |slot: &Slot| slot.sender.capacity() == slot.sender.max_capacity();
+    let victim = sessions
+        .slots
+        .iter()
+        .filter(|(_, slot)| idle(slot))
+        .min_by_key(|(_, slot)| slot.last_used)
+        .or_else(|| sessions.slots.iter().min_by_key(|(_, slot)| slot.last_used))
+        .map(|(key, _)| key.clone())?;
+    let slot = sessions.slots.remove(&victim)?;
+    tracing::debug!(id = slot.id, client = %victim.client, "UDP session table full: evicting least recently used session");
+    manager.close(slot.id);
+    Some(slot.id)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
