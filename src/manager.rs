@@ -246,3 +246,102 @@ fn log_close(closed: &ClosedConnection) {
         ),
     }
 }
+
+/// UDP sessions.
+impl ConnectionManager {
+    /// Hands a UDP session to the manager and returns its id at once; the work happens on a task.
+    /// The session waits for the client's first datagram, chooses its idle timeout (the
+    /// connection's `udp_timeout` > the protocol recognised from that datagram or guessed from the
+    /// port > the ingress default), opens the remote socket through `outbound` (connected to one
+    /// address with `udp_connect`, else unconnected), translates a resolved domain both ways
+    /// (one way with `udp_disable_domain_unmapping`), and relays datagrams until the session is
+    /// idle for its timeout ([`ConnectionError::UdpIdle`]), the client side goes away (`None`),
+    /// a hard I/O error, or a close request. See [`crate::relay::udp`].
+    ///
+    /// Guarantees: tracked like a TCP connection (`list`/`get`/`close`/`close_all`, network
+    /// changes), with packet counters, drops and the timeout in force; `on_close` runs exactly
+    /// once, after the session left the tracker, with the root-cause error — also when the
+    /// runtime drops the task. After shutdown the session ends at once with
+    /// [`ConnectionError::ShutDown`].
+    pub fn new_packet_connection<F>(
+        &self,
+        inbound: crate::relay::udp::PacketInbound,
+        metadata: Metadata,
+        outbound: Arc<dyn Outbound>,
+        on_close: F,
+    ) -> ConnectionId
+    where
+        F: FnOnce(ClosedConnection) + Send + 'static,
+    {
+        let (entry, guard) = self.tracker.insert_as(metadata, crate::tracker::TransportProtocol::Udp);
+        let id = entry.id;
+        let shut_down = self.shut_down.clone();
+        if shut_down.load(Ordering::Acquire) {
+            entry.request_close();
+        }
+        let mut report = PacketCloseReport { entry: entry.clone(), guard: Some(guard), on_close: Some(on_close) };
+        self.runtime.spawn(async move {
+            let result = if shut_down.load(Ordering::Acquire) {
+                Err(ConnectionError::ShutDown)
+            } else {
+                crate::relay::udp::run(&entry, inbound, outbound).await
+            };
+            let error = match result {
+                Err(ConnectionError::Closed) if shut_down.load(Ordering::Acquire) => Some(ConnectionError::ShutDown),
+                other => other.err(),
+            };
+            report.finish(error);
+        });
+        id
+    }
+}
+
+/// Calls a UDP session's `on_close` exactly once: from the task when it ends, or from `Drop`
+/// (with [`ConnectionError::ShutDown`]) when the runtime drops the task before it ended.
+struct PacketCloseReport<F: FnOnce(ClosedConnection)> {
+    entry: Arc<crate::tracker::Entry>,
+    guard: Option<crate::tracker::EntryGuard>,
+    on_close: Option<F>,
+}
+
+impl<F: FnOnce(ClosedConnection)> PacketCloseReport<F> {
+    fn finish(&mut self, error: Option<ConnectionError>) {
+        let Some(on_close) = self.on_close.take() else { return };
+        drop(self.guard.take());
+        let entry = &self.entry;
+        let closed = ClosedConnection {
+            id: entry.id,
+            destination: entry.metadata.destination.clone(),
+            egress: entry.egress().unwrap_or_default(),
+            bytes_up: entry.bytes_up.load(Ordering::Relaxed),
+            bytes_down: entry.bytes_down.load(Ordering::Relaxed),
+            duration: entry.started.elapsed(),
+            error,
+        };
+        let packets = (entry.packets_up.load(Ordering::Relaxed), entry.packets_down.load(Ordering::Relaxed));
+        let drops = entry.drops.load(Ordering::Relaxed);
+        match &closed.error {
+            None | Some(ConnectionError::Closed | ConnectionError::ShutDown | ConnectionError::UdpIdle(_)) => {
+                tracing::debug!(
+                    id = closed.id, destination = %closed.destination, via = %closed.egress,
+                    packets_up = packets.0, packets_down = packets.1, drops,
+                    up = closed.bytes_up, down = closed.bytes_down, ms = closed.duration.as_millis() as u64,
+                    reason = closed.error.as_ref().map(tracing::field::display), "UDP session finished"
+                )
+            }
+            Some(error) => tracing::info!(
+                id = closed.id, destination = %closed.destination, via = %closed.egress,
+                packets_up = packets.0, packets_down = packets.1, drops,
+                up = closed.bytes_up, down = closed.bytes_down, ms = closed.duration.as_millis() as u64,
+                %error, "UDP session ended with an error"
+            ),
+        }
+        on_close(closed);
+    }
+}
+
+impl<F: FnOnce(ClosedConnection)> Drop for PacketCloseReport<F> {
+    fn drop(&mut self) {
+        self.finish(Some(ConnectionError::ShutDown));
+    }
+}

@@ -132,6 +132,12 @@ pub struct ConnectionOptions {
     /// UDP: connect the remote socket to one resolved address (`udp_connect`). Default false:
     /// one unconnected socket that may send to many destinations.
     pub udp_connect: bool,
+    /// UDP: idle timeout of this session (`udp_timeout`). Beats the protocol timeout (DNS, QUIC…)
+    /// and the ingress default. `None` or zero: protocol timeout, else the default (5 min).
+    pub udp_timeout: Option<Duration>,
+    /// UDP: replies from a resolved domain reach the client from the real IP instead of the domain
+    /// (`udp_disable_domain_unmapping`). Default false: replies carry the domain.
+    pub udp_disable_domain_unmapping: bool,
 }
 
 /// Everything netswitch knows about one connection before dialing it.
