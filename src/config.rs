@@ -33,6 +33,7 @@ use crate::network::strategy::NetworkStrategy;
 use crate::network::NetworkType;
 use crate::platform::sockopts::{DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_USER_TIMEOUT};
 use crate::platform::{KeepaliveOptions, TcpSocketOptions};
+use crate::tls_fragment::FragmentSettings;
 
 /// The whole configuration. Build it with [`Config::from_json`], [`Config::from_file`] or
 /// `Config::default()`; the constructors validate it.
@@ -81,6 +82,16 @@ pub struct Config {
     /// Desktop only: network type of host interfaces by name, overriding the type inferred from
     /// the name (`{"enp3s0": "wifi"}`). Default none.
     pub interface_types: BTreeMap<String, NetworkType>,
+    /// TLS segment fragmentation for every connection (a connection's own option can also turn
+    /// it on). Default false.
+    pub tls_fragment: bool,
+    /// TLS record fragmentation for every connection (a connection's own option can also turn it
+    /// on). Default false.
+    pub tls_record_fragment: bool,
+    /// Bound of the wait for an acknowledgement between TLS fragments, unless a connection sets
+    /// its own. Must be > 0. Default 500 ms.
+    #[serde(deserialize_with = "tls_fragment_fallback_delay")]
+    pub tls_fragment_fallback_delay: Duration,
 }
 
 impl Default for Config {
@@ -100,6 +111,9 @@ impl Default for Config {
             disable_tcp_keep_alive: false,
             tcp_user_timeout: DEFAULT_USER_TIMEOUT,
             interface_types: BTreeMap::new(),
+            tls_fragment: false,
+            tls_record_fragment: false,
+            tls_fragment_fallback_delay: crate::tls_fragment::DEFAULT_FALLBACK_DELAY,
         }
     }
 }
@@ -221,6 +235,13 @@ impl Config {
                 reason: positive,
             });
         }
+        if self.tls_fragment_fallback_delay.is_zero() {
+            return Err(ConfigError::Invalid {
+                file: None,
+                field: "tls_fragment_fallback_delay",
+                reason: positive,
+            });
+        }
         if self.socks.handshake_timeout.is_zero() {
             return Err(ConfigError::Invalid {
                 file: None,
@@ -265,6 +286,16 @@ impl Config {
                 keepalive,
                 user_timeout: (!self.tcp_user_timeout.is_zero()).then_some(self.tcp_user_timeout),
             },
+        }
+    }
+
+    /// The TLS fragmentation defaults for every connection; the manager merges them with each
+    /// connection's own options ([`FragmentSettings::for_connection`]).
+    pub fn tls_fragment_settings(&self) -> FragmentSettings {
+        FragmentSettings {
+            segment: self.tls_fragment,
+            record: self.tls_record_fragment,
+            fallback_delay: self.tls_fragment_fallback_delay,
         }
     }
 
@@ -332,6 +363,10 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Network
     }
 }
 
+fn tls_fragment_fallback_delay<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    duration_field(deserializer, "tls_fragment_fallback_delay")
+}
+
 fn handshake_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     duration_field(deserializer, "socks.handshake_timeout")
 }
@@ -339,6 +374,35 @@ fn handshake_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Durat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_fragment_keys_become_connection_defaults() {
+        let config = Config::from_json(
+            r#"{"tls_fragment": true, "tls_record_fragment": true, "tls_fragment_fallback_delay": "50ms"}"#,
+        )
+        .unwrap();
+        let defaults = config.tls_fragment_settings();
+        assert_eq!(
+            defaults,
+            FragmentSettings { segment: true, record: true, fallback_delay: Duration::from_millis(50) }
+        );
+        // Merged with a connection's options: either side turns a mode on; the connection's delay wins.
+        let options = crate::metadata::ConnectionOptions {
+            tls_fragment_fallback_delay: Some(Duration::from_millis(7)),
+            ..Default::default()
+        };
+        assert_eq!(defaults.for_connection(&options).fallback_delay, Duration::from_millis(7));
+        let per_connection =
+            crate::metadata::ConnectionOptions { tls_record_fragment: true, ..Default::default() };
+        let merged = Config::default().tls_fragment_settings().for_connection(&per_connection);
+        assert!(merged.record && !merged.segment);
+        assert_eq!(merged.fallback_delay, Duration::from_millis(500));
+        let error = Config::from_json(r#"{"tls_fragment_fallback_delay": "0s"}"#).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains("`tls_fragment_fallback_delay` must be greater than 0"), "{message}");
+        let error = Config::from_json(r#"{"tls_fragment": "yes"}"#).unwrap_err();
+        assert!(matches!(error, ConfigError::Syntax { .. }), "{error:?}");
+    }
 
     #[test]
     fn empty_object_gives_the_documented_defaults() {
@@ -351,6 +415,7 @@ mod tests {
         assert_eq!(config.socks.listen, "127.0.0.1:1080".parse().unwrap());
         assert_eq!(config.socks.handshake_timeout, Duration::from_secs(10));
         assert_eq!(config.relay_settings(), RelaySettings::default());
+        assert_eq!(config.tls_fragment_settings(), FragmentSettings::default());
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod metadata;
 pub mod network;
 pub mod platform;
 pub mod relay;
+pub mod tls_fragment;
 pub mod tracker;
 
 pub use dial::direct::DirectOutbound;

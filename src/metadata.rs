@@ -132,6 +132,17 @@ pub struct ConnectionOptions {
     /// UDP: connect the remote socket to one resolved address (`udp_connect`). Default false:
     /// one unconnected socket that may send to many destinations.
     pub udp_connect: bool,
+    /// TLS segment fragmentation (`tls_fragment`): the first ClientHello goes out cut inside every
+    /// server-name label, one TCP segment per piece. On when this or the config turns it on.
+    /// Default off.
+    pub tls_fragment: bool,
+    /// TLS record fragmentation (`tls_record_fragment`): the first ClientHello is re-framed as
+    /// several TLS records, cut inside every server-name label. On when this or the config turns
+    /// it on. Default off.
+    pub tls_record_fragment: bool,
+    /// Bound of the wait for the peer's acknowledgement between TLS fragments
+    /// (`tls_fragment_fallback_delay`). Default: the config's value (500 ms).
+    pub tls_fragment_fallback_delay: Option<Duration>,
     /// UDP: idle timeout of this session (`udp_timeout`). Beats the protocol timeout (DNS, QUIC…)
     /// and the ingress default. `None` or zero: protocol timeout, else the default (5 min).
     pub udp_timeout: Option<Duration>,

@@ -3,6 +3,7 @@
 pub mod direct;
 pub mod family;
 pub mod race;
+pub mod socks5;
 
 use std::fmt;
 use std::future::Future;

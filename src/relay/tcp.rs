@@ -1,8 +1,10 @@
-//! The life of one TCP connection: dial, tell the client, relay both ways, close.
+//! The life of one TCP connection: dial, tell the client, kick a lazy outbound handshake, write
+//! the first payload (TLS-fragmented when asked), relay both ways, close.
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -11,18 +13,33 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::copy::{Direction, Failed};
-use super::{ConnectionError, Side};
-use crate::dial::Outbound;
-use crate::inbound::Inbound;
+use super::{first_write, ConnectionError, Side};
+use crate::dial::{LazyHandshake, Outbound};
+use crate::inbound::{Inbound, InboundHandshake};
+use crate::tls_fragment::FragmentSettings;
 use crate::tracker::Entry;
 
-/// Runs one connection to its end and returns the root-cause error, if any.
-/// The sockets are closed when this returns: gracefully after a clean end, with a reset otherwise.
+/// Runs one connection to its end with TLS fragmentation only where the connection's own
+/// options ask for it; see [`run_with_defaults`].
 pub(crate) async fn run(
     entry: &Entry,
     inbound: Inbound,
     outbound: Arc<dyn Outbound>,
     half_close_timeout: Option<Duration>,
+) -> Result<(), ConnectionError> {
+    run_with_defaults(entry, inbound, outbound, half_close_timeout, FragmentSettings::default()).await
+}
+
+/// Runs one connection to its end and returns the root-cause error, if any. `fragment_defaults`
+/// (the configuration's TLS fragmentation settings) are merged with the connection's options.
+/// The sockets are closed when this returns: gracefully after a clean end or a failure reported
+/// to the client, with a reset otherwise.
+pub(crate) async fn run_with_defaults(
+    entry: &Entry,
+    inbound: Inbound,
+    outbound: Arc<dyn Outbound>,
+    half_close_timeout: Option<Duration>,
+    fragment_defaults: FragmentSettings,
 ) -> Result<(), ConnectionError> {
     let Inbound { stream: client, early_data, handshake } = inbound;
     let dialed = tokio::select! {
@@ -33,71 +50,174 @@ pub(crate) async fn run(
     let dialed = match dialed {
         Ok(dialed) => dialed,
         Err(error) => {
-            match (handshake, &error) {
-                (Some(mut handshake), ConnectionError::Dial(dial_error)) => {
-                    if let Err(e) = handshake.fail(&client, dial_error).await {
-                        tracing::debug!(error = %e, "could not send the failure reply to the client");
-                    }
-                }
-                _ => reset(&client),
-            }
+            report_failure(&client, handshake, &error).await;
             return Err(error);
         }
     };
     let remote = dialed.stream;
     entry.set_egress(dialed.egress);
-    let result = relay_after_dial(entry, &client, &remote, handshake, &early_data, half_close_timeout).await;
-    if result.is_err() {
-        reset(&client);
-        reset(&remote);
+    let fragment = fragment_defaults.for_connection(&entry.metadata.options);
+    let steps = Steps { entry, client: &client, remote: &remote, fragment, half_close_timeout };
+    let work = steps.run(handshake, dialed.handshake, early_data);
+    let result = tokio::select! {
+        biased;
+        _ = entry.close_requested() => Err(Failure::Other(ConnectionError::Closed)),
+        result = work => result,
+    };
+    match result {
+        Ok(()) => Ok(()),
+        Err(Failure::Reported(error)) => {
+            reset(&remote);
+            Err(error)
+        }
+        Err(Failure::Other(error)) => {
+            reset(&client);
+            reset(&remote);
+            Err(error)
+        }
     }
-    result
 }
 
-async fn relay_after_dial(
-    entry: &Entry,
+/// Tells the client a dial failed: the ingress's failure reply, or a reset without one.
+async fn report_failure(
     client: &TcpStream,
-    remote: &TcpStream,
-    handshake: Option<Box<dyn crate::inbound::InboundHandshake>>,
-    early_data: &[u8],
+    handshake: Option<Box<dyn InboundHandshake>>,
+    error: &ConnectionError,
+) {
+    match (handshake, error) {
+        (Some(mut handshake), ConnectionError::Dial(dial_error)) => {
+            if let Err(e) = handshake.fail(client, dial_error).await {
+                tracing::debug!(error = %e, "could not send the failure reply to the client");
+            }
+        }
+        _ => reset(client),
+    }
+}
+
+/// How a connection failed after the dial.
+enum Failure {
+    /// The client already got a failure reply: close it gracefully so the reply is not lost.
+    Reported(ConnectionError),
+    /// Anything else: reset both sides.
+    Other(ConnectionError),
+}
+
+impl From<ConnectionError> for Failure {
+    fn from(error: ConnectionError) -> Failure {
+        Failure::Other(error)
+    }
+}
+
+/// What the steps after a successful dial work on.
+struct Steps<'a> {
+    entry: &'a Entry,
+    client: &'a TcpStream,
+    remote: &'a TcpStream,
+    fragment: FragmentSettings,
     half_close_timeout: Option<Duration>,
-) -> Result<(), ConnectionError> {
-    let work = async {
-        if let Some(mut handshake) = handshake {
-            let bound = remote.local_addr().map_err(ConnectionError::Handshake)?;
-            handshake.succeed(client, bound).await.map_err(ConnectionError::Handshake)?;
+}
+
+impl Steps<'_> {
+    /// Reports success to the client, kicks a lazy outbound handshake, writes the first payload
+    /// (fragmented when asked), then copies both ways.
+    ///
+    /// With a lazy handshake, when there is no payload to wait for (the ingress holds early data,
+    /// or fragmentation is on so the handshake completes alone), it is completed *before* the
+    /// success reply: a refusal by an upstream proxy then reaches the client as the matching
+    /// failure reply (e.g. SOCKS 0x05). Otherwise the reply goes first and the kick waits up to
+    /// [`first_write::KICK_WAIT`] for the client's first bytes, which the client only sends once
+    /// it has the reply; a failure then can only reset the client.
+    async fn run(
+        &self,
+        reply: Option<Box<dyn InboundHandshake>>,
+        lazy: Option<Box<dyn LazyHandshake>>,
+        early_data: Vec<u8>,
+    ) -> Result<(), Failure> {
+        let fragmenting = self.fragment.is_enabled();
+        // With fragmentation on, a lazy handshake completes alone and the early data is fragmented.
+        let handshake_payload: &[u8] = if fragmenting { &[] } else { &early_data };
+        let mut pending: &[u8] = &early_data;
+        let complete_now = fragmenting || !early_data.is_empty();
+        let lazy = match lazy {
+            Some(handshake) if complete_now => {
+                if let Err(error) =
+                    first_write::complete(self.entry, self.remote, handshake, handshake_payload).await
+                {
+                    return Err(match (reply, &error) {
+                        (Some(mut reply), ConnectionError::Dial(dial_error)) => {
+                            if let Err(e) = reply.fail(self.client, dial_error).await {
+                                tracing::debug!(error = %e, "could not send the failure reply to the client");
+                            }
+                            Failure::Reported(error)
+                        }
+                        _ => Failure::Other(error),
+                    });
+                }
+                pending = &pending[handshake_payload.len()..];
+                None
+            }
+            other => other,
+        };
+        if let Some(reply) = reply {
+            self.succeed(reply).await?;
         }
-        if !early_data.is_empty() {
-            write_all(remote, early_data).await.map_err(|source| ConnectionError::Io {
-                side: Side::Remote,
-                operation: "write",
-                source,
-            })?;
-            entry.bytes_up.fetch_add(early_data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        if let Some(handshake) = lazy {
+            first_write::kick(self.entry, self.client, self.remote, handshake).await?;
         }
-        copy_both_ways(entry, client, remote, half_close_timeout).await
-    };
-    tokio::select! {
-        biased;
-        _ = entry.close_requested() => Err(ConnectionError::Closed),
-        result = work => result,
+        let mut first_read = None;
+        if !pending.is_empty() {
+            if fragmenting {
+                first_write::write_fragmented(self.entry, self.remote, pending, &self.fragment).await?;
+            } else {
+                write_all(self.remote, pending).await.map_err(|source| ConnectionError::Io {
+                    side: Side::Remote,
+                    operation: "write",
+                    source,
+                })?;
+                self.entry.bytes_up.fetch_add(pending.len() as u64, Ordering::Relaxed);
+            }
+        } else if fragmenting {
+            first_read =
+                Some(first_write::fragment_first_read(self.entry, self.client, self.remote, self.fragment));
+        }
+        let first_read = first_read.map(Box::pin);
+        Ok(copy_both_ways(self.entry, self.client, self.remote, self.half_close_timeout, first_read).await?)
+    }
+
+    async fn succeed(&self, mut reply: Box<dyn InboundHandshake>) -> Result<(), ConnectionError> {
+        let bound = self.remote.local_addr().map_err(ConnectionError::Handshake)?;
+        reply.succeed(self.client, bound).await.map_err(ConnectionError::Handshake)
     }
 }
 
 /// Copies client → remote and remote → client until both directions ended, one failed, or the
 /// half-closed remainder stayed silent for `half_close_timeout`.
-async fn copy_both_ways(
+///
+/// `first_read`, when given, handles the upload direction's first read and write (the TLS
+/// fragmenter); the normal upload copy starts once it finished. The download copy runs meanwhile.
+async fn copy_both_ways<F>(
     entry: &Entry,
     client: &TcpStream,
     remote: &TcpStream,
     half_close_timeout: Option<Duration>,
-) -> Result<(), ConnectionError> {
+    mut first_read: Option<Pin<Box<F>>>,
+) -> Result<(), ConnectionError>
+where
+    F: Future<Output = Result<(), ConnectionError>>,
+{
     let mut up = Direction::default();
     let mut down = Direction::default();
     // Armed only once one direction has ended; reset whenever the other one moves bytes.
     let mut drain: Option<(Pin<Box<Sleep>>, u64)> = None;
     poll_fn(|cx| {
-        if !up.is_done() {
+        if let Some(first) = first_read.as_mut() {
+            match first.as_mut().poll(cx) {
+                Poll::Ready(Ok(())) => first_read = None,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => {}
+            }
+        }
+        if first_read.is_none() && !up.is_done() {
             if let Poll::Ready(Err((failed, source))) = up.poll_copy(cx, client, remote, &entry.bytes_up) {
                 return Poll::Ready(Err(io_error(failed, Side::Client, Side::Remote, source)));
             }
