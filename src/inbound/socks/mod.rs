@@ -12,7 +12,9 @@
 //! method; otherwise only "no authentication" (0x00) is. Credentials are compared in constant
 //! time; only the username is ever logged.
 //!
-//! BIND is not supported, and neither is UDP ASSOCIATE yet: both get reply 0x07.
+//! UDP ASSOCIATE (RFC 1928 §7) opens an association that lives as long as its control
+//! connection; see [`udp`] for how client datagrams are checked and relayed. BIND is not
+//! supported: reply 0x07.
 //!
 //! # What the server does with bad input
 //!
@@ -26,7 +28,8 @@
 //! | no acceptable method offered (including NMETHODS = 0) | method reply 0xFF, close |
 //! | username/password sub-negotiation version != 0x01 | close, no reply |
 //! | wrong username or password (or an empty one) | status 0x01, close |
-//! | command BIND (0x02) or UDP ASSOCIATE (0x03) | reply 0x07, close |
+//! | command BIND (0x02) | reply 0x07, close |
+//! | UDP ASSOCIATE (0x03) | success with the relay socket's address; see [`udp`] for datagrams |
 //! | unknown command | reply 0x07 as soon as the command byte arrives, close |
 //! | unknown address type | reply 0x08 as soon as the type byte arrives, close |
 //! | empty or non-UTF-8 domain | reply 0x01, close |
@@ -39,6 +42,7 @@
 mod auth;
 pub mod protocol;
 mod server;
+pub mod udp;
 
 use std::io;
 use std::net::SocketAddr;

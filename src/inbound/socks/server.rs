@@ -72,8 +72,9 @@ enum HandshakeError {
     PortZero(Destination),
 }
 
-/// A request ready for the manager.
+/// A request ready for the manager (CONNECT) or the UDP association (UDP ASSOCIATE).
 struct Accepted {
+    command: Command,
     destination: Destination,
     early_data: Vec<u8>,
 }
@@ -101,7 +102,12 @@ async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Cont
             return;
         }
     };
-    let Accepted { destination, early_data } = accepted;
+    let Accepted { command, destination, early_data } = accepted;
+    if command == Command::UdpAssociate {
+        // Its own task, like a CONNECT handed to the manager: stopping the server leaves it alone.
+        tokio::spawn(super::udp::associate(stream, peer, destination, context));
+        return;
+    }
     let reply = SocksReply { client: peer, destination: destination.clone() };
     let inbound = Inbound { stream, early_data, handshake: Some(Box::new(reply)) };
     let id = context.manager.new_connection(
@@ -159,8 +165,8 @@ async fn handshake(
         Command::Connect if request.destination.port == 0 => {
             Some((ReplyCode::GeneralFailure, HandshakeError::PortZero(request.destination.clone())))
         }
-        Command::Connect => None,
-        command @ (Command::Bind | Command::UdpAssociate) => {
+        Command::Connect | Command::UdpAssociate => None,
+        command @ Command::Bind => {
             Some((ReplyCode::CommandNotSupported, HandshakeError::UnsupportedCommand(command)))
         }
     };
@@ -168,7 +174,7 @@ async fn handshake(
         stream.write_all(&protocol::encode_reply(code, protocol::UNSPECIFIED_BOUND)).await?;
         return Err(error);
     }
-    Ok(Accepted { destination: request.destination, early_data: std::mem::take(&mut reader.buf) })
+    Ok(Accepted { command: request.command, destination: request.destination, early_data: std::mem::take(&mut reader.buf) })
 }
 
 /// The bytes received but not yet parsed.

@@ -1,0 +1,288 @@
+//! SOCKS5 UDP ASSOCIATE (RFC 1928 §7): the UDP request header and the association.
+//!
+//! An association binds one relay UDP socket on the address the client reached the server on and
+//! replies with it. It lives exactly as long as its TCP control connection: when the client
+//! closes it (or it fails), every session of the association is closed and the socket with them.
+//!
+//! The client's UDP address is learned from the first datagram whose source matches what the
+//! client announced in its request (the IP when not unspecified, the port when not 0) — else the
+//! control connection's peer IP. From then on only that exact address is served. Each datagram
+//! goes to a session of the association's [`UdpSessionTable`] (one per destination); replies carry
+//! the source the client addressed (the domain, when it named one).
+//!
+//! | Input | Effect |
+//! |---|---|
+//! | a datagram from any other address than the client's | dropped, counted |
+//! | FRAG != 0 (fragments are not supported) | dropped, counted |
+//! | a header cut short, an unknown address type, an empty or non-UTF-8 domain, port 0 | dropped, counted |
+//! | bytes on the control connection | ignored |
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpStream, UdpSocket};
+
+use super::protocol::{self, ReplyCode};
+use super::server::Context;
+use crate::dial::BoxFuture;
+use crate::metadata::{Destination, Host, Metadata};
+use crate::relay::udp::{Datagram, PacketSink};
+use crate::relay::udp_sessions::{UdpSessionTable, UdpSettings};
+
+const ATYP_IPV4: u8 = 0x01;
+const ATYP_DOMAIN: u8 = 0x03;
+const ATYP_IPV6: u8 = 0x04;
+/// Largest datagram the relay socket receives (the UDP maximum).
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Why a client datagram was not relayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UdpHeaderError {
+    /// The datagram ends inside the header.
+    #[error("SOCKS UDP header cut short ({0} bytes)")]
+    Truncated(usize),
+    /// FRAG is not 0; fragmentation is not supported.
+    #[error("SOCKS UDP fragment {0} dropped (fragmentation is not supported)")]
+    Fragment(u8),
+    /// The address type is not IPv4, domain or IPv6.
+    #[error("unknown SOCKS UDP address type {0:#04x}")]
+    BadAddressType(u8),
+    /// The domain is empty, not UTF-8 or not a valid host.
+    #[error("empty or non-UTF-8 domain in a SOCKS UDP header")]
+    BadDomain,
+    /// The destination port is 0.
+    #[error("SOCKS UDP destination {0} has port 0")]
+    PortZero(Destination),
+}
+
+/// Parses `RSV(2) FRAG ATYP DST.ADDR DST.PORT DATA`: the destination and where the data starts.
+/// The reserved bytes are ignored. Never panics.
+pub fn parse_udp_header(datagram: &[u8]) -> Result<(Destination, usize), UdpHeaderError> {
+    let truncated = || UdpHeaderError::Truncated(datagram.len());
+    let (&frag, &atyp) = (datagram.get(2).ok_or_else(truncated)?, datagram.get(3).ok_or_else(truncated)?);
+    if frag != 0 {
+        return Err(UdpHeaderError::Fragment(frag));
+    }
+    let (host, port_at) = match atyp {
+        ATYP_IPV4 => {
+            let octets: [u8; 4] = datagram.get(4..8).and_then(|b| b.try_into().ok()).ok_or_else(truncated)?;
+            (Host::Ip(IpAddr::V4(Ipv4Addr::from(octets))), 8)
+        }
+        ATYP_IPV6 => {
+            let octets: [u8; 16] = datagram.get(4..20).and_then(|b| b.try_into().ok()).ok_or_else(truncated)?;
+            (Host::Ip(IpAddr::V6(Ipv6Addr::from(octets))), 20)
+        }
+        ATYP_DOMAIN => {
+            let length = usize::from(*datagram.get(4).ok_or_else(truncated)?);
+            let name = datagram.get(5..5 + length).ok_or_else(truncated)?;
+            let name = std::str::from_utf8(name).map_err(|_| UdpHeaderError::BadDomain)?;
+            (Host::parse(name).map_err(|_| UdpHeaderError::BadDomain)?, 5 + length)
+        }
+        other => return Err(UdpHeaderError::BadAddressType(other)),
+    };
+    let port = datagram.get(port_at..port_at + 2).ok_or_else(truncated)?;
+    let destination = Destination { host, port: u16::from_be_bytes([port[0], port[1]]) };
+    if destination.port == 0 {
+        return Err(UdpHeaderError::PortZero(destination));
+    }
+    Ok((destination, port_at + 2))
+}
+
+/// Appends the header `RSV(2) FRAG=0 ATYP ADDR PORT` for `source` to `out`. A domain longer than
+/// 255 bytes (which [`Host::parse`] never produces) is cut to 255.
+pub fn encode_udp_header(source: &Destination, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0, 0, 0]);
+    match &source.host {
+        Host::Ip(IpAddr::V4(ip)) => {
+            out.push(ATYP_IPV4);
+            out.extend_from_slice(&ip.octets());
+        }
+        Host::Ip(IpAddr::V6(ip)) => {
+            out.push(ATYP_IPV6);
+            out.extend_from_slice(&ip.octets());
+        }
+        Host::Domain(name) => {
+            let name = &name.as_bytes()[..name.len().min(255)];
+            out.push(ATYP_DOMAIN);
+            out.push(name.len() as u8);
+            out.extend_from_slice(name);
+        }
+    }
+    out.extend_from_slice(&source.port.to_be_bytes());
+}
+
+/// Sends replies to the associated client through the relay socket, with the SOCKS UDP header.
+struct SocksSink {
+    socket: Arc<UdpSocket>,
+    client: SocketAddr,
+}
+
+impl PacketSink for SocksSink {
+    fn send_to_client<'a>(&'a self, payload: &'a [u8], source: &'a Destination) -> BoxFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let mut datagram = Vec::with_capacity(payload.len() + 22);
+            encode_udp_header(source, &mut datagram);
+            datagram.extend_from_slice(payload);
+            self.socket.send_to(&datagram, self.client).await.map(|_| ())
+        })
+    }
+}
+
+/// Drops counted by one association (logged when it ends).
+#[derive(Debug, Default)]
+struct Counters {
+    relayed: u64,
+    strangers: u64,
+    fragments: u64,
+    malformed: u64,
+}
+
+/// Serves one UDP ASSOCIATE request until its control connection closes.
+pub(super) async fn associate(control: TcpStream, peer: SocketAddr, announced: Destination, context: Arc<Context>) {
+    let bind_ip = match control.local_addr() {
+        Ok(local) => local.ip(),
+        Err(error) => {
+            tracing::debug!(client = %peer, %error, "SOCKS UDP ASSOCIATE: control connection already gone");
+            return;
+        }
+    };
+    let socket = match UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await.and_then(|s| Ok((s.local_addr()?, s))) {
+        Ok((bound, socket)) => {
+            if let Err(error) = reply(&control, ReplyCode::Succeeded, bound).await {
+                tracing::debug!(client = %peer, %error, "SOCKS UDP ASSOCIATE: could not send the reply");
+                return;
+            }
+            tracing::debug!(client = %peer, relay = %bound, announced = %announced, "SOCKS UDP association open");
+            Arc::new(socket)
+        }
+        Err(error) => {
+            tracing::warn!(client = %peer, address = %bind_ip, %error, "SOCKS UDP ASSOCIATE: bind relay socket failed");
+            let _ = reply(&control, ReplyCode::GeneralFailure, protocol::UNSPECIFIED_BOUND).await;
+            return;
+        }
+    };
+    let settings = udp_settings(&context);
+    let table = UdpSessionTable::new(context.manager.clone(), context.outbound.clone(), settings);
+    let mut counters = Counters::default();
+    let end = relay(control, peer, &announced, &socket, &table, &mut counters).await;
+    let sessions = table.close_all();
+    tracing::debug!(
+        client = %peer, end = %end, sessions, relayed = counters.relayed, strangers = counters.strangers,
+        fragments = counters.fragments, malformed = counters.malformed,
+        overflow = table.overflow_drops(), "SOCKS UDP association closed"
+    );
+}
+
+/// The UDP settings of associations: today the defaults.
+fn udp_settings(_context: &Context) -> UdpSettings {
+    UdpSettings::default()
+}
+
+/// Relays client datagrams into sessions until the control connection ends; returns why it ended.
+async fn relay(
+    mut control: TcpStream,
+    peer: SocketAddr,
+    announced: &Destination,
+    socket: &Arc<UdpSocket>,
+    table: &UdpSessionTable,
+    counters: &mut Counters,
+) -> String {
+    let expected_ip = match announced.host {
+        Host::Ip(ip) if !ip.is_unspecified() => ip.to_canonical(),
+        _ => peer.ip().to_canonical(),
+    };
+    let expected_port = announced.port;
+    let mut client: Option<SocketAddr> = None;
+    let mut control_buf = [0u8; 256];
+    let mut buffer = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (length, source) = tokio::select! {
+            read = control.read(&mut control_buf) => match read {
+                Ok(0) => return "control connection closed".to_string(),
+                Ok(_) => continue,
+                Err(error) => return format!("control connection failed: {error}"),
+            },
+            received = socket.recv_from(&mut buffer) => match received {
+                Ok(received) => received,
+                Err(error) if crate::relay::udp::is_transient(&error) => continue,
+                Err(error) => return format!("relay socket failed: {error}"),
+            },
+        };
+        let source = SocketAddr::new(source.ip().to_canonical(), source.port());
+        let is_client = match client {
+            Some(client) => client == source,
+            None => source.ip() == expected_ip && (expected_port == 0 || source.port() == expected_port),
+        };
+        if !is_client {
+            counters.strangers += 1;
+            tracing::debug!(client = %peer, stranger = %source, "SOCKS UDP datagram from a stranger dropped");
+            continue;
+        }
+        let client = *client.get_or_insert(source);
+        let (destination, data_at) = match parse_udp_header(&buffer[..length]) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                match error {
+                    UdpHeaderError::Fragment(_) => counters.fragments += 1,
+                    _ => counters.malformed += 1,
+                }
+                tracing::debug!(client = %client, %error, "SOCKS UDP datagram dropped");
+                continue;
+            }
+        };
+        let datagram = Datagram { destination, payload: buffer[data_at..length].to_vec() };
+        counters.relayed += 1;
+        table.dispatch(client, datagram, |d| Metadata::new(d.clone()), || {
+            Arc::new(SocksSink { socket: socket.clone(), client })
+        });
+    }
+}
+
+async fn reply(control: &TcpStream, code: ReplyCode, bound: SocketAddr) -> io::Result<()> {
+    let bytes = protocol::encode_reply(code, bound);
+    let mut rest = bytes.as_slice();
+    while !rest.is_empty() {
+        control.writable().await?;
+        match control.try_write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(written) => rest = &rest[written..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip() {
+        for destination in [
+            "127.0.0.1:53".parse::<Destination>().unwrap(),
+            "[::1]:443".parse().unwrap(),
+            Destination::domain("dns.test", 53),
+        ] {
+            let mut datagram = Vec::new();
+            encode_udp_header(&destination, &mut datagram);
+            let header = datagram.len();
+            datagram.extend_from_slice(b"payload");
+            assert_eq!(parse_udp_header(&datagram), Ok((destination, header)));
+        }
+    }
+
+    #[test]
+    fn bad_headers_are_errors() {
+        assert_eq!(parse_udp_header(&[0, 0]), Err(UdpHeaderError::Truncated(2)));
+        assert_eq!(parse_udp_header(&[0, 0, 1, 1, 127, 0, 0, 1, 0, 53]), Err(UdpHeaderError::Fragment(1)));
+        assert_eq!(parse_udp_header(&[0, 0, 0, 2, 1]), Err(UdpHeaderError::BadAddressType(2)));
+        assert_eq!(parse_udp_header(&[0, 0, 0, 1, 127, 0, 0]), Err(UdpHeaderError::Truncated(7)));
+        assert_eq!(parse_udp_header(&[0, 0, 0, 3, 0, 0, 53]), Err(UdpHeaderError::BadDomain));
+        assert_eq!(parse_udp_header(&[0, 0, 0, 3, 2, 0xff, 0xfe, 0, 53]), Err(UdpHeaderError::BadDomain));
+        assert_eq!(parse_udp_header(&[0, 0, 0, 3, 5, b'a']), Err(UdpHeaderError::Truncated(6)));
+        assert!(matches!(parse_udp_header(&[0, 0, 0, 1, 127, 0, 0, 1, 0, 0]), Err(UdpHeaderError::PortZero(_))));
+    }
+}
