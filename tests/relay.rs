@@ -292,3 +292,35 @@ async fn shutdown_closes_everything_and_refuses_new_connections() {
     let mut buf = [0u8; 1];
     assert!(matches!(timeout(WAIT, late.read(&mut buf)).await.unwrap(), Ok(0) | Err(_)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_reader_backpressure_bounds_what_the_relay_takes() {
+    let mut h = Harness::new(RelaySettings::default()).await;
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let (mut client, _) = h.connect(server_addr).await;
+    let (mut s, _) = server.accept().await.unwrap();
+    // The client reads nothing. The server writes until its writes stop completing: everything it
+    // managed to write sits in kernel socket buffers plus at most one relay buffer.
+    let chunk = vec![7u8; 64 * 1024];
+    let mut written = 0usize;
+    while let Ok(Ok(())) = timeout(Duration::from_millis(500), s.write_all(&chunk)).await {
+        written += chunk.len();
+        assert!(written < 64 * 1024 * 1024, "the relay kept accepting data nobody reads");
+    }
+    println!("server could write {} KiB before backpressure stopped it", written / 1024);
+    let info = h.manager.list().pop().unwrap();
+    assert!(info.bytes_down < written as u64 + 1, "counted bytes are bytes really written");
+    // Reading resumes the flow and nothing is lost.
+    let mut received = 0usize;
+    while received < written {
+        let mut buf = vec![0u8; 256 * 1024];
+        let n = timeout(WAIT, client.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0 && buf[..n].iter().all(|b| *b == 7));
+        received += n;
+    }
+    drop(s);
+    drop(client);
+    let closed = h.next_closed().await;
+    assert!(closed.bytes_down >= written as u64);
+}
