@@ -94,7 +94,10 @@ mod tests {
         assert_eq!(nat.incoming("127.0.0.2:53".parse().unwrap()), "127.0.0.2:53".parse().unwrap());
         assert_eq!(nat.outgoing(&Destination::domain("other.test", 53)), None);
         // An IPv4-mapped source is the same address.
-        assert_eq!(nat.incoming("[::ffff:127.0.0.1]:53".parse().unwrap()), Destination::domain("dns.test", 53));
+        assert_eq!(
+            nat.incoming("[::ffff:127.0.0.1]:53".parse().unwrap()),
+            Destination::domain("dns.test", 53)
+        );
     }
 
     #[test]

@@ -49,7 +49,11 @@ pub struct Datagram {
 pub trait PacketSink: Send + Sync + 'static {
     /// Sends one reply to the client, shown as coming from `source`. A transient error (see the
     /// module docs) drops the reply and is counted; any other error ends the session.
-    fn send_to_client<'a>(&'a self, payload: &'a [u8], source: &'a Destination) -> BoxFuture<'a, io::Result<()>>;
+    fn send_to_client<'a>(
+        &'a self,
+        payload: &'a [u8],
+        source: &'a Destination,
+    ) -> BoxFuture<'a, io::Result<()>>;
 }
 
 /// The client side of a UDP session, handed to [`crate::ConnectionManager::new_packet_connection`].
@@ -77,7 +81,10 @@ impl PacketInbound {
 
 impl std::fmt::Debug for PacketInbound {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PacketInbound").field("queued", &self.uplink.len()).field("timeouts", &self.timeouts).finish()
+        f.debug_struct("PacketInbound")
+            .field("queued", &self.uplink.len())
+            .field("timeouts", &self.timeouts)
+            .finish()
     }
 }
 
@@ -182,7 +189,14 @@ pub fn is_transient(error: &io::Error) -> bool {
     error.kind() == io::ErrorKind::WouldBlock
         || matches!(
             error.raw_os_error(),
-            Some(libc::ENOBUFS | libc::EAGAIN | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::ECONNREFUSED | libc::EMSGSIZE)
+            Some(
+                libc::ENOBUFS
+                    | libc::EAGAIN
+                    | libc::EHOSTUNREACH
+                    | libc::ENETUNREACH
+                    | libc::ECONNREFUSED
+                    | libc::EMSGSIZE
+            )
         )
 }
 
@@ -199,7 +213,11 @@ struct Session<'e> {
 impl Session<'_> {
     /// Relays both ways until the client side is gone, the session idles for `idle`, or a hard
     /// error. One timer, re-armed only when it fires.
-    async fn relay(&mut self, uplink: &mut mpsc::Receiver<Datagram>, idle: Duration) -> Result<(), ConnectionError> {
+    async fn relay(
+        &mut self,
+        uplink: &mut mpsc::Receiver<Datagram>,
+        idle: Duration,
+    ) -> Result<(), ConnectionError> {
         let sleep = tokio::time::sleep_until(self.last_activity + idle);
         tokio::pin!(sleep);
         loop {
@@ -269,7 +287,9 @@ impl Session<'_> {
                     tracing::debug!(id = self.entry.id, %error, "UDP receive error from the destination ignored");
                     continue;
                 }
-                Err(source) => return Err(ConnectionError::Io { side: Side::Remote, operation: "read", source }),
+                Err(source) => {
+                    return Err(ConnectionError::Io { side: Side::Remote, operation: "read", source })
+                }
             };
             self.last_activity = Instant::now();
             let shown = self.nat.incoming(source);
@@ -281,7 +301,9 @@ impl Session<'_> {
                 Err(error) if is_transient(&error) => {
                     self.drop_datagram("send to client failed", &shown, Some(&error));
                 }
-                Err(source) => return Err(ConnectionError::Io { side: Side::Client, operation: "write", source }),
+                Err(source) => {
+                    return Err(ConnectionError::Io { side: Side::Client, operation: "write", source })
+                }
             }
         }
         Ok(())

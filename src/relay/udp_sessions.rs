@@ -120,14 +120,23 @@ pub struct UdpSessionTable {
 
 impl std::fmt::Debug for UdpSessionTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UdpSessionTable").field("sessions", &self.len()).field("settings", &self.settings).finish()
+        f.debug_struct("UdpSessionTable")
+            .field("sessions", &self.len())
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
 impl UdpSessionTable {
     /// An empty table whose sessions go through `outbound`.
     pub fn new(manager: Arc<ConnectionManager>, outbound: Arc<dyn Outbound>, settings: UdpSettings) -> Self {
-        UdpSessionTable { manager, outbound, settings, sessions: Arc::default(), overflow_drops: AtomicU64::new(0) }
+        UdpSessionTable {
+            manager,
+            outbound,
+            settings,
+            sessions: Arc::default(),
+            overflow_drops: AtomicU64::new(0),
+        }
     }
 
     /// The table's settings.
@@ -189,20 +198,22 @@ impl UdpSessionTable {
             (datagram, evicted, now)
         };
         // Created without the lock held: `on_close` takes it.
-        let (sender, inbound) = PacketInbound::channel(sink(), self.settings.timeouts, self.settings.queue_len);
+        let (sender, inbound) =
+            PacketInbound::channel(sink(), self.settings.timeouts, self.settings.queue_len);
         let metadata = metadata(&datagram.destination);
         // The new queue has room for at least one datagram: this cannot fail.
         let _ = sender.try_send(datagram);
         let table = Arc::downgrade(&self.sessions);
         let removal_key = key.clone();
-        let id = self.manager.new_packet_connection(inbound, metadata, self.outbound.clone(), move |closed| {
-            if let Some(table) = table.upgrade() {
-                let mut sessions = lock(&table);
-                if sessions.slots.get(&removal_key).is_some_and(|slot| slot.id == closed.id) {
-                    sessions.slots.remove(&removal_key);
+        let id =
+            self.manager.new_packet_connection(inbound, metadata, self.outbound.clone(), move |closed| {
+                if let Some(table) = table.upgrade() {
+                    let mut sessions = lock(&table);
+                    if sessions.slots.get(&removal_key).is_some_and(|slot| slot.id == closed.id) {
+                        sessions.slots.remove(&removal_key);
+                    }
                 }
-            }
-        });
+            });
         let entry = self.manager.tracker().entry(id);
         let replaced = lock(&self.sessions).slots.insert(key, Slot { id, sender, entry, last_used: now });
         if let Some(old) = replaced {

@@ -68,7 +68,11 @@ pub struct UdpTimeouts {
 
 impl Default for UdpTimeouts {
     fn default() -> Self {
-        UdpTimeouts { default: DEFAULT_UDP_TIMEOUT, short: SHORT_PROTOCOL_TIMEOUT, long: LONG_PROTOCOL_TIMEOUT }
+        UdpTimeouts {
+            default: DEFAULT_UDP_TIMEOUT,
+            short: SHORT_PROTOCOL_TIMEOUT,
+            long: LONG_PROTOCOL_TIMEOUT,
+        }
     }
 }
 
@@ -270,12 +274,18 @@ mod tests {
     fn choice_follows_the_priority() {
         let t = UdpTimeouts::default();
         let custom = Some(Duration::from_secs(3));
-        assert_eq!(t.choose(custom, &quic_initial(), 443), (Duration::from_secs(3), TimeoutReason::PerConnection));
+        assert_eq!(
+            t.choose(custom, &quic_initial(), 443),
+            (Duration::from_secs(3), TimeoutReason::PerConnection)
+        );
         let dns = t.choose(None, &dns_query(1, "a.b"), 5353);
         assert_eq!(dns, (Duration::from_secs(10), TimeoutReason::Recognised(UdpProtocol::Dns)));
         let quic = t.choose(Some(Duration::ZERO), &quic_initial(), 53);
         assert_eq!(quic, (Duration::from_secs(30), TimeoutReason::Recognised(UdpProtocol::Quic)));
-        assert_eq!(t.choose(None, b"x", 443), (Duration::from_secs(30), TimeoutReason::Port(UdpProtocol::Quic)));
+        assert_eq!(
+            t.choose(None, b"x", 443),
+            (Duration::from_secs(30), TimeoutReason::Port(UdpProtocol::Quic))
+        );
         assert_eq!(t.choose(None, b"x", 123).1, TimeoutReason::Port(UdpProtocol::Ntp));
         assert_eq!(t.choose(None, b"x", 3478).1, TimeoutReason::Port(UdpProtocol::Stun));
         assert_eq!(t.choose(None, b"x", 9999), (Duration::from_secs(300), TimeoutReason::Default));

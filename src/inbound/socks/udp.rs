@@ -71,7 +71,8 @@ pub fn parse_udp_header(datagram: &[u8]) -> Result<(Destination, usize), UdpHead
             (Host::Ip(IpAddr::V4(Ipv4Addr::from(octets))), 8)
         }
         ATYP_IPV6 => {
-            let octets: [u8; 16] = datagram.get(4..20).and_then(|b| b.try_into().ok()).ok_or_else(truncated)?;
+            let octets: [u8; 16] =
+                datagram.get(4..20).and_then(|b| b.try_into().ok()).ok_or_else(truncated)?;
             (Host::Ip(IpAddr::V6(Ipv6Addr::from(octets))), 20)
         }
         ATYP_DOMAIN => {
@@ -120,7 +121,11 @@ struct SocksSink {
 }
 
 impl PacketSink for SocksSink {
-    fn send_to_client<'a>(&'a self, payload: &'a [u8], source: &'a Destination) -> BoxFuture<'a, io::Result<()>> {
+    fn send_to_client<'a>(
+        &'a self,
+        payload: &'a [u8],
+        source: &'a Destination,
+    ) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let mut datagram = Vec::with_capacity(payload.len() + 22);
             encode_udp_header(source, &mut datagram);
@@ -140,7 +145,12 @@ struct Counters {
 }
 
 /// Serves one UDP ASSOCIATE request until its control connection closes.
-pub(super) async fn associate(control: TcpStream, peer: SocketAddr, announced: Destination, context: Arc<Context>) {
+pub(super) async fn associate(
+    control: TcpStream,
+    peer: SocketAddr,
+    announced: Destination,
+    context: Arc<Context>,
+) {
     let bind_ip = match control.local_addr() {
         Ok(local) => local.ip(),
         Err(error) => {
@@ -148,7 +158,10 @@ pub(super) async fn associate(control: TcpStream, peer: SocketAddr, announced: D
             return;
         }
     };
-    let socket = match UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await.and_then(|s| Ok((s.local_addr()?, s))) {
+    let socket = match UdpSocket::bind(SocketAddr::new(bind_ip, 0))
+        .await
+        .and_then(|s| Ok((s.local_addr()?, s)))
+    {
         Ok((bound, socket)) => {
             if let Err(error) = reply(&control, ReplyCode::Succeeded, bound).await {
                 tracing::debug!(client = %peer, %error, "SOCKS UDP ASSOCIATE: could not send the reply");
@@ -234,9 +247,12 @@ async fn relay(
         };
         let datagram = Datagram { destination, payload: buffer[data_at..length].to_vec() };
         counters.relayed += 1;
-        table.dispatch(client, datagram, |d| Metadata::new(d.clone()), || {
-            Arc::new(SocksSink { socket: socket.clone(), client })
-        });
+        table.dispatch(
+            client,
+            datagram,
+            |d| Metadata::new(d.clone()),
+            || Arc::new(SocksSink { socket: socket.clone(), client }),
+        );
     }
 }
 
@@ -283,6 +299,9 @@ mod tests {
         assert_eq!(parse_udp_header(&[0, 0, 0, 3, 0, 0, 53]), Err(UdpHeaderError::BadDomain));
         assert_eq!(parse_udp_header(&[0, 0, 0, 3, 2, 0xff, 0xfe, 0, 53]), Err(UdpHeaderError::BadDomain));
         assert_eq!(parse_udp_header(&[0, 0, 0, 3, 5, b'a']), Err(UdpHeaderError::Truncated(6)));
-        assert!(matches!(parse_udp_header(&[0, 0, 0, 1, 127, 0, 0, 1, 0, 0]), Err(UdpHeaderError::PortZero(_))));
+        assert!(matches!(
+            parse_udp_header(&[0, 0, 0, 1, 127, 0, 0, 1, 0, 0]),
+            Err(UdpHeaderError::PortZero(_))
+        ));
     }
 }

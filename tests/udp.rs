@@ -1,0 +1,334 @@
+//! UDP sessions through `ConnectionManager::new_packet_connection` and the session table, over
+//! loopback: exact idle timeouts, NAT, capacity eviction.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netswitch::dial::BoxFuture;
+use netswitch::relay::udp::{Datagram, PacketInbound, PacketSink};
+use netswitch::relay::udp_sessions::{Dispatched, SessionKeying, UdpSessionTable, UdpSettings};
+use netswitch::relay::udp_timeout::UdpTimeouts;
+use netswitch::tracker::TransportProtocol;
+use netswitch::{
+    ClosedConnection, ConnectionError, ConnectionManager, Destination, DirectOutbound, Metadata,
+    RelaySettings,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Replies reach the test through a channel.
+struct ChannelSink(mpsc::UnboundedSender<(Vec<u8>, Destination)>);
+
+impl PacketSink for ChannelSink {
+    fn send_to_client<'a>(
+        &'a self,
+        payload: &'a [u8],
+        source: &'a Destination,
+    ) -> BoxFuture<'a, std::io::Result<()>> {
+        let _ = self.0.send((payload.to_vec(), source.clone()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A UDP echo server on `ip`; returns its address.
+async fn echo_server(ip: IpAddr) -> SocketAddr {
+    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    address
+}
+
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    q
+}
+
+fn quic_initial() -> Vec<u8> {
+    let mut p = vec![0xC3, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0];
+    p.resize(1200, 0);
+    p
+}
+
+struct Session {
+    id: u64,
+    uplink: mpsc::Sender<Datagram>,
+    replies: mpsc::UnboundedReceiver<(Vec<u8>, Destination)>,
+    closed: mpsc::UnboundedReceiver<ClosedConnection>,
+}
+
+fn start(manager: &ConnectionManager, metadata: Metadata, timeouts: UdpTimeouts) -> Session {
+    let (tx, replies) = mpsc::unbounded_channel();
+    let (uplink, inbound) = PacketInbound::channel(Arc::new(ChannelSink(tx)), timeouts, 64);
+    let (closed_tx, closed) = mpsc::unbounded_channel();
+    let id =
+        manager.new_packet_connection(inbound, metadata, Arc::new(DirectOutbound::default()), move |c| {
+            let _ = closed_tx.send(c);
+        });
+    Session { id, uplink, replies, closed }
+}
+
+impl Session {
+    async fn send(&self, destination: &Destination, payload: &[u8]) {
+        let datagram = Datagram { destination: destination.clone(), payload: payload.to_vec() };
+        self.uplink.send(datagram).await.unwrap();
+    }
+
+    async fn reply(&mut self) -> (Vec<u8>, Destination) {
+        timeout(WAIT, self.replies.recv()).await.expect("no reply in time").unwrap()
+    }
+
+    async fn closed(&mut self) -> ClosedConnection {
+        timeout(WAIT, self.closed.recv()).await.expect("on_close not called in time").unwrap()
+    }
+}
+
+fn short_timeouts() -> UdpTimeouts {
+    UdpTimeouts {
+        default: Duration::from_secs(3),
+        short: Duration::from_millis(300),
+        long: Duration::from_millis(800),
+    }
+}
+
+/// Sends `payload` once, waits for its echo, and returns how long after the echo the session
+/// closed and why.
+async fn idle_close_after(
+    metadata: Metadata,
+    payload: &[u8],
+) -> (Duration, ConnectionError, Option<Duration>) {
+    let manager = ConnectionManager::new(RelaySettings::default());
+    let destination = metadata.destination.clone();
+    let mut session = start(&manager, metadata, short_timeouts());
+    session.send(&destination, payload).await;
+    assert_eq!(session.reply().await.0, payload);
+    let last_traffic = Instant::now();
+    let info = manager.get(session.id).expect("session is live");
+    assert_eq!(info.protocol, TransportProtocol::Udp);
+    assert_eq!((info.packets_up, info.packets_down), (1, 1));
+    let closed = session.closed().await;
+    assert!(manager.get(session.id).is_none());
+    (last_traffic.elapsed(), closed.error.expect("an idle end is reported"), info.udp_timeout)
+}
+
+#[tokio::test]
+async fn dns_flow_closes_after_the_dns_timeout() {
+    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let (elapsed, error, in_force) =
+        idle_close_after(Metadata::new(server.into()), &dns_query(1, "a.test")).await;
+    assert!(matches!(error, ConnectionError::UdpIdle(t) if t == Duration::from_millis(300)), "{error}");
+    assert_eq!(in_force, Some(Duration::from_millis(300)));
+    assert!(elapsed >= Duration::from_millis(290) && elapsed < Duration::from_millis(800), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn quic_flow_closes_after_the_quic_timeout() {
+    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let (elapsed, error, _) = idle_close_after(Metadata::new(server.into()), &quic_initial()).await;
+    assert!(matches!(error, ConnectionError::UdpIdle(t) if t == Duration::from_millis(800)), "{error}");
+    assert!(elapsed >= Duration::from_millis(790) && elapsed < Duration::from_millis(1600), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn per_connection_timeout_beats_the_protocol() {
+    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    for payload in [dns_query(2, "b.test"), quic_initial()] {
+        let mut metadata = Metadata::new(server.into());
+        metadata.options.udp_timeout = Some(Duration::from_millis(1500));
+        let (elapsed, error, _) = idle_close_after(metadata, &payload).await;
+        assert!(matches!(error, ConnectionError::UdpIdle(t) if t == Duration::from_millis(1500)), "{error}");
+        assert!(elapsed >= Duration::from_millis(1490), "{elapsed:?}");
+    }
+}
+
+#[tokio::test]
+async fn unknown_protocol_gets_the_default_timeout() {
+    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let (elapsed, error, _) = idle_close_after(Metadata::new(server.into()), b"plain bytes").await;
+    assert!(matches!(error, ConnectionError::UdpIdle(t) if t == Duration::from_secs(3)), "{error}");
+    assert!(elapsed >= Duration::from_millis(2990), "{elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_flow_where_only_the_server_sends_stays_open() {
+    // The server answers the first datagram with a stream of replies every 100 ms for 1.2 s.
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        let (_, client) = server.recv_from(&mut buf).await.unwrap();
+        for i in 0u8..12 {
+            server.send_to(&[i], client).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let manager = ConnectionManager::new(RelaySettings::default());
+    let mut session = start(&manager, Metadata::new(address.into()), short_timeouts());
+    session.send(&address.into(), &dns_query(3, "c.test")).await;
+    for i in 0u8..12 {
+        assert_eq!(session.reply().await.0, [i], "reply {i} arrives although the client is silent");
+    }
+    let last = Instant::now();
+    let closed = session.closed().await;
+    assert!(matches!(closed.error, Some(ConnectionError::UdpIdle(_))), "{:?}", closed.error);
+    assert!(last.elapsed() >= Duration::from_millis(250), "{:?}", last.elapsed());
+    assert_eq!(closed.bytes_down, 12);
+}
+
+#[tokio::test]
+async fn domain_replies_show_the_domain_or_the_ip() {
+    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    for (disable, connect) in [(false, false), (true, false), (false, true), (true, true)] {
+        let manager = ConnectionManager::new(RelaySettings::default());
+        let destination = Destination::domain("dns.test", server.port());
+        let mut metadata = Metadata::new(destination.clone());
+        metadata.resolved_addresses = vec![Ipv4Addr::LOCALHOST.into()];
+        metadata.options.udp_disable_domain_unmapping = disable;
+        metadata.options.udp_connect = connect;
+        let mut session = start(&manager, metadata, short_timeouts());
+        session.send(&destination, b"hello").await;
+        let (payload, source) = session.reply().await;
+        assert_eq!(payload, b"hello");
+        let expected = if disable { Destination::from(server) } else { destination.clone() };
+        assert_eq!(source, expected, "disable_unmapping={disable} udp_connect={connect}");
+        assert!(manager.close(session.id));
+        assert!(matches!(session.closed().await.error, Some(ConnectionError::Closed)));
+    }
+}
+
+#[tokio::test]
+async fn close_all_and_shutdown_end_udp_sessions_once() {
+    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let manager = ConnectionManager::new(RelaySettings::default());
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let mut s = start(&manager, Metadata::new(server.into()), UdpTimeouts::default());
+        s.send(&server.into(), b"x").await;
+        s.reply().await;
+        sessions.push(s);
+    }
+    assert_eq!(manager.close_all(), 3);
+    for s in &mut sessions {
+        assert!(matches!(s.closed().await.error, Some(ConnectionError::Closed)));
+        assert!(timeout(Duration::from_millis(200), s.closed.recv()).await.ok().flatten().is_none());
+    }
+    manager.shutdown();
+    let mut late = start(&manager, Metadata::new(server.into()), UdpTimeouts::default());
+    assert!(matches!(late.closed().await.error, Some(ConnectionError::ShutDown)));
+}
+
+/// A sink for the table test: replies from every session into one channel.
+fn table_with(manager: &Arc<ConnectionManager>, capacity: usize) -> UdpSessionTable {
+    let settings = UdpSettings {
+        session_capacity: capacity,
+        keying: SessionKeying::PerDestination,
+        ..UdpSettings::default()
+    };
+    UdpSessionTable::new(manager.clone(), Arc::new(DirectOutbound::default()), settings)
+}
+
+#[tokio::test]
+async fn at_capacity_the_least_recently_used_idle_session_is_evicted() {
+    let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+    let table = table_with(&manager, 16);
+    let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+    let (tx, mut replies) = mpsc::unbounded_channel();
+    let mut servers = Vec::new();
+    for _ in 0..17 {
+        servers.push(echo_server(Ipv4Addr::LOCALHOST.into()).await);
+    }
+    let dispatch = |i: usize| {
+        let tx = tx.clone();
+        let datagram = Datagram { destination: servers[i].into(), payload: vec![i as u8] };
+        table.dispatch(
+            client,
+            datagram,
+            |d| Metadata::new(d.clone()),
+            move || Arc::new(ChannelSink(tx)) as Arc<dyn PacketSink>,
+        )
+    };
+    let mut ids = Vec::new();
+    for i in 0..16 {
+        match dispatch(i) {
+            Dispatched::Queued { id, created: true, evicted: None } => ids.push(id),
+            other => panic!("flow {i}: {other:?}"),
+        }
+        timeout(WAIT, replies.recv()).await.unwrap().unwrap();
+    }
+    // Touch every flow but the second: flow 1 becomes the least recently used.
+    for i in (0..16).filter(|i| *i != 1) {
+        assert!(matches!(dispatch(i), Dispatched::Queued { created: false, .. }));
+        timeout(WAIT, replies.recv()).await.unwrap().unwrap();
+    }
+    match dispatch(16) {
+        Dispatched::Queued { created: true, evicted: Some(evicted), .. } => assert_eq!(evicted, ids[1]),
+        other => panic!("flow 17: {other:?}"),
+    }
+    timeout(WAIT, replies.recv()).await.unwrap().unwrap();
+    assert_eq!(table.len(), 16);
+    assert_eq!(table.session(&table.key(client, &servers[1].into())), None);
+    let deadline = Instant::now() + WAIT;
+    while manager.get(ids[1]).is_some() {
+        assert!(Instant::now() < deadline, "the evicted session did not end");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(manager.len(), 16);
+    assert_eq!(table.close_all(), 16);
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts() {
+    let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+    let settings = UdpSettings { queue_len: 1, ..UdpSettings::default() };
+    // An outbound that never finishes opening: the queue cannot drain.
+    struct Stuck;
+    impl netswitch::Outbound for Stuck {
+        fn dial_tcp<'a>(
+            &'a self,
+            _: &'a Metadata,
+        ) -> BoxFuture<'a, Result<netswitch::DialedStream, netswitch::DialError>> {
+            Box::pin(std::future::pending())
+        }
+        fn open_udp<'a>(
+            &'a self,
+            _: &'a Metadata,
+        ) -> BoxFuture<'a, Result<netswitch::dial::DialedUdp, netswitch::DialError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+    let table = UdpSessionTable::new(manager.clone(), Arc::new(Stuck), settings);
+    let client: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+    let (tx, _replies) = mpsc::unbounded_channel();
+    let mut dropped = 0;
+    for i in 0..10u8 {
+        let datagram = Datagram { destination: "127.0.0.1:9".parse().unwrap(), payload: vec![i] };
+        let sink = tx.clone();
+        if let Dispatched::Dropped { .. } = table.dispatch(
+            client,
+            datagram,
+            |d| Metadata::new(d.clone()),
+            move || Arc::new(ChannelSink(sink)) as Arc<dyn PacketSink>,
+        ) {
+            dropped += 1;
+        }
+    }
+    // The first datagram is taken by the session (waiting to open), one more fits the queue.
+    assert!(dropped >= 8, "{dropped}");
+    assert_eq!(table.overflow_drops(), dropped);
+    let info = manager.list().into_iter().next().unwrap();
+    assert_eq!(info.drops, dropped);
+}
