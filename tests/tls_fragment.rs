@@ -365,3 +365,87 @@ mod properties {
         }
     }
 }
+
+/// Segment mode on the wire: in a fresh network namespace (root, or a user namespace), tcpdump on
+/// `lo` counts the data segments the relay sends to the server: one per piece. Skipped with a
+/// printed reason when tcpdump or namespaces are unavailable.
+#[test]
+fn segment_mode_on_the_wire_in_a_network_namespace() {
+    if !["/usr/bin/tcpdump", "/usr/sbin/tcpdump"].iter().any(|p| std::path::Path::new(p).exists()) {
+        println!("skipped: tcpdump is not installed");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let root = unsafe { libc::geteuid() } == 0;
+    let unshare_args: &[&str] = if root { &["-n"] } else { &["-r", "-n"] };
+    let output = std::process::Command::new("unshare")
+        .args(unshare_args)
+        .arg(&exe)
+        .args(["--exact", "netns_inner_segment_capture", "--ignored", "--nocapture", "--test-threads=1"])
+        .output();
+    let output = match output {
+        Ok(output) => output,
+        Err(e) => {
+            println!("skipped: cannot run unshare: {e}");
+            return;
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() && stderr.contains("unshare failed") {
+        println!("skipped: no network namespace available: {stderr}");
+        return;
+    }
+    assert!(output.status.success(), "inner capture failed:\n{stdout}\n{stderr}");
+    let line = stdout.lines().find(|l| l.starts_with("captured data segments: ")).expect(&stdout);
+    assert_eq!(line, "captured data segments: 5", "{stdout}");
+}
+
+/// Runs inside the namespace started by the test above (ignored on its own).
+#[test]
+#[ignore]
+fn netns_inner_segment_capture() {
+    let up = std::process::Command::new("ip").args(["link", "set", "lo", "up"]).status().unwrap();
+    assert!(up.success());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        // Packets to the server's port that carry TCP payload.
+        let filter =
+            format!("tcp dst port {port} and (((ip[2:2] - ((ip[0]&0xf)<<2)) - ((tcp[12]&0xf0)>>2)) != 0)");
+        let mut tcpdump = tokio::process::Command::new("tcpdump")
+            .args(["-i", "lo", "-n", "-l", "-Z", "root", &filter])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stderr = tcpdump.stderr.take().unwrap();
+        let mut seen = Vec::new();
+        while !String::from_utf8_lossy(&seen).contains("listening on") {
+            let mut chunk = [0u8; 256];
+            let n = timeout(WAIT, stderr.read(&mut chunk)).await.unwrap().unwrap();
+            assert!(n > 0, "tcpdump exited: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        let hello = build_client_hello(NAME, 0);
+        let h = Harness::new(RelaySettings::default()).await;
+        let mut metadata = Metadata::new(server.local_addr().unwrap().into());
+        metadata.options = options(true, false);
+        let (mut client, _) = h.connect_with(metadata).await;
+        let (mut accepted, _) = timeout(WAIT, server.accept()).await.unwrap().unwrap();
+        client.write_all(&hello).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut received = Vec::new();
+        timeout(WAIT, accepted.read_to_end(&mut received)).await.unwrap().unwrap();
+        assert_eq!(received, hello);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let pid = tcpdump.id().unwrap() as i32;
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let output = timeout(WAIT, tcpdump.wait_with_output()).await.unwrap().unwrap();
+        let lines = String::from_utf8_lossy(&output.stdout);
+        println!("{lines}");
+        println!("captured data segments: {}", lines.lines().filter(|l| l.contains(" > ")).count());
+    });
+}
