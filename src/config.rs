@@ -82,6 +82,13 @@ pub struct Config {
     /// Desktop only: network type of host interfaces by name, overriding the type inferred from
     /// the name (`{"enp3s0": "wifi"}`). Default none.
     pub interface_types: BTreeMap<String, NetworkType>,
+    /// Idle timeout of UDP sessions of no recognised protocol (DNS/NTP/STUN get 10 s, QUIC/DTLS
+    /// 30 s; a connection's own `udp_timeout` beats both). Must be > 0. Default 5 min.
+    #[serde(deserialize_with = "udp_timeout")]
+    pub udp_timeout: Duration,
+    /// Maximum number of UDP sessions of one ingress session table (the least recently used
+    /// idle one is evicted beyond it). Must be > 0. Default 1024.
+    pub udp_session_capacity: usize,
     /// TLS segment fragmentation for every connection (a connection's own option can also turn
     /// it on). Default false.
     pub tls_fragment: bool,
@@ -111,6 +118,8 @@ impl Default for Config {
             disable_tcp_keep_alive: false,
             tcp_user_timeout: DEFAULT_USER_TIMEOUT,
             interface_types: BTreeMap::new(),
+            udp_timeout: crate::relay::udp_timeout::DEFAULT_UDP_TIMEOUT,
+            udp_session_capacity: crate::relay::udp_sessions::DEFAULT_SESSION_CAPACITY,
             tls_fragment: false,
             tls_record_fragment: false,
             tls_fragment_fallback_delay: crate::tls_fragment::DEFAULT_FALLBACK_DELAY,
@@ -242,6 +251,12 @@ impl Config {
                 reason: positive,
             });
         }
+        if self.udp_timeout.is_zero() {
+            return Err(ConfigError::Invalid { file: None, field: "udp_timeout", reason: positive });
+        }
+        if self.udp_session_capacity == 0 {
+            return Err(ConfigError::Invalid { file: None, field: "udp_session_capacity", reason: positive });
+        }
         if self.socks.handshake_timeout.is_zero() {
             return Err(ConfigError::Invalid {
                 file: None,
@@ -297,6 +312,16 @@ impl Config {
             record: self.tls_record_fragment,
             fallback_delay: self.tls_fragment_fallback_delay,
         }
+    }
+
+    /// The UDP session settings of ingresses: `udp_timeout` as the default idle timeout (protocol
+    /// timeouts and a connection's own `udp_timeout` still take precedence, see
+    /// [`crate::relay::udp_timeout`]) and `udp_session_capacity`.
+    pub fn udp_settings(&self) -> crate::relay::udp_sessions::UdpSettings {
+        let mut settings = crate::relay::udp_sessions::UdpSettings::default();
+        settings.timeouts.default = self.udp_timeout;
+        settings.session_capacity = self.udp_session_capacity;
+        settings
     }
 
     /// A direct outbound with the configured dial settings, using the system route (call
@@ -365,6 +390,10 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Network
 
 fn tls_fragment_fallback_delay<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
     duration_field(deserializer, "tls_fragment_fallback_delay")
+}
+
+fn udp_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    duration_field(deserializer, "udp_timeout")
 }
 
 fn handshake_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -537,6 +566,22 @@ mod tests {
         assert!(error.to_string().contains("network types must be one of"), "{error}");
         let error = Config::from_json(r#"{"network_strategy": "random"}"#).unwrap_err();
         assert!(error.to_string().contains("random"), "{error}");
+    }
+
+    #[test]
+    fn udp_keys_reach_the_udp_settings() {
+        let defaults = Config::from_json("{}").unwrap().udp_settings();
+        assert_eq!(defaults.timeouts.default, Duration::from_secs(300));
+        assert_eq!(defaults.session_capacity, 1024);
+        let config = Config::from_json(r#"{"udp_timeout": "1m", "udp_session_capacity": 16}"#).unwrap();
+        let settings = config.udp_settings();
+        assert_eq!(settings.timeouts.default, Duration::from_secs(60));
+        assert_eq!(settings.timeouts.short, Duration::from_secs(10), "protocol timeouts unchanged");
+        assert_eq!(settings.session_capacity, 16);
+        for (text, field) in [(r#"{"udp_timeout": "0s"}"#, "udp_timeout"), (r#"{"udp_session_capacity": 0}"#, "udp_session_capacity")] {
+            let error = Config::from_json(text).unwrap_err();
+            assert!(matches!(error, ConfigError::Invalid { field: f, .. } if f == field), "{error:?}");
+        }
     }
 
     #[test]
