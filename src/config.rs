@@ -280,6 +280,7 @@ impl Config {
             users: self.socks.users.clone(),
             handshake_timeout: self.socks.handshake_timeout,
             allow_non_loopback: self.socks.allow_non_loopback,
+            udp: self.udp_settings(),
         }
     }
 
@@ -578,7 +579,10 @@ mod tests {
         assert_eq!(settings.timeouts.default, Duration::from_secs(60));
         assert_eq!(settings.timeouts.short, Duration::from_secs(10), "protocol timeouts unchanged");
         assert_eq!(settings.session_capacity, 16);
-        for (text, field) in [(r#"{"udp_timeout": "0s"}"#, "udp_timeout"), (r#"{"udp_session_capacity": 0}"#, "udp_session_capacity")] {
+        for (text, field) in [
+            (r#"{"udp_timeout": "0s"}"#, "udp_timeout"),
+            (r#"{"udp_session_capacity": 0}"#, "udp_session_capacity"),
+        ] {
             let error = Config::from_json(text).unwrap_err();
             assert!(matches!(error, ConfigError::Invalid { field: f, .. } if f == field), "{error:?}");
         }

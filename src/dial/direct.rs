@@ -234,7 +234,7 @@ impl DirectOutbound {
 
     fn tcp_connector(&self, timeout: Duration) -> ConnectFn<Route> {
         let binder = self.networks.as_ref().map(|n| n.binder.clone());
-        let options = self.settings.tcp.clone();
+        let options = self.settings.tcp;
         Arc::new(move |route: &Route, address: SocketAddr| {
             let prepared = prepare_tcp_socket(&options, binder.as_deref(), route, address);
             Box::pin(async move {

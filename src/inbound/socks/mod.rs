@@ -55,6 +55,7 @@ use tokio::task::AbortHandle;
 
 use crate::dial::Outbound;
 use crate::manager::ConnectionManager;
+use crate::relay::udp_sessions::UdpSettings;
 
 /// Default time a client has to complete its SOCKS handshake (greeting, auth, request).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -89,6 +90,8 @@ pub struct SocksSettings {
     pub handshake_timeout: Duration,
     /// Allow a listen address that is not loopback. Default false.
     pub allow_non_loopback: bool,
+    /// UDP ASSOCIATE sessions: idle timeouts, session cap, queue length.
+    pub udp: UdpSettings,
 }
 
 impl Default for SocksSettings {
@@ -98,6 +101,7 @@ impl Default for SocksSettings {
             users: Vec::new(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             allow_non_loopback: false,
+            udp: UdpSettings::default(),
         }
     }
 }
@@ -156,6 +160,7 @@ impl SocksServer {
         let context = Arc::new(server::Context {
             users: auth::UserTable::new(&settings.users),
             handshake_timeout: settings.handshake_timeout,
+            udp: settings.udp.clone(),
             manager,
             outbound,
         });

@@ -150,7 +150,7 @@ pub enum Command {
     Connect,
     /// BIND (0x02): not supported by netswitch.
     Bind,
-    /// UDP ASSOCIATE (0x03): not supported yet.
+    /// UDP ASSOCIATE (0x03): relayed by `socks::udp` (RFC 1928 §7).
     UdpAssociate,
 }
 

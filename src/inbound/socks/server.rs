@@ -29,6 +29,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 pub(super) struct Context {
     pub(super) users: UserTable,
     pub(super) handshake_timeout: Duration,
+    pub(super) udp: crate::relay::udp_sessions::UdpSettings,
     pub(super) manager: Arc<ConnectionManager>,
     pub(super) outbound: Arc<dyn Outbound>,
 }
@@ -174,7 +175,11 @@ async fn handshake(
         stream.write_all(&protocol::encode_reply(code, protocol::UNSPECIFIED_BOUND)).await?;
         return Err(error);
     }
-    Ok(Accepted { command: request.command, destination: request.destination, early_data: std::mem::take(&mut reader.buf) })
+    Ok(Accepted {
+        command: request.command,
+        destination: request.destination,
+        early_data: std::mem::take(&mut reader.buf),
+    })
 }
 
 /// The bytes received but not yet parsed.

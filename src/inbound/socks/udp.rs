@@ -189,8 +189,8 @@ pub(super) async fn associate(
 }
 
 /// The UDP settings of associations: today the defaults.
-fn udp_settings(_context: &Context) -> UdpSettings {
-    UdpSettings::default()
+fn udp_settings(context: &Context) -> UdpSettings {
+    context.udp.clone()
 }
 
 /// Relays client datagrams into sessions until the control connection ends; returns why it ended.
