@@ -253,3 +253,48 @@ async fn close_latency_after_interface_loss_median_of_20() {
         latencies[10], latencies[19]
     );
 }
+
+/// Replies of a UDP session are ignored; the test watches the server side instead.
+struct NoSink;
+
+impl netswitch::relay::udp::PacketSink for NoSink {
+    fn send_to_client<'a>(
+        &'a self,
+        _payload: &'a [u8],
+        _source: &'a netswitch::Destination,
+    ) -> netswitch::dial::BoxFuture<'a, std::io::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_sessions_use_the_strategy_and_close_on_interface_loss() {
+    use netswitch::relay::udp::{Datagram, PacketInbound};
+    use netswitch::relay::udp_timeout::UdpTimeouts;
+
+    let world =
+        World::new(DialSettings { network_strategy: NetworkStrategy::Hybrid, ..DialSettings::default() })
+            .await;
+    let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut metadata = Metadata::new(server.local_addr().unwrap().into());
+    metadata.options.network_type = Some(vec![NetworkType::Cellular]);
+    let (uplink, inbound) = PacketInbound::channel(Arc::new(NoSink), UdpTimeouts::default(), 8);
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    let id =
+        world.h.manager.new_packet_connection(inbound, metadata.clone(), world.outbound.clone(), move |c| {
+            let _ = closed_tx.send(c);
+        });
+    uplink
+        .send(Datagram { destination: metadata.destination.clone(), payload: b"hello".to_vec() })
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let (n, from) = timeout(WAIT, server.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], b"hello");
+    assert_eq!(from.ip(), IpAddr::from([127, 0, 0, 3]), "the UDP socket was bound to cell0");
+    assert_eq!(wait_relaying(&world, id).await.egress.interface.as_deref(), Some("cell0"));
+    world.h.manager.update_interfaces(snapshot(vec![wifi()], Some(WIFI)));
+    let closed = timeout(WAIT, closed_rx.recv()).await.unwrap().unwrap();
+    assert_eq!(closed.id, id);
+    assert!(matches!(closed.error, Some(ConnectionError::Closed)), "{:?}", closed.error);
+}
