@@ -270,7 +270,10 @@ impl Config {
     /// The relay engine's settings (`half_close_timeout` zero becomes "never").
     pub fn relay_settings(&self) -> RelaySettings {
         let timeout = self.half_close_timeout;
-        RelaySettings { half_close_timeout: (!timeout.is_zero()).then_some(timeout) }
+        RelaySettings {
+            half_close_timeout: (!timeout.is_zero()).then_some(timeout),
+            tls_fragment: self.tls_fragment_settings(),
+        }
     }
 
     /// The SOCKS5 server's settings.

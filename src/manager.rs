@@ -12,6 +12,7 @@ use crate::metadata::Metadata;
 use crate::network::state::{NetworkState, SnapshotChange};
 use crate::network::InterfaceSnapshot;
 use crate::relay::{tcp, ClosedConnection, ConnectionError};
+use crate::tls_fragment::FragmentSettings;
 use crate::tracker::{ConnectionId, ConnectionInfo, Tracker};
 
 /// Default time a half-closed connection may stay silent before it is closed.
@@ -23,11 +24,17 @@ pub struct RelaySettings {
     /// How long a connection with one direction ended may stay silent in the other before it is
     /// closed. `None` = never. Default 60 s.
     pub half_close_timeout: Option<Duration>,
+    /// TLS ClientHello fragmentation applied to every connection (a connection's own options
+    /// can turn a mode on too). Default off.
+    pub tls_fragment: FragmentSettings,
 }
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        RelaySettings { half_close_timeout: Some(DEFAULT_HALF_CLOSE_TIMEOUT) }
+        RelaySettings {
+            half_close_timeout: Some(DEFAULT_HALF_CLOSE_TIMEOUT),
+            tls_fragment: FragmentSettings::default(),
+        }
     }
 }
 
@@ -86,6 +93,7 @@ impl ConnectionManager {
         let (entry, guard) = self.tracker.insert(metadata);
         let id = entry.id;
         let half_close_timeout = self.settings.half_close_timeout;
+        let fragment_defaults = self.settings.tls_fragment;
         let shut_down = self.shut_down.clone();
         if shut_down.load(Ordering::Acquire) {
             entry.request_close();
@@ -95,7 +103,7 @@ impl ConnectionManager {
                 let _ = socket2::SockRef::from(&inbound.stream).set_linger(Some(Duration::ZERO));
                 Err(ConnectionError::ShutDown)
             } else {
-                tcp::run(&entry, inbound, outbound, half_close_timeout).await
+                tcp::run(&entry, inbound, outbound, half_close_timeout, fragment_defaults).await
             };
             let result = match result {
                 Err(ConnectionError::Closed) if shut_down.load(Ordering::Acquire) => {
@@ -279,7 +287,8 @@ impl ConnectionManager {
         if shut_down.load(Ordering::Acquire) {
             entry.request_close();
         }
-        let mut report = PacketCloseReport { entry: entry.clone(), guard: Some(guard), on_close: Some(on_close) };
+        let mut report =
+            PacketCloseReport { entry: entry.clone(), guard: Some(guard), on_close: Some(on_close) };
         self.runtime.spawn(async move {
             let result = if shut_down.load(Ordering::Acquire) {
                 Err(ConnectionError::ShutDown)
@@ -287,7 +296,9 @@ impl ConnectionManager {
                 crate::relay::udp::run(&entry, inbound, outbound).await
             };
             let error = match result {
-                Err(ConnectionError::Closed) if shut_down.load(Ordering::Acquire) => Some(ConnectionError::ShutDown),
+                Err(ConnectionError::Closed) if shut_down.load(Ordering::Acquire) => {
+                    Some(ConnectionError::ShutDown)
+                }
                 other => other.err(),
             };
             report.finish(error);
@@ -321,7 +332,8 @@ impl<F: FnOnce(ClosedConnection)> PacketCloseReport<F> {
         let packets = (entry.packets_up.load(Ordering::Relaxed), entry.packets_down.load(Ordering::Relaxed));
         let drops = entry.drops.load(Ordering::Relaxed);
         match &closed.error {
-            None | Some(ConnectionError::Closed | ConnectionError::ShutDown | ConnectionError::UdpIdle(_)) => {
+            None
+            | Some(ConnectionError::Closed | ConnectionError::ShutDown | ConnectionError::UdpIdle(_)) => {
                 tracing::debug!(
                     id = closed.id, destination = %closed.destination, via = %closed.egress,
                     packets_up = packets.0, packets_down = packets.1, drops,

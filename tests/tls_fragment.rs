@@ -449,3 +449,36 @@ fn netns_inner_segment_capture() {
         println!("captured data segments: {}", lines.lines().filter(|l| l.contains(" > ")).count());
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_level_record_mode_applies_through_the_socks_ingress() {
+    use netswitch::config::Config;
+    use netswitch::inbound::socks::{SocksServer, SocksSettings};
+
+    let config = Config::from_json(r#"{"tls_record_fragment": true}"#).unwrap();
+    let manager = Arc::new(ConnectionManager::new(config.relay_settings()));
+    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+    let socks =
+        SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let SocketAddr::V4(target) = server.local_addr().unwrap() else { unreachable!() };
+    let mut client = TcpStream::connect(socks.local_addr()).await.unwrap();
+    let mut request = vec![5, 1, 0, 5, 1, 0, 1];
+    request.extend_from_slice(&target.ip().octets());
+    request.extend_from_slice(&target.port().to_be_bytes());
+    client.write_all(&request).await.unwrap();
+    let mut replies = [0u8; 2 + 10];
+    timeout(WAIT, client.read_exact(&mut replies)).await.unwrap().unwrap();
+    assert_eq!((replies[0], replies[1], replies[3]), (5, 0, 0), "SOCKS success");
+    let (mut accepted, _) = timeout(WAIT, server.accept()).await.unwrap().unwrap();
+    let hello = build_client_hello(NAME, 64);
+    client.write_all(&hello).await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut received = Vec::new();
+    timeout(WAIT, accepted.read_to_end(&mut received)).await.unwrap().unwrap();
+    assert_eq!(
+        check_records(&received, &hello),
+        5,
+        "the config's tls_record_fragment reached the connection"
+    );
+}

@@ -19,22 +19,11 @@ use crate::inbound::{Inbound, InboundHandshake};
 use crate::tls_fragment::FragmentSettings;
 use crate::tracker::Entry;
 
-/// Runs one connection to its end with TLS fragmentation only where the connection's own
-/// options ask for it; see [`run_with_defaults`].
-pub(crate) async fn run(
-    entry: &Entry,
-    inbound: Inbound,
-    outbound: Arc<dyn Outbound>,
-    half_close_timeout: Option<Duration>,
-) -> Result<(), ConnectionError> {
-    run_with_defaults(entry, inbound, outbound, half_close_timeout, FragmentSettings::default()).await
-}
-
 /// Runs one connection to its end and returns the root-cause error, if any. `fragment_defaults`
 /// (the configuration's TLS fragmentation settings) are merged with the connection's options.
 /// The sockets are closed when this returns: gracefully after a clean end or a failure reported
 /// to the client, with a reset otherwise.
-pub(crate) async fn run_with_defaults(
+pub(crate) async fn run(
     entry: &Entry,
     inbound: Inbound,
     outbound: Arc<dyn Outbound>,
