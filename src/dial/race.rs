@@ -214,35 +214,15 @@ async fn dial_one_network<N: RaceNetwork>(
     let mut attempts: Vec<DialAttempt> = Vec::new();
     let mut delay = Box::pin(tokio::time::sleep(family_delay));
     poll_fn(|cx| {
-        if let Some(future) = first_family.as_mut() {
-            match future.as_mut().poll(cx) {
-                Poll::Ready(Ok((stream, address, mut failed))) => {
-                    attempts.append(&mut failed);
-                    return Poll::Ready(Ok((stream, address, std::mem::take(&mut attempts))));
-                }
-                Poll::Ready(Err(mut failed)) => {
-                    attempts.append(&mut failed);
-                    first_family = None;
-                }
-                Poll::Pending => {}
-            }
+        if let Some((stream, address)) = poll_family(&mut first_family, cx, &mut attempts) {
+            return Poll::Ready(Ok((stream, address, std::mem::take(&mut attempts))));
         }
         if !second_started && (first_family.is_none() || delay.as_mut().poll(cx).is_ready()) {
             second_started = true;
             second_family = Some(Box::pin(dial_serial(&network, &second, &connect)));
         }
-        if let Some(future) = second_family.as_mut() {
-            match future.as_mut().poll(cx) {
-                Poll::Ready(Ok((stream, address, mut failed))) => {
-                    attempts.append(&mut failed);
-                    return Poll::Ready(Ok((stream, address, std::mem::take(&mut attempts))));
-                }
-                Poll::Ready(Err(mut failed)) => {
-                    attempts.append(&mut failed);
-                    second_family = None;
-                }
-                Poll::Pending => {}
-            }
+        if let Some((stream, address)) = poll_family(&mut second_family, cx, &mut attempts) {
+            return Poll::Ready(Ok((stream, address, std::mem::take(&mut attempts))));
         }
         if first_family.is_none() && second_started && second_family.is_none() {
             return Poll::Ready(Err(std::mem::take(&mut attempts)));
@@ -250,6 +230,28 @@ async fn dial_one_network<N: RaceNetwork>(
         Poll::Pending
     })
     .await
+}
+
+/// Polls one family's serial dial, if it is running: returns its stream when it connected; when
+/// it failed, adds its attempts to `attempts` and empties the slot.
+fn poll_family<F: Future<Output = NetworkOutcome>>(
+    slot: &mut Option<Pin<Box<F>>>,
+    cx: &mut std::task::Context<'_>,
+    attempts: &mut Vec<DialAttempt>,
+) -> Option<(TcpStream, SocketAddr)> {
+    let future = slot.as_mut()?;
+    match future.as_mut().poll(cx) {
+        Poll::Ready(Ok((stream, address, mut failed))) => {
+            attempts.append(&mut failed);
+            Some((stream, address))
+        }
+        Poll::Ready(Err(mut failed)) => {
+            attempts.append(&mut failed);
+            *slot = None;
+            None
+        }
+        Poll::Pending => None,
+    }
 }
 
 /// Tries `addresses` one after the other on `network`.
