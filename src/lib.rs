@@ -12,10 +12,12 @@
 //! - [`manager`]: [`ConnectionManager`], which ties them together;
 //! - [`inbound`]: ingresses (SOCKS5);
 //! - [`network`]: network types and the egress a connection used;
-//! - [`config`]: the JSON configuration shared by the CLI and the host API.
+//! - [`config`]: the JSON configuration shared by the CLI and the host API;
+//! - [`ffi`]: the uniffi façade (Kotlin and Swift API); core code never uses its types.
 
 pub mod config;
 pub mod dial;
+pub mod ffi;
 pub mod inbound;
 pub mod logging;
 pub mod manager;
@@ -25,6 +27,8 @@ pub mod platform;
 pub mod relay;
 pub mod tls_fragment;
 pub mod tracker;
+
+uniffi::setup_scaffolding!();
 
 pub use dial::direct::DirectOutbound;
 pub use dial::{DialError, DialedStream, Outbound};

@@ -1,15 +1,23 @@
 //! Logging setup: one global `tracing` subscriber for the whole process.
 //!
-//! Desktop: human-readable lines on stderr. Platform sinks (os_log on Apple, logcat on Android)
-//! are added as extra layers in [`init_logging`] behind `cfg(target_os = ...)` when they land.
+//! Where records go: human-readable lines on stderr on desktop, os_log on Apple platforms
+//! (subsystem `dev.netswitch`), logcat on Android (tag `netswitch`, through the `log` crate), and
+//! on every platform to the host's [`LogSink`]s (the FFI listener), batched through a bounded
+//! queue: when the host is slow the queue fills and further records are dropped and counted, so
+//! logging never blocks a relay.
 
+use std::collections::VecDeque;
 use std::fmt;
+#[cfg(not(any(target_vendor = "apple", target_os = "android")))]
 use std::io::IsTerminal;
 use std::str::FromStr;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::time::SystemTime;
 
+use tracing::field::{Field, Visit};
 use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// How much to log, from the most verbose to the least.
@@ -93,8 +101,9 @@ pub enum LoggingError {
 /// Whether [`init_logging`] already installed the subscriber.
 static INSTALLED: Mutex<bool> = Mutex::new(false);
 
-/// Installs the process-wide log subscriber at `level`: on desktop, formatted lines on stderr
-/// (colours only when stderr is a terminal).
+/// Installs the process-wide log subscriber at `level`: formatted lines on stderr on desktop
+/// (colours only when stderr is a terminal), os_log on Apple, logcat on Android, plus the host
+/// sinks registered with [`add_log_sink`] everywhere.
 ///
 /// Idempotent: once it succeeded, later calls do nothing and return `Ok` (the first level
 /// stays). Fails only when a different global subscriber was installed by someone else.
@@ -103,16 +112,215 @@ pub fn init_logging(level: LogLevel) -> Result<(), LoggingError> {
     if *installed {
         return Ok(());
     }
-    let stderr = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    tracing_subscriber::registry()
-        .with(level.filter())
-        .with(stderr)
-        .try_init()
-        .map_err(LoggingError::AlreadyInstalled)?;
+    let registry = tracing_subscriber::registry().with(level.filter()).with(HostLayer);
+    #[cfg(target_vendor = "apple")]
+    let result = registry.with(tracing_oslog::OsLogger::new("dev.netswitch", "default")).try_init();
+    #[cfg(target_os = "android")]
+    let result = {
+        android_logger::init_once(
+            android_logger::Config::default().with_max_level(log::LevelFilter::Trace).with_tag("netswitch"),
+        );
+        registry.with(android::LogcatLayer).try_init()
+    };
+    #[cfg(not(any(target_vendor = "apple", target_os = "android")))]
+    let result = registry
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .try_init();
+    result.map_err(LoggingError::AlreadyInstalled)?;
     *installed = true;
     Ok(())
+}
+
+/// One log record as a host sink receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// The record's level.
+    pub level: LogLevel,
+    /// The module that logged it (`netswitch::manager`).
+    pub target: String,
+    /// The message followed by its fields as `key=value`.
+    pub message: String,
+    /// When it was logged.
+    pub timestamp: SystemTime,
+}
+
+/// A host that wants log records (the FFI event listener). Called from the `netswitch-log`
+/// thread, never from a relay; may be slow (records are queued meanwhile, then dropped and
+/// counted once [`HOST_QUEUE_CAPACITY`] are waiting).
+pub trait LogSink: Send + Sync {
+    /// A batch of records in the order they were logged, and how many records were dropped
+    /// (queue full) since the previous batch.
+    fn deliver(&self, records: Vec<LogLine>, dropped: u64);
+}
+
+/// How many records may wait for the host sinks; beyond this they are dropped and counted.
+pub const HOST_QUEUE_CAPACITY: usize = 4096;
+/// The most records handed to a sink in one [`LogSink::deliver`] call.
+pub const HOST_BATCH_SIZE: usize = 256;
+
+/// Identifies a sink registered with [`add_log_sink`].
+pub type LogSinkId = u64;
+
+/// The bounded queue between the tracing layer and the delivery thread.
+struct HostQueue {
+    active: AtomicBool,
+    dropped: AtomicU64,
+    next_id: AtomicU64,
+    records: Mutex<VecDeque<LogLine>>,
+    ready: Condvar,
+    sinks: Mutex<Vec<(LogSinkId, Arc<dyn LogSink>)>>,
+}
+
+static HOST_QUEUE: HostQueue = HostQueue {
+    active: AtomicBool::new(false),
+    dropped: AtomicU64::new(0),
+    next_id: AtomicU64::new(1),
+    records: Mutex::new(VecDeque::new()),
+    ready: Condvar::new(),
+    sinks: Mutex::new(Vec::new()),
+};
+
+static DELIVERY_THREAD: OnceLock<bool> = OnceLock::new();
+
+/// Starts sending every record that passes the level filter to `sink` (in batches, from the
+/// `netswitch-log` thread) until [`remove_log_sink`]. Records are only captured while at least
+/// one sink is registered. Needs [`init_logging`] to have run for records to flow.
+pub fn add_log_sink(sink: Arc<dyn LogSink>) -> LogSinkId {
+    let id = HOST_QUEUE.next_id.fetch_add(1, Ordering::Relaxed);
+    let mut sinks = HOST_QUEUE.sinks.lock().unwrap_or_else(PoisonError::into_inner);
+    sinks.push((id, sink));
+    HOST_QUEUE.active.store(true, Ordering::Release);
+    drop(sinks);
+    DELIVERY_THREAD.get_or_init(|| {
+        std::thread::Builder::new().name("netswitch-log".into()).spawn(deliver_forever).is_ok()
+    });
+    id
+}
+
+/// Stops sending records to the sink `id` (records already queued may still reach it in the
+/// batch being delivered). Unknown ids are ignored.
+pub fn remove_log_sink(id: LogSinkId) {
+    let mut sinks = HOST_QUEUE.sinks.lock().unwrap_or_else(PoisonError::into_inner);
+    sinks.retain(|(sink_id, _)| *sink_id != id);
+    if sinks.is_empty() {
+        HOST_QUEUE.active.store(false, Ordering::Release);
+    }
+}
+
+/// The delivery thread: waits for records, hands them out in batches, forever.
+fn deliver_forever() {
+    loop {
+        let batch: Vec<LogLine> = {
+            let mut records = HOST_QUEUE.records.lock().unwrap_or_else(PoisonError::into_inner);
+            while records.is_empty() {
+                records = HOST_QUEUE.ready.wait(records).unwrap_or_else(PoisonError::into_inner);
+            }
+            let take = records.len().min(HOST_BATCH_SIZE);
+            records.drain(..take).collect()
+        };
+        let dropped = HOST_QUEUE.dropped.swap(0, Ordering::Relaxed);
+        let sinks: Vec<Arc<dyn LogSink>> = HOST_QUEUE
+            .sinks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(_, sink)| sink.clone())
+            .collect();
+        for sink in sinks {
+            let records = batch.clone();
+            // A panicking sink must not kill log delivery for the others.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| sink.deliver(records, dropped)));
+        }
+    }
+}
+
+/// Queues one record for the host sinks; drops (and counts) it when the queue is full.
+fn enqueue(line: LogLine) {
+    let mut records = HOST_QUEUE.records.lock().unwrap_or_else(PoisonError::into_inner);
+    if records.len() >= HOST_QUEUE_CAPACITY {
+        HOST_QUEUE.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    records.push_back(line);
+    drop(records);
+    HOST_QUEUE.ready.notify_one();
+}
+
+/// The tracing layer feeding the host queue (cheap no-op while no sink is registered).
+struct HostLayer;
+
+impl<S: tracing::Subscriber> Layer<S> for HostLayer {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        if !HOST_QUEUE.active.load(Ordering::Acquire) {
+            return;
+        }
+        let metadata = event.metadata();
+        enqueue(LogLine {
+            level: level_of(metadata.level()),
+            target: metadata.target().to_string(),
+            message: format_event(event),
+            timestamp: SystemTime::now(),
+        });
+    }
+}
+
+fn level_of(level: &tracing::Level) -> LogLevel {
+    match *level {
+        tracing::Level::TRACE => LogLevel::Trace,
+        tracing::Level::DEBUG => LogLevel::Debug,
+        tracing::Level::INFO => LogLevel::Info,
+        tracing::Level::WARN => LogLevel::Warn,
+        tracing::Level::ERROR => LogLevel::Error,
+    }
+}
+
+/// "message key=value key=value".
+fn format_event(event: &tracing::Event<'_>) -> String {
+    struct Line(String);
+    impl Visit for Line {
+        fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+            use std::fmt::Write;
+            let separator = if self.0.is_empty() { "" } else { " " };
+            let _ = if field.name() == "message" {
+                write!(self.0, "{separator}{value:?}")
+            } else {
+                write!(self.0, "{separator}{}={value:?}", field.name())
+            };
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.record_debug(field, &format_args!("{value}"));
+        }
+    }
+    let mut line = Line(String::new());
+    event.record(&mut line);
+    line.0
+}
+
+/// Android: every event goes to logcat through the `log` crate (android_logger).
+#[cfg(target_os = "android")]
+mod android {
+    use tracing_subscriber::layer::{Context, Layer};
+
+    /// Forwards tracing events to the `log` facade.
+    pub(super) struct LogcatLayer;
+
+    impl<S: tracing::Subscriber> Layer<S> for LogcatLayer {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            let metadata = event.metadata();
+            let level = match *metadata.level() {
+                tracing::Level::TRACE => log::Level::Trace,
+                tracing::Level::DEBUG => log::Level::Debug,
+                tracing::Level::INFO => log::Level::Info,
+                tracing::Level::WARN => log::Level::Warn,
+                tracing::Level::ERROR => log::Level::Error,
+            };
+            log::log!(target: metadata.target(), level, "{}", super::format_event(event));
+        }
+    }
 }
 
 #[cfg(test)]
