@@ -343,6 +343,71 @@ mod tests {
         assert!(error.to_string().contains("\"verbose\""), "{error}");
     }
 
+    /// A sink that blocks until released, then counts marker records and drops.
+    struct SlowSink {
+        release: Mutex<std::sync::mpsc::Receiver<()>>,
+        marker: &'static str,
+        delivered: AtomicU64,
+        dropped: AtomicU64,
+    }
+
+    impl LogSink for SlowSink {
+        fn deliver(&self, records: Vec<LogLine>, dropped: u64) {
+            let _ = self.release.lock().unwrap().recv_timeout(std::time::Duration::from_secs(10));
+            let marked = records.iter().filter(|r| r.message.contains(self.marker)).count() as u64;
+            self.delivered.fetch_add(marked, Ordering::SeqCst);
+            self.dropped.fetch_add(dropped, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_slow_sink_never_blocks_logging_and_drops_are_counted() {
+        init_logging(LogLevel::Info).unwrap();
+        let (release, blocked) = std::sync::mpsc::channel();
+        let sink = Arc::new(SlowSink {
+            release: Mutex::new(blocked),
+            marker: "slow-sink-marker",
+            delivered: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        let id = add_log_sink(sink.clone());
+        // Error level: passes whatever level another test installed first.
+        const COUNT: u64 = HOST_QUEUE_CAPACITY as u64 + 1000;
+        // The sink is stuck in its first delivery: logging must still finish (bounded by a thread
+        // join with a deadline below) and overflow the queue.
+        let logger = std::thread::spawn(|| {
+            for i in 0..COUNT {
+                tracing::error!(i, "slow-sink-marker");
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !logger.is_finished() {
+            assert!(std::time::Instant::now() < deadline, "logging blocked on a slow sink");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        for _ in 0..COUNT {
+            let _ = release.send(());
+        }
+        // Everything queued is delivered; everything else was counted as dropped.
+        let done = || {
+            sink.delivered.load(Ordering::SeqCst) + sink.dropped.load(Ordering::SeqCst) >= COUNT
+                && HOST_QUEUE.records.lock().unwrap().is_empty()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "records neither delivered nor counted");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        remove_log_sink(id);
+        let delivered = sink.delivered.load(Ordering::SeqCst);
+        assert!(delivered > 0, "nothing delivered");
+        assert!(
+            delivered <= (HOST_QUEUE_CAPACITY + HOST_BATCH_SIZE) as u64,
+            "queue not bounded: {delivered}"
+        );
+        assert!(sink.dropped.load(Ordering::SeqCst) >= COUNT - delivered);
+    }
+
     #[test]
     fn second_init_is_a_no_op() {
         init_logging(LogLevel::Warn).unwrap();

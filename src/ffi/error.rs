@@ -92,7 +92,9 @@ pub enum NetswitchError {
 
 impl From<uniffi::UnexpectedUniFFICallbackError> for NetswitchError {
     fn from(error: uniffi::UnexpectedUniFFICallbackError) -> Self {
-        NetswitchError::Callback { reason: error.reason }
+        // Kotlin puts the whole stack trace in the reason: keep its first line (the exception).
+        let reason = error.reason.lines().next().unwrap_or_default().to_string();
+        NetswitchError::Callback { reason }
     }
 }
 
