@@ -15,6 +15,9 @@ use crate::relay::{tcp, ClosedConnection, ConnectionError};
 use crate::tls_fragment::FragmentSettings;
 use crate::tracker::{ConnectionId, ConnectionInfo, Tracker};
 
+/// Sees every connection that ends; see [`ConnectionManager::with_close_observer`].
+pub type CloseObserver = Arc<dyn Fn(&ClosedConnection) + Send + Sync>;
+
 /// Default time a half-closed connection may stay silent before it is closed.
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -43,9 +46,9 @@ impl Default for RelaySettings {
 /// live connection until it ends.
 ///
 /// Dropping the manager (or calling [`ConnectionManager::shutdown`]) closes every connection.
-#[derive(Debug)]
 pub struct ConnectionManager {
     tracker: Arc<Tracker>,
+    close_observer: Option<CloseObserver>,
     networks: Arc<NetworkState>,
     settings: RelaySettings,
     runtime: Handle,
@@ -65,11 +68,20 @@ impl ConnectionManager {
     pub fn with_runtime(settings: RelaySettings, runtime: Handle) -> ConnectionManager {
         ConnectionManager {
             tracker: Arc::new(Tracker::default()),
+            close_observer: None,
             networks: Arc::new(NetworkState::default()),
             settings,
             runtime,
             shut_down: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Makes `observer` see every connection that ends (TCP and UDP, whoever handed it over),
+    /// just before that connection's own `on_close`: the place for app-wide accounting such as
+    /// traffic per network or close events to a host.
+    pub fn with_close_observer(mut self, observer: CloseObserver) -> ConnectionManager {
+        self.close_observer = Some(observer);
+        self
     }
 
     /// Hands a client connection to the manager and returns its id at once; the work happens on
@@ -95,6 +107,7 @@ impl ConnectionManager {
         let half_close_timeout = self.settings.half_close_timeout;
         let fragment_defaults = self.settings.tls_fragment;
         let shut_down = self.shut_down.clone();
+        let observer = self.close_observer.clone();
         if shut_down.load(Ordering::Acquire) {
             entry.request_close();
         }
@@ -122,6 +135,9 @@ impl ConnectionManager {
                 error: result.err(),
             };
             log_close(&closed);
+            if let Some(observer) = observer {
+                observer(&closed);
+            }
             on_close(closed);
         });
         id
@@ -214,6 +230,17 @@ impl ConnectionManager {
     }
 }
 
+impl std::fmt::Debug for ConnectionManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionManager")
+            .field("connections", &self.tracker.len())
+            .field("settings", &self.settings)
+            .field("close_observer", &self.close_observer.is_some())
+            .field("shut_down", &self.is_shut_down())
+            .finish()
+    }
+}
+
 impl Drop for ConnectionManager {
     fn drop(&mut self) {
         self.shutdown();
@@ -287,8 +314,12 @@ impl ConnectionManager {
         if shut_down.load(Ordering::Acquire) {
             entry.request_close();
         }
-        let mut report =
-            PacketCloseReport { entry: entry.clone(), guard: Some(guard), on_close: Some(on_close) };
+        let mut report = PacketCloseReport {
+            entry: entry.clone(),
+            guard: Some(guard),
+            observer: self.close_observer.clone(),
+            on_close: Some(on_close),
+        };
         self.runtime.spawn(async move {
             let result = if shut_down.load(Ordering::Acquire) {
                 Err(ConnectionError::ShutDown)
@@ -312,6 +343,7 @@ impl ConnectionManager {
 struct PacketCloseReport<F: FnOnce(ClosedConnection)> {
     entry: Arc<crate::tracker::Entry>,
     guard: Option<crate::tracker::EntryGuard>,
+    observer: Option<CloseObserver>,
     on_close: Option<F>,
 }
 
@@ -347,6 +379,9 @@ impl<F: FnOnce(ClosedConnection)> PacketCloseReport<F> {
                 up = closed.bytes_up, down = closed.bytes_down, ms = closed.duration.as_millis() as u64,
                 %error, "UDP session ended with an error"
             ),
+        }
+        if let Some(observer) = &self.observer {
+            observer(&closed);
         }
         on_close(closed);
     }

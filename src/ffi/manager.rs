@@ -38,7 +38,6 @@ pub struct ConnectionManager {
     runtime: &'static Runtime,
     socks: SocksSettings,
     traffic: Arc<TrafficTotals>,
-    events: Option<CloseEvents>,
     log_sink: Option<LogSinkId>,
 }
 
@@ -57,10 +56,18 @@ impl ConnectionManager {
         let core_config = config.to_core()?;
         let _ = crate::logging::init_logging(core_config.log.level);
         let runtime = super::runtime::runtime(config.lightweight_runtime)?;
-        let core = Arc::new(crate::ConnectionManager::with_runtime(
-            core_config.relay_settings(),
-            runtime.handle().clone(),
-        ));
+        let (events, log_sink) = match listener {
+            Some(listener) => (
+                Some(CloseEvents::start(listener.clone())?),
+                Some(crate::logging::add_log_sink(Arc::new(ListenerLogs(listener)))),
+            ),
+            None => (None, None),
+        };
+        let traffic = Arc::new(TrafficTotals::default());
+        let core = Arc::new(
+            crate::ConnectionManager::with_runtime(core_config.relay_settings(), runtime.handle().clone())
+                .with_close_observer(close_observer(traffic.clone(), events.clone())),
+        );
         let mut os: Arc<dyn SocketBinder> = os_binder();
         if config.offer_loopback_sockets {
             os = Arc::new(LoopbackOffering(os));
@@ -70,13 +77,6 @@ impl ConnectionManager {
             None => os,
         };
         let outbound = Arc::new(core_config.direct_outbound().with_networks(core.networks().clone(), binder));
-        let (events, log_sink) = match listener {
-            Some(listener) => (
-                Some(CloseEvents::start(listener.clone())?),
-                Some(crate::logging::add_log_sink(Arc::new(ListenerLogs(listener)))),
-            ),
-            None => (None, None),
-        };
         tracing::info!(
             lightweight = config.lightweight_runtime,
             strategy = %core_config.network_strategy,
@@ -87,8 +87,7 @@ impl ConnectionManager {
             outbound,
             runtime,
             socks: core_config.socks_settings(),
-            traffic: Arc::new(TrafficTotals::default()),
-            events,
+            traffic,
             log_sink,
         }))
     }
@@ -154,12 +153,7 @@ impl ConnectionManager {
         };
         let mut metadata = Metadata::new(destination);
         metadata.options = options.unwrap_or_default().to_core();
-        let id = self.core.new_connection(
-            Inbound::plain(stream),
-            metadata,
-            self.outbound.clone(),
-            self.on_close(),
-        );
+        let id = self.core.new_connection(Inbound::plain(stream), metadata, self.outbound.clone(), |_| {});
         tracing::debug!(id, fd, "relaying a socket handed over by the host");
         Ok(id)
     }
@@ -210,19 +204,18 @@ impl ConnectionManager {
         }
         Ok(())
     }
+}
 
-    /// The close callback of a connection: count its bytes, tell the listener.
-    fn on_close(&self) -> impl FnOnce(relay::ClosedConnection) + Send + 'static {
-        let traffic = self.traffic.clone();
-        let events = self.events.clone();
-        move |closed: relay::ClosedConnection| {
-            let closed = ClosedConnection::from(&closed);
-            traffic.add_closed(closed.network_type, closed.bytes_up, closed.bytes_down);
-            if let Some(events) = events {
-                events.send(closed);
-            }
+/// Sees every connection that ends (SOCKS, handed-over sockets, UDP): counts its bytes per
+/// network type and tells the listener.
+fn close_observer(traffic: Arc<TrafficTotals>, events: Option<CloseEvents>) -> crate::manager::CloseObserver {
+    Arc::new(move |closed: &relay::ClosedConnection| {
+        let closed = ClosedConnection::from(closed);
+        traffic.add_closed(closed.network_type, closed.bytes_up, closed.bytes_down);
+        if let Some(events) = &events {
+            events.send(closed);
         }
-    }
+    })
 }
 
 impl Drop for ConnectionManager {

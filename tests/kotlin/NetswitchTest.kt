@@ -16,7 +16,8 @@ class NetswitchTest {
 
     @Test fun socksConnectionIsListedWithCountersAndClosesByIdAndAll() {
         EchoServer().use { echo ->
-            ConnectionManager(NetswitchConfig(), null, null).use { m ->
+            val listener = RecordingListener()
+            ConnectionManager(NetswitchConfig(), null, listener).use { m ->
                 val socks = runBlocking { m.startSocks("127.0.0.1:0", listOf()) }
                 assertTrue(socks.localAddress().startsWith("127.0.0.1:"), socks.localAddress())
                 val (client, code) = socksConnect(socks.port().toInt(), echo.port)
@@ -36,6 +37,13 @@ class NetswitchTest {
                 assertEquals(-1, runCatching { client.getInputStream().read() }.getOrDefault(-1), "client sees the close")
                 assertTrue(waitFor { m.connections().isEmpty() })
                 assertFalse(m.closeConnection(info.id), "closing a gone id")
+                // SOCKS connections reach the listener too, with their final counters.
+                assertTrue(waitFor { listener.closedEvent(info.id) != null }, "no close event for a SOCKS connection")
+                val closed = listener.closedEvent(info.id)!!
+                assertTrue(closed.error is NetswitchException.Closed, "error: ${closed.error}")
+                assertEquals(5uL, closed.bytesUp)
+                assertEquals(5uL, closed.bytesDown)
+                assertTrue(m.traffic().sumOf { it.bytesUp.toLong() } >= 5L, "closed bytes stay in traffic(): ${m.traffic()}")
 
                 val more = (1..3).map { socksConnect(socks.port().toInt(), echo.port).first }
                 assertTrue(waitFor { m.connections().size == 3 })
