@@ -83,8 +83,11 @@ struct SocksArgs {
     #[arg(long, value_name = "P", requires = "user")]
     password: Option<String>,
 
-    /// JSON config file (keys: log.level, socks.listen, socks.users, socks.handshake_timeout,
-    /// socks.allow_non_loopback, connect_timeout, half_close_timeout). Flags override it.
+    /// JSON config file: log.level, socks.* (listen, users, handshake_timeout, allow_non_loopback),
+    /// connect_timeout, half_close_timeout, network_strategy, network_type, fallback_network_type,
+    /// fallback_delay, domain_strategy, tcp_keep_alive*, tcp_user_timeout, udp_timeout,
+    /// udp_session_capacity, tls_fragment, tls_record_fragment, tls_fragment_fallback_delay,
+    /// interface_types (README "Configuration file"). Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
