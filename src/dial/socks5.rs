@@ -22,6 +22,7 @@ use crate::inbound::socks::protocol::{
 };
 use crate::metadata::{Destination, Host, Metadata};
 use crate::network::Egress;
+use crate::relay::socket_io::{self, write_all};
 
 const CMD_CONNECT: u8 = 0x01;
 const ATYP_IPV4: u8 = 0x01;
@@ -232,37 +233,15 @@ fn failure(
     }
 }
 
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// Reads exactly `buf.len()` bytes (never more); EOF before that is `UnexpectedEof`.
+/// Reads exactly `buf.len()` bytes of the server's replies (never more: what follows is payload).
 async fn read_exact(stream: &TcpStream, buf: &mut [u8]) -> io::Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        stream.readable().await?;
-        match stream.try_read(&mut buf[filled..]) {
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "upstream SOCKS5 server closed the connection during the handshake",
-                ))
-            }
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    socket_io::read_exact(stream, buf).await.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "upstream SOCKS5 server closed the connection during the handshake",
+        ),
+        _ => e,
+    })
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ pub(crate) mod copy;
 pub(crate) mod first_write;
 pub mod nat;
 pub mod pool;
+pub(crate) mod socket_io;
 pub(crate) mod tcp;
 pub mod udp;
 pub mod udp_sessions;

@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::copy::{Direction, Failed};
+use super::socket_io::write_all;
 use super::{first_write, ConnectionError, Side};
 use crate::dial::{LazyHandshake, Outbound};
 use crate::inbound::{Inbound, InboundHandshake};
@@ -243,18 +244,6 @@ fn io_error(failed: Failed, source_side: Side, destination_side: Side, source: i
         Failed::Read => ConnectionError::Io { side: source_side, operation: "read", source },
         Failed::Write => ConnectionError::Io { side: destination_side, operation: "write", source },
     }
-}
-
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }
 
 /// Makes the coming close send a reset (linger 0) so the peer sees an abort, not a clean end.

@@ -9,6 +9,7 @@ use super::ack::wait_for_ack;
 use super::client_hello;
 use super::split::{cut_points, reframe, split_at};
 use super::FragmentSettings;
+use crate::relay::socket_io::write_all;
 
 /// What [`write_first`] did with the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,20 +76,6 @@ async fn write_segments(stream: &TcpStream, pieces: &[&[u8]], fallback_delay: Du
                 fallback_delay_ms = fallback_delay.as_millis() as u64,
                 "TLS fragment: no acknowledgement seen within the fallback delay; writing the next piece"
             );
-        }
-    }
-    Ok(())
-}
-
-/// Writes all of `bytes`, waiting for room as needed.
-pub async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
         }
     }
     Ok(())

@@ -16,6 +16,7 @@ use crate::dial::{BoxFuture, DialError, Outbound};
 use crate::inbound::{Inbound, InboundHandshake};
 use crate::manager::ConnectionManager;
 use crate::metadata::{Destination, Metadata};
+use crate::relay::socket_io::write_all;
 use crate::relay::ClosedConnection;
 
 /// How many bytes one handshake read asks for. Bytes past the request end up as early data.
@@ -235,7 +236,8 @@ struct SocksReply {
 
 impl InboundHandshake for SocksReply {
     fn succeed<'a>(&'a mut self, client: &'a TcpStream, bound: SocketAddr) -> BoxFuture<'a, io::Result<()>> {
-        Box::pin(write_all(client, protocol::encode_reply(ReplyCode::Succeeded, bound)))
+        let reply = protocol::encode_reply(ReplyCode::Succeeded, bound);
+        Box::pin(async move { write_all(client, &reply).await })
     }
 
     fn fail<'a>(&'a mut self, client: &'a TcpStream, error: &'a DialError) -> BoxFuture<'a, io::Result<()>> {
@@ -244,20 +246,7 @@ impl InboundHandshake for SocksReply {
             client = %self.client, destination = %self.destination, reply = code as u8, %error,
             "SOCKS CONNECT failed"
         );
-        Box::pin(write_all(client, protocol::encode_reply(code, protocol::UNSPECIFIED_BOUND)))
+        let reply = protocol::encode_reply(code, protocol::UNSPECIFIED_BOUND);
+        Box::pin(async move { write_all(client, &reply).await })
     }
-}
-
-async fn write_all(stream: &TcpStream, bytes: Vec<u8>) -> io::Result<()> {
-    let mut rest = bytes.as_slice();
-    while !rest.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => rest = &rest[written..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
 }

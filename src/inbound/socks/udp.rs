@@ -257,18 +257,7 @@ async fn relay(
 }
 
 async fn reply(control: &TcpStream, code: ReplyCode, bound: SocketAddr) -> io::Result<()> {
-    let bytes = protocol::encode_reply(code, bound);
-    let mut rest = bytes.as_slice();
-    while !rest.is_empty() {
-        control.writable().await?;
-        match control.try_write(rest) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(written) => rest = &rest[written..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    crate::relay::socket_io::write_all(control, &protocol::encode_reply(code, bound)).await
 }
 
 #[cfg(test)]
