@@ -1,0 +1,9 @@
+// Compile-only JVM stand-ins for the few Android SDK members the glue uses (android/netswitch/src/main/kotlin/dev/netswitch/android/*.kt, android/sample/*.kt), so scripts/android-glue-test can check that the glue still compiles against the current generated bindings. Never run; not part of the AAR. Signatures follow the Android SDK as far as the glue needs them.
+@file:Suppress("unused", "UNUSED_PARAMETER")
+package android.app
+open class Service : android.content.Context() {
+  open fun onStartCommand(intent: android.content.Intent?, flags: Int, startId: Int): Int = 0
+  open fun onDestroy() {}
+  fun stopSelf() {}
+  companion object { const val START_STICKY = 1; const val START_NOT_STICKY = 2 }
+}

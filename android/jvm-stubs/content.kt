@@ -1,0 +1,5 @@
+// Compile-only JVM stand-ins for the few Android SDK members the glue uses (android/netswitch/src/main/kotlin/dev/netswitch/android/*.kt, android/sample/*.kt), so scripts/android-glue-test can check that the glue still compiles against the current generated bindings. Never run; not part of the AAR. Signatures follow the Android SDK as far as the glue needs them.
+@file:Suppress("unused", "UNUSED_PARAMETER")
+package android.content
+open class Context { open fun <T> getSystemService(c: Class<T>): T? = null }
+open class Intent

@@ -1,0 +1,185 @@
+// Android side of the network snapshot: ConnectivityManager callbacks -> NetworkTable ->
+// debounced InterfaceSnapshot pushes. Thin on purpose: the logic lives in ./core (JVM-tested);
+// this file is not compiled or tested on the build machine (needs the Android SDK).
+
+package dev.netswitch.android
+
+import android.content.Context
+import android.net.ConnectivityManager
+import android.net.LinkProperties
+import android.net.Network
+import android.net.NetworkCapabilities
+import android.net.NetworkRequest
+import android.os.Build
+import android.os.Handler
+import android.os.HandlerThread
+import android.os.SystemClock
+import android.system.Os
+import android.util.Log
+import dev.netswitch.ConnectionManager
+import dev.netswitch.InterfaceSnapshot
+import dev.netswitch.android.core.Cancellable
+import dev.netswitch.android.core.Debouncer
+import dev.netswitch.android.core.LinkInfo
+import dev.netswitch.android.core.NetworkCaps
+import dev.netswitch.android.core.NetworkTable
+import dev.netswitch.android.core.Scheduler
+import dev.netswitch.android.core.Transport
+import dev.netswitch.android.core.addressWithPrefix
+import dev.netswitch.android.core.plainAddress
+import java.util.concurrent.ConcurrentHashMap
+
+/**
+ * Watches Android's networks and pushes the full list to netswitch on every change.
+ *
+ * - Every network with `NET_CAPABILITY_INTERNET` (the request excludes VPNs, and [dev.netswitch.android.core.networkTypeOf]
+ *   drops any VPN transport again) is tracked by `Network.getNetworkHandle()`; a network counts
+ *   only once both its capabilities and link properties arrived (no phantom networks).
+ * - The default is the best non-VPN INTERNET network: `registerBestMatchingNetworkCallback`
+ *   (API 31+) or `requestNetwork` (API 26-30), so our own tunnel is never "the default".
+ * - Transports map to network types, metered to `expensive`, Data Saver on a metered network to
+ *   `constrained`; interface names come from `LinkProperties`, indexes from `if_nametoindex`.
+ * - Callbacks are debounced ([Debouncer]: about 1 s of quiet, at most 3 s, then a trailing
+ *   re-apply) and each apply pushes the whole snapshot ([ConnectionManager.updateInterfaces]).
+ *
+ * Everything runs on one private handler thread. Needs `ACCESS_NETWORK_STATE` (declared in this
+ * library's manifest). Call [start] once, [close] when the service stops.
+ */
+class AndroidNetworkMonitor(
+    context: Context,
+    debounceMillis: Long = 1_000,
+) : AutoCloseable {
+    private val connectivity: ConnectivityManager =
+        checkNotNull(context.getSystemService(ConnectivityManager::class.java)) { "no ConnectivityManager service" }
+    private val thread = HandlerThread("netswitch-network-monitor").apply { start() }
+    private val handler = Handler(thread.looper)
+    private val table = NetworkTable()
+    private val networks = ConcurrentHashMap<Long, Network>()
+    @Volatile private var push: ((InterfaceSnapshot) -> Unit)? = null
+    private val debouncer = Debouncer(HandlerScheduler(handler), debounceMillis) { pushSnapshot() }
+
+    private val allNetworks = object : ConnectivityManager.NetworkCallback() {
+        override fun onAvailable(network: Network) {
+            networks[network.networkHandle] = network
+            table.onAvailable(network.networkHandle)
+            debouncer.update()
+        }
+
+        override fun onCapabilitiesChanged(network: Network, caps: NetworkCapabilities) {
+            table.onCapabilities(network.networkHandle, capsOf(caps))
+            debouncer.update()
+        }
+
+        override fun onLinkPropertiesChanged(network: Network, link: LinkProperties) {
+            table.onLinkProperties(network.networkHandle, linkOf(link))
+            debouncer.update()
+        }
+
+        override fun onLost(network: Network) {
+            networks.remove(network.networkHandle)
+            table.onLost(network.networkHandle)
+            debouncer.update()
+        }
+    }
+
+    private val defaultNetwork = object : ConnectivityManager.NetworkCallback() {
+        override fun onAvailable(network: Network) {
+            table.setDefault(network.networkHandle)
+            debouncer.update()
+        }
+
+        override fun onLost(network: Network) {
+            table.defaultLost(network.networkHandle)
+            debouncer.update()
+        }
+    }
+
+    /** Starts watching and pushes every (debounced) snapshot to `manager.updateInterfaces`. */
+    fun start(manager: ConnectionManager) = start { manager.updateInterfaces(it) }
+
+    /** Starts watching; `push` receives every (debounced) full snapshot on the monitor's thread. */
+    fun start(push: (InterfaceSnapshot) -> Unit) {
+        this.push = push
+        // The builder's defaults already require NOT_VPN, NOT_RESTRICTED and TRUSTED.
+        val request = NetworkRequest.Builder().addCapability(NetworkCapabilities.NET_CAPABILITY_INTERNET).build()
+        connectivity.registerNetworkCallback(request, allNetworks, handler)
+        if (Build.VERSION.SDK_INT >= Build.VERSION_CODES.S) {
+            connectivity.registerBestMatchingNetworkCallback(request, defaultNetwork, handler)
+        } else {
+            connectivity.requestNetwork(request, defaultNetwork, handler)
+        }
+    }
+
+    /**
+     * The Android network whose interface is `name` (the default one if several), or null:
+     * what [AndroidPlatform] binds sockets to. Safe from any thread.
+     */
+    fun networkForInterface(name: String): Network? = table.keyForInterface(name)?.let { networks[it] }
+
+    /** Stops the callbacks and pending pushes, and ends the monitor's thread. Idempotent. */
+    override fun close() {
+        debouncer.close()
+        for (callback in listOf(allNetworks, defaultNetwork)) {
+            try {
+                connectivity.unregisterNetworkCallback(callback)
+            } catch (e: IllegalArgumentException) {
+                // Not registered (start() never ran, or close() ran twice).
+            }
+        }
+        thread.quitSafely()
+    }
+
+    private fun pushSnapshot() {
+        val dataSaver = connectivity.restrictBackgroundStatus == ConnectivityManager.RESTRICT_BACKGROUND_STATUS_ENABLED
+        val snapshot = table.snapshot(dataSaver) { name -> Os.if_nametoindex(name) }
+        try {
+            push?.invoke(snapshot)
+        } catch (e: Exception) {
+            // A rejected snapshot must not kill the monitor thread; the next change retries.
+            Log.w(TAG, "netswitch: updateInterfaces failed for $snapshot: $e")
+        }
+    }
+
+    private companion object {
+        const val TAG = "netswitch"
+
+        /** Android transport constants -> [Transport]; THREAD (9) and SATELLITE (10) are API 35. */
+        val TRANSPORTS = listOf(
+            NetworkCapabilities.TRANSPORT_CELLULAR to Transport.CELLULAR,
+            NetworkCapabilities.TRANSPORT_WIFI to Transport.WIFI,
+            NetworkCapabilities.TRANSPORT_BLUETOOTH to Transport.BLUETOOTH,
+            NetworkCapabilities.TRANSPORT_ETHERNET to Transport.ETHERNET,
+            NetworkCapabilities.TRANSPORT_VPN to Transport.VPN,
+            NetworkCapabilities.TRANSPORT_WIFI_AWARE to Transport.WIFI_AWARE,
+            NetworkCapabilities.TRANSPORT_LOWPAN to Transport.LOWPAN,
+            NetworkCapabilities.TRANSPORT_USB to Transport.USB,
+            9 to Transport.THREAD,
+            10 to Transport.SATELLITE,
+        )
+
+        fun capsOf(caps: NetworkCapabilities) = NetworkCaps(
+            transports = TRANSPORTS.filter { (constant, _) -> caps.hasTransport(constant) }.map { it.second }.toSet(),
+            hasInternet = caps.hasCapability(NetworkCapabilities.NET_CAPABILITY_INTERNET),
+            metered = !caps.hasCapability(NetworkCapabilities.NET_CAPABILITY_NOT_METERED),
+        )
+
+        fun linkOf(link: LinkProperties) = LinkInfo(
+            interfaceName = link.interfaceName,
+            addresses = link.linkAddresses.mapNotNull { a ->
+                a.address.hostAddress?.let { addressWithPrefix(it, a.prefixLength) }
+            },
+            dnsServers = link.dnsServers.mapNotNull { it.hostAddress?.let(::plainAddress) },
+        )
+    }
+}
+
+/** [Scheduler] on an Android [Handler]: uptime clock, `postDelayed`, `removeCallbacks`. */
+private class HandlerScheduler(private val handler: Handler) : Scheduler {
+    override fun now(): Long = SystemClock.uptimeMillis()
+
+    override fun schedule(delayMillis: Long, task: () -> Unit): Cancellable {
+        val runnable = Runnable { task() }
+        handler.postDelayed(runnable, delayMillis)
+        return Cancellable { handler.removeCallbacks(runnable) }
+    }
+}
