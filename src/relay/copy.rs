@@ -4,6 +4,10 @@
 //! everything it read (waiting for the destination when it is full: backpressure), and gives the
 //! buffer back. End of file on the source becomes `shutdown(Write)` on the destination socket
 //! itself, so a half-close reaches the real peer.
+//!
+//! On Linux and Android a direction that has moved more than `pool::GROW_AFTER` bytes switches
+//! to `splice(2)` through a pipe of its own (see `splice.rs`): bulk bytes then never cross user
+//! space. A pipe holds at most its capacity, so backpressure is unchanged.
 
 use std::io;
 use std::net::Shutdown;
@@ -25,7 +29,14 @@ pub enum Failed {
 
 enum State {
     Reading,
-    Writing { buffer: pool::Buffer, start: usize, end: usize },
+    Writing {
+        buffer: pool::Buffer,
+        start: usize,
+        end: usize,
+    },
+    /// Bulk flow on Linux/Android: bytes go socket → pipe → socket with `splice(2)`.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    Splicing(super::splice::Pipe),
     Done,
 }
 
@@ -33,11 +44,17 @@ enum State {
 pub struct Direction {
     state: State,
     transferred: u64,
+    /// False once a pipe could not be made (e.g. out of descriptors): stay on buffers.
+    may_splice: bool,
 }
 
 impl Default for Direction {
     fn default() -> Self {
-        Direction { state: State::Reading, transferred: 0 }
+        Direction {
+            state: State::Reading,
+            transferred: 0,
+            may_splice: cfg!(any(target_os = "linux", target_os = "android")),
+        }
     }
 }
 
@@ -65,6 +82,19 @@ impl Direction {
             match &mut self.state {
                 State::Done => return Poll::Ready(Ok(())),
                 State::Reading => {
+                    #[cfg(any(target_os = "linux", target_os = "android"))]
+                    if self.may_splice && self.transferred >= pool::GROW_AFTER {
+                        match super::splice::Pipe::new() {
+                            Ok(pipe) => {
+                                self.state = State::Splicing(pipe);
+                                continue;
+                            }
+                            Err(error) => {
+                                tracing::debug!(%error, "no pipe for splice: staying on buffered copy");
+                                self.may_splice = false;
+                            }
+                        }
+                    }
                     ready!(source.poll_read_ready(cx)).map_err(|e| (Failed::Read, e))?;
                     let mut buffer = pool::take(self.transferred);
                     match source.try_read(&mut buffer) {
@@ -80,6 +110,36 @@ impl Direction {
                         Err(e) => {
                             pool::give(buffer);
                             return Poll::Ready(Err((Failed::Read, e)));
+                        }
+                    }
+                }
+                #[cfg(any(target_os = "linux", target_os = "android"))]
+                State::Splicing(pipe) => {
+                    use std::os::fd::AsRawFd;
+                    use tokio::io::Interest;
+                    if pipe.held == 0 {
+                        ready!(source.poll_read_ready(cx)).map_err(|e| (Failed::Read, e))?;
+                        match source.try_io(Interest::READABLE, || pipe.fill_from(source.as_raw_fd())) {
+                            Ok(0) => {
+                                self.state = State::Done;
+                                let shut = socket2::SockRef::from(destination).shutdown(Shutdown::Write);
+                                return Poll::Ready(shut.map_err(|e| (Failed::Write, e)));
+                            }
+                            Ok(_) => {}
+                            Err(e) if is_retry(&e) => {}
+                            Err(e) => return Poll::Ready(Err((Failed::Read, e))),
+                        }
+                    } else {
+                        ready!(destination.poll_write_ready(cx)).map_err(|e| (Failed::Write, e))?;
+                        match destination
+                            .try_io(Interest::WRITABLE, || pipe.drain_into(destination.as_raw_fd()))
+                        {
+                            Ok(written) => {
+                                self.transferred += written as u64;
+                                counter.fetch_add(written as u64, Ordering::Relaxed);
+                            }
+                            Err(e) if is_retry(&e) => {}
+                            Err(e) => return Poll::Ready(Err((Failed::Write, e))),
                         }
                     }
                 }
@@ -106,6 +166,10 @@ impl Direction {
             }
         }
     }
+}
+
+fn is_retry(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
 }
 
 impl Drop for Direction {

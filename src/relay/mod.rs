@@ -5,6 +5,8 @@ pub(crate) mod first_write;
 pub mod nat;
 pub mod pool;
 pub(crate) mod socket_io;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) mod splice;
 pub(crate) mod tcp;
 pub mod udp;
 pub mod udp_sessions;

@@ -131,7 +131,8 @@ impl Steps<'_> {
         let lazy = match lazy {
             Some(handshake) if complete_now => {
                 if let Err(error) =
-                    first_write::complete(self.entry, self.remote, handshake, handshake_payload).await
+                    Box::pin(first_write::complete(self.entry, self.remote, handshake, handshake_payload))
+                        .await
                 {
                     return Err(match (reply, &error) {
                         (Some(mut reply), ConnectionError::Dial(dial_error)) => {
@@ -152,12 +153,13 @@ impl Steps<'_> {
             self.succeed(reply).await?;
         }
         if let Some(handshake) = lazy {
-            first_write::kick(self.entry, self.client, self.remote, handshake).await?;
+            Box::pin(first_write::kick(self.entry, self.client, self.remote, handshake)).await?;
         }
         let mut first_read = None;
         if !pending.is_empty() {
             if fragmenting {
-                first_write::write_fragmented(self.entry, self.remote, pending, &self.fragment).await?;
+                Box::pin(first_write::write_fragmented(self.entry, self.remote, pending, &self.fragment))
+                    .await?;
             } else {
                 write_all(self.remote, pending).await.map_err(|source| ConnectionError::Io {
                     side: Side::Remote,
@@ -167,10 +169,14 @@ impl Steps<'_> {
                 self.entry.bytes_up.fetch_add(pending.len() as u64, Ordering::Relaxed);
             }
         } else if fragmenting {
-            first_read =
-                Some(first_write::fragment_first_read(self.entry, self.client, self.remote, self.fragment));
+            // Boxed: the fragmenter's state is only paid for by connections that use it.
+            first_read = Some(Box::pin(first_write::fragment_first_read(
+                self.entry,
+                self.client,
+                self.remote,
+                self.fragment,
+            )));
         }
-        let first_read = first_read.map(Box::pin);
         Ok(copy_both_ways(self.entry, self.client, self.remote, self.half_close_timeout, first_read).await?)
     }
 
@@ -249,4 +255,27 @@ fn io_error(failed: Failed, source_side: Side, destination_side: Side, source: i
 /// Makes the coming close send a reset (linger 0) so the peer sees an abort, not a clean end.
 fn reset(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::tracker::Tracker;
+    use crate::{DirectOutbound, Inbound, Metadata};
+
+    /// Every idle connection holds its task's future: keep the relay's state small (the rarely
+    /// used steps — lazy handshakes, TLS fragmentation — are boxed only when used).
+    #[tokio::test]
+    async fn idle_connection_state_stays_small() {
+        let tracker = Arc::new(Tracker::default());
+        let (entry, _guard) = tracker.insert(Metadata::new("127.0.0.1:1".parse().unwrap()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let outbound = Arc::new(DirectOutbound::default());
+        let run = super::run(&entry, Inbound::plain(client), outbound, None, Default::default());
+        let size = std::mem::size_of_val(&run);
+        println!("connection future: {size} bytes");
+        assert!(size <= 1536, "the per-connection future grew to {size} bytes");
+    }
 }
