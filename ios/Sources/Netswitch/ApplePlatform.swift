@@ -1,0 +1,15 @@
+// Apple side of PlatformInterface. Not compiled on the project's build machine (no Swift there).
+
+import Foundation
+
+/// The platform for Apple apps: netswitch binds each socket itself with `IP_BOUND_IF` /
+/// `IPV6_BOUND_IF` to the interface index from the snapshot, so every offered socket is answered
+/// `.bindYourself`. (Passing `nil` as the platform has the same effect; this type exists so the
+/// wiring reads the same on both platforms and as a place to add logging.)
+public final class ApplePlatform: PlatformInterface {
+    public init() {}
+
+    public func bindSocket(fd: Int32, interface: NetworkInterface, action: BindAction) throws -> BindDecision {
+        .bindYourself
+    }
+}
