@@ -56,7 +56,8 @@ dependencies {
 // Build the Rust library for every ABI before each build (cargo is incremental).
 val buildRust by tasks.registering(Exec::class) {
     description = "Builds libnetswitch.so with cargo ndk into src/main/jniLibs"
-    workingDir = rootProject.projectDir
+    // android/ (this module's parent), also when an app includes the module into its own build.
+    workingDir = projectDir.parentFile
     commandLine("./build-rust.sh")
 }
 tasks.named("preBuild") { dependsOn(buildRust) }
