@@ -125,15 +125,7 @@ impl ConnectionManager {
                 other => other,
             };
             drop(guard);
-            let closed = ClosedConnection {
-                id,
-                destination: entry.metadata.destination.clone(),
-                egress: entry.egress().unwrap_or_default(),
-                bytes_up: entry.bytes_up.load(Ordering::Relaxed),
-                bytes_down: entry.bytes_down.load(Ordering::Relaxed),
-                duration: entry.started.elapsed(),
-                error: result.err(),
-            };
+            let closed = closed_report(&entry, result.err());
             log_close(&closed);
             if let Some(observer) = observer {
                 observer(&closed);
@@ -264,6 +256,19 @@ fn snapshot_summary(snapshot: &InterfaceSnapshot) -> String {
     }
 }
 
+/// The final report of a connection from its tracker entry.
+fn closed_report(entry: &crate::tracker::Entry, error: Option<ConnectionError>) -> ClosedConnection {
+    ClosedConnection {
+        id: entry.id,
+        destination: entry.metadata.destination.clone(),
+        egress: entry.egress().unwrap_or_default(),
+        bytes_up: entry.bytes_up.load(Ordering::Relaxed),
+        bytes_down: entry.bytes_down.load(Ordering::Relaxed),
+        duration: entry.started.elapsed(),
+        error,
+    }
+}
+
 fn log_close(closed: &ClosedConnection) {
     let ms = closed.duration.as_millis() as u64;
     match &closed.error {
@@ -352,15 +357,7 @@ impl<F: FnOnce(ClosedConnection)> PacketCloseReport<F> {
         let Some(on_close) = self.on_close.take() else { return };
         drop(self.guard.take());
         let entry = &self.entry;
-        let closed = ClosedConnection {
-            id: entry.id,
-            destination: entry.metadata.destination.clone(),
-            egress: entry.egress().unwrap_or_default(),
-            bytes_up: entry.bytes_up.load(Ordering::Relaxed),
-            bytes_down: entry.bytes_down.load(Ordering::Relaxed),
-            duration: entry.started.elapsed(),
-            error,
-        };
+        let closed = closed_report(entry, error);
         let packets = (entry.packets_up.load(Ordering::Relaxed), entry.packets_down.load(Ordering::Relaxed));
         let drops = entry.drops.load(Ordering::Relaxed);
         match &closed.error {
