@@ -149,6 +149,10 @@ pub struct ConnectionOptions {
     /// UDP: replies from a resolved domain reach the client from the real IP instead of the domain
     /// (`udp_disable_domain_unmapping`). Default false: replies carry the domain.
     pub udp_disable_domain_unmapping: bool,
+    /// Send this connection to another address instead of its destination (`override_address` +
+    /// `override_port`): TCP dials it; UDP sends there and shows replies from it as coming from
+    /// the original destination (exact address:port translation both ways). Default none.
+    pub override_destination: Option<SocketAddr>,
 }
 
 /// Everything netswitch knows about one connection before dialing it.
@@ -167,6 +171,19 @@ impl Metadata {
     /// Metadata for a destination with no pre-resolved addresses and default options.
     pub fn new(destination: Destination) -> Metadata {
         Metadata { destination, resolved_addresses: Vec::new(), options: ConnectionOptions::default() }
+    }
+
+    /// What to dial: these metadata, or, with `override_destination`, the same options aimed at
+    /// the override address (pre-resolved addresses dropped).
+    pub fn dial_target(&self) -> std::borrow::Cow<'_, Metadata> {
+        match self.options.override_destination {
+            None => std::borrow::Cow::Borrowed(self),
+            Some(address) => std::borrow::Cow::Owned(Metadata {
+                destination: address.into(),
+                resolved_addresses: Vec::new(),
+                options: self.options.clone(),
+            }),
+        }
     }
 }
 

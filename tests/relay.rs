@@ -325,3 +325,21 @@ async fn slow_reader_backpressure_bounds_what_the_relay_takes() {
     let closed = h.next_closed().await;
     assert!(closed.bytes_down >= written as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_override_dials_the_override() {
+    let mut h = Harness::new(RelaySettings::default()).await;
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut metadata = Metadata::new(closed_port().await.into());
+    metadata.options.override_destination = Some(server.local_addr().unwrap());
+    let (mut client, id) = h.connect_with(metadata).await;
+    let (mut s, _) = timeout(WAIT, server.accept()).await.unwrap().unwrap();
+    client.write_all(b"x").await.unwrap();
+    let mut buf = [0u8; 1];
+    s.read_exact(&mut buf).await.unwrap();
+    assert_ne!(
+        h.manager.get(id).unwrap().metadata.destination,
+        Destination::from(server.local_addr().unwrap()),
+        "the tracker keeps the destination the client asked for"
+    );
+}

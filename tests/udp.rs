@@ -332,3 +332,23 @@ async fn a_full_queue_drops_and_counts() {
     let info = manager.list().into_iter().next().unwrap();
     assert_eq!(info.drops, dropped);
 }
+
+#[tokio::test]
+async fn destination_override_translates_the_exact_address_both_ways() {
+    let manager = ConnectionManager::new(RelaySettings::default());
+    let real = echo_server(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    // The client talks to 127.0.0.1:9 (nobody listens there); the override sends it to `real`.
+    let shown: Destination = "127.0.0.1:9".parse().unwrap();
+    for connected in [false, true] {
+        let mut metadata = Metadata::new(shown.clone());
+        metadata.options.override_destination = Some(real);
+        metadata.options.udp_connect = connected;
+        let mut session = start(&manager, metadata, UdpTimeouts::default());
+        session.send(&shown, b"overridden").await;
+        let (payload, source) = session.reply().await;
+        assert_eq!(payload, b"overridden");
+        assert_eq!(source, shown, "the reply shows the address the client used (connected: {connected})");
+        drop(session.uplink);
+        assert!(session.closed.recv().await.is_some());
+    }
+}

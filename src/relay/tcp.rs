@@ -32,11 +32,13 @@ pub(crate) async fn run(
     fragment_defaults: FragmentSettings,
 ) -> Result<(), ConnectionError> {
     let Inbound { stream: client, early_data, handshake } = inbound;
+    let target = entry.metadata.dial_target();
     let dialed = tokio::select! {
         biased;
         _ = entry.close_requested() => Err(ConnectionError::Closed),
-        dialed = outbound.dial_tcp(&entry.metadata) => dialed.map_err(ConnectionError::Dial),
+        dialed = outbound.dial_tcp(&target) => dialed.map_err(ConnectionError::Dial),
     };
+    drop(target);
     let dialed = match dialed {
         Ok(dialed) => dialed,
         Err(error) => {

@@ -118,7 +118,7 @@ async fn run_session(
     };
     let (idle, reason) = timeouts.choose(per_connection, &first.payload, metadata.destination.port);
     entry.set_udp_timeout(idle);
-    let dialed = outbound.open_udp(metadata).await?;
+    let dialed = outbound.open_udp(&metadata.dial_target()).await?;
     entry.set_egress(dialed.egress.clone());
     let DialedUdp { socket, connected_to, .. } = dialed;
     let nat = translation(metadata, connected_to, &socket).await?;
@@ -147,6 +147,10 @@ async fn translation(
     socket: &UdpSocket,
 ) -> Result<Nat, DialError> {
     let mut nat = Nat::new();
+    if let Some(real) = metadata.options.override_destination {
+        nat.map_exact(metadata.destination.clone(), real);
+        return Ok(nat);
+    }
     let disable = metadata.options.udp_disable_domain_unmapping;
     let destination = &metadata.destination;
     match (connected_to, &destination.host) {
