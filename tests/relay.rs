@@ -328,7 +328,7 @@ async fn slow_reader_backpressure_bounds_what_the_relay_takes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_override_dials_the_override() {
-    let mut h = Harness::new(RelaySettings::default()).await;
+    let h = Harness::new(RelaySettings::default()).await;
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut metadata = Metadata::new(closed_port().await.into());
     metadata.options.override_destination = Some(server.local_addr().unwrap());
