@@ -289,6 +289,19 @@ impl Outbound for DirectOutbound {
     }
 }
 
+/// A non-blocking, close-on-exec socket for `address`'s family (one syscall where the platform
+/// takes `SOCK_NONBLOCK`; socket2 always sets close-on-exec).
+fn nonblocking_socket(address: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return Socket::new(Domain::for_address(address), kind.nonblocking(), Some(protocol));
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    }
+}
+
 /// Creates a TCP socket for `address`, applies the options and binds it to the route.
 fn prepare_tcp_socket(
     options: &TcpSocketOptions,
@@ -296,9 +309,7 @@ fn prepare_tcp_socket(
     route: &Route,
     address: SocketAddr,
 ) -> Result<TcpSocket, AttemptError> {
-    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_cloexec(true)?;
+    let socket = nonblocking_socket(address, Type::STREAM, Protocol::TCP)?;
     options.apply(&socket)?;
     if let (Some(binder), Some(interface)) = (binder, &route.interface) {
         bind_socket(binder, &socket, interface, address, route.is_default)?;
@@ -313,9 +324,7 @@ fn open_udp_on(
     address: SocketAddr,
     connect: bool,
 ) -> Result<UdpSocket, AttemptError> {
-    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_nonblocking(true)?;
-    socket.set_cloexec(true)?;
+    let socket = nonblocking_socket(address, Type::DGRAM, Protocol::UDP)?;
     if let (Some(binder), Some(interface)) = (binder, &route.interface) {
         bind_socket(binder, &socket, interface, address, route.is_default)?;
     }
