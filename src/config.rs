@@ -284,6 +284,7 @@ impl Config {
             handshake_timeout: self.socks.handshake_timeout,
             allow_non_loopback: self.socks.allow_non_loopback,
             udp: self.udp_settings(),
+            ..SocksSettings::default()
         }
     }
 

@@ -476,3 +476,30 @@ async fn an_unbounded_handshake_timeout_still_serves() {
     let request = connect_request(echo.addr);
     connect_and_echo(&proxy, &mut echo, &request).await;
 }
+
+#[tokio::test]
+async fn clients_beyond_the_pending_handshake_cap_are_reset_and_service_resumes() {
+    let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+    let settings = SocksSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        max_pending_handshakes: 2,
+        ..SocksSettings::default()
+    };
+    let server =
+        SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
+    let proxy = Proxy { server, _manager: manager };
+    // Two silent clients hold both handshake slots.
+    let silent = [connect(&proxy).await, connect(&proxy).await];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The third is reset at once, without a reply (well before the 10 s handshake timeout).
+    let mut third = connect(&proxy).await;
+    let started = std::time::Instant::now();
+    assert_eq!(read_until_closed(&mut third).await, b"");
+    assert!(started.elapsed() < Duration::from_secs(2), "not refused promptly");
+    // Once the silent clients leave, a good client is served again.
+    drop(silent);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut echo = echo_server(Ipv4Addr::LOCALHOST.into()).await.unwrap();
+    let request = connect_request(echo.addr);
+    connect_and_echo(&proxy, &mut echo, &request).await;
+}

@@ -57,6 +57,9 @@ use crate::dial::Outbound;
 use crate::manager::ConnectionManager;
 use crate::relay::udp_sessions::UdpSettings;
 
+/// Default number of clients that may be in their handshake at once.
+pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 512;
+
 /// Default time a client has to complete its SOCKS handshake (greeting, auth, request).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -92,6 +95,9 @@ pub struct SocksSettings {
     pub allow_non_loopback: bool,
     /// UDP ASSOCIATE sessions: idle timeouts, session cap, queue length.
     pub udp: UdpSettings,
+    /// Clients allowed to be in their handshake at once; further clients are reset at once until
+    /// some finish (each handshake is bounded by `handshake_timeout`). Default 512.
+    pub max_pending_handshakes: usize,
 }
 
 impl Default for SocksSettings {
@@ -102,6 +108,7 @@ impl Default for SocksSettings {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             allow_non_loopback: false,
             udp: UdpSettings::default(),
+            max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
         }
     }
 }
@@ -161,6 +168,7 @@ impl SocksServer {
             users: auth::UserTable::new(&settings.users),
             handshake_timeout: settings.handshake_timeout,
             udp: settings.udp.clone(),
+            max_pending_handshakes: settings.max_pending_handshakes.max(1),
             manager,
             outbound,
         });

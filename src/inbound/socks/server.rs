@@ -31,6 +31,7 @@ pub(super) struct Context {
     pub(super) users: UserTable,
     pub(super) handshake_timeout: Duration,
     pub(super) udp: crate::relay::udp_sessions::UdpSettings,
+    pub(super) max_pending_handshakes: usize,
     pub(super) manager: Arc<ConnectionManager>,
     pub(super) outbound: Arc<dyn Outbound>,
 }
@@ -39,10 +40,22 @@ pub(super) struct Context {
 /// aborting this loop also abandons every handshake still in progress.
 pub(super) async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
     let mut handshakes = JoinSet::new();
+    let mut refusing = false;
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) if handshakes.len() >= context.max_pending_handshakes => {
+                    if !refusing {
+                        tracing::warn!(
+                            limit = context.max_pending_handshakes, %peer,
+                            "too many SOCKS clients in their handshake: resetting new clients until some finish"
+                        );
+                        refusing = true;
+                    }
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                }
                 Ok((stream, peer)) => {
+                    refusing = false;
                     handshakes.spawn(serve_client(stream, peer, context.clone()));
                 }
                 Err(error) => {
