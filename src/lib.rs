@@ -15,6 +15,8 @@
 //! - [`config`]: the JSON configuration shared by the CLI and the host API;
 //! - [`ffi`]: the uniffi façade (Kotlin and Swift API); core code never uses its types.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod dial;
 pub mod ffi;

@@ -9,7 +9,7 @@
 //!   per-connection `ConnectionOptions`;
 //! - [`types`]: interface snapshot, connection snapshots, close events, traffic, log records;
 //! - [`error::NetswitchError`]: the one public error;
-//! - [`runtime`]: the process-wide tokio runtime.
+//! - `runtime`: the process-wide tokio runtime.
 //!
 //! Async methods run on netswitch's own runtime and are awaited through a join handle, so any
 //! foreign executor (Kotlin coroutines, Swift tasks) can poll them.
