@@ -352,28 +352,25 @@ fn duration_field<'de, D: Deserializer<'de>>(deserializer: D, field: &str) -> Re
         .map_err(|error| serde::de::Error::custom(format!("`{field}`: invalid duration {text:?}: {error}")))
 }
 
-fn connect_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    duration_field(deserializer, "connect_timeout")
+/// One `deserialize_with` function per duration key, so that a bad value's error names its key.
+macro_rules! duration_keys {
+    ($($function:ident => $key:literal),* $(,)?) => {
+        $(fn $function<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+            duration_field(deserializer, $key)
+        })*
+    };
 }
 
-fn half_close_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    duration_field(deserializer, "half_close_timeout")
-}
-
-fn fallback_delay<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    duration_field(deserializer, "fallback_delay")
-}
-
-fn tcp_keep_alive<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    duration_field(deserializer, "tcp_keep_alive")
-}
-
-fn tcp_keep_alive_interval<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    duration_field(deserializer, "tcp_keep_alive_interval")
-}
-
-fn tcp_user_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    duration_field(deserializer, "tcp_user_timeout")
+duration_keys! {
+    connect_timeout => "connect_timeout",
+    half_close_timeout => "half_close_timeout",
+    fallback_delay => "fallback_delay",
+    tcp_keep_alive => "tcp_keep_alive",
+    tcp_keep_alive_interval => "tcp_keep_alive_interval",
+    tcp_user_timeout => "tcp_user_timeout",
+    tls_fragment_fallback_delay => "tls_fragment_fallback_delay",
+    udp_timeout => "udp_timeout",
+    handshake_timeout => "socks.handshake_timeout",
 }
 
 /// A network type or a list of them (the reference accepts both).
@@ -391,18 +388,6 @@ fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Network
             "network types must be one of \"wifi\", \"cellular\", \"ethernet\", \"other\" or a list of them",
         )),
     }
-}
-
-fn tls_fragment_fallback_delay<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    duration_field(deserializer, "tls_fragment_fallback_delay")
-}
-
-fn udp_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    duration_field(deserializer, "udp_timeout")
-}
-
-fn handshake_timeout<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    duration_field(deserializer, "socks.handshake_timeout")
 }
 
 #[cfg(test)]
