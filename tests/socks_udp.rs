@@ -1,6 +1,10 @@
 //! SOCKS5 UDP ASSOCIATE over loopback: a DNS-shaped query to a domain, 100,000 echoed datagrams
 //! all accounted for, and bad input (malformed headers, fragments, strangers, control close).
 
+mod common;
+
+use common::{dns_query, udp_echo_server};
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,19 +69,6 @@ async fn recv_wrapped(socket: &UdpSocket, wait: Duration) -> Option<(Destination
     Some((source, buf[at..n].to_vec()))
 }
 
-/// A UDP echo server on `ip`; returns its address.
-async fn echo_server(ip: IpAddr) -> SocketAddr {
-    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await.unwrap();
-    let address = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let _ = socket.send_to(&buf[..n], from).await;
-        }
-    });
-    address
-}
-
 /// A DNS-shaped server: answers each query with the query id and "answer:" + the question.
 async fn dns_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -94,17 +85,6 @@ async fn dns_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u
         }
     });
     (address, seen)
-}
-
-fn dns_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
 }
 
 #[tokio::test]
@@ -132,11 +112,11 @@ async fn ip_destinations_v4_and_v6_are_relayed() {
     let proxy = proxy().await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (_control, relay) = associate(&proxy, "0.0.0.0:0".parse().unwrap()).await;
-    let v4 = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let v4 = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
     let mut destinations = vec![Destination::from(v4)];
     if let Ok(socket) = std::net::UdpSocket::bind("[::1]:0") {
         drop(socket);
-        destinations.push(echo_server("::1".parse().unwrap()).await.into());
+        destinations.push(udp_echo_server("::1".parse().unwrap()).await.into());
     }
     for destination in destinations {
         client.send_to(&wrap(&destination, b"ping"), relay).await.unwrap();
@@ -148,7 +128,7 @@ async fn ip_destinations_v4_and_v6_are_relayed() {
 /// Sends `count` datagrams of `size` bytes in windows and returns (received, drops counted by
 /// the proxy for this association's session).
 async fn echo_many(proxy: &Proxy, count: u32, size: usize) -> (u64, u64) {
-    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (_control, relay) = associate(proxy, client.local_addr().unwrap()).await;
     let destination = Destination::from(server);
@@ -247,7 +227,7 @@ async fn bad_input_is_dropped_and_the_association_goes_on() {
 #[tokio::test]
 async fn the_association_ends_with_its_control_connection() {
     let proxy = proxy().await;
-    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (control, relay) = associate(&proxy, "0.0.0.0:0".parse().unwrap()).await;
     for _ in 0..3 {

@@ -1,6 +1,10 @@
 //! UDP sessions through `ConnectionManager::new_packet_connection` and the session table, over
 //! loopback: exact idle timeouts, NAT, capacity eviction.
 
+mod common;
+
+use common::{dns_query, udp_echo_server};
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,30 +36,6 @@ impl PacketSink for ChannelSink {
         let _ = self.0.send((payload.to_vec(), source.clone()));
         Box::pin(async { Ok(()) })
     }
-}
-
-/// A UDP echo server on `ip`; returns its address.
-async fn echo_server(ip: IpAddr) -> SocketAddr {
-    let socket = UdpSocket::bind(SocketAddr::new(ip, 0)).await.unwrap();
-    let address = socket.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
-            let _ = socket.send_to(&buf[..n], from).await;
-        }
-    });
-    address
-}
-
-fn dns_query(id: u16, name: &str) -> Vec<u8> {
-    let mut q = id.to_be_bytes().to_vec();
-    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        q.push(label.len() as u8);
-        q.extend_from_slice(label.as_bytes());
-    }
-    q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    q
 }
 
 fn quic_initial() -> Vec<u8> {
@@ -127,7 +107,7 @@ async fn idle_close_after(
 
 #[tokio::test]
 async fn dns_flow_closes_after_the_dns_timeout() {
-    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
     let (elapsed, error, in_force) =
         idle_close_after(Metadata::new(server.into()), &dns_query(1, "a.test")).await;
     assert!(matches!(error, ConnectionError::UdpIdle(t) if t == Duration::from_millis(300)), "{error}");
@@ -137,7 +117,7 @@ async fn dns_flow_closes_after_the_dns_timeout() {
 
 #[tokio::test]
 async fn quic_flow_closes_after_the_quic_timeout() {
-    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
     let (elapsed, error, _) = idle_close_after(Metadata::new(server.into()), &quic_initial()).await;
     assert!(matches!(error, ConnectionError::UdpIdle(t) if t == Duration::from_millis(800)), "{error}");
     assert!(elapsed >= Duration::from_millis(790) && elapsed < Duration::from_millis(1600), "{elapsed:?}");
@@ -145,7 +125,7 @@ async fn quic_flow_closes_after_the_quic_timeout() {
 
 #[tokio::test]
 async fn per_connection_timeout_beats_the_protocol() {
-    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
     for payload in [dns_query(2, "b.test"), quic_initial()] {
         let mut metadata = Metadata::new(server.into());
         metadata.options.udp_timeout = Some(Duration::from_millis(1500));
@@ -157,7 +137,7 @@ async fn per_connection_timeout_beats_the_protocol() {
 
 #[tokio::test]
 async fn unknown_protocol_gets_the_default_timeout() {
-    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
     let (elapsed, error, _) = idle_close_after(Metadata::new(server.into()), b"plain bytes").await;
     assert!(matches!(error, ConnectionError::UdpIdle(t) if t == Duration::from_secs(3)), "{error}");
     assert!(elapsed >= Duration::from_millis(2990), "{elapsed:?}");
@@ -191,7 +171,7 @@ async fn a_flow_where_only_the_server_sends_stays_open() {
 
 #[tokio::test]
 async fn domain_replies_show_the_domain_or_the_ip() {
-    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
     for (disable, connect) in [(false, false), (true, false), (false, true), (true, true)] {
         let manager = ConnectionManager::new(RelaySettings::default());
         let destination = Destination::domain("dns.test", server.port());
@@ -212,7 +192,7 @@ async fn domain_replies_show_the_domain_or_the_ip() {
 
 #[tokio::test]
 async fn close_all_and_shutdown_end_udp_sessions_once() {
-    let server = echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
     let manager = ConnectionManager::new(RelaySettings::default());
     let mut sessions = Vec::new();
     for _ in 0..3 {
@@ -249,7 +229,7 @@ async fn at_capacity_the_least_recently_used_idle_session_is_evicted() {
     let (tx, mut replies) = mpsc::unbounded_channel();
     let mut servers = Vec::new();
     for _ in 0..17 {
-        servers.push(echo_server(Ipv4Addr::LOCALHOST.into()).await);
+        servers.push(udp_echo_server(Ipv4Addr::LOCALHOST.into()).await);
     }
     let dispatch = |i: usize| {
         let tx = tx.clone();
@@ -336,7 +316,7 @@ async fn a_full_queue_drops_and_counts() {
 #[tokio::test]
 async fn destination_override_translates_the_exact_address_both_ways() {
     let manager = ConnectionManager::new(RelaySettings::default());
-    let real = echo_server(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    let real = udp_echo_server(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
     // The client talks to 127.0.0.1:9 (nobody listens there); the override sends it to `real`.
     let shown: Destination = "127.0.0.1:9".parse().unwrap();
     for connected in [false, true] {
