@@ -206,12 +206,20 @@ impl ConnectionManager {
         } else {
             self.tracker.close_matching(|info| change.closes(&info.egress))
         };
+        let removed = change.removed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+        let default = match &change.default_change {
+            None => "unchanged".to_string(),
+            Some(c) => {
+                let name = |side: &Option<_>| side.as_ref().map_or("none".to_string(), ToString::to_string);
+                format!("{} -> {}", name(&c.old), name(&c.new))
+            }
+        };
         tracing::info!(
             interfaces = %summary,
-            removed = ?change.removed.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            default = ?change.default_change.as_ref().map(|c| (c.old.as_ref().map(ToString::to_string), c.new.as_ref().map(ToString::to_string))),
+            removed = %if removed.is_empty() { "none" } else { &removed },
+            default = %default,
             closed,
-            "network changed: closed {closed} connection(s)"
+            "network changed"
         );
         change
     }

@@ -426,6 +426,18 @@ async fn refused_destination_gets_reply_5() {
 }
 
 #[tokio::test]
+async fn a_name_that_does_not_resolve_gets_reply_4() {
+    // An empty label: the resolver refuses it locally, without sending a query anywhere.
+    let proxy = no_auth_proxy().await;
+    let mut client = connect(&proxy).await;
+    greet(&mut client).await;
+    client.write_all(&domain_request("a..invalid", 80)).await.unwrap();
+    let (code, _) = read_reply(&mut client).await;
+    assert_eq!(code, 4, "host unreachable tells the client the name did not resolve");
+    assert_eq!(read_until_closed(&mut client).await, b"");
+}
+
+#[tokio::test]
 async fn refuses_non_loopback_and_bad_users() {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
     let outbound = Arc::new(DirectOutbound::default());

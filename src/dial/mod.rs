@@ -98,11 +98,11 @@ pub enum FailureKind {
     Refused,
     /// No route to the destination's network.
     NetworkUnreachable,
-    /// The destination host did not answer at the link or IP level.
+    /// The destination host did not answer at the link or IP level, or its name did not resolve.
     HostUnreachable,
     /// No answer within the connect timeout.
     TimedOut,
-    /// Anything else (resolution failure, local error…).
+    /// Anything else (a local error, an unsupported request…).
     Other,
 }
 
@@ -235,10 +235,14 @@ impl DialError {
     pub fn kind(&self) -> FailureKind {
         match self {
             DialError::Network { .. } => FailureKind::NetworkUnreachable,
-            DialError::Resolve { .. }
-            | DialError::NoAddress { .. }
-            | DialError::NoAllowedAddress { .. }
-            | DialError::Unsupported { .. } => FailureKind::Other,
+            // A name that does not resolve: the client learns "host unreachable" (SOCKS 0x04).
+            DialError::Resolve { source, .. } if source.kind() == io::ErrorKind::TimedOut => {
+                FailureKind::TimedOut
+            }
+            DialError::Resolve { .. } | DialError::NoAddress { .. } | DialError::NoAllowedAddress { .. } => {
+                FailureKind::HostUnreachable
+            }
+            DialError::Unsupported { .. } => FailureKind::Other,
             DialError::Connect { attempts, .. } => {
                 if attempts.iter().any(|a| a.error.kind() == FailureKind::Refused) {
                     FailureKind::Refused

@@ -45,6 +45,7 @@ pub struct Direction {
     state: State,
     transferred: u64,
     /// False once a pipe could not be made (e.g. out of descriptors): stay on buffers.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
     may_splice: bool,
 }
 
@@ -53,7 +54,8 @@ impl Default for Direction {
         Direction {
             state: State::Reading,
             transferred: 0,
-            may_splice: cfg!(any(target_os = "linux", target_os = "android")),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            may_splice: true,
         }
     }
 }
@@ -105,8 +107,7 @@ impl Direction {
                             return Poll::Ready(shut.map_err(|e| (Failed::Write, e)));
                         }
                         Ok(end) => self.state = State::Writing { buffer, start: 0, end },
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => pool::give(buffer),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => pool::give(buffer),
+                        Err(e) if is_retry(&e) => pool::give(buffer),
                         Err(e) => {
                             pool::give(buffer);
                             return Poll::Ready(Err((Failed::Read, e)));
@@ -158,8 +159,7 @@ impl Direction {
                                 }
                             }
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if is_retry(&e) => {}
                         Err(e) => return Poll::Ready(Err((Failed::Write, e))),
                     }
                 }
