@@ -6,8 +6,9 @@
 #   device:    aarch64-apple-ios
 #   simulator: aarch64-apple-ios-sim + x86_64-apple-ios, joined with lipo
 #
-# Every slice is linked with -Wl,-application_extension (the library ships inside a Network
-# Extension, which may only use extension-safe APIs) and built for IPHONEOS_DEPLOYMENT_TARGET.
+# Every slice is built for IPHONEOS_DEPLOYMENT_TARGET. The slices are static libraries, which are
+# not linked here: -Wl,-application_extension belongs to the Network Extension target that links
+# them (Xcode adds it when "Require Only App-Extension-Safe API" is set on that target).
 #
 # Needs macOS with Xcode (xcodebuild, lipo) and rustup. Run on the developer's Mac; the project's
 # Linux build machine cannot run it.
@@ -59,7 +60,6 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 
 export IPHONEOS_DEPLOYMENT_TARGET="$DEPLOYMENT_TARGET"
-export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C link-arg=-Wl,-application_extension"
 
 cd "$ROOT"
 for target in "$DEVICE_TARGET" "${SIM_TARGETS[@]}"; do

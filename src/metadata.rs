@@ -44,6 +44,18 @@ impl fmt::Display for Host {
 }
 
 /// Where a connection goes: a host and a port.
+///
+/// ```
+/// use netswitch::{Destination, Host};
+///
+/// let web: Destination = "example.com:443".parse().unwrap();
+/// assert_eq!(web, Destination::domain("example.com", 443));
+/// let v6: Destination = "[::1]:8080".parse().unwrap();
+/// assert_eq!(v6.socket_addr(), Some("[::1]:8080".parse().unwrap()));
+/// assert!(matches!("10.0.0.1:53".parse::<Destination>().unwrap().host, Host::Ip(_)));
+/// assert!("example.com".parse::<Destination>().is_err(), "a port is required");
+/// assert!("example.com:0".parse::<Destination>().is_err(), "port 0 is refused");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
     /// The host: IP address or domain.
