@@ -13,7 +13,8 @@
 //! - [`inbound`]: ingresses (SOCKS5);
 //! - [`network`]: network types and the egress a connection used;
 //! - [`config`]: the JSON configuration shared by the CLI and the host API;
-//! - [`ffi`]: the uniffi façade (Kotlin and Swift API); core code never uses its types.
+//! - `ffi` (feature `ffi`, on by default): the uniffi façade (Kotlin and Swift API); core code
+//!   never uses its types.
 //!
 //! # Example
 //!
@@ -70,6 +71,7 @@
 
 pub mod config;
 pub mod dial;
+#[cfg(feature = "ffi")]
 pub mod ffi;
 pub mod inbound;
 pub mod logging;
@@ -81,6 +83,7 @@ pub mod relay;
 pub mod tls_fragment;
 pub mod tracker;
 
+#[cfg(feature = "ffi")]
 uniffi::setup_scaffolding!();
 
 pub use dial::direct::DirectOutbound;

@@ -1,4 +1,4 @@
-//! The `uniffi-bindgen` command line, built with `--features cli`; scripts/gen-bindings runs it
+//! The `uniffi-bindgen` command line, built with `--features bindgen`; scripts/gen-bindings runs it
 //! in library mode to generate the Kotlin and Swift bindings.
 
 fn main() {
