@@ -6,17 +6,40 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::dial::Outbound;
+use crate::dial::{BoxFuture, DialError, DialedStream, DialedUdp, Outbound};
 use crate::inbound::Inbound;
 use crate::metadata::Metadata;
-use crate::network::state::{NetworkState, SnapshotChange};
-use crate::network::InterfaceSnapshot;
+use crate::network::state::{CloseReason, NetworkState, SnapshotChange};
+use crate::network::{Egress, InterfaceSnapshot};
 use crate::relay::{tcp, ClosedConnection, ConnectionError};
 use crate::tls_fragment::FragmentSettings;
-use crate::tracker::{ConnectionId, ConnectionInfo, Tracker};
+use crate::tracker::{ConnectionId, ConnectionInfo, ConnectionState, Tracker};
 
 /// Sees every connection that ends; see [`ConnectionManager::with_close_observer`].
 pub type CloseObserver = Arc<dyn Fn(&ClosedConnection) + Send + Sync>;
+
+/// Sees every connection whose destination was reached; see
+/// [`ConnectionManager::with_open_observer`].
+pub type OpenObserver = Arc<dyn Fn(&ConnectionInfo) + Send + Sync>;
+
+/// Sees every interface update that changed something; see
+/// [`ConnectionManager::with_network_observer`].
+pub type NetworkObserver = Arc<dyn Fn(&NetworkUpdate) + Send + Sync>;
+
+/// What one [`ConnectionManager::update_interfaces`] call did, as a [`NetworkObserver`] sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct NetworkUpdate {
+    /// The snapshot the update put in force.
+    pub snapshot: Arc<InterfaceSnapshot>,
+    /// What changed relative to the previous snapshot (never `identical`).
+    pub change: SnapshotChange,
+    /// Connections closed because the interface they left through is gone.
+    pub closed_interface_gone: usize,
+    /// Connections closed because they left through the old default interface (or the system
+    /// route) and the default changed.
+    pub closed_default_changed: usize,
+}
 
 /// Default time a half-closed connection may stay silent before it is closed.
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -49,6 +72,8 @@ impl Default for RelaySettings {
 pub struct ConnectionManager {
     tracker: Arc<Tracker>,
     close_observer: Option<CloseObserver>,
+    open_observer: Option<OpenObserver>,
+    network_observer: Option<NetworkObserver>,
     networks: Arc<NetworkState>,
     settings: RelaySettings,
     runtime: Handle,
@@ -69,6 +94,8 @@ impl ConnectionManager {
         ConnectionManager {
             tracker: Arc::new(Tracker::default()),
             close_observer: None,
+            open_observer: None,
+            network_observer: None,
             networks: Arc::new(NetworkState::default()),
             settings,
             runtime,
@@ -82,6 +109,39 @@ impl ConnectionManager {
     pub fn with_close_observer(mut self, observer: CloseObserver) -> ConnectionManager {
         self.close_observer = Some(observer);
         self
+    }
+
+    /// Makes `observer` see every connection (TCP and UDP, whoever handed it over) once its
+    /// destination is reached: right after the outbound connected (TCP) or opened its socket
+    /// (UDP), before any byte is relayed, on the connection's task. The snapshot it gets is
+    /// [`ConnectionState::Relaying`] with the egress the outbound reported. A connection whose
+    /// dial fails is never seen here (only by the close observer); one that is seen here is
+    /// always seen by the close observer afterwards.
+    pub fn with_open_observer(mut self, observer: OpenObserver) -> ConnectionManager {
+        self.open_observer = Some(observer);
+        self
+    }
+
+    /// Makes `observer` see every [`ConnectionManager::update_interfaces`] call that changed
+    /// something (not an identical snapshot), after the connections it closes were asked to
+    /// close, on the caller's thread.
+    pub fn with_network_observer(mut self, observer: NetworkObserver) -> ConnectionManager {
+        self.network_observer = Some(observer);
+        self
+    }
+
+    /// `outbound` as connection `id` uses it: wrapped to report the open when an open observer
+    /// is set.
+    fn outbound_for(&self, id: ConnectionId, outbound: Arc<dyn Outbound>) -> Arc<dyn Outbound> {
+        match &self.open_observer {
+            None => outbound,
+            Some(observer) => Arc::new(ReportOpen {
+                inner: outbound,
+                tracker: self.tracker.clone(),
+                id,
+                observer: observer.clone(),
+            }),
+        }
     }
 
     /// Hands a client connection to the manager and returns its id at once; the work happens on
@@ -104,6 +164,7 @@ impl ConnectionManager {
     {
         let (entry, guard) = self.tracker.insert(metadata);
         let id = entry.id;
+        let outbound = self.outbound_for(id, outbound);
         let half_close_timeout = self.settings.half_close_timeout;
         let fragment_defaults = self.settings.tls_fragment;
         let shut_down = self.shut_down.clone();
@@ -192,35 +253,54 @@ impl ConnectionManager {
     /// fail fast) and closes nothing; an identical snapshot does nothing. Returns what changed.
     pub fn update_interfaces(&self, snapshot: InterfaceSnapshot) -> SnapshotChange {
         let summary = snapshot_summary(&snapshot);
+        let observed = self.network_observer.as_ref().map(|_| Arc::new(snapshot.clone()));
         let change = self.networks.update(snapshot);
         if change.identical {
             tracing::debug!(interfaces = %summary, "interface snapshot unchanged");
             return change;
         }
+        let (mut interface_gone, mut default_changed) = (0, 0);
         if change.no_network {
             tracing::warn!("no usable network: dialing paused, existing connections kept");
-            return change;
-        }
-        let closed = if change.is_noop() {
-            0
         } else {
-            self.tracker.close_matching(|info| change.closes(&info.egress))
-        };
-        let removed = change.removed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        let default = match &change.default_change {
-            None => "unchanged".to_string(),
-            Some(c) => {
-                let name = |side: &Option<_>| side.as_ref().map_or("none".to_string(), ToString::to_string);
-                format!("{} -> {}", name(&c.old), name(&c.new))
+            if !change.is_noop() {
+                self.tracker.close_matching(|info| match change.close_reason(&info.egress) {
+                    Some(CloseReason::InterfaceGone) => {
+                        interface_gone += 1;
+                        true
+                    }
+                    Some(CloseReason::DefaultChanged) => {
+                        default_changed += 1;
+                        true
+                    }
+                    None => false,
+                });
             }
-        };
-        tracing::info!(
-            interfaces = %summary,
-            removed = %if removed.is_empty() { "none" } else { &removed },
-            default = %default,
-            closed,
-            "network changed"
-        );
+            let removed = change.removed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            let default = match &change.default_change {
+                None => "unchanged".to_string(),
+                Some(c) => {
+                    let name =
+                        |side: &Option<_>| side.as_ref().map_or("none".to_string(), ToString::to_string);
+                    format!("{} -> {}", name(&c.old), name(&c.new))
+                }
+            };
+            tracing::info!(
+                interfaces = %summary,
+                removed = %if removed.is_empty() { "none" } else { &removed },
+                default = %default,
+                closed = interface_gone + default_changed,
+                "network changed"
+            );
+        }
+        if let (Some(observer), Some(snapshot)) = (&self.network_observer, observed) {
+            observer(&NetworkUpdate {
+                snapshot,
+                change: change.clone(),
+                closed_interface_gone: interface_gone,
+                closed_default_changed: default_changed,
+            });
+        }
         change
     }
 
@@ -236,6 +316,8 @@ impl std::fmt::Debug for ConnectionManager {
             .field("connections", &self.tracker.len())
             .field("settings", &self.settings)
             .field("close_observer", &self.close_observer.is_some())
+            .field("open_observer", &self.open_observer.is_some())
+            .field("network_observer", &self.network_observer.is_some())
             .field("shut_down", &self.is_shut_down())
             .finish()
     }
@@ -247,14 +329,15 @@ impl Drop for ConnectionManager {
     }
 }
 
-/// "wlan0 (wifi, index 3, default), rmnet0 (cellular, index 5)" for logs.
+/// "wlan0 (wifi, index 3, default, not validated), rmnet0 (cellular, index 5)" for logs.
 fn snapshot_summary(snapshot: &InterfaceSnapshot) -> String {
     let parts: Vec<String> = snapshot
         .interfaces()
         .iter()
         .map(|i| {
             let default = if snapshot.is_default(i) { ", default" } else { "" };
-            format!("{} ({}, index {}{default})", i.name, i.network_type, i.index)
+            let validated = if i.validated { "" } else { ", not validated" };
+            format!("{} ({}, index {}{default}{validated})", i.name, i.network_type, i.index)
         })
         .collect();
     if parts.is_empty() {
@@ -323,6 +406,7 @@ impl ConnectionManager {
     {
         let (entry, guard) = self.tracker.insert_as(metadata, crate::tracker::TransportProtocol::Udp);
         let id = entry.id;
+        let outbound = self.outbound_for(id, outbound);
         let shut_down = self.shut_down.clone();
         if shut_down.load(Ordering::Acquire) {
             entry.request_close();
@@ -395,5 +479,43 @@ impl<F: FnOnce(ClosedConnection)> PacketCloseReport<F> {
 impl<F: FnOnce(ClosedConnection)> Drop for PacketCloseReport<F> {
     fn drop(&mut self) {
         self.finish(Some(ConnectionError::ShutDown));
+    }
+}
+
+/// The outbound of one connection while an open observer is set: reports the connection to the
+/// observer as soon as the inner outbound reached its destination.
+struct ReportOpen {
+    inner: Arc<dyn Outbound>,
+    tracker: Arc<Tracker>,
+    id: ConnectionId,
+    observer: OpenObserver,
+}
+
+impl ReportOpen {
+    fn report(&self, egress: &Egress) {
+        // The relay records the egress only after the dial returns: show it already.
+        if let Some(mut info) = self.tracker.get(self.id) {
+            info.egress = egress.clone();
+            info.state = ConnectionState::Relaying;
+            (self.observer)(&info);
+        }
+    }
+}
+
+impl Outbound for ReportOpen {
+    fn dial_tcp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedStream, DialError>> {
+        Box::pin(async move {
+            let dialed = self.inner.dial_tcp(metadata).await?;
+            self.report(&dialed.egress);
+            Ok(dialed)
+        })
+    }
+
+    fn open_udp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {
+        Box::pin(async move {
+            let dialed = self.inner.open_udp(metadata).await?;
+            self.report(&dialed.egress);
+            Ok(dialed)
+        })
     }
 }
