@@ -6,40 +6,22 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
-use crate::dial::{BoxFuture, DialError, DialedStream, DialedUdp, Outbound};
+use crate::dial::Outbound;
 use crate::inbound::Inbound;
 use crate::metadata::Metadata;
 use crate::network::state::{CloseReason, NetworkState, SnapshotChange};
-use crate::network::{Egress, InterfaceSnapshot};
+use crate::network::InterfaceSnapshot;
 use crate::relay::{tcp, ClosedConnection, ConnectionError};
 use crate::tls_fragment::FragmentSettings;
-use crate::tracker::{ConnectionId, ConnectionInfo, ConnectionState, Tracker};
+use crate::tracker::{ConnectionId, ConnectionInfo, Tracker};
+
+mod observers;
+
+use observers::ReportOpen;
+pub use observers::{NetworkObserver, NetworkUpdate, OpenObserver};
 
 /// Sees every connection that ends; see [`ConnectionManager::with_close_observer`].
 pub type CloseObserver = Arc<dyn Fn(&ClosedConnection) + Send + Sync>;
-
-/// Sees every connection whose destination was reached; see
-/// [`ConnectionManager::with_open_observer`].
-pub type OpenObserver = Arc<dyn Fn(&ConnectionInfo) + Send + Sync>;
-
-/// Sees every interface update that changed something; see
-/// [`ConnectionManager::with_network_observer`].
-pub type NetworkObserver = Arc<dyn Fn(&NetworkUpdate) + Send + Sync>;
-
-/// What one [`ConnectionManager::update_interfaces`] call did, as a [`NetworkObserver`] sees it.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct NetworkUpdate {
-    /// The snapshot the update put in force.
-    pub snapshot: Arc<InterfaceSnapshot>,
-    /// What changed relative to the previous snapshot (never `identical`).
-    pub change: SnapshotChange,
-    /// Connections closed because the interface they left through is gone.
-    pub closed_interface_gone: usize,
-    /// Connections closed because they left through the old default interface (or the system
-    /// route) and the default changed.
-    pub closed_default_changed: usize,
-}
 
 /// Default time a half-closed connection may stay silent before it is closed.
 pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -114,9 +96,9 @@ impl ConnectionManager {
     /// Makes `observer` see every connection (TCP and UDP, whoever handed it over) once its
     /// destination is reached: right after the outbound connected (TCP) or opened its socket
     /// (UDP), before any byte is relayed, on the connection's task. The snapshot it gets is
-    /// [`ConnectionState::Relaying`] with the egress the outbound reported. A connection whose
-    /// dial fails is never seen here (only by the close observer); one that is seen here is
-    /// always seen by the close observer afterwards.
+    /// [`Relaying`](crate::tracker::ConnectionState::Relaying) with the egress the outbound
+    /// reported. A connection whose dial fails is never seen here (only by the close observer);
+    /// one that is seen here is always seen by the close observer afterwards.
     pub fn with_open_observer(mut self, observer: OpenObserver) -> ConnectionManager {
         self.open_observer = Some(observer);
         self
@@ -479,43 +461,5 @@ impl<F: FnOnce(ClosedConnection)> PacketCloseReport<F> {
 impl<F: FnOnce(ClosedConnection)> Drop for PacketCloseReport<F> {
     fn drop(&mut self) {
         self.finish(Some(ConnectionError::ShutDown));
-    }
-}
-
-/// The outbound of one connection while an open observer is set: reports the connection to the
-/// observer as soon as the inner outbound reached its destination.
-struct ReportOpen {
-    inner: Arc<dyn Outbound>,
-    tracker: Arc<Tracker>,
-    id: ConnectionId,
-    observer: OpenObserver,
-}
-
-impl ReportOpen {
-    fn report(&self, egress: &Egress) {
-        // The relay records the egress only after the dial returns: show it already.
-        if let Some(mut info) = self.tracker.get(self.id) {
-            info.egress = egress.clone();
-            info.state = ConnectionState::Relaying;
-            (self.observer)(&info);
-        }
-    }
-}
-
-impl Outbound for ReportOpen {
-    fn dial_tcp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedStream, DialError>> {
-        Box::pin(async move {
-            let dialed = self.inner.dial_tcp(metadata).await?;
-            self.report(&dialed.egress);
-            Ok(dialed)
-        })
-    }
-
-    fn open_udp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {
-        Box::pin(async move {
-            let dialed = self.inner.open_udp(metadata).await?;
-            self.report(&dialed.egress);
-            Ok(dialed)
-        })
     }
 }
