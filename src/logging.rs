@@ -2,9 +2,12 @@
 //!
 //! Where records go: human-readable lines on stderr on desktop, os_log on Apple platforms
 //! (subsystem `dev.netswitch`), logcat on Android (tag `netswitch`, through the `log` crate), and
-//! on every platform to the host's [`LogSink`]s (the FFI listener), batched through a bounded
-//! queue: when the host is slow the queue fills and further records are dropped and counted, so
-//! logging never blocks a relay.
+//! on every platform to the host's [`LogSink`]s (the FFI subscriptions), batched through a
+//! bounded queue: when the host is slow the queue fills and further records are dropped and
+//! counted, so logging never blocks a relay.
+//!
+//! The level applies to every destination and can be changed at any time with
+//! [`set_log_level`] (a reloadable filter: records below the level cost one relaxed load).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -18,6 +21,7 @@ use std::time::SystemTime;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
 
 /// How much to log, from the most verbose to the least.
@@ -96,23 +100,31 @@ pub enum LoggingError {
     /// Another global `tracing` subscriber (or `log` logger) was installed by someone else.
     #[error("cannot install the log subscriber: {0}")]
     AlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),
+    /// The level filter could not be changed (its subscriber is gone).
+    #[error("cannot change the log level: {0}")]
+    Reload(#[source] reload::Error),
 }
 
-/// Whether [`init_logging`] already installed the subscriber.
-static INSTALLED: Mutex<bool> = Mutex::new(false);
+/// Changes the level of the installed subscriber.
+type LevelHandle = reload::Handle<LevelFilter, tracing_subscriber::Registry>;
+
+/// The installed subscriber's level handle; `None` until [`init_logging`] succeeded.
+static INSTALLED: Mutex<Option<LevelHandle>> = Mutex::new(None);
 
 /// Installs the process-wide log subscriber at `level`: formatted lines on stderr on desktop
 /// (colours only when stderr is a terminal), os_log on Apple, logcat on Android, plus the host
 /// sinks registered with [`add_log_sink`] everywhere.
 ///
-/// Idempotent: once it succeeded, later calls do nothing and return `Ok` (the first level
-/// stays). Fails only when a different global subscriber was installed by someone else.
+/// Idempotent: once it succeeded, later calls do nothing and return `Ok` (the level stays as it
+/// is; [`set_log_level`] changes it). Fails only when a different global subscriber was
+/// installed by someone else.
 pub fn init_logging(level: LogLevel) -> Result<(), LoggingError> {
     let mut installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
-    if *installed {
+    if installed.is_some() {
         return Ok(());
     }
-    let registry = tracing_subscriber::registry().with(level.filter()).with(HostLayer);
+    let (filter, handle) = reload::Layer::new(level.filter());
+    let registry = tracing_subscriber::registry().with(filter).with(HostLayer);
     #[cfg(target_vendor = "apple")]
     let result = registry.with(tracing_oslog::OsLogger::new("dev.netswitch", "default")).try_init();
     #[cfg(target_os = "android")]
@@ -131,8 +143,31 @@ pub fn init_logging(level: LogLevel) -> Result<(), LoggingError> {
         )
         .try_init();
     result.map_err(LoggingError::AlreadyInstalled)?;
-    *installed = true;
+    *installed = Some(handle);
     Ok(())
+}
+
+/// Sets the level of every log destination, effective for the next record (a record being
+/// delivered is not recalled). Installs the subscriber at `level` when [`init_logging`] has not
+/// run yet; fails, like it, only when someone else installed a global subscriber.
+pub fn set_log_level(level: LogLevel) -> Result<(), LoggingError> {
+    let installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
+    match installed.as_ref() {
+        Some(handle) => handle.modify(|filter| *filter = level.filter()).map_err(LoggingError::Reload),
+        None => {
+            drop(installed);
+            init_logging(level)
+        }
+    }
+}
+
+/// The level in force, `None` before [`init_logging`] (or when the level filter is off).
+pub fn log_level() -> Option<LogLevel> {
+    let installed = INSTALLED.lock().unwrap_or_else(PoisonError::into_inner);
+    let filter = installed.as_ref()?.clone_current()?;
+    [LogLevel::Trace, LogLevel::Debug, LogLevel::Info, LogLevel::Warn, LogLevel::Error]
+        .into_iter()
+        .find(|level| level.filter() == filter)
 }
 
 /// One log record as a host sink receives it.
@@ -409,9 +444,15 @@ mod tests {
     }
 
     #[test]
-    fn second_init_is_a_no_op() {
+    fn second_init_is_a_no_op_and_the_level_changes_at_runtime() {
         init_logging(LogLevel::Warn).unwrap();
-        init_logging(LogLevel::Debug).unwrap();
-        assert!(*INSTALLED.lock().unwrap());
+        let first = log_level().expect("installed");
+        init_logging(LogLevel::Trace).unwrap();
+        assert_eq!(log_level(), Some(first), "a second init keeps the level");
+        for level in [LogLevel::Debug, LogLevel::Error, LogLevel::Info] {
+            set_log_level(level).unwrap();
+            assert_eq!(log_level(), Some(level));
+            assert_eq!(LevelFilter::current(), level.filter(), "the global max level follows");
+        }
     }
 }

@@ -9,11 +9,16 @@ use tokio::runtime::Handle;
 use crate::dial::Outbound;
 use crate::inbound::Inbound;
 use crate::metadata::Metadata;
-use crate::network::state::{NetworkState, SnapshotChange};
+use crate::network::state::{CloseReason, NetworkState, SnapshotChange};
 use crate::network::InterfaceSnapshot;
 use crate::relay::{tcp, ClosedConnection, ConnectionError};
 use crate::tls_fragment::FragmentSettings;
 use crate::tracker::{ConnectionId, ConnectionInfo, Tracker};
+
+mod observers;
+
+use observers::ReportOpen;
+pub use observers::{NetworkObserver, NetworkUpdate, OpenObserver};
 
 /// Sees every connection that ends; see [`ConnectionManager::with_close_observer`].
 pub type CloseObserver = Arc<dyn Fn(&ClosedConnection) + Send + Sync>;
@@ -49,6 +54,8 @@ impl Default for RelaySettings {
 pub struct ConnectionManager {
     tracker: Arc<Tracker>,
     close_observer: Option<CloseObserver>,
+    open_observer: Option<OpenObserver>,
+    network_observer: Option<NetworkObserver>,
     networks: Arc<NetworkState>,
     settings: RelaySettings,
     runtime: Handle,
@@ -69,6 +76,8 @@ impl ConnectionManager {
         ConnectionManager {
             tracker: Arc::new(Tracker::default()),
             close_observer: None,
+            open_observer: None,
+            network_observer: None,
             networks: Arc::new(NetworkState::default()),
             settings,
             runtime,
@@ -82,6 +91,39 @@ impl ConnectionManager {
     pub fn with_close_observer(mut self, observer: CloseObserver) -> ConnectionManager {
         self.close_observer = Some(observer);
         self
+    }
+
+    /// Makes `observer` see every connection (TCP and UDP, whoever handed it over) once its
+    /// destination is reached: right after the outbound connected (TCP) or opened its socket
+    /// (UDP), before any byte is relayed, on the connection's task. The snapshot it gets is
+    /// [`Relaying`](crate::tracker::ConnectionState::Relaying) with the egress the outbound
+    /// reported. A connection whose dial fails is never seen here (only by the close observer);
+    /// one that is seen here is always seen by the close observer afterwards.
+    pub fn with_open_observer(mut self, observer: OpenObserver) -> ConnectionManager {
+        self.open_observer = Some(observer);
+        self
+    }
+
+    /// Makes `observer` see every [`ConnectionManager::update_interfaces`] call that changed
+    /// something (not an identical snapshot), after the connections it closes were asked to
+    /// close, on the caller's thread.
+    pub fn with_network_observer(mut self, observer: NetworkObserver) -> ConnectionManager {
+        self.network_observer = Some(observer);
+        self
+    }
+
+    /// `outbound` as connection `id` uses it: wrapped to report the open when an open observer
+    /// is set.
+    fn outbound_for(&self, id: ConnectionId, outbound: Arc<dyn Outbound>) -> Arc<dyn Outbound> {
+        match &self.open_observer {
+            None => outbound,
+            Some(observer) => Arc::new(ReportOpen {
+                inner: outbound,
+                tracker: self.tracker.clone(),
+                id,
+                observer: observer.clone(),
+            }),
+        }
     }
 
     /// Hands a client connection to the manager and returns its id at once; the work happens on
@@ -104,6 +146,7 @@ impl ConnectionManager {
     {
         let (entry, guard) = self.tracker.insert(metadata);
         let id = entry.id;
+        let outbound = self.outbound_for(id, outbound);
         let half_close_timeout = self.settings.half_close_timeout;
         let fragment_defaults = self.settings.tls_fragment;
         let shut_down = self.shut_down.clone();
@@ -192,35 +235,54 @@ impl ConnectionManager {
     /// fail fast) and closes nothing; an identical snapshot does nothing. Returns what changed.
     pub fn update_interfaces(&self, snapshot: InterfaceSnapshot) -> SnapshotChange {
         let summary = snapshot_summary(&snapshot);
+        let observed = self.network_observer.as_ref().map(|_| Arc::new(snapshot.clone()));
         let change = self.networks.update(snapshot);
         if change.identical {
             tracing::debug!(interfaces = %summary, "interface snapshot unchanged");
             return change;
         }
+        let (mut interface_gone, mut default_changed) = (0, 0);
         if change.no_network {
             tracing::warn!("no usable network: dialing paused, existing connections kept");
-            return change;
-        }
-        let closed = if change.is_noop() {
-            0
         } else {
-            self.tracker.close_matching(|info| change.closes(&info.egress))
-        };
-        let removed = change.removed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
-        let default = match &change.default_change {
-            None => "unchanged".to_string(),
-            Some(c) => {
-                let name = |side: &Option<_>| side.as_ref().map_or("none".to_string(), ToString::to_string);
-                format!("{} -> {}", name(&c.old), name(&c.new))
+            if !change.is_noop() {
+                self.tracker.close_matching(|info| match change.close_reason(&info.egress) {
+                    Some(CloseReason::InterfaceGone) => {
+                        interface_gone += 1;
+                        true
+                    }
+                    Some(CloseReason::DefaultChanged) => {
+                        default_changed += 1;
+                        true
+                    }
+                    None => false,
+                });
             }
-        };
-        tracing::info!(
-            interfaces = %summary,
-            removed = %if removed.is_empty() { "none" } else { &removed },
-            default = %default,
-            closed,
-            "network changed"
-        );
+            let removed = change.removed.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+            let default = match &change.default_change {
+                None => "unchanged".to_string(),
+                Some(c) => {
+                    let name =
+                        |side: &Option<_>| side.as_ref().map_or("none".to_string(), ToString::to_string);
+                    format!("{} -> {}", name(&c.old), name(&c.new))
+                }
+            };
+            tracing::info!(
+                interfaces = %summary,
+                removed = %if removed.is_empty() { "none" } else { &removed },
+                default = %default,
+                closed = interface_gone + default_changed,
+                "network changed"
+            );
+        }
+        if let (Some(observer), Some(snapshot)) = (&self.network_observer, observed) {
+            observer(&NetworkUpdate {
+                snapshot,
+                change: change.clone(),
+                closed_interface_gone: interface_gone,
+                closed_default_changed: default_changed,
+            });
+        }
         change
     }
 
@@ -236,6 +298,8 @@ impl std::fmt::Debug for ConnectionManager {
             .field("connections", &self.tracker.len())
             .field("settings", &self.settings)
             .field("close_observer", &self.close_observer.is_some())
+            .field("open_observer", &self.open_observer.is_some())
+            .field("network_observer", &self.network_observer.is_some())
             .field("shut_down", &self.is_shut_down())
             .finish()
     }
@@ -247,14 +311,15 @@ impl Drop for ConnectionManager {
     }
 }
 
-/// "wlan0 (wifi, index 3, default), rmnet0 (cellular, index 5)" for logs.
+/// "wlan0 (wifi, index 3, default, not validated), rmnet0 (cellular, index 5)" for logs.
 fn snapshot_summary(snapshot: &InterfaceSnapshot) -> String {
     let parts: Vec<String> = snapshot
         .interfaces()
         .iter()
         .map(|i| {
             let default = if snapshot.is_default(i) { ", default" } else { "" };
-            format!("{} ({}, index {}{default})", i.name, i.network_type, i.index)
+            let validated = if i.validated { "" } else { ", not validated" };
+            format!("{} ({}, index {}{default}{validated})", i.name, i.network_type, i.index)
         })
         .collect();
     if parts.is_empty() {
@@ -323,6 +388,7 @@ impl ConnectionManager {
     {
         let (entry, guard) = self.tracker.insert_as(metadata, crate::tracker::TransportProtocol::Udp);
         let id = entry.id;
+        let outbound = self.outbound_for(id, outbound);
         let shut_down = self.shut_down.clone();
         if shut_down.load(Ordering::Acquire) {
             entry.request_close();

@@ -651,11 +651,14 @@ fileprivate struct FfiConverterTimestamp: FfiConverterRustBuffer {
 /**
  * Relays connections for the host app: dials each destination over the network the strategy
  * picks (offering every socket to the [`PlatformInterface`] first), relays both ways, tracks
- * every live connection, and reports each end to the [`EventListener`].
+ * every live connection, runs SOCKS servers, and tells every subscribed [`EventListener`].
  *
- * Thread-safe; every method may be called from any thread. After `shutdown()` (or when the
- * object is destroyed) every connection is closed and calls that start work fail with
- * `ShutDown`.
+ * Thread-safe; every method may be called from any thread. After `shutdown()` every
+ * connection, SOCKS server and subscription is ended and calls that start work fail with
+ * `ShutDown`. Destroying the object (Kotlin `close()`, or garbage collection; Swift: the last
+ * reference going away) shuts it down too; Kotlin then throws `IllegalStateException` ("object
+ * has already been destroyed") from any later call on the destroyed object, before netswitch
+ * is reached.
  */
 public protocol ConnectionManagerProtocol: AnyObject, Sendable {
     
@@ -684,35 +687,53 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
      * Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
      * TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
      * connection id at once; the dial's outcome arrives as a close event if it fails.
-     * `InvalidArgument` (`fd`: not a stream socket; `destination`) leaves the fd with the
-     * caller; `ShutDown` too.
+     * `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
+     * the fd with the caller; after any other error netswitch has closed it.
+     *
+     * (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
      */
     func relayTcpFd(fd: Int32, destination: String, options: ConnectionOptions?) throws  -> UInt64
     
     /**
-     * Closes every connection, stops log delivery to the listener, and makes later calls that
-     * start work fail with `ShutDown`. Idempotent.
+     * Closes every connection, stops every SOCKS server, ends every subscription (each still
+     * delivers the events it had queued; close events of the connections this closes arrive
+     * after that and are not delivered — `traffic()` still counts them), and makes later calls
+     * that start work fail with `ShutDown`. Idempotent.
      */
     func shutdown() 
     
     /**
-     * Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). With
-     * `credentials`, username/password authentication is required. The server stops on
-     * `stop()` or when the returned object is destroyed; its connections stay with the manager.
-     * Errors: `InvalidArgument` (`listen`, `credentials`), `Io` naming the address, `ShutDown`.
+     * Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). `users`: `None`
+     * (the default) generates one random user from the operating system's random generator —
+     * read it back with `SocksServer.credentials()` and give it to the client, so other apps on
+     * the device cannot use the proxy; a list requires one of those users; an empty list
+     * requires no authentication (then anything on the device that can reach `listen` may use
+     * the proxy). The manager owns the server until `SocksServer.stop()` or `shutdown()`;
+     * dropping the handle does not stop it. Errors: `InvalidArgument` (`listen`, `users`), `Io`
+     * naming the address, `ShutDown`, `Internal` when the random generator fails.
      */
-    func startSocks(listen: String, credentials: [SocksCredentials]) async throws  -> SocksServer
+    func startSocks(listen: String, users: [SocksUser]?) async throws  -> SocksServer
+    
+    /**
+     * Starts delivering every event — connections opened and closed, network changes, log
+     * records at the current level — to `listener`, on a thread of its own (see
+     * [`EventListener`]). Any number of subscriptions may be live; each gets every event. The
+     * subscription lasts until `Subscription.cancel()` or this manager's shutdown, whether or
+     * not the handle is kept. Errors: `ShutDown`; `Io` when no thread can be started.
+     */
+    func subscribe(listener: EventListener) throws  -> Subscription
     
     /**
      * Bytes up/down per network type since the manager was created: connections that closed
-     * (as reported to the listener) plus the live ones.
+     * plus the live ones.
      */
     func traffic()  -> [NetworkTraffic]
     
     /**
      * Replaces the interface list (call it on every network change). Closes, at once, every
      * connection whose interface went away, or that used the old default when the default
-     * changed; an empty list pauses dialing and closes nothing. `InvalidArgument` (argument
+     * changed; an empty list pauses dialing and closes nothing. Subscribers get a
+     * `NetworkChange` unless the snapshot is identical. `InvalidArgument` (argument
      * `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
      */
     func updateInterfaces(snapshot: InterfaceSnapshot) throws  -> InterfaceChange
@@ -721,11 +742,14 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
 /**
  * Relays connections for the host app: dials each destination over the network the strategy
  * picks (offering every socket to the [`PlatformInterface`] first), relays both ways, tracks
- * every live connection, and reports each end to the [`EventListener`].
+ * every live connection, runs SOCKS servers, and tells every subscribed [`EventListener`].
  *
- * Thread-safe; every method may be called from any thread. After `shutdown()` (or when the
- * object is destroyed) every connection is closed and calls that start work fail with
- * `ShutDown`.
+ * Thread-safe; every method may be called from any thread. After `shutdown()` every
+ * connection, SOCKS server and subscription is ended and calls that start work fail with
+ * `ShutDown`. Destroying the object (Kotlin `close()`, or garbage collection; Swift: the last
+ * reference going away) shuts it down too; Kotlin then throws `IllegalStateException` ("object
+ * has already been destroyed") from any later call on the destroyed object, before netswitch
+ * is reached.
  */
 open class ConnectionManager: ConnectionManagerProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -767,19 +791,21 @@ open class ConnectionManager: ConnectionManagerProtocol, @unchecked Sendable {
         return try! rustCall { uniffi_netswitch_fn_clone_connectionmanager(self.handle, $0) }
     }
     /**
-     * Validates `config` (`InvalidConfig` names the bad field), starts logging at its level, and
-     * builds a manager. `platform`: offered every outbound socket before it connects (`None`:
-     * netswitch binds sockets itself). `listener`: receives close events and log records.
+     * Validates `config` (`InvalidConfig` names the bad field), starts logging at its level
+     * unless logging already runs, and builds a manager. `platform` is offered every outbound
+     * socket before it connects, to protect (Android `VpnService.protect`) or bind it. On
+     * Android it is required: `None` fails with `InvalidArgument` (argument `platform`), since
+     * unprotected sockets would loop back into the VPN. Elsewhere `None` means netswitch binds
+     * sockets itself (`IP_BOUND_IF` on Apple, `SO_BINDTOIFINDEX` on Linux). Events: `subscribe`.
      * Dialing waits for the first `update_interfaces` (until then dials fail with `NoNetwork`).
      */
-public convenience init(config: NetswitchConfig, platform: PlatformInterface?, listener: EventListener?)throws  {
+public convenience init(config: NetswitchConfig, platform: PlatformInterface?)throws  {
     let handle =
         try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
         uniffiCallStatus in
     uniffi_netswitch_fn_constructor_connectionmanager_new(
         FfiConverterTypeNetswitchConfig_lower(config),
-        FfiConverterOptionTypePlatformInterface.lower(platform),
-        FfiConverterOptionTypeEventListener.lower(listener),uniffiCallStatus
+        FfiConverterOptionTypePlatformInterface.lower(platform),uniffiCallStatus
     )
 }
     self.init(unsafeFromHandle: handle)
@@ -851,8 +877,10 @@ open func isShutDown() -> Bool  {
      * Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
      * TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
      * connection id at once; the dial's outcome arrives as a close event if it fails.
-     * `InvalidArgument` (`fd`: not a stream socket; `destination`) leaves the fd with the
-     * caller; `ShutDown` too.
+     * `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
+     * the fd with the caller; after any other error netswitch has closed it.
+     *
+     * (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
      */
 open func relayTcpFd(fd: Int32, destination: String, options: ConnectionOptions?)throws  -> UInt64  {
     return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
@@ -867,8 +895,10 @@ open func relayTcpFd(fd: Int32, destination: String, options: ConnectionOptions?
 }
     
     /**
-     * Closes every connection, stops log delivery to the listener, and makes later calls that
-     * start work fail with `ShutDown`. Idempotent.
+     * Closes every connection, stops every SOCKS server, ends every subscription (each still
+     * delivers the events it had queued; close events of the connections this closes arrive
+     * after that and are not delivered — `traffic()` still counts them), and makes later calls
+     * that start work fail with `ShutDown`. Idempotent.
      */
 open func shutdown()  {try! rustCall() {
         uniffiCallStatus in
@@ -879,17 +909,21 @@ open func shutdown()  {try! rustCall() {
 }
     
     /**
-     * Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). With
-     * `credentials`, username/password authentication is required. The server stops on
-     * `stop()` or when the returned object is destroyed; its connections stay with the manager.
-     * Errors: `InvalidArgument` (`listen`, `credentials`), `Io` naming the address, `ShutDown`.
+     * Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). `users`: `None`
+     * (the default) generates one random user from the operating system's random generator —
+     * read it back with `SocksServer.credentials()` and give it to the client, so other apps on
+     * the device cannot use the proxy; a list requires one of those users; an empty list
+     * requires no authentication (then anything on the device that can reach `listen` may use
+     * the proxy). The manager owns the server until `SocksServer.stop()` or `shutdown()`;
+     * dropping the handle does not stop it. Errors: `InvalidArgument` (`listen`, `users`), `Io`
+     * naming the address, `ShutDown`, `Internal` when the random generator fails.
      */
-open func startSocks(listen: String, credentials: [SocksCredentials])async throws  -> SocksServer  {
+open func startSocks(listen: String, users: [SocksUser]? = nil)async throws  -> SocksServer  {
     return
         try  await uniffiRustCallAsync(
             rustFutureFunc: {
                 uniffi_netswitch_fn_method_connectionmanager_start_socks(
-                        self.uniffiCloneHandle(),FfiConverterString.lower(listen),FfiConverterSequenceTypeSocksCredentials.lower(credentials)
+                        self.uniffiCloneHandle(),FfiConverterString.lower(listen),FfiConverterOptionSequenceTypeSocksUser.lower(users)
                 )
             },
             pollFunc: ffi_netswitch_rust_future_poll_u64,
@@ -901,8 +935,25 @@ open func startSocks(listen: String, credentials: [SocksCredentials])async throw
 }
     
     /**
+     * Starts delivering every event — connections opened and closed, network changes, log
+     * records at the current level — to `listener`, on a thread of its own (see
+     * [`EventListener`]). Any number of subscriptions may be live; each gets every event. The
+     * subscription lasts until `Subscription.cancel()` or this manager's shutdown, whether or
+     * not the handle is kept. Errors: `ShutDown`; `Io` when no thread can be started.
+     */
+open func subscribe(listener: EventListener)throws  -> Subscription  {
+    return try  FfiConverterTypeSubscription_lift(try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_connectionmanager_subscribe(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeEventListener_lower(listener),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * Bytes up/down per network type since the manager was created: connections that closed
-     * (as reported to the listener) plus the live ones.
+     * plus the live ones.
      */
 open func traffic() -> [NetworkTraffic]  {
     return try!  FfiConverterSequenceTypeNetworkTraffic.lift(try! rustCall() {
@@ -916,7 +967,8 @@ open func traffic() -> [NetworkTraffic]  {
     /**
      * Replaces the interface list (call it on every network change). Closes, at once, every
      * connection whose interface went away, or that used the old default when the default
-     * changed; an empty list pauses dialing and closes nothing. `InvalidArgument` (argument
+     * changed; an empty list pauses dialing and closes nothing. Subscribers get a
+     * `NetworkChange` unless the snapshot is identical. `InvalidArgument` (argument
      * `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
      */
 open func updateInterfaces(snapshot: InterfaceSnapshot)throws  -> InterfaceChange  {
@@ -980,10 +1032,22 @@ public func FfiConverterTypeConnectionManager_lower(_ value: ConnectionManager) 
 
 
 /**
- * Receives connection-closed events and log records, on netswitch's own event threads (never
- * on a relay): a slow listener delays events, never traffic.
+ * What a host hears through `ConnectionManager.subscribe`: connections that opened and closed,
+ * network changes, and log records. Every method runs on the subscription's own
+ * `netswitch-events` thread, one call at a time, in the order the events happened (log batches
+ * may arrive between any two events): a slow or blocked listener delays only its own
+ * subscription, never traffic or other subscriptions, and loses events (counted by
+ * `Subscription.dropped_events`) once 4096 are waiting. An exception thrown by a method loses
+ * that one call, nothing else.
  */
 public protocol EventListener: AnyObject, Sendable {
+    
+    /**
+     * A connection reached its destination (TCP connected, UDP socket opened) and starts
+     * relaying; `info` says over which network. A connection whose dial fails gets only
+     * `on_connection_closed`.
+     */
+    func onConnectionOpened(info: ConnectionInfo) throws 
     
     /**
      * A connection ended; `closed.error` is `None` for a clean end, else the root cause.
@@ -991,15 +1055,27 @@ public protocol EventListener: AnyObject, Sendable {
     func onConnectionClosed(closed: ClosedConnection) throws 
     
     /**
-     * A batch of log records, oldest first; `dropped` counts records lost since the previous
-     * batch because the listener was too slow (the queue holds 4096).
+     * `update_interfaces` changed something: the interfaces and default now, and how many
+     * connections it closed and why.
+     */
+    func onNetworkChanged(change: NetworkChange) throws 
+    
+    /**
+     * A batch of log records at or above the current level (`set_log_level`), oldest first;
+     * `dropped` counts records lost since the previous batch because the listener was too slow
+     * (at most 4096 wait).
      */
     func onLog(records: [LogRecord], dropped: UInt64) throws 
     
 }
 /**
- * Receives connection-closed events and log records, on netswitch's own event threads (never
- * on a relay): a slow listener delays events, never traffic.
+ * What a host hears through `ConnectionManager.subscribe`: connections that opened and closed,
+ * network changes, and log records. Every method runs on the subscription's own
+ * `netswitch-events` thread, one call at a time, in the order the events happened (log batches
+ * may arrive between any two events): a slow or blocked listener delays only its own
+ * subscription, never traffic or other subscriptions, and loses events (counted by
+ * `Subscription.dropped_events`) once 4096 are waiting. An exception thrown by a method loses
+ * that one call, nothing else.
  */
 open class EventListenerImpl: EventListener, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1055,6 +1131,20 @@ open class EventListenerImpl: EventListener, @unchecked Sendable {
 
     
     /**
+     * A connection reached its destination (TCP connected, UDP socket opened) and starts
+     * relaying; `info` says over which network. A connection whose dial fails gets only
+     * `on_connection_closed`.
+     */
+open func onConnectionOpened(info: ConnectionInfo)throws   {try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_eventlistener_on_connection_opened(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeConnectionInfo_lower(info),uniffiCallStatus
+    )
+}
+}
+    
+    /**
      * A connection ended; `closed.error` is `None` for a clean end, else the root cause.
      */
 open func onConnectionClosed(closed: ClosedConnection)throws   {try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
@@ -1067,8 +1157,22 @@ open func onConnectionClosed(closed: ClosedConnection)throws   {try rustCallWith
 }
     
     /**
-     * A batch of log records, oldest first; `dropped` counts records lost since the previous
-     * batch because the listener was too slow (the queue holds 4096).
+     * `update_interfaces` changed something: the interfaces and default now, and how many
+     * connections it closed and why.
+     */
+open func onNetworkChanged(change: NetworkChange)throws   {try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_eventlistener_on_network_changed(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeNetworkChange_lower(change),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * A batch of log records at or above the current level (`set_log_level`), oldest first;
+     * `dropped` counts records lost since the previous batch because the listener was too slow
+     * (at most 4096 wait).
      */
 open func onLog(records: [LogRecord], dropped: UInt64)throws   {try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
         uniffiCallStatus in
@@ -1108,6 +1212,31 @@ fileprivate struct UniffiCallbackInterfaceEventListener {
                 fatalError("Uniffi callback interface EventListener: handle missing in uniffiClone")
             }
         },
+        onConnectionOpened: { (
+            uniffiHandle: UInt64,
+            info: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeEventListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.onConnectionOpened(
+                     info: try FfiConverterTypeConnectionInfo_lift(info)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeNetswitchError_lower
+            )
+        },
         onConnectionClosed: { (
             uniffiHandle: UInt64,
             closed: RustBuffer,
@@ -1121,6 +1250,31 @@ fileprivate struct UniffiCallbackInterfaceEventListener {
                 }
                 return try uniffiObj.onConnectionClosed(
                      closed: try FfiConverterTypeClosedConnection_lift(closed)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCallWithError(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn,
+                lowerError: FfiConverterTypeNetswitchError_lower
+            )
+        },
+        onNetworkChanged: { (
+            uniffiHandle: UInt64,
+            change: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypeEventListener.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try uniffiObj.onNetworkChanged(
+                     change: try FfiConverterTypeNetworkChange_lift(change)
                 )
             }
 
@@ -1468,11 +1622,25 @@ public func FfiConverterTypePlatformInterface_lower(_ value: PlatformInterface) 
 
 
 /**
- * A running SOCKS5 server started by `ConnectionManager.start_socks`. Stops accepting on
- * `stop()` or when the object is destroyed (Kotlin: `close()`); connections it already handed
- * to the manager keep running.
+ * A running SOCKS5 server started by `ConnectionManager.start_socks`. The manager owns it: it
+ * keeps accepting clients until `stop()` or the manager's `shutdown()` / `close()`, whether or
+ * not the host keeps this handle (releasing it — Kotlin `close()`, garbage collection, Swift's
+ * last reference — stops nothing).
+ * Connections it already handed to the manager outlive `stop()`.
  */
 public protocol SocksServerProtocol: AnyObject, Sendable {
+    
+    /**
+     * The username and password a client must send: the generated user when `start_socks` got
+     * no `users`, else the first of `users`; `None` when the server requires no authentication
+     * (started with an empty list).
+     */
+    func credentials()  -> SocksUser?
+    
+    /**
+     * True until `stop()` or the manager's shutdown.
+     */
+    func isRunning()  -> Bool
     
     /**
      * The address the server listens on, with the real port (`"127.0.0.1:40123"`).
@@ -1485,15 +1653,18 @@ public protocol SocksServerProtocol: AnyObject, Sendable {
     func port()  -> UInt16
     
     /**
-     * Stops accepting clients. Idempotent.
+     * Stops accepting clients and abandons handshakes in progress; connections already handed
+     * to the manager keep running. Idempotent.
      */
     func stop() 
     
 }
 /**
- * A running SOCKS5 server started by `ConnectionManager.start_socks`. Stops accepting on
- * `stop()` or when the object is destroyed (Kotlin: `close()`); connections it already handed
- * to the manager keep running.
+ * A running SOCKS5 server started by `ConnectionManager.start_socks`. The manager owns it: it
+ * keeps accepting clients until `stop()` or the manager's `shutdown()` / `close()`, whether or
+ * not the host keeps this handle (releasing it — Kotlin `close()`, garbage collection, Swift's
+ * last reference — stops nothing).
+ * Connections it already handed to the manager outlive `stop()`.
  */
 open class SocksServer: SocksServerProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1549,6 +1720,32 @@ open class SocksServer: SocksServerProtocol, @unchecked Sendable {
 
     
     /**
+     * The username and password a client must send: the generated user when `start_socks` got
+     * no `users`, else the first of `users`; `None` when the server requires no authentication
+     * (started with an empty list).
+     */
+open func credentials() -> SocksUser?  {
+    return try!  FfiConverterOptionTypeSocksUser.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_socksserver_credentials(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * True until `stop()` or the manager's shutdown.
+     */
+open func isRunning() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_socksserver_is_running(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
      * The address the server listens on, with the real port (`"127.0.0.1:40123"`).
      */
 open func localAddress() -> String  {
@@ -1573,7 +1770,8 @@ open func port() -> UInt16  {
 }
     
     /**
-     * Stops accepting clients. Idempotent.
+     * Stops accepting clients and abandons handshakes in progress; connections already handed
+     * to the manager keep running. Idempotent.
      */
 open func stop()  {try! rustCall() {
         uniffiCallStatus in
@@ -1626,6 +1824,176 @@ public func FfiConverterTypeSocksServer_lift(_ handle: UInt64) throws -> SocksSe
 #endif
 public func FfiConverterTypeSocksServer_lower(_ value: SocksServer) -> UInt64 {
     return FfiConverterTypeSocksServer.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A live subscription (`ConnectionManager.subscribe`). It lasts until `cancel()` or the
+ * manager's shutdown (`shutdown()`, `close()`), whichever comes first; releasing this handle
+ * (Kotlin `close()`, garbage collection, Swift's last reference) does not end it.
+ */
+public protocol SubscriptionProtocol: AnyObject, Sendable {
+    
+    /**
+     * Stops the deliveries: no callback starts after this returns, except that a call already
+     * running (or, when cancelling from another thread, about to start) completes. Events still
+     * queued are discarded. Idempotent; may be called from inside a callback.
+     */
+    func cancel() 
+    
+    /**
+     * Events dropped so far because the listener was too slow (its queue was full).
+     */
+    func droppedEvents()  -> UInt64
+    
+    /**
+     * True until `cancel()` or the manager's shutdown.
+     */
+    func isActive()  -> Bool
+    
+}
+/**
+ * A live subscription (`ConnectionManager.subscribe`). It lasts until `cancel()` or the
+ * manager's shutdown (`shutdown()`, `close()`), whichever comes first; releasing this handle
+ * (Kotlin `close()`, garbage collection, Swift's last reference) does not end it.
+ */
+open class Subscription: SubscriptionProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_netswitch_fn_clone_subscription(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_netswitch_fn_free_subscription(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Stops the deliveries: no callback starts after this returns, except that a call already
+     * running (or, when cancelling from another thread, about to start) completes. Events still
+     * queued are discarded. Idempotent; may be called from inside a callback.
+     */
+open func cancel()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_subscription_cancel(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * Events dropped so far because the listener was too slow (its queue was full).
+     */
+open func droppedEvents() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_subscription_dropped_events(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * True until `cancel()` or the manager's shutdown.
+     */
+open func isActive() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_subscription_is_active(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeSubscription: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = Subscription
+
+    public static func lift(_ handle: UInt64) throws -> Subscription {
+        return Subscription(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: Subscription) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Subscription {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: Subscription, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscription_lift(_ handle: UInt64) throws -> Subscription {
+    return try FfiConverterTypeSubscription.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeSubscription_lower(_ value: Subscription) -> UInt64 {
+    return FfiConverterTypeSubscription.lower(value)
 }
 
 
@@ -1763,7 +2131,7 @@ public func FfiConverterTypeClosedConnection_lower(_ value: ClosedConnection) ->
 
 
 /**
- * A snapshot of one live connection.
+ * A snapshot of one live connection (`connections()`, `EventListener.on_connection_opened`).
  */
 public struct ConnectionInfo: Equatable, Hashable {
     /**
@@ -2398,7 +2766,9 @@ public func FfiConverterTypeLogRecord_lower(_ value: LogRecord) -> RustBuffer {
  */
 public struct NetswitchConfig: Equatable, Hashable {
     /**
-     * Log level of the process-wide logger (the first manager's level wins). `None` = info.
+     * Level the process-wide logger starts at when this is the process's first manager and
+     * `set_log_level` was not called before; otherwise ignored (`set_log_level` changes the
+     * level at any time). `None` = info.
      */
     public var logLevel: LogLevel?
     /**
@@ -2493,7 +2863,9 @@ public struct NetswitchConfig: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * Log level of the process-wide logger (the first manager's level wins). `None` = info.
+         * Level the process-wide logger starts at when this is the process's first manager and
+         * `set_log_level` was not called before; otherwise ignored (`set_log_level` changes the
+         * level at any time). `None` = info.
          */logLevel: LogLevel? = nil, 
         /**
          * Timeout of one connect attempt (one address on one network). Must be > 0. Default 5000.
@@ -2667,6 +3039,162 @@ public func FfiConverterTypeNetswitchConfig_lower(_ value: NetswitchConfig) -> R
 
 
 /**
+ * A network change, sent to `EventListener.on_network_changed` after every `update_interfaces`
+ * call that changed something (never for an identical snapshot).
+ */
+public struct NetworkChange: Equatable, Hashable {
+    /**
+     * Every usable interface now, in the host's order; empty when `no_network`.
+     */
+    public var interfaces: [NetworkInterface]
+    /**
+     * Name of the default interface now; `None` when none is known (or `no_network`).
+     */
+    public var defaultInterface: String?
+    /**
+     * Name of the default interface before this change; equals `default_interface` unless
+     * `default_changed`.
+     */
+    public var previousDefault: String?
+    /**
+     * True when the default interface changed (by name or index). False for `no_network`.
+     */
+    public var defaultChanged: Bool
+    /**
+     * True when the snapshot had no interfaces: dialing paused, nothing closed.
+     */
+    public var noNetwork: Bool
+    /**
+     * Names of interfaces that are gone.
+     */
+    public var removed: [String]
+    /**
+     * Names of interfaces that are new.
+     */
+    public var added: [String]
+    /**
+     * How many connections this change closed: `closed_interface_gone +
+     * closed_default_changed`. Each gets its close event with error `Closed`.
+     */
+    public var closed: UInt64
+    /**
+     * Connections closed because the interface they left through is gone.
+     */
+    public var closedInterfaceGone: UInt64
+    /**
+     * Connections closed because they left through the old default interface (or the system
+     * route) while the default changed.
+     */
+    public var closedDefaultChanged: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Every usable interface now, in the host's order; empty when `no_network`.
+         */interfaces: [NetworkInterface], 
+        /**
+         * Name of the default interface now; `None` when none is known (or `no_network`).
+         */defaultInterface: String?, 
+        /**
+         * Name of the default interface before this change; equals `default_interface` unless
+         * `default_changed`.
+         */previousDefault: String?, 
+        /**
+         * True when the default interface changed (by name or index). False for `no_network`.
+         */defaultChanged: Bool, 
+        /**
+         * True when the snapshot had no interfaces: dialing paused, nothing closed.
+         */noNetwork: Bool, 
+        /**
+         * Names of interfaces that are gone.
+         */removed: [String], 
+        /**
+         * Names of interfaces that are new.
+         */added: [String], 
+        /**
+         * How many connections this change closed: `closed_interface_gone +
+         * closed_default_changed`. Each gets its close event with error `Closed`.
+         */closed: UInt64, 
+        /**
+         * Connections closed because the interface they left through is gone.
+         */closedInterfaceGone: UInt64, 
+        /**
+         * Connections closed because they left through the old default interface (or the system
+         * route) while the default changed.
+         */closedDefaultChanged: UInt64) {
+        self.interfaces = interfaces
+        self.defaultInterface = defaultInterface
+        self.previousDefault = previousDefault
+        self.defaultChanged = defaultChanged
+        self.noNetwork = noNetwork
+        self.removed = removed
+        self.added = added
+        self.closed = closed
+        self.closedInterfaceGone = closedInterfaceGone
+        self.closedDefaultChanged = closedDefaultChanged
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension NetworkChange: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeNetworkChange: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> NetworkChange {
+        return
+            try NetworkChange(
+                interfaces: FfiConverterSequenceTypeNetworkInterface.read(from: &buf), 
+                defaultInterface: FfiConverterOptionString.read(from: &buf), 
+                previousDefault: FfiConverterOptionString.read(from: &buf), 
+                defaultChanged: FfiConverterBool.read(from: &buf), 
+                noNetwork: FfiConverterBool.read(from: &buf), 
+                removed: FfiConverterSequenceString.read(from: &buf), 
+                added: FfiConverterSequenceString.read(from: &buf), 
+                closed: FfiConverterUInt64.read(from: &buf), 
+                closedInterfaceGone: FfiConverterUInt64.read(from: &buf), 
+                closedDefaultChanged: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: NetworkChange, into buf: inout [UInt8]) {
+        FfiConverterSequenceTypeNetworkInterface.write(value.interfaces, into: &buf)
+        FfiConverterOptionString.write(value.defaultInterface, into: &buf)
+        FfiConverterOptionString.write(value.previousDefault, into: &buf)
+        FfiConverterBool.write(value.defaultChanged, into: &buf)
+        FfiConverterBool.write(value.noNetwork, into: &buf)
+        FfiConverterSequenceString.write(value.removed, into: &buf)
+        FfiConverterSequenceString.write(value.added, into: &buf)
+        FfiConverterUInt64.write(value.closed, into: &buf)
+        FfiConverterUInt64.write(value.closedInterfaceGone, into: &buf)
+        FfiConverterUInt64.write(value.closedDefaultChanged, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNetworkChange_lift(_ buf: RustBuffer) throws -> NetworkChange {
+    return try FfiConverterTypeNetworkChange.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeNetworkChange_lower(_ value: NetworkChange) -> RustBuffer {
+    return FfiConverterTypeNetworkChange.lower(value)
+}
+
+
+/**
  * One usable network interface, as the host sees it.
  */
 public struct NetworkInterface: Equatable, Hashable {
@@ -2698,6 +3226,14 @@ public struct NetworkInterface: Equatable, Hashable {
      * Constrained (Low Data Mode, data saver). Default false.
      */
     public var constrained: Bool
+    /**
+     * The system confirmed this network reaches the internet (Android
+     * `NET_CAPABILITY_VALIDATED`); false for a captive portal or a network still being checked.
+     * While a validated network the strategy allows exists, a non-validated default is not used
+     * and other non-validated networks only join the race after the fallback delay (the rules:
+     * `netswitch::network::strategy`). Default true.
+     */
+    public var validated: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2722,7 +3258,14 @@ public struct NetworkInterface: Equatable, Hashable {
          */expensive: Bool = false, 
         /**
          * Constrained (Low Data Mode, data saver). Default false.
-         */constrained: Bool = false) {
+         */constrained: Bool = false, 
+        /**
+         * The system confirmed this network reaches the internet (Android
+         * `NET_CAPABILITY_VALIDATED`); false for a captive portal or a network still being checked.
+         * While a validated network the strategy allows exists, a non-validated default is not used
+         * and other non-validated networks only join the race after the fallback delay (the rules:
+         * `netswitch::network::strategy`). Default true.
+         */validated: Bool = true) {
         self.name = name
         self.index = index
         self.networkType = networkType
@@ -2730,6 +3273,7 @@ public struct NetworkInterface: Equatable, Hashable {
         self.dnsServers = dnsServers
         self.expensive = expensive
         self.constrained = constrained
+        self.validated = validated
     }
 
     
@@ -2754,7 +3298,8 @@ public struct FfiConverterTypeNetworkInterface: FfiConverterRustBuffer {
                 addresses: FfiConverterSequenceString.read(from: &buf), 
                 dnsServers: FfiConverterSequenceString.read(from: &buf), 
                 expensive: FfiConverterBool.read(from: &buf), 
-                constrained: FfiConverterBool.read(from: &buf)
+                constrained: FfiConverterBool.read(from: &buf), 
+                validated: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -2766,6 +3311,7 @@ public struct FfiConverterTypeNetworkInterface: FfiConverterRustBuffer {
         FfiConverterSequenceString.write(value.dnsServers, into: &buf)
         FfiConverterBool.write(value.expensive, into: &buf)
         FfiConverterBool.write(value.constrained, into: &buf)
+        FfiConverterBool.write(value.validated, into: &buf)
     }
 }
 
@@ -2868,7 +3414,7 @@ public func FfiConverterTypeNetworkTraffic_lower(_ value: NetworkTraffic) -> Rus
 /**
  * A SOCKS5 username/password pair (RFC 1929); both 1-255 bytes.
  */
-public struct SocksCredentials: Equatable, Hashable {
+public struct SocksUser: Equatable, Hashable {
     /**
      * The username.
      */
@@ -2897,22 +3443,22 @@ public struct SocksCredentials: Equatable, Hashable {
 }
 
 #if compiler(>=6)
-extension SocksCredentials: Sendable {}
+extension SocksUser: Sendable {}
 #endif
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public struct FfiConverterTypeSocksCredentials: FfiConverterRustBuffer {
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SocksCredentials {
+public struct FfiConverterTypeSocksUser: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SocksUser {
         return
-            try SocksCredentials(
+            try SocksUser(
                 username: FfiConverterString.read(from: &buf), 
                 password: FfiConverterString.read(from: &buf)
         )
     }
 
-    public static func write(_ value: SocksCredentials, into buf: inout [UInt8]) {
+    public static func write(_ value: SocksUser, into buf: inout [UInt8]) {
         FfiConverterString.write(value.username, into: &buf)
         FfiConverterString.write(value.password, into: &buf)
     }
@@ -2922,15 +3468,15 @@ public struct FfiConverterTypeSocksCredentials: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeSocksCredentials_lift(_ buf: RustBuffer) throws -> SocksCredentials {
-    return try FfiConverterTypeSocksCredentials.lift(buf)
+public func FfiConverterTypeSocksUser_lift(_ buf: RustBuffer) throws -> SocksUser {
+    return try FfiConverterTypeSocksUser.lift(buf)
 }
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-public func FfiConverterTypeSocksCredentials_lower(_ value: SocksCredentials) -> RustBuffer {
-    return FfiConverterTypeSocksCredentials.lower(value)
+public func FfiConverterTypeSocksUser_lower(_ value: SocksUser) -> RustBuffer {
+    return FfiConverterTypeSocksUser.lower(value)
 }
 
 
@@ -4066,30 +4612,6 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-fileprivate struct FfiConverterOptionTypeEventListener: FfiConverterRustBuffer {
-    typealias SwiftType = EventListener?
-
-    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
-        guard let value = value else {
-            writeInt(&buf, Int8(0))
-            return
-        }
-        writeInt(&buf, Int8(1))
-        FfiConverterTypeEventListener.write(value, into: &buf)
-    }
-
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
-        switch try readInt(&buf) as Int8 {
-        case 0: return nil
-        case 1: return try FfiConverterTypeEventListener.read(from: &buf)
-        default: throw UniffiInternalError.unexpectedOptionalTag
-        }
-    }
-}
-
-#if swift(>=5.8)
-@_documentation(visibility: private)
-#endif
 fileprivate struct FfiConverterOptionTypePlatformInterface: FfiConverterRustBuffer {
     typealias SwiftType = PlatformInterface?
 
@@ -4130,6 +4652,30 @@ fileprivate struct FfiConverterOptionTypeConnectionOptions: FfiConverterRustBuff
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeConnectionOptions.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeSocksUser: FfiConverterRustBuffer {
+    typealias SwiftType = SocksUser?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeSocksUser.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeSocksUser.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -4250,6 +4796,30 @@ fileprivate struct FfiConverterOptionTypeNetworkType: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeNetworkType.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionSequenceTypeSocksUser: FfiConverterRustBuffer {
+    typealias SwiftType = [SocksUser]?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterSequenceTypeSocksUser.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterSequenceTypeSocksUser.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -4432,23 +5002,23 @@ fileprivate struct FfiConverterSequenceTypeNetworkTraffic: FfiConverterRustBuffe
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
-fileprivate struct FfiConverterSequenceTypeSocksCredentials: FfiConverterRustBuffer {
-    typealias SwiftType = [SocksCredentials]
+fileprivate struct FfiConverterSequenceTypeSocksUser: FfiConverterRustBuffer {
+    typealias SwiftType = [SocksUser]
 
-    public static func write(_ value: [SocksCredentials], into buf: inout [UInt8]) {
+    public static func write(_ value: [SocksUser], into buf: inout [UInt8]) {
         let len = Int32(value.count)
         writeInt(&buf, len)
         for item in value {
-            FfiConverterTypeSocksCredentials.write(item, into: &buf)
+            FfiConverterTypeSocksUser.write(item, into: &buf)
         }
     }
 
-    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [SocksCredentials] {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [SocksUser] {
         let len: Int32 = try readInt(&buf)
-        var seq = [SocksCredentials]()
+        var seq = [SocksUser]()
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
-            seq.append(try FfiConverterTypeSocksCredentials.read(from: &buf))
+            seq.append(try FfiConverterTypeSocksUser.read(from: &buf))
         }
         return seq
     }
@@ -4551,6 +5121,19 @@ public func defaultConfig() -> NetswitchConfig  {
     )
 })
 }
+/**
+ * Sets the level of every log destination (logcat, os_log, stderr and every subscription's
+ * `on_log`) for the whole process, effective for the next record. Works before the first
+ * manager too (that manager's `log_level` then does not change it). Has no effect only when a
+ * Rust program embedding netswitch installed its own global `tracing` subscriber.
+ */
+public func setLogLevel(level: LogLevel)  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_func_set_log_level(
+        FfiConverterTypeLogLevel_lower(level),uniffiCallStatus
+    )
+}
+}
 
 private enum InitializationResult {
     case ok
@@ -4573,13 +5156,31 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_func_default_config() != 49926) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_eventlistener_on_connection_closed() != 21218) {
+    if (uniffi_netswitch_checksum_func_set_log_level() != 19229) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_eventlistener_on_log() != 64737) {
+    if (uniffi_netswitch_checksum_method_eventlistener_on_connection_opened() != 51593) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_platforminterface_bind_socket() != 57369) {
+    if (uniffi_netswitch_checksum_method_eventlistener_on_connection_closed() != 13949) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_eventlistener_on_network_changed() != 35215) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_eventlistener_on_log() != 55180) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_platforminterface_bind_socket() != 11472) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_subscription_cancel() != 5759) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_subscription_dropped_events() != 25892) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_subscription_is_active() != 570) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_connectionmanager_close_all() != 10249) {
@@ -4594,19 +5195,28 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_connectionmanager_is_shut_down() != 36078) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd() != 16653) {
+    if (uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd() != 17390) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_connectionmanager_shutdown() != 26829) {
+    if (uniffi_netswitch_checksum_method_connectionmanager_shutdown() != 57956) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_connectionmanager_start_socks() != 51413) {
+    if (uniffi_netswitch_checksum_method_connectionmanager_start_socks() != 59884) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_connectionmanager_traffic() != 3688) {
+    if (uniffi_netswitch_checksum_method_connectionmanager_subscribe() != 62423) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_connectionmanager_update_interfaces() != 2667) {
+    if (uniffi_netswitch_checksum_method_connectionmanager_traffic() != 42171) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_connectionmanager_update_interfaces() != 44309) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_socksserver_credentials() != 39398) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_socksserver_is_running() != 62297) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_socksserver_local_address() != 35187) {
@@ -4615,10 +5225,10 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_socksserver_port() != 11895) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_socksserver_stop() != 42456) {
+    if (uniffi_netswitch_checksum_method_socksserver_stop() != 49884) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_constructor_connectionmanager_new() != 3850) {
+    if (uniffi_netswitch_checksum_constructor_connectionmanager_new() != 29586) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -252,7 +252,21 @@ typedef void (*UniffiCallbackInterfaceEventListenerMethod0)(uint64_t, RustBuffer
 #endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_EVENT_LISTENER_METHOD1
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_EVENT_LISTENER_METHOD1
-typedef void (*UniffiCallbackInterfaceEventListenerMethod1)(uint64_t, RustBuffer, uint64_t, void* _Nonnull, 
+typedef void (*UniffiCallbackInterfaceEventListenerMethod1)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_EVENT_LISTENER_METHOD2
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_EVENT_LISTENER_METHOD2
+typedef void (*UniffiCallbackInterfaceEventListenerMethod2)(uint64_t, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_EVENT_LISTENER_METHOD3
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_EVENT_LISTENER_METHOD3
+typedef void (*UniffiCallbackInterfaceEventListenerMethod3)(uint64_t, RustBuffer, uint64_t, void* _Nonnull, 
         RustCallStatus *_Nonnull uniffiCallStatus
     );
 
@@ -269,8 +283,10 @@ typedef void (*UniffiCallbackInterfacePlatformInterfaceMethod0)(uint64_t, int32_
 typedef struct UniffiVTableCallbackInterfaceEventListener {
     UniffiCallbackInterfaceFree _Nonnull uniffiFree;
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
-    UniffiCallbackInterfaceEventListenerMethod0 _Nonnull onConnectionClosed;
-    UniffiCallbackInterfaceEventListenerMethod1 _Nonnull onLog;
+    UniffiCallbackInterfaceEventListenerMethod0 _Nonnull onConnectionOpened;
+    UniffiCallbackInterfaceEventListenerMethod1 _Nonnull onConnectionClosed;
+    UniffiCallbackInterfaceEventListenerMethod2 _Nonnull onNetworkChanged;
+    UniffiCallbackInterfaceEventListenerMethod3 _Nonnull onLog;
 } UniffiVTableCallbackInterfaceEventListener;
 
 #endif
@@ -298,9 +314,19 @@ void uniffi_netswitch_fn_free_eventlistener(uint64_t handle, RustCallStatus *_No
 void uniffi_netswitch_fn_init_callback_vtable_eventlistener(const UniffiVTableCallbackInterfaceEventListener* _Nonnull vtable
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_EVENTLISTENER_ON_CONNECTION_OPENED
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_EVENTLISTENER_ON_CONNECTION_OPENED
+void uniffi_netswitch_fn_method_eventlistener_on_connection_opened(uint64_t ptr, RustBuffer info, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_EVENTLISTENER_ON_CONNECTION_CLOSED
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_EVENTLISTENER_ON_CONNECTION_CLOSED
 void uniffi_netswitch_fn_method_eventlistener_on_connection_closed(uint64_t ptr, RustBuffer closed, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_EVENTLISTENER_ON_NETWORK_CHANGED
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_EVENTLISTENER_ON_NETWORK_CHANGED
+void uniffi_netswitch_fn_method_eventlistener_on_network_changed(uint64_t ptr, RustBuffer change, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_EVENTLISTENER_ON_LOG
@@ -328,6 +354,31 @@ void uniffi_netswitch_fn_init_callback_vtable_platforminterface(const UniffiVTab
 RustBuffer uniffi_netswitch_fn_method_platforminterface_bind_socket(uint64_t ptr, int32_t fd, RustBuffer interface, RustBuffer action, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_SUBSCRIPTION
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_SUBSCRIPTION
+uint64_t uniffi_netswitch_fn_clone_subscription(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_SUBSCRIPTION
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_SUBSCRIPTION
+void uniffi_netswitch_fn_free_subscription(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SUBSCRIPTION_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SUBSCRIPTION_CANCEL
+void uniffi_netswitch_fn_method_subscription_cancel(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SUBSCRIPTION_DROPPED_EVENTS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SUBSCRIPTION_DROPPED_EVENTS
+uint64_t uniffi_netswitch_fn_method_subscription_dropped_events(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SUBSCRIPTION_IS_ACTIVE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SUBSCRIPTION_IS_ACTIVE
+int8_t uniffi_netswitch_fn_method_subscription_is_active(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_CONNECTIONMANAGER
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_CONNECTIONMANAGER
 uint64_t uniffi_netswitch_fn_clone_connectionmanager(uint64_t handle, RustCallStatus *_Nonnull out_status
@@ -340,7 +391,7 @@ void uniffi_netswitch_fn_free_connectionmanager(uint64_t handle, RustCallStatus 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CONSTRUCTOR_CONNECTIONMANAGER_NEW
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CONSTRUCTOR_CONNECTIONMANAGER_NEW
-uint64_t uniffi_netswitch_fn_constructor_connectionmanager_new(RustBuffer config, RustBuffer platform, RustBuffer listener, RustCallStatus *_Nonnull out_status
+uint64_t uniffi_netswitch_fn_constructor_connectionmanager_new(RustBuffer config, RustBuffer platform, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_CLOSE_ALL
@@ -375,7 +426,12 @@ void uniffi_netswitch_fn_method_connectionmanager_shutdown(uint64_t ptr, RustCal
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_START_SOCKS
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_START_SOCKS
-uint64_t uniffi_netswitch_fn_method_connectionmanager_start_socks(uint64_t ptr, RustBuffer listen, RustBuffer credentials
+uint64_t uniffi_netswitch_fn_method_connectionmanager_start_socks(uint64_t ptr, RustBuffer listen, RustBuffer users
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_SUBSCRIBE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_SUBSCRIBE
+uint64_t uniffi_netswitch_fn_method_connectionmanager_subscribe(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_TRAFFIC
@@ -396,6 +452,16 @@ uint64_t uniffi_netswitch_fn_clone_socksserver(uint64_t handle, RustCallStatus *
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_SOCKSSERVER
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_SOCKSSERVER
 void uniffi_netswitch_fn_free_socksserver(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SOCKSSERVER_CREDENTIALS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SOCKSSERVER_CREDENTIALS
+RustBuffer uniffi_netswitch_fn_method_socksserver_credentials(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SOCKSSERVER_IS_RUNNING
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SOCKSSERVER_IS_RUNNING
+int8_t uniffi_netswitch_fn_method_socksserver_is_running(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SOCKSSERVER_LOCAL_ADDRESS
@@ -422,6 +488,11 @@ RustBuffer uniffi_netswitch_fn_func_config_from_json(RustBuffer json, RustCallSt
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FUNC_DEFAULT_CONFIG
 RustBuffer uniffi_netswitch_fn_func_default_config(RustCallStatus *_Nonnull out_status
     
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FUNC_SET_LOG_LEVEL
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FUNC_SET_LOG_LEVEL
+void uniffi_netswitch_fn_func_set_log_level(RustBuffer level, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_FFI_NETSWITCH_RUSTBUFFER_ALLOC
@@ -696,9 +767,27 @@ uint16_t uniffi_netswitch_checksum_func_default_config(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_FUNC_SET_LOG_LEVEL
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_FUNC_SET_LOG_LEVEL
+uint16_t uniffi_netswitch_checksum_func_set_log_level(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_EVENTLISTENER_ON_CONNECTION_OPENED
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_EVENTLISTENER_ON_CONNECTION_OPENED
+uint16_t uniffi_netswitch_checksum_method_eventlistener_on_connection_opened(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_EVENTLISTENER_ON_CONNECTION_CLOSED
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_EVENTLISTENER_ON_CONNECTION_CLOSED
 uint16_t uniffi_netswitch_checksum_method_eventlistener_on_connection_closed(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_EVENTLISTENER_ON_NETWORK_CHANGED
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_EVENTLISTENER_ON_NETWORK_CHANGED
+uint16_t uniffi_netswitch_checksum_method_eventlistener_on_network_changed(void
     
 );
 #endif
@@ -711,6 +800,24 @@ uint16_t uniffi_netswitch_checksum_method_eventlistener_on_log(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PLATFORMINTERFACE_BIND_SOCKET
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PLATFORMINTERFACE_BIND_SOCKET
 uint16_t uniffi_netswitch_checksum_method_platforminterface_bind_socket(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SUBSCRIPTION_CANCEL
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SUBSCRIPTION_CANCEL
+uint16_t uniffi_netswitch_checksum_method_subscription_cancel(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SUBSCRIPTION_DROPPED_EVENTS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SUBSCRIPTION_DROPPED_EVENTS
+uint16_t uniffi_netswitch_checksum_method_subscription_dropped_events(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SUBSCRIPTION_IS_ACTIVE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SUBSCRIPTION_IS_ACTIVE
+uint16_t uniffi_netswitch_checksum_method_subscription_is_active(void
     
 );
 #endif
@@ -756,6 +863,12 @@ uint16_t uniffi_netswitch_checksum_method_connectionmanager_start_socks(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_SUBSCRIBE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_SUBSCRIBE
+uint16_t uniffi_netswitch_checksum_method_connectionmanager_subscribe(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_TRAFFIC
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_TRAFFIC
 uint16_t uniffi_netswitch_checksum_method_connectionmanager_traffic(void
@@ -765,6 +878,18 @@ uint16_t uniffi_netswitch_checksum_method_connectionmanager_traffic(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_UPDATE_INTERFACES
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_UPDATE_INTERFACES
 uint16_t uniffi_netswitch_checksum_method_connectionmanager_update_interfaces(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SOCKSSERVER_CREDENTIALS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SOCKSSERVER_CREDENTIALS
+uint16_t uniffi_netswitch_checksum_method_socksserver_credentials(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SOCKSSERVER_IS_RUNNING
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SOCKSSERVER_IS_RUNNING
+uint16_t uniffi_netswitch_checksum_method_socksserver_is_running(void
     
 );
 #endif

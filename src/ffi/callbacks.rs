@@ -3,12 +3,11 @@
 
 use std::os::fd::RawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use super::error::NetswitchError;
-use super::types::{BindAction, BindDecision, ClosedConnection, LogRecord, NetworkInterface};
-use crate::logging::{LogLine, LogSink};
+use super::network::{NetworkChange, NetworkInterface};
+use super::types::{BindAction, BindDecision, ClosedConnection, ConnectionInfo, LogRecord};
 use crate::platform::{self, HostSocketBinder};
 
 /// Platform services netswitch calls back into. Android implements `bind_socket` with
@@ -28,15 +27,30 @@ pub trait PlatformInterface: Send + Sync {
     ) -> Result<BindDecision, NetswitchError>;
 }
 
-/// Receives connection-closed events and log records, on netswitch's own event threads (never
-/// on a relay): a slow listener delays events, never traffic.
+/// What a host hears through `ConnectionManager.subscribe`: connections that opened and closed,
+/// network changes, and log records. Every method runs on the subscription's own
+/// `netswitch-events` thread, one call at a time, in the order the events happened (log batches
+/// may arrive between any two events): a slow or blocked listener delays only its own
+/// subscription, never traffic or other subscriptions, and loses events (counted by
+/// `Subscription.dropped_events`) once 4096 are waiting. An exception thrown by a method loses
+/// that one call, nothing else.
 #[uniffi::export(with_foreign)]
 pub trait EventListener: Send + Sync {
+    /// A connection reached its destination (TCP connected, UDP socket opened) and starts
+    /// relaying; `info` says over which network. A connection whose dial fails gets only
+    /// `on_connection_closed`.
+    fn on_connection_opened(&self, info: ConnectionInfo) -> Result<(), NetswitchError>;
+
     /// A connection ended; `closed.error` is `None` for a clean end, else the root cause.
     fn on_connection_closed(&self, closed: ClosedConnection) -> Result<(), NetswitchError>;
 
-    /// A batch of log records, oldest first; `dropped` counts records lost since the previous
-    /// batch because the listener was too slow (the queue holds 4096).
+    /// `update_interfaces` changed something: the interfaces and default now, and how many
+    /// connections it closed and why.
+    fn on_network_changed(&self, change: NetworkChange) -> Result<(), NetswitchError>;
+
+    /// A batch of log records at or above the current level (`set_log_level`), oldest first;
+    /// `dropped` counts records lost since the previous batch because the listener was too slow
+    /// (at most 4096 wait).
     fn on_log(&self, records: Vec<LogRecord>, dropped: u64) -> Result<(), NetswitchError>;
 }
 
@@ -52,15 +66,7 @@ impl HostSocketBinder for PlatformBinder {
         interface: &crate::network::NetworkInterface,
         is_default: bool,
     ) -> Result<platform::BindDecision, String> {
-        let record = NetworkInterface {
-            name: interface.name.clone(),
-            index: interface.index,
-            network_type: interface.network_type.into(),
-            addresses: interface.addresses.iter().map(|a| format!("{}/{}", a.ip, a.prefix_len)).collect(),
-            dns_servers: interface.dns_servers.iter().map(ToString::to_string).collect(),
-            expensive: interface.expensive,
-            constrained: interface.constrained,
-        };
+        let record = NetworkInterface::from(interface);
         let action = if is_default { BindAction::Protect } else { BindAction::Bind };
         let answer = catch_unwind(AssertUnwindSafe(|| self.platform.bind_socket(fd, record, action)));
         match answer {
@@ -99,54 +105,5 @@ impl platform::SocketBinder for LoopbackOffering {
 
     fn networks_on_loopback(&self) -> bool {
         true
-    }
-}
-
-/// Delivers connection-closed events to one [`EventListener`] from a dedicated thread, in
-/// order. Sending never blocks; the thread ends when every sender is gone.
-#[derive(Clone)]
-pub(crate) struct CloseEvents(mpsc::Sender<ClosedConnection>);
-
-impl CloseEvents {
-    /// Starts the `netswitch-events` thread for `listener`.
-    pub fn start(listener: Arc<dyn EventListener>) -> Result<CloseEvents, NetswitchError> {
-        let (sender, receiver) = mpsc::channel::<ClosedConnection>();
-        std::thread::Builder::new()
-            .name("netswitch-events".into())
-            .spawn(move || {
-                for closed in receiver {
-                    // A throwing or panicking listener loses that event, nothing else.
-                    let _ = catch_unwind(AssertUnwindSafe(|| listener.on_connection_closed(closed)));
-                }
-            })
-            .map_err(|e| NetswitchError::Io {
-                context: "start the event thread".into(),
-                reason: e.to_string(),
-            })?;
-        Ok(CloseEvents(sender))
-    }
-
-    /// Queues an event; ignored once the thread is gone.
-    pub fn send(&self, closed: ClosedConnection) {
-        let _ = self.0.send(closed);
-    }
-}
-
-/// Hands log batches to an [`EventListener`]; runs on the `netswitch-log` thread, whose bounded
-/// queue drops and counts records while the listener is slow.
-pub(crate) struct ListenerLogs(pub Arc<dyn EventListener>);
-
-impl LogSink for ListenerLogs {
-    fn deliver(&self, records: Vec<LogLine>, dropped: u64) {
-        let records = records
-            .into_iter()
-            .map(|line| LogRecord {
-                level: line.level.into(),
-                target: line.target,
-                message: line.message,
-                timestamp: line.timestamp,
-            })
-            .collect();
-        let _ = catch_unwind(AssertUnwindSafe(|| self.0.on_log(records, dropped)));
     }
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use super::error::NetswitchError;
-use super::types::{LogLevel, NetworkType};
+use super::network::NetworkType;
+use super::types::LogLevel;
 use crate::config::Config;
 use crate::dial::family::DomainStrategy as CoreDomainStrategy;
 use crate::metadata::ConnectionOptions as CoreOptions;
@@ -40,7 +41,9 @@ pub enum DomainStrategy {
 /// JSON file format into it. Durations are milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct NetswitchConfig {
-    /// Log level of the process-wide logger (the first manager's level wins). `None` = info.
+    /// Level the process-wide logger starts at when this is the process's first manager and
+    /// `set_log_level` was not called before; otherwise ignored (`set_log_level` changes the
+    /// level at any time). `None` = info.
     #[uniffi(default = None)]
     pub log_level: Option<LogLevel>,
     /// Timeout of one connect attempt (one address on one network). Must be > 0. Default 5000.

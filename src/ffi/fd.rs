@@ -1,17 +1,17 @@
-//! Taking ownership of a connected stream socket the host hands over (`relay_tcp_fd`).
+//! Taking a connected stream socket the host hands over (`relay_tcp_fd`): a check that leaves a
+//! raw fd with its owner on failure, and the conversion of an owned fd into a tokio stream.
 
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use super::error::NetswitchError;
 
-/// Checks that `fd` is an open stream socket, then takes ownership of it as a non-blocking
-/// tokio stream. Must run inside the runtime (registration with the reactor).
-///
-/// Guarantees: on `InvalidArgument` the fd was not taken (the caller still owns it and must
-/// close it); on `Ok` netswitch closes it when the connection ends; on `Io` (the socket could not
-/// be made non-blocking or registered) netswitch took it and already closed it.
-pub(crate) fn adopt_stream_fd(fd: RawFd) -> Result<tokio::net::TcpStream, NetswitchError> {
-    let invalid = |reason: String| NetswitchError::InvalidArgument { argument: "fd".into(), reason };
+fn invalid(reason: String) -> NetswitchError {
+    NetswitchError::InvalidArgument { argument: "fd".into(), reason }
+}
+
+/// Checks that `fd` is an open stream socket, without taking it: on `InvalidArgument` (not a
+/// file descriptor, closed, not a socket, not a stream socket) the caller still owns it.
+pub(crate) fn check_stream_socket(fd: RawFd) -> Result<(), NetswitchError> {
     if fd < 0 {
         return Err(invalid(format!("{fd} is not a file descriptor")));
     }
@@ -41,14 +41,20 @@ pub(crate) fn adopt_stream_fd(fd: RawFd) -> Result<tokio::net::TcpStream, Netswi
     if kind != libc::SOCK_STREAM {
         return Err(invalid(format!("fd {fd} is not a stream socket (SO_TYPE {kind})")));
     }
-    // SAFETY: fd is an open stream socket (checked above) whose ownership the caller hands over;
-    // from here on only this TcpStream closes it.
-    let stream = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-    // On failure below, `stream` is dropped and closes the fd: the caller gave it to us.
+    Ok(())
+}
+
+/// Makes `fd` (which must be a stream socket: `InvalidArgument` otherwise) a non-blocking tokio
+/// stream. Must run inside the runtime (registration with the reactor). On any error `fd` is
+/// closed: it was handed over.
+pub(crate) fn adopt_stream_fd(fd: OwnedFd) -> Result<tokio::net::TcpStream, NetswitchError> {
+    let raw = fd.as_raw_fd();
+    check_stream_socket(raw)?;
+    let stream = std::net::TcpStream::from(fd);
     stream.set_nonblocking(true).map_err(|e| NetswitchError::Io {
-        context: format!("set fd {fd} non-blocking"),
+        context: format!("set fd {raw} non-blocking"),
         reason: e.to_string(),
     })?;
     tokio::net::TcpStream::from_std(stream)
-        .map_err(|e| NetswitchError::Io { context: format!("register fd {fd}"), reason: e.to_string() })
+        .map_err(|e| NetswitchError::Io { context: format!("register fd {raw}"), reason: e.to_string() })
 }

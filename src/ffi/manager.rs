@@ -1,72 +1,80 @@
 //! The `ConnectionManager` object the host creates: config in, platform callbacks bridged to
-//! the core's binder, connections and counters out.
+//! the core's binder, connections, counters, SOCKS servers and event subscriptions out.
 
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use tokio::runtime::Runtime;
 
-use super::callbacks::{
-    CloseEvents, EventListener, ListenerLogs, LoopbackOffering, PlatformBinder, PlatformInterface,
-};
+use super::callbacks::{EventListener, LoopbackOffering, PlatformBinder, PlatformInterface};
 use super::config::{ConnectionOptions, NetswitchConfig};
 use super::error::NetswitchError;
-use super::socks::SocksServer;
+use super::events::{Event, EventHub, Subscription};
+use super::network::{InterfaceChange, InterfaceSnapshot, NetworkChange};
+use super::socks::{SocksServer, SocksServers};
 use super::traffic::TrafficTotals;
-use super::types::{
-    ClosedConnection, ConnectionInfo, InterfaceChange, InterfaceSnapshot, NetworkTraffic, SocksCredentials,
-};
+use super::types::{ClosedConnection, ConnectionInfo, NetworkTraffic, SocksUser};
 use crate::dial::Outbound;
-use crate::inbound::socks::{SocksSettings, SocksUser};
-use crate::logging::LogSinkId;
+use crate::inbound::socks::SocksSettings;
 use crate::metadata::{Destination, Metadata};
 use crate::platform::{os_binder, HostBinder, SocketBinder};
 use crate::{relay, Inbound};
 
 /// Relays connections for the host app: dials each destination over the network the strategy
 /// picks (offering every socket to the [`PlatformInterface`] first), relays both ways, tracks
-/// every live connection, and reports each end to the [`EventListener`].
+/// every live connection, runs SOCKS servers, and tells every subscribed [`EventListener`].
 ///
-/// Thread-safe; every method may be called from any thread. After `shutdown()` (or when the
-/// object is destroyed) every connection is closed and calls that start work fail with
-/// `ShutDown`.
+/// Thread-safe; every method may be called from any thread. After `shutdown()` every
+/// connection, SOCKS server and subscription is ended and calls that start work fail with
+/// `ShutDown`. Destroying the object (Kotlin `close()`, or garbage collection; Swift: the last
+/// reference going away) shuts it down too; Kotlin then throws `IllegalStateException` ("object
+/// has already been destroyed") from any later call on the destroyed object, before netswitch
+/// is reached.
 #[derive(uniffi::Object)]
 pub struct ConnectionManager {
     core: Arc<crate::ConnectionManager>,
     outbound: Arc<dyn Outbound>,
     runtime: &'static Runtime,
     socks: SocksSettings,
+    servers: Arc<SocksServers>,
+    events: Arc<EventHub>,
     traffic: Arc<TrafficTotals>,
-    log_sink: Option<LogSinkId>,
 }
 
 #[uniffi::export]
 impl ConnectionManager {
-    /// Validates `config` (`InvalidConfig` names the bad field), starts logging at its level, and
-    /// builds a manager. `platform`: offered every outbound socket before it connects (`None`:
-    /// netswitch binds sockets itself). `listener`: receives close events and log records.
+    /// Validates `config` (`InvalidConfig` names the bad field), starts logging at its level
+    /// unless logging already runs, and builds a manager. `platform` is offered every outbound
+    /// socket before it connects, to protect (Android `VpnService.protect`) or bind it. On
+    /// Android it is required: `None` fails with `InvalidArgument` (argument `platform`), since
+    /// unprotected sockets would loop back into the VPN. Elsewhere `None` means netswitch binds
+    /// sockets itself (`IP_BOUND_IF` on Apple, `SO_BINDTOIFINDEX` on Linux). Events: `subscribe`.
     /// Dialing waits for the first `update_interfaces` (until then dials fail with `NoNetwork`).
     #[uniffi::constructor]
     pub fn new(
         config: NetswitchConfig,
         platform: Option<Arc<dyn PlatformInterface>>,
-        listener: Option<Arc<dyn EventListener>>,
     ) -> Result<Arc<ConnectionManager>, NetswitchError> {
         let core_config = config.to_core()?;
+        #[cfg(target_os = "android")]
+        if platform.is_none() {
+            return Err(NetswitchError::InvalidArgument {
+                argument: "platform".into(),
+                reason: "is required on Android: without VpnService.protect every socket netswitch \
+                         opens would be routed back into the VPN"
+                    .into(),
+            });
+        }
         let _ = crate::logging::init_logging(core_config.log.level);
         let runtime = super::runtime::runtime(config.lightweight_runtime)?;
-        let (events, log_sink) = match listener {
-            Some(listener) => (
-                Some(CloseEvents::start(listener.clone())?),
-                Some(crate::logging::add_log_sink(Arc::new(ListenerLogs(listener)))),
-            ),
-            None => (None, None),
-        };
         let traffic = Arc::new(TrafficTotals::default());
+        let events = Arc::new(EventHub::default());
         let core = Arc::new(
             crate::ConnectionManager::with_runtime(core_config.relay_settings(), runtime.handle().clone())
-                .with_close_observer(close_observer(traffic.clone(), events.clone())),
+                .with_close_observer(close_observer(traffic.clone(), events.clone()))
+                .with_open_observer(open_observer(events.clone()))
+                .with_network_observer(network_observer(events.clone())),
         );
         let mut os: Arc<dyn SocketBinder> = os_binder();
         if config.offer_loopback_sockets {
@@ -87,14 +95,26 @@ impl ConnectionManager {
             outbound,
             runtime,
             socks: core_config.socks_settings(),
+            servers: Arc::new(SocksServers::default()),
+            events,
             traffic,
-            log_sink,
         }))
+    }
+
+    /// Starts delivering every event — connections opened and closed, network changes, log
+    /// records at the current level — to `listener`, on a thread of its own (see
+    /// [`EventListener`]). Any number of subscriptions may be live; each gets every event. The
+    /// subscription lasts until `Subscription.cancel()` or this manager's shutdown, whether or
+    /// not the handle is kept. Errors: `ShutDown`; `Io` when no thread can be started.
+    pub fn subscribe(&self, listener: Arc<dyn EventListener>) -> Result<Arc<Subscription>, NetswitchError> {
+        self.check_running()?;
+        self.events.subscribe(listener)
     }
 
     /// Replaces the interface list (call it on every network change). Closes, at once, every
     /// connection whose interface went away, or that used the old default when the default
-    /// changed; an empty list pauses dialing and closes nothing. `InvalidArgument` (argument
+    /// changed; an empty list pauses dialing and closes nothing. Subscribers get a
+    /// `NetworkChange` unless the snapshot is identical. `InvalidArgument` (argument
     /// `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
     pub fn update_interfaces(&self, snapshot: InterfaceSnapshot) -> Result<InterfaceChange, NetswitchError> {
         self.check_running()?;
@@ -102,23 +122,33 @@ impl ConnectionManager {
         Ok(InterfaceChange::from(&self.core.update_interfaces(snapshot)))
     }
 
-    /// Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). With
-    /// `credentials`, username/password authentication is required. The server stops on
-    /// `stop()` or when the returned object is destroyed; its connections stay with the manager.
-    /// Errors: `InvalidArgument` (`listen`, `credentials`), `Io` naming the address, `ShutDown`.
+    /// Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). `users`: `None`
+    /// (the default) generates one random user from the operating system's random generator —
+    /// read it back with `SocksServer.credentials()` and give it to the client, so other apps on
+    /// the device cannot use the proxy; a list requires one of those users; an empty list
+    /// requires no authentication (then anything on the device that can reach `listen` may use
+    /// the proxy). The manager owns the server until `SocksServer.stop()` or `shutdown()`;
+    /// dropping the handle does not stop it. Errors: `InvalidArgument` (`listen`, `users`), `Io`
+    /// naming the address, `ShutDown`, `Internal` when the random generator fails.
+    #[uniffi::method(default(users = None))]
     pub async fn start_socks(
         &self,
         listen: String,
-        credentials: Vec<SocksCredentials>,
+        users: Option<Vec<SocksUser>>,
     ) -> Result<Arc<SocksServer>, NetswitchError> {
         self.check_running()?;
         let address: SocketAddr = listen.parse().map_err(|_| NetswitchError::InvalidArgument {
             argument: "listen".into(),
             reason: format!("{listen:?} is not an ip:port address"),
         })?;
-        let users = credentials
+        let users = match users {
+            Some(users) => users,
+            None => vec![super::socks::generate_user()?],
+        };
+        let credentials = users.first().cloned();
+        let users = users
             .into_iter()
-            .map(|c| SocksUser { username: c.username, password: c.password })
+            .map(|u| crate::inbound::socks::SocksUser { username: u.username, password: u.password })
             .collect();
         let settings = SocksSettings { listen: address, users, ..self.socks.clone() };
         let (core, outbound) = (self.core.clone(), self.outbound.clone());
@@ -127,35 +157,30 @@ impl ConnectionManager {
             .await
             .map_err(|e| NetswitchError::Internal { reason: format!("SOCKS start task: {e}") })?
             .map_err(|e| super::socks::start_error(address, e))?;
-        Ok(Arc::new(SocksServer::new(server)))
+        self.servers.adopt(server, credentials)
     }
 
     /// Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
     /// TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
     /// connection id at once; the dial's outcome arrives as a close event if it fails.
-    /// `InvalidArgument` (`fd`: not a stream socket; `destination`) leaves the fd with the
-    /// caller; `ShutDown` too.
-    pub fn relay_tcp_fd(
+    /// `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
+    /// the fd with the caller; after any other error netswitch has closed it.
+    ///
+    /// (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
+    #[uniffi::method(name = "relay_tcp_fd")]
+    fn relay_tcp_raw_fd(
         &self,
         fd: i32,
         destination: String,
         options: Option<ConnectionOptions>,
     ) -> Result<u64, NetswitchError> {
         self.check_running()?;
-        let destination: Destination =
-            destination.parse().map_err(|e: crate::metadata::DestinationError| {
-                NetswitchError::InvalidArgument { argument: "destination".into(), reason: e.to_string() }
-            })?;
-        let fd: RawFd = fd;
-        let stream = {
-            let _entered = self.runtime.enter();
-            super::fd::adopt_stream_fd(fd)?
-        };
-        let mut metadata = Metadata::new(destination);
-        metadata.options = options.unwrap_or_default().to_core();
-        let id = self.core.new_connection(Inbound::plain(stream), metadata, self.outbound.clone(), |_| {});
-        tracing::debug!(id, fd, "relaying a socket handed over by the host");
-        Ok(id)
+        parse_destination(&destination)?;
+        super::fd::check_stream_socket(fd)?;
+        // SAFETY: the FFI contract of this method: the host hands over `fd`, an open stream
+        // socket (checked above) that nothing else will use or close from now on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        self.relay_tcp_fd(fd, &destination, options)
     }
 
     /// Snapshots of every live connection (any order).
@@ -175,20 +200,21 @@ impl ConnectionManager {
     }
 
     /// Bytes up/down per network type since the manager was created: connections that closed
-    /// (as reported to the listener) plus the live ones.
+    /// plus the live ones.
     pub fn traffic(&self) -> Vec<NetworkTraffic> {
         let live = self.core.list();
         self.traffic
             .snapshot(live.iter().map(|c| (c.egress.network_type.map(Into::into), c.bytes_up, c.bytes_down)))
     }
 
-    /// Closes every connection, stops log delivery to the listener, and makes later calls that
-    /// start work fail with `ShutDown`. Idempotent.
+    /// Closes every connection, stops every SOCKS server, ends every subscription (each still
+    /// delivers the events it had queued; close events of the connections this closes arrive
+    /// after that and are not delivered — `traffic()` still counts them), and makes later calls
+    /// that start work fail with `ShutDown`. Idempotent.
     pub fn shutdown(&self) {
+        self.servers.stop_all();
         self.core.shutdown();
-        if let Some(id) = self.log_sink {
-            crate::logging::remove_log_sink(id);
-        }
+        self.events.shut_down();
     }
 
     /// True after `shutdown()`.
@@ -198,6 +224,29 @@ impl ConnectionManager {
 }
 
 impl ConnectionManager {
+    /// Takes ownership of `fd`, a connected stream socket, dials `destination` (`host:port`)
+    /// and relays between them; returns the connection id at once (a failed dial arrives as a
+    /// close event). On any error `fd` is closed. `InvalidArgument` names `fd` (not a stream
+    /// socket) or `destination`; `ShutDown` after shutdown.
+    pub fn relay_tcp_fd(
+        &self,
+        fd: OwnedFd,
+        destination: &str,
+        options: Option<ConnectionOptions>,
+    ) -> Result<u64, NetswitchError> {
+        self.check_running()?;
+        let destination = parse_destination(destination)?;
+        let stream = {
+            let _entered = self.runtime.enter();
+            super::fd::adopt_stream_fd(fd)?
+        };
+        let mut metadata = Metadata::new(destination);
+        metadata.options = options.unwrap_or_default().to_core();
+        let id = self.core.new_connection(Inbound::plain(stream), metadata, self.outbound.clone(), |_| {});
+        tracing::debug!(id, "relaying a socket handed over by the host");
+        Ok(id)
+    }
+
     fn check_running(&self) -> Result<(), NetswitchError> {
         if self.core.is_shut_down() {
             return Err(NetswitchError::ShutDown);
@@ -206,15 +255,34 @@ impl ConnectionManager {
     }
 }
 
+fn parse_destination(destination: &str) -> Result<Destination, NetswitchError> {
+    destination.parse().map_err(|e: crate::metadata::DestinationError| NetswitchError::InvalidArgument {
+        argument: "destination".into(),
+        reason: e.to_string(),
+    })
+}
+
 /// Sees every connection that ends (SOCKS, handed-over sockets, UDP): counts its bytes per
-/// network type and tells the listener.
-fn close_observer(traffic: Arc<TrafficTotals>, events: Option<CloseEvents>) -> crate::manager::CloseObserver {
+/// network type and tells the subscribers.
+fn close_observer(traffic: Arc<TrafficTotals>, events: Arc<EventHub>) -> crate::manager::CloseObserver {
     Arc::new(move |closed: &relay::ClosedConnection| {
         let closed = ClosedConnection::from(closed);
         traffic.add_closed(closed.network_type, closed.bytes_up, closed.bytes_down);
-        if let Some(events) = &events {
-            events.send(closed);
-        }
+        events.broadcast(|| Event::Closed(closed));
+    })
+}
+
+/// Tells the subscribers about every connection that reached its destination.
+fn open_observer(events: Arc<EventHub>) -> crate::manager::OpenObserver {
+    Arc::new(move |info: &crate::tracker::ConnectionInfo| {
+        events.broadcast(|| Event::Opened(ConnectionInfo::from(info)));
+    })
+}
+
+/// Tells the subscribers about every interface update that changed something.
+fn network_observer(events: Arc<EventHub>) -> crate::manager::NetworkObserver {
+    Arc::new(move |update: &crate::manager::NetworkUpdate| {
+        events.broadcast(|| Event::NetworkChanged(NetworkChange::from(update)));
     })
 }
 

@@ -1,13 +1,16 @@
 //! The uniffi façade: the Kotlin and Swift API. Only this module uses uniffi types; it converts
 //! them to the core's types and back.
 //!
-//! - [`manager::ConnectionManager`]: the object a host creates (`new(config, platform, listener)`);
-//! - [`socks::SocksServer`]: a running SOCKS5 ingress, stopped on drop;
+//! - [`manager::ConnectionManager`]: the object a host creates (`new(config, platform)`);
+//! - [`socks::SocksServer`]: a running SOCKS5 ingress, owned by its manager until `stop()`;
+//! - [`events::Subscription`]: a live subscription of an `EventListener`, until `cancel()`;
 //! - [`callbacks`]: the foreign traits `PlatformInterface` (protect / bind every socket) and
-//!   `EventListener` (close events, batched logs);
+//!   `EventListener` (connections opened and closed, network changes, batched logs);
 //! - [`config`]: `NetswitchConfig` (every field with its default), `config_from_json`,
 //!   per-connection `ConnectionOptions`;
-//! - [`types`]: interface snapshot, connection snapshots, close events, traffic, log records;
+//! - [`network`]: network types, the interface snapshot, network changes;
+//! - [`types`]: connection snapshots, close events, traffic, log records, SOCKS users;
+//! - [`logs`]: the process-wide log level (`set_log_level`);
 //! - [`error::NetswitchError`]: the one public error;
 //! - `runtime`: the process-wide tokio runtime.
 //!
@@ -17,8 +20,11 @@
 pub mod callbacks;
 pub mod config;
 pub mod error;
+pub mod events;
 mod fd;
+pub mod logs;
 pub mod manager;
+pub mod network;
 pub(crate) mod runtime;
 pub mod socks;
 mod traffic;
@@ -27,5 +33,7 @@ pub mod types;
 pub use callbacks::{EventListener, PlatformInterface};
 pub use config::{ConnectionOptions, NetswitchConfig};
 pub use error::NetswitchError;
+pub use events::Subscription;
+pub use logs::set_log_level;
 pub use manager::ConnectionManager;
 pub use socks::SocksServer;

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
-use super::types::{NetworkTraffic, NetworkType};
+use super::network::NetworkType;
+use super::types::NetworkTraffic;
 
 /// Totals of connections that already closed, per network type (`None` = system route).
 #[derive(Debug, Default)]

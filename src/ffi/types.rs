@@ -1,145 +1,11 @@
-//! Records and enums shared by the façade's calls: network types, the interface snapshot,
-//! connection snapshots, close events, log records and traffic totals.
+//! Records and enums shared by the façade's calls: bind actions, connection snapshots, close
+//! events, log records, traffic totals and SOCKS users. The network records live in
+//! [`super::network`].
 
-use std::net::IpAddr;
 use std::time::SystemTime;
 
 use super::error::NetswitchError;
-use crate::network as core;
-
-/// The kind of network an interface belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, uniffi::Enum)]
-pub enum NetworkType {
-    /// Wi-Fi.
-    Wifi,
-    /// Cellular (mobile data).
-    Cellular,
-    /// Wired ethernet.
-    Ethernet,
-    /// Anything else (a VPN, a USB tether…).
-    Other,
-}
-
-impl From<NetworkType> for core::NetworkType {
-    fn from(kind: NetworkType) -> Self {
-        match kind {
-            NetworkType::Wifi => core::NetworkType::Wifi,
-            NetworkType::Cellular => core::NetworkType::Cellular,
-            NetworkType::Ethernet => core::NetworkType::Ethernet,
-            NetworkType::Other => core::NetworkType::Other,
-        }
-    }
-}
-
-impl From<core::NetworkType> for NetworkType {
-    fn from(kind: core::NetworkType) -> Self {
-        match kind {
-            core::NetworkType::Wifi => NetworkType::Wifi,
-            core::NetworkType::Cellular => NetworkType::Cellular,
-            core::NetworkType::Ethernet => NetworkType::Ethernet,
-            core::NetworkType::Other => NetworkType::Other,
-        }
-    }
-}
-
-/// One usable network interface, as the host sees it.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct NetworkInterface {
-    /// Operating-system name (`wlan0`, `rmnet_data0`, `en0`, `pdp_ip0`), 1 to 15 bytes.
-    pub name: String,
-    /// Operating-system interface index; never 0.
-    pub index: u32,
-    /// Kind of network; decides which interfaces a strategy picks.
-    pub network_type: NetworkType,
-    /// Addresses with prefix length (`"10.0.0.2/24"`, `"fe80::1/64"`). Default none.
-    #[uniffi(default = [])]
-    pub addresses: Vec<String>,
-    /// DNS servers of this network (`"192.168.1.1"`), in the host's order. Default none.
-    #[uniffi(default = [])]
-    pub dns_servers: Vec<String>,
-    /// Metered / expensive (cellular, a phone hotspot). Default false.
-    #[uniffi(default = false)]
-    pub expensive: bool,
-    /// Constrained (Low Data Mode, data saver). Default false.
-    #[uniffi(default = false)]
-    pub constrained: bool,
-}
-
-/// Every usable interface at one moment and which one the system routes through. Pass it to
-/// `update_interfaces` on every change; an empty list means "no network" (dialing pauses).
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct InterfaceSnapshot {
-    /// The interfaces, in the host's preference order.
-    pub interfaces: Vec<NetworkInterface>,
-    /// Index of the default interface, `None` when the host does not know one.
-    #[uniffi(default = None)]
-    pub default_index: Option<u32>,
-}
-
-impl InterfaceSnapshot {
-    /// Validates the snapshot and converts it to the core type.
-    pub(crate) fn to_core(&self) -> Result<core::InterfaceSnapshot, NetswitchError> {
-        let invalid =
-            |reason: String| NetswitchError::InvalidArgument { argument: "snapshot".into(), reason };
-        let mut interfaces = Vec::with_capacity(self.interfaces.len());
-        for i in &self.interfaces {
-            let mut interface = core::NetworkInterface::new(i.name.clone(), i.index, i.network_type.into());
-            for text in &i.addresses {
-                let (ip, prefix) = parse_prefixed(text).ok_or_else(|| {
-                    invalid(format!("interface {}: bad address {text:?} (want ip/prefix)", i.name))
-                })?;
-                interface = interface.with_address(ip, prefix);
-            }
-            for text in &i.dns_servers {
-                let ip: IpAddr = text
-                    .parse()
-                    .map_err(|_| invalid(format!("interface {}: bad DNS server {text:?}", i.name)))?;
-                interface.dns_servers.push(ip);
-            }
-            interface.expensive = i.expensive;
-            interface.constrained = i.constrained;
-            interfaces.push(interface);
-        }
-        core::InterfaceSnapshot::new(interfaces, self.default_index).map_err(|e| invalid(e.to_string()))
-    }
-}
-
-/// `"10.0.0.2/24"` → (ip, 24); a bare address gets the full prefix (32 or 128).
-fn parse_prefixed(text: &str) -> Option<(IpAddr, u8)> {
-    let (ip, prefix) = match text.split_once('/') {
-        Some((ip, prefix)) => (ip.parse::<IpAddr>().ok()?, Some(prefix.parse::<u8>().ok()?)),
-        None => (text.parse::<IpAddr>().ok()?, None),
-    };
-    let full = if ip.is_ipv4() { 32 } else { 128 };
-    Some((ip, prefix.unwrap_or(full)))
-}
-
-/// What an `update_interfaces` call changed.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct InterfaceChange {
-    /// The snapshot equals the current one: nothing happened.
-    pub identical: bool,
-    /// The snapshot has no interfaces: dialing paused, nothing closed.
-    pub no_network: bool,
-    /// Names of interfaces that are gone.
-    pub removed: Vec<String>,
-    /// Names of interfaces that are new.
-    pub added: Vec<String>,
-    /// True when the default interface changed.
-    pub default_changed: bool,
-}
-
-impl From<&core::SnapshotChange> for InterfaceChange {
-    fn from(change: &core::SnapshotChange) -> Self {
-        InterfaceChange {
-            identical: change.identical,
-            no_network: change.no_network,
-            removed: change.removed.iter().map(|i| i.name.clone()).collect(),
-            added: change.added.iter().map(|i| i.name.clone()).collect(),
-            default_changed: change.default_change.is_some(),
-        }
-    }
-}
+use super::network::NetworkType;
 
 /// What the platform should do with a socket offered to `PlatformInterface.bind_socket`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -178,7 +44,7 @@ pub enum ConnectionState {
     Relaying,
 }
 
-/// A snapshot of one live connection.
+/// A snapshot of one live connection (`connections()`, `EventListener.on_connection_opened`).
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct ConnectionInfo {
     /// The connection's id (never reused by its manager).
@@ -326,15 +192,15 @@ pub struct NetworkTraffic {
 
 /// A SOCKS5 username/password pair (RFC 1929); both 1-255 bytes.
 #[derive(Clone, PartialEq, Eq, uniffi::Record)]
-pub struct SocksCredentials {
+pub struct SocksUser {
     /// The username.
     pub username: String,
     /// The password; never logged.
     pub password: String,
 }
 
-impl std::fmt::Debug for SocksCredentials {
+impl std::fmt::Debug for SocksUser {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SocksCredentials").field("username", &self.username).finish_non_exhaustive()
+        f.debug_struct("SocksUser").field("username", &self.username).finish_non_exhaustive()
     }
 }

@@ -59,10 +59,21 @@ pub struct NetworkInterface {
     pub expensive: bool,
     /// Constrained (Low Data Mode on Apple, data saver).
     pub constrained: bool,
+    /// The system checked that this network reaches the internet (Android
+    /// `NET_CAPABILITY_VALIDATED`). False for a captive portal, a network still being checked, or
+    /// one whose check failed. Default true (hosts that do not report validation are unaffected);
+    /// how the strategy uses it: [`crate::network::strategy`].
+    #[serde(default = "validated_by_default")]
+    pub validated: bool,
+}
+
+fn validated_by_default() -> bool {
+    true
 }
 
 impl NetworkInterface {
-    /// An interface with a name, index and type and no addresses, DNS servers or flags.
+    /// An interface with a name, index and type, no addresses or DNS servers, not expensive, not
+    /// constrained, and validated.
     pub fn new(name: impl Into<String>, index: u32, network_type: NetworkType) -> NetworkInterface {
         NetworkInterface {
             name: name.into(),
@@ -72,6 +83,7 @@ impl NetworkInterface {
             dns_servers: Vec::new(),
             expensive: false,
             constrained: false,
+            validated: true,
         }
     }
 

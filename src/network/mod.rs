@@ -12,7 +12,7 @@ pub mod strategy;
 use std::fmt;
 
 pub use interface::{InterfaceAddress, InterfaceId, InterfaceSnapshot, NetworkInterface, SnapshotError};
-pub use state::{DefaultChange, NetworkState, SnapshotChange};
+pub use state::{CloseReason, DefaultChange, NetworkState, SnapshotChange};
 pub use strategy::{select_interfaces, NetworkStrategy, SelectError, Selection};
 
 /// The kind of network an interface belongs to.

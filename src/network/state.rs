@@ -23,6 +23,15 @@ pub struct DefaultChange {
     pub new: Option<InterfaceId>,
 }
 
+/// Why a network change closes a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// The interface it left through is gone (or came back with a new index).
+    InterfaceGone,
+    /// It left through the default interface (or the system route) and the default changed.
+    DefaultChanged,
+}
+
 /// What an update changed, relative to the previous snapshot (or, after a "no network" pause,
 /// relative to the last snapshot that had interfaces).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -57,14 +66,24 @@ impl SnapshotChange {
     /// it is closed when a known default changed. Never true for an identical or "no network"
     /// update (a pause closes nothing).
     pub fn closes(&self, egress: &Egress) -> bool {
+        self.close_reason(egress).is_some()
+    }
+
+    /// Why a connection that left through `egress` must be closed after this change (see
+    /// [`SnapshotChange::closes`]); `None` when it stays. A connection whose interface is gone
+    /// reports [`CloseReason::InterfaceGone`] even when that interface was also the old default.
+    pub fn close_reason(&self, egress: &Egress) -> Option<CloseReason> {
         if self.identical || self.no_network {
-            return false;
-        }
-        if egress.interface.is_none() && egress.interface_index.is_none() {
-            return self.default_change.as_ref().is_some_and(|c| c.old.is_some());
+            return None;
         }
         let old_default = self.default_change.as_ref().and_then(|c| c.old.as_ref());
-        self.removed.iter().chain(old_default).any(|id| egress_is(egress, id))
+        if egress.interface.is_none() && egress.interface_index.is_none() {
+            return old_default.map(|_| CloseReason::DefaultChanged);
+        }
+        if self.removed.iter().any(|id| egress_is(egress, id)) {
+            return Some(CloseReason::InterfaceGone);
+        }
+        old_default.filter(|id| egress_is(egress, id)).map(|_| CloseReason::DefaultChanged)
     }
 
     /// Whether `ip` (a connection's local address) disappeared from every interface.
@@ -224,6 +243,10 @@ mod tests {
         assert!(!change.closes(&egress("rmnet0", 7)));
         assert!(change.closes(&Egress::default()), "system-route connections used the old default");
         assert_eq!(state.snapshot().default_index(), Some(7));
+        // Wi-Fi was both gone and the old default: the interface going away is the reason.
+        assert_eq!(change.close_reason(&egress("wlan0", 3)), Some(CloseReason::InterfaceGone));
+        assert_eq!(change.close_reason(&Egress::default()), Some(CloseReason::DefaultChanged));
+        assert_eq!(change.close_reason(&egress("rmnet0", 7)), None);
     }
 
     #[test]
@@ -232,6 +255,7 @@ mod tests {
         let change = state.update(snap(vec![wifi(), cell()], Some(7)));
         assert!(change.removed.is_empty());
         assert!(change.closes(&egress("wlan0", 3)));
+        assert_eq!(change.close_reason(&egress("wlan0", 3)), Some(CloseReason::DefaultChanged));
         assert!(!change.closes(&egress("rmnet0", 7)));
         // Matched by name when the egress recorded no index.
         let by_name = Egress { interface: Some("wlan0".into()), ..Default::default() };

@@ -9,6 +9,7 @@ import kotlin.test.assertFalse
 import kotlin.test.assertNotNull
 import kotlin.test.assertNull
 import kotlin.test.assertTrue
+import java.net.Socket
 import kotlinx.coroutines.runBlocking
 
 class NetswitchTest {
@@ -17,7 +18,7 @@ class NetswitchTest {
     @Test fun socksConnectionIsListedWithCountersAndClosesByIdAndAll() {
         EchoServer().use { echo ->
             val listener = RecordingListener()
-            ConnectionManager(NetswitchConfig(), null, listener).use { m ->
+            managerWith(NetswitchConfig(), null, listener).use { m ->
                 val socks = runBlocking { m.startSocks("127.0.0.1:0", listOf()) }
                 assertTrue(socks.localAddress().startsWith("127.0.0.1:"), socks.localAddress())
                 val (client, code) = socksConnect(socks.port().toInt(), echo.port)
@@ -63,7 +64,7 @@ class NetswitchTest {
         EchoServer().use { echo ->
             val platform = RecordingPlatform { BindDecision.BOUND }
             val listener = RecordingListener()
-            ConnectionManager(loopbackConfig(), platform, listener).use { m ->
+            managerWith(loopbackConfig(), platform, listener).use { m ->
                 val change = m.updateInterfaces(loopbackSnapshot())
                 assertEquals(listOf("lo"), change.added)
                 // Through SOCKS.
@@ -117,7 +118,7 @@ class NetswitchTest {
         for ((platform, expected) in listOf(refusing to "protect returned false", throwing to "VpnService is gone")) {
             EchoServer().use { echo ->
                 val listener = RecordingListener()
-                ConnectionManager(loopbackConfig(), platform, listener).use { m ->
+                managerWith(loopbackConfig(), platform, listener).use { m ->
                     m.updateInterfaces(loopbackSnapshot())
                     val (ours, theirs) = socketPair()
                     val id = m.relayTcpFd(theirs, "127.0.0.1:${echo.port}", null)
@@ -144,7 +145,7 @@ class NetswitchTest {
     @Test fun relayTcpFdRelaysASocketpairAndReportsClosedById() {
         EchoServer().use { echo ->
             val listener = RecordingListener()
-            ConnectionManager(NetswitchConfig(), null, listener).use { m ->
+            managerWith(NetswitchConfig(), null, listener).use { m ->
                 val (ours, theirs) = socketPair()
                 val id = m.relayTcpFd(theirs, "127.0.0.1:${echo.port}", ConnectionOptions(connectTimeoutMs = 1000uL))
                 val payload = ByteArray(100_000) { (it % 251).toByte() }
@@ -173,7 +174,7 @@ class NetswitchTest {
     }
 
     @Test fun notAStreamSocketIsATypedErrorAndTheFdStaysOurs() {
-        ConnectionManager(NetswitchConfig(), null, null).use { m ->
+        ConnectionManager(NetswitchConfig(), null).use { m ->
             val fds = IntArray(2)
             assertEquals(0, libc.pipe(fds))
             val e = assertFailsWith<NetswitchException.InvalidArgument> { m.relayTcpFd(fds[0], "127.0.0.1:9", null) }
@@ -190,11 +191,11 @@ class NetswitchTest {
 
     @Test fun invalidConfigNamesTheField() {
         val e = assertFailsWith<NetswitchException.InvalidConfig> {
-            ConnectionManager(NetswitchConfig(connectTimeoutMs = 0uL), null, null)
+            ConnectionManager(NetswitchConfig(connectTimeoutMs = 0uL), null)
         }
         assertEquals("connect_timeout", e.field)
         val handshake = assertFailsWith<NetswitchException.InvalidConfig> {
-            ConnectionManager(NetswitchConfig(socksHandshakeTimeoutMs = 0uL), null, null)
+            ConnectionManager(NetswitchConfig(socksHandshakeTimeoutMs = 0uL), null)
         }
         assertEquals("socks.handshake_timeout", handshake.field)
         val unknown = assertFailsWith<NetswitchException.InvalidConfig> { configFromJson("""{"bogus": 1}""") }
@@ -210,7 +211,7 @@ class NetswitchTest {
     }
 
     @Test fun badSnapshotIsATypedError() {
-        ConnectionManager(NetswitchConfig(), null, null).use { m ->
+        ConnectionManager(NetswitchConfig(), null).use { m ->
             val e = assertFailsWith<NetswitchException.InvalidArgument> {
                 m.updateInterfaces(InterfaceSnapshot(listOf(NetworkInterface("wlan0", 0u, NetworkType.WIFI)), null))
             }
@@ -220,31 +221,58 @@ class NetswitchTest {
         }
     }
 
-    @Test fun callsAfterShutdownAreTypedErrors() {
+    @Test fun callsAfterShutdownAreTypedErrorsAndAfterCloseIllegalState() {
         EchoServer().use { echo ->
-            val m = ConnectionManager(NetswitchConfig(), null, null)
+            val m = ConnectionManager(NetswitchConfig(), null)
+            val subscription = m.subscribe(RecordingListener())
+            val socks = runBlocking { m.startSocks("127.0.0.1:0") }
             val (ours, theirs) = socketPair()
             m.relayTcpFd(theirs, "127.0.0.1:${echo.port}", null)
             assertTrue(waitFor { m.connections().size == 1 })
             m.shutdown()
             m.shutdown()
             assertTrue(m.isShutDown())
+            assertFalse(socks.isRunning(), "shutdown stops the manager's SOCKS servers")
+            assertFalse(subscription.isActive(), "shutdown ends subscriptions")
             assertEquals(0, readFd(ours, 1).size, "live connection closed by shutdown")
             assertTrue(waitFor { m.connections().isEmpty() })
             val (ours2, theirs2) = socketPair()
             assertFailsWith<NetswitchException.ShutDown> { m.relayTcpFd(theirs2, "127.0.0.1:${echo.port}", null) }
             assertFailsWith<NetswitchException.ShutDown> { runBlocking { m.startSocks("127.0.0.1:0", listOf()) } }
             assertFailsWith<NetswitchException.ShutDown> { m.updateInterfaces(loopbackSnapshot()) }
+            assertFailsWith<NetswitchException.ShutDown> { m.subscribe(RecordingListener()) }
             assertEquals(0uL, m.closeAll())
             m.close()
+            // A destroyed object: the bindings refuse before netswitch is reached.
+            val destroyed = assertFailsWith<IllegalStateException> { m.connections() }
+            assertTrue(destroyed.message!!.contains("destroyed"), destroyed.message)
+            assertFailsWith<IllegalStateException> { m.relayTcpFd(theirs2, "127.0.0.1:${echo.port}", null) }
+            assertFailsWith<IllegalStateException> { runBlocking { m.startSocks("127.0.0.1:0") } }
+            m.close()
+            socks.close()
             listOf(ours, ours2, theirs2).forEach { libc.close(it) }
+        }
+    }
+
+    @Test fun closingWithoutShutdownShutsDown() {
+        EchoServer().use { echo ->
+            val m = ConnectionManager(NetswitchConfig(), null)
+            val socks = runBlocking { m.startSocks("127.0.0.1:0", listOf()) }
+            val (client, code) = socksConnect(socks.port().toInt(), echo.port)
+            assertEquals(0, code)
+            m.close()
+            assertEquals(-1, runCatching { client.getInputStream().read() }.getOrDefault(-1), "connection closed")
+            assertFalse(socks.isRunning(), "the server stopped with its manager")
+            assertTrue(waitFor { runCatching { Socket("127.0.0.1", socks.port().toInt()).close() }.isFailure },
+                "the listener is closed")
+            socks.close()
         }
     }
 
     @Test fun listenerReceivesLogRecords() {
         val listener = RecordingListener()
-        ConnectionManager(NetswitchConfig(), null, listener).use { m ->
-            val socks = runBlocking { m.startSocks("127.0.0.1:0", listOf(SocksCredentials("user", "secret-pw"))) }
+        managerWith(NetswitchConfig(), null, listener).use { m ->
+            val socks = runBlocking { m.startSocks("127.0.0.1:0", listOf(SocksUser("user", "secret-pw"))) }
             val address = socks.localAddress()
             assertTrue(waitFor { synchronized(listener.logs) { listener.logs.any { it.message.contains("SOCKS5 server listening") && it.message.contains(address) } } },
                 "logs: ${listener.logs.map { it.message }}")

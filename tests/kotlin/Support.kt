@@ -1,5 +1,5 @@
 // Helpers of the Kotlin tests: libc through JNA, a loopback echo server, a SOCKS5 client on a
-// plain java.net.Socket, a recording listener, and a bounded wait.
+// plain java.net.Socket, a recording listener, forced garbage collection, and a bounded wait.
 
 import com.sun.jna.Library
 import com.sun.jna.Native
@@ -88,29 +88,80 @@ class EchoServer : AutoCloseable {
     override fun close() = socket.close()
 }
 
-/** Opens a SOCKS5 CONNECT to 127.0.0.1:`port` through the proxy; returns the socket and reply code. */
-fun socksConnect(proxyPort: Int, port: Int): Pair<Socket, Int> {
+/**
+ * Opens a SOCKS5 CONNECT to 127.0.0.1:`port` through the proxy, offering username/password
+ * when `user` is given, else "no authentication"; returns the socket and the reply code. A
+ * refused method (0xFF) or failed authentication returns code -1 (no request was sent).
+ */
+fun socksConnect(proxyPort: Int, port: Int, user: SocksUser? = null): Pair<Socket, Int> {
     val s = Socket("127.0.0.1", proxyPort)
     s.soTimeout = 5000
     val out = s.getOutputStream()
     val input = DataInputStream(s.getInputStream())
-    out.write(byteArrayOf(5, 1, 0))
+    out.write(byteArrayOf(5, 1, if (user == null) 0 else 2))
     val method = ByteArray(2).also { input.readFully(it) }
-    check(method[0] == 5.toByte() && method[1] == 0.toByte()) { "method reply ${method.toList()}" }
+    check(method[0] == 5.toByte()) { "method reply ${method.toList()}" }
+    if (method[1] == 0xFF.toByte()) return s to -1
+    if (user != null) {
+        check(method[1] == 2.toByte()) { "method reply ${method.toList()}" }
+        val name = user.username.toByteArray()
+        val password = user.password.toByteArray()
+        out.write(byteArrayOf(1, name.size.toByte()) + name + byteArrayOf(password.size.toByte()) + password)
+        val status = ByteArray(2).also { input.readFully(it) }
+        if (status[1] != 0.toByte()) return s to -1
+    } else {
+        check(method[1] == 0.toByte()) { "method reply ${method.toList()}" }
+    }
     out.write(byteArrayOf(5, 1, 0, 1, 127, 0, 0, 1, (port shr 8).toByte(), port.toByte()))
     val reply = ByteArray(10).also { input.readFully(it) }
     return s to reply[1].toInt()
 }
 
-/** Records close events and log records. */
-class RecordingListener : EventListener {
-    val closed: MutableList<ClosedConnection> = Collections.synchronizedList(mutableListOf())
-    val logs: MutableList<LogRecord> = Collections.synchronizedList(mutableListOf())
+/** Sends `text` through a relayed socket and reads the echo back. */
+fun echoThrough(socket: Socket, text: String): String {
+    socket.getOutputStream().write(text.toByteArray())
+    val back = ByteArray(text.length).also { DataInputStream(socket.getInputStream()).readFully(it) }
+    return String(back)
+}
 
-    override fun onConnectionClosed(closed: ClosedConnection) { this.closed.add(closed) }
+/** Records every event and log record, in arrival order. */
+class RecordingListener : EventListener {
+    val opened: MutableList<ConnectionInfo> = Collections.synchronizedList(mutableListOf())
+    val closed: MutableList<ClosedConnection> = Collections.synchronizedList(mutableListOf())
+    val networkChanges: MutableList<NetworkChange> = Collections.synchronizedList(mutableListOf())
+    val logs: MutableList<LogRecord> = Collections.synchronizedList(mutableListOf())
+    /** Every event as "opened:ID", "closed:ID" or "network", in order. */
+    val order: MutableList<String> = Collections.synchronizedList(mutableListOf())
+
+    override fun onConnectionOpened(info: ConnectionInfo) { opened.add(info); order.add("opened:${info.id}") }
+    override fun onConnectionClosed(closed: ClosedConnection) { this.closed.add(closed); order.add("closed:${closed.id}") }
+    override fun onNetworkChanged(change: NetworkChange) { networkChanges.add(change); order.add("network") }
     override fun onLog(records: List<LogRecord>, dropped: ULong) { logs.addAll(records) }
 
     fun closedEvent(id: ULong): ClosedConnection? = synchronized(closed) { closed.firstOrNull { it.id == id } }
+    fun openedEvent(id: ULong): ConnectionInfo? = synchronized(opened) { opened.firstOrNull { it.id == id } }
+    fun hasLog(predicate: (LogRecord) -> Boolean): Boolean = synchronized(logs) { logs.any(predicate) }
+}
+
+/** A manager with `listener` subscribed (the subscription lasts as long as the manager). */
+fun managerWith(config: NetswitchConfig, platform: PlatformInterface?, listener: EventListener): ConnectionManager {
+    val m = ConnectionManager(config, platform)
+    m.subscribe(listener)
+    return m
+}
+
+/**
+ * Runs the garbage collector until `released` holds (the tests wait for the debug record a Rust
+ * object logs when its last reference goes away); false after 30 s.
+ */
+fun collectGarbageUntil(released: () -> Boolean): Boolean {
+    val deadline = System.currentTimeMillis() + 30_000
+    while (System.currentTimeMillis() < deadline) {
+        System.gc()
+        if (released()) return true
+        Thread.sleep(20)
+    }
+    return released()
 }
 
 /** Records every socket it is offered (fd, interface, action, connected yet?) and answers `answer`. */
@@ -145,3 +196,52 @@ fun loopbackSnapshot(): InterfaceSnapshot {
 
 /** A config whose sockets to loopback are offered to the platform (the tests' "network"). */
 fun loopbackConfig() = NetswitchConfig(offerLoopbackSockets = true, connectTimeoutMs = 2000uL)
+
+/** A loopback UDP server that echoes every datagram. */
+class UdpEchoServer : AutoCloseable {
+    val socket = java.net.DatagramSocket(0, InetAddress.getByName("127.0.0.1"))
+    val port: Int get() = socket.localPort
+
+    init {
+        thread(isDaemon = true, name = "udp-echo") {
+            val buf = ByteArray(2048)
+            while (!socket.isClosed) {
+                val packet = java.net.DatagramPacket(buf, buf.size)
+                try { socket.receive(packet); socket.send(packet) } catch (e: Exception) { break }
+            }
+        }
+    }
+
+    override fun close() = socket.close()
+}
+
+/**
+ * Opens a SOCKS5 UDP ASSOCIATE (no authentication) announcing `client`'s address; returns the
+ * control connection and the relay's UDP address.
+ */
+fun socksUdpAssociate(proxyPort: Int, client: java.net.DatagramSocket): Pair<Socket, java.net.InetSocketAddress> {
+    val s = Socket("127.0.0.1", proxyPort)
+    s.soTimeout = 5000
+    val out = s.getOutputStream()
+    val input = DataInputStream(s.getInputStream())
+    out.write(byteArrayOf(5, 1, 0))
+    input.readFully(ByteArray(2))
+    val port = client.localPort
+    out.write(byteArrayOf(5, 3, 0, 1, 127, 0, 0, 1, (port shr 8).toByte(), port.toByte()))
+    val reply = ByteArray(10).also { input.readFully(it) }
+    check(reply[1] == 0.toByte()) { "UDP ASSOCIATE reply ${reply.toList()}" }
+    val relayPort = ((reply[8].toInt() and 0xff) shl 8) or (reply[9].toInt() and 0xff)
+    return s to java.net.InetSocketAddress(InetAddress.getByAddress(reply.copyOfRange(4, 8)), relayPort)
+}
+
+/** Sends `payload` to 127.0.0.1:`port` through a SOCKS UDP relay; returns the payload of the reply. */
+fun udpThroughRelay(client: java.net.DatagramSocket, relay: java.net.InetSocketAddress, port: Int, payload: String): String {
+    val header = byteArrayOf(0, 0, 0, 1, 127, 0, 0, 1, (port shr 8).toByte(), port.toByte())
+    val datagram = header + payload.toByteArray()
+    client.send(java.net.DatagramPacket(datagram, datagram.size, relay))
+    val buf = ByteArray(2048)
+    val reply = java.net.DatagramPacket(buf, buf.size)
+    client.soTimeout = 5000
+    client.receive(reply)
+    return String(buf, header.size, reply.length - header.size)
+}

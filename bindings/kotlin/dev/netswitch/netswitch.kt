@@ -660,32 +660,44 @@ internal interface UniffiForeignFutureCompleteVoid : com.sun.jna.Callback {
     fun callback(`callbackData`: Long,`result`: UniffiForeignFutureResultVoid.UniffiByValue,)
 }
 internal interface UniffiCallbackInterfaceEventListenerMethod0 : com.sun.jna.Callback {
-    fun callback(`uniffiHandle`: Long,`closed`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+    fun callback(`uniffiHandle`: Long,`info`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
 internal interface UniffiCallbackInterfaceEventListenerMethod1 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`closed`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceEventListenerMethod2 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`change`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
+internal interface UniffiCallbackInterfaceEventListenerMethod3 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`records`: RustBuffer.ByValue,`dropped`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
 }
 internal interface UniffiCallbackInterfacePlatformInterfaceMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`fd`: Int,`interface`: RustBuffer.ByValue,`action`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
 }
-@Structure.FieldOrder("uniffiFree", "uniffiClone", "onConnectionClosed", "onLog")
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "onConnectionOpened", "onConnectionClosed", "onNetworkChanged", "onLog")
 internal open class UniffiVTableCallbackInterfaceEventListener(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
     @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
-    @JvmField internal var `onConnectionClosed`: UniffiCallbackInterfaceEventListenerMethod0? = null,
-    @JvmField internal var `onLog`: UniffiCallbackInterfaceEventListenerMethod1? = null,
+    @JvmField internal var `onConnectionOpened`: UniffiCallbackInterfaceEventListenerMethod0? = null,
+    @JvmField internal var `onConnectionClosed`: UniffiCallbackInterfaceEventListenerMethod1? = null,
+    @JvmField internal var `onNetworkChanged`: UniffiCallbackInterfaceEventListenerMethod2? = null,
+    @JvmField internal var `onLog`: UniffiCallbackInterfaceEventListenerMethod3? = null,
 ) : Structure() {
     class UniffiByValue(
         `uniffiFree`: UniffiCallbackInterfaceFree? = null,
         `uniffiClone`: UniffiCallbackInterfaceClone? = null,
-        `onConnectionClosed`: UniffiCallbackInterfaceEventListenerMethod0? = null,
-        `onLog`: UniffiCallbackInterfaceEventListenerMethod1? = null,
-    ): UniffiVTableCallbackInterfaceEventListener(`uniffiFree`,`uniffiClone`,`onConnectionClosed`,`onLog`,), Structure.ByValue
+        `onConnectionOpened`: UniffiCallbackInterfaceEventListenerMethod0? = null,
+        `onConnectionClosed`: UniffiCallbackInterfaceEventListenerMethod1? = null,
+        `onNetworkChanged`: UniffiCallbackInterfaceEventListenerMethod2? = null,
+        `onLog`: UniffiCallbackInterfaceEventListenerMethod3? = null,
+    ): UniffiVTableCallbackInterfaceEventListener(`uniffiFree`,`uniffiClone`,`onConnectionOpened`,`onConnectionClosed`,`onNetworkChanged`,`onLog`,), Structure.ByValue
 
    internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceEventListener) {
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
+        `onConnectionOpened` = other.`onConnectionOpened`
         `onConnectionClosed` = other.`onConnectionClosed`
+        `onNetworkChanged` = other.`onNetworkChanged`
         `onLog` = other.`onLog`
     }
 
@@ -738,11 +750,23 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_netswitch_checksum_func_default_config(
     ): Int
+    external fun uniffi_netswitch_checksum_func_set_log_level(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_eventlistener_on_connection_opened(
+    ): Int
     external fun uniffi_netswitch_checksum_method_eventlistener_on_connection_closed(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_eventlistener_on_network_changed(
     ): Int
     external fun uniffi_netswitch_checksum_method_eventlistener_on_log(
     ): Int
     external fun uniffi_netswitch_checksum_method_platforminterface_bind_socket(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_subscription_cancel(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_subscription_dropped_events(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_subscription_is_active(
     ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_close_all(
     ): Int
@@ -758,9 +782,15 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_start_socks(
     ): Int
+    external fun uniffi_netswitch_checksum_method_connectionmanager_subscribe(
+    ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_traffic(
     ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_update_interfaces(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_socksserver_credentials(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_socksserver_is_running(
     ): Int
     external fun uniffi_netswitch_checksum_method_socksserver_local_address(
     ): Int
@@ -798,7 +828,11 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_netswitch_fn_init_callback_vtable_eventlistener(`vtable`: UniffiVTableCallbackInterfaceEventListener,
     ): Unit
+    external fun uniffi_netswitch_fn_method_eventlistener_on_connection_opened(`ptr`: Long,`info`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_netswitch_fn_method_eventlistener_on_connection_closed(`ptr`: Long,`closed`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_netswitch_fn_method_eventlistener_on_network_changed(`ptr`: Long,`change`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_netswitch_fn_method_eventlistener_on_log(`ptr`: Long,`records`: RustBuffer.ByValue,`dropped`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -810,11 +844,21 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_netswitch_fn_method_platforminterface_bind_socket(`ptr`: Long,`fd`: Int,`interface`: RustBuffer.ByValue,`action`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_netswitch_fn_clone_subscription(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_free_subscription(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_netswitch_fn_method_subscription_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_netswitch_fn_method_subscription_dropped_events(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_method_subscription_is_active(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_netswitch_fn_clone_connectionmanager(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_netswitch_fn_free_connectionmanager(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_netswitch_fn_constructor_connectionmanager_new(`config`: RustBuffer.ByValue,`platform`: RustBuffer.ByValue,`listener`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    external fun uniffi_netswitch_fn_constructor_connectionmanager_new(`config`: RustBuffer.ByValue,`platform`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_netswitch_fn_method_connectionmanager_close_all(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
@@ -828,7 +872,9 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_netswitch_fn_method_connectionmanager_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
-    external fun uniffi_netswitch_fn_method_connectionmanager_start_socks(`ptr`: Long,`listen`: RustBuffer.ByValue,`credentials`: RustBuffer.ByValue,
+    external fun uniffi_netswitch_fn_method_connectionmanager_start_socks(`ptr`: Long,`listen`: RustBuffer.ByValue,`users`: RustBuffer.ByValue,
+    ): Long
+    external fun uniffi_netswitch_fn_method_connectionmanager_subscribe(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_netswitch_fn_method_connectionmanager_traffic(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -838,6 +884,10 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_netswitch_fn_free_socksserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_netswitch_fn_method_socksserver_credentials(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_netswitch_fn_method_socksserver_is_running(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
     external fun uniffi_netswitch_fn_method_socksserver_local_address(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_netswitch_fn_method_socksserver_port(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -848,6 +898,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_netswitch_fn_func_default_config(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_netswitch_fn_func_set_log_level(`level`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun ffi_netswitch_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_netswitch_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -973,13 +1025,31 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_func_default_config() and 0xFFFF) != 49926) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_eventlistener_on_connection_closed() and 0xFFFF) != 21218) {
+    if ((lib.uniffi_netswitch_checksum_func_set_log_level() and 0xFFFF) != 19229) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_eventlistener_on_log() and 0xFFFF) != 64737) {
+    if ((lib.uniffi_netswitch_checksum_method_eventlistener_on_connection_opened() and 0xFFFF) != 51593) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_platforminterface_bind_socket() and 0xFFFF) != 57369) {
+    if ((lib.uniffi_netswitch_checksum_method_eventlistener_on_connection_closed() and 0xFFFF) != 13949) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_eventlistener_on_network_changed() and 0xFFFF) != 35215) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_eventlistener_on_log() and 0xFFFF) != 55180) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_platforminterface_bind_socket() and 0xFFFF) != 11472) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_subscription_cancel() and 0xFFFF) != 5759) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_subscription_dropped_events() and 0xFFFF) != 25892) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_subscription_is_active() and 0xFFFF) != 570) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_close_all() and 0xFFFF) != 10249) {
@@ -994,19 +1064,28 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_is_shut_down() and 0xFFFF) != 36078) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd() and 0xFFFF) != 16653) {
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd() and 0xFFFF) != 17390) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_shutdown() and 0xFFFF) != 26829) {
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_shutdown() and 0xFFFF) != 57956) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_socks() and 0xFFFF) != 51413) {
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_socks() and 0xFFFF) != 59884) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_traffic() and 0xFFFF) != 3688) {
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_subscribe() and 0xFFFF) != 62423) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_update_interfaces() and 0xFFFF) != 2667) {
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_traffic() and 0xFFFF) != 42171) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_update_interfaces() and 0xFFFF) != 44309) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_socksserver_credentials() and 0xFFFF) != 39398) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_socksserver_is_running() and 0xFFFF) != 62297) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_socksserver_local_address() and 0xFFFF) != 35187) {
@@ -1015,10 +1094,10 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_socksserver_port() and 0xFFFF) != 11895) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_socksserver_stop() and 0xFFFF) != 42456) {
+    if ((lib.uniffi_netswitch_checksum_method_socksserver_stop() and 0xFFFF) != 49884) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_constructor_connectionmanager_new() and 0xFFFF) != 3850) {
+    if ((lib.uniffi_netswitch_checksum_constructor_connectionmanager_new() and 0xFFFF) != 29586) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1567,11 +1646,14 @@ public object FfiConverterTimestamp: FfiConverterRustBuffer<java.time.Instant> {
 /**
  * Relays connections for the host app: dials each destination over the network the strategy
  * picks (offering every socket to the [`PlatformInterface`] first), relays both ways, tracks
- * every live connection, and reports each end to the [`EventListener`].
+ * every live connection, runs SOCKS servers, and tells every subscribed [`EventListener`].
  *
- * Thread-safe; every method may be called from any thread. After `shutdown()` (or when the
- * object is destroyed) every connection is closed and calls that start work fail with
- * `ShutDown`.
+ * Thread-safe; every method may be called from any thread. After `shutdown()` every
+ * connection, SOCKS server and subscription is ended and calls that start work fail with
+ * `ShutDown`. Destroying the object (Kotlin `close()`, or garbage collection; Swift: the last
+ * reference going away) shuts it down too; Kotlin then throws `IllegalStateException` ("object
+ * has already been destroyed") from any later call on the destroyed object, before netswitch
+ * is reached.
  */
 public interface ConnectionManagerInterface {
     
@@ -1600,35 +1682,53 @@ public interface ConnectionManagerInterface {
      * Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
      * TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
      * connection id at once; the dial's outcome arrives as a close event if it fails.
-     * `InvalidArgument` (`fd`: not a stream socket; `destination`) leaves the fd with the
-     * caller; `ShutDown` too.
+     * `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
+     * the fd with the caller; after any other error netswitch has closed it.
+     *
+     * (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
      */
     fun `relayTcpFd`(`fd`: kotlin.Int, `destination`: kotlin.String, `options`: ConnectionOptions?): kotlin.ULong
     
     /**
-     * Closes every connection, stops log delivery to the listener, and makes later calls that
-     * start work fail with `ShutDown`. Idempotent.
+     * Closes every connection, stops every SOCKS server, ends every subscription (each still
+     * delivers the events it had queued; close events of the connections this closes arrive
+     * after that and are not delivered — `traffic()` still counts them), and makes later calls
+     * that start work fail with `ShutDown`. Idempotent.
      */
     fun `shutdown`()
     
     /**
-     * Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). With
-     * `credentials`, username/password authentication is required. The server stops on
-     * `stop()` or when the returned object is destroyed; its connections stay with the manager.
-     * Errors: `InvalidArgument` (`listen`, `credentials`), `Io` naming the address, `ShutDown`.
+     * Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). `users`: `None`
+     * (the default) generates one random user from the operating system's random generator —
+     * read it back with `SocksServer.credentials()` and give it to the client, so other apps on
+     * the device cannot use the proxy; a list requires one of those users; an empty list
+     * requires no authentication (then anything on the device that can reach `listen` may use
+     * the proxy). The manager owns the server until `SocksServer.stop()` or `shutdown()`;
+     * dropping the handle does not stop it. Errors: `InvalidArgument` (`listen`, `users`), `Io`
+     * naming the address, `ShutDown`, `Internal` when the random generator fails.
      */
-    suspend fun `startSocks`(`listen`: kotlin.String, `credentials`: List<SocksCredentials>): SocksServer
+    suspend fun `startSocks`(`listen`: kotlin.String, `users`: List<SocksUser>? = null): SocksServer
+    
+    /**
+     * Starts delivering every event — connections opened and closed, network changes, log
+     * records at the current level — to `listener`, on a thread of its own (see
+     * [`EventListener`]). Any number of subscriptions may be live; each gets every event. The
+     * subscription lasts until `Subscription.cancel()` or this manager's shutdown, whether or
+     * not the handle is kept. Errors: `ShutDown`; `Io` when no thread can be started.
+     */
+    fun `subscribe`(`listener`: EventListener): Subscription
     
     /**
      * Bytes up/down per network type since the manager was created: connections that closed
-     * (as reported to the listener) plus the live ones.
+     * plus the live ones.
      */
     fun `traffic`(): List<NetworkTraffic>
     
     /**
      * Replaces the interface list (call it on every network change). Closes, at once, every
      * connection whose interface went away, or that used the old default when the default
-     * changed; an empty list pauses dialing and closes nothing. `InvalidArgument` (argument
+     * changed; an empty list pauses dialing and closes nothing. Subscribers get a
+     * `NetworkChange` unless the snapshot is identical. `InvalidArgument` (argument
      * `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
      */
     fun `updateInterfaces`(`snapshot`: InterfaceSnapshot): InterfaceChange
@@ -1639,11 +1739,14 @@ public interface ConnectionManagerInterface {
 /**
  * Relays connections for the host app: dials each destination over the network the strategy
  * picks (offering every socket to the [`PlatformInterface`] first), relays both ways, tracks
- * every live connection, and reports each end to the [`EventListener`].
+ * every live connection, runs SOCKS servers, and tells every subscribed [`EventListener`].
  *
- * Thread-safe; every method may be called from any thread. After `shutdown()` (or when the
- * object is destroyed) every connection is closed and calls that start work fail with
- * `ShutDown`.
+ * Thread-safe; every method may be called from any thread. After `shutdown()` every
+ * connection, SOCKS server and subscription is ended and calls that start work fail with
+ * `ShutDown`. Destroying the object (Kotlin `close()`, or garbage collection; Swift: the last
+ * reference going away) shuts it down too; Kotlin then throws `IllegalStateException` ("object
+ * has already been destroyed") from any later call on the destroyed object, before netswitch
+ * is reached.
  */
 open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterface
 {
@@ -1670,20 +1773,22 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
         this.cleanable = null
     }
     /**
-     * Validates `config` (`InvalidConfig` names the bad field), starts logging at its level, and
-     * builds a manager. `platform`: offered every outbound socket before it connects (`None`:
-     * netswitch binds sockets itself). `listener`: receives close events and log records.
+     * Validates `config` (`InvalidConfig` names the bad field), starts logging at its level
+     * unless logging already runs, and builds a manager. `platform` is offered every outbound
+     * socket before it connects, to protect (Android `VpnService.protect`) or bind it. On
+     * Android it is required: `None` fails with `InvalidArgument` (argument `platform`), since
+     * unprotected sockets would loop back into the VPN. Elsewhere `None` means netswitch binds
+     * sockets itself (`IP_BOUND_IF` on Apple, `SO_BINDTOIFINDEX` on Linux). Events: `subscribe`.
      * Dialing waits for the first `update_interfaces` (until then dials fail with `NoNetwork`).
      */
-    constructor(`config`: NetswitchConfig, `platform`: PlatformInterface?, `listener`: EventListener?) :
+    constructor(`config`: NetswitchConfig, `platform`: PlatformInterface?) :
         this(UniffiWithHandle, 
     uniffiRustCallWithError(NetswitchException) { _status ->
     UniffiLib.uniffi_netswitch_fn_constructor_connectionmanager_new(
     
         
         FfiConverterTypeNetswitchConfig.lower(`config`),
-        FfiConverterOptionalTypePlatformInterface.lower(`platform`),
-        FfiConverterOptionalTypeEventListener.lower(`listener`),_status)
+        FfiConverterOptionalTypePlatformInterface.lower(`platform`),_status)
 }
     )
 
@@ -1834,8 +1939,10 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
      * Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
      * TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
      * connection id at once; the dial's outcome arrives as a close event if it fails.
-     * `InvalidArgument` (`fd`: not a stream socket; `destination`) leaves the fd with the
-     * caller; `ShutDown` too.
+     * `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
+     * the fd with the caller; after any other error netswitch has closed it.
+     *
+     * (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
      */
     @Throws(NetswitchException::class)override fun `relayTcpFd`(`fd`: kotlin.Int, `destination`: kotlin.String, `options`: ConnectionOptions?): kotlin.ULong {
             return FfiConverterULong.lift(
@@ -1855,8 +1962,10 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
 
     
     /**
-     * Closes every connection, stops log delivery to the listener, and makes later calls that
-     * start work fail with `ShutDown`. Idempotent.
+     * Closes every connection, stops every SOCKS server, ends every subscription (each still
+     * delivers the events it had queued; close events of the connections this closes arrive
+     * after that and are not delivered — `traffic()` still counts them), and makes later calls
+     * that start work fail with `ShutDown`. Idempotent.
      */override fun `shutdown`()
         = 
     callWithHandle {
@@ -1871,21 +1980,25 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
 
     
     /**
-     * Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). With
-     * `credentials`, username/password authentication is required. The server stops on
-     * `stop()` or when the returned object is destroyed; its connections stay with the manager.
-     * Errors: `InvalidArgument` (`listen`, `credentials`), `Io` naming the address, `ShutDown`.
+     * Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). `users`: `None`
+     * (the default) generates one random user from the operating system's random generator —
+     * read it back with `SocksServer.credentials()` and give it to the client, so other apps on
+     * the device cannot use the proxy; a list requires one of those users; an empty list
+     * requires no authentication (then anything on the device that can reach `listen` may use
+     * the proxy). The manager owns the server until `SocksServer.stop()` or `shutdown()`;
+     * dropping the handle does not stop it. Errors: `InvalidArgument` (`listen`, `users`), `Io`
+     * naming the address, `ShutDown`, `Internal` when the random generator fails.
      */
     @Throws(NetswitchException::class)
     @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
-    override suspend fun `startSocks`(`listen`: kotlin.String, `credentials`: List<SocksCredentials>) : SocksServer {
+    override suspend fun `startSocks`(`listen`: kotlin.String, `users`: List<SocksUser>?) : SocksServer {
         return uniffiRustCallAsync(
         callWithHandle { uniffiHandle ->
             UniffiLib.uniffi_netswitch_fn_method_connectionmanager_start_socks(
                 uniffiHandle,
                 
         FfiConverterString.lower(`listen`),
-        FfiConverterSequenceTypeSocksCredentials.lower(`credentials`),
+        FfiConverterOptionalSequenceTypeSocksUser.lower(`users`),
             )
         },
         { future, callback, continuation -> UniffiLib.ffi_netswitch_rust_future_poll_u64(future, callback, continuation) },
@@ -1900,8 +2013,30 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
 
     
     /**
+     * Starts delivering every event — connections opened and closed, network changes, log
+     * records at the current level — to `listener`, on a thread of its own (see
+     * [`EventListener`]). Any number of subscriptions may be live; each gets every event. The
+     * subscription lasts until `Subscription.cancel()` or this manager's shutdown, whether or
+     * not the handle is kept. Errors: `ShutDown`; `Io` when no thread can be started.
+     */
+    @Throws(NetswitchException::class)override fun `subscribe`(`listener`: EventListener): Subscription {
+            return FfiConverterTypeSubscription.lift(
+    callWithHandle {
+    uniffiRustCallWithError(NetswitchException) { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_connectionmanager_subscribe(
+        it,
+        
+        FfiConverterTypeEventListener.lower(`listener`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * Bytes up/down per network type since the manager was created: connections that closed
-     * (as reported to the listener) plus the live ones.
+     * plus the live ones.
      */override fun `traffic`(): List<NetworkTraffic> {
             return FfiConverterSequenceTypeNetworkTraffic.lift(
     callWithHandle {
@@ -1919,7 +2054,8 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
     /**
      * Replaces the interface list (call it on every network change). Closes, at once, every
      * connection whose interface went away, or that used the old default when the default
-     * changed; an empty list pauses dialing and closes nothing. `InvalidArgument` (argument
+     * changed; an empty list pauses dialing and closes nothing. Subscribers get a
+     * `NetworkChange` unless the snapshot is identical. `InvalidArgument` (argument
      * `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
      */
     @Throws(NetswitchException::class)override fun `updateInterfaces`(`snapshot`: InterfaceSnapshot): InterfaceChange {
@@ -2071,10 +2207,22 @@ public object FfiConverterTypeConnectionManager: FfiConverter<ConnectionManager,
 
 
 /**
- * Receives connection-closed events and log records, on netswitch's own event threads (never
- * on a relay): a slow listener delays events, never traffic.
+ * What a host hears through `ConnectionManager.subscribe`: connections that opened and closed,
+ * network changes, and log records. Every method runs on the subscription's own
+ * `netswitch-events` thread, one call at a time, in the order the events happened (log batches
+ * may arrive between any two events): a slow or blocked listener delays only its own
+ * subscription, never traffic or other subscriptions, and loses events (counted by
+ * `Subscription.dropped_events`) once 4096 are waiting. An exception thrown by a method loses
+ * that one call, nothing else.
  */
 public interface EventListener {
+    
+    /**
+     * A connection reached its destination (TCP connected, UDP socket opened) and starts
+     * relaying; `info` says over which network. A connection whose dial fails gets only
+     * `on_connection_closed`.
+     */
+    fun `onConnectionOpened`(`info`: ConnectionInfo)
     
     /**
      * A connection ended; `closed.error` is `None` for a clean end, else the root cause.
@@ -2082,8 +2230,15 @@ public interface EventListener {
     fun `onConnectionClosed`(`closed`: ClosedConnection)
     
     /**
-     * A batch of log records, oldest first; `dropped` counts records lost since the previous
-     * batch because the listener was too slow (the queue holds 4096).
+     * `update_interfaces` changed something: the interfaces and default now, and how many
+     * connections it closed and why.
+     */
+    fun `onNetworkChanged`(`change`: NetworkChange)
+    
+    /**
+     * A batch of log records at or above the current level (`set_log_level`), oldest first;
+     * `dropped` counts records lost since the previous batch because the listener was too slow
+     * (at most 4096 wait).
      */
     fun `onLog`(`records`: List<LogRecord>, `dropped`: kotlin.ULong)
     
@@ -2091,8 +2246,13 @@ public interface EventListener {
 }
 
 /**
- * Receives connection-closed events and log records, on netswitch's own event threads (never
- * on a relay): a slow listener delays events, never traffic.
+ * What a host hears through `ConnectionManager.subscribe`: connections that opened and closed,
+ * network changes, and log records. Every method runs on the subscription's own
+ * `netswitch-events` thread, one call at a time, in the order the events happened (log batches
+ * may arrive between any two events): a slow or blocked listener delays only its own
+ * subscription, never traffic or other subscriptions, and loses events (counted by
+ * `Subscription.dropped_events`) once 4096 are waiting. An exception thrown by a method loses
+ * that one call, nothing else.
  */
 open class EventListenerImpl: Disposable, AutoCloseable, EventListener
 {
@@ -2197,6 +2357,25 @@ open class EventListenerImpl: Disposable, AutoCloseable, EventListener
 
     
     /**
+     * A connection reached its destination (TCP connected, UDP socket opened) and starts
+     * relaying; `info` says over which network. A connection whose dial fails gets only
+     * `on_connection_closed`.
+     */
+    @Throws(NetswitchException::class)override fun `onConnectionOpened`(`info`: ConnectionInfo)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(NetswitchException) { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_eventlistener_on_connection_opened(
+        it,
+        
+        FfiConverterTypeConnectionInfo.lower(`info`),_status)
+}
+    }
+    
+    
+
+    
+    /**
      * A connection ended; `closed.error` is `None` for a clean end, else the root cause.
      */
     @Throws(NetswitchException::class)override fun `onConnectionClosed`(`closed`: ClosedConnection)
@@ -2214,8 +2393,27 @@ open class EventListenerImpl: Disposable, AutoCloseable, EventListener
 
     
     /**
-     * A batch of log records, oldest first; `dropped` counts records lost since the previous
-     * batch because the listener was too slow (the queue holds 4096).
+     * `update_interfaces` changed something: the interfaces and default now, and how many
+     * connections it closed and why.
+     */
+    @Throws(NetswitchException::class)override fun `onNetworkChanged`(`change`: NetworkChange)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(NetswitchException) { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_eventlistener_on_network_changed(
+        it,
+        
+        FfiConverterTypeNetworkChange.lower(`change`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * A batch of log records at or above the current level (`set_log_level`), oldest first;
+     * `dropped` counts records lost since the previous batch because the listener was too slow
+     * (at most 4096 wait).
      */
     @Throws(NetswitchException::class)override fun `onLog`(`records`: List<LogRecord>, `dropped`: kotlin.ULong)
         = 
@@ -2249,7 +2447,24 @@ open class EventListenerImpl: Disposable, AutoCloseable, EventListener
 
 // Put the implementation in an object so we don't pollute the top-level namespace
 internal object uniffiCallbackInterfaceEventListener {
-    internal object `onConnectionClosed`: UniffiCallbackInterfaceEventListenerMethod0 {
+    internal object `onConnectionOpened`: UniffiCallbackInterfaceEventListenerMethod0 {
+        override fun callback(`uniffiHandle`: Long,`info`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeEventListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onConnectionOpened`(
+                    FfiConverterTypeConnectionInfo.lift(`info`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: NetswitchException -> FfiConverterTypeNetswitchError.lower(e) }
+            )
+        }
+    }
+    internal object `onConnectionClosed`: UniffiCallbackInterfaceEventListenerMethod1 {
         override fun callback(`uniffiHandle`: Long,`closed`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
             val uniffiObj = FfiConverterTypeEventListener.handleMap.get(uniffiHandle)
             val makeCall = { ->
@@ -2266,7 +2481,24 @@ internal object uniffiCallbackInterfaceEventListener {
             )
         }
     }
-    internal object `onLog`: UniffiCallbackInterfaceEventListenerMethod1 {
+    internal object `onNetworkChanged`: UniffiCallbackInterfaceEventListenerMethod2 {
+        override fun callback(`uniffiHandle`: Long,`change`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeEventListener.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`onNetworkChanged`(
+                    FfiConverterTypeNetworkChange.lift(`change`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCallWithError(
+                uniffiCallStatus,
+                makeCall,
+                writeReturn,
+                { e: NetswitchException -> FfiConverterTypeNetswitchError.lower(e) }
+            )
+        }
+    }
+    internal object `onLog`: UniffiCallbackInterfaceEventListenerMethod3 {
         override fun callback(`uniffiHandle`: Long,`records`: RustBuffer.ByValue,`dropped`: Long,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
             val uniffiObj = FfiConverterTypeEventListener.handleMap.get(uniffiHandle)
             val makeCall = { ->
@@ -2300,7 +2532,9 @@ internal object uniffiCallbackInterfaceEventListener {
     internal var vtable = UniffiVTableCallbackInterfaceEventListener.UniffiByValue(
         uniffiFree,
         uniffiClone,
+        `onConnectionOpened`,
         `onConnectionClosed`,
+        `onNetworkChanged`,
         `onLog`,
     )
 
@@ -2790,11 +3024,25 @@ public object FfiConverterTypePlatformInterface: FfiConverter<PlatformInterface,
 
 
 /**
- * A running SOCKS5 server started by `ConnectionManager.start_socks`. Stops accepting on
- * `stop()` or when the object is destroyed (Kotlin: `close()`); connections it already handed
- * to the manager keep running.
+ * A running SOCKS5 server started by `ConnectionManager.start_socks`. The manager owns it: it
+ * keeps accepting clients until `stop()` or the manager's `shutdown()` / `close()`, whether or
+ * not the host keeps this handle (releasing it — Kotlin `close()`, garbage collection, Swift's
+ * last reference — stops nothing).
+ * Connections it already handed to the manager outlive `stop()`.
  */
 public interface SocksServerInterface {
+    
+    /**
+     * The username and password a client must send: the generated user when `start_socks` got
+     * no `users`, else the first of `users`; `None` when the server requires no authentication
+     * (started with an empty list).
+     */
+    fun `credentials`(): SocksUser?
+    
+    /**
+     * True until `stop()` or the manager's shutdown.
+     */
+    fun `isRunning`(): kotlin.Boolean
     
     /**
      * The address the server listens on, with the real port (`"127.0.0.1:40123"`).
@@ -2807,7 +3055,8 @@ public interface SocksServerInterface {
     fun `port`(): kotlin.UShort
     
     /**
-     * Stops accepting clients. Idempotent.
+     * Stops accepting clients and abandons handshakes in progress; connections already handed
+     * to the manager keep running. Idempotent.
      */
     fun `stop`()
     
@@ -2815,9 +3064,11 @@ public interface SocksServerInterface {
 }
 
 /**
- * A running SOCKS5 server started by `ConnectionManager.start_socks`. Stops accepting on
- * `stop()` or when the object is destroyed (Kotlin: `close()`); connections it already handed
- * to the manager keep running.
+ * A running SOCKS5 server started by `ConnectionManager.start_socks`. The manager owns it: it
+ * keeps accepting clients until `stop()` or the manager's `shutdown()` / `close()`, whether or
+ * not the host keeps this handle (releasing it — Kotlin `close()`, garbage collection, Swift's
+ * last reference — stops nothing).
+ * Connections it already handed to the manager outlive `stop()`.
  */
 open class SocksServer: Disposable, AutoCloseable, SocksServerInterface
 {
@@ -2922,6 +3173,40 @@ open class SocksServer: Disposable, AutoCloseable, SocksServerInterface
 
     
     /**
+     * The username and password a client must send: the generated user when `start_socks` got
+     * no `users`, else the first of `users`; `None` when the server requires no authentication
+     * (started with an empty list).
+     */override fun `credentials`(): SocksUser? {
+            return FfiConverterOptionalTypeSocksUser.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_socksserver_credentials(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * True until `stop()` or the manager's shutdown.
+     */override fun `isRunning`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_socksserver_is_running(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * The address the server listens on, with the real port (`"127.0.0.1:40123"`).
      */override fun `localAddress`(): kotlin.String {
             return FfiConverterString.lift(
@@ -2954,7 +3239,8 @@ open class SocksServer: Disposable, AutoCloseable, SocksServerInterface
 
     
     /**
-     * Stops accepting clients. Idempotent.
+     * Stops accepting clients and abandons handshakes in progress; connections already handed
+     * to the manager keep running. Idempotent.
      */override fun `stop`()
         = 
     callWithHandle {
@@ -3001,6 +3287,322 @@ public object FfiConverterTypeSocksServer: FfiConverter<SocksServer, Long> {
     override fun allocationSize(value: SocksServer) = 8UL
 
     override fun write(value: SocksServer, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A live subscription (`ConnectionManager.subscribe`). It lasts until `cancel()` or the
+ * manager's shutdown (`shutdown()`, `close()`), whichever comes first; releasing this handle
+ * (Kotlin `close()`, garbage collection, Swift's last reference) does not end it.
+ */
+public interface SubscriptionInterface {
+    
+    /**
+     * Stops the deliveries: no callback starts after this returns, except that a call already
+     * running (or, when cancelling from another thread, about to start) completes. Events still
+     * queued are discarded. Idempotent; may be called from inside a callback.
+     */
+    fun `cancel`()
+    
+    /**
+     * Events dropped so far because the listener was too slow (its queue was full).
+     */
+    fun `droppedEvents`(): kotlin.ULong
+    
+    /**
+     * True until `cancel()` or the manager's shutdown.
+     */
+    fun `isActive`(): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * A live subscription (`ConnectionManager.subscribe`). It lasts until `cancel()` or the
+ * manager's shutdown (`shutdown()`, `close()`), whichever comes first; releasing this handle
+ * (Kotlin `close()`, garbage collection, Swift's last reference) does not end it.
+ */
+open class Subscription: Disposable, AutoCloseable, SubscriptionInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_netswitch_fn_free_subscription(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_netswitch_fn_clone_subscription(handle, status)
+        }
+    }
+
+    
+    /**
+     * Stops the deliveries: no callback starts after this returns, except that a call already
+     * running (or, when cancelling from another thread, about to start) completes. Events still
+     * queued are discarded. Idempotent; may be called from inside a callback.
+     */override fun `cancel`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_subscription_cancel(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * Events dropped so far because the listener was too slow (its queue was full).
+     */override fun `droppedEvents`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_subscription_dropped_events(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * True until `cancel()` or the manager's shutdown.
+     */override fun `isActive`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_subscription_is_active(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeSubscription: FfiConverter<Subscription, Long> {
+    override fun lower(value: Subscription): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): Subscription {
+        return Subscription(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): Subscription {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: Subscription) = 8UL
+
+    override fun write(value: Subscription, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -3104,7 +3706,7 @@ public object FfiConverterTypeClosedConnection: FfiConverterRustBuffer<ClosedCon
 
 
 /**
- * A snapshot of one live connection.
+ * A snapshot of one live connection (`connections()`, `EventListener.on_connection_opened`).
  */
 data class ConnectionInfo (
     /**
@@ -3563,7 +4165,9 @@ public object FfiConverterTypeLogRecord: FfiConverterRustBuffer<LogRecord> {
  */
 data class NetswitchConfig (
     /**
-     * Log level of the process-wide logger (the first manager's level wins). `None` = info.
+     * Level the process-wide logger starts at when this is the process's first manager and
+     * `set_log_level` was not called before; otherwise ignored (`set_log_level` changes the
+     * level at any time). `None` = info.
      */
     var `logLevel`: LogLevel? = null 
     , 
@@ -3765,6 +4369,121 @@ public object FfiConverterTypeNetswitchConfig: FfiConverterRustBuffer<NetswitchC
 
 
 /**
+ * A network change, sent to `EventListener.on_network_changed` after every `update_interfaces`
+ * call that changed something (never for an identical snapshot).
+ */
+data class NetworkChange (
+    /**
+     * Every usable interface now, in the host's order; empty when `no_network`.
+     */
+    var `interfaces`: List<NetworkInterface>
+    , 
+    /**
+     * Name of the default interface now; `None` when none is known (or `no_network`).
+     */
+    var `defaultInterface`: kotlin.String?
+    , 
+    /**
+     * Name of the default interface before this change; equals `default_interface` unless
+     * `default_changed`.
+     */
+    var `previousDefault`: kotlin.String?
+    , 
+    /**
+     * True when the default interface changed (by name or index). False for `no_network`.
+     */
+    var `defaultChanged`: kotlin.Boolean
+    , 
+    /**
+     * True when the snapshot had no interfaces: dialing paused, nothing closed.
+     */
+    var `noNetwork`: kotlin.Boolean
+    , 
+    /**
+     * Names of interfaces that are gone.
+     */
+    var `removed`: List<kotlin.String>
+    , 
+    /**
+     * Names of interfaces that are new.
+     */
+    var `added`: List<kotlin.String>
+    , 
+    /**
+     * How many connections this change closed: `closed_interface_gone +
+     * closed_default_changed`. Each gets its close event with error `Closed`.
+     */
+    var `closed`: kotlin.ULong
+    , 
+    /**
+     * Connections closed because the interface they left through is gone.
+     */
+    var `closedInterfaceGone`: kotlin.ULong
+    , 
+    /**
+     * Connections closed because they left through the old default interface (or the system
+     * route) while the default changed.
+     */
+    var `closedDefaultChanged`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeNetworkChange: FfiConverterRustBuffer<NetworkChange> {
+    override fun read(buf: ByteBuffer): NetworkChange {
+        return NetworkChange(
+            FfiConverterSequenceTypeNetworkInterface.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: NetworkChange) = (
+            FfiConverterSequenceTypeNetworkInterface.allocationSize(value.`interfaces`) +
+            FfiConverterOptionalString.allocationSize(value.`defaultInterface`) +
+            FfiConverterOptionalString.allocationSize(value.`previousDefault`) +
+            FfiConverterBoolean.allocationSize(value.`defaultChanged`) +
+            FfiConverterBoolean.allocationSize(value.`noNetwork`) +
+            FfiConverterSequenceString.allocationSize(value.`removed`) +
+            FfiConverterSequenceString.allocationSize(value.`added`) +
+            FfiConverterULong.allocationSize(value.`closed`) +
+            FfiConverterULong.allocationSize(value.`closedInterfaceGone`) +
+            FfiConverterULong.allocationSize(value.`closedDefaultChanged`)
+    )
+
+    override fun write(value: NetworkChange, buf: ByteBuffer) {
+            FfiConverterSequenceTypeNetworkInterface.write(value.`interfaces`, buf)
+            FfiConverterOptionalString.write(value.`defaultInterface`, buf)
+            FfiConverterOptionalString.write(value.`previousDefault`, buf)
+            FfiConverterBoolean.write(value.`defaultChanged`, buf)
+            FfiConverterBoolean.write(value.`noNetwork`, buf)
+            FfiConverterSequenceString.write(value.`removed`, buf)
+            FfiConverterSequenceString.write(value.`added`, buf)
+            FfiConverterULong.write(value.`closed`, buf)
+            FfiConverterULong.write(value.`closedInterfaceGone`, buf)
+            FfiConverterULong.write(value.`closedDefaultChanged`, buf)
+    }
+}
+
+
+
+/**
  * One usable network interface, as the host sees it.
  */
 data class NetworkInterface (
@@ -3802,6 +4521,15 @@ data class NetworkInterface (
      * Constrained (Low Data Mode, data saver). Default false.
      */
     var `constrained`: kotlin.Boolean = false 
+    , 
+    /**
+     * The system confirmed this network reaches the internet (Android
+     * `NET_CAPABILITY_VALIDATED`); false for a captive portal or a network still being checked.
+     * While a validated network the strategy allows exists, a non-validated default is not used
+     * and other non-validated networks only join the race after the fallback delay (the rules:
+     * `netswitch::network::strategy`). Default true.
+     */
+    var `validated`: kotlin.Boolean = true 
     
 ){
     
@@ -3825,6 +4553,7 @@ public object FfiConverterTypeNetworkInterface: FfiConverterRustBuffer<NetworkIn
             FfiConverterSequenceString.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -3835,7 +4564,8 @@ public object FfiConverterTypeNetworkInterface: FfiConverterRustBuffer<NetworkIn
             FfiConverterSequenceString.allocationSize(value.`addresses`) +
             FfiConverterSequenceString.allocationSize(value.`dnsServers`) +
             FfiConverterBoolean.allocationSize(value.`expensive`) +
-            FfiConverterBoolean.allocationSize(value.`constrained`)
+            FfiConverterBoolean.allocationSize(value.`constrained`) +
+            FfiConverterBoolean.allocationSize(value.`validated`)
     )
 
     override fun write(value: NetworkInterface, buf: ByteBuffer) {
@@ -3846,6 +4576,7 @@ public object FfiConverterTypeNetworkInterface: FfiConverterRustBuffer<NetworkIn
             FfiConverterSequenceString.write(value.`dnsServers`, buf)
             FfiConverterBoolean.write(value.`expensive`, buf)
             FfiConverterBoolean.write(value.`constrained`, buf)
+            FfiConverterBoolean.write(value.`validated`, buf)
     }
 }
 
@@ -3910,7 +4641,7 @@ public object FfiConverterTypeNetworkTraffic: FfiConverterRustBuffer<NetworkTraf
 /**
  * A SOCKS5 username/password pair (RFC 1929); both 1-255 bytes.
  */
-data class SocksCredentials (
+data class SocksUser (
     /**
      * The username.
      */
@@ -3933,20 +4664,20 @@ data class SocksCredentials (
 /**
  * @suppress
  */
-public object FfiConverterTypeSocksCredentials: FfiConverterRustBuffer<SocksCredentials> {
-    override fun read(buf: ByteBuffer): SocksCredentials {
-        return SocksCredentials(
+public object FfiConverterTypeSocksUser: FfiConverterRustBuffer<SocksUser> {
+    override fun read(buf: ByteBuffer): SocksUser {
+        return SocksUser(
             FfiConverterString.read(buf),
             FfiConverterString.read(buf),
         )
     }
 
-    override fun allocationSize(value: SocksCredentials) = (
+    override fun allocationSize(value: SocksUser) = (
             FfiConverterString.allocationSize(value.`username`) +
             FfiConverterString.allocationSize(value.`password`)
     )
 
-    override fun write(value: SocksCredentials, buf: ByteBuffer) {
+    override fun write(value: SocksUser, buf: ByteBuffer) {
             FfiConverterString.write(value.`username`, buf)
             FfiConverterString.write(value.`password`, buf)
     }
@@ -4872,38 +5603,6 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
 /**
  * @suppress
  */
-public object FfiConverterOptionalTypeEventListener: FfiConverterRustBuffer<EventListener?> {
-    override fun read(buf: ByteBuffer): EventListener? {
-        if (buf.get().toInt() == 0) {
-            return null
-        }
-        return FfiConverterTypeEventListener.read(buf)
-    }
-
-    override fun allocationSize(value: EventListener?): ULong {
-        if (value == null) {
-            return 1UL
-        } else {
-            return 1UL + FfiConverterTypeEventListener.allocationSize(value)
-        }
-    }
-
-    override fun write(value: EventListener?, buf: ByteBuffer) {
-        if (value == null) {
-            buf.put(0)
-        } else {
-            buf.put(1)
-            FfiConverterTypeEventListener.write(value, buf)
-        }
-    }
-}
-
-
-
-
-/**
- * @suppress
- */
 public object FfiConverterOptionalTypePlatformInterface: FfiConverterRustBuffer<PlatformInterface?> {
     override fun read(buf: ByteBuffer): PlatformInterface? {
         if (buf.get().toInt() == 0) {
@@ -4958,6 +5657,38 @@ public object FfiConverterOptionalTypeConnectionOptions: FfiConverterRustBuffer<
         } else {
             buf.put(1)
             FfiConverterTypeConnectionOptions.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeSocksUser: FfiConverterRustBuffer<SocksUser?> {
+    override fun read(buf: ByteBuffer): SocksUser? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeSocksUser.read(buf)
+    }
+
+    override fun allocationSize(value: SocksUser?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeSocksUser.allocationSize(value)
+        }
+    }
+
+    override fun write(value: SocksUser?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeSocksUser.write(value, buf)
         }
     }
 }
@@ -5118,6 +5849,38 @@ public object FfiConverterOptionalTypeNetworkType: FfiConverterRustBuffer<Networ
         } else {
             buf.put(1)
             FfiConverterTypeNetworkType.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalSequenceTypeSocksUser: FfiConverterRustBuffer<List<SocksUser>?> {
+    override fun read(buf: ByteBuffer): List<SocksUser>? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterSequenceTypeSocksUser.read(buf)
+    }
+
+    override fun allocationSize(value: List<SocksUser>?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterSequenceTypeSocksUser.allocationSize(value)
+        }
+    }
+
+    override fun write(value: List<SocksUser>?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterSequenceTypeSocksUser.write(value, buf)
         }
     }
 }
@@ -5328,24 +6091,24 @@ public object FfiConverterSequenceTypeNetworkTraffic: FfiConverterRustBuffer<Lis
 /**
  * @suppress
  */
-public object FfiConverterSequenceTypeSocksCredentials: FfiConverterRustBuffer<List<SocksCredentials>> {
-    override fun read(buf: ByteBuffer): List<SocksCredentials> {
+public object FfiConverterSequenceTypeSocksUser: FfiConverterRustBuffer<List<SocksUser>> {
+    override fun read(buf: ByteBuffer): List<SocksUser> {
         val len = buf.getInt()
-        return List<SocksCredentials>(len) {
-            FfiConverterTypeSocksCredentials.read(buf)
+        return List<SocksUser>(len) {
+            FfiConverterTypeSocksUser.read(buf)
         }
     }
 
-    override fun allocationSize(value: List<SocksCredentials>): ULong {
+    override fun allocationSize(value: List<SocksUser>): ULong {
         val sizeForLength = 4UL
-        val sizeForItems = value.map { FfiConverterTypeSocksCredentials.allocationSize(it) }.sum()
+        val sizeForItems = value.map { FfiConverterTypeSocksUser.allocationSize(it) }.sum()
         return sizeForLength + sizeForItems
     }
 
-    override fun write(value: List<SocksCredentials>, buf: ByteBuffer) {
+    override fun write(value: List<SocksUser>, buf: ByteBuffer) {
         buf.putInt(value.size)
         value.iterator().forEach {
-            FfiConverterTypeSocksCredentials.write(it, buf)
+            FfiConverterTypeSocksUser.write(it, buf)
         }
     }
 }
@@ -5415,6 +6178,22 @@ public object FfiConverterSequenceTypeNetworkType: FfiConverterRustBuffer<List<N
 }
     )
     }
+    
+
+        /**
+         * Sets the level of every log destination (logcat, os_log, stderr and every subscription's
+         * `on_log`) for the whole process, effective for the next record. Works before the first
+         * manager too (that manager's `log_level` then does not change it). Has no effect only when a
+         * Rust program embedding netswitch installed its own global `tracing` subscriber.
+         */ fun `setLogLevel`(`level`: LogLevel)
+        = 
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_func_set_log_level(
+    
+        
+        FfiConverterTypeLogLevel.lower(`level`),_status)
+}
+    
     
 
 
