@@ -12,11 +12,13 @@ open class NetworkCapabilities {
     const val TRANSPORT_ETHERNET = 3; const val TRANSPORT_VPN = 4; const val TRANSPORT_WIFI_AWARE = 5
     const val TRANSPORT_LOWPAN = 6; const val TRANSPORT_USB = 8
     const val NET_CAPABILITY_INTERNET = 12; const val NET_CAPABILITY_NOT_METERED = 11
+    const val NET_CAPABILITY_VALIDATED = 16; const val NET_CAPABILITY_CAPTIVE_PORTAL = 17
+    const val NET_CAPABILITY_NOT_SUSPENDED = 21
   }
 }
 class LinkAddress { val address: InetAddress = InetAddress.getLoopbackAddress(); val prefixLength: Int = 8 }
 class LinkProperties { val interfaceName: String? = null; val linkAddresses: List<LinkAddress> = listOf(); val dnsServers: List<InetAddress> = listOf() }
-class NetworkRequest { class Builder { fun addCapability(c: Int): Builder = this; fun build(): NetworkRequest = NetworkRequest() } }
+class NetworkRequest { class Builder { fun addCapability(c: Int): Builder = this; fun addTransportType(t: Int): Builder = this; fun build(): NetworkRequest = NetworkRequest() } }
 class ConnectivityManager {
   open class NetworkCallback {
     open fun onAvailable(network: Network) {}

@@ -11,7 +11,10 @@ android {
     compileSdk = 35
 
     defaultConfig {
-        // 26: NetworkCallback registration with a Handler; Network.bindSocket(FileDescriptor) is 23.
+        // 26: NetworkCallback registration and requestNetwork with a Handler, java.time (the
+        // bindings' timestamps); Network.bindSocket(FileDescriptor) is 23. Nothing needs more: the
+        // bindings use android.system.SystemCleaner only on API 34+ and JNA's cleaner below (see
+        // the annotation dependency). Permissions per API level: src/main/AndroidManifest.xml.
         minSdk = 26
         consumerProguardFiles("consumer-rules.pro")
     }
@@ -45,7 +48,9 @@ dependencies {
     implementation("net.java.dev.jna:jna:5.13.0@aar")
     // The bindings' async methods (startSocks) are suspend functions.
     implementation("org.jetbrains.kotlinx:kotlinx-coroutines-core:1.8.0")
-    // @RequiresApi in the bindings (android.system.SystemCleaner on API 33+).
+    // @RequiresApi(UPSIDE_DOWN_CAKE) in the bindings: they free Rust objects through
+    // android.system.SystemCleaner from API 34 on (it exists since 33, but uniffi skips 33, where
+    // some builds do not support it) and through JNA's cleaner on API 26-33.
     implementation("androidx.annotation:annotation:1.9.1")
 
     // The same JVM unit tests scripts/android-glue-test runs (plain Kotlin core only).

@@ -1,5 +1,7 @@
-// Reference integration: a VpnService that runs netswitch. Copy it into your app and adapt it.
-// Not part of the AAR and not compiled on the project's build machine (no Android SDK there).
+// Reference integration, part 1 of 2: a VpnService that runs netswitch (NetswitchSession.kt holds
+// everything that calls the netswitch API). Copy both into your app and adapt them. Not part of
+// the AAR; compile-checked by scripts/android-glue-test against stand-ins for android.*, not run on
+// the project's build machine (no Android SDK there).
 //
 // AndroidManifest.xml of the app:
 //   <service android:name=".NetswitchVpnService"
@@ -15,24 +17,14 @@ import android.content.Intent
 import android.net.VpnService
 import android.os.ParcelFileDescriptor
 import android.util.Log
-import dev.netswitch.ClosedConnection
-import dev.netswitch.ConnectionManager
-import dev.netswitch.EventListener
-import dev.netswitch.LogRecord
-import dev.netswitch.SocksServer
-import dev.netswitch.android.AndroidNetworkMonitor
-import dev.netswitch.android.AndroidPlatform
 import dev.netswitch.defaultConfig
-import kotlinx.coroutines.runBlocking
 
 class NetswitchVpnService : VpnService() {
     private var tun: ParcelFileDescriptor? = null
-    private var monitor: AndroidNetworkMonitor? = null
-    private var manager: ConnectionManager? = null
-    private var socks: SocksServer? = null
+    private var session: NetswitchSession? = null
 
     override fun onStartCommand(intent: Intent?, flags: Int, startId: Int): Int {
-        if (manager != null) return START_STICKY
+        if (session != null) return START_STICKY
         // startForeground(...) with your notification goes here (required for a VPN service).
 
         // 1. The tunnel. Our own sockets do not need addDisallowedApplication: AndroidPlatform
@@ -45,42 +37,45 @@ class NetswitchVpnService : VpnService() {
             .addRoute("::", 0)
             .establish() ?: run { stopSelf(); return START_NOT_STICKY }  // not prepared / revoked
 
-        // 2. netswitch: the monitor feeds it the networks, the platform keeps its sockets out of the tunnel.
-        val monitor = AndroidNetworkMonitor(this)
-        val manager = ConnectionManager(defaultConfig(), AndroidPlatform(this, monitor), Listener)
-        monitor.start(manager)   // pushes a full snapshot about 1 s after each burst of changes
-        this.monitor = monitor
-        this.manager = manager
+        // 2. netswitch. defaultConfig() dials over the default network only; with
+        //    networkStrategy = HYBRID or FALLBACK the monitor also keeps cellular up.
+        val session = try {
+            NetswitchSession.start(this, defaultConfig())
+        } catch (e: Exception) {
+            Log.e(TAG, "netswitch did not start: $e")
+            stopNetswitch()
+            stopSelf()
+            return START_NOT_STICKY
+        }
+        this.session = session
+        Log.i(TAG, "netswitch SOCKS5 on ${session.socksAddress} (username/password required); tun fd ${tun?.fd}")
 
-        // 3. An ingress: a local SOCKS5 server your tun2socks engine (or app code) connects to.
-        //    Alternatively hand accepted TCP sockets over with manager.relayTcpFd(fd, "host:port", null).
-        socks = runBlocking { manager.startSocks("127.0.0.1:0", emptyList()) }
-        Log.i(TAG, "netswitch SOCKS5 on ${socks?.localAddress()}; tun fd ${tun?.fd}")
-        // Start your packet engine here with tun!!.fd and socks!!.localAddress().
+        // 3. Start your packet engine (tun2socks) here with tun!!.fd, session.socksAddress and
+        //    session.socksCredentials (username/password authentication, RFC 1929).
+        //    Alternatively hand accepted TCP sockets to netswitch (ConnectionManager.relayTcpFd).
         return START_STICKY
     }
 
-    override fun onRevoke() = onDestroy()
+    /**
+     * The user revoked the VPN, or another VPN app took over: the tunnel is gone. Shut netswitch
+     * down, then stop the service (VpnService's own onRevoke() would only have called stopSelf()).
+     */
+    override fun onRevoke() {
+        stopNetswitch()
+        stopSelf()
+    }
 
     override fun onDestroy() {
-        socks?.stop()
-        monitor?.close()          // no more snapshot pushes
-        manager?.shutdown()       // closes every connection
-        manager?.destroy()
-        tun?.close()
-        socks = null; monitor = null; manager = null; tun = null
+        stopNetswitch()
         super.onDestroy()
     }
 
-    private object Listener : EventListener {
-        override fun onConnectionClosed(closed: ClosedConnection) {
-            Log.d(TAG, "closed: $closed")
-        }
-
-        override fun onLog(records: List<LogRecord>, dropped: ULong) {
-            for (r in records) Log.i(TAG, "${r.level} ${r.target}: ${r.message}")
-            if (dropped > 0uL) Log.w(TAG, "netswitch dropped $dropped log records")
-        }
+    /** Stops netswitch, then closes the tunnel (stop your packet engine before both). Idempotent. */
+    private fun stopNetswitch() {
+        session?.close()
+        session = null
+        tun?.close()
+        tun = null
     }
 
     private companion object {

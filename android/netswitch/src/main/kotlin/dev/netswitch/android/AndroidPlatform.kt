@@ -1,5 +1,6 @@
 // Android side of PlatformInterface: keeps netswitch's sockets out of the app's own VPN.
-// Thin on purpose; not compiled or tested on the build machine (needs the Android SDK).
+// Thin on purpose; scripts/android-glue-test only compile-checks it against stand-ins for android.*
+// (android/jvm-stubs): it never runs on the build machine (no Android SDK there).
 
 package dev.netswitch.android
 

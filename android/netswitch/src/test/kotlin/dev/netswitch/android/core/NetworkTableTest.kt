@@ -11,16 +11,10 @@ class NetworkTableTest {
     private val indexes = mapOf("wlan0" to 30, "rmnet_data0" to 12, "eth0" to 2, "tun0" to 40, "rndis0" to 7)
     private val indexOf: (String) -> Int? = { indexes[it] }
 
-    private val wifiCaps = NetworkCaps(setOf(Transport.WIFI), hasInternet = true, metered = false)
-    private val cellCaps = NetworkCaps(setOf(Transport.CELLULAR), hasInternet = true, metered = true)
+    private val wifiCaps = caps(Transport.WIFI)
+    private val cellCaps = caps(Transport.CELLULAR, metered = true)
     private val wifiLink = LinkInfo("wlan0", listOf("192.168.1.20/24", "fe80::1/64"), listOf("192.168.1.1"))
     private val cellLink = LinkInfo("rmnet_data0", listOf("10.64.3.2/30"), listOf("10.0.0.53"))
-
-    private fun NetworkTable.add(key: Long, caps: NetworkCaps, link: LinkInfo) {
-        onAvailable(key)
-        onCapabilities(key, caps)
-        onLinkProperties(key, link)
-    }
 
     private fun wifiAndCell(defaultKey: Long?): NetworkTable = NetworkTable().apply {
         add(100, wifiCaps, wifiLink)
@@ -50,7 +44,7 @@ class NetworkTableTest {
     @Test
     fun vpnNetworksAreFilteredOutEvenWhenDefault() {
         val t = wifiAndCell(defaultKey = null)
-        t.add(102, NetworkCaps(setOf(Transport.VPN, Transport.WIFI), hasInternet = true, metered = false), LinkInfo("tun0"))
+        t.add(102, caps(Transport.VPN, Transport.WIFI), LinkInfo("tun0"))
         t.setDefault(102)
         val s = t.snapshot(dataSaver = false, indexOf = indexOf)
         assertEquals(listOf("wlan0", "rmnet_data0"), s.interfaces.map { it.name })
@@ -61,13 +55,13 @@ class NetworkTableTest {
     @Test
     fun networksWithoutInternetOrIndexOrValidNameAreLeftOut() {
         val t = NetworkTable()
-        t.add(1, NetworkCaps(setOf(Transport.WIFI), hasInternet = false, metered = false), wifiLink)
+        t.add(1, caps(Transport.WIFI, hasInternet = false), wifiLink)
         t.add(2, cellCaps, LinkInfo("unknown0"))                     // no index
         t.add(3, cellCaps, LinkInfo(null))                           // no interface name yet
         t.add(4, cellCaps, LinkInfo("a_name_of_16_chr"))             // longer than 15 bytes
         t.add(5, cellCaps, LinkInfo(""))
-        t.add(6, NetworkCaps(emptySet(), hasInternet = true, metered = false), LinkInfo("eth0"))
-        t.add(7, NetworkCaps(setOf(Transport.USB), hasInternet = true, metered = true), LinkInfo("rndis0"))
+        t.add(6, caps(), LinkInfo("eth0"))
+        t.add(7, caps(Transport.USB, metered = true), LinkInfo("rndis0"))
         val s = t.snapshot(dataSaver = false) { if (it == "a_name_of_16_chr" || it == "") 9 else indexOf(it) }
         assertEquals(listOf(NetworkInterface("rndis0", 7u, NetworkType.OTHER, expensive = true)), s.interfaces)
         assertEquals(false, isValidInterfaceName("a_name_of_16_chr"))
