@@ -8,11 +8,10 @@ package com.example.vpn
 import android.net.VpnService
 import dev.netswitch.ConnectionManager
 import dev.netswitch.NetswitchConfig
-import dev.netswitch.SocksCredentials
+import dev.netswitch.SocksUser
 import dev.netswitch.SocksServer
 import dev.netswitch.android.AndroidNetworkMonitor
 import dev.netswitch.android.AndroidPlatform
-import java.security.SecureRandom
 import java.util.concurrent.atomic.AtomicBoolean
 import kotlinx.coroutines.runBlocking
 
@@ -32,7 +31,7 @@ class NetswitchSession private constructor(
     private val manager: ConnectionManager,
     private val socks: SocksServer,
     /** Credentials the SOCKS server requires; hand them to your tun2socks engine, never log the password. */
-    val socksCredentials: SocksCredentials,
+    val socksCredentials: SocksUser,
 ) : AutoCloseable {
     private val closed = AtomicBoolean(false)
 
@@ -55,7 +54,7 @@ class NetswitchSession private constructor(
         fun start(vpn: VpnService, config: NetswitchConfig): NetswitchSession {
             val monitor = AndroidNetworkMonitor(vpn)
             val manager = try {
-                ConnectionManager(config, AndroidPlatform(vpn, monitor), null)
+                ConnectionManager(config, AndroidPlatform(vpn, monitor))
             } catch (e: Exception) {
                 monitor.close()
                 throw e
@@ -64,9 +63,10 @@ class NetswitchSession private constructor(
                 // Pushes a full snapshot about 1 s after each burst of network changes, and keeps
                 // cellular up when config's strategy may use it besides the default network.
                 monitor.start(manager, config)
-                // Loopback only (netswitch refuses other addresses unless socksAllowNonLoopback).
-                val user = SocksCredentials(username = "netswitch", password = randomPassword())
-                val socks = runBlocking { manager.startSocks("127.0.0.1:0", listOf(user)) }
+                // Loopback only (netswitch refuses other addresses unless socksAllowNonLoopback),
+                // with a username and password netswitch generates (users = null).
+                val socks = runBlocking { manager.startSocks("127.0.0.1:0") }
+                val user = checkNotNull(socks.credentials()) { "startSocks returned no credentials" }
                 return NetswitchSession(monitor, manager, socks, user)
             } catch (e: Exception) {
                 monitor.close()
@@ -74,12 +74,6 @@ class NetswitchSession private constructor(
                 manager.destroy()
                 throw e
             }
-        }
-
-        /** 128 random bits as 32 hex digits. */
-        private fun randomPassword(): String {
-            val bytes = ByteArray(16).also { SecureRandom().nextBytes(it) }
-            return bytes.joinToString("") { "%02x".format(it) }
         }
     }
 }

@@ -113,8 +113,7 @@ fun toNetworkInterface(network: UsableNetwork): NetworkInterface = NetworkInterf
     dnsServers = network.dnsServers,
     expensive = network.expensive,
     constrained = network.constrained,
-    // TODO(ffi branch): add `validated = network.validated,` here once the bindings' record
-    // NetworkInterface has the field `validated: Boolean` (bindings/kotlin is regenerated there).
+    validated = network.validated,
 )
 
 /** The FFI snapshot for `updateInterfaces`: [toNetworkInterface] of each network, same order. */
