@@ -81,7 +81,10 @@ async fn associate(server: SocketAddr) -> (TcpStream, SocketAddr) {
     let mut reply = [0u8; 12];
     timeout(WAIT, control.read_exact(&mut reply)).await.expect("reply in time").unwrap();
     assert_eq!(reply[..6], [5, 0, 5, 0, 0, 1], "method 0, then success with an IPv4 relay address");
-    let relay = SocketAddr::from(([reply[6], reply[7], reply[8], reply[9]], u16::from_be_bytes([reply[10], reply[11]])));
+    let relay = SocketAddr::from((
+        [reply[6], reply[7], reply[8], reply[9]],
+        u16::from_be_bytes([reply[10], reply[11]]),
+    ));
     (control, relay)
 }
 
@@ -102,12 +105,12 @@ fn idle_associations_hold_no_buffer_and_memory_comes_back() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-        let mut settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+        let mut settings =
+            SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
         settings.udp.max_associations = ASSOCIATIONS;
         settings.udp.max_sockets = ASSOCIATIONS;
-        let server = SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default()))
-            .await
-            .unwrap();
+        let server =
+            SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
         // Datagrams go to a socket nobody reads: the kernel keeps or drops them, no reply.
         let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let mut datagram = Vec::new();
