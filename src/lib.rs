@@ -76,6 +76,7 @@ pub mod ffi;
 pub mod inbound;
 pub mod logging;
 pub mod manager;
+mod memory;
 pub mod metadata;
 pub mod network;
 pub mod platform;

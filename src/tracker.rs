@@ -174,6 +174,7 @@ impl Tracker {
             close: Notify::new(),
         });
         lock(&self.entries).insert(id, entry.clone());
+        crate::memory::connection_opened();
         (entry, EntryGuard { tracker: self.clone(), id })
     }
 
@@ -246,6 +247,7 @@ pub(crate) struct EntryGuard {
 impl Drop for EntryGuard {
     fn drop(&mut self) {
         lock(&self.tracker.entries).remove(&self.id);
+        crate::memory::connection_closed();
     }
 }
 

@@ -1,5 +1,6 @@
 //! SOCKS5 UDP ASSOCIATE over loopback: a DNS-shaped query to a domain, 100,000 echoed datagrams
-//! all accounted for, and bad input (malformed headers, fragments, strangers, control close).
+//! all accounted for, bad input (malformed headers, fragments, strangers, control close), the caps
+//! on associations and outbound sockets, and associations under authentication.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netswitch::inbound::socks::udp::{encode_udp_header, parse_udp_header};
-use netswitch::inbound::socks::{SocksServer, SocksSettings};
+use netswitch::inbound::socks::{SocksServer, SocksSettings, SocksUser};
 use netswitch::tracker::TransportProtocol;
 use netswitch::{ConnectionManager, Destination, DirectOutbound, RelaySettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,8 +26,13 @@ struct Proxy {
 }
 
 async fn proxy() -> Proxy {
+    proxy_with(SocksSettings::default()).await
+}
+
+/// A proxy on 127.0.0.1 with `settings` (their listen address is replaced).
+async fn proxy_with(settings: SocksSettings) -> Proxy {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..settings };
     let server =
         SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
     Proxy { server, manager }
@@ -35,11 +41,35 @@ async fn proxy() -> Proxy {
 /// Opens a control connection, asks for UDP ASSOCIATE announcing `announced`, returns it and the
 /// relay address from the reply.
 async fn associate(proxy: &Proxy, announced: SocketAddr) -> (TcpStream, SocketAddr) {
+    match request_association(proxy, announced, None).await {
+        (control, Ok(relay)) => (control, relay),
+        (_, Err(code)) => panic!("UDP ASSOCIATE refused with reply {code:#04x}"),
+    }
+}
+
+/// Asks for UDP ASSOCIATE announcing `announced`, authenticating with `user` when given; returns
+/// the control connection and the relay address, or the reply code of a refusal.
+async fn request_association(
+    proxy: &Proxy,
+    announced: SocketAddr,
+    user: Option<(&str, &str)>,
+) -> (TcpStream, Result<SocketAddr, u8>) {
     let mut control = TcpStream::connect(proxy.server.local_addr()).await.unwrap();
-    control.write_all(&[5, 1, 0]).await.unwrap();
-    let mut method = [0u8; 2];
-    timeout(WAIT, control.read_exact(&mut method)).await.unwrap().unwrap();
-    assert_eq!(method, [5, 0]);
+    let method = if user.is_some() { 2 } else { 0 };
+    control.write_all(&[5, 1, method]).await.unwrap();
+    let mut chosen = [0u8; 2];
+    timeout(WAIT, control.read_exact(&mut chosen)).await.unwrap().unwrap();
+    assert_eq!(chosen, [5, method]);
+    if let Some((name, password)) = user {
+        let mut credentials = vec![1, name.len() as u8];
+        credentials.extend_from_slice(name.as_bytes());
+        credentials.push(password.len() as u8);
+        credentials.extend_from_slice(password.as_bytes());
+        control.write_all(&credentials).await.unwrap();
+        let mut status = [0u8; 2];
+        timeout(WAIT, control.read_exact(&mut status)).await.unwrap().unwrap();
+        assert_eq!(status, [1, 0], "authenticated");
+    }
     let mut request = vec![5, 3, 0, 1];
     let IpAddr::V4(ip) = announced.ip() else { panic!("IPv4 only here") };
     request.extend_from_slice(&ip.octets());
@@ -47,12 +77,49 @@ async fn associate(proxy: &Proxy, announced: SocketAddr) -> (TcpStream, SocketAd
     control.write_all(&request).await.unwrap();
     let mut reply = [0u8; 10];
     timeout(WAIT, control.read_exact(&mut reply)).await.unwrap().unwrap();
-    assert_eq!(reply[..4], [5, 0, 0, 1], "success with an IPv4 relay address");
+    assert_eq!(reply[..2], [5, reply[1]]);
+    if reply[1] != 0 {
+        return (control, Err(reply[1]));
+    }
+    assert_eq!(reply[2..4], [0, 1], "success with an IPv4 relay address");
     let relay = SocketAddr::from((
         [reply[4], reply[5], reply[6], reply[7]],
         u16::from_be_bytes([reply[8], reply[9]]),
     ));
-    (control, relay)
+    (control, Ok(relay))
+}
+
+/// Reads the control connection until the server closes it (it must, within WAIT).
+async fn closed_by_server(control: &mut TcpStream) {
+    let mut rest = Vec::new();
+    timeout(WAIT, control.read_to_end(&mut rest))
+        .await
+        .expect("the server closes the control connection")
+        .ok();
+}
+
+/// Sends `payload` to the echo server `destination` through the association and checks that the
+/// echo comes back.
+async fn echoed(client: &UdpSocket, relay: SocketAddr, destination: SocketAddr, payload: &[u8]) {
+    client.send_to(&wrap(&destination.into(), payload), relay).await.unwrap();
+    let (source, echo) = recv_wrapped(client, WAIT).await.expect("an echo");
+    assert_eq!((source, echo.as_slice()), (Destination::from(destination), payload));
+}
+
+/// Sends `payload` to the echo server `destination` through the association and checks that
+/// nothing comes back within a second.
+async fn not_echoed(client: &UdpSocket, relay: SocketAddr, destination: SocketAddr, payload: &[u8]) {
+    client.send_to(&wrap(&destination.into(), payload), relay).await.unwrap();
+    let reply = recv_wrapped(client, Duration::from_secs(1)).await;
+    assert!(reply.is_none(), "{payload:?} was answered: {reply:?}");
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn wrap(destination: &Destination, payload: &[u8]) -> Vec<u8> {
@@ -254,4 +321,117 @@ async fn bind_is_still_refused() {
     let mut reply = [0u8; 12];
     timeout(WAIT, control.read_exact(&mut reply)).await.unwrap().unwrap();
     assert_eq!(reply[2..4], [5, 7]);
+}
+
+#[tokio::test]
+async fn past_the_association_cap_requests_are_refused_counted_and_the_others_keep_working() {
+    let mut settings = SocksSettings::default();
+    settings.udp.max_associations = 3;
+    let proxy = proxy_with(settings).await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (control, relay) = associate(&proxy, client.local_addr().unwrap()).await;
+        open.push((client, control, relay));
+    }
+    let limits = proxy.server.udp_limits();
+    assert_eq!((limits.associations.in_use(), limits.associations.refused()), (3, 0));
+    for _ in 0..2 {
+        let late = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (mut control, outcome) = request_association(&proxy, late.local_addr().unwrap(), None).await;
+        assert_eq!(outcome, Err(1), "general SOCKS server failure past the cap");
+        closed_by_server(&mut control).await;
+    }
+    assert_eq!((limits.associations.in_use(), limits.associations.refused()), (3, 2));
+    for (client, _, relay) in &open {
+        echoed(client, *relay, server, b"still here").await;
+    }
+    // One association ends: its place is free again.
+    let (_, control, _) = open.remove(0);
+    drop(control);
+    wait_until("the closed association to give its place back", || limits.associations.in_use() == 2).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (_control, relay) = associate(&proxy, client.local_addr().unwrap()).await;
+    echoed(&client, relay, server, b"new").await;
+    assert_eq!(limits.associations.refused(), 2);
+}
+
+#[tokio::test]
+async fn past_the_socket_cap_new_destinations_are_dropped_counted_and_the_others_keep_working() {
+    let mut settings = SocksSettings::default();
+    settings.udp.max_sockets = 2;
+    let proxy = proxy_with(settings).await;
+    let servers = [
+        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
+        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
+        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
+    ];
+    let first = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (first_control, first_relay) = associate(&proxy, first.local_addr().unwrap()).await;
+    let second = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (_second_control, second_relay) = associate(&proxy, second.local_addr().unwrap()).await;
+    // Two sessions, one per association: the budget is spent.
+    echoed(&first, first_relay, servers[0], b"a").await;
+    echoed(&second, second_relay, servers[1], b"b").await;
+    let limits = proxy.server.udp_limits();
+    assert_eq!((limits.sockets.in_use(), limits.sockets.refused()), (2, 0));
+    // A new destination needs a new socket, in either association: dropped and counted.
+    not_echoed(&first, first_relay, servers[2], b"c").await;
+    not_echoed(&second, second_relay, servers[0], b"d").await;
+    assert_eq!((limits.sockets.in_use(), limits.sockets.refused()), (2, 2));
+    assert_eq!(proxy.manager.len(), 2);
+    // The existing sessions go on.
+    echoed(&first, first_relay, servers[0], b"e").await;
+    echoed(&second, second_relay, servers[1], b"f").await;
+    // When the first association ends, its socket goes back to the budget.
+    drop(first_control);
+    wait_until("the first association's session to end", || limits.sockets.in_use() == 1).await;
+    echoed(&second, second_relay, servers[2], b"g").await;
+    assert_eq!((limits.sockets.in_use(), limits.sockets.refused()), (2, 2));
+}
+
+fn with_user() -> SocksSettings {
+    SocksSettings {
+        users: vec![SocksUser { username: "user".into(), password: "secret".into() }],
+        ..SocksSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn under_auth_an_association_announcing_port_zero_is_refused() {
+    let proxy = proxy_with(with_user()).await;
+    for announced in ["0.0.0.0:0", "127.0.0.1:0"] {
+        let (mut control, outcome) =
+            request_association(&proxy, announced.parse().unwrap(), Some(("user", "secret"))).await;
+        assert_eq!(outcome, Err(2), "announcing {announced}: connection not allowed by ruleset");
+        closed_by_server(&mut control).await;
+    }
+    assert_eq!(proxy.server.udp_limits().associations.in_use(), 0);
+    // Without users, port 0 is still accepted (any local process could open its own anyway).
+    let open = proxy_with(SocksSettings::default()).await;
+    let (_control, outcome) = request_association(&open, "0.0.0.0:0".parse().unwrap(), None).await;
+    assert!(outcome.is_ok());
+}
+
+#[tokio::test]
+async fn under_auth_a_local_socket_sending_first_cannot_take_the_association_over() {
+    let proxy = proxy_with(with_user()).await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // The client announces its port, with the IP left unspecified (the control connection's).
+    let announced = SocketAddr::from(([0, 0, 0, 0], client.local_addr().unwrap().port()));
+    let (_control, outcome) = request_association(&proxy, announced, Some(("user", "secret"))).await;
+    let relay = outcome.expect("an association announcing its port is accepted");
+    // An unauthenticated local socket sends first, as the client would.
+    let intruder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    not_echoed(&intruder, relay, server, b"intruder").await;
+    // The real client is served, and its replies reach it only.
+    echoed(&client, relay, server, b"mine").await;
+    not_echoed(&intruder, relay, server, b"again").await;
+    assert!(
+        recv_wrapped(&intruder, Duration::from_millis(300)).await.is_none(),
+        "no reply leaked to the intruder"
+    );
+    echoed(&client, relay, server, b"still mine").await;
 }

@@ -1,5 +1,5 @@
 //! UDP sessions through `ConnectionManager::new_packet_connection` and the session table, over
-//! loopback: exact idle timeouts, NAT, capacity eviction.
+//! loopback: exact idle timeouts, NAT, capacity eviction, a socket budget shared by tables.
 
 mod common;
 
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use netswitch::dial::BoxFuture;
+use netswitch::relay::budget::Budget;
 use netswitch::relay::udp::{Datagram, PacketInbound, PacketSink};
 use netswitch::relay::udp_sessions::{Dispatched, SessionKeying, UdpSessionTable, UdpSettings};
 use netswitch::relay::udp_timeout::UdpTimeouts;
@@ -268,6 +269,53 @@ async fn at_capacity_the_least_recently_used_idle_session_is_evicted() {
     }
     assert_eq!(manager.len(), 16);
     assert_eq!(table.close_all(), 16);
+}
+
+#[tokio::test]
+async fn tables_sharing_a_socket_budget_refuse_new_sessions_past_it() {
+    let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+    let budget = Budget::new("test sockets", 2);
+    let tables = [
+        table_with(&manager, 16).with_socket_budget(budget.clone()),
+        table_with(&manager, 16).with_socket_budget(budget.clone()),
+    ];
+    let servers = [
+        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
+        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
+    ];
+    let client: SocketAddr = "127.0.0.1:40002".parse().unwrap();
+    let (tx, mut replies) = mpsc::unbounded_channel();
+    let dispatch = |table: usize, server: usize| {
+        let tx = tx.clone();
+        let datagram = Datagram { destination: servers[server].into(), payload: vec![server as u8] };
+        tables[table].dispatch(
+            client,
+            datagram,
+            |d| Metadata::new(d.clone()),
+            move || Arc::new(ChannelSink(tx)) as Arc<dyn PacketSink>,
+        )
+    };
+    assert!(matches!(dispatch(0, 0), Dispatched::Queued { created: true, .. }));
+    assert!(matches!(dispatch(1, 0), Dispatched::Queued { created: true, .. }));
+    for _ in 0..2 {
+        timeout(WAIT, replies.recv()).await.unwrap().unwrap();
+    }
+    assert_eq!(dispatch(0, 1), Dispatched::Refused, "a third socket, in either table");
+    assert_eq!(dispatch(1, 1), Dispatched::Refused);
+    assert_eq!((budget.in_use(), budget.refused(), manager.len()), (2, 2, 2));
+    // Existing sessions go on.
+    assert!(matches!(dispatch(1, 0), Dispatched::Queued { created: false, .. }));
+    timeout(WAIT, replies.recv()).await.unwrap().unwrap();
+    // A session that ends gives its socket back.
+    assert_eq!(tables[0].close_all(), 1);
+    let deadline = Instant::now() + WAIT;
+    while budget.in_use() != 1 {
+        assert!(Instant::now() < deadline, "the closed session kept its socket permit");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(matches!(dispatch(1, 1), Dispatched::Queued { created: true, .. }));
+    assert_eq!(timeout(WAIT, replies.recv()).await.unwrap().unwrap().0, vec![1]);
+    assert_eq!((budget.in_use(), budget.refused()), (2, 2));
 }
 
 #[tokio::test]

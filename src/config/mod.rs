@@ -89,6 +89,13 @@ pub struct Config {
     /// Maximum number of UDP sessions of one ingress session table (the least recently used
     /// idle one is evicted beyond it). Must be > 0. Default 1024.
     pub udp_session_capacity: usize,
+    /// Maximum number of SOCKS5 UDP associations open at once; a request past it is refused with
+    /// reply 0x01 (counted, warned about). Must be > 0. Default 256.
+    pub udp_max_associations: usize,
+    /// Maximum number of UDP sessions (each one outbound socket) open at once across every
+    /// association of the SOCKS5 server; a datagram that needs one more is dropped (counted,
+    /// warned about). Must be > 0. Default 1024.
+    pub udp_max_sockets: usize,
     /// TLS segment fragmentation for every connection (a connection's own option can also turn
     /// it on). Default false.
     pub tls_fragment: bool,
@@ -120,6 +127,8 @@ impl Default for Config {
             interface_types: BTreeMap::new(),
             udp_timeout: crate::relay::udp_timeout::DEFAULT_UDP_TIMEOUT,
             udp_session_capacity: crate::relay::udp_sessions::DEFAULT_SESSION_CAPACITY,
+            udp_max_associations: crate::relay::udp_sessions::DEFAULT_MAX_ASSOCIATIONS,
+            udp_max_sockets: crate::relay::udp_sessions::DEFAULT_MAX_SOCKETS,
             tls_fragment: false,
             tls_record_fragment: false,
             tls_fragment_fallback_delay: crate::tls_fragment::DEFAULT_FALLBACK_DELAY,
@@ -257,6 +266,12 @@ impl Config {
         if self.udp_session_capacity == 0 {
             return Err(ConfigError::Invalid { file: None, field: "udp_session_capacity", reason: positive });
         }
+        if self.udp_max_associations == 0 {
+            return Err(ConfigError::Invalid { file: None, field: "udp_max_associations", reason: positive });
+        }
+        if self.udp_max_sockets == 0 {
+            return Err(ConfigError::Invalid { file: None, field: "udp_max_sockets", reason: positive });
+        }
         if self.socks.handshake_timeout.is_zero() {
             return Err(ConfigError::Invalid {
                 file: None,
@@ -321,11 +336,14 @@ impl Config {
 
     /// The UDP session settings of ingresses: `udp_timeout` as the default idle timeout (protocol
     /// timeouts and a connection's own `udp_timeout` still take precedence, see
-    /// [`crate::relay::udp_timeout`]) and `udp_session_capacity`.
+    /// [`crate::relay::udp_timeout`]), `udp_session_capacity`, `udp_max_associations` and
+    /// `udp_max_sockets`.
     pub fn udp_settings(&self) -> crate::relay::udp_sessions::UdpSettings {
         let mut settings = crate::relay::udp_sessions::UdpSettings::default();
         settings.timeouts.default = self.udp_timeout;
         settings.session_capacity = self.udp_session_capacity;
+        settings.max_associations = self.udp_max_associations;
+        settings.max_sockets = self.udp_max_sockets;
         settings
     }
 

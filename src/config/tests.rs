@@ -176,9 +176,16 @@ fn udp_keys_reach_the_udp_settings() {
     assert_eq!(settings.timeouts.default, Duration::from_secs(60));
     assert_eq!(settings.timeouts.short, Duration::from_secs(10), "protocol timeouts unchanged");
     assert_eq!(settings.session_capacity, 16);
+    assert_eq!((defaults.max_associations, defaults.max_sockets), (256, 1024));
+    let config = Config::from_json(r#"{"udp_max_associations": 3, "udp_max_sockets": 7}"#).unwrap();
+    let settings = config.udp_settings();
+    assert_eq!((settings.max_associations, settings.max_sockets), (3, 7));
+    assert_eq!(config.socks_settings().udp, settings, "the SOCKS server gets them");
     for (text, field) in [
         (r#"{"udp_timeout": "0s"}"#, "udp_timeout"),
         (r#"{"udp_session_capacity": 0}"#, "udp_session_capacity"),
+        (r#"{"udp_max_associations": 0}"#, "udp_max_associations"),
+        (r#"{"udp_max_sockets": 0}"#, "udp_max_sockets"),
     ] {
         let error = Config::from_json(text).unwrap_err();
         assert!(matches!(error, ConfigError::Invalid { field: f, .. } if f == field), "{error:?}");

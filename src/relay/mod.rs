@@ -1,5 +1,6 @@
 //! Relaying: what a finished connection reports, and the engine that moves its bytes.
 
+pub mod budget;
 pub(crate) mod copy;
 pub(crate) mod first_write;
 pub mod nat;

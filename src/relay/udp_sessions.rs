@@ -10,6 +10,11 @@
 //! - Queue: each session has a bounded queue ([`UdpSettings::queue_len`], default 64). A datagram
 //!   that finds it full is dropped and counted (the session's tracker `drops` and
 //!   [`UdpSessionTable::overflow_drops`]), never silently.
+//! - Global socket cap: a table given a shared [`Budget`] ([`UdpSessionTable::with_socket_budget`])
+//!   starts a session (one outbound socket) only with a permit from it, held until the session
+//!   ends; without one the datagram is dropped and counted as a refusal
+//!   ([`Dispatched::Refused`], the budget's [`Budget::refused`] and a rate-limited warning).
+//!   Existing sessions are not touched.
 //! - Expiry is the sessions' own exact idle timer; the table does no sweeping. A session that
 //!   ends removes itself.
 
@@ -21,6 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::budget::Budget;
 use super::udp::{Datagram, PacketInbound, PacketSink};
 use super::udp_timeout::UdpTimeouts;
 use crate::dial::Outbound;
@@ -32,6 +38,11 @@ use crate::tracker::{ConnectionId, Entry};
 pub const DEFAULT_SESSION_CAPACITY: usize = 1024;
 /// Default length of one session's queue of client datagrams.
 pub const DEFAULT_QUEUE_LEN: usize = 64;
+/// Default maximum number of SOCKS5 UDP associations of one server at once.
+pub const DEFAULT_MAX_ASSOCIATIONS: usize = 256;
+/// Default maximum number of UDP sessions (each one outbound socket) of one ingress at once,
+/// across all its tables.
+pub const DEFAULT_MAX_SOCKETS: usize = 1024;
 
 /// Which datagrams of a client share a session.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -54,6 +65,13 @@ pub struct UdpSettings {
     pub queue_len: usize,
     /// How datagrams are grouped into sessions. Default per destination.
     pub keying: SessionKeying,
+    /// SOCKS5 ingress: UDP associations open at once (config `udp_max_associations`); a request
+    /// past it is refused with reply 0x01. Default 256; at least 1.
+    pub max_associations: usize,
+    /// UDP sessions, each one outbound socket, open at once across every table of the ingress
+    /// (config `udp_max_sockets`); a datagram that would start one more is dropped and counted.
+    /// Default 1024; at least 1.
+    pub max_sockets: usize,
 }
 
 impl Default for UdpSettings {
@@ -63,6 +81,8 @@ impl Default for UdpSettings {
             session_capacity: DEFAULT_SESSION_CAPACITY,
             queue_len: DEFAULT_QUEUE_LEN,
             keying: SessionKeying::default(),
+            max_associations: DEFAULT_MAX_ASSOCIATIONS,
+            max_sockets: DEFAULT_MAX_SOCKETS,
         }
     }
 }
@@ -94,6 +114,9 @@ pub enum Dispatched {
         /// The session.
         id: ConnectionId,
     },
+    /// The datagram needed a new session but the shared socket budget was spent: dropped and
+    /// counted as a refusal of the budget.
+    Refused,
 }
 
 struct Slot {
@@ -116,6 +139,7 @@ pub struct UdpSessionTable {
     settings: UdpSettings,
     sessions: Arc<Mutex<Sessions>>,
     overflow_drops: AtomicU64,
+    sockets: Option<Arc<Budget>>,
 }
 
 impl std::fmt::Debug for UdpSessionTable {
@@ -136,7 +160,15 @@ impl UdpSessionTable {
             settings,
             sessions: Arc::default(),
             overflow_drops: AtomicU64::new(0),
+            sockets: None,
         }
+    }
+
+    /// Makes every new session of the table draw a permit from `sockets`, a budget shared with
+    /// other tables (see the module docs).
+    pub fn with_socket_budget(mut self, sockets: Arc<Budget>) -> Self {
+        self.sockets = Some(sockets);
+        self
     }
 
     /// The table's settings.
@@ -155,7 +187,8 @@ impl UdpSessionTable {
 
     /// Queues a datagram of `client` to its session, creating the session when there is none
     /// (with `metadata` for its destination and `sink` for its replies, both called only then)
-    /// and evicting one at capacity. Never blocks.
+    /// and evicting one at capacity; refuses it when a new session finds the socket budget spent.
+    /// Never blocks.
     pub fn dispatch(
         &self,
         client: SocketAddr,
@@ -164,7 +197,7 @@ impl UdpSessionTable {
         sink: impl FnOnce() -> Arc<dyn PacketSink>,
     ) -> Dispatched {
         let key = self.key(client, &datagram.destination);
-        let (datagram, evicted, now) = {
+        let (datagram, permit, evicted, now) = {
             let mut sessions = lock(&self.sessions);
             sessions.clock += 1;
             let now = sessions.clock;
@@ -193,9 +226,20 @@ impl UdpSessionTable {
                     }
                 }
             };
+            // Held by the new session until it ends (dropped with its `on_close`).
+            let permit = match &self.sockets {
+                None => None,
+                Some(budget) => match budget.try_acquire() {
+                    Some(permit) => Some(permit),
+                    None => {
+                        tracing::debug!(client = %client, "UDP socket budget spent: datagram dropped");
+                        return Dispatched::Refused;
+                    }
+                },
+            };
             let full = sessions.slots.len() >= self.settings.session_capacity.max(1);
             let evicted = if full { evict_one(&mut sessions, &self.manager) } else { None };
-            (datagram, evicted, now)
+            (datagram, permit, evicted, now)
         };
         // Created without the lock held: `on_close` takes it.
         let (sender, inbound) =
@@ -207,6 +251,7 @@ impl UdpSessionTable {
         let removal_key = key.clone();
         let id =
             self.manager.new_packet_connection(inbound, metadata, self.outbound.clone(), move |closed| {
+                drop(permit);
                 if let Some(table) = table.upgrade() {
                     let mut sessions = lock(&table);
                     if sessions.slots.get(&removal_key).is_some_and(|slot| slot.id == closed.id) {

@@ -30,6 +30,8 @@
 //! | wrong username or password (or an empty one) | status 0x01, close |
 //! | command BIND (0x02) | reply 0x07, close |
 //! | UDP ASSOCIATE (0x03) | success with the relay socket's address; see [`udp`] for datagrams |
+//! | UDP ASSOCIATE announcing port 0 while users are configured | reply 0x02, close |
+//! | UDP ASSOCIATE with [`UdpSettings::max_associations`] already open | reply 0x01, close (counted, see [`SocksServer::udp_limits`]) |
 //! | unknown command | reply 0x07 as soon as the command byte arrives, close |
 //! | unknown address type | reply 0x08 as soon as the type byte arrives, close |
 //! | empty or non-UTF-8 domain | reply 0x01, close |
@@ -138,6 +140,7 @@ pub enum SocksError {
 #[derive(Debug)]
 pub struct SocksServer {
     local_addr: SocketAddr,
+    udp_limits: Arc<udp::UdpLimits>,
     accept_task: AbortHandle,
     stopped: AtomicBool,
 }
@@ -164,10 +167,12 @@ impl SocksServer {
         let bind_error = |source| SocksError::Bind { address: settings.listen, source };
         let listener = TcpListener::bind(settings.listen).await.map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
+        let udp_limits = Arc::new(udp::UdpLimits::new(&settings.udp));
         let context = Arc::new(server::Context {
             users: auth::UserTable::new(&settings.users),
             handshake_timeout: settings.handshake_timeout,
             udp: settings.udp.clone(),
+            udp_limits: udp_limits.clone(),
             max_pending_handshakes: settings.max_pending_handshakes.max(1),
             manager,
             outbound,
@@ -178,7 +183,13 @@ impl SocksServer {
             handshake_timeout_ms = settings.handshake_timeout.as_millis() as u64,
             "SOCKS5 server listening"
         );
-        Ok(SocksServer { local_addr, accept_task, stopped: AtomicBool::new(false) })
+        Ok(SocksServer { local_addr, udp_limits, accept_task, stopped: AtomicBool::new(false) })
+    }
+
+    /// The caps on UDP associations and their outbound sockets, with how many are in use and
+    /// how many were refused so far.
+    pub fn udp_limits(&self) -> &udp::UdpLimits {
+        &self.udp_limits
     }
 
     /// The address the listener is bound to (with the real port when 0 was asked for).

@@ -213,6 +213,8 @@ pub enum ReplyCode {
     Succeeded = 0x00,
     /// 0x01 general SOCKS server failure.
     GeneralFailure = 0x01,
+    /// 0x02 connection not allowed by ruleset.
+    NotAllowed = 0x02,
     /// 0x03 network unreachable.
     NetworkUnreachable = 0x03,
     /// 0x04 host unreachable.

@@ -31,6 +31,7 @@ pub(super) struct Context {
     pub(super) users: UserTable,
     pub(super) handshake_timeout: Duration,
     pub(super) udp: crate::relay::udp_sessions::UdpSettings,
+    pub(super) udp_limits: Arc<super::udp::UdpLimits>,
     pub(super) max_pending_handshakes: usize,
     pub(super) manager: Arc<ConnectionManager>,
     pub(super) outbound: Arc<dyn Outbound>,
@@ -227,7 +228,7 @@ impl Reader {
 /// Sends FIN, then reads and discards what the client still sends until it closes (bounded by
 /// the caller's deadline and [`DRAIN_LIMIT`]), so that unread bytes do not turn the close into a
 /// reset that could destroy the reply before the client reads it.
-async fn close_gracefully(stream: &mut TcpStream) {
+pub(super) async fn close_gracefully(stream: &mut TcpStream) {
     if stream.shutdown().await.is_err() {
         return;
     }

@@ -10,9 +10,24 @@
 //! goes to a session of the association's [`UdpSessionTable`] (one per destination); replies carry
 //! the source the client addressed (the domain, when it named one).
 //!
+//! With users configured, a request announcing port 0 is refused (reply 0x02, as RFC 1928 §7
+//! allows): the announced port is the only thing that ties the datagrams to the authenticated
+//! control connection, and without it any local process that sends first from the client's IP
+//! would take the association over. The client must bind its UDP socket before asking and
+//! announce its port (the IP may stay unspecified: the control connection's peer IP is used).
+//!
+//! Resources: an idle association holds its relay socket, its control connection and a few
+//! hundred bytes of state, but no receive buffer: it waits for the relay socket to be readable
+//! and borrows a buffer from the relay pool only while it reads a batch of datagrams. A server
+//! keeps at most [`UdpSettings::max_associations`] associations (the next request gets reply
+//! 0x01) and at most [`UdpSettings::max_sockets`] sessions across all of them (a datagram that
+//! needs one more is dropped); both refusals are counted in [`UdpLimits`] and warned about at
+//! most once per 10 s.
+//!
 //! | Input | Effect |
 //! |---|---|
 //! | a datagram from any other address than the client's | dropped, counted |
+//! | a datagram to a new destination with the socket budget spent | dropped, counted as refused |
 //! | FRAG != 0 (fragments are not supported) | dropped, counted |
 //! | a header cut short, an unknown address type, an empty or non-UTF-8 domain, port 0 | dropped, counted |
 //! | bytes on the control connection | ignored |
@@ -21,21 +36,27 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::protocol::{self, ReplyCode};
 use super::server::Context;
 use crate::dial::BoxFuture;
 use crate::metadata::{Destination, Host, Metadata};
+use crate::relay::budget::Budget;
+use crate::relay::pool;
 use crate::relay::udp::{Datagram, PacketSink};
-use crate::relay::udp_sessions::{UdpSessionTable, UdpSettings};
+use crate::relay::udp_sessions::{Dispatched, UdpSessionTable, UdpSettings};
 
 const ATYP_IPV4: u8 = 0x01;
 const ATYP_DOMAIN: u8 = 0x03;
 const ATYP_IPV6: u8 = 0x04;
 /// Largest datagram the relay socket receives (the UDP maximum).
 const MAX_DATAGRAM: usize = 65_535;
+// The pooled buffer a batch of client datagrams is read into holds the largest one.
+const _: () = assert!(pool::LARGE >= MAX_DATAGRAM);
+/// How many client datagrams one readiness event of the relay socket reads before the
+/// association looks at its control connection again.
+const RECEIVE_BATCH: usize = 32;
 
 /// Why a client datagram was not relayed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -135,6 +156,27 @@ impl PacketSink for SocksSink {
     }
 }
 
+/// The shared caps of one SOCKS server's UDP associations, with their refusal counters.
+#[derive(Debug)]
+pub struct UdpLimits {
+    /// UDP associations open at once ([`UdpSettings::max_associations`]); a request past it is
+    /// refused with reply 0x01 and counted here.
+    pub associations: Arc<Budget>,
+    /// Outbound UDP sockets (one per session) across every association
+    /// ([`UdpSettings::max_sockets`]); a datagram that would open one more is dropped and counted.
+    pub sockets: Arc<Budget>,
+}
+
+impl UdpLimits {
+    /// Fresh budgets sized by `settings`.
+    pub fn new(settings: &UdpSettings) -> UdpLimits {
+        UdpLimits {
+            associations: Budget::new("SOCKS UDP associations", settings.max_associations),
+            sockets: Budget::new("outbound UDP sockets of SOCKS associations", settings.max_sockets),
+        }
+    }
+}
+
 /// Drops counted by one association (logged when it ends).
 #[derive(Debug, Default)]
 struct Counters {
@@ -142,15 +184,31 @@ struct Counters {
     strangers: u64,
     fragments: u64,
     malformed: u64,
+    refused: u64,
 }
 
 /// Serves one UDP ASSOCIATE request until its control connection closes.
 pub(super) async fn associate(
-    control: TcpStream,
+    mut control: TcpStream,
     peer: SocketAddr,
     announced: Destination,
     context: Arc<Context>,
 ) {
+    if !context.users.is_empty() && announced.port == 0 {
+        // With port 0, the first datagram from any port of the client's IP would claim the
+        // association: under authentication the client must say which port it sends from.
+        tracing::info!(
+            client = %peer,
+            "SOCKS UDP ASSOCIATE refused: with authentication on, the request must announce the client's UDP port (it announced port 0)"
+        );
+        refuse(&mut control, ReplyCode::NotAllowed, &context).await;
+        return;
+    }
+    let Some(permit) = context.udp_limits.associations.try_acquire() else {
+        tracing::debug!(client = %peer, "SOCKS UDP ASSOCIATE refused: association limit reached");
+        refuse(&mut control, ReplyCode::GeneralFailure, &context).await;
+        return;
+    };
     let bind_ip = match control.local_addr() {
         Ok(local) => local.ip(),
         Err(error) => {
@@ -172,87 +230,154 @@ pub(super) async fn associate(
         }
         Err(error) => {
             tracing::warn!(client = %peer, address = %bind_ip, %error, "SOCKS UDP ASSOCIATE: bind relay socket failed");
-            let _ = reply(&control, ReplyCode::GeneralFailure, protocol::UNSPECIFIED_BOUND).await;
+            refuse(&mut control, ReplyCode::GeneralFailure, &context).await;
             return;
         }
     };
-    let settings = udp_settings(&context);
-    let table = UdpSessionTable::new(context.manager.clone(), context.outbound.clone(), settings);
-    let mut counters = Counters::default();
-    let end = relay(control, peer, &announced, &socket, &table, &mut counters).await;
+    let table = UdpSessionTable::new(context.manager.clone(), context.outbound.clone(), context.udp.clone())
+        .with_socket_budget(context.udp_limits.sockets.clone());
+    let mut association = Association::new(peer, &announced, &socket, &table);
+    let end = association.relay(control).await;
     let sessions = table.close_all();
+    let counters = association.counters;
     tracing::debug!(
         client = %peer, end = %end, sessions, relayed = counters.relayed, strangers = counters.strangers,
-        fragments = counters.fragments, malformed = counters.malformed,
+        fragments = counters.fragments, malformed = counters.malformed, refused = counters.refused,
         overflow = table.overflow_drops(), "SOCKS UDP association closed"
     );
+    drop(permit);
 }
 
-/// The UDP settings of associations: today the defaults.
-fn udp_settings(context: &Context) -> UdpSettings {
-    context.udp.clone()
+/// Sends a failure reply and closes the control connection without losing the reply.
+async fn refuse(control: &mut TcpStream, code: ReplyCode, context: &Context) {
+    if reply(control, code, protocol::UNSPECIFIED_BOUND).await.is_ok() {
+        let _ =
+            tokio::time::timeout(context.handshake_timeout, super::server::close_gracefully(control)).await;
+    }
 }
 
-/// Relays client datagrams into sessions until the control connection ends; returns why it ended.
-async fn relay(
-    mut control: TcpStream,
+/// The state of one open association: who its client is and where its datagrams go.
+struct Association<'a> {
     peer: SocketAddr,
-    announced: &Destination,
-    socket: &Arc<UdpSocket>,
-    table: &UdpSessionTable,
-    counters: &mut Counters,
-) -> String {
-    let expected_ip = match announced.host {
-        Host::Ip(ip) if !ip.is_unspecified() => ip.to_canonical(),
-        _ => peer.ip().to_canonical(),
-    };
-    let expected_port = announced.port;
-    let mut client: Option<SocketAddr> = None;
-    let mut control_buf = [0u8; 256];
-    let mut buffer = vec![0u8; MAX_DATAGRAM];
-    loop {
-        let (length, source) = tokio::select! {
-            read = control.read(&mut control_buf) => match read {
-                Ok(0) => return "control connection closed".to_string(),
-                Ok(_) => continue,
-                Err(error) => return format!("control connection failed: {error}"),
-            },
-            received = socket.recv_from(&mut buffer) => match received {
-                Ok(received) => received,
-                Err(error) if crate::relay::udp::is_transient(&error) => continue,
-                Err(error) => return format!("relay socket failed: {error}"),
-            },
+    /// The source IP client datagrams must come from: the announced one, or the control
+    /// connection's peer when the announced one is unspecified.
+    expected_ip: IpAddr,
+    /// The source port client datagrams must come from; 0 = any (never with authentication).
+    expected_port: u16,
+    /// The client's address, learned from its first datagram.
+    client: Option<SocketAddr>,
+    socket: &'a Arc<UdpSocket>,
+    table: &'a UdpSessionTable,
+    counters: Counters,
+}
+
+impl<'a> Association<'a> {
+    fn new(
+        peer: SocketAddr,
+        announced: &Destination,
+        socket: &'a Arc<UdpSocket>,
+        table: &'a UdpSessionTable,
+    ) -> Self {
+        let expected_ip = match announced.host {
+            Host::Ip(ip) if !ip.is_unspecified() => ip.to_canonical(),
+            _ => peer.ip().to_canonical(),
         };
+        Association {
+            peer,
+            expected_ip,
+            expected_port: announced.port,
+            client: None,
+            socket,
+            table,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Relays client datagrams into sessions until the control connection ends; returns why it
+    /// ended. Holds no buffer while idle: one is borrowed from the relay pool only while
+    /// datagrams are read.
+    async fn relay(&mut self, control: TcpStream) -> String {
+        loop {
+            tokio::select! {
+                ready = control.readable() => {
+                    if let Err(error) = ready {
+                        return format!("control connection failed: {error}");
+                    }
+                    let mut ignored = [0u8; 64];
+                    match control.try_read(&mut ignored) {
+                        Ok(0) => return "control connection closed".to_string(),
+                        Ok(_) => {}
+                        Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(error) => return format!("control connection failed: {error}"),
+                    }
+                }
+                ready = self.socket.readable() => {
+                    if let Err(error) = ready.and_then(|()| self.receive_batch()) {
+                        return format!("relay socket failed: {error}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the datagrams waiting on the relay socket (at most one batch) into a pooled buffer.
+    fn receive_batch(&mut self) -> io::Result<()> {
+        let mut buffer = pool::take(pool::GROW_AFTER);
+        let mut result = Ok(());
+        for _ in 0..RECEIVE_BATCH {
+            match self.socket.try_recv_from(&mut buffer) {
+                Ok((length, source)) => self.handle(&buffer[..length], source),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if crate::relay::udp::is_transient(&error) => {}
+                Err(error) => {
+                    result = Err(error);
+                    break;
+                }
+            }
+        }
+        pool::give(buffer);
+        result
+    }
+
+    /// Checks one datagram's source and header and dispatches it to its session.
+    fn handle(&mut self, datagram: &[u8], source: SocketAddr) {
         let source = SocketAddr::new(source.ip().to_canonical(), source.port());
-        let is_client = match client {
+        let is_client = match self.client {
             Some(client) => client == source,
-            None => source.ip() == expected_ip && (expected_port == 0 || source.port() == expected_port),
+            None => {
+                source.ip() == self.expected_ip
+                    && (self.expected_port == 0 || source.port() == self.expected_port)
+            }
         };
         if !is_client {
-            counters.strangers += 1;
-            tracing::debug!(client = %peer, stranger = %source, "SOCKS UDP datagram from a stranger dropped");
-            continue;
+            self.counters.strangers += 1;
+            tracing::debug!(client = %self.peer, stranger = %source, "SOCKS UDP datagram from a stranger dropped");
+            return;
         }
-        let client = *client.get_or_insert(source);
-        let (destination, data_at) = match parse_udp_header(&buffer[..length]) {
+        let client = *self.client.get_or_insert(source);
+        let (destination, data_at) = match parse_udp_header(datagram) {
             Ok(parsed) => parsed,
             Err(error) => {
                 match error {
-                    UdpHeaderError::Fragment(_) => counters.fragments += 1,
-                    _ => counters.malformed += 1,
+                    UdpHeaderError::Fragment(_) => self.counters.fragments += 1,
+                    _ => self.counters.malformed += 1,
                 }
                 tracing::debug!(client = %client, %error, "SOCKS UDP datagram dropped");
-                continue;
+                return;
             }
         };
-        let datagram = Datagram { destination, payload: buffer[data_at..length].to_vec() };
-        counters.relayed += 1;
-        table.dispatch(
+        let datagram = Datagram { destination, payload: datagram[data_at..].to_vec() };
+        let socket = self.socket;
+        let dispatched = self.table.dispatch(
             client,
             datagram,
             |d| Metadata::new(d.clone()),
             || Arc::new(SocksSink { socket: socket.clone(), client }),
         );
+        match dispatched {
+            Dispatched::Refused => self.counters.refused += 1,
+            Dispatched::Queued { .. } | Dispatched::Dropped { .. } => self.counters.relayed += 1,
+        }
     }
 }
 
