@@ -243,7 +243,10 @@ where
         let (sleep, seen) = drain.get_or_insert_with(|| (Box::pin(tokio::time::sleep(timeout)), moved));
         if *seen != moved {
             *seen = moved;
-            sleep.as_mut().reset(Instant::now() + timeout);
+            // A timeout too long to add to the clock (through the Rust API) keeps its far deadline.
+            if let Some(deadline) = Instant::now().checked_add(timeout) {
+                sleep.as_mut().reset(deadline);
+            }
         }
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(ConnectionError::HalfCloseTimeout(timeout))),
