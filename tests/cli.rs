@@ -450,3 +450,28 @@ async fn a_failed_login_does_not_log_the_username() {
     .unwrap_or_else(|_| panic!("the failed login was not logged:\n{}", relay.log()));
     assert!(!log.contains("my-secret-password"), "the username reached the log:\n{log}");
 }
+
+#[tokio::test]
+async fn durations_the_kernel_refuses_are_config_errors_naming_the_key() {
+    // From issue 11: each of these started, then every CONNECT failed (EINVAL) or a connection
+    // task panicked on clock overflow.
+    for (key, json) in [
+        ("tcp_keep_alive", r#""tcp_keep_alive": "10h""#),
+        ("tcp_user_timeout", r#""tcp_user_timeout": "25d""#),
+        ("half_close_timeout", r#""half_close_timeout": "500000000000y""#),
+        ("socks.handshake_timeout", r#""socks": {"handshake_timeout": "500000000000y"}"#),
+    ] {
+        let path = scratch(&format!("duration-{key}.json"));
+        std::fs::write(&path, format!("{{{json}}}")).unwrap();
+        let output =
+            run_netswitch(&["socks", "--listen", "127.0.0.1:0", "--config", path.to_str().unwrap()]).await;
+        std::fs::remove_file(&path).unwrap();
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{key}: stderr: {stderr}");
+        assert!(
+            stderr.contains(&format!("`{key}` must be")),
+            "{key}: stderr does not name the key: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{key}: {stderr}");
+    }
+}

@@ -54,6 +54,7 @@ async fn a_domain_with_control_characters_cannot_forge_log_lines() {
         b"a..invalid\r2099-01-01T00:00:00.000000Z  INFO netswitch: FORGED LINE",
         b"a..invalid\x1b[2K\x1b[1G2099-01-01T00:00:00.000000Z  INFO netswitch: FORGED LINE",
     ];
+    let mut replies = Vec::new();
     for name in forged {
         let mut client = timeout(WAIT, TcpStream::connect(proxy.addr())).await.unwrap().unwrap();
         client.write_all(&[5, 1, 0]).await.unwrap();
@@ -61,15 +62,30 @@ async fn a_domain_with_control_characters_cannot_forge_log_lines() {
         timeout(WAIT, client.read_exact(&mut method)).await.unwrap().unwrap();
         assert_eq!(method, [5, 0]);
         client.write_all(&domain_request(name, 443)).await.unwrap();
-        let (received, end) = read_to_end(&mut client).await;
-        assert_eq!(received, [5, 1, 0, 1, 0, 0, 0, 0, 0, 0], "reply to {name:?} (ended with {end:?})");
+        replies.push(read_to_end(&mut client).await.0);
     }
+    // Let the connections finish (and log whatever they log) before reading the capture.
+    timeout(WAIT, async {
+        while !proxy.manager.is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
 
     let log = captured.text();
+    let forged_lines = log.lines().filter(|line| line.starts_with("2099-01-01")).count();
+    let raw_controls = log.matches(['\r', '\x1b']).count();
+    println!(
+        "forgery attempts: 3; forged lines in the log: {forged_lines}; raw CR/ESC bytes in the log: \
+         {raw_controls}; mentions of the forged text: {}",
+        log.matches("FORGED").count()
+    );
     assert!(log.contains("SOCKS handshake rejected"), "the capture saw nothing of the server:\n{log}");
-    for line in log.lines() {
-        assert!(!line.starts_with("2099-01-01"), "a forged line reached the log:\n{log}");
-    }
+    assert_eq!(forged_lines, 0, "a forged line reached the log:\n{log}");
     assert!(!log.contains("FORGED"), "the untrusted domain reached the log:\n{log}");
-    assert!(!log.contains(['\r', '\x1b']), "raw control characters reached the log:\n{log:?}");
+    assert_eq!(raw_controls, 0, "raw control characters reached the log:\n{log:?}");
+    for reply in replies {
+        assert_eq!(reply, [5, 1, 0, 1, 0, 0, 0, 0, 0, 0], "reply 0x01 (malformed domain), then close");
+    }
 }
