@@ -20,13 +20,16 @@ pub enum Host {
 
 impl Host {
     /// Parses a host: an IPv4 or IPv6 literal (with or without brackets) becomes [`Host::Ip`],
-    /// anything else a [`Host::Domain`]. Fails on an empty name or one longer than 255 bytes.
+    /// anything else a [`Host::Domain`]. Fails on an empty name, one longer than 255 bytes, or one
+    /// with a control character (CR, LF, ESC, DEL, C1) or a Unicode line/paragraph separator:
+    /// never part of a host name, and a domain is logged, so they could forge log lines.
     pub fn parse(text: &str) -> Result<Host, DestinationError> {
         let bare = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')).unwrap_or(text);
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(Host::Ip(ip));
         }
-        if text.is_empty() || text.len() > 255 {
+        let unprintable = |c: char| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}');
+        if text.is_empty() || text.len() > 255 || text.contains(unprintable) {
             return Err(DestinationError::BadHost(text.to_string()));
         }
         Ok(Host::Domain(text.to_string()))
@@ -100,8 +103,8 @@ pub enum DestinationError {
     /// The port is not a number in 1..=65535.
     #[error("destination {0:?} has an invalid port (expected 1-65535)")]
     BadPort(String),
-    /// The host is empty or longer than 255 bytes.
-    #[error("destination host {0:?} is empty or longer than 255 bytes")]
+    /// The host is empty, longer than 255 bytes, or has a control character.
+    #[error("destination host {0:?} is empty, longer than 255 bytes, or has a control character")]
     BadHost(String),
 }
 
@@ -221,5 +224,19 @@ mod tests {
         assert!(matches!("a:0".parse::<Destination>(), Err(DestinationError::BadPort(_))));
         assert!(matches!("a:70000".parse::<Destination>(), Err(DestinationError::BadPort(_))));
         assert!(matches!(":80".parse::<Destination>(), Err(DestinationError::BadHost(_))));
+    }
+
+    #[test]
+    fn control_characters_are_never_part_of_a_host() {
+        for name in ["a\nb", "a\rb", "a\u{1b}[2Jb", "a\tb", "a\0b", "a\u{7f}b", "a\u{85}b", "a\u{2028}b"] {
+            assert!(matches!(Host::parse(name), Err(DestinationError::BadHost(_))), "{name:?}");
+            let error = format!("{name}:443").parse::<Destination>().unwrap_err().to_string();
+            assert!(!error.contains(name), "the error repeats the raw name: {error:?}");
+        }
+        assert_eq!(
+            Host::parse("xn--bcher-kva.example").unwrap(),
+            Host::Domain("xn--bcher-kva.example".into())
+        );
+        assert_eq!(Host::parse("bücher.example").unwrap(), Host::Domain("bücher.example".into()));
     }
 }

@@ -381,3 +381,97 @@ async fn bind_failure_exits_non_zero_with_one_clear_line() {
     assert_eq!(error_lines.len(), 1, "stderr: {stderr}");
     assert!(error_lines[0].contains(&addr), "error line does not name {addr}: {stderr}");
 }
+
+/// A listen address that is not loopback by netswitch's rule (an IPv4-mapped IPv6 address) yet
+/// only reachable from this machine, so these tests expose nothing to the network.
+const MAPPED_LOOPBACK: &str = "[::ffff:127.0.0.1]:0";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_loopback_without_users_needs_its_own_switch() {
+    // allow_non_loopback alone, no users: an open proxy; refused with a usage error.
+    let path = scratch("open-proxy.json");
+    let config = format!(r#"{{"socks": {{"listen": "{MAPPED_LOOPBACK}", "allow_non_loopback": true}}}}"#);
+    std::fs::write(&path, config).unwrap();
+    let output = run_netswitch(&["socks", "--config", path.to_str().unwrap()]).await;
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
+    assert!(stderr.contains("without users"), "stderr does not say why: {stderr}");
+    assert!(stderr.contains("allow_unauthenticated_non_loopback"), "stderr does not name the key: {stderr}");
+    assert!(!stderr.contains("listening on"), "started an open proxy: {stderr}");
+
+    // With users it starts.
+    let relay = Relay::start(&["--config", path.to_str().unwrap(), "--user", "u", "--password", "p"]).await;
+    assert!(!relay.log().contains("WITHOUT authentication"), "{}", relay.log());
+    drop(relay);
+    std::fs::remove_file(&path).unwrap();
+
+    // With the explicit switch it starts, with a loud warning.
+    let path = scratch("open-proxy-allowed.json");
+    let config = format!(
+        r#"{{"socks": {{"listen": "{MAPPED_LOOPBACK}", "allow_non_loopback": true,
+                        "allow_unauthenticated_non_loopback": true}}}}"#
+    );
+    std::fs::write(&path, config).unwrap();
+    let relay = Relay::start(&["--config", path.to_str().unwrap()]).await;
+    std::fs::remove_file(&path).unwrap();
+    let log = timeout(WAIT, async {
+        loop {
+            let log = relay.log();
+            if log.contains("WITHOUT authentication") {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no warning about the open proxy:\n{}", relay.log()));
+    assert!(
+        log.lines().any(|line| line.contains("WARN") && line.contains("WITHOUT authentication")),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_login_does_not_log_the_username() {
+    let relay = Relay::start(&["--listen", "127.0.0.1:0", "--user", "u", "--password", "p"]).await;
+    // A password typed into the username field.
+    let (_, status) = socks_auth(relay.addr, b"my-secret-password", b"p").await;
+    assert_eq!(status, [1, 1]);
+    let log = timeout(WAIT, async {
+        loop {
+            let log = relay.log();
+            if log.contains("SOCKS authentication failed") {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the failed login was not logged:\n{}", relay.log()));
+    assert!(!log.contains("my-secret-password"), "the username reached the log:\n{log}");
+}
+
+#[tokio::test]
+async fn durations_the_kernel_refuses_are_config_errors_naming_the_key() {
+    // From issue 11: each of these started, then every CONNECT failed (EINVAL) or a connection
+    // task panicked on clock overflow.
+    for (key, json) in [
+        ("tcp_keep_alive", r#""tcp_keep_alive": "10h""#),
+        ("tcp_user_timeout", r#""tcp_user_timeout": "25d""#),
+        ("half_close_timeout", r#""half_close_timeout": "500000000000y""#),
+        ("socks.handshake_timeout", r#""socks": {"handshake_timeout": "500000000000y"}"#),
+    ] {
+        let path = scratch(&format!("duration-{key}.json"));
+        std::fs::write(&path, format!("{{{json}}}")).unwrap();
+        let output =
+            run_netswitch(&["socks", "--listen", "127.0.0.1:0", "--config", path.to_str().unwrap()]).await;
+        std::fs::remove_file(&path).unwrap();
+        let stderr = stderr_of(&output);
+        assert_eq!(output.status.code(), Some(2), "{key}: stderr: {stderr}");
+        assert!(
+            stderr.contains(&format!("`{key}` must be")),
+            "{key}: stderr does not name the key: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{key}: {stderr}");
+    }
+}

@@ -489,8 +489,7 @@ async fn an_unbounded_handshake_timeout_still_serves() {
     connect_and_echo(&proxy, &mut echo, &request).await;
 }
 
-#[tokio::test]
-async fn clients_beyond_the_pending_handshake_cap_are_reset_and_service_resumes() {
+async fn proxy_with_two_slots() -> Proxy {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
     let settings = SocksSettings {
         listen: "127.0.0.1:0".parse().unwrap(),
@@ -499,19 +498,49 @@ async fn clients_beyond_the_pending_handshake_cap_are_reset_and_service_resumes(
     };
     let server =
         SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
-    let proxy = Proxy { server, _manager: manager };
-    // Two silent clients hold both handshake slots.
-    let silent = [connect(&proxy).await, connect(&proxy).await];
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // The third is reset at once, without a reply (well before the 10 s handshake timeout).
-    let mut third = connect(&proxy).await;
-    let started = std::time::Instant::now();
-    assert_eq!(read_until_closed(&mut third).await, b"");
-    assert!(started.elapsed() < Duration::from_secs(2), "not refused promptly");
-    // Once the silent clients leave, a good client is served again.
-    drop(silent);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    Proxy { server, _manager: manager }
+}
+
+#[tokio::test]
+async fn clients_beyond_the_pending_handshake_cap_wait_in_the_backlog() {
+    let proxy = proxy_with_two_slots().await;
     let mut echo = echo_server(Ipv4Addr::LOCALHOST.into()).await.unwrap();
+    // Two clients in the middle of their handshake (greeted, no request yet) hold both slots.
+    let mut talking = [connect(&proxy).await, connect(&proxy).await];
+    for client in &mut talking {
+        greet(client).await;
+    }
+    // A third client is neither served nor reset while they hold the slots: it waits.
+    let mut third = connect(&proxy).await;
+    third.write_all(&[5, 1, 0]).await.unwrap();
+    let mut byte = [0u8; 1];
+    let early = timeout(Duration::from_millis(500), third.read(&mut byte)).await;
+    assert!(early.is_err(), "the third client got an answer while every slot was taken: {early:?}");
+    // Once one of them finishes, the third is served.
+    let [first, mut second] = talking;
+    drop(first);
+    assert_eq!(read_exact(&mut third, 2).await, [5, 0]);
+    third.write_all(&connect_request(echo.addr)).await.unwrap();
+    assert_eq!(read_reply(&mut third).await.0, 0);
+    assert_echoes(&mut third, b"served from the backlog").await;
+    // The other talking client was never evicted: it can finish its handshake.
+    second.write_all(&connect_request(echo.addr)).await.unwrap();
+    assert_eq!(read_reply(&mut second).await.0, 0);
+    timeout(WAIT, echo.peers.recv()).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn idle_clients_give_their_handshake_slot_to_a_waiting_client() {
+    let proxy = proxy_with_two_slots().await;
+    let mut echo = echo_server(Ipv4Addr::LOCALHOST.into()).await.unwrap();
+    // Two clients that never send a byte hold both slots.
+    let mut silent = [connect(&proxy).await, connect(&proxy).await];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A valid client is served (an idle handshake yields its slot, or times out).
     let request = connect_request(echo.addr);
     connect_and_echo(&proxy, &mut echo, &request).await;
+    // The idle clients are closed without a reply.
+    for client in &mut silent {
+        assert_eq!(read_until_closed(client).await, b"");
+    }
 }

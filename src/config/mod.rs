@@ -3,7 +3,8 @@
 //! ```json
 //! { "log": { "level": "info" },
 //!   "socks": { "listen": "127.0.0.1:1080", "users": [{"username": "u", "password": "p"}],
-//!              "handshake_timeout": "10s", "allow_non_loopback": false },
+//!              "handshake_timeout": "10s", "allow_non_loopback": false,
+//!              "allow_unauthenticated_non_loopback": false },
 //!   "connect_timeout": "5s",
 //!   "half_close_timeout": "60s",
 //!   "network_strategy": "default", "network_type": [], "fallback_network_type": [],
@@ -13,7 +14,9 @@
 //! ```
 //!
 //! Every key is optional (defaults as shown); an unknown key at any level is an error naming it.
-//! Durations are strings such as `"5s"`, `"300ms"`, `"1m30s"`; `"0s"` (or `"0"`) is zero.
+//! Durations are strings such as `"5s"`, `"300ms"`, `"1m30s"`; `"0s"` (or `"0"`) is zero. Every
+//! duration is at most 365 days, and the TCP socket options stay within what every platform's
+//! kernel accepts (see [`limits`]); a value out of range is an error naming its key.
 //! New top-level options are added as new fields of [`Config`] with a serde default.
 
 use std::collections::BTreeMap;
@@ -34,6 +37,8 @@ use crate::network::NetworkType;
 use crate::platform::sockopts::{DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_USER_TIMEOUT};
 use crate::platform::{KeepaliveOptions, TcpSocketOptions};
 use crate::tls_fragment::FragmentSettings;
+
+pub mod limits;
 
 /// The whole configuration. Build it with [`Config::from_json`], [`Config::from_file`] or
 /// `Config::default()`; the constructors validate it.
@@ -157,6 +162,9 @@ pub struct SocksConfig {
     pub handshake_timeout: Duration,
     /// Allow a listen address that is not loopback. Default false.
     pub allow_non_loopback: bool,
+    /// Allow a non-loopback listen address without `users` (an open proxy for everyone who can
+    /// reach it; logged as a warning). Without it such a server refuses to start. Default false.
+    pub allow_unauthenticated_non_loopback: bool,
 }
 
 impl Default for SocksConfig {
@@ -167,6 +175,7 @@ impl Default for SocksConfig {
             users: defaults.users,
             handshake_timeout: defaults.handshake_timeout,
             allow_non_loopback: defaults.allow_non_loopback,
+            allow_unauthenticated_non_loopback: defaults.allow_unauthenticated_non_loopback,
         }
     }
 }
@@ -237,7 +246,8 @@ impl Config {
         Config::from_json(&text).map_err(with_file)
     }
 
-    /// Checks the rules parsing cannot express: timeouts that must be positive.
+    /// Checks the rules parsing cannot express: timeouts that must be positive, durations within
+    /// what the platforms accept ([`limits`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = "must be greater than 0";
         if self.connect_timeout.is_zero() {
@@ -279,6 +289,7 @@ impl Config {
                 reason: positive,
             });
         }
+        self.check_duration_limits()?;
         Ok(())
     }
 
@@ -298,6 +309,7 @@ impl Config {
             users: self.socks.users.clone(),
             handshake_timeout: self.socks.handshake_timeout,
             allow_non_loopback: self.socks.allow_non_loopback,
+            allow_unauthenticated_non_loopback: self.socks.allow_unauthenticated_non_loopback,
             udp: self.udp_settings(),
             ..SocksSettings::default()
         }

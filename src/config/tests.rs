@@ -207,3 +207,71 @@ fn file_errors_name_the_file() {
     assert!(matches!(error, ConfigError::Read { .. }), "{error:?}");
     assert!(error.to_string().contains(&missing.display().to_string()), "{error}");
 }
+
+#[test]
+fn durations_the_kernels_refuse_are_rejected_naming_the_key() {
+    // From issue 11: "10h" keepalive and "25d" user timeout started fine, then every CONNECT
+    // failed with EINVAL.
+    for (text, field) in [
+        (r#"{"tcp_keep_alive": "10h"}"#, "tcp_keep_alive"),
+        (r#"{"tcp_keep_alive": "32768s"}"#, "tcp_keep_alive"),
+        (r#"{"tcp_keep_alive": "500ms"}"#, "tcp_keep_alive"),
+        (r#"{"tcp_keep_alive_interval": "10h"}"#, "tcp_keep_alive_interval"),
+        (r#"{"tcp_user_timeout": "25d"}"#, "tcp_user_timeout"),
+        (r#"{"tcp_user_timeout": "2147483648ms"}"#, "tcp_user_timeout"),
+        (r#"{"tcp_user_timeout": "500us"}"#, "tcp_user_timeout"),
+    ] {
+        let error = Config::from_json(text).unwrap_err();
+        assert!(matches!(error, ConfigError::Invalid { field: f, .. } if f == field), "{text}: {error:?}");
+        let message = error.to_string();
+        assert!(message.contains(&format!("`{field}` must be")), "{text}: {message}");
+    }
+    // The largest values the kernels accept are accepted.
+    let config = Config::from_json(
+        r#"{"tcp_keep_alive": "32767s", "tcp_keep_alive_interval": "1s", "tcp_user_timeout": "2147483647ms"}"#,
+    )
+    .unwrap();
+    assert_eq!(config.dial_settings().tcp.user_timeout, Some(limits::MAX_TCP_USER_TIMEOUT));
+    // Keepalive times are not used when keepalive is off.
+    Config::from_json(r#"{"disable_tcp_keep_alive": true, "tcp_keep_alive": "10h"}"#).unwrap();
+}
+
+#[test]
+fn absurd_durations_are_rejected_for_every_key() {
+    let keys = [
+        "connect_timeout",
+        "half_close_timeout",
+        "fallback_delay",
+        "tcp_keep_alive",
+        "tcp_keep_alive_interval",
+        "tcp_user_timeout",
+        "udp_timeout",
+        "tls_fragment_fallback_delay",
+        "socks.handshake_timeout",
+    ];
+    for key in keys {
+        for value in ["500000000000y", "366d"] {
+            let text = match key.strip_prefix("socks.") {
+                Some(inner) => format!(r#"{{"socks": {{"{inner}": "{value}"}}}}"#),
+                None => format!(r#"{{"{key}": "{value}", "disable_tcp_keep_alive": true}}"#),
+            };
+            let error = Config::from_json(&text).unwrap_err();
+            assert!(matches!(error, ConfigError::Invalid { field, .. } if field == key), "{text}: {error:?}");
+            assert!(error.to_string().contains(&format!("`{key}` must be")), "{text}: {error}");
+        }
+    }
+    let config = Config::from_json(r#"{"connect_timeout": "365d", "half_close_timeout": "365d"}"#).unwrap();
+    assert_eq!(config.connect_timeout, limits::MAX_DURATION);
+}
+
+#[test]
+fn unauthenticated_non_loopback_is_a_separate_switch() {
+    let config = Config::from_json(
+        r#"{"socks": {"listen": "0.0.0.0:1080", "allow_non_loopback": true,
+                       "allow_unauthenticated_non_loopback": true}}"#,
+    )
+    .unwrap();
+    let settings = config.socks_settings();
+    assert!(settings.allow_non_loopback && settings.allow_unauthenticated_non_loopback);
+    assert!(!Config::default().socks_settings().allow_unauthenticated_non_loopback);
+}

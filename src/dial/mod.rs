@@ -102,6 +102,9 @@ pub enum FailureKind {
     HostUnreachable,
     /// No answer within the connect timeout.
     TimedOut,
+    /// A local rule forbids the connection: `EACCES` or `EPERM` from `connect` (a `prohibit`
+    /// route, a firewall rule).
+    Prohibited,
     /// Anything else (a local error, an unsupported request…).
     Other,
 }
@@ -114,6 +117,7 @@ impl FailureKind {
             io::ErrorKind::NetworkUnreachable => FailureKind::NetworkUnreachable,
             io::ErrorKind::HostUnreachable => FailureKind::HostUnreachable,
             io::ErrorKind::TimedOut => FailureKind::TimedOut,
+            io::ErrorKind::PermissionDenied => FailureKind::Prohibited,
             _ => FailureKind::Other,
         }
     }
@@ -142,7 +146,13 @@ impl AttemptError {
         match self {
             AttemptError::TimedOut(_) => FailureKind::TimedOut,
             AttemptError::Io(e) => FailureKind::of_io(e),
-            AttemptError::Bind(e) => e.os_error().map_or(FailureKind::NetworkUnreachable, FailureKind::of_io),
+            // A socket the platform refused to bind (e.g. EPERM without the privilege) is a local
+            // problem, not a rule about the destination.
+            AttemptError::Bind(e) => match e.os_error().map(FailureKind::of_io) {
+                None => FailureKind::NetworkUnreachable,
+                Some(FailureKind::Prohibited) => FailureKind::Other,
+                Some(kind) => kind,
+            },
             AttemptError::Options(e) => FailureKind::of_io(&e.source),
         }
     }
@@ -250,6 +260,28 @@ impl DialError {
                     attempts.first().map_or(FailureKind::Other, |a| a.error.kind())
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_errors_map_to_failure_kinds() {
+        for (errno, kind) in [
+            (libc::ECONNREFUSED, FailureKind::Refused),
+            (libc::ENETUNREACH, FailureKind::NetworkUnreachable),
+            (libc::EHOSTUNREACH, FailureKind::HostUnreachable),
+            (libc::ETIMEDOUT, FailureKind::TimedOut),
+            (libc::EACCES, FailureKind::Prohibited),
+            (libc::EPERM, FailureKind::Prohibited),
+            (libc::EINVAL, FailureKind::Other),
+        ] {
+            let error = io::Error::from_raw_os_error(errno);
+            assert_eq!(FailureKind::of_io(&error), kind, "{error}");
+            assert_eq!(AttemptError::Io(error).kind(), kind);
         }
     }
 }

@@ -120,7 +120,7 @@ impl From<CoreFailureKind> for FailureKind {
             CoreFailureKind::NetworkUnreachable => FailureKind::NetworkUnreachable,
             CoreFailureKind::HostUnreachable => FailureKind::HostUnreachable,
             CoreFailureKind::TimedOut => FailureKind::TimedOut,
-            CoreFailureKind::Other => FailureKind::Other,
+            CoreFailureKind::Prohibited | CoreFailureKind::Other => FailureKind::Other,
         }
     }
 }

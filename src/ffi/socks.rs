@@ -158,6 +158,10 @@ pub(crate) fn start_error(address: SocketAddr, error: SocksError) -> NetswitchEr
             argument: "listen".into(),
             reason: format!("{address} is not loopback (set socks_allow_non_loopback to allow it)"),
         },
+        SocksError::Unauthenticated(_) => NetswitchError::InvalidArgument {
+            argument: "credentials".into(),
+            reason: format!("{address} is not loopback: credentials are required there"),
+        },
         SocksError::BadUser(username) => NetswitchError::InvalidArgument {
             argument: "users".into(),
             reason: format!("user {username:?}: username and password must be 1-255 bytes"),

@@ -17,7 +17,10 @@ pub trait InboundHandshake: Send + 'static {
     /// The destination is connected; `bound` is the local address of the outbound socket.
     fn succeed<'a>(&'a mut self, client: &'a TcpStream, bound: SocketAddr) -> BoxFuture<'a, io::Result<()>>;
 
-    /// The dial failed; tell the client why (best effort: errors are ignored by the caller).
+    /// The dial failed; tell the client why (best effort: errors are ignored by the caller). The
+    /// socket is closed right after: an implementation that sends a final reply also ends its
+    /// side gracefully (FIN, then discards what the client still sends, bounded in bytes and
+    /// time), so that unread client bytes cannot turn the close into a reset that loses the reply.
     fn fail<'a>(&'a mut self, client: &'a TcpStream, error: &'a DialError) -> BoxFuture<'a, io::Result<()>>;
 }
 

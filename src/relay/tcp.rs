@@ -32,6 +32,12 @@ pub(crate) async fn run(
     fragment_defaults: FragmentSettings,
 ) -> Result<(), ConnectionError> {
     let Inbound { stream: client, early_data, handshake } = inbound;
+    // Every client stream passes here (SOCKS, a socket handed over by the host). Without
+    // TCP_NODELAY an answer relayed in two small writes waits ~40 ms for the client's delayed ACK.
+    // A socket that is not TCP (a Unix socketpair from the host) has no such option: ignored.
+    if let Err(error) = client.set_nodelay(true) {
+        tracing::trace!(%error, "TCP_NODELAY not set on the client socket");
+    }
     let target = entry.metadata.dial_target();
     let dialed = tokio::select! {
         biased;
@@ -237,7 +243,10 @@ where
         let (sleep, seen) = drain.get_or_insert_with(|| (Box::pin(tokio::time::sleep(timeout)), moved));
         if *seen != moved {
             *seen = moved;
-            sleep.as_mut().reset(Instant::now() + timeout);
+            // A timeout too long to add to the clock (through the Rust API) keeps its far deadline.
+            if let Some(deadline) = Instant::now().checked_add(timeout) {
+                sleep.as_mut().reset(deadline);
+            }
         }
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(ConnectionError::HalfCloseTimeout(timeout))),

@@ -70,7 +70,8 @@ struct DialArgs {
 struct SocksArgs {
     /// Address to listen on [default: 127.0.0.1:1080]. Port 0 picks a free port; the log line
     /// "netswitch SOCKS5 listening on ADDR" shows the real one. Non-loopback addresses need
-    /// "allow_non_loopback": true in the config file.
+    /// "allow_non_loopback": true in the config file, and users (or
+    /// "allow_unauthenticated_non_loopback": true).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
 
@@ -83,11 +84,11 @@ struct SocksArgs {
     #[arg(long, value_name = "P", requires = "user")]
     password: Option<String>,
 
-    /// JSON config file: log.level, socks.* (listen, users, handshake_timeout, allow_non_loopback),
-    /// connect_timeout, half_close_timeout, network_strategy, network_type, fallback_network_type,
-    /// fallback_delay, domain_strategy, tcp_keep_alive*, tcp_user_timeout, udp_timeout,
-    /// udp_session_capacity, tls_fragment, tls_record_fragment, tls_fragment_fallback_delay,
-    /// interface_types (README "Configuration file"). Flags override it.
+    /// JSON config file: log.level, socks.* (listen, users, handshake_timeout, allow_non_loopback,
+    /// allow_unauthenticated_non_loopback), connect_timeout, half_close_timeout, network_strategy,
+    /// network_type, fallback_network_type, fallback_delay, domain_strategy, tcp_keep_alive*,
+    /// tcp_user_timeout, udp_timeout, udp_session_capacity, tls_fragment, tls_record_fragment,
+    /// tls_fragment_fallback_delay, interface_types (README "Configuration file"). Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -164,9 +165,9 @@ fn run_socks(args: SocksArgs) -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(ServeError::Socks(error @ (SocksError::NotLoopback(_) | SocksError::BadUser(_)))) => {
-            fail(&error.to_string(), EXIT_USAGE)
-        }
+        Err(ServeError::Socks(
+            error @ (SocksError::NotLoopback(_) | SocksError::Unauthenticated(_) | SocksError::BadUser(_)),
+        )) => fail(&error.to_string(), EXIT_USAGE),
         Err(error) => fail(&error.to_string(), EXIT_FAILURE),
     }
 }

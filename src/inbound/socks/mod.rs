@@ -1,16 +1,28 @@
 //! SOCKS5 ingress (RFC 1928 CONNECT, RFC 1929 username/password) feeding a [`ConnectionManager`].
 //!
 //! [`SocksServer::start`] binds a listener (loopback only unless explicitly allowed) and serves
-//! each client on its own task. A client has [`SocksSettings::handshake_timeout`] to send its
-//! greeting, credentials and request; a CONNECT is then handed to
+//! each client on its own task, with `TCP_NODELAY` once it is handed to the manager. A client has
+//! [`FIRST_BYTE_TIMEOUT`] to send its first byte and [`SocksSettings::handshake_timeout`] to send
+//! its greeting, credentials and request; a CONNECT is then handed to
 //! [`ConnectionManager::new_connection`], which dials and sends the reply: success (0x00) with the
 //! outbound socket's real local address, or the code matching [`crate::DialError::kind`]
-//! (refused 0x05, network unreachable 0x03, host unreachable 0x04, timeout 0x06, other 0x01).
+//! (refused 0x05, network unreachable 0x03, host unreachable 0x04, timeout 0x06, forbidden by a
+//! local rule such as a `prohibit` route 0x02, other 0x01).
 //! Bytes the client sent after its request are kept and relayed first (early data).
 //!
 //! When [`SocksSettings::users`] is non-empty, username/password (0x02) is the only acceptable
 //! method; otherwise only "no authentication" (0x00) is. Credentials are compared in constant
-//! time; only the username is ever logged.
+//! time and never logged (a failed attempt logs the client's address only: a password typed into
+//! the username field must not reach the log). A listener that is not loopback needs users, or
+//! [`SocksSettings::allow_unauthenticated_non_loopback`] on top of `allow_non_loopback`.
+//!
+//! # Handshake slots
+//!
+//! At most [`SocksSettings::max_pending_handshakes`] clients are in their handshake at once.
+//! While every slot is taken the server stops accepting: new clients wait in the kernel's listen
+//! backlog (up to [`LISTEN_BACKLOG`], capped by the system, e.g. `net.core.somaxconn`) and are
+//! served as slots free up, never reset. A handshake older than 1 s gives its slot to a waiting
+//! client (it is closed), so idle or trickling sockets cannot starve valid clients.
 //!
 //! UDP ASSOCIATE (RFC 1928 §7) opens an association that lives as long as its control
 //! connection; see [`udp`] for how client datagrams are checked and relayed. BIND is not
@@ -18,9 +30,10 @@
 //!
 //! # What the server does with bad input
 //!
-//! Every rejection ends with a graceful close (FIN, then the client's remaining bytes are read and
-//! discarded until it closes or the handshake deadline passes), never with a panic, and never
-//! affects other clients.
+//! Every final reply (a rejection or a failed CONNECT) is followed by a graceful close: FIN, then
+//! the client's remaining bytes are read and discarded until it closes (at most 64 KiB for 1 s),
+//! so that unread bytes never turn the close into a reset that would destroy the reply. Nothing
+//! panics, and no client affects another.
 //!
 //! | Input | Response |
 //! |---|---|
@@ -34,16 +47,18 @@
 //! | UDP ASSOCIATE with [`UdpSettings::max_associations`] already open | reply 0x01, close (counted, see [`SocksServer::udp_limits`]) |
 //! | unknown command | reply 0x07 as soon as the command byte arrives, close |
 //! | unknown address type | reply 0x08 as soon as the type byte arrives, close |
-//! | empty or non-UTF-8 domain | reply 0x01, close |
+//! | empty or non-UTF-8 domain, or one with a control character (CR, LF, ESC…) | reply 0x01, close |
 //! | CONNECT to port 0 | reply 0x01, close |
 //! | a message cut short by the client's EOF | close, no reply |
-//! | nothing, or a partial message, for `handshake_timeout` | close, no reply |
+//! | nothing at all for [`FIRST_BYTE_TIMEOUT`] (or `handshake_timeout` if shorter) | close, no reply |
+//! | a partial message for `handshake_timeout` | close, no reply |
 //! | the reserved byte of a request is not 0x00 | ignored |
 //! | a domain that is an IP literal | treated as that IP address |
 
 mod auth;
 pub mod protocol;
 mod server;
+mod slots;
 pub mod udp;
 
 use std::io;
@@ -52,7 +67,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::AbortHandle;
 
 use crate::dial::Outbound;
@@ -64,6 +79,14 @@ pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 512;
 
 /// Default time a client has to complete its SOCKS handshake (greeting, auth, request).
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A client that sends nothing at all for this long (or `handshake_timeout`, if shorter) is
+/// closed, giving its handshake slot back: well-behaved clients send their greeting at once.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The listen backlog asked for: clients beyond the handshake slots wait there. The system caps
+/// it (Linux: `net.core.somaxconn`, 4096 by default since 5.4).
+pub const LISTEN_BACKLOG: u32 = 4096;
 
 /// A username/password pair accepted by the server (RFC 1929).
 #[derive(Clone, PartialEq, Eq, serde::Deserialize)]
@@ -95,10 +118,14 @@ pub struct SocksSettings {
     pub handshake_timeout: Duration,
     /// Allow a listen address that is not loopback. Default false.
     pub allow_non_loopback: bool,
+    /// Allow a non-loopback listener without `users`: anyone who can reach the address may use
+    /// the proxy. Needed on top of `allow_non_loopback` when `users` is empty; logged as a
+    /// warning when used. Default false.
+    pub allow_unauthenticated_non_loopback: bool,
     /// UDP ASSOCIATE sessions: idle timeouts, session cap, queue length.
     pub udp: UdpSettings,
-    /// Clients allowed to be in their handshake at once; further clients are reset at once until
-    /// some finish (each handshake is bounded by `handshake_timeout`). Default 512.
+    /// Clients allowed to be in their handshake at once. Further clients wait in the listen
+    /// backlog; a handshake older than 1 s gives its slot to a waiting client. Default 512.
     pub max_pending_handshakes: usize,
 }
 
@@ -109,6 +136,7 @@ impl Default for SocksSettings {
             users: Vec::new(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             allow_non_loopback: false,
+            allow_unauthenticated_non_loopback: false,
             udp: UdpSettings::default(),
             max_pending_handshakes: DEFAULT_MAX_PENDING_HANDSHAKES,
         }
@@ -121,6 +149,13 @@ pub enum SocksError {
     /// The listen address is not loopback and `allow_non_loopback` is off.
     #[error("refusing to listen on non-loopback address {0} (set allow_non_loopback to allow it)")]
     NotLoopback(SocketAddr),
+    /// The listen address is not loopback, there are no users, and
+    /// `allow_unauthenticated_non_loopback` is off.
+    #[error(
+        "refusing to listen on non-loopback address {0} without users: anyone who can reach it could \
+         use the proxy (add users, or set allow_unauthenticated_non_loopback to allow it)"
+    )]
+    Unauthenticated(SocketAddr),
     /// A user has an empty or over-long username or password.
     #[error("SOCKS user {0:?}: username and password must be 1-255 bytes")]
     BadUser(String),
@@ -150,22 +185,28 @@ impl SocksServer {
     ///
     /// Fails without binding when the address is not loopback and `allow_non_loopback` is off
     /// ([`SocksError::NotLoopback`]; an IPv4-mapped IPv6 address such as `[::ffff:127.0.0.1]` does
-    /// not count as loopback) or a user's name or password is not 1-255 bytes
-    /// ([`SocksError::BadUser`]).
+    /// not count as loopback), when it is not loopback and there are no users unless
+    /// `allow_unauthenticated_non_loopback` is on ([`SocksError::Unauthenticated`]), or when a
+    /// user's name or password is not 1-255 bytes ([`SocksError::BadUser`]).
     pub async fn start(
         settings: SocksSettings,
         manager: Arc<ConnectionManager>,
         outbound: Arc<dyn Outbound>,
     ) -> Result<SocksServer, SocksError> {
-        if !settings.listen.ip().is_loopback() && !settings.allow_non_loopback {
+        let loopback = settings.listen.ip().is_loopback();
+        if !loopback && !settings.allow_non_loopback {
             return Err(SocksError::NotLoopback(settings.listen));
+        }
+        let open_to_all = !loopback && settings.users.is_empty();
+        if open_to_all && !settings.allow_unauthenticated_non_loopback {
+            return Err(SocksError::Unauthenticated(settings.listen));
         }
         let valid = |field: &str| (1..=255).contains(&field.len());
         if let Some(bad) = settings.users.iter().find(|u| !valid(&u.username) || !valid(&u.password)) {
             return Err(SocksError::BadUser(bad.username.clone()));
         }
         let bind_error = |source| SocksError::Bind { address: settings.listen, source };
-        let listener = TcpListener::bind(settings.listen).await.map_err(bind_error)?;
+        let listener = listen(settings.listen).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         let udp_limits = Arc::new(udp::UdpLimits::new(&settings.udp));
         let context = Arc::new(server::Context {
@@ -183,6 +224,13 @@ impl SocksServer {
             handshake_timeout_ms = settings.handshake_timeout.as_millis() as u64,
             "SOCKS5 server listening"
         );
+        if open_to_all {
+            tracing::warn!(
+                address = %local_addr,
+                "SOCKS5 server listens on a non-loopback address WITHOUT authentication: anyone who \
+                 can reach it can use this proxy (allow_unauthenticated_non_loopback is set)"
+            );
+        }
         Ok(SocksServer { local_addr, udp_limits, accept_task, stopped: AtomicBool::new(false) })
     }
 
@@ -206,6 +254,15 @@ impl SocksServer {
             tracing::info!(address = %self.local_addr, "SOCKS5 server stopped");
         }
     }
+}
+
+/// Binds a listener on `address` with [`LISTEN_BACKLOG`] (`SO_REUSEADDR` as `TcpListener::bind`).
+fn listen(address: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 impl Drop for SocksServer {

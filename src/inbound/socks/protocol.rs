@@ -54,8 +54,9 @@ pub enum ProtocolError {
     /// The request's address type is not IPv4, domain or IPv6.
     #[error("unknown SOCKS address type {0:#04x}")]
     BadAddressType(u8),
-    /// The request's domain is empty or not UTF-8.
-    #[error("empty or non-UTF-8 domain name in the SOCKS request")]
+    /// The request's domain is empty, not UTF-8, or has a control character (never part of a
+    /// host name; refused so that it cannot forge log lines).
+    #[error("empty, non-UTF-8 or control-character domain name in the SOCKS request")]
     BadDomain,
 }
 
@@ -106,7 +107,8 @@ pub fn parse_greeting(buf: &[u8]) -> Result<Parsed<Greeting>, ProtocolError> {
     }
 }
 
-/// A username and password as the client sent them (raw bytes; may be empty).
+/// A username and password as the client sent them (raw bytes; may be empty). `Debug` shows
+/// neither (only their lengths): a password is sometimes typed into the username field.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     /// The username bytes.
@@ -118,8 +120,8 @@ pub struct Credentials {
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
-            .field("username", &String::from_utf8_lossy(&self.username))
-            .field("password", &"<redacted>")
+            .field("username_len", &self.username.len())
+            .field("password_len", &self.password.len())
             .finish()
     }
 }
@@ -213,7 +215,7 @@ pub enum ReplyCode {
     Succeeded = 0x00,
     /// 0x01 general SOCKS server failure.
     GeneralFailure = 0x01,
-    /// 0x02 connection not allowed by ruleset.
+    /// 0x02 connection not allowed by ruleset (a local rule forbids it).
     NotAllowed = 0x02,
     /// 0x03 network unreachable.
     NetworkUnreachable = 0x03,
@@ -236,6 +238,7 @@ impl From<FailureKind> for ReplyCode {
             FailureKind::NetworkUnreachable => ReplyCode::NetworkUnreachable,
             FailureKind::HostUnreachable => ReplyCode::HostUnreachable,
             FailureKind::TimedOut => ReplyCode::TtlExpired,
+            FailureKind::Prohibited => ReplyCode::NotAllowed,
             FailureKind::Other => ReplyCode::GeneralFailure,
         }
     }
@@ -308,8 +311,9 @@ mod tests {
         let empty = Credentials { username: vec![], password: vec![] };
         check_prefixes(parse_credentials, &[1, 0, 0], empty);
         assert_eq!(parse_credentials(&[5, 1, b'u']), Err(ProtocolError::BadAuthVersion(5)));
-        let shown = format!("{:?}", Credentials { username: b"u".to_vec(), password: b"hunter2".to_vec() });
-        assert!(!shown.contains("hunter2"), "{shown}");
+        let shown =
+            format!("{:?}", Credentials { username: b"hunter3".to_vec(), password: b"hunter2".to_vec() });
+        assert!(!shown.contains("hunter2") && !shown.contains("hunter3"), "{shown}");
     }
 
     #[test]
@@ -340,6 +344,12 @@ mod tests {
         assert_eq!(parse_request(&[5, 1, 0, 2]), Err(ProtocolError::BadAddressType(2)));
         assert_eq!(parse_request(&[5, 1, 0, 3, 0]), Err(ProtocolError::BadDomain));
         assert_eq!(parse_request(&[5, 1, 0, 3, 2, 0xff, 0xfe]), Err(ProtocolError::BadDomain));
+        for name in [&b"a\nb"[..], b"a\rb", b"a\x1bb", b"a\x7fb"] {
+            let mut request = vec![5, 1, 0, 3, name.len() as u8];
+            request.extend_from_slice(name);
+            request.extend_from_slice(&[0, 80]);
+            assert_eq!(parse_request(&request), Err(ProtocolError::BadDomain), "{name:?}");
+        }
         // The reserved byte is ignored.
         assert!(matches!(parse_request(&[5, 1, 7, 1, 1, 2, 3, 4, 0, 1]), Ok(Parsed::Complete(_, 10))));
     }
@@ -399,6 +409,7 @@ mod tests {
         assert_eq!(ReplyCode::from(FailureKind::NetworkUnreachable) as u8, 0x03);
         assert_eq!(ReplyCode::from(FailureKind::HostUnreachable) as u8, 0x04);
         assert_eq!(ReplyCode::from(FailureKind::TimedOut) as u8, 0x06);
+        assert_eq!(ReplyCode::from(FailureKind::Prohibited) as u8, 0x02);
         assert_eq!(ReplyCode::from(FailureKind::Other) as u8, 0x01);
     }
 }

@@ -1,17 +1,19 @@
 //! The SOCKS5 accept loop and the per-client handshake.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::auth::UserTable;
 use super::protocol::{self, Command, Parsed, ProtocolError, ReplyCode};
+use super::slots::{IdleFlag, Slots};
+use super::FIRST_BYTE_TIMEOUT;
 use crate::dial::{BoxFuture, DialError, Outbound};
 use crate::inbound::{Inbound, InboundHandshake};
 use crate::manager::ConnectionManager;
@@ -21,8 +23,10 @@ use crate::relay::ClosedConnection;
 
 /// How many bytes one handshake read asks for. Bytes past the request end up as early data.
 const READ_CHUNK: usize = 512;
-/// At most this many bytes are read and discarded while closing a rejected client gracefully.
+/// At most this many bytes are read and discarded while closing a client after its final reply.
 const DRAIN_LIMIT: usize = 64 * 1024;
+/// At most this long is spent reading and discarding a client's bytes after its final reply.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -37,27 +41,23 @@ pub(super) struct Context {
     pub(super) outbound: Arc<dyn Outbound>,
 }
 
-/// Accepts clients forever, one task per client. The client tasks live in a `JoinSet`, so
+/// Accepts clients forever, one task per client, at most `max_pending_handshakes` of them in
+/// their handshake at once (see [`super::slots`]). The client tasks live in a `JoinSet`, so
 /// aborting this loop also abandons every handshake still in progress.
 pub(super) async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
     let mut handshakes = JoinSet::new();
-    let mut refusing = false;
+    let mut slots = Slots::new(context.max_pending_handshakes);
     loop {
+        while handshakes.try_join_next().is_some() {}
+        let admission = slots.admission(handshakes.len(), Instant::now());
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) if handshakes.len() >= context.max_pending_handshakes => {
-                    if !refusing {
-                        tracing::warn!(
-                            limit = context.max_pending_handshakes, %peer,
-                            "too many SOCKS clients in their handshake: resetting new clients until some finish"
-                        );
-                        refusing = true;
-                    }
-                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                }
+            accepted = listener.accept(), if admission.may_accept() => match accepted {
                 Ok((stream, peer)) => {
-                    refusing = false;
-                    handshakes.spawn(serve_client(stream, peer, context.clone()));
+                    while handshakes.try_join_next().is_some() {}
+                    slots.make_room(handshakes.len(), peer);
+                    let idle = IdleFlag::default();
+                    let handle = handshakes.spawn(serve_client(stream, peer, context.clone(), idle.clone()));
+                    slots.admitted(handle, idle, Instant::now());
                 }
                 Err(error) => {
                     tracing::warn!(%error, "SOCKS accept failed; retrying shortly");
@@ -65,7 +65,16 @@ pub(super) async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
                 }
             },
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            () = sleep_until_some(admission.recheck_at()) => {}
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -95,11 +104,22 @@ struct Accepted {
     early_data: Vec<u8>,
 }
 
-async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>) {
-    // A timeout too large to add to the clock (e.g. from a config of "1000000y") means "a year".
-    let deadline = Instant::now()
-        .checked_add(context.handshake_timeout)
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(365 * 24 * 3600));
+/// Serves one client: waits for its first byte (marked `idle` meanwhile, so that a newcomer may
+/// take its slot), then runs the handshake and hands the request over.
+async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>, idle: IdleFlag) {
+    let now = Instant::now();
+    let deadline = deadline_after(now, context.handshake_timeout);
+    if !has_input(&stream) {
+        // An idle client gives its slot back early: well-behaved clients send their greeting at once.
+        let first_byte = deadline_after(now, context.handshake_timeout.min(FIRST_BYTE_TIMEOUT));
+        idle.set(true);
+        let waited = tokio::time::timeout_at(first_byte, wait_for_input(&stream)).await;
+        idle.set(false);
+        if waited.is_err() {
+            tracing::debug!(client = %peer, "SOCKS client sent nothing; closing");
+            return;
+        }
+    }
     let mut reader = Reader { buf: Vec::new() };
     let outcome =
         tokio::time::timeout_at(deadline, handshake(&mut stream, &mut reader, peer, &context)).await;
@@ -107,7 +127,7 @@ async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Cont
         Ok(Ok(accepted)) => accepted,
         Ok(Err(error)) => {
             tracing::debug!(client = %peer, %error, "SOCKS handshake rejected");
-            let _ = tokio::time::timeout_at(deadline, close_gracefully(&mut stream)).await;
+            close_gracefully(&stream).await;
             return;
         }
         Err(_) => {
@@ -158,10 +178,8 @@ async fn handshake(
     if method == protocol::METHOD_USER_PASS {
         let credentials = reader.next(stream, protocol::parse_credentials).await?;
         if !context.users.check(&credentials) {
-            tracing::warn!(
-                client = %peer, username = ?String::from_utf8_lossy(&credentials.username),
-                "SOCKS authentication failed"
-            );
+            // The username is not logged: a password typed into it would end up in the log.
+            tracing::warn!(client = %peer, "SOCKS authentication failed (wrong username or password)");
             stream.write_all(&[protocol::AUTH_VERSION, protocol::AUTH_FAILURE]).await?;
             return Err(HandshakeError::AuthFailed);
         }
@@ -225,21 +243,61 @@ impl Reader {
     }
 }
 
-/// Sends FIN, then reads and discards what the client still sends until it closes (bounded by
-/// the caller's deadline and [`DRAIN_LIMIT`]), so that unread bytes do not turn the close into a
-/// reset that could destroy the reply before the client reads it.
-pub(super) async fn close_gracefully(stream: &mut TcpStream) {
-    if stream.shutdown().await.is_err() {
-        return;
-    }
-    let mut scratch = [0u8; 1024];
-    let mut drained = 0;
-    while drained < DRAIN_LIMIT {
-        match stream.read(&mut scratch).await {
-            Ok(0) | Err(_) => return,
-            Ok(read) => drained += read,
+/// True when the client sent something (or closed, or the socket failed): anything for the
+/// handshake to read. Does not consume it.
+fn has_input(stream: &TcpStream) -> bool {
+    !matches!(peek(stream), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// Waits until [`has_input`] (readiness alone is not enough: tokio reports a new socket readable).
+async fn wait_for_input(stream: &TcpStream) {
+    loop {
+        if stream.readable().await.is_err() {
+            return;
+        }
+        // Through `try_io`, so that "nothing there" clears the readiness before waiting again.
+        match stream.try_io(Interest::READABLE, || peek(stream)) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            _ => return,
         }
     }
+}
+
+/// Peeks at one byte without consuming it (the socket is non-blocking).
+fn peek(stream: &TcpStream) -> io::Result<usize> {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    socket2::SockRef::from(stream).peek(&mut byte)
+}
+
+/// `now + timeout`, or a year from now when that is too far to represent (`Duration::MAX`).
+fn deadline_after(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout).or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600))).unwrap_or(now)
+}
+
+/// Ends a connection after its final reply so that the reply survives: sends FIN, then reads and
+/// discards what the client still sends until it closes, at most [`DRAIN_LIMIT`] bytes for
+/// [`DRAIN_TIMEOUT`]. Closing with unread bytes would make the kernel send a reset, which discards
+/// a reply still queued for sending (and makes some clients drop one they already received).
+pub(super) async fn close_gracefully(stream: &TcpStream) {
+    if socket2::SockRef::from(stream).shutdown(Shutdown::Write).is_err() {
+        return;
+    }
+    let drain = async {
+        let mut scratch = [0u8; 1024];
+        let mut drained = 0;
+        while drained < DRAIN_LIMIT {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut scratch) {
+                Ok(0) => return,
+                Ok(read) => drained += read,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
 }
 
 /// Tells the client the outcome of its CONNECT (called by the manager after the dial).
@@ -261,6 +319,10 @@ impl InboundHandshake for SocksReply {
             "SOCKS CONNECT failed"
         );
         let reply = protocol::encode_reply(code, protocol::UNSPECIFIED_BOUND);
-        Box::pin(async move { write_all(client, &reply).await })
+        Box::pin(async move {
+            write_all(client, &reply).await?;
+            close_gracefully(client).await;
+            Ok(())
+        })
     }
 }

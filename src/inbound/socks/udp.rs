@@ -201,12 +201,12 @@ pub(super) async fn associate(
             client = %peer,
             "SOCKS UDP ASSOCIATE refused: with authentication on, the request must announce the client's UDP port (it announced port 0)"
         );
-        refuse(&mut control, ReplyCode::NotAllowed, &context).await;
+        refuse(&mut control, ReplyCode::NotAllowed).await;
         return;
     }
     let Some(permit) = context.udp_limits.associations.try_acquire() else {
         tracing::debug!(client = %peer, "SOCKS UDP ASSOCIATE refused: association limit reached");
-        refuse(&mut control, ReplyCode::GeneralFailure, &context).await;
+        refuse(&mut control, ReplyCode::GeneralFailure).await;
         return;
     };
     let bind_ip = match control.local_addr() {
@@ -230,7 +230,7 @@ pub(super) async fn associate(
         }
         Err(error) => {
             tracing::warn!(client = %peer, address = %bind_ip, %error, "SOCKS UDP ASSOCIATE: bind relay socket failed");
-            refuse(&mut control, ReplyCode::GeneralFailure, &context).await;
+            refuse(&mut control, ReplyCode::GeneralFailure).await;
             return;
         }
     };
@@ -248,11 +248,11 @@ pub(super) async fn associate(
     drop(permit);
 }
 
-/// Sends a failure reply and closes the control connection without losing the reply.
-async fn refuse(control: &mut TcpStream, code: ReplyCode, context: &Context) {
+/// Sends a failure reply and closes the control connection without losing the reply
+/// (the drain is bounded by the server's own drain limits.)
+async fn refuse(control: &mut TcpStream, code: ReplyCode) {
     if reply(control, code, protocol::UNSPECIFIED_BOUND).await.is_ok() {
-        let _ =
-            tokio::time::timeout(context.handshake_timeout, super::server::close_gracefully(control)).await;
+        super::server::close_gracefully(control).await;
     }
 }
 
