@@ -87,7 +87,8 @@ struct SocksArgs {
     /// JSON config file: log.level, socks.* (listen, users, handshake_timeout, allow_non_loopback,
     /// allow_unauthenticated_non_loopback), connect_timeout, half_close_timeout, network_strategy,
     /// network_type, fallback_network_type, fallback_delay, domain_strategy, tcp_keep_alive*,
-    /// tcp_user_timeout, udp_timeout, udp_session_capacity, tls_fragment, tls_record_fragment,
+    /// tcp_user_timeout, udp_timeout, udp_session_capacity, udp_max_associations, udp_max_sockets,
+    /// tls_fragment, tls_record_fragment,
     /// tls_fragment_fallback_delay, interface_types (README "Configuration file"). Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,

@@ -49,7 +49,7 @@ struct Entry {
 /// The handshakes in progress, oldest first.
 pub(super) struct Slots {
     capacity: usize,
-    /// Handshakes in the order they were admitted; finished ones are removed lazily.
+    /// Handshakes in the order they were admitted; finished ones are removed at the next admission.
     admitted: VecDeque<Entry>,
     /// Handshakes closed for a newcomer since the last warning.
     evicted: u64,
@@ -136,11 +136,11 @@ impl Slots {
 
     /// Records a handshake that just started.
     pub(super) fn admitted(&mut self, handle: AbortHandle, idle: IdleFlag, now: Instant) {
+        // Handshakes finish in any order: drop the finished ones at every admission. An
+        // `AbortHandle` keeps its finished task's memory allocated, so holding on to them would
+        // keep a burst's worth of tasks alive (at most `capacity` entries are live: cheap to scan).
+        self.admitted.retain(|entry| !entry.handle.is_finished());
         self.admitted.push_back(Entry { started: now, handle, idle });
-        // Handshakes finish in any order: sweep the finished ones now and then.
-        if self.admitted.len() > 2 * self.capacity + 16 {
-            self.admitted.retain(|entry| !entry.handle.is_finished());
-        }
     }
 
     /// The position of the oldest unfinished handshake that is idle.
