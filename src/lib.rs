@@ -69,6 +69,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod config;
 pub mod dial;
 #[cfg(feature = "ffi")]
@@ -81,15 +82,16 @@ pub mod metadata;
 pub mod network;
 pub mod platform;
 pub mod relay;
+pub mod socket;
 pub mod tls_fragment;
 pub mod tracker;
 
 #[cfg(feature = "ffi")]
 uniffi::setup_scaffolding!();
 
+pub use client::{Datagram, Inbound, InboundHandshake, PacketInbound, PacketSink, UdpTimeouts};
 pub use dial::direct::DirectOutbound;
 pub use dial::{DialError, DialedStream, Outbound};
-pub use inbound::Inbound;
 pub use manager::{ConnectionManager, RelaySettings};
 pub use metadata::{ConnectionOptions, Destination, Host, Metadata};
 pub use relay::{ClosedConnection, ConnectionError};

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio::runtime::Handle;
 
+use crate::client::Inbound;
 use crate::dial::Outbound;
-use crate::inbound::Inbound;
 use crate::metadata::Metadata;
 use crate::network::state::{CloseReason, NetworkState, SnapshotChange};
 use crate::network::InterfaceSnapshot;
@@ -378,7 +378,7 @@ impl ConnectionManager {
     /// [`ConnectionError::ShutDown`].
     pub fn new_packet_connection<F>(
         &self,
-        inbound: crate::relay::udp::PacketInbound,
+        inbound: crate::client::PacketInbound,
         metadata: Metadata,
         outbound: Arc<dyn Outbound>,
         on_close: F,

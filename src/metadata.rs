@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::dial::family::DomainStrategy;
 use crate::network::strategy::NetworkStrategy;
+use crate::network::DomainStrategy;
 use crate::network::NetworkType;
 
 /// The host part of a destination: an IP address or a domain name still to be resolved.

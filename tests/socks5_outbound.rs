@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
+use netswitch::client::InboundHandshake;
 use netswitch::dial::socks5::Socks5Outbound;
 use netswitch::dial::{BoxFuture, DialError, FailureKind};
 use netswitch::inbound::socks::{SocksServer, SocksSettings};
-use netswitch::inbound::InboundHandshake;
 use netswitch::{ConnectionError, ConnectionManager, DirectOutbound, Inbound, Metadata, RelaySettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -257,7 +257,7 @@ async fn close_latency_after_interface_loss_median_of_20() {
 /// Replies of a UDP session are ignored; the test watches the server side instead.
 struct NoSink;
 
-impl netswitch::relay::udp::PacketSink for NoSink {
+impl netswitch::client::PacketSink for NoSink {
     fn send_to_client<'a>(
         &'a self,
         _payload: &'a [u8],
@@ -269,8 +269,8 @@ impl netswitch::relay::udp::PacketSink for NoSink {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_sessions_use_the_strategy_and_close_on_interface_loss() {
-    use netswitch::relay::udp::{Datagram, PacketInbound};
-    use netswitch::relay::udp_timeout::UdpTimeouts;
+    use netswitch::client::udp_timeout::UdpTimeouts;
+    use netswitch::client::{Datagram, PacketInbound};
 
     let world =
         World::new(DialSettings { network_strategy: NetworkStrategy::Hybrid, ..DialSettings::default() })

@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use netswitch::client::udp_timeout::UdpTimeouts;
+use netswitch::client::{Datagram, PacketInbound, PacketSink};
 use netswitch::dial::BoxFuture;
-use netswitch::relay::budget::Budget;
-use netswitch::relay::udp::{Datagram, PacketInbound, PacketSink};
-use netswitch::relay::udp_sessions::{Dispatched, SessionKeying, UdpSessionTable, UdpSettings};
-use netswitch::relay::udp_timeout::UdpTimeouts;
+use netswitch::inbound::budget::Budget;
+use netswitch::inbound::udp_sessions::{Dispatched, SessionKeying, UdpSessionTable, UdpSettings};
 use netswitch::tracker::TransportProtocol;
 use netswitch::{
     ClosedConnection, ConnectionError, ConnectionManager, Destination, DirectOutbound, Metadata,

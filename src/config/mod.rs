@@ -27,12 +27,12 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::dial::direct::{DialSettings, DirectOutbound, DEFAULT_CONNECT_TIMEOUT};
-use crate::dial::family::DomainStrategy;
 use crate::dial::race::DEFAULT_FALLBACK_DELAY;
 use crate::inbound::socks::{SocksSettings, SocksUser};
 use crate::logging::LogLevel;
 use crate::manager::{RelaySettings, DEFAULT_HALF_CLOSE_TIMEOUT};
 use crate::network::strategy::NetworkStrategy;
+use crate::network::DomainStrategy;
 use crate::network::NetworkType;
 use crate::platform::sockopts::{DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERVAL, DEFAULT_USER_TIMEOUT};
 use crate::platform::{KeepaliveOptions, TcpSocketOptions};
@@ -130,10 +130,10 @@ impl Default for Config {
             disable_tcp_keep_alive: false,
             tcp_user_timeout: DEFAULT_USER_TIMEOUT,
             interface_types: BTreeMap::new(),
-            udp_timeout: crate::relay::udp_timeout::DEFAULT_UDP_TIMEOUT,
-            udp_session_capacity: crate::relay::udp_sessions::DEFAULT_SESSION_CAPACITY,
-            udp_max_associations: crate::relay::udp_sessions::DEFAULT_MAX_ASSOCIATIONS,
-            udp_max_sockets: crate::relay::udp_sessions::DEFAULT_MAX_SOCKETS,
+            udp_timeout: crate::client::udp_timeout::DEFAULT_UDP_TIMEOUT,
+            udp_session_capacity: crate::inbound::udp_sessions::DEFAULT_SESSION_CAPACITY,
+            udp_max_associations: crate::inbound::udp_sessions::DEFAULT_MAX_ASSOCIATIONS,
+            udp_max_sockets: crate::inbound::udp_sessions::DEFAULT_MAX_SOCKETS,
             tls_fragment: false,
             tls_record_fragment: false,
             tls_fragment_fallback_delay: crate::tls_fragment::DEFAULT_FALLBACK_DELAY,
@@ -348,10 +348,10 @@ impl Config {
 
     /// The UDP session settings of ingresses: `udp_timeout` as the default idle timeout (protocol
     /// timeouts and a connection's own `udp_timeout` still take precedence, see
-    /// [`crate::relay::udp_timeout`]), `udp_session_capacity`, `udp_max_associations` and
+    /// [`crate::client::udp_timeout`]), `udp_session_capacity`, `udp_max_associations` and
     /// `udp_max_sockets`.
-    pub fn udp_settings(&self) -> crate::relay::udp_sessions::UdpSettings {
-        let mut settings = crate::relay::udp_sessions::UdpSettings::default();
+    pub fn udp_settings(&self) -> crate::inbound::udp_sessions::UdpSettings {
+        let mut settings = crate::inbound::udp_sessions::UdpSettings::default();
         settings.timeouts.default = self.udp_timeout;
         settings.session_capacity = self.udp_session_capacity;
         settings.max_associations = self.udp_max_associations;

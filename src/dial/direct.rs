@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
-use super::family::DomainStrategy;
 use super::race::{race_networks, ConnectFn, FallbackMemory, RaceNetwork, DEFAULT_FALLBACK_DELAY};
 use super::{AttemptError, BoxFuture, DialAttempt, DialError, DialedStream, DialedUdp, Outbound};
 use crate::metadata::{Host, Metadata};
 use crate::network::state::NetworkState;
 use crate::network::strategy::{select_interfaces, NetworkStrategy, Selection};
+use crate::network::DomainStrategy;
 use crate::network::{Egress, NetworkInterface, NetworkType};
 use crate::platform::{bind_socket, is_virtual_destination, SocketBinder, TcpSocketOptions};
 

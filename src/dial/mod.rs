@@ -1,7 +1,6 @@
 //! Dialing: the [`Outbound`] trait and the errors a dial can end with.
 
 pub mod direct;
-pub mod family;
 pub mod race;
 pub mod socks5;
 
@@ -214,7 +213,7 @@ pub enum DialError {
         /// The destination as the client gave it.
         destination: String,
         /// The domain strategy in force.
-        strategy: family::DomainStrategy,
+        strategy: crate::network::DomainStrategy,
     },
     /// This outbound cannot carry this kind of traffic.
     #[error("{what} to {destination} is not supported by this outbound")]

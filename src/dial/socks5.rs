@@ -22,7 +22,7 @@ use crate::inbound::socks::protocol::{
 };
 use crate::metadata::{Destination, Host, Metadata};
 use crate::network::Egress;
-use crate::relay::socket_io::{self, write_all};
+use crate::socket::io::{self as socket_io, write_all};
 
 const CMD_CONNECT: u8 = 0x01;
 const ATYP_IPV4: u8 = 0x01;

@@ -7,9 +7,9 @@ use super::error::NetswitchError;
 use super::network::NetworkType;
 use super::types::LogLevel;
 use crate::config::Config;
-use crate::dial::family::DomainStrategy as CoreDomainStrategy;
 use crate::metadata::ConnectionOptions as CoreOptions;
 use crate::network::strategy::NetworkStrategy as CoreStrategy;
+use crate::network::DomainStrategy as CoreDomainStrategy;
 
 /// How a connection chooses among the available networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]

@@ -2,8 +2,10 @@
 //!
 //! - [`interface`]: [`NetworkInterface`] and the validated [`InterfaceSnapshot`] the host pushes;
 //! - [`state`]: [`NetworkState`], the current snapshot, and the [`SnapshotChange`] an update makes;
-//! - [`strategy`]: [`NetworkStrategy`] and [`select_interfaces`], the primary / fallback sets.
+//! - [`strategy`]: [`NetworkStrategy`] and [`select_interfaces`], the primary / fallback sets;
+//! - [`family`]: [`DomainStrategy`], which address families a connection uses and in which order.
 
+pub mod family;
 pub mod host;
 pub mod interface;
 pub mod state;
@@ -11,6 +13,7 @@ pub mod strategy;
 
 use std::fmt;
 
+pub use family::DomainStrategy;
 pub use interface::{InterfaceAddress, InterfaceId, InterfaceSnapshot, NetworkInterface, SnapshotError};
 pub use state::{CloseReason, DefaultChange, NetworkState, SnapshotChange};
 pub use strategy::{select_interfaces, NetworkStrategy, SelectError, Selection};

@@ -1,17 +1,13 @@
 //! Relaying: what a finished connection reports, and the engine that moves its bytes.
 
-pub mod budget;
 pub(crate) mod copy;
 pub(crate) mod first_write;
 pub mod nat;
 pub mod pool;
-pub(crate) mod socket_io;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod splice;
 pub(crate) mod tcp;
 pub mod udp;
-pub mod udp_sessions;
-pub mod udp_timeout;
 
 use std::fmt;
 use std::io;

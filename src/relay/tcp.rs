@@ -13,10 +13,10 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::copy::{Direction, Failed};
-use super::socket_io::write_all;
 use super::{first_write, ConnectionError, Side};
+use crate::client::{Inbound, InboundHandshake};
 use crate::dial::{LazyHandshake, Outbound};
-use crate::inbound::{Inbound, InboundHandshake};
+use crate::socket::io::write_all;
 use crate::tls_fragment::FragmentSettings;
 use crate::tracker::Entry;
 

@@ -9,7 +9,7 @@ use super::ack::wait_for_ack;
 use super::client_hello;
 use super::split::{cut_points, reframe, split_at};
 use super::FragmentSettings;
-use crate::relay::socket_io::write_all;
+use crate::socket::io::write_all;
 
 /// What [`write_first`] did with the bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

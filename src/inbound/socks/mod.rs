@@ -56,6 +56,7 @@
 //! | a domain that is an IP literal | treated as that IP address |
 
 mod auth;
+mod context;
 pub mod protocol;
 mod server;
 mod slots;
@@ -71,8 +72,8 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::AbortHandle;
 
 use crate::dial::Outbound;
+use crate::inbound::udp_sessions::UdpSettings;
 use crate::manager::ConnectionManager;
-use crate::relay::udp_sessions::UdpSettings;
 
 /// Default number of clients that may be in their handshake at once.
 pub const DEFAULT_MAX_PENDING_HANDSHAKES: usize = 512;
@@ -175,7 +176,7 @@ pub enum SocksError {
 #[derive(Debug)]
 pub struct SocksServer {
     local_addr: SocketAddr,
-    udp_limits: Arc<udp::UdpLimits>,
+    udp_limits: Arc<crate::inbound::udp_sessions::UdpLimits>,
     accept_task: AbortHandle,
     stopped: AtomicBool,
 }
@@ -208,8 +209,8 @@ impl SocksServer {
         let bind_error = |source| SocksError::Bind { address: settings.listen, source };
         let listener = listen(settings.listen).map_err(bind_error)?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
-        let udp_limits = Arc::new(udp::UdpLimits::new(&settings.udp));
-        let context = Arc::new(server::Context {
+        let udp_limits = Arc::new(crate::inbound::udp_sessions::UdpLimits::new(&settings.udp));
+        let context = Arc::new(context::Context {
             users: auth::UserTable::new(&settings.users),
             handshake_timeout: settings.handshake_timeout,
             udp: settings.udp.clone(),
@@ -236,7 +237,7 @@ impl SocksServer {
 
     /// The caps on UDP associations and their outbound sockets, with how many are in use and
     /// how many were refused so far.
-    pub fn udp_limits(&self) -> &udp::UdpLimits {
+    pub fn udp_limits(&self) -> &crate::inbound::udp_sessions::UdpLimits {
         &self.udp_limits
     }
 

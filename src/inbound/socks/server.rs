@@ -1,7 +1,7 @@
 //! The SOCKS5 accept loop and the per-client handshake.
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,36 +10,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::auth::UserTable;
+use super::context::Context;
 use super::protocol::{self, Command, Parsed, ProtocolError, ReplyCode};
 use super::slots::{IdleFlag, Slots};
 use super::FIRST_BYTE_TIMEOUT;
-use crate::dial::{BoxFuture, DialError, Outbound};
-use crate::inbound::{Inbound, InboundHandshake};
-use crate::manager::ConnectionManager;
+use crate::client::{Inbound, InboundHandshake};
+use crate::dial::{BoxFuture, DialError};
 use crate::metadata::{Destination, Metadata};
-use crate::relay::socket_io::write_all;
 use crate::relay::ClosedConnection;
+use crate::socket::io::write_all;
 
 /// How many bytes one handshake read asks for. Bytes past the request end up as early data.
 const READ_CHUNK: usize = 512;
-/// At most this many bytes are read and discarded while closing a client after its final reply.
-const DRAIN_LIMIT: usize = 64 * 1024;
-/// At most this long is spent reading and discarding a client's bytes after its final reply.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// What every client task needs.
-pub(super) struct Context {
-    pub(super) users: UserTable,
-    pub(super) handshake_timeout: Duration,
-    pub(super) udp: crate::relay::udp_sessions::UdpSettings,
-    pub(super) udp_limits: Arc<super::udp::UdpLimits>,
-    pub(super) max_pending_handshakes: usize,
-    pub(super) manager: Arc<ConnectionManager>,
-    pub(super) outbound: Arc<dyn Outbound>,
-}
 
 /// Accepts clients forever, one task per client, at most `max_pending_handshakes` of them in
 /// their handshake at once (see [`super::slots`]). The client tasks live in a `JoinSet`, so
@@ -127,7 +111,7 @@ async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Cont
         Ok(Ok(accepted)) => accepted,
         Ok(Err(error)) => {
             tracing::debug!(client = %peer, %error, "SOCKS handshake rejected");
-            close_gracefully(&stream).await;
+            crate::socket::io::close_gracefully(&stream).await;
             return;
         }
         Err(_) => {
@@ -274,32 +258,6 @@ fn deadline_after(now: Instant, timeout: Duration) -> Instant {
     now.checked_add(timeout).or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600))).unwrap_or(now)
 }
 
-/// Ends a connection after its final reply so that the reply survives: sends FIN, then reads and
-/// discards what the client still sends until it closes, at most [`DRAIN_LIMIT`] bytes for
-/// [`DRAIN_TIMEOUT`]. Closing with unread bytes would make the kernel send a reset, which discards
-/// a reply still queued for sending (and makes some clients drop one they already received).
-pub(super) async fn close_gracefully(stream: &TcpStream) {
-    if socket2::SockRef::from(stream).shutdown(Shutdown::Write).is_err() {
-        return;
-    }
-    let drain = async {
-        let mut scratch = [0u8; 1024];
-        let mut drained = 0;
-        while drained < DRAIN_LIMIT {
-            if stream.readable().await.is_err() {
-                return;
-            }
-            match stream.try_read(&mut scratch) {
-                Ok(0) => return,
-                Ok(read) => drained += read,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
-}
-
 /// Tells the client the outcome of its CONNECT (called by the manager after the dial).
 struct SocksReply {
     client: SocketAddr,
@@ -321,7 +279,7 @@ impl InboundHandshake for SocksReply {
         let reply = protocol::encode_reply(code, protocol::UNSPECIFIED_BOUND);
         Box::pin(async move {
             write_all(client, &reply).await?;
-            close_gracefully(client).await;
+            crate::socket::io::close_gracefully(client).await;
             Ok(())
         })
     }

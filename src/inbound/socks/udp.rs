@@ -19,9 +19,9 @@
 //! Resources: an idle association holds its relay socket, its control connection and a few
 //! hundred bytes of state, but no receive buffer: it waits for the relay socket to be readable
 //! and borrows a buffer from the relay pool only while it reads a batch of datagrams. A server
-//! keeps at most [`UdpSettings::max_associations`] associations (the next request gets reply
-//! 0x01) and at most [`UdpSettings::max_sockets`] sessions across all of them (a datagram that
-//! needs one more is dropped); both refusals are counted in [`UdpLimits`] and warned about at
+//! keeps at most [`UdpSettings::max_associations`](crate::inbound::udp_sessions::UdpSettings::max_associations) associations (the next request gets reply
+//! 0x01) and at most [`UdpSettings::max_sockets`](crate::inbound::udp_sessions::UdpSettings::max_sockets) sessions across all of them (a datagram that
+//! needs one more is dropped); both refusals are counted in [`UdpLimits`](crate::inbound::udp_sessions::UdpLimits) and warned about at
 //! most once per 10 s.
 //!
 //! | Input | Effect |
@@ -38,14 +38,13 @@ use std::sync::Arc;
 
 use tokio::net::{TcpStream, UdpSocket};
 
+use super::context::Context;
 use super::protocol::{self, ReplyCode};
-use super::server::Context;
+use crate::client::{Datagram, PacketSink};
 use crate::dial::BoxFuture;
+use crate::inbound::udp_sessions::{Dispatched, UdpSessionTable};
 use crate::metadata::{Destination, Host, Metadata};
-use crate::relay::budget::Budget;
 use crate::relay::pool;
-use crate::relay::udp::{Datagram, PacketSink};
-use crate::relay::udp_sessions::{Dispatched, UdpSessionTable, UdpSettings};
 
 const ATYP_IPV4: u8 = 0x01;
 const ATYP_DOMAIN: u8 = 0x03;
@@ -156,27 +155,6 @@ impl PacketSink for SocksSink {
     }
 }
 
-/// The shared caps of one SOCKS server's UDP associations, with their refusal counters.
-#[derive(Debug)]
-pub struct UdpLimits {
-    /// UDP associations open at once ([`UdpSettings::max_associations`]); a request past it is
-    /// refused with reply 0x01 and counted here.
-    pub associations: Arc<Budget>,
-    /// Outbound UDP sockets (one per session) across every association
-    /// ([`UdpSettings::max_sockets`]); a datagram that would open one more is dropped and counted.
-    pub sockets: Arc<Budget>,
-}
-
-impl UdpLimits {
-    /// Fresh budgets sized by `settings`.
-    pub fn new(settings: &UdpSettings) -> UdpLimits {
-        UdpLimits {
-            associations: Budget::new("SOCKS UDP associations", settings.max_associations),
-            sockets: Budget::new("outbound UDP sockets of SOCKS associations", settings.max_sockets),
-        }
-    }
-}
-
 /// Drops counted by one association (logged when it ends).
 #[derive(Debug, Default)]
 struct Counters {
@@ -252,7 +230,7 @@ pub(super) async fn associate(
 /// (the drain is bounded by the server's own drain limits.)
 async fn refuse(control: &mut TcpStream, code: ReplyCode) {
     if reply(control, code, protocol::UNSPECIFIED_BOUND).await.is_ok() {
-        super::server::close_gracefully(control).await;
+        crate::socket::io::close_gracefully(control).await;
     }
 }
 
@@ -382,7 +360,7 @@ impl<'a> Association<'a> {
 }
 
 async fn reply(control: &TcpStream, code: ReplyCode, bound: SocketAddr) -> io::Result<()> {
-    crate::relay::socket_io::write_all(control, &protocol::encode_reply(code, bound)).await
+    crate::socket::io::write_all(control, &protocol::encode_reply(code, bound)).await
 }
 
 #[cfg(test)]

@@ -27,8 +27,7 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::budget::Budget;
-use super::udp::{Datagram, PacketInbound, PacketSink};
-use super::udp_timeout::UdpTimeouts;
+use crate::client::{Datagram, PacketInbound, PacketSink, UdpTimeouts};
 use crate::dial::Outbound;
 use crate::manager::ConnectionManager;
 use crate::metadata::{Destination, Metadata};
@@ -322,4 +321,25 @@ fn evict_one(sessions: &mut Sessions, manager: &ConnectionManager) -> Option<Con
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+/// The shared caps of one ingress's UDP associations (SOCKS5 UDP ASSOCIATE) and their outbound
+/// sockets, with their refusal counters.
+#[derive(Debug)]
+pub struct UdpLimits {
+    /// UDP associations open at once ([`UdpSettings::max_associations`]); a request past it is
+    /// refused with reply 0x01 and counted here.
+    pub associations: Arc<Budget>,
+    /// Outbound UDP sockets (one per session) across every association
+    /// ([`UdpSettings::max_sockets`]); a datagram that would open one more is dropped and counted.
+    pub sockets: Arc<Budget>,
+}
+
+impl UdpLimits {
+    /// Fresh budgets sized by `settings`.
+    pub fn new(settings: &UdpSettings) -> UdpLimits {
+        UdpLimits {
+            associations: Budget::new("SOCKS UDP associations", settings.max_associations),
+            sockets: Budget::new("outbound UDP sockets of SOCKS associations", settings.max_sockets),
+        }
+    }
 }
