@@ -1,6 +1,7 @@
 //! Name resolution under a DNS server that never answers (issue 11, finding 10): domain dials
-//! fail within `connect_timeout`, IP and `localhost` dials are unaffected while lookups hang, and
-//! the process's thread count stays bounded.
+//! fail within `connect_timeout` (a SOCKS client gets reply 0x06 in that time), IP and
+//! `localhost` dials are unaffected while lookups hang, and the process's thread count stays
+//! bounded.
 //!
 //! How it runs: the test re-executes itself in a new network and mount namespace
 //! (`unshare -n -m`, root only). There it brings `lo` up, binds a UDP socket on 127.0.0.1:53 that
@@ -19,7 +20,9 @@ use std::time::{Duration, Instant};
 use netswitch::dial::direct::DirectOutbound;
 use netswitch::dial::system_resolver::SystemResolver;
 use netswitch::dial::{DialError, FailureKind};
-use netswitch::{Destination, Metadata, Outbound};
+use netswitch::inbound::socks::{SocksServer, SocksSettings};
+use netswitch::{ConnectionManager, Destination, Metadata, Outbound, RelaySettings};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Set on the child process the test starts inside the namespaces.
 const ROLE: &str = "NETSWITCH_RESOLVE_TEST_ROLE";
@@ -94,6 +97,7 @@ async fn check_deadlines(dns: &DeadDns) {
     let local = Metadata::new(Destination::domain("localhost", server.port()));
     outbound.dial_tcp(&local).await.expect("localhost dial while lookups hang");
     let localhost_took = started.elapsed();
+    let (socks_code, socks_took) = socks_connect_to_hanging_name(outbound.clone()).await;
     let first = collect(first_wave).await;
     assert!(dns.queries() > 0, "the lookups reached the dead DNS server (else they did not hang)");
 
@@ -112,6 +116,7 @@ async fn check_deadlines(dns: &DeadDns) {
         first.0, first.1, second.0, second.1
     );
     println!("while lookups hung: 20 IP dials, slowest {slowest_ip:?}; localhost dial {localhost_took:?}");
+    println!("SOCKS CONNECT to a hanging name: reply {socks_code:#04x} after {socks_took:?}");
     println!(
         "threads: {baseline} before, peak {peak}, lookups in flight {in_flight}; queries at the dead server {}",
         dns.queries()
@@ -121,6 +126,24 @@ async fn check_deadlines(dns: &DeadDns) {
         "thread count grew from {baseline} to {peak} (bound {} + {THREAD_SLACK})",
         resolver.limit()
     );
+}
+
+/// A SOCKS5 CONNECT to a name nobody answers for: the client gets its reply (0x06, timed out)
+/// within the deadline. Returns the reply code and how long it took.
+async fn socks_connect_to_hanging_name(outbound: Arc<DirectOutbound>) -> (u8, Duration) {
+    let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+    let server = SocksServer::start(settings, manager, outbound).await.unwrap();
+    let started = Instant::now();
+    let mut client = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
+    client.write_all(b"\x05\x01\x00\x05\x01\x00\x03\x0fhang-socks.test\x01\xbb").await.unwrap();
+    let mut replies = [0u8; 12];
+    client.read_exact(&mut replies).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(replies[..2], [5, 0], "method reply");
+    assert_eq!(replies[3], 0x06, "reply to a CONNECT whose name did not resolve in time");
+    assert!(took <= CONNECT_TIMEOUT + MARGIN, "SOCKS reply after {took:?}");
+    (replies[3], took)
 }
 
 /// Awaits a wave of dials; each must fail as timed out within the deadline. Returns the fastest
@@ -194,11 +217,12 @@ fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// Mounts `source` over `target` in this mount namespace. A missing `target` is left alone:
+/// glibc's defaults (nameserver 127.0.0.1, DNS for hosts) already lead to the dead server.
 fn bind_mount(source: &Path, target: &Path) {
-    if !target.exists() {
-        std::fs::write(target, "").unwrap();
+    if target.exists() {
+        run("mount", &["--bind", source.to_str().unwrap(), target.to_str().unwrap()]);
     }
-    run("mount", &["--bind", source.to_str().unwrap(), target.to_str().unwrap()]);
 }
 
 fn run(program: &str, args: &[&str]) {
