@@ -131,7 +131,8 @@ impl FromStr for Destination {
 /// Per-connection options. Every field left `None` takes the manager's configured value.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConnectionOptions {
-    /// Timeout for each connect attempt (one address). Default: the config's `connect_timeout` (5 s).
+    /// Deadline of the whole dial (name resolution and every connect attempt). Default: the
+    /// config's `connect_timeout` (5 s).
     pub connect_timeout: Option<Duration>,
     /// Network strategy (`network_strategy`): default / hybrid / fallback.
     pub network_strategy: Option<NetworkStrategy>,

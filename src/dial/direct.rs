@@ -1,6 +1,9 @@
 //! The direct outbound: resolve, choose networks by strategy, race networks and address
 //! families, bind every socket to its interface, connect.
 //!
+//! A dial has one deadline, `connect_timeout` after it starts: resolving the name (the bounded
+//! [`SystemResolver`]) and every connect attempt end by it.
+//!
 //! Without a network state ([`DirectOutbound::with_networks`] not called) sockets are not bound:
 //! the operating system's routing table chooses (desktop use). With one, every dial selects its
 //! interfaces from the current snapshot with the connection's strategy (per-connection overrides
@@ -14,6 +17,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 
 use super::race::{race_networks, ConnectFn, FallbackMemory, RaceNetwork, DEFAULT_FALLBACK_DELAY};
+use super::system_resolver::SystemResolver;
 use super::{AttemptError, BoxFuture, DialAttempt, DialError, DialedStream, DialedUdp, Outbound};
 use crate::metadata::{Host, Metadata};
 use crate::network::state::NetworkState;
@@ -22,13 +26,14 @@ use crate::network::DomainStrategy;
 use crate::network::{Egress, NetworkInterface, NetworkType};
 use crate::platform::{bind_socket, is_virtual_destination, SocketBinder, TcpSocketOptions};
 
-/// Default timeout of one connect attempt.
+/// Default deadline of a dial (name resolution and connect attempts).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the direct outbound dials when a connection does not say otherwise.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DialSettings {
-    /// Timeout of each connect attempt (one address on one network). Default 5 s.
+    /// Deadline of the whole dial: name resolution and every connect attempt (on every address
+    /// and network) end within it. Default 5 s.
     pub connect_timeout: Duration,
     /// Network strategy. Default `default` (the default interface).
     pub network_strategy: NetworkStrategy,
@@ -207,9 +212,10 @@ impl DirectOutbound {
     /// attempt that failed before it (what `netswitch dial` prints).
     pub async fn dial_with_report(&self, metadata: &Metadata) -> Result<DialReport, DialError> {
         let e = self.effective(metadata);
-        let addresses = ordered_addresses(metadata, e.domain_strategy).await?;
+        let deadline = deadline_after(e.connect_timeout);
+        let addresses = ordered_addresses(metadata, e.domain_strategy, deadline).await?;
         let (primaries, fallbacks) = self.routes(metadata, &e, &addresses)?;
-        let connect = self.tcp_connector(e.connect_timeout);
+        let connect = self.tcp_connector(deadline);
         let memory = self.memory.clone();
         match race_networks(primaries, fallbacks, addresses, connect, e.fallback_delay, memory).await {
             Ok(win) => {
@@ -232,16 +238,18 @@ impl DirectOutbound {
         }
     }
 
-    fn tcp_connector(&self, timeout: Duration) -> ConnectFn<Route> {
+    /// Connects attempts that all end by `deadline` (an attempt reports the time it had left).
+    fn tcp_connector(&self, deadline: tokio::time::Instant) -> ConnectFn<Route> {
         let binder = self.networks.as_ref().map(|n| n.binder.clone());
         let options = self.settings.tcp;
         Arc::new(move |route: &Route, address: SocketAddr| {
             let prepared = prepare_tcp_socket(&options, binder.as_deref(), route, address);
             Box::pin(async move {
                 let socket = prepared?;
-                match tokio::time::timeout(timeout, socket.connect(address)).await {
+                let budget = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match tokio::time::timeout_at(deadline, socket.connect(address)).await {
                     Ok(result) => Ok(result?),
-                    Err(_) => Err(AttemptError::TimedOut(timeout)),
+                    Err(_) => Err(AttemptError::TimedOut(budget)),
                 }
             })
         })
@@ -249,7 +257,8 @@ impl DirectOutbound {
 
     async fn open_udp_socket(&self, metadata: &Metadata) -> Result<DialedUdp, DialError> {
         let e = self.effective(metadata);
-        let addresses = ordered_addresses(metadata, e.domain_strategy).await?;
+        let addresses =
+            ordered_addresses(metadata, e.domain_strategy, deadline_after(e.connect_timeout)).await?;
         let (primaries, fallbacks) = self.routes(metadata, &e, &addresses)?;
         let binder = self.networks.as_ref().map(|n| n.binder.clone());
         let connect = metadata.options.udp_connect;
@@ -334,12 +343,20 @@ fn open_udp_on(
     Ok(UdpSocket::from_std(std::net::UdpSocket::from(socket))?)
 }
 
-/// The addresses to try, filtered and ordered by the domain strategy.
+/// `timeout` from now; a timeout too large for the clock (`"500000000000y"`) is a year.
+fn deadline_after(timeout: Duration) -> tokio::time::Instant {
+    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout).unwrap_or(now + YEAR)
+}
+
+/// The addresses to try, filtered and ordered by the domain strategy, resolved by `deadline`.
 async fn ordered_addresses(
     metadata: &Metadata,
     strategy: DomainStrategy,
+    deadline: tokio::time::Instant,
 ) -> Result<Vec<SocketAddr>, DialError> {
-    let resolved = resolve(metadata).await?;
+    let resolved = resolve(metadata, deadline).await?;
     let ordered = strategy.order(&resolved);
     if ordered.is_empty() {
         return Err(DialError::NoAllowedAddress { destination: metadata.destination.to_string(), strategy });
@@ -348,8 +365,12 @@ async fn ordered_addresses(
 }
 
 /// The addresses to try for a connection, in the resolver's order: the pre-resolved ones, the IP
-/// destination, or what the system resolver answers for the domain (duplicates removed).
-pub async fn resolve(metadata: &Metadata) -> Result<Vec<SocketAddr>, DialError> {
+/// destination, or what the shared [`SystemResolver`] answers for the domain by `deadline`
+/// (duplicates removed; `TimedOut` when it has not answered by then).
+pub async fn resolve(
+    metadata: &Metadata,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<SocketAddr>, DialError> {
     let port = metadata.destination.port;
     if !metadata.resolved_addresses.is_empty() {
         return Ok(metadata.resolved_addresses.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
@@ -357,15 +378,10 @@ pub async fn resolve(metadata: &Metadata) -> Result<Vec<SocketAddr>, DialError> 
     match &metadata.destination.host {
         Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
         Host::Domain(name) => {
-            let found = tokio::net::lookup_host((name.as_str(), port))
+            let addresses = SystemResolver::shared()
+                .lookup(name, port, deadline)
                 .await
                 .map_err(|source| DialError::Resolve { host: name.clone(), source })?;
-            let mut addresses: Vec<SocketAddr> = Vec::new();
-            for address in found {
-                if !addresses.contains(&address) {
-                    addresses.push(address);
-                }
-            }
             if addresses.is_empty() {
                 return Err(DialError::NoAddress { host: name.clone() });
             }

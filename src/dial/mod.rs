@@ -3,6 +3,7 @@
 pub mod direct;
 pub mod race;
 pub mod socks5;
+pub mod system_resolver;
 
 use std::fmt;
 use std::future::Future;
