@@ -7,6 +7,8 @@
 //! Module map:
 //! - [`metadata`]: destinations and per-connection options;
 //! - [`dial`]: the [`Outbound`] trait and the direct outbound;
+//! - [`dns`]: name resolution over the network that carries the connection (per-interface DNS
+//!   servers, the host's resolver, the system resolver as last resort, a TTL cache);
 //! - [`relay`]: the copy engine and what a finished connection reports;
 //! - [`tracker`]: the live connection table;
 //! - [`manager`]: [`ConnectionManager`], which ties them together;
@@ -72,6 +74,7 @@
 pub mod client;
 pub mod config;
 pub mod dial;
+pub mod dns;
 #[cfg(feature = "ffi")]
 pub mod ffi;
 pub mod inbound;

@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netswitch::dial::race::{race_networks, ConnectFn, FallbackMemory, RaceNetwork};
+use netswitch::dial::race::{race_networks, ConnectFn, FallbackMemory, RaceNetwork, Targets, Timing};
 use netswitch::dial::{AttemptError, FailureKind};
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -79,6 +79,20 @@ async fn server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<IpAddr>) 
 
 const DELAY: Duration = Duration::from_millis(300);
 
+/// The fallback delay and the connection-attempt delay both `DELAY`; lookups end in 10 s.
+fn timing() -> Timing {
+    Timing {
+        fallback_delay: DELAY,
+        attempt_delay: DELAY,
+        resolution_delay: Duration::from_millis(50),
+        deadline: tokio::time::Instant::now() + Duration::from_secs(10),
+    }
+}
+
+fn fixed(addresses: &[SocketAddr]) -> Targets<SimNet> {
+    Targets::Addresses(addresses.to_vec().into())
+}
+
 async fn race(
     primaries: Vec<SimNet>,
     fallbacks: Vec<SimNet>,
@@ -88,7 +102,7 @@ async fn race(
     let started = Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(10),
-        race_networks(primaries, fallbacks, vec![address], connector(), DELAY, memory.clone()),
+        race_networks(primaries, fallbacks, fixed(&[address]), connector(), timing(), memory.clone()),
     )
     .await
     .expect("race finished");
@@ -259,9 +273,9 @@ async fn happy_eyeballs_second_family_after_delay_or_at_once_on_failure() {
     let win = race_networks(
         vec![net("wifi0", 2, Behaviour::Delay(Duration::ZERO))],
         vec![],
-        vec![v6_addr, v4_addr],
+        fixed(&[v6_addr, v4_addr]),
         silent_v6,
-        DELAY,
+        timing(),
         memory,
     )
     .await
@@ -270,7 +284,7 @@ async fn happy_eyeballs_second_family_after_delay_or_at_once_on_failure() {
     assert_eq!(win.address, v4_addr, "IPv4 took over from the silent IPv6 address");
     assert!(
         elapsed >= DELAY && elapsed < ATTEMPT_TIMEOUT,
-        "IPv4 started after the family delay ({elapsed:?})"
+        "IPv4 started after the connection-attempt delay ({elapsed:?})"
     );
     drop((v6, v4));
 }

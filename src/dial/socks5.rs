@@ -229,7 +229,12 @@ fn failure(
 ) -> DialError {
     DialError::Connect {
         destination: destination.to_string(),
-        attempts: vec![DialAttempt { address: server, interface: None, elapsed: started.elapsed(), error }],
+        attempts: vec![DialAttempt {
+            address: Some(server),
+            interface: None,
+            elapsed: started.elapsed(),
+            error,
+        }],
     }
 }
 

@@ -128,7 +128,8 @@ impl From<CoreFailureKind> for FailureKind {
 /// One failed connect attempt of a dial.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct DialAttemptInfo {
-    /// The address tried (`93.184.216.34:443`).
+    /// The address tried (`93.184.216.34:443`); empty for a lookup that found no address (the
+    /// reason names the DNS server and the interface).
     pub address: String,
     /// The interface the socket was bound to or protected for; `None` for the system route.
     pub interface: Option<String>,
@@ -143,7 +144,7 @@ pub struct DialAttemptInfo {
 impl From<&DialAttempt> for DialAttemptInfo {
     fn from(attempt: &DialAttempt) -> Self {
         DialAttemptInfo {
-            address: attempt.address.to_string(),
+            address: attempt.address.map(|a| a.to_string()).unwrap_or_default(),
             interface: attempt.interface.clone(),
             elapsed_ms: u64::try_from(attempt.elapsed.as_millis()).unwrap_or(u64::MAX),
             kind: attempt.error.kind().into(),

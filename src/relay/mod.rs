@@ -8,6 +8,7 @@ pub mod pool;
 pub(crate) mod splice;
 pub(crate) mod tcp;
 pub mod udp;
+pub mod udp_lookups;
 
 use std::fmt;
 use std::io;

@@ -197,7 +197,7 @@ pub async fn dial_once(config: &Config, snapshot: InterfaceSnapshot, destination
 fn attempt_line(attempt: &netswitch::dial::DialAttempt) -> String {
     format!(
         "{} via {}: failed: {} ({} ms)",
-        attempt.address,
+        attempt.address.map_or_else(|| "lookup".to_string(), |a| a.to_string()),
         attempt.interface.as_deref().unwrap_or("system route"),
         attempt.error,
         attempt.elapsed.as_millis()
