@@ -73,6 +73,7 @@
 
 pub mod client;
 pub mod config;
+pub mod deadline;
 pub mod dial;
 pub mod dns;
 #[cfg(feature = "ffi")]
