@@ -338,7 +338,7 @@ impl DirectOutbound {
     /// dial` prints).
     pub async fn dial_with_report(&self, metadata: &Metadata) -> Result<DialReport, DialError> {
         let e = self.effective(metadata);
-        let deadline = deadline_after(e.connect_timeout);
+        let deadline = crate::deadline::from_now(e.connect_timeout);
         let plan = self.plan(metadata, e.domain_strategy)?;
         let (primaries, fallbacks) = self.routes(metadata, &e, &plan)?;
         let targets = match plan {
@@ -436,13 +436,6 @@ fn prepare_tcp_socket(
         bind_socket(binder, &socket, interface, address, route.is_default)?;
     }
     Ok(TcpSocket::from_std_stream(std::net::TcpStream::from(socket)))
-}
-
-/// `timeout` from now; a timeout too large for the clock (`"500000000000y"`) is a year.
-pub(crate) fn deadline_after(timeout: Duration) -> tokio::time::Instant {
-    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-    let now = tokio::time::Instant::now();
-    now.checked_add(timeout).unwrap_or(now + YEAR)
 }
 
 /// Connects one unbound TCP socket to `address` within `timeout`, with `TCP_NODELAY` set.

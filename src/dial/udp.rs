@@ -16,7 +16,7 @@ use std::time::Instant;
 use socket2::{Protocol, Type};
 use tokio::net::UdpSocket;
 
-use super::direct::{deadline_after, nonblocking_socket, DirectOutbound, Plan, Route};
+use super::direct::{nonblocking_socket, DirectOutbound, Plan, Route};
 use super::race::RaceNetwork;
 use super::{AttemptError, DialAttempt, DialError, DialedUdp};
 use crate::dns::Family;
@@ -26,7 +26,7 @@ use crate::platform::{bind_socket, SocketBinder};
 /// Opens the UDP socket for `metadata` (see the module docs).
 pub(crate) async fn open_udp(outbound: &DirectOutbound, metadata: &Metadata) -> Result<DialedUdp, DialError> {
     let e = outbound.effective(metadata);
-    let deadline = deadline_after(e.connect_timeout);
+    let deadline = crate::deadline::from_now(e.connect_timeout);
     let plan = outbound.plan(metadata, e.domain_strategy)?;
     let (primaries, fallbacks) = outbound.routes(metadata, &e, &plan)?;
     let binder = outbound.binder().cloned();

@@ -129,7 +129,7 @@ async fn translation(
                         .options
                         .connect_timeout
                         .unwrap_or(crate::dial::direct::DEFAULT_CONNECT_TIMEOUT);
-                    let lookup = resolver.lookup(name, &families, tokio::time::Instant::now() + timeout);
+                    let lookup = resolver.lookup(name, &families, crate::deadline::from_now(timeout));
                     let answer = lookup.all().await.map_err(|source| DialError::Resolve {
                         host: name.clone(),
                         source: Box::new(source),

@@ -112,7 +112,7 @@ impl UdpLookups {
             return Route::Drop(datagram, "too many names are resolving");
         }
         self.waiting.insert(name.to_string(), VecDeque::from([datagram]));
-        let lookup = self.resolver.lookup(name, &self.families, now + self.timeout);
+        let lookup = self.resolver.lookup(name, &self.families, crate::deadline::after(now, self.timeout));
         let name = name.to_string();
         self.running.spawn(async move {
             let result = lookup.all().await.map(|answer| answer.addresses);
