@@ -111,6 +111,18 @@ impl RaceNetwork for Route {
     fn name(&self) -> Option<&str> {
         self.interface.as_ref().map(|i| i.name.as_str())
     }
+
+    /// False when the host reported the interface's addresses and none is of `family` (on an
+    /// IPv6-only network an A record is of no use: a socket bound to it does not even get
+    /// `ENETUNREACH` on Linux, its packets just vanish). True when addresses are not reported.
+    fn supports(&self, family: Family) -> bool {
+        match &self.interface {
+            Some(interface) if !interface.addresses.is_empty() => {
+                interface.addresses.iter().any(|a| Family::of(a.ip) == family)
+            }
+            _ => true,
+        }
+    }
 }
 
 impl Route {

@@ -148,9 +148,14 @@ pub(crate) async fn dial_one_network<N: RaceNetwork>(
         }
         Targets::Name { name, port, families, resolver } => {
             lane.port = port;
+            // Only the families this network can carry (all of them if it seems to carry none):
+            // an IPv6-only network is not asked for A records (with NAT64 its DNS64 answers AAAA).
+            let usable: Vec<Family> =
+                families.iter().copied().filter(|f| lane.network.supports(*f)).collect();
+            let families: &[Family] = if usable.is_empty() { &families } else { &usable };
             lane.preferred = families.first().copied();
             let resolver = resolver(&lane.network);
-            lane.lookup = Some(resolver.lookup(&name, &families, timing.deadline));
+            lane.lookup = Some(resolver.lookup(&name, families, timing.deadline));
         }
     }
     poll_fn(|cx| lane.poll(cx)).await
@@ -158,7 +163,8 @@ pub(crate) async fn dial_one_network<N: RaceNetwork>(
 
 impl<N: RaceNetwork> Lane<N> {
     fn queue(&mut self, address: SocketAddr) {
-        if Some(Family::of(address.ip())) == self.preferred {
+        let family = Family::of(address.ip());
+        if Some(family) == self.preferred {
             self.preferred_queue.push_back(address);
         } else {
             self.other_queue.push_back(address);

@@ -32,6 +32,15 @@ pub const FAST_FALLBACK_WINDOW: Duration = Duration::from_secs(15);
 pub trait RaceNetwork: Clone + Send + Sync + 'static {
     /// The interface name shown in errors and logs; `None` for the unbound system route.
     fn name(&self) -> Option<&str>;
+
+    /// Whether this network can carry `family` at all (it has an address of that family): a name
+    /// is not looked up for a family its network cannot carry. Addresses given before the dial
+    /// (IP destinations) are dialed anyway (464XLAT carries IPv4 over an IPv6-only network).
+    /// Default: every family.
+    fn supports(&self, family: crate::dns::Family) -> bool {
+        let _ = family;
+        true
+    }
 }
 
 /// Opens one TCP connection to one address over one network.

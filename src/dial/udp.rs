@@ -38,6 +38,8 @@ pub(crate) async fn open_udp(outbound: &DirectOutbound, metadata: &Metadata) -> 
             Plan::Addresses(addresses) => (addresses.clone(), false),
             Plan::Name { name, port, families } => {
                 let started = Instant::now();
+                let usable: Vec<Family> = families.iter().copied().filter(|f| route.supports(*f)).collect();
+                let families: &[Family] = if usable.is_empty() { families } else { &usable };
                 match resolver.lookup(name, families, deadline).all().await {
                     Ok(answer) => {
                         let found = answer.addresses.iter().map(|ip| SocketAddr::new(*ip, *port)).collect();
