@@ -336,7 +336,7 @@ impl DirectOutbound {
             let errors = attempts
                 .into_iter()
                 .filter_map(|a| match a.error {
-                    AttemptError::Resolve(error) => Some(error),
+                    AttemptError::Resolve(error) => Some(*error),
                     _ => None,
                 })
                 .collect();

@@ -202,7 +202,7 @@ impl<N: RaceNetwork> Lane<N> {
                         address: None,
                         interface: self.interface(),
                         elapsed,
-                        error: AttemptError::Resolve(error),
+                        error: AttemptError::Resolve(Box::new(error)),
                     });
                 }
             }

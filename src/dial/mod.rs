@@ -2,6 +2,7 @@
 
 pub mod direct;
 pub mod eyeballs;
+pub mod lookup;
 pub mod race;
 pub mod socks5;
 mod udp;
@@ -163,7 +164,7 @@ pub enum AttemptError {
     /// The name could not be resolved over this attempt's network (the error names the DNS
     /// server and the interface).
     #[error(transparent)]
-    Resolve(#[from] crate::dns::DnsError),
+    Resolve(Box<crate::dns::DnsError>),
 }
 
 impl AttemptError {

@@ -50,7 +50,7 @@ pub(crate) async fn open_udp(outbound: &DirectOutbound, metadata: &Metadata) -> 
                             address: None,
                             interface: route.name().map(str::to_string),
                             elapsed: started.elapsed(),
-                            error: AttemptError::Resolve(error),
+                            error: AttemptError::Resolve(Box::new(error)),
                         });
                         continue;
                     }

@@ -120,9 +120,9 @@ pub enum DnsError {
     Bind {
         /// The server.
         via: Via,
-        /// The binder's error (names the interface).
+        /// The binder's error (names the interface; boxed: it is large).
         #[source]
-        source: BindError,
+        source: Box<BindError>,
     },
     /// The host's resolver failed (threw, or answered something that is not an IP address).
     #[error("{via}: {reason}")]

@@ -88,7 +88,7 @@ fn socket_for(
     };
     if let (Some(binder), Some(interface)) = (route.binder, route.interface) {
         bind_socket(binder, &socket, interface, server, route.is_default)
-            .map_err(|source| DnsError::Bind { via: via.clone(), source })?;
+            .map_err(|source| DnsError::Bind { via: via.clone(), source: Box::new(source) })?;
     }
     Ok(socket)
 }

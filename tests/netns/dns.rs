@@ -500,3 +500,55 @@ fn interface_gone_flushes_its_cached_answers() {
     });
     assert_eq!(cell_queries(), 2, "cell0 went away and came back: its answer was asked for again");
 }
+
+#[test]
+fn cli_resolve_and_dial_show_the_dns_server() {
+    if role().as_deref() != Some("client") {
+        return run_in_namespace("dns::cli_resolve_and_dial_show_the_dns_server");
+    }
+    let topology = Topology::up(dns_server_command()).unwrap();
+    wait_until_reachable(SocketAddr::new(ip(SERVER_V4), PORT));
+    queries("10.200.2.1");
+    topology.set_blackhole(Link::Wifi, true).unwrap();
+    let flags = [
+        "--network-strategy",
+        "fallback",
+        "--network-type",
+        "wifi",
+        "--fallback-network-type",
+        "cellular",
+        "--fallback-delay",
+        "300ms",
+        "--interface-type",
+        "wifi0=wifi",
+        "--interface-type",
+        "cell0=cellular",
+        "--interface-dns",
+        "wifi0=10.200.1.1",
+        "--interface-dns",
+        "cell0=10.200.2.1:53",
+        "--domain-strategy",
+        "ipv4_only",
+    ];
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_netswitch")).args(args).args(flags).output().unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        println!("$ netswitch {}\n{stdout}", args.join(" "));
+        eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+        (output.status.success(), stdout)
+    };
+    let (ok, stdout) = run(&["resolve", NAME]);
+    assert!(ok, "netswitch resolve failed");
+    assert!(stdout.contains("dns 10.200.1.1"), "interfaces listed with their DNS servers");
+    assert!(stdout.contains("cell0: A from DNS 10.200.2.1 on cell0"), "cellular's server answered");
+    assert!(stdout.contains(&format!("{NAME}: {CELL_ANSWER_V4} via cell0")));
+
+    let (ok, stdout) = run(&["dial", &format!("{NAME}:{PORT}")]);
+    assert!(ok, "netswitch dial failed");
+    assert!(stdout.contains("lookup via cell0: A from DNS 10.200.2.1 on cell0"), "the lookup is shown");
+    assert!(stdout.contains(&format!("won: cell0 (cellular) to {CELL_ANSWER_V4}:{PORT}")));
+
+    let (ok, stdout) = run(&["resolve", "nope.test"]);
+    assert!(!ok);
+    assert!(stdout.contains("nope.test does not exist (NXDOMAIN)"), "NXDOMAIN is named");
+}
