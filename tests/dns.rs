@@ -636,3 +636,89 @@ async fn a_silent_dns_server_fails_domain_dials_by_connect_timeout_and_nothing_e
     assert!(peak <= baseline + 2, "threads grew from {baseline} to {peak}");
     assert!(dns.seen().len() <= 50 * 2 * 2, "each lookup at most rounds x families queries");
 }
+
+/// Replies of a UDP session reach the test through a channel.
+struct ChannelSink(tokio::sync::mpsc::UnboundedSender<(Vec<u8>, Destination)>);
+
+impl netswitch::client::PacketSink for ChannelSink {
+    fn send_to_client<'a>(
+        &'a self,
+        payload: &'a [u8],
+        source: &'a Destination,
+    ) -> netswitch::dial::BoxFuture<'a, std::io::Result<()>> {
+        let _ = self.0.send((payload.to_vec(), source.clone()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The next reply of a UDP session (fails the test after WAIT).
+async fn next_reply(
+    replies: &mut tokio::sync::mpsc::UnboundedReceiver<(Vec<u8>, Destination)>,
+) -> (Vec<u8>, Destination) {
+    tokio::time::timeout(WAIT, replies.recv()).await.expect("no reply in time").unwrap()
+}
+
+/// A UDP echo server on 127.0.0.1.
+async fn udp_echo() -> SocketAddr {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let address = socket.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 2048];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_udp_datagram_to_a_new_domain_waits_for_its_lookup_without_stalling_other_replies() {
+    use netswitch::client::udp_timeout::UdpTimeouts;
+    use netswitch::client::{Datagram, PacketInbound};
+    use netswitch::{ConnectionManager, RelaySettings};
+
+    let (first, second) = (udp_echo().await, udp_echo().await);
+    let dns = Responder::start(localhost(), Zone::new(NAME, &["127.0.0.1"], &[])).await.unwrap();
+    dns.set(|z| z.hold_a = true);
+    let outbound =
+        outbound(vec![sim("sim-wifi", &[&dns])], Arc::new(Resolvers::default()), Duration::from_secs(5));
+    let manager = ConnectionManager::new(RelaySettings::default());
+    let (tx, mut replies) = tokio::sync::mpsc::unbounded_channel();
+    let (uplink, inbound) = PacketInbound::channel(Arc::new(ChannelSink(tx)), UdpTimeouts::default(), 64);
+    manager.new_packet_connection(inbound, Metadata::new(first.into()), Arc::new(outbound), |_| {});
+    let send = |destination: Destination, payload: &'static [u8]| {
+        let uplink = uplink.clone();
+        async move { uplink.send(Datagram { destination, payload: payload.to_vec() }).await.unwrap() }
+    };
+    send(first.into(), b"one").await;
+    assert_eq!(next_reply(&mut replies).await, (b"one".to_vec(), first.into()));
+
+    // A datagram to the domain: its lookup is held at the DNS server.
+    let by_name = Destination::domain(NAME, second.port());
+    send(by_name.clone(), b"to the name").await;
+    let deadline = Instant::now() + WAIT;
+    while dns.count("udp", RecordType::A) == 0 {
+        assert!(Instant::now() < deadline, "the session never asked for the name");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Meanwhile the session keeps relaying to (and from) the other destination.
+    for payload in [&b"two"[..], b"three"] {
+        send(first.into(), payload).await;
+        assert_eq!(
+            next_reply(&mut replies).await,
+            (payload.to_vec(), first.into()),
+            "replies flow while the name resolves"
+        );
+    }
+    // The answer arrives: the waiting datagram goes out (its reply comes from the address).
+    dns.set(|z| z.hold_a = false);
+    assert_eq!(next_reply(&mut replies).await, (b"to the name".to_vec(), second.into()));
+    // Later datagrams to the name use the remembered address: no second query.
+    send(by_name.clone(), b"again").await;
+    assert_eq!(next_reply(&mut replies).await, (b"again".to_vec(), second.into()));
+    assert_eq!(dns.count("udp", RecordType::A), 1);
+    assert!(
+        dns.seen().iter().all(|s| s.from.ip() == source_of("sim-wifi")),
+        "asked over the session's network"
+    );
+}

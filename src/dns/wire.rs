@@ -193,6 +193,58 @@ mod tests {
         assert!(parse_name(&format!("d{longest}")).unwrap_err().contains("254 bytes long"));
     }
 
+    /// A real answer (with a CNAME, an A record and an SOA) to corrupt in the property test.
+    fn sample_answer() -> (u16, Vec<u8>) {
+        use hickory_proto::rr::rdata::{A, CNAME, SOA};
+        use hickory_proto::rr::Record;
+        let name = parse_name("www.example.test").unwrap();
+        let target = parse_name("cdn.example.test").unwrap();
+        let (id, query) = build_query(&name, Family::V4).unwrap();
+        let mut reply = Message::from_vec(&query).unwrap();
+        reply.set_message_type(MessageType::Response);
+        reply.add_answer(Record::from_rdata(name.clone(), 300, RData::CNAME(CNAME(target.clone()))));
+        reply.add_answer(Record::from_rdata(target.clone(), 60, RData::A(A::new(192, 0, 2, 7))));
+        let soa = SOA::new(target.clone(), target.clone(), 1, 2, 3, 4, 5);
+        reply.add_name_server(Record::from_rdata(target, 5, RData::SOA(soa)));
+        (id, reply.to_vec().unwrap())
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives (garbage, or a real answer with bytes changed, cut or appended),
+        /// reading it gives an outcome or an error, never a panic.
+        #[test]
+        fn any_datagram_is_an_outcome_or_an_error(
+            garbage in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            flips in proptest::collection::vec((0usize..200, proptest::prelude::any::<u8>()), 0..8),
+            cut in 0usize..200,
+        ) {
+            let name = parse_name("www.example.test").unwrap();
+            let _ = read_answer(&garbage, 7, &name, Family::V4);
+            let (id, mut answer) = sample_answer();
+            for (at, value) in flips {
+                if let Some(byte) = answer.get_mut(at) {
+                    *byte = value;
+                }
+            }
+            let _ = read_answer(&answer, id, &name, Family::V4);
+            answer.truncate(cut);
+            let _ = read_answer(&answer, id, &name, Family::V6);
+            answer.extend_from_slice(&garbage);
+            let _ = read_answer(&answer, id, &name, Family::V4);
+        }
+    }
+
+    #[test]
+    fn negative_answers_carry_the_soa_ttl() {
+        let (id, answer) = sample_answer();
+        let name = parse_name("www.example.test").unwrap();
+        let mut reply = Message::from_vec(&answer).unwrap();
+        reply.take_answers();
+        reply.set_response_code(ResponseCode::NXDomain);
+        let bytes = reply.to_vec().unwrap();
+        assert_eq!(read_answer(&bytes, id, &name, Family::V4), Ok(Outcome::NxDomain { ttl: Some(5) }));
+    }
+
     #[test]
     fn follows_the_cname_chain_and_takes_the_smallest_ttl() {
         use hickory_proto::rr::rdata::{A, CNAME};

@@ -47,6 +47,25 @@ pub enum NetswitchError {
         /// Every connect attempt (address, interface, kind, reason), in start order.
         attempts: Vec<DialAttemptInfo>,
     },
+    /// The name does not exist (NXDOMAIN), has no address of the families allowed, or is not a
+    /// valid host name. `reason` names who said so ("DNS 10.0.0.1 on wlan0: … (NXDOMAIN)").
+    /// A host resolver throws it for NXDOMAIN.
+    #[error("{name} not found: {reason}")]
+    NameNotFound {
+        /// The name.
+        name: String,
+        /// Who answered what.
+        reason: String,
+    },
+    /// The name could not be resolved: no answer by the deadline, a server error, a garbage
+    /// answer, a socket that could not be bound. `reason` names the DNS server and interface.
+    #[error("resolve {name}: {reason}")]
+    ResolveFailed {
+        /// The name.
+        name: String,
+        /// What failed, naming the resolver and the interface.
+        reason: String,
+    },
     /// The platform (`PlatformInterface.bind_socket`) refused or failed to protect/bind the socket
     /// for `interface`, so nothing was sent.
     #[error("platform refused socket for interface {interface}: {reason}")]
@@ -179,6 +198,12 @@ impl From<&DialError> for NetswitchError {
                         attempts: attempts.iter().map(DialAttemptInfo::from).collect(),
                     },
                 }
+            }
+            DialError::Resolve { host, source } if source.is_definite() => {
+                NetswitchError::NameNotFound { name: host.clone(), reason: source.to_string() }
+            }
+            DialError::Resolve { host, source } => {
+                NetswitchError::ResolveFailed { name: host.clone(), reason: source.to_string() }
             }
             other => NetswitchError::DialFailed {
                 destination: dial_destination(other),

@@ -9,6 +9,7 @@ use tokio::runtime::Runtime;
 
 use super::callbacks::{EventListener, LoopbackOffering, PlatformBinder, PlatformInterface};
 use super::config::{ConnectionOptions, NetswitchConfig};
+use super::dns::{PlatformDns, ResolveResult};
 use super::error::NetswitchError;
 use super::events::{Event, EventHub, Subscription};
 use super::network::{InterfaceChange, InterfaceSnapshot, NetworkChange};
@@ -34,6 +35,7 @@ use crate::{relay, Inbound};
 #[derive(uniffi::Object)]
 pub struct ConnectionManager {
     core: Arc<crate::ConnectionManager>,
+    direct: Arc<crate::DirectOutbound>,
     outbound: Arc<dyn Outbound>,
     runtime: &'static Runtime,
     socks: SocksSettings,
@@ -70,11 +72,17 @@ impl ConnectionManager {
         let runtime = super::runtime::runtime(config.lightweight_runtime)?;
         let traffic = Arc::new(TrafficTotals::default());
         let events = Arc::new(EventHub::default());
+        let mut dns = crate::dns::Resolvers::new(core_config.dns_settings());
+        if let Some(platform) = &platform {
+            dns = dns.with_host(Arc::new(PlatformDns { platform: platform.clone() }));
+        }
+        let dns = Arc::new(dns);
         let core = Arc::new(
             crate::ConnectionManager::with_runtime(core_config.relay_settings(), runtime.handle().clone())
                 .with_close_observer(close_observer(traffic.clone(), events.clone()))
                 .with_open_observer(open_observer(events.clone()))
-                .with_network_observer(network_observer(events.clone())),
+                .with_network_observer(network_observer(events.clone()))
+                .with_dns(dns.clone()),
         );
         let mut os: Arc<dyn SocketBinder> = os_binder();
         if config.offer_loopback_sockets {
@@ -84,7 +92,10 @@ impl ConnectionManager {
             Some(platform) => Arc::new(HostBinder::new(Arc::new(PlatformBinder { platform }), os)),
             None => os,
         };
-        let outbound = Arc::new(core_config.direct_outbound().with_networks(core.networks().clone(), binder));
+        let direct = Arc::new(
+            core_config.direct_outbound().with_networks(core.networks().clone(), binder).with_dns(dns),
+        );
+        let outbound: Arc<dyn Outbound> = direct.clone();
         tracing::info!(
             lightweight = config.lightweight_runtime,
             strategy = %core_config.network_strategy,
@@ -92,6 +103,7 @@ impl ConnectionManager {
         );
         Ok(Arc::new(ConnectionManager {
             core,
+            direct,
             outbound,
             runtime,
             socks: core_config.socks_settings(),
@@ -181,6 +193,31 @@ impl ConnectionManager {
         // socket (checked above) that nothing else will use or close from now on.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         self.relay_tcp_fd(fd, &destination, options)
+    }
+
+    /// Resolves `name` (a domain or an IP literal) as a dial with `options` would, without
+    /// connecting: over the networks the strategy picks, each with its own resolver (its DNS
+    /// servers over sockets bound to it, the host's resolver, or the system resolver as the last
+    /// resort; see `dns_resolver`), by `connect_timeout_ms`. Returns the addresses, the
+    /// interface whose resolver answered and who answered each family. Errors: `NameNotFound`
+    /// (NXDOMAIN, no address of the families allowed, an invalid name), `ResolveFailed`
+    /// (timeouts, server errors; names the DNS server and the interface), `NoNetwork`,
+    /// `ShutDown`.
+    #[uniffi::method(default(options = None))]
+    pub async fn resolve(
+        &self,
+        name: String,
+        options: Option<ConnectionOptions>,
+    ) -> Result<ResolveResult, NetswitchError> {
+        self.check_running()?;
+        let options = options.unwrap_or_default().to_core();
+        let direct = self.direct.clone();
+        let task = self.runtime.spawn(async move { direct.lookup_name(&name, &options).await });
+        let report = task
+            .await
+            .map_err(|e| NetswitchError::Internal { reason: format!("resolve task: {e}") })?
+            .map_err(|e| NetswitchError::from(&e))?;
+        Ok(ResolveResult::from(&report))
     }
 
     /// Snapshots of every live connection (any order).
