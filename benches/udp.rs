@@ -83,7 +83,8 @@ fn main() {
     runtime.block_on(async {
         let echo = echo_server().await;
         let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-        let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+        let mut settings = SocksSettings::default();
+        settings.listen = "127.0.0.1:0".parse().unwrap();
         let socks =
             SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
         println!("UDP echo over loopback, {COUNT} datagrams per cell, {WINDOW} in flight");

@@ -4,17 +4,31 @@
 //! destination, tells the client the outcome, relays both ways with real half-close, and tracks
 //! every live connection so it can be listed and closed.
 //!
-//! Module map:
-//! - [`metadata`]: destinations and per-connection options;
-//! - [`dial`]: the [`Outbound`] trait and the direct outbound;
-//! - [`relay`]: the copy engine and what a finished connection reports;
-//! - [`tracker`]: the live connection table;
-//! - [`manager`]: [`ConnectionManager`], which ties them together;
-//! - [`inbound`]: ingresses (SOCKS5);
-//! - [`network`]: network types and the egress a connection used;
-//! - [`config`]: the JSON configuration shared by the CLI and the host API;
-//! - `ffi` (feature `ffi`, on by default): the uniffi façade (Kotlin and Swift API); core code
-//!   never uses its types.
+//! The quickest way in is [`Netswitch::builder`]: a [`Config`] in, a [`ConnectionManager`] and the
+//! strategy-aware [`DirectOutbound`] out, wired the way the Kotlin/Swift API and the CLI wire
+//! theirs. Everything an embedder needs is re-exported here; the modules hold the details.
+//!
+//! # Module map
+//!
+//! In stack order: each layer only uses the layers below it.
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | [`stack`] | the composition root: [`Netswitch`] wires manager, network state, binder and outbound from a [`Config`] |
+//! | `ffi` | the uniffi façade, Kotlin and Swift API (feature `ffi`, on by default); core code never uses its types |
+//! | [`config`] | the JSON configuration shared by the CLI and the host API, validated, with its limits |
+//! | [`inbound`] | ingresses: the SOCKS5 server (CONNECT, UDP ASSOCIATE, auth), its UDP session table, budgets |
+//! | [`manager`] | [`ConnectionManager`]: hands connections to the relay, tracks them, closes them on network changes |
+//! | [`relay`] | the copy engine (TCP, splice on Linux), UDP sessions and their NAT, what a closed connection reports |
+//! | [`tls_fragment`] | ClientHello parsing and splitting (segments, records) for the first write |
+//! | [`tracker`] | the live connection table: ids, egress, byte and packet counters, close handles |
+//! | [`client`] | the client-side contract the relay consumes: [`Inbound`], [`PacketInbound`], [`Datagram`], UDP timeouts |
+//! | [`dial`] | the [`Outbound`] trait, the direct outbound (strategy, RFC 8305 racing), the upstream SOCKS5 outbound |
+//! | [`metadata`] | [`Destination`] and per-connection [`Metadata`] / [`ConnectionOptions`] |
+//! | [`network`] | [`NetworkType`], interfaces and their snapshots, what an update changed, [`NetworkStrategy`], address families |
+//! | [`socket`] | socket I/O helpers shared by the relay and the outbounds |
+//! | [`platform`] | how one socket leaves through one interface: Linux, Apple, the host callback, [`SimulatedBinder`], TCP options |
+//! | [`logging`] | tracing setup: os_log on Apple, logcat on Android, fmt elsewhere; the level at run time |
 //!
 //! # Example
 //!
@@ -83,16 +97,35 @@ pub mod network;
 pub mod platform;
 pub mod relay;
 pub mod socket;
+pub mod stack;
 pub mod tls_fragment;
 pub mod tracker;
 
 #[cfg(feature = "ffi")]
 uniffi::setup_scaffolding!();
 
+// The composition root and the configuration.
+pub use config::{Config, ConfigError};
+pub use stack::{BuildError, Netswitch, NetswitchBuilder};
+// Connections in: the manager, the client contract, the SOCKS5 ingress.
 pub use client::{Datagram, Inbound, InboundHandshake, PacketInbound, PacketSink, UdpTimeouts};
-pub use dial::direct::DirectOutbound;
-pub use dial::{DialError, DialedStream, Outbound};
-pub use manager::{ConnectionManager, RelaySettings};
+pub use inbound::socks::{SocksError, SocksServer, SocksSettings, SocksUser};
+pub use inbound::udp_sessions::UdpSettings;
+pub use manager::{
+    CloseObserver, ConnectionManager, NetworkObserver, NetworkUpdate, OpenObserver, RelaySettings,
+};
 pub use metadata::{ConnectionOptions, Destination, Host, Metadata};
+pub use tls_fragment::FragmentSettings;
+// Connections out: outbounds and how a dial ends.
+pub use dial::direct::{DialSettings, DirectOutbound};
+pub use dial::{BoxFuture, DialAttempt, DialError, DialedStream, DialedUdp, FailureKind, Outbound};
+// What the manager reports.
 pub use relay::{ClosedConnection, ConnectionError};
-pub use tracker::{ConnectionId, ConnectionInfo};
+pub use tracker::{ConnectionId, ConnectionInfo, ConnectionState, TransportProtocol};
+// Network updates from the host.
+pub use network::{
+    CloseReason, DomainStrategy, Egress, InterfaceSnapshot, NetworkInterface, NetworkState, NetworkStrategy,
+    NetworkType, SnapshotChange, SnapshotError,
+};
+// Binding sockets to networks.
+pub use platform::{os_binder, BindDecision, BindError, HostSocketBinder, SimulatedBinder, SocketBinder};

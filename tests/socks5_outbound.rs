@@ -24,7 +24,8 @@ use tokio::time::timeout;
 /// A second netswitch acting as the upstream SOCKS5 server (direct outbound).
 async fn upstream() -> (SocksServer, Arc<ConnectionManager>) {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+    let mut settings = SocksSettings::default();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
     let server =
         SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
     (server, manager)
@@ -253,7 +254,8 @@ async fn socks_client_gets_the_refusal_code() {
     let (up, _up_manager) = upstream().await;
     for upstream_addr in [up.local_addr(), closed_port().await] {
         let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-        let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+        let mut settings = SocksSettings::default();
+        settings.listen = "127.0.0.1:0".parse().unwrap();
         let front = SocksServer::start(settings, manager.clone(), socks5(upstream_addr)).await.unwrap();
         let refused = closed_port().await;
         let SocketAddr::V4(v4) = refused else { unreachable!() };

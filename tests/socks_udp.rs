@@ -30,9 +30,9 @@ async fn proxy() -> Proxy {
 }
 
 /// A proxy on 127.0.0.1 with `settings` (their listen address is replaced).
-async fn proxy_with(settings: SocksSettings) -> Proxy {
+async fn proxy_with(mut settings: SocksSettings) -> Proxy {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..settings };
+    settings.listen = "127.0.0.1:0".parse().unwrap();
     let server =
         SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
     Proxy { server, manager }
@@ -392,10 +392,9 @@ async fn past_the_socket_cap_new_destinations_are_dropped_counted_and_the_others
 }
 
 fn with_user() -> SocksSettings {
-    SocksSettings {
-        users: vec![SocksUser { username: "user".into(), password: "secret".into() }],
-        ..SocksSettings::default()
-    }
+    let mut settings = SocksSettings::default();
+    settings.users = vec![SocksUser { username: "user".into(), password: "secret".into() }];
+    settings
 }
 
 #[tokio::test]

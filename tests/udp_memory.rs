@@ -105,8 +105,8 @@ fn idle_associations_hold_no_buffer_and_memory_comes_back() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-        let mut settings =
-            SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+        let mut settings = SocksSettings::default();
+        settings.listen = "127.0.0.1:0".parse().unwrap();
         settings.udp.max_associations = ASSOCIATIONS;
         settings.udp.max_sockets = ASSOCIATIONS;
         let server =

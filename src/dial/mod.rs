@@ -93,6 +93,7 @@ pub trait Outbound: Send + Sync + 'static {
 
 /// The broad reason a dial failed; what a SOCKS reply code (and a host app) can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailureKind {
     /// The destination actively refused (TCP RST).
     Refused,
@@ -125,6 +126,7 @@ impl FailureKind {
 
 /// Why one connect attempt (one address, possibly one interface) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttemptError {
     /// No answer within the connect timeout.
     #[error("timed out after {0:?}")]
@@ -160,6 +162,7 @@ impl AttemptError {
 
 /// One connect attempt that failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct DialAttempt {
     /// The address that was tried.
     pub address: SocketAddr,
@@ -183,6 +186,7 @@ impl fmt::Display for DialAttempt {
 
 /// Why a dial failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DialError {
     /// The system resolver failed for this host.
     #[error("resolve {host}: {source}")]

@@ -53,7 +53,7 @@ pub(crate) async fn run(
         }
     };
     let remote = dialed.stream;
-    entry.set_egress(dialed.egress);
+    entry.set_egress(dialed.egress.with_local_address(remote.local_addr().ok()));
     let fragment = fragment_defaults.for_connection(&entry.metadata.options);
     let steps = Steps { entry, client: &client, remote: &remote, fragment, half_close_timeout };
     let work = steps.run(handshake, dialed.handshake, early_data);

@@ -110,6 +110,7 @@ impl std::fmt::Debug for SocksUser {
 
 /// Settings of a SOCKS5 server.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SocksSettings {
     /// Address to listen on. Default 127.0.0.1:1080.
     pub listen: SocketAddr,
@@ -146,6 +147,7 @@ impl Default for SocksSettings {
 
 /// Why a SOCKS server could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SocksError {
     /// The listen address is not loopback and `allow_non_loopback` is off.
     #[error("refusing to listen on non-loopback address {0} (set allow_non_loopback to allow it)")]
