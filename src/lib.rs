@@ -10,25 +10,27 @@
 //!
 //! # Module map
 //!
-//! In stack order: each layer only uses the layers below it.
+//! In stack order, from the host-facing side down to the platform: a module imports only modules
+//! below it (`tests/layers.rs` holds the map to that, and to listing every module).
 //!
 //! | module | what lives there |
 //! |---|---|
+//! | `ffi` | the uniffi façade, the Kotlin and Swift API (feature `ffi`, on by default); core code never uses its types |
 //! | [`stack`] | the composition root: [`Netswitch`] wires manager, network state, binder and outbound from a [`Config`] |
-//! | `ffi` | the uniffi façade, Kotlin and Swift API (feature `ffi`, on by default); core code never uses its types |
-//! | [`config`] | the JSON configuration shared by the CLI and the host API, validated, with its limits |
+//! | [`config`] | the JSON configuration shared by the CLI and the host API: keys, defaults, validation, limits |
 //! | [`inbound`] | ingresses: the SOCKS5 server (CONNECT, UDP ASSOCIATE, auth), its UDP session table, budgets |
-//! | [`manager`] | [`ConnectionManager`]: hands connections to the relay, tracks them, closes them on network changes |
-//! | [`relay`] | the copy engine (TCP, splice on Linux), UDP sessions and their NAT, what a closed connection reports |
-//! | [`tls_fragment`] | ClientHello parsing and splitting (segments, records) for the first write |
+//! | [`manager`] | [`ConnectionManager`]: takes connections, runs them, closes them on request and on network changes |
+//! | [`relay`] | the copy engine (splice on Linux), UDP sessions and their NAT, what a closed connection reports |
+//! | [`tls_fragment`] | ClientHello parsing and splitting (TCP segments, TLS records) for the first write |
 //! | [`tracker`] | the live connection table: ids, egress, byte and packet counters, close handles |
-//! | [`client`] | the client-side contract the relay consumes: [`Inbound`], [`PacketInbound`], [`Datagram`], UDP timeouts |
+//! | [`client`] | the client side the relay consumes: [`Inbound`], [`PacketInbound`], [`Datagram`], UDP timeouts |
 //! | [`dial`] | the [`Outbound`] trait, the direct outbound (strategy, RFC 8305 racing), the upstream SOCKS5 outbound |
 //! | [`metadata`] | [`Destination`] and per-connection [`Metadata`] / [`ConnectionOptions`] |
-//! | [`network`] | [`NetworkType`], interfaces and their snapshots, what an update changed, [`NetworkStrategy`], address families |
-//! | [`socket`] | socket I/O helpers shared by the relay and the outbounds |
 //! | [`platform`] | how one socket leaves through one interface: Linux, Apple, the host callback, [`SimulatedBinder`], TCP options |
+//! | [`network`] | [`NetworkType`], interfaces and snapshots, what an update changed, [`NetworkStrategy`], address families |
+//! | [`socket`] | socket I/O helpers shared by the relay and the outbounds |
 //! | [`logging`] | tracing setup: os_log on Apple, logcat on Android, fmt elsewhere; the level at run time |
+//! | `memory` | (private) gives freed heap back to the system after a burst of connections |
 //!
 //! # Example
 //!

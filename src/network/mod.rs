@@ -62,7 +62,7 @@ pub struct Egress {
     /// succeeded; `None` before that, and for a socket with no specific local address (an
     /// unconnected UDP socket on `0.0.0.0`). When an interface update takes this address away
     /// from every interface, the connection is closed
-    /// ([`CloseReason::LocalAddressGone`](state::CloseReason::LocalAddressGone)).
+    /// ([`CloseReason::LocalAddressGone`]).
     pub local_address: Option<IpAddr>,
 }
 
