@@ -29,6 +29,7 @@
 //! | [`platform`] | how one socket leaves through one interface: Linux, Apple, the host callback, [`SimulatedBinder`], TCP options |
 //! | [`network`] | [`NetworkType`], interfaces and snapshots, what an update changed, [`NetworkStrategy`], address families |
 //! | [`socket`] | socket I/O helpers shared by the relay and the outbounds |
+//! | [`deadline`] | deadlines from configured durations without overflow (a year when one cannot be represented) |
 //! | [`logging`] | tracing setup: os_log on Apple, logcat on Android, fmt elsewhere; the level at run time |
 //! | `memory` | (private) gives freed heap back to the system after a burst of connections |
 //!
