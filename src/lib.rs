@@ -83,6 +83,7 @@ pub mod network;
 pub mod platform;
 pub mod relay;
 pub mod socket;
+pub mod socks5;
 pub mod tls_fragment;
 pub mod tracker;
 

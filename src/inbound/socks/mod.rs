@@ -57,7 +57,6 @@
 
 mod auth;
 mod context;
-pub mod protocol;
 mod server;
 mod slots;
 pub mod udp;
