@@ -71,6 +71,7 @@
 
 pub mod client;
 pub mod config;
+pub mod deadline;
 pub mod dial;
 #[cfg(feature = "ffi")]
 pub mod ffi;
