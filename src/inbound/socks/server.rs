@@ -92,10 +92,10 @@ struct Accepted {
 /// take its slot), then runs the handshake and hands the request over.
 async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>, idle: IdleFlag) {
     let now = Instant::now();
-    let deadline = deadline_after(now, context.handshake_timeout);
+    let deadline = crate::deadline::after(now, context.handshake_timeout);
     if !has_input(&stream) {
         // An idle client gives its slot back early: well-behaved clients send their greeting at once.
-        let first_byte = deadline_after(now, context.handshake_timeout.min(FIRST_BYTE_TIMEOUT));
+        let first_byte = crate::deadline::after(now, context.handshake_timeout.min(FIRST_BYTE_TIMEOUT));
         idle.set(true);
         let waited = tokio::time::timeout_at(first_byte, wait_for_input(&stream)).await;
         idle.set(false);
@@ -251,11 +251,6 @@ async fn wait_for_input(stream: &TcpStream) {
 fn peek(stream: &TcpStream) -> io::Result<usize> {
     let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
     socket2::SockRef::from(stream).peek(&mut byte)
-}
-
-/// `now + timeout`, or a year from now when that is too far to represent (`Duration::MAX`).
-fn deadline_after(now: Instant, timeout: Duration) -> Instant {
-    now.checked_add(timeout).or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600))).unwrap_or(now)
 }
 
 /// Tells the client the outcome of its CONNECT (called by the manager after the dial).
