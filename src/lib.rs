@@ -25,6 +25,7 @@
 //! | [`tracker`] | the live connection table: ids, egress, byte and packet counters, close handles |
 //! | [`client`] | the client side the relay consumes: [`Inbound`], [`PacketInbound`], [`Datagram`], UDP timeouts |
 //! | [`dial`] | the [`Outbound`] trait, the direct outbound (strategy, RFC 8305 racing), the upstream SOCKS5 outbound |
+//! | [`socks5`] | the SOCKS5 wire format, once: addresses, greeting and auth, request, reply codes, UDP header |
 //! | [`metadata`] | [`Destination`] and per-connection [`Metadata`] / [`ConnectionOptions`] |
 //! | [`platform`] | how one socket leaves through one interface: Linux, Apple, the host callback, [`SimulatedBinder`], TCP options |
 //! | [`network`] | [`NetworkType`], interfaces and snapshots, what an update changed, [`NetworkStrategy`], address families |
@@ -101,6 +102,7 @@ pub mod network;
 pub mod platform;
 pub mod relay;
 pub mod socket;
+pub mod socks5;
 pub mod stack;
 pub mod tls_fragment;
 pub mod tracker;

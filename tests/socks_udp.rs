@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netswitch::inbound::socks::udp::{encode_udp_header, parse_udp_header};
 use netswitch::inbound::socks::{SocksServer, SocksSettings, SocksUser};
+use netswitch::socks5::{encode_udp_header, parse_udp_header};
 use netswitch::tracker::TransportProtocol;
 use netswitch::{ConnectionManager, Destination, DirectOutbound, RelaySettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -124,7 +124,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 fn wrap(destination: &Destination, payload: &[u8]) -> Vec<u8> {
     let mut datagram = Vec::new();
-    encode_udp_header(destination, &mut datagram);
+    encode_udp_header(destination, &mut datagram).unwrap();
     datagram.extend_from_slice(payload);
     datagram
 }
