@@ -124,6 +124,7 @@ pub use metadata::{ConnectionOptions, Destination, Host, Metadata};
 pub use tls_fragment::FragmentSettings;
 // Connections out: outbounds and how a dial ends.
 pub use dial::direct::{DialSettings, DirectOutbound};
+pub use dial::socks5::Socks5Outbound;
 pub use dial::{BoxFuture, DialAttempt, DialError, DialedStream, DialedUdp, FailureKind, Outbound};
 // What the manager reports.
 pub use relay::{ClosedConnection, ConnectionError};
