@@ -71,7 +71,8 @@ async fn measure() {
         .await
         .expect("DNS responder on 127.0.0.1:53");
 
-    let settings = DialSettings { domain_strategy: DomainStrategy::Ipv4Only, ..DialSettings::default() };
+    let mut settings = DialSettings::default();
+    settings.domain_strategy = DomainStrategy::Ipv4Only;
     // One simulated interface on loopback whose DNS server is the responder.
     let mut bench0 =
         NetworkInterface::new("bench0", 1, NetworkType::Wifi).with_address("127.0.0.1".parse().unwrap(), 8);
@@ -80,7 +81,9 @@ async fn measure() {
         InterfaceSnapshot::new(vec![bench0.clone()], Some(bench0.index)).unwrap(),
     ));
     let per_interface = |cache_capacity: usize| {
-        let dns = Arc::new(Resolvers::new(DnsSettings { cache_capacity, ..DnsSettings::default() }));
+        let mut dns_settings = DnsSettings::default();
+        dns_settings.cache_capacity = cache_capacity;
+        let dns = Arc::new(Resolvers::new(dns_settings));
         DirectOutbound::with_settings(settings.clone())
             .with_networks(state.clone(), Arc::new(SimulatedBinder::new()))
             .with_dns(dns)

@@ -99,6 +99,13 @@ fn settings() -> DnsSettings {
     DnsSettings::default()
 }
 
+/// The default settings with `change` applied.
+fn dns_with(change: impl FnOnce(&mut DnsSettings)) -> DnsSettings {
+    let mut settings = DnsSettings::default();
+    change(&mut settings);
+    settings
+}
+
 /// The resolver `resolvers` gives `interface` (not the default), with `binder`.
 fn resolver(
     resolvers: &Resolvers,
@@ -211,7 +218,7 @@ async fn the_cache_answers_until_the_ttl_runs_out_and_forgets_an_interface_that_
         cap: Duration::from_secs(60),
         negative_cap: Duration::from_secs(5),
     };
-    let resolvers = Resolvers::new(DnsSettings { ttl, ..settings() });
+    let resolvers = Resolvers::new(dns_with(|s| s.ttl = ttl));
     let wifi_interface = sim("sim-wifi", &[&server]);
     let wifi = resolver(&resolvers, &wifi_interface, &Arc::default());
     lookup_all(&wifi, NAME, soon(5)).await.unwrap();
@@ -268,7 +275,7 @@ async fn the_next_server_answers_when_the_first_is_silent() {
     let silent = Responder::start(localhost(), zone()).await.unwrap();
     silent.set(|z| z.mode = Mode::Silent);
     let good = Responder::start(localhost(), zone()).await.unwrap();
-    let resolvers = Resolvers::new(DnsSettings { query_timeout: Duration::from_millis(200), ..settings() });
+    let resolvers = Resolvers::new(dns_with(|s| s.query_timeout = Duration::from_millis(200)));
     let wifi = resolver(&resolvers, &sim("sim-wifi", &[&silent, &good]), &Arc::default());
     let answer = wifi.lookup(NAME, &both(), soon(5)).all().await.unwrap();
     assert_eq!(answer.addresses.len(), 2);
@@ -283,13 +290,13 @@ async fn a_closed_port_moves_to_the_next_server_at_once() {
     // does not eat the query timeout (here as long as the whole deadline: waiting would fail).
     let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let good = Responder::start(localhost(), zone()).await.unwrap();
-    let resolvers = Resolvers::new(DnsSettings { query_timeout: Duration::from_secs(20), ..settings() });
+    let resolvers = Resolvers::new(dns_with(|s| s.query_timeout = Duration::from_secs(20)));
     let mut interface = sim("sim-wifi", &[&good]);
     interface.dns_servers.insert(0, closed);
     let wifi = resolver(&resolvers, &interface, &Arc::default());
     assert_eq!(lookup_all(&wifi, NAME, soon(15)).await.unwrap().len(), 2);
     interface.dns_servers.truncate(1);
-    let refused = Resolvers::new(DnsSettings { query_timeout: Duration::from_secs(20), ..settings() });
+    let refused = Resolvers::new(dns_with(|s| s.query_timeout = Duration::from_secs(20)));
     let refused = resolver(&refused, &interface, &Arc::default());
     let error = lookup_all(&refused, NAME, soon(15)).await.unwrap_err();
     assert!(error.to_string().contains("refused"), "{error}");
@@ -325,7 +332,7 @@ async fn nxdomain_is_its_own_error_and_is_cached() {
 #[tokio::test]
 async fn one_family_names_resolve_and_no_family_is_no_address() {
     let server = Responder::start(localhost(), Zone::new(NAME, &[], &["2001:db8::5"])).await.unwrap();
-    let resolvers = Resolvers::new(DnsSettings { cache_capacity: 0, ..settings() });
+    let resolvers = Resolvers::new(dns_with(|s| s.cache_capacity = 0));
     let wifi = resolver(&resolvers, &sim("sim-wifi", &[&server]), &Arc::default());
     assert_eq!(lookup_all(&wifi, NAME, soon(5)).await.unwrap(), ips(&["2001:db8::5"]));
     server.set(|z| z.aaaa.clear());
@@ -384,7 +391,7 @@ async fn a_bind_failure_sends_nothing_and_names_the_interface() {
 async fn queries_in_flight_are_bounded_per_interface() {
     let server = Responder::start(localhost(), zone()).await.unwrap();
     server.set(|z| z.mode = Mode::Silent);
-    let resolvers = Resolvers::new(DnsSettings { max_concurrent: 2, ..settings() });
+    let resolvers = Resolvers::new(dns_with(|s| s.max_concurrent = 2));
     let wifi = resolver(&resolvers, &sim("sim-wifi", &[&server]), &Arc::default());
     let until = Instant::now() + Duration::from_millis(400);
     let lookups: Vec<_> = (0..10)
@@ -437,8 +444,7 @@ impl HostDns for FakeHost {
 async fn the_host_resolver_is_asked_for_the_interface_of_the_route() {
     let host = Arc::new(FakeHost::default());
     let server = Responder::start(localhost(), zone()).await.unwrap();
-    let resolvers =
-        Resolvers::new(DnsSettings { resolver: ResolverChoice::Host, ..settings() }).with_host(host.clone());
+    let resolvers = Resolvers::new(dns_with(|s| s.resolver = ResolverChoice::Host)).with_host(host.clone());
     let cell = resolver(&resolvers, &sim("sim-cell", &[&server]), &Arc::default());
     let answer = cell.lookup(NAME, &both(), soon(5)).all().await.unwrap();
     assert_eq!(answer.addresses, ips(&["2001:db8::5", "203.0.113.5"]));
@@ -458,8 +464,8 @@ async fn the_host_resolver_is_asked_for_the_interface_of_the_route() {
 
     // A host that leaves resolution to netswitch: the interface's server answers.
     let declining = Arc::new(FakeHost { yourself: true, ..FakeHost::default() });
-    let resolvers = Resolvers::new(DnsSettings { resolver: ResolverChoice::Host, ..settings() })
-        .with_host(declining.clone());
+    let resolvers =
+        Resolvers::new(dns_with(|s| s.resolver = ResolverChoice::Host)).with_host(declining.clone());
     let cell = resolver(&resolvers, &sim("sim-cell", &[&server]), &Arc::default());
     assert_eq!(lookup_all(&cell, NAME, soon(5)).await.unwrap(), ips(&["192.0.2.1", "2001:db8::1"]));
     assert_eq!(declining.asked.lock().unwrap().len(), 2);
@@ -490,14 +496,12 @@ fn outbound(
 ) -> DirectOutbound {
     let default = interfaces.first().map(|i| i.index);
     let state = Arc::new(NetworkState::new(InterfaceSnapshot::new(interfaces, default).unwrap()));
-    let settings = DialSettings {
-        connect_timeout,
-        network_strategy: NetworkStrategy::Fallback,
-        network_type: vec![NetworkType::Wifi],
-        fallback_network_type: vec![NetworkType::Cellular],
-        fallback_delay: Duration::from_millis(300),
-        ..DialSettings::default()
-    };
+    let mut settings = DialSettings::default();
+    settings.connect_timeout = connect_timeout;
+    settings.network_strategy = NetworkStrategy::Fallback;
+    settings.network_type = vec![NetworkType::Wifi];
+    settings.fallback_network_type = vec![NetworkType::Cellular];
+    settings.fallback_delay = Duration::from_millis(300);
     DirectOutbound::with_settings(settings)
         .with_networks(state, Arc::new(SimulatedBinder::new()))
         .with_dns(dns)
@@ -569,7 +573,8 @@ async fn nxdomain_fails_the_dial_as_host_unreachable_and_socks_replies_0x04() {
     assert!(error.to_string().contains(&format!("DNS {} on sim-wifi", dns.address())), "{error}");
 
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+    let mut settings = SocksSettings::default();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
     let server = SocksServer::start(settings, manager, Arc::new(outbound)).await.unwrap();
     let mut client = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();
     client.write_all(b"\x05\x01\x00\x05\x01\x00\x03\x11nope.example.test\x00\x50").await.unwrap();
@@ -594,7 +599,7 @@ async fn a_silent_dns_server_fails_domain_dials_by_connect_timeout_and_nothing_e
     dns.set(|z| z.mode = Mode::Silent);
     let outbound = Arc::new(outbound(
         vec![sim("sim-wifi", &[&dns])],
-        Arc::new(Resolvers::new(DnsSettings { max_concurrent: 4, ..settings() })),
+        Arc::new(Resolvers::new(dns_with(|s| s.max_concurrent = 4))),
         connect_timeout,
     ));
     let baseline = threads();

@@ -52,6 +52,7 @@ impl fmt::Display for Via {
 
 /// Why a lookup failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DnsError {
     /// The name is not a valid host name (empty label, label over 63 bytes, over 253 bytes, not
     /// ASCII…). Nothing was sent.

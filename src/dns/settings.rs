@@ -8,6 +8,7 @@ use super::cache::TtlPolicy;
 /// Which resolver answers for an interface.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ResolverChoice {
     /// The interface's DNS servers when it has some, else the host's resolver when the host
     /// gave one, else the system resolver (said in a log line). The default.
@@ -46,7 +47,9 @@ pub const DEFAULT_MAX_CONCURRENT: usize = 64;
 pub const DEFAULT_SYSTEM_MAX_LOOKUPS: usize = 16;
 
 /// Resolver settings. Every lookup also ends by the dial's deadline (`connect_timeout`).
+/// Build it from `DnsSettings::default()` and set fields (it will grow).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DnsSettings {
     /// Which resolver answers for an interface. Default `auto`.
     pub resolver: ResolverChoice,

@@ -245,15 +245,14 @@ fn fallback_lane_resolves_over_cellular() {
         manager.update_interfaces(
             InterfaceSnapshot::new(vec![wifi.clone(), cell.clone()], Some(wifi.index)).unwrap(),
         );
-        let outbound = DirectOutbound::with_settings(DialSettings {
-            network_strategy: NetworkStrategy::Fallback,
-            network_type: vec![NetworkType::Wifi],
-            fallback_network_type: vec![NetworkType::Cellular],
-            fallback_delay: Duration::from_millis(300),
-            ..DialSettings::default()
-        })
-        .with_networks(manager.networks().clone(), Arc::new(LinuxBinder))
-        .with_dns(dns);
+        let mut settings = DialSettings::default();
+        settings.network_strategy = NetworkStrategy::Fallback;
+        settings.network_type = vec![NetworkType::Wifi];
+        settings.fallback_network_type = vec![NetworkType::Cellular];
+        settings.fallback_delay = Duration::from_millis(300);
+        let outbound = DirectOutbound::with_settings(settings)
+            .with_networks(manager.networks().clone(), Arc::new(LinuxBinder))
+            .with_dns(dns);
 
         // Wi-Fi drops everything, DNS replies included.
         topology.set_blackhole(Link::Wifi, true).unwrap();
@@ -420,13 +419,13 @@ fn single_family_networks() {
         let over = |only: NetworkType, strategy: DomainStrategy, default: &NetworkInterface| {
             let snapshot =
                 InterfaceSnapshot::new(vec![wifi.clone(), cell.clone()], Some(default.index)).unwrap();
-            DirectOutbound::with_settings(DialSettings {
-                network_strategy: NetworkStrategy::Default,
-                network_type: vec![only],
-                domain_strategy: strategy,
-                ..DialSettings::default()
-            })
-            .with_networks(Arc::new(netswitch::network::NetworkState::new(snapshot)), Arc::new(LinuxBinder))
+            let mut settings = DialSettings::default();
+            settings.network_type = vec![only];
+            settings.domain_strategy = strategy;
+            DirectOutbound::with_settings(settings).with_networks(
+                Arc::new(netswitch::network::NetworkState::new(snapshot)),
+                Arc::new(LinuxBinder),
+            )
         };
         // IPv6-only cellular, IPv4 preferred: the A answer cannot be reached, AAAA is used.
         let outbound = over(NetworkType::Cellular, DomainStrategy::PreferIpv4, &wifi);
@@ -476,13 +475,12 @@ fn interface_gone_flushes_its_cached_answers() {
         let manager = ConnectionManager::new(RelaySettings::default()).with_dns(dns.clone());
         let both = InterfaceSnapshot::new(vec![wifi.clone(), cell.clone()], Some(wifi.index)).unwrap();
         manager.update_interfaces(both.clone());
-        let outbound = DirectOutbound::with_settings(DialSettings {
-            network_type: vec![NetworkType::Cellular],
-            domain_strategy: DomainStrategy::Ipv4Only,
-            ..DialSettings::default()
-        })
-        .with_networks(manager.networks().clone(), Arc::new(LinuxBinder))
-        .with_dns(dns);
+        let mut settings = DialSettings::default();
+        settings.network_type = vec![NetworkType::Cellular];
+        settings.domain_strategy = DomainStrategy::Ipv4Only;
+        let outbound = DirectOutbound::with_settings(settings)
+            .with_networks(manager.networks().clone(), Arc::new(LinuxBinder))
+            .with_dns(dns);
         let metadata = Metadata::new(Destination::domain(NAME, PORT));
         outbound.dial_tcp(&metadata).await.unwrap();
         outbound.dial_tcp(&metadata).await.unwrap();

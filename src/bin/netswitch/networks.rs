@@ -8,17 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use netswitch::config::{parse_duration, Config};
-use netswitch::dial::direct::DirectOutbound;
-use netswitch::dns::Resolvers;
+use netswitch::config::parse_duration;
 use netswitch::network::host::{host_snapshot, HostInterfacesError};
 use netswitch::network::interface::parse_dns_server;
-use netswitch::network::state::NetworkState;
-use netswitch::network::strategy::NetworkStrategy;
-use netswitch::network::DomainStrategy;
-use netswitch::network::{InterfaceSnapshot, NetworkType};
-use netswitch::platform::os_binder;
-use netswitch::{ConnectionManager, ConnectionOptions, Destination, DialError, Metadata};
+use netswitch::{
+    Config, ConnectionManager, ConnectionOptions, Destination, DialAttempt, DialError, DomainStrategy,
+    InterfaceSnapshot, Metadata, Netswitch, NetworkStrategy, NetworkType,
+};
 
 /// How often `netswitch socks` re-reads the host's interfaces (a mobile host pushes changes).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
@@ -179,12 +175,6 @@ pub fn spawn_refresh(manager: Arc<ConnectionManager>, config: &Config) {
     });
 }
 
-/// A direct outbound that chooses among `state`'s interfaces, binds with the OS binder and
-/// resolves names with `dns` (per interface).
-pub fn strategy_outbound(config: &Config, state: Arc<NetworkState>, dns: Arc<Resolvers>) -> DirectOutbound {
-    config.direct_outbound().with_networks(state, os_binder()).with_dns(dns)
-}
-
 /// `netswitch interfaces`: prints the host's interfaces as netswitch sees them.
 pub fn print_interfaces(snapshot: &InterfaceSnapshot) {
     if snapshot.is_no_network() {
@@ -214,8 +204,15 @@ pub fn print_interfaces(snapshot: &InterfaceSnapshot) {
 /// `netswitch dial`: one connection with the strategy; prints every attempt and the winner.
 /// Returns whether the dial succeeded.
 pub async fn dial_once(config: &Config, snapshot: InterfaceSnapshot, destination: Destination) -> bool {
-    let state = Arc::new(NetworkState::new(snapshot));
-    let outbound = strategy_outbound(config, state, Arc::new(Resolvers::new(config.dns_settings())));
+    let netswitch = match Netswitch::builder(config.clone()).build() {
+        Ok(netswitch) => netswitch,
+        Err(error) => {
+            println!("failed: {error}");
+            return false;
+        }
+    };
+    netswitch.manager().update_interfaces(snapshot);
+    let outbound = netswitch.outbound();
     let metadata = Metadata::new(destination.clone());
     println!(
         "dialing {destination}: strategy {}, network_type [{}], fallback_network_type [{}], fallback_delay {:?}, domain_strategy {}",
@@ -274,8 +271,15 @@ pub async fn dial_once(config: &Config, snapshot: InterfaceSnapshot, destination
 /// prints per family the interface, who answered, how long it took and the addresses. Returns
 /// whether addresses were found.
 pub async fn resolve_once(config: &Config, snapshot: InterfaceSnapshot, name: &str) -> bool {
-    let state = Arc::new(NetworkState::new(snapshot));
-    let outbound = strategy_outbound(config, state, Arc::new(Resolvers::new(config.dns_settings())));
+    let netswitch = match Netswitch::builder(config.clone()).build() {
+        Ok(netswitch) => netswitch,
+        Err(error) => {
+            println!("failed: {error}");
+            return false;
+        }
+    };
+    netswitch.manager().update_interfaces(snapshot);
+    let outbound = netswitch.outbound();
     println!(
         "resolving {name}: strategy {}, network_type [{}], fallback_network_type [{}], domain_strategy {}, resolver {}",
         config.network_strategy,
@@ -304,7 +308,7 @@ pub async fn resolve_once(config: &Config, snapshot: InterfaceSnapshot, name: &s
     }
 }
 
-fn attempt_line(attempt: &netswitch::dial::DialAttempt) -> String {
+fn attempt_line(attempt: &DialAttempt) -> String {
     format!(
         "{} via {}: failed: {} ({} ms)",
         attempt.address.map_or_else(|| "lookup".to_string(), |a| a.to_string()),
