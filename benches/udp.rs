@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netswitch::inbound::socks::udp::{encode_udp_header, parse_udp_header};
 use netswitch::inbound::socks::{SocksServer, SocksSettings};
+use netswitch::socks5::{encode_udp_header, parse_udp_header};
 use netswitch::{ConnectionManager, Destination, DirectOutbound, RelaySettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -83,7 +83,8 @@ fn main() {
     runtime.block_on(async {
         let echo = echo_server().await;
         let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-        let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+        let mut settings = SocksSettings::default();
+        settings.listen = "127.0.0.1:0".parse().unwrap();
         let socks =
             SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
         println!("UDP echo over loopback, {COUNT} datagrams per cell, {WINDOW} in flight");
@@ -98,7 +99,7 @@ fn main() {
             let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
             let (_control, relay) = associate(socks.local_addr(), client.local_addr().unwrap()).await;
             let mut framed = Vec::new();
-            encode_udp_header(&Destination::from(echo), &mut framed);
+            encode_udp_header(&Destination::from(echo), &mut framed).expect("an IP header encodes");
             framed.extend_from_slice(&payload);
             let (relayed, relayed_lost) = run(&client, relay, &framed, true).await;
             println!(

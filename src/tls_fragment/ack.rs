@@ -22,7 +22,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(2);
 /// Returns true when the acknowledgement was seen, false on timeout or when it cannot be
 /// observed on this platform.
 pub async fn wait_for_ack(stream: &TcpStream, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = crate::deadline::from_now(limit);
     loop {
         match unacknowledged(stream) {
             Some(0) => return true,
