@@ -11,15 +11,15 @@ use crate::dial::Outbound;
 use crate::metadata::Metadata;
 use crate::network::state::{CloseReason, NetworkState, SnapshotChange};
 use crate::network::InterfaceSnapshot;
-use crate::relay::{tcp, ClosedConnection, ConnectionError};
-use crate::socket::stream::StreamSocket;
+use crate::relay::ClosedConnection;
 use crate::tls_fragment::FragmentSettings;
 use crate::tracker::{ConnectionId, ConnectionInfo, Tracker};
 
 mod close_report;
 mod observers;
+mod tasks;
 
-use close_report::{catch_panic, CloseReport};
+use close_report::CloseReport;
 use observers::ReportOpen;
 pub use observers::{NetworkObserver, NetworkUpdate, OpenObserver};
 
@@ -140,6 +140,9 @@ impl ConnectionManager {
     /// ([`ConnectionError::ShutDown`]) and when the outbound or the ingress's handshake panics
     /// ([`ConnectionError::Panicked`]). After shutdown the connection is reset at once and
     /// `on_close` gets [`ConnectionError::ShutDown`].
+    ///
+    /// [`ConnectionError::Panicked`]: crate::ConnectionError::Panicked
+    /// [`ConnectionError::ShutDown`]: crate::ConnectionError::ShutDown
     pub fn new_connection<F>(
         &self,
         inbound: Inbound,
@@ -155,23 +158,19 @@ impl ConnectionManager {
         let outbound = self.outbound_for(id, outbound);
         let half_close_timeout = self.settings.half_close_timeout;
         let fragment_defaults = self.settings.tls_fragment;
-        let shut_down = self.shut_down.clone();
-        if shut_down.load(Ordering::Acquire) {
+        if self.is_shut_down() {
             entry.request_close();
         }
-        let report =
-            CloseReport::new(entry.clone(), guard, self.close_observer.clone(), on_close, shut_down.clone());
-        self.runtime.spawn(async move {
-            // Declared first, so dropping the task drops the relay (and its sockets) before it.
-            let mut report = report;
-            let result = if shut_down.load(Ordering::Acquire) {
-                inbound.stream.reset();
-                Err(ConnectionError::ShutDown)
-            } else {
-                catch_panic(tcp::run(&entry, inbound, outbound, half_close_timeout, fragment_defaults)).await
-            };
-            report.finish(result);
-        });
+        let observer = self.close_observer.clone();
+        let report = CloseReport::new(entry.clone(), guard, observer, on_close, self.shut_down.clone());
+        self.runtime.spawn(tasks::tcp(
+            report,
+            entry,
+            inbound,
+            outbound,
+            half_close_timeout,
+            fragment_defaults,
+        ));
         id
     }
 
@@ -208,6 +207,8 @@ impl ConnectionManager {
 
     /// Closes every connection and refuses new ones (they are reset and reported as
     /// [`ConnectionError::ShutDown`]). Idempotent.
+    ///
+    /// [`ConnectionError::ShutDown`]: crate::ConnectionError::ShutDown
     pub fn shutdown(&self) {
         if !self.shut_down.swap(true, Ordering::AcqRel) {
             let count = self.tracker.close_all();
@@ -351,6 +352,10 @@ impl ConnectionManager {
     /// runtime drops the task ([`ConnectionError::ShutDown`]) and when the outbound or the
     /// ingress's packet sink panics ([`ConnectionError::Panicked`]). After shutdown the session ends at once with
     /// [`ConnectionError::ShutDown`].
+    ///
+    /// [`ConnectionError::Panicked`]: crate::ConnectionError::Panicked
+    /// [`ConnectionError::ShutDown`]: crate::ConnectionError::ShutDown
+    /// [`ConnectionError::UdpIdle`]: crate::ConnectionError::UdpIdle
     pub fn new_packet_connection<F>(
         &self,
         inbound: crate::client::PacketInbound,
@@ -364,22 +369,12 @@ impl ConnectionManager {
         let (entry, guard) = self.tracker.insert_as(metadata, crate::tracker::TransportProtocol::Udp);
         let id = entry.id;
         let outbound = self.outbound_for(id, outbound);
-        let shut_down = self.shut_down.clone();
-        if shut_down.load(Ordering::Acquire) {
+        if self.is_shut_down() {
             entry.request_close();
         }
-        let report =
-            CloseReport::new(entry.clone(), guard, self.close_observer.clone(), on_close, shut_down.clone());
-        self.runtime.spawn(async move {
-            // Declared first, so dropping the task drops the session (and its socket) before it.
-            let mut report = report;
-            let result = if shut_down.load(Ordering::Acquire) {
-                Err(ConnectionError::ShutDown)
-            } else {
-                catch_panic(crate::relay::udp::run(&entry, inbound, outbound)).await
-            };
-            report.finish(result);
-        });
+        let observer = self.close_observer.clone();
+        let report = CloseReport::new(entry.clone(), guard, observer, on_close, self.shut_down.clone());
+        self.runtime.spawn(tasks::udp(report, entry, inbound, outbound));
         id
     }
 }

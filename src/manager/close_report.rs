@@ -11,7 +11,7 @@
 use std::any::Any;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
@@ -40,6 +40,11 @@ impl<F: FnOnce(ClosedConnection)> CloseReport<F> {
         shut_down: Arc<AtomicBool>,
     ) -> CloseReport<F> {
         CloseReport { entry, guard: Some(guard), observer, on_close: Some(on_close), shut_down }
+    }
+
+    /// True once the manager was shut down.
+    pub(super) fn is_shut_down(&self) -> bool {
+        self.shut_down.load(Ordering::Acquire)
     }
 
     /// Removes the connection from the tracker, logs it, and calls the close observer and
@@ -74,10 +79,10 @@ impl<F: FnOnce(ClosedConnection)> Drop for CloseReport<F> {
 
 /// Runs `work`; a panic while polling it ends it with [`ConnectionError::Panicked`] instead of
 /// unwinding into the runtime (the panic hook has printed the panic by then, as usual).
-pub(super) async fn catch_panic(
-    work: impl Future<Output = Result<(), ConnectionError>>,
-) -> Result<(), ConnectionError> {
-    let mut work = pin!(work);
+pub(super) async fn catch_panic<F>(mut work: Pin<&mut F>) -> Result<(), ConnectionError>
+where
+    F: Future<Output = Result<(), ConnectionError>> + ?Sized,
+{
     poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
         Ok(poll) => poll,
         Err(payload) => Poll::Ready(Err(ConnectionError::Panicked(panic_message(payload.as_ref())))),
