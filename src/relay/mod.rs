@@ -6,6 +6,8 @@ pub mod nat;
 pub mod pool;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod splice;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use splice::KEPT_PIPES;
 pub(crate) mod tcp;
 #[cfg(test)]
 mod tests;
