@@ -5813,7 +5813,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_platforminterface_bind_socket() != 11472) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_platforminterface_resolve() != 37949) {
+    if (uniffi_netswitch_checksum_method_platforminterface_resolve() != 11602) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_subscription_cancel() != 5759) {

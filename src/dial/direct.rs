@@ -17,21 +17,23 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
+use socket2::{Protocol, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 use super::race::{
-    race_networks, ConnectFn, FallbackMemory, LookupRecord, RaceNetwork, ResolveFn, Targets, Timing,
+    race_networks, ConnectFn, FallbackMemory, LookupRecord, ResolveFn, Targets, Timing,
     DEFAULT_CONNECTION_ATTEMPT_DELAY, DEFAULT_FALLBACK_DELAY, RESOLUTION_DELAY,
 };
+pub use super::route::{families_of, Route};
+use super::route::{nonblocking_socket, Plan};
 use super::{AttemptError, BoxFuture, DialAttempt, DialError, DialedStream, DialedUdp, Outbound};
 use crate::dns::lookup::{is_localhost, most_telling};
-use crate::dns::{Family, Resolve, Resolvers};
+use crate::dns::{Resolve, Resolvers};
 use crate::metadata::{Host, Metadata};
 use crate::network::state::NetworkState;
 use crate::network::strategy::{select_interfaces, NetworkStrategy, Selection};
 use crate::network::DomainStrategy;
-use crate::network::{Egress, NetworkInterface, NetworkType};
+use crate::network::{NetworkInterface, NetworkType};
 use crate::platform::{bind_socket, is_virtual_destination, SocketBinder, TcpSocketOptions};
 
 /// Default deadline of a dial (name resolution and connect attempts).
@@ -99,43 +101,6 @@ impl Default for DirectOutbound {
     }
 }
 
-/// One route an attempt can take: an interface of the snapshot, or the unbound system route.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// The interface, `None` for the system route.
-    pub interface: Option<NetworkInterface>,
-    /// True for the snapshot's default interface (protected, not bound).
-    pub is_default: bool,
-}
-
-impl RaceNetwork for Route {
-    fn name(&self) -> Option<&str> {
-        self.interface.as_ref().map(|i| i.name.as_str())
-    }
-
-    /// False when the host reported the interface's addresses and none is of `family` (on an
-    /// IPv6-only network an A record is of no use: a socket bound to it does not even get
-    /// `ENETUNREACH` on Linux, its packets just vanish). True when addresses are not reported.
-    fn supports(&self, family: Family) -> bool {
-        match &self.interface {
-            Some(interface) if !interface.addresses.is_empty() => {
-                interface.addresses.iter().any(|a| Family::of(a.ip) == family)
-            }
-            _ => true,
-        }
-    }
-}
-
-impl Route {
-    /// The egress a socket on this route reports.
-    pub fn egress(&self) -> Egress {
-        match &self.interface {
-            Some(i) => Egress::through(i),
-            None => Egress::default(),
-        }
-    }
-}
-
 /// A successful dial with what it took (see [`DirectOutbound::dial_with_report`]).
 #[derive(Debug)]
 #[non_exhaustive]
@@ -152,32 +117,6 @@ pub struct DialReport {
     pub abandoned: Vec<(Option<String>, Duration)>,
     /// The lookups of the networks that finished: per family, who answered and when.
     pub lookups: Vec<LookupRecord>,
-}
-
-/// What a dial goes to: addresses known before it starts, or a name each network resolves.
-#[derive(Debug, Clone)]
-pub(crate) enum Plan {
-    /// An IP destination or pre-resolved addresses, filtered and ordered by the domain strategy.
-    Addresses(Vec<SocketAddr>),
-    /// A domain: resolved over each network, for these families (preferred first).
-    Name {
-        /// The domain.
-        name: String,
-        /// The port.
-        port: u16,
-        /// The families the domain strategy allows, preferred first.
-        families: &'static [Family],
-    },
-}
-
-/// The families a domain strategy looks up, preferred first.
-pub fn families_of(strategy: DomainStrategy) -> &'static [Family] {
-    match strategy {
-        DomainStrategy::PreferIpv6 => &[Family::V6, Family::V4],
-        DomainStrategy::PreferIpv4 => &[Family::V4, Family::V6],
-        DomainStrategy::Ipv4Only => &[Family::V4],
-        DomainStrategy::Ipv6Only => &[Family::V6],
-    }
 }
 
 /// The strategy values in force for one connection: its own overrides, else the outbound's.
@@ -412,24 +351,25 @@ impl Outbound for DirectOutbound {
     }
 
     fn open_udp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {
-        Box::pin(super::udp::open_udp(self, metadata))
-    }
-}
-
-/// A non-blocking, close-on-exec socket for `address`'s family (one syscall where the platform
-/// takes `SOCK_NONBLOCK`; socket2 always sets close-on-exec).
-pub(crate) fn nonblocking_socket(
-    address: SocketAddr,
-    kind: Type,
-    protocol: Protocol,
-) -> std::io::Result<Socket> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    return Socket::new(Domain::for_address(address), kind.nonblocking(), Some(protocol));
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
-        socket.set_nonblocking(true)?;
-        Ok(socket)
+        Box::pin(async move {
+            let e = self.effective(metadata);
+            let deadline = crate::deadline::from_now(e.connect_timeout);
+            let plan = self.plan(metadata, e.domain_strategy)?;
+            let (primaries, fallbacks) = self.routes(metadata, &e, &plan)?;
+            let routes: Vec<Route> = primaries.into_iter().chain(fallbacks).collect();
+            let binder = self.binder().cloned();
+            let connect = metadata.options.udp_connect;
+            super::udp::open_udp(
+                &plan,
+                &routes,
+                &|route| self.resolver_for(route),
+                binder.as_deref(),
+                connect,
+                deadline,
+            )
+            .await
+            .map_err(|attempts| DirectOutbound::failure(metadata, attempts))
+        })
     }
 }
 

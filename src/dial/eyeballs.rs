@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use super::race::{ConnectFn, RaceNetwork};
 use super::{AttemptError, BoxFuture, DialAttempt};
 use crate::dns::{Family, FamilyAnswer, Lookup, Resolve};
 
@@ -25,6 +24,25 @@ use crate::dns::{Family, FamilyAnswer, Lookup, Resolve};
 pub const DEFAULT_CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 /// How long the preferred family may still answer after the other family did (RFC 8305 §8).
 pub const RESOLUTION_DELAY: Duration = Duration::from_millis(50);
+
+/// A network that attempts are made on: it has a name for error messages (None = system route).
+pub trait RaceNetwork: Clone + Send + Sync + 'static {
+    /// The interface name shown in errors and logs; `None` for the unbound system route.
+    fn name(&self) -> Option<&str>;
+
+    /// Whether this network can carry `family` at all (it has an address of that family): a name
+    /// is not looked up for a family its network cannot carry. Addresses given before the dial
+    /// (IP destinations) are dialed anyway (464XLAT carries IPv4 over an IPv6-only network).
+    /// Default: every family.
+    fn supports(&self, family: crate::dns::Family) -> bool {
+        let _ = family;
+        true
+    }
+}
+
+/// Opens one TCP connection to one address over one network.
+pub type ConnectFn<N> =
+    Arc<dyn Fn(&N, SocketAddr) -> BoxFuture<'static, Result<TcpStream, AttemptError>> + Send + Sync>;
 
 /// The resolver a network's lane uses (each network its own).
 pub type ResolveFn<N> = Arc<dyn Fn(&N) -> Arc<dyn Resolve> + Send + Sync>;

@@ -13,8 +13,9 @@ use std::pin::Pin;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use super::direct::{DirectOutbound, Plan, Route};
-use super::race::RaceNetwork;
+use super::direct::DirectOutbound;
+use super::eyeballs::RaceNetwork;
+use super::route::{Plan, Route};
 use super::{AttemptError, DialAttempt, DialError};
 use crate::dns::{Answer, DnsError, Family, FamilyAnswer, Source};
 use crate::metadata::{ConnectionOptions, Destination, Host, Metadata};

@@ -4,6 +4,7 @@ pub mod direct;
 pub mod eyeballs;
 pub mod lookup;
 pub mod race;
+mod route;
 pub mod socks5;
 mod udp;
 

@@ -18,34 +18,16 @@ use tokio::net::TcpStream;
 
 use super::eyeballs::{dial_one_network, LaneOutcome};
 pub use super::eyeballs::{
-    LookupRecord, ResolveFn, Targets, Timing, DEFAULT_CONNECTION_ATTEMPT_DELAY, RESOLUTION_DELAY,
+    ConnectFn, LookupRecord, RaceNetwork, ResolveFn, Targets, Timing, DEFAULT_CONNECTION_ATTEMPT_DELAY,
+    RESOLUTION_DELAY,
 };
-use super::{AttemptError, BoxFuture, DialAttempt};
+use super::DialAttempt;
 
 /// Default delay before fallback networks join the race.
 pub const DEFAULT_FALLBACK_DELAY: Duration = Duration::from_millis(300);
 
 /// How long after a fallback network won a race every network keeps being raced at once.
 pub const FAST_FALLBACK_WINDOW: Duration = Duration::from_secs(15);
-
-/// A network that attempts are made on: it has a name for error messages (None = system route).
-pub trait RaceNetwork: Clone + Send + Sync + 'static {
-    /// The interface name shown in errors and logs; `None` for the unbound system route.
-    fn name(&self) -> Option<&str>;
-
-    /// Whether this network can carry `family` at all (it has an address of that family): a name
-    /// is not looked up for a family its network cannot carry. Addresses given before the dial
-    /// (IP destinations) are dialed anyway (464XLAT carries IPv4 over an IPv6-only network).
-    /// Default: every family.
-    fn supports(&self, family: crate::dns::Family) -> bool {
-        let _ = family;
-        true
-    }
-}
-
-/// Opens one TCP connection to one address over one network.
-pub type ConnectFn<N> =
-    Arc<dyn Fn(&N, SocketAddr) -> BoxFuture<'static, Result<TcpStream, AttemptError>> + Send + Sync>;
 
 /// A successful race: the stream, the network it used and the attempts that failed before.
 #[derive(Debug)]

@@ -11,30 +11,34 @@
 //! unconnected session sends to.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::{Protocol, Type};
 use tokio::net::UdpSocket;
 
-use super::direct::{nonblocking_socket, DirectOutbound, Plan, Route};
-use super::race::RaceNetwork;
-use super::{AttemptError, DialAttempt, DialError, DialedUdp};
-use crate::dns::Family;
-use crate::metadata::Metadata;
+use super::eyeballs::RaceNetwork;
+use super::route::{nonblocking_socket, Plan, Route};
+use super::{AttemptError, DialAttempt, DialedUdp};
+use crate::dns::{Family, Resolve};
 use crate::platform::{bind_socket, SocketBinder};
 
-/// Opens the UDP socket for `metadata` (see the module docs).
-pub(crate) async fn open_udp(outbound: &DirectOutbound, metadata: &Metadata) -> Result<DialedUdp, DialError> {
-    let e = outbound.effective(metadata);
-    let deadline = crate::deadline::from_now(e.connect_timeout);
-    let plan = outbound.plan(metadata, e.domain_strategy)?;
-    let (primaries, fallbacks) = outbound.routes(metadata, &e, &plan)?;
-    let binder = outbound.binder().cloned();
-    let connect = metadata.options.udp_connect;
+/// Opens the UDP socket for `plan` over `routes` (in strategy order, primaries first), each
+/// route resolving a name with `resolver_for(route)`, every socket passing `binder`, connected
+/// when `connect`; every lookup ends by `deadline`. Fails with every attempt (lookups and
+/// sockets) when no route gave a usable socket.
+pub(crate) async fn open_udp(
+    plan: &Plan,
+    routes: &[Route],
+    resolver_for: &(dyn Fn(&Route) -> Arc<dyn Resolve> + Sync),
+    binder: Option<&dyn SocketBinder>,
+    connect: bool,
+    deadline: tokio::time::Instant,
+) -> Result<DialedUdp, Vec<DialAttempt>> {
     let mut attempts = Vec::new();
-    for route in primaries.iter().chain(&fallbacks) {
-        let resolver = outbound.resolver_for(route);
-        let (candidates, is_name) = match &plan {
+    for route in routes {
+        let resolver = resolver_for(route);
+        let (candidates, is_name) = match plan {
             Plan::Addresses(addresses) => (addresses.clone(), false),
             Plan::Name { name, port, families } => {
                 let started = Instant::now();
@@ -64,10 +68,9 @@ pub(crate) async fn open_udp(outbound: &DirectOutbound, metadata: &Metadata) -> 
             // Unconnected: ask the routing table first, unless this is the last chance.
             let probe = !connect && mixed && !last;
             let opened = if probe {
-                open_on(binder.as_deref(), route, address, true)
-                    .and_then(|_| open_on(binder.as_deref(), route, address, false))
+                open_on(binder, route, address, true).and_then(|_| open_on(binder, route, address, false))
             } else {
-                open_on(binder.as_deref(), route, address, connect)
+                open_on(binder, route, address, connect)
             };
             match opened {
                 Ok(socket) => {
@@ -91,7 +94,7 @@ pub(crate) async fn open_udp(outbound: &DirectOutbound, metadata: &Metadata) -> 
             }
         }
     }
-    Err(DirectOutbound::failure(metadata, attempts))
+    Err(attempts)
 }
 
 /// `addresses` with the families alternating, `preferred` first (RFC 8305 §4), each family in

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use super::error::NetswitchError;
 use super::network::{NetworkChange, NetworkInterface};
-use super::types::{BindAction, BindDecision, ClosedConnection, ConnectionInfo, LogRecord};
+use super::types::{BindAction, BindDecision, ClosedConnection, ConnectionInfo, HostResolution, LogRecord};
 use crate::platform::{self, HostSocketBinder};
 
 /// Platform services netswitch calls back into. Android implements `bind_socket` with
@@ -42,7 +42,7 @@ pub trait PlatformInterface: Send + Sync {
         interface: NetworkInterface,
         want_ipv4: bool,
         want_ipv6: bool,
-    ) -> Result<super::dns::HostResolution, NetswitchError>;
+    ) -> Result<HostResolution, NetswitchError>;
 }
 
 /// What a host hears through `ConnectionManager.subscribe`: connections that opened and closed,

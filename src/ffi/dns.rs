@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::callbacks::PlatformInterface;
 use super::error::NetswitchError;
 use super::network::NetworkInterface;
+use super::types::HostResolution;
 use crate::dial::lookup::NameReport;
 use crate::dns::host::{HostAnswer, HostDns, HostDnsError, HostFuture};
 use crate::dns::{Family, ResolverChoice};
@@ -47,20 +48,6 @@ impl From<ResolverChoice> for DnsResolver {
             ResolverChoice::System => DnsResolver::System,
         }
     }
-}
-
-/// What the host's resolver answered (`PlatformInterface.resolve`).
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
-pub enum HostResolution {
-    /// These addresses (`"192.0.2.1"`, `"2001:db8::1"`); those of a family not asked for are
-    /// ignored; an empty list means the name has no address of the families asked for.
-    Addresses {
-        /// The addresses, in the host's order.
-        addresses: Vec<String>,
-    },
-    /// The host does not resolve for netswitch: netswitch uses the interface's DNS servers, else
-    /// the system resolver.
-    ResolveYourself,
 }
 
 /// What `ConnectionManager.resolve` found.

@@ -11,7 +11,8 @@
 //! - [`config`]: `NetswitchConfig` (every field with its default), `config_from_json`,
 //!   per-connection `ConnectionOptions`;
 //! - [`network`]: network types, the interface snapshot, network changes;
-//! - [`types`]: connection snapshots, close events, traffic, log records, SOCKS users;
+//! - [`types`]: connection snapshots, close events, traffic, log records, SOCKS users, what the
+//!   host's resolver answers (`HostResolution`);
 //! - [`logs`]: the process-wide log level (`set_log_level`);
 //! - [`error::NetswitchError`]: the one public error;
 //! - `runtime`: the process-wide tokio runtime.

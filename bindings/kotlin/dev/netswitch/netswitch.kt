@@ -1057,7 +1057,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_platforminterface_bind_socket() and 0xFFFF) != 11472) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_platforminterface_resolve() and 0xFFFF) != 37949) {
+    if ((lib.uniffi_netswitch_checksum_method_platforminterface_resolve() and 0xFFFF) != 11602) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_subscription_cancel() and 0xFFFF) != 5759) {
