@@ -145,6 +145,13 @@ fn link_dns_servers(index: u32) -> Vec<SocketAddr> {
     let Ok(text) = std::fs::read_to_string(format!("/run/systemd/resolve/netif/{index}")) else {
         return Vec::new();
     };
+    servers_of_netif_file(&text)
+}
+
+/// The servers of a systemd-resolved link state file's `SERVERS=` line: `IP`, `IP:PORT`,
+/// `[IPv6]:PORT`, each optionally followed by `%ifindex` and `#server-name` (both dropped: the
+/// socket is bound to the link anyway); entries that do not parse are skipped.
+fn servers_of_netif_file(text: &str) -> Vec<SocketAddr> {
     let Some(line) = text.lines().find_map(|l| l.strip_prefix("SERVERS=")) else { return Vec::new() };
     line.split_whitespace()
         .filter_map(|entry| {
@@ -320,4 +327,46 @@ fn attempt_line(attempt: &DialAttempt) -> String {
 
 fn join(types: &[NetworkType]) -> String {
     types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_servers_systemd_resolved_lists_for_a_link() {
+        let text = "# This is private data. Do not parse.\nADMIN_STATE=configured\n\
+                    SERVERS=192.168.1.1 fe80::1%3 10.0.0.53:5353#dns.example [fd00::1]:853%3#dot.example not-an-ip\n\
+                    DOMAINS=lan\n";
+        let servers: Vec<String> = servers_of_netif_file(text).iter().map(ToString::to_string).collect();
+        assert_eq!(servers, ["192.168.1.1:53", "[fe80::1]:53", "10.0.0.53:5353", "[fd00::1]:853"]);
+        assert!(servers_of_netif_file("ADMIN_STATE=configured\n").is_empty(), "no SERVERS= line");
+        assert!(servers_of_netif_file("SERVERS=\n").is_empty());
+    }
+
+    #[test]
+    fn interface_dns_flags_collect_per_interface_and_replace_the_config_file() {
+        let mut config = Config::default();
+        config.interface_dns.insert("wlan0".into(), vec!["10.9.9.9:53".parse().unwrap()]);
+        config.interface_dns.insert("eth0".into(), vec!["10.8.8.8:53".parse().unwrap()]);
+        let args = NetworkArgs {
+            interface_dns: ["wlan0=192.168.1.1", "wlan0=[fd00::1]:5353", "rmnet0=10.0.0.1"]
+                .iter()
+                .map(|a| parse_interface_dns(a).unwrap())
+                .collect(),
+            ..NetworkArgs::default()
+        };
+        args.apply(&mut config);
+        let shown: BTreeMap<&str, Vec<String>> = config
+            .interface_dns
+            .iter()
+            .map(|(name, servers)| (name.as_str(), servers.iter().map(ToString::to_string).collect()))
+            .collect();
+        assert_eq!(shown["wlan0"], ["192.168.1.1:53", "[fd00::1]:5353"]);
+        assert_eq!(shown["rmnet0"], ["10.0.0.1:53"]);
+        assert_eq!(shown["eth0"], ["10.8.8.8:53"], "interfaces without flags keep the config file's");
+        for bad in ["wlan0", "=10.0.0.1", "wlan0=not-an-ip", "wlan0=10.0.0.1:99999"] {
+            assert!(parse_interface_dns(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }
