@@ -124,7 +124,7 @@ pub struct FamilyAnswer {
 }
 
 impl fmt::Display for FamilyAnswer {
-    /// "AAAA from DNS 10.0.0.1 on wlan0 in 3 ms: 2001:db8::1" or "A: <error> (2000 ms)".
+    /// "AAAA from DNS 10.0.0.1 on wlan0 in 3 ms: 2001:db8::1" or "A: `<error>` (2000 ms)".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.elapsed.as_millis();
         match (&self.result, &self.source) {
