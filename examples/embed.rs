@@ -3,12 +3,18 @@
 //! 1. Hand the manager a client socket yourself (what a VPN app does with a connection taken from
 //!    its TUN stack): here a local "app" connection to a local echo server.
 //! 2. Or run the SOCKS5 ingress and let it feed the manager.
+//!
+//! Everything used here is re-exported at the crate root. This example dials over the system
+//! route; to choose networks by strategy, build the manager and its outbound together with
+//! `Netswitch::builder(config)` and push interface snapshots to `manager().update_interfaces`.
 
 use std::error::Error;
 use std::sync::Arc;
 
-use netswitch::inbound::socks::{SocksServer, SocksSettings};
-use netswitch::{ConnectionManager, Destination, DirectOutbound, Inbound, Metadata, Outbound, RelaySettings};
+use netswitch::{
+    ConnectionManager, Destination, DirectOutbound, Inbound, Metadata, Outbound, RelaySettings, SocksServer,
+    SocksSettings,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -51,7 +57,8 @@ async fn main() -> Result<(), Box<dyn Error>> {
     println!("closed: up {} B, down {} B, error {:?}", closed.bytes_up, closed.bytes_down, closed.error);
 
     // 2. A SOCKS5 server on a free loopback port, relaying through the same manager.
-    let settings = SocksSettings { listen: "127.0.0.1:0".parse()?, ..SocksSettings::default() };
+    let mut settings = SocksSettings::default();
+    settings.listen = "127.0.0.1:0".parse()?;
     let server = SocksServer::start(settings, manager.clone(), outbound).await?;
     println!("SOCKS5 on {} ({} live connections)", server.local_addr(), manager.len());
 

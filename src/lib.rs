@@ -4,17 +4,35 @@
 //! destination, tells the client the outcome, relays both ways with real half-close, and tracks
 //! every live connection so it can be listed and closed.
 //!
-//! Module map:
-//! - [`metadata`]: destinations and per-connection options;
-//! - [`dial`]: the [`Outbound`] trait and the direct outbound;
-//! - [`relay`]: the copy engine and what a finished connection reports;
-//! - [`tracker`]: the live connection table;
-//! - [`manager`]: [`ConnectionManager`], which ties them together;
-//! - [`inbound`]: ingresses (SOCKS5);
-//! - [`network`]: network types and the egress a connection used;
-//! - [`config`]: the JSON configuration shared by the CLI and the host API;
-//! - `ffi` (feature `ffi`, on by default): the uniffi façade (Kotlin and Swift API); core code
-//!   never uses its types.
+//! The quickest way in is [`Netswitch::builder`]: a [`Config`] in, a [`ConnectionManager`] and the
+//! strategy-aware [`DirectOutbound`] out, wired the way the Kotlin/Swift API and the CLI wire
+//! theirs. Everything an embedder needs is re-exported here; the modules hold the details.
+//!
+//! # Module map
+//!
+//! In stack order, from the host-facing side down to the platform: a module imports only modules
+//! below it (`tests/layers.rs` holds the map to that, and to listing every module).
+//!
+//! | module | what lives there |
+//! |---|---|
+//! | `ffi` | the uniffi façade, the Kotlin and Swift API (feature `ffi`, on by default); core code never uses its types |
+//! | [`stack`] | the composition root: [`Netswitch`] wires manager, network state, binder and outbound from a [`Config`] |
+//! | [`config`] | the JSON configuration shared by the CLI and the host API: keys, defaults, validation, limits |
+//! | [`inbound`] | ingresses: the SOCKS5 server (CONNECT, UDP ASSOCIATE, auth), its UDP session table, budgets |
+//! | [`manager`] | [`ConnectionManager`]: takes connections, runs them, closes them on request and on network changes |
+//! | [`relay`] | the copy engine (splice on Linux), UDP sessions and their NAT, what a closed connection reports |
+//! | [`tls_fragment`] | ClientHello parsing and splitting (TCP segments, TLS records) for the first write |
+//! | [`tracker`] | the live connection table: ids, egress, byte and packet counters, close handles |
+//! | [`client`] | the client side the relay consumes: [`Inbound`], [`PacketInbound`], [`Datagram`], UDP timeouts |
+//! | [`dial`] | the [`Outbound`] trait, the direct outbound (strategy, RFC 8305 racing), the upstream SOCKS5 outbound |
+//! | [`socks5`] | the SOCKS5 wire format, once: addresses, greeting and auth, request, reply codes, UDP header |
+//! | [`metadata`] | [`Destination`] and per-connection [`Metadata`] / [`ConnectionOptions`] |
+//! | [`platform`] | how one socket leaves through one interface: Linux, Apple, the host callback, [`SimulatedBinder`], TCP options |
+//! | [`network`] | [`NetworkType`], interfaces and snapshots, what an update changed, [`NetworkStrategy`], address families |
+//! | [`socket`] | socket I/O helpers shared by the relay and the outbounds |
+//! | [`deadline`] | deadlines from configured durations without overflow (a year when one cannot be represented) |
+//! | [`logging`] | tracing setup: os_log on Apple, logcat on Android, fmt elsewhere; the level at run time |
+//! | `memory` | (private) gives freed heap back to the system after a burst of connections |
 //!
 //! # Example
 //!
@@ -84,16 +102,37 @@ pub mod network;
 pub mod platform;
 pub mod relay;
 pub mod socket;
+pub mod socks5;
+pub mod stack;
 pub mod tls_fragment;
 pub mod tracker;
 
 #[cfg(feature = "ffi")]
 uniffi::setup_scaffolding!();
 
+// The composition root and the configuration.
+pub use config::{Config, ConfigError};
+pub use stack::{BuildError, Netswitch, NetswitchBuilder};
+// Connections in: the manager, the client contract, the SOCKS5 ingress.
 pub use client::{Datagram, Inbound, InboundHandshake, PacketInbound, PacketSink, UdpTimeouts};
-pub use dial::direct::DirectOutbound;
-pub use dial::{DialError, DialedStream, Outbound};
-pub use manager::{ConnectionManager, RelaySettings};
+pub use inbound::socks::{SocksError, SocksServer, SocksSettings, SocksUser};
+pub use inbound::udp_sessions::UdpSettings;
+pub use manager::{
+    CloseObserver, ConnectionManager, NetworkObserver, NetworkUpdate, OpenObserver, RelaySettings,
+};
 pub use metadata::{ConnectionOptions, Destination, Host, Metadata};
+pub use tls_fragment::FragmentSettings;
+// Connections out: outbounds and how a dial ends.
+pub use dial::direct::{DialSettings, DirectOutbound};
+pub use dial::socks5::Socks5Outbound;
+pub use dial::{BoxFuture, DialAttempt, DialError, DialedStream, DialedUdp, FailureKind, Outbound};
+// What the manager reports.
 pub use relay::{ClosedConnection, ConnectionError};
-pub use tracker::{ConnectionId, ConnectionInfo};
+pub use tracker::{ConnectionId, ConnectionInfo, ConnectionState, TransportProtocol};
+// Network updates from the host.
+pub use network::{
+    CloseReason, DomainStrategy, Egress, InterfaceSnapshot, NetworkInterface, NetworkState, NetworkStrategy,
+    NetworkType, SnapshotChange, SnapshotError,
+};
+// Binding sockets to networks.
+pub use platform::{os_binder, BindDecision, BindError, HostSocketBinder, SimulatedBinder, SocketBinder};

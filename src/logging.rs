@@ -96,6 +96,7 @@ impl FromStr for LogLevel {
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoggingError {
     /// Another global `tracing` subscriber (or `log` logger) was installed by someone else.
     #[error("cannot install the log subscriber: {0}")]
@@ -172,6 +173,7 @@ pub fn log_level() -> Option<LogLevel> {
 
 /// One log record as a host sink receives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LogLine {
     /// The record's level.
     pub level: LogLevel,

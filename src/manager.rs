@@ -28,6 +28,7 @@ pub const DEFAULT_HALF_CLOSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Settings of the relay engine.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RelaySettings {
     /// How long a connection with one direction ended may stay silent in the other before it is
     /// closed. `None` = never. Default 60 s.
@@ -230,9 +231,10 @@ impl ConnectionManager {
     }
 
     /// Replaces the interface snapshot (the host calls this on every network change) and closes,
-    /// at once, every connection that left through an interface that is gone or through the old
-    /// default interface when the default changed. A "no network" snapshot pauses dialing (dials
-    /// fail fast) and closes nothing; an identical snapshot does nothing. Returns what changed.
+    /// at once, every connection that left through an interface that is gone, whose local address
+    /// is on no interface any more, or that left through the old default interface when the
+    /// default changed. A "no network" snapshot pauses dialing (dials fail fast) and closes
+    /// nothing; an identical snapshot does nothing. Returns what changed.
     pub fn update_interfaces(&self, snapshot: InterfaceSnapshot) -> SnapshotChange {
         let summary = snapshot_summary(&snapshot);
         let observed = self.network_observer.as_ref().map(|_| Arc::new(snapshot.clone()));
@@ -241,7 +243,7 @@ impl ConnectionManager {
             tracing::debug!(interfaces = %summary, "interface snapshot unchanged");
             return change;
         }
-        let (mut interface_gone, mut default_changed) = (0, 0);
+        let (mut interface_gone, mut default_changed, mut address_gone) = (0, 0, 0);
         if change.no_network {
             tracing::warn!("no usable network: dialing paused, existing connections kept");
         } else {
@@ -253,6 +255,10 @@ impl ConnectionManager {
                     }
                     Some(CloseReason::DefaultChanged) => {
                         default_changed += 1;
+                        true
+                    }
+                    Some(CloseReason::LocalAddressGone) => {
+                        address_gone += 1;
                         true
                     }
                     None => false,
@@ -271,7 +277,9 @@ impl ConnectionManager {
                 interfaces = %summary,
                 removed = %if removed.is_empty() { "none" } else { &removed },
                 default = %default,
-                closed = interface_gone + default_changed,
+                lost_addresses = ?change.lost_addresses,
+                closed = interface_gone + default_changed + address_gone,
+                closed_local_address_gone = address_gone,
                 "network changed"
             );
         }
@@ -281,6 +289,7 @@ impl ConnectionManager {
                 change: change.clone(),
                 closed_interface_gone: interface_gone,
                 closed_default_changed: default_changed,
+                closed_local_address_gone: address_gone,
             });
         }
         change

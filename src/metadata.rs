@@ -96,6 +96,7 @@ impl fmt::Display for Destination {
 
 /// Why a destination string was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DestinationError {
     /// The text has no `:port` part.
     #[error("destination {0:?} has no port (expected host:port or [ipv6]:port)")]
@@ -130,6 +131,7 @@ impl FromStr for Destination {
 
 /// Per-connection options. Every field left `None` takes the manager's configured value.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ConnectionOptions {
     /// Deadline of the whole dial (name resolution and every connect attempt). Default: the
     /// config's `connect_timeout` (5 s).
@@ -173,6 +175,7 @@ pub struct ConnectionOptions {
 
 /// Everything netswitch knows about one connection before dialing it.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Metadata {
     /// Where the client wants to go.
     pub destination: Destination,

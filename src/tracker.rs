@@ -16,6 +16,7 @@ pub type ConnectionId = u64;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// The outbound is still dialing the destination.
     Dialing,
@@ -25,6 +26,7 @@ pub enum ConnectionState {
 
 /// The transport a tracked connection carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TransportProtocol {
     /// A TCP stream ([`crate::ConnectionManager::new_connection`]).
     #[default]
@@ -35,6 +37,7 @@ pub enum TransportProtocol {
 
 /// A snapshot of one tracked connection.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ConnectionInfo {
     /// The connection's id.
     pub id: ConnectionId,

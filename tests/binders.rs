@@ -200,14 +200,13 @@ mod linux {
         assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(75));
         assert_eq!(socket.tcp_user_timeout().unwrap(), Some(Duration::from_secs(60)));
 
-        let custom = TcpSocketOptions {
-            nodelay: false,
-            keepalive: Some(KeepaliveOptions {
-                idle: Duration::from_secs(30),
-                interval: Duration::from_secs(7),
-            }),
-            user_timeout: Some(Duration::from_millis(12_500)),
-        };
+        let mut keepalive = KeepaliveOptions::default();
+        keepalive.idle = Duration::from_secs(30);
+        keepalive.interval = Duration::from_secs(7);
+        let mut custom = TcpSocketOptions::default();
+        custom.nodelay = false;
+        custom.keepalive = Some(keepalive);
+        custom.user_timeout = Some(Duration::from_millis(12_500));
         let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)).unwrap();
         custom.apply(&socket).unwrap();
         assert!(!socket.tcp_nodelay().unwrap());
@@ -215,7 +214,9 @@ mod linux {
         assert_eq!(socket.tcp_keepalive_interval().unwrap(), Duration::from_secs(7));
         assert_eq!(socket.tcp_user_timeout().unwrap(), Some(Duration::from_millis(12_500)));
 
-        let off = TcpSocketOptions { keepalive: None, user_timeout: None, ..TcpSocketOptions::default() };
+        let mut off = TcpSocketOptions::default();
+        off.keepalive = None;
+        off.user_timeout = None;
         let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
         socket.set_keepalive(true).unwrap();
         off.apply(&socket).unwrap();

@@ -243,6 +243,8 @@ async fn happy_eyeballs_second_family_after_delay_or_at_once_on_failure() {
     let v4 = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let v6_addr = v6.local_addr().unwrap();
     let v4_addr = v4.local_addr().unwrap();
+
+    // 1. IPv6 stays silent: IPv4 starts after the family delay.
     let silent_v6: ConnectFn<SimNet> = Arc::new(move |network: &SimNet, address: SocketAddr| {
         let inner = connector();
         let network = network.clone();
@@ -272,5 +274,30 @@ async fn happy_eyeballs_second_family_after_delay_or_at_once_on_failure() {
         elapsed >= DELAY && elapsed < ATTEMPT_TIMEOUT,
         "IPv4 started after the family delay ({elapsed:?})"
     );
-    drop((v6, v4));
+
+    // 2. IPv6 is refused (a real RST from a closed port on ::1): IPv4 starts at once, without
+    //    waiting for a family delay far longer than the whole test may take.
+    let closed_v6 = v6_addr;
+    drop(v6);
+    let memory = Arc::new(FallbackMemory::default());
+    let long_delay = Duration::from_secs(60);
+    let win = tokio::time::timeout(
+        Duration::from_secs(10),
+        race_networks(
+            vec![net("wifi0", 2, Behaviour::Delay(Duration::ZERO))],
+            vec![],
+            vec![closed_v6, v4_addr],
+            connector(),
+            long_delay,
+            memory,
+        ),
+    )
+    .await
+    .expect("IPv4 did not wait for the 60 s family delay after IPv6 failed")
+    .unwrap();
+    assert_eq!(win.address, v4_addr);
+    let failed: Vec<(SocketAddr, FailureKind)> =
+        win.failed.iter().map(|a| (a.address, a.error.kind())).collect();
+    assert_eq!(failed, vec![(closed_v6, FailureKind::Refused)], "the IPv6 failure is reported");
+    drop(v4);
 }

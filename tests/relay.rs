@@ -233,8 +233,8 @@ async fn close_by_id_and_close_all_close_idle_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_timeout_closes_silent_remainder() {
-    let settings =
-        RelaySettings { half_close_timeout: Some(Duration::from_millis(300)), ..RelaySettings::default() };
+    let mut settings = RelaySettings::default();
+    settings.half_close_timeout = Some(Duration::from_millis(300));
     let mut h = Harness::new(settings).await;
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server_addr = server.local_addr().unwrap();
@@ -261,7 +261,8 @@ async fn half_close_timeout_closes_silent_remainder() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_timeout_none_keeps_connection() {
-    let settings = RelaySettings { half_close_timeout: None, ..RelaySettings::default() };
+    let mut settings = RelaySettings::default();
+    settings.half_close_timeout = None;
     let mut h = Harness::new(settings).await;
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server_addr = server.local_addr().unwrap();

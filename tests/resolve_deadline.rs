@@ -132,7 +132,8 @@ async fn check_deadlines(dns: &DeadDns) {
 /// within the deadline. Returns the reply code and how long it took.
 async fn socks_connect_to_hanging_name(outbound: Arc<DirectOutbound>) -> (u8, Duration) {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+    let mut settings = SocksSettings::default();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
     let server = SocksServer::start(settings, manager, outbound).await.unwrap();
     let started = Instant::now();
     let mut client = tokio::net::TcpStream::connect(server.local_addr()).await.unwrap();

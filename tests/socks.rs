@@ -46,13 +46,11 @@ struct Proxy {
 
 async fn proxy(users: Vec<SocksUser>, handshake_timeout: Duration) -> Proxy {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let settings = SocksSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        users,
-        handshake_timeout,
-        allow_non_loopback: false,
-        ..SocksSettings::default()
-    };
+    let mut settings = SocksSettings::default();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.users = users;
+    settings.handshake_timeout = handshake_timeout;
+    settings.allow_non_loopback = false;
     let server =
         SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
     Proxy { server, _manager: manager }
@@ -442,17 +440,16 @@ async fn refuses_non_loopback_and_bad_users() {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
     let outbound = Arc::new(DirectOutbound::default());
     for listen in ["0.0.0.0:0", "[::]:0", "192.0.2.1:1080"] {
-        let settings = SocksSettings { listen: listen.parse().unwrap(), ..SocksSettings::default() };
+        let mut settings = SocksSettings::default();
+        settings.listen = listen.parse().unwrap();
         let result = SocksServer::start(settings, manager.clone(), outbound.clone()).await;
         assert!(matches!(result, Err(SocksError::NotLoopback(_))), "{listen}: {result:?}");
     }
     let long = "x".repeat(256);
     for (username, password) in [("", "p"), ("u", ""), (long.as_str(), "p"), ("u", long.as_str())] {
-        let settings = SocksSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            users: vec![SocksUser { username: username.into(), password: password.into() }],
-            ..SocksSettings::default()
-        };
+        let mut settings = SocksSettings::default();
+        settings.listen = "127.0.0.1:0".parse().unwrap();
+        settings.users = vec![SocksUser { username: username.into(), password: password.into() }];
         let result = SocksServer::start(settings, manager.clone(), outbound.clone()).await;
         assert!(matches!(result, Err(SocksError::BadUser(_))), "{result:?}");
     }
@@ -491,11 +488,9 @@ async fn an_unbounded_handshake_timeout_still_serves() {
 
 async fn proxy_with_two_slots() -> Proxy {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let settings = SocksSettings {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_pending_handshakes: 2,
-        ..SocksSettings::default()
-    };
+    let mut settings = SocksSettings::default();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    settings.max_pending_handshakes = 2;
     let server =
         SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
     Proxy { server, _manager: manager }

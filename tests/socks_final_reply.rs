@@ -52,9 +52,11 @@ async fn one_run(proxy: &Proxy, request: &[u8]) -> (Vec<u8>, Option<std::io::Err
 
 /// Runs `RUNS` times against `request`; every client must read the whole exchange, then EOF.
 async fn check_runs(name: &str, request: Vec<u8>, code: u8) {
-    let dial = DialSettings { connect_timeout: CONNECT_TIMEOUT, ..DialSettings::default() };
+    let mut dial = DialSettings::default();
+    dial.connect_timeout = CONNECT_TIMEOUT;
     let outbound = Arc::new(DirectOutbound::with_settings(dial));
-    let settings = SocksSettings { users: vec![long_user()], ..SocksSettings::default() };
+    let mut settings = SocksSettings::default();
+    settings.users = vec![long_user()];
     let proxy = start_proxy_via(settings, outbound).await;
     let expected = [&[5, 2][..], &[1, 0], &[5, code, 0, 1, 0, 0, 0, 0, 0, 0]].concat();
     let (mut complete, mut clean) = (0, 0);

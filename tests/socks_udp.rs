@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netswitch::inbound::socks::udp::{encode_udp_header, parse_udp_header};
 use netswitch::inbound::socks::{SocksServer, SocksSettings, SocksUser};
+use netswitch::socks5::{encode_udp_header, parse_udp_header};
 use netswitch::tracker::TransportProtocol;
 use netswitch::{ConnectionManager, Destination, DirectOutbound, RelaySettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,9 +30,9 @@ async fn proxy() -> Proxy {
 }
 
 /// A proxy on 127.0.0.1 with `settings` (their listen address is replaced).
-async fn proxy_with(settings: SocksSettings) -> Proxy {
+async fn proxy_with(mut settings: SocksSettings) -> Proxy {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..settings };
+    settings.listen = "127.0.0.1:0".parse().unwrap();
     let server =
         SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
     Proxy { server, manager }
@@ -124,7 +124,7 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 
 fn wrap(destination: &Destination, payload: &[u8]) -> Vec<u8> {
     let mut datagram = Vec::new();
-    encode_udp_header(destination, &mut datagram);
+    encode_udp_header(destination, &mut datagram).unwrap();
     datagram.extend_from_slice(payload);
     datagram
 }
@@ -392,10 +392,9 @@ async fn past_the_socket_cap_new_destinations_are_dropped_counted_and_the_others
 }
 
 fn with_user() -> SocksSettings {
-    SocksSettings {
-        users: vec![SocksUser { username: "user".into(), password: "secret".into() }],
-        ..SocksSettings::default()
-    }
+    let mut settings = SocksSettings::default();
+    settings.users = vec![SocksUser { username: "user".into(), password: "secret".into() }];
+    settings
 }
 
 #[tokio::test]

@@ -36,6 +36,12 @@ fn eth() -> NetworkInterface {
     interface("eth0", ETH, NetworkType::Ethernet)
 }
 
+fn hybrid() -> DialSettings {
+    let mut settings = DialSettings::default();
+    settings.network_strategy = NetworkStrategy::Hybrid;
+    settings
+}
+
 fn snapshot(interfaces: Vec<NetworkInterface>, default: Option<u32>) -> InterfaceSnapshot {
     InterfaceSnapshot::new(interfaces, default).unwrap()
 }
@@ -121,13 +127,11 @@ async fn per_connection_override_wins_for_ip_destinations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_goes_over_cellular_at_once_when_wifi_fails() {
-    let settings = DialSettings {
-        network_strategy: NetworkStrategy::Fallback,
-        network_type: vec![NetworkType::Wifi],
-        fallback_network_type: vec![NetworkType::Cellular],
-        fallback_delay: Duration::from_secs(5),
-        ..DialSettings::default()
-    };
+    let mut settings = DialSettings::default();
+    settings.network_strategy = NetworkStrategy::Fallback;
+    settings.network_type = vec![NetworkType::Wifi];
+    settings.fallback_network_type = vec![NetworkType::Cellular];
+    settings.fallback_delay = Duration::from_secs(5);
     let world = World::new(settings).await;
     world.binder.set_failing(WIFI, true);
     let started = Instant::now();
@@ -156,9 +160,7 @@ async fn a_failed_bind_fails_the_attempt_naming_the_interface() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interface_loss_closes_exactly_its_connections() {
-    let world =
-        World::new(DialSettings { network_strategy: NetworkStrategy::Hybrid, ..DialSettings::default() })
-            .await;
+    let world = World::new(hybrid()).await;
     world.h.manager.update_interfaces(snapshot(vec![wifi(), cell(), eth()], Some(WIFI)));
     let mut on_wifi = world.metadata();
     on_wifi.options.network_type = Some(vec![NetworkType::Wifi]);
@@ -227,9 +229,7 @@ async fn no_network_pauses_dialing_and_closes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_latency_after_interface_loss_median_of_20() {
-    let world =
-        World::new(DialSettings { network_strategy: NetworkStrategy::Hybrid, ..DialSettings::default() })
-            .await;
+    let world = World::new(hybrid()).await;
     let mut on_cell = world.metadata();
     on_cell.options.network_type = Some(vec![NetworkType::Cellular]);
     let mut latencies = Vec::new();
@@ -272,9 +272,7 @@ async fn udp_sessions_use_the_strategy_and_close_on_interface_loss() {
     use netswitch::client::udp_timeout::UdpTimeouts;
     use netswitch::client::{Datagram, PacketInbound};
 
-    let world =
-        World::new(DialSettings { network_strategy: NetworkStrategy::Hybrid, ..DialSettings::default() })
-            .await;
+    let world = World::new(hybrid()).await;
     let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut metadata = Metadata::new(server.local_addr().unwrap().into());
     metadata.options.network_type = Some(vec![NetworkType::Cellular]);

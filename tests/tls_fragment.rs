@@ -22,12 +22,11 @@ use tokio::time::timeout;
 const NAME: &str = "www.blocked-site.example.com";
 
 fn options(segment: bool, record: bool) -> ConnectionOptions {
-    ConnectionOptions {
-        tls_fragment: segment,
-        tls_record_fragment: record,
-        tls_fragment_fallback_delay: Some(Duration::from_millis(200)),
-        ..Default::default()
-    }
+    let mut options = ConnectionOptions::default();
+    options.tls_fragment = segment;
+    options.tls_record_fragment = record;
+    options.tls_fragment_fallback_delay = Some(Duration::from_millis(200));
+    options
 }
 
 /// Sends `writes` (each its own write, 50 ms apart) through the manager to a raw server and
@@ -457,7 +456,8 @@ async fn config_level_record_mode_applies_through_the_socks_ingress() {
 
     let config = Config::from_json(r#"{"tls_record_fragment": true}"#).unwrap();
     let manager = Arc::new(ConnectionManager::new(config.relay_settings()));
-    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+    let mut settings = SocksSettings::default();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
     let socks =
         SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
     let server = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -79,11 +79,11 @@ impl Session {
 }
 
 fn short_timeouts() -> UdpTimeouts {
-    UdpTimeouts {
-        default: Duration::from_secs(3),
-        short: Duration::from_millis(300),
-        long: Duration::from_millis(800),
-    }
+    let mut timeouts = UdpTimeouts::default();
+    timeouts.default = Duration::from_secs(3);
+    timeouts.short = Duration::from_millis(300);
+    timeouts.long = Duration::from_millis(800);
+    timeouts
 }
 
 /// Sends `payload` once, waits for its echo, and returns how long after the echo the session
@@ -214,11 +214,9 @@ async fn close_all_and_shutdown_end_udp_sessions_once() {
 
 /// A sink for the table test: replies from every session into one channel.
 fn table_with(manager: &Arc<ConnectionManager>, capacity: usize) -> UdpSessionTable {
-    let settings = UdpSettings {
-        session_capacity: capacity,
-        keying: SessionKeying::PerDestination,
-        ..UdpSettings::default()
-    };
+    let mut settings = UdpSettings::default();
+    settings.session_capacity = capacity;
+    settings.keying = SessionKeying::PerDestination;
     UdpSessionTable::new(manager.clone(), Arc::new(DirectOutbound::default()), settings)
 }
 
@@ -321,7 +319,8 @@ async fn tables_sharing_a_socket_budget_refuse_new_sessions_past_it() {
 #[tokio::test]
 async fn a_full_queue_drops_and_counts() {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let settings = UdpSettings { queue_len: 1, ..UdpSettings::default() };
+    let mut settings = UdpSettings::default();
+    settings.queue_len = 1;
     // An outbound that never finishes opening: the queue cannot drain.
     struct Stuck;
     impl netswitch::Outbound for Stuck {

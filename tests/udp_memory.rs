@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netswitch::inbound::socks::udp::encode_udp_header;
 use netswitch::inbound::socks::{SocksServer, SocksSettings};
+use netswitch::socks5::encode_udp_header;
 use netswitch::{ConnectionManager, Destination, DirectOutbound, RelaySettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -105,8 +105,8 @@ fn idle_associations_hold_no_buffer_and_memory_comes_back() {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-        let mut settings =
-            SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..SocksSettings::default() };
+        let mut settings = SocksSettings::default();
+        settings.listen = "127.0.0.1:0".parse().unwrap();
         settings.udp.max_associations = ASSOCIATIONS;
         settings.udp.max_sockets = ASSOCIATIONS;
         let server =
@@ -114,7 +114,7 @@ fn idle_associations_hold_no_buffer_and_memory_comes_back() {
         // Datagrams go to a socket nobody reads: the kernel keeps or drops them, no reply.
         let sink = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let mut datagram = Vec::new();
-        encode_udp_header(&Destination::from(sink.local_addr().unwrap()), &mut datagram);
+        encode_udp_header(&Destination::from(sink.local_addr().unwrap()), &mut datagram).unwrap();
         datagram.resize(datagram.len() + LARGE, 0x5A);
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
 

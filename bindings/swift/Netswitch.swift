@@ -731,9 +731,10 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
     
     /**
      * Replaces the interface list (call it on every network change). Closes, at once, every
-     * connection whose interface went away, or that used the old default when the default
-     * changed; an empty list pauses dialing and closes nothing. Subscribers get a
-     * `NetworkChange` unless the snapshot is identical. `InvalidArgument` (argument
+     * connection whose interface went away, whose local address went away (an interface
+     * readdressed under the same name), or that used the old default when the default changed;
+     * an empty list pauses dialing and closes nothing. Subscribers get a `NetworkChange` unless
+     * the snapshot is identical. `InvalidArgument` (argument
      * `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
      */
     func updateInterfaces(snapshot: InterfaceSnapshot) throws  -> InterfaceChange
@@ -966,9 +967,10 @@ open func traffic() -> [NetworkTraffic]  {
     
     /**
      * Replaces the interface list (call it on every network change). Closes, at once, every
-     * connection whose interface went away, or that used the old default when the default
-     * changed; an empty list pauses dialing and closes nothing. Subscribers get a
-     * `NetworkChange` unless the snapshot is identical. `InvalidArgument` (argument
+     * connection whose interface went away, whose local address went away (an interface
+     * readdressed under the same name), or that used the old default when the default changed;
+     * an empty list pauses dialing and closes nothing. Subscribers get a `NetworkChange` unless
+     * the snapshot is identical. `InvalidArgument` (argument
      * `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
      */
 open func updateInterfaces(snapshot: InterfaceSnapshot)throws  -> InterfaceChange  {
@@ -3074,7 +3076,8 @@ public struct NetworkChange: Equatable, Hashable {
     public var added: [String]
     /**
      * How many connections this change closed: `closed_interface_gone +
-     * closed_default_changed`. Each gets its close event with error `Closed`.
+     * closed_default_changed + closed_local_address_gone`. Each gets its close event with error
+     * `Closed`.
      */
     public var closed: UInt64
     /**
@@ -3086,6 +3089,11 @@ public struct NetworkChange: Equatable, Hashable {
      * route) while the default changed.
      */
     public var closedDefaultChanged: UInt64
+    /**
+     * Connections closed because the local address their socket used is on no interface any
+     * more (an interface whose address changed under the same name and index).
+     */
+    public var closedLocalAddressGone: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -3114,7 +3122,8 @@ public struct NetworkChange: Equatable, Hashable {
          */added: [String], 
         /**
          * How many connections this change closed: `closed_interface_gone +
-         * closed_default_changed`. Each gets its close event with error `Closed`.
+         * closed_default_changed + closed_local_address_gone`. Each gets its close event with error
+         * `Closed`.
          */closed: UInt64, 
         /**
          * Connections closed because the interface they left through is gone.
@@ -3122,7 +3131,11 @@ public struct NetworkChange: Equatable, Hashable {
         /**
          * Connections closed because they left through the old default interface (or the system
          * route) while the default changed.
-         */closedDefaultChanged: UInt64) {
+         */closedDefaultChanged: UInt64, 
+        /**
+         * Connections closed because the local address their socket used is on no interface any
+         * more (an interface whose address changed under the same name and index).
+         */closedLocalAddressGone: UInt64) {
         self.interfaces = interfaces
         self.defaultInterface = defaultInterface
         self.previousDefault = previousDefault
@@ -3133,6 +3146,7 @@ public struct NetworkChange: Equatable, Hashable {
         self.closed = closed
         self.closedInterfaceGone = closedInterfaceGone
         self.closedDefaultChanged = closedDefaultChanged
+        self.closedLocalAddressGone = closedLocalAddressGone
     }
 
     
@@ -3160,7 +3174,8 @@ public struct FfiConverterTypeNetworkChange: FfiConverterRustBuffer {
                 added: FfiConverterSequenceString.read(from: &buf), 
                 closed: FfiConverterUInt64.read(from: &buf), 
                 closedInterfaceGone: FfiConverterUInt64.read(from: &buf), 
-                closedDefaultChanged: FfiConverterUInt64.read(from: &buf)
+                closedDefaultChanged: FfiConverterUInt64.read(from: &buf), 
+                closedLocalAddressGone: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -3175,6 +3190,7 @@ public struct FfiConverterTypeNetworkChange: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.closed, into: &buf)
         FfiConverterUInt64.write(value.closedInterfaceGone, into: &buf)
         FfiConverterUInt64.write(value.closedDefaultChanged, into: &buf)
+        FfiConverterUInt64.write(value.closedLocalAddressGone, into: &buf)
     }
 }
 
@@ -5210,7 +5226,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_connectionmanager_traffic() != 42171) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_connectionmanager_update_interfaces() != 44309) {
+    if (uniffi_netswitch_checksum_method_connectionmanager_update_interfaces() != 1743) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_socksserver_credentials() != 39398) {

@@ -17,6 +17,7 @@ pub const LONG_PROTOCOL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A UDP protocol whose sessions get their own idle timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum UdpProtocol {
     /// DNS (RFC 1035) queries.
     Dns,
@@ -44,6 +45,7 @@ impl fmt::Display for UdpProtocol {
 
 /// Why a timeout was chosen (for logs and tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TimeoutReason {
     /// The connection's own `udp_timeout`.
     PerConnection,
@@ -57,6 +59,7 @@ pub enum TimeoutReason {
 
 /// The idle timeouts of UDP sessions. Every value must be > 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UdpTimeouts {
     /// Sessions of no recognised protocol (config `udp_timeout`). Default 5 min.
     pub default: Duration,

@@ -44,6 +44,7 @@ pub mod limits;
 /// `Config::default()`; the constructors validate it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct Config {
     /// Logging.
     pub log: LogConfig,
@@ -144,6 +145,7 @@ impl Default for Config {
 /// The `log` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct LogConfig {
     /// One of trace, debug, info, warn, error. Default info.
     pub level: LogLevel,
@@ -152,6 +154,7 @@ pub struct LogConfig {
 /// The `socks` section: the SOCKS5 server's settings.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct SocksConfig {
     /// Address to listen on. Default 127.0.0.1:1080.
     pub listen: SocketAddr,
@@ -182,6 +185,7 @@ impl Default for SocksConfig {
 
 /// Why a configuration was rejected. Messages name the file (when there is one) and the key.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
     #[error("read config file {path}: {source}")]

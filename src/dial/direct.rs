@@ -31,6 +31,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the direct outbound dials when a connection does not say otherwise.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct DialSettings {
     /// Deadline of the whole dial: name resolution and every connect attempt (on every address
     /// and network) end within it. Default 5 s.
@@ -102,11 +103,7 @@ impl RaceNetwork for Route {
 impl Route {
     fn egress(&self) -> Egress {
         match &self.interface {
-            Some(i) => Egress {
-                interface: Some(i.name.clone()),
-                interface_index: Some(i.index),
-                network_type: Some(i.network_type),
-            },
+            Some(i) => Egress::through(i),
             None => Egress::default(),
         }
     }
@@ -114,6 +111,7 @@ impl Route {
 
 /// A successful dial with what it took (see [`DirectOutbound::dial_with_report`]).
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct DialReport {
     /// The connected stream and its egress.
     pub stream: DialedStream,

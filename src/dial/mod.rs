@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::metadata::Metadata;
 use crate::network::Egress;
+use crate::socks5::ReplyCode;
 
 /// A boxed, sendable future: what trait methods that must stay object-safe return.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -93,6 +94,7 @@ pub trait Outbound: Send + Sync + 'static {
 
 /// The broad reason a dial failed; what a SOCKS reply code (and a host app) can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum FailureKind {
     /// The destination actively refused (TCP RST).
     Refused,
@@ -123,8 +125,44 @@ impl FailureKind {
     }
 }
 
+/// What a SOCKS5 server's refusal means for the dial (an upstream's reply code). The mapping
+/// lives here, with the dialer, because the SOCKS5 codec sits below it and knows no dial.
+impl From<ReplyCode> for FailureKind {
+    fn from(code: ReplyCode) -> FailureKind {
+        match code {
+            ReplyCode::ConnectionRefused => FailureKind::Refused,
+            ReplyCode::NetworkUnreachable => FailureKind::NetworkUnreachable,
+            ReplyCode::HostUnreachable => FailureKind::HostUnreachable,
+            ReplyCode::TtlExpired => FailureKind::TimedOut,
+            ReplyCode::NotAllowed => FailureKind::Prohibited,
+            // Not a refusal at all, a server failure, or a code without a kind of its own.
+            ReplyCode::Succeeded
+            | ReplyCode::GeneralFailure
+            | ReplyCode::CommandNotSupported
+            | ReplyCode::AddressTypeNotSupported
+            | ReplyCode::Unassigned(_) => FailureKind::Other,
+        }
+    }
+}
+
+/// What a SOCKS5 ingress answers for a failed dial of this kind: the inverse of the mapping
+/// above for every kind (`FailureKind::from(ReplyCode::from(kind)) == kind`).
+impl From<FailureKind> for ReplyCode {
+    fn from(kind: FailureKind) -> ReplyCode {
+        match kind {
+            FailureKind::Refused => ReplyCode::ConnectionRefused,
+            FailureKind::NetworkUnreachable => ReplyCode::NetworkUnreachable,
+            FailureKind::HostUnreachable => ReplyCode::HostUnreachable,
+            FailureKind::TimedOut => ReplyCode::TtlExpired,
+            FailureKind::Prohibited => ReplyCode::NotAllowed,
+            FailureKind::Other => ReplyCode::GeneralFailure,
+        }
+    }
+}
+
 /// Why one connect attempt (one address, possibly one interface) failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AttemptError {
     /// No answer within the connect timeout.
     #[error("timed out after {0:?}")]
@@ -160,6 +198,7 @@ impl AttemptError {
 
 /// One connect attempt that failed.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct DialAttempt {
     /// The address that was tried.
     pub address: SocketAddr,
@@ -183,6 +222,7 @@ impl fmt::Display for DialAttempt {
 
 /// Why a dial failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DialError {
     /// The system resolver failed for this host.
     #[error("resolve {host}: {source}")]
@@ -232,6 +272,28 @@ pub enum DialError {
         /// Every attempt, in the order they were started.
         attempts: Vec<DialAttempt>,
     },
+    /// An upstream SOCKS5 server refused to connect to the destination, with this reply code
+    /// (never [`ReplyCode::Succeeded`]).
+    #[error("upstream SOCKS5 server {proxy} refused {destination}: reply {code}")]
+    ProxyRefused {
+        /// The SOCKS5 server.
+        proxy: SocketAddr,
+        /// The destination as the client gave it.
+        destination: String,
+        /// The server's reply code.
+        code: ReplyCode,
+    },
+    /// An upstream SOCKS5 server broke the protocol or turned the credentials down.
+    #[error("upstream SOCKS5 server {proxy}, handshake for {destination}: {reason}")]
+    ProxyProtocol {
+        /// The SOCKS5 server.
+        proxy: SocketAddr,
+        /// The destination as the client gave it.
+        destination: String,
+        /// What went wrong.
+        #[source]
+        reason: socks5::Socks5Error,
+    },
 }
 
 fn join_attempts(attempts: &[DialAttempt]) -> String {
@@ -260,6 +322,21 @@ impl DialError {
                     attempts.first().map_or(FailureKind::Other, |a| a.error.kind())
                 }
             }
+            DialError::ProxyRefused { code, .. } => FailureKind::from(*code),
+            DialError::ProxyProtocol { reason, .. } => reason.kind(),
+        }
+    }
+
+    /// The reply code a SOCKS5 ingress sends its client for this failure: an upstream server's
+    /// own code when it refused with an assigned failure code (so the client learns exactly what
+    /// the upstream said, 0x07 and 0x08 included), otherwise the code of [`DialError::kind`].
+    pub fn reply_code(&self) -> ReplyCode {
+        match self {
+            DialError::ProxyRefused { code: ReplyCode::Succeeded | ReplyCode::Unassigned(_), .. } => {
+                ReplyCode::GeneralFailure
+            }
+            DialError::ProxyRefused { code, .. } => *code,
+            other => ReplyCode::from(other.kind()),
         }
     }
 }
@@ -283,5 +360,54 @@ mod tests {
             assert_eq!(FailureKind::of_io(&error), kind, "{error}");
             assert_eq!(AttemptError::Io(error).kind(), kind);
         }
+    }
+
+    #[test]
+    fn reply_codes_and_failure_kinds_map_both_ways() {
+        for kind in [
+            FailureKind::Refused,
+            FailureKind::NetworkUnreachable,
+            FailureKind::HostUnreachable,
+            FailureKind::TimedOut,
+            FailureKind::Prohibited,
+            FailureKind::Other,
+        ] {
+            assert_eq!(FailureKind::from(ReplyCode::from(kind)), kind);
+        }
+        for (kind, code) in [
+            (FailureKind::Refused, 0x05),
+            (FailureKind::NetworkUnreachable, 0x03),
+            (FailureKind::HostUnreachable, 0x04),
+            (FailureKind::TimedOut, 0x06),
+            (FailureKind::Prohibited, 0x02),
+            (FailureKind::Other, 0x01),
+        ] {
+            assert_eq!(u8::from(ReplyCode::from(kind)), code, "{kind:?}");
+        }
+        for code in [0x00, 0x01, 0x07, 0x08, 0x09, 0xff] {
+            assert_eq!(FailureKind::from(ReplyCode::from(code)), FailureKind::Other, "{code:#04x}");
+        }
+    }
+
+    #[test]
+    fn an_upstream_refusal_is_answered_with_its_own_code() {
+        let refused = |code: u8| DialError::ProxyRefused {
+            proxy: "127.0.0.1:1080".parse().unwrap(),
+            destination: "a.example:443".into(),
+            code: ReplyCode::from(code),
+        };
+        for code in 0x01..=0x08 {
+            assert_eq!(u8::from(refused(code).reply_code()), code);
+        }
+        assert_eq!(refused(0x02).kind(), FailureKind::Prohibited);
+        assert_eq!(refused(0x42).reply_code(), ReplyCode::GeneralFailure);
+        assert_eq!(refused(0x00).reply_code(), ReplyCode::GeneralFailure);
+        let text = refused(0x05).to_string();
+        assert_eq!(
+            text,
+            "upstream SOCKS5 server 127.0.0.1:1080 refused a.example:443: reply 0x05 (connection refused)"
+        );
+        let unsupported = DialError::Unsupported { what: "UDP", destination: "a.example:53".into() };
+        assert_eq!(unsupported.reply_code(), ReplyCode::GeneralFailure);
     }
 }

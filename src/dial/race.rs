@@ -34,6 +34,7 @@ pub type ConnectFn<N> =
 
 /// A successful race: the stream, the network it used and the attempts that failed before.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct RaceWin<N> {
     /// The connected stream.
     pub stream: TcpStream,

@@ -194,7 +194,9 @@ fn dial_destination(error: &DialError) -> String {
         DialError::Network { destination, .. }
         | DialError::NoAllowedAddress { destination, .. }
         | DialError::Unsupported { destination, .. }
-        | DialError::Connect { destination, .. } => destination.clone(),
+        | DialError::Connect { destination, .. }
+        | DialError::ProxyRefused { destination, .. }
+        | DialError::ProxyProtocol { destination, .. } => destination.clone(),
     }
 }
 

@@ -18,7 +18,8 @@ use super::types::{ClosedConnection, ConnectionInfo, NetworkTraffic, SocksUser};
 use crate::dial::Outbound;
 use crate::inbound::socks::SocksSettings;
 use crate::metadata::{Destination, Metadata};
-use crate::platform::{os_binder, HostBinder, SocketBinder};
+use crate::platform::{os_binder, SocketBinder};
+use crate::stack::{BuildError, Netswitch};
 use crate::{relay, Inbound};
 
 /// Relays connections for the host app: dials each destination over the network the strategy
@@ -33,10 +34,9 @@ use crate::{relay, Inbound};
 /// is reached.
 #[derive(uniffi::Object)]
 pub struct ConnectionManager {
-    core: Arc<crate::ConnectionManager>,
-    outbound: Arc<dyn Outbound>,
+    /// The core manager, its strategy-aware outbound and the config's SOCKS settings.
+    netswitch: Netswitch,
     runtime: &'static Runtime,
-    socks: SocksSettings,
     servers: Arc<SocksServers>,
     events: Arc<EventHub>,
     traffic: Arc<TrafficTotals>,
@@ -67,34 +67,32 @@ impl ConnectionManager {
             });
         }
         let _ = crate::logging::init_logging(core_config.log.level);
+        let strategy = core_config.network_strategy;
         let runtime = super::runtime::runtime(config.lightweight_runtime)?;
         let traffic = Arc::new(TrafficTotals::default());
         let events = Arc::new(EventHub::default());
-        let core = Arc::new(
-            crate::ConnectionManager::with_runtime(core_config.relay_settings(), runtime.handle().clone())
-                .with_close_observer(close_observer(traffic.clone(), events.clone()))
-                .with_open_observer(open_observer(events.clone()))
-                .with_network_observer(network_observer(events.clone())),
-        );
         let mut os: Arc<dyn SocketBinder> = os_binder();
         if config.offer_loopback_sockets {
             os = Arc::new(LoopbackOffering(os));
         }
-        let binder: Arc<dyn SocketBinder> = match platform {
-            Some(platform) => Arc::new(HostBinder::new(Arc::new(PlatformBinder { platform }), os)),
-            None => os,
-        };
-        let outbound = Arc::new(core_config.direct_outbound().with_networks(core.networks().clone(), binder));
+        let mut builder = Netswitch::builder(core_config)
+            .runtime(runtime.handle().clone())
+            .binder(os)
+            .close_observer(close_observer(traffic.clone(), events.clone()))
+            .open_observer(open_observer(events.clone()))
+            .network_observer(network_observer(events.clone()));
+        if let Some(platform) = platform {
+            builder = builder.host_binder(Arc::new(PlatformBinder { platform }));
+        }
+        let netswitch = builder.build().map_err(build_error)?;
         tracing::info!(
             lightweight = config.lightweight_runtime,
-            strategy = %core_config.network_strategy,
+            strategy = %strategy,
             "netswitch connection manager created"
         );
         Ok(Arc::new(ConnectionManager {
-            core,
-            outbound,
+            netswitch,
             runtime,
-            socks: core_config.socks_settings(),
             servers: Arc::new(SocksServers::default()),
             events,
             traffic,
@@ -112,14 +110,15 @@ impl ConnectionManager {
     }
 
     /// Replaces the interface list (call it on every network change). Closes, at once, every
-    /// connection whose interface went away, or that used the old default when the default
-    /// changed; an empty list pauses dialing and closes nothing. Subscribers get a
-    /// `NetworkChange` unless the snapshot is identical. `InvalidArgument` (argument
+    /// connection whose interface went away, whose local address went away (an interface
+    /// readdressed under the same name), or that used the old default when the default changed;
+    /// an empty list pauses dialing and closes nothing. Subscribers get a `NetworkChange` unless
+    /// the snapshot is identical. `InvalidArgument` (argument
     /// `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
     pub fn update_interfaces(&self, snapshot: InterfaceSnapshot) -> Result<InterfaceChange, NetswitchError> {
         self.check_running()?;
         let snapshot = snapshot.to_core()?;
-        Ok(InterfaceChange::from(&self.core.update_interfaces(snapshot)))
+        Ok(InterfaceChange::from(&self.core().update_interfaces(snapshot)))
     }
 
     /// Starts a SOCKS5 server on `listen` (`"127.0.0.1:0"` picks a free port). `users`: `None`
@@ -150,9 +149,9 @@ impl ConnectionManager {
             .into_iter()
             .map(|u| crate::inbound::socks::SocksUser { username: u.username, password: u.password })
             .collect();
-        let settings = SocksSettings { listen: address, users, ..self.socks.clone() };
-        let (core, outbound) = (self.core.clone(), self.outbound.clone());
-        let task = self.runtime.spawn(crate::inbound::socks::SocksServer::start(settings, core, outbound));
+        let settings = SocksSettings { listen: address, users, ..self.netswitch.socks_settings().clone() };
+        let netswitch = self.netswitch.clone();
+        let task = self.runtime.spawn(async move { netswitch.start_socks(settings).await });
         let server = task
             .await
             .map_err(|e| NetswitchError::Internal { reason: format!("SOCKS start task: {e}") })?
@@ -185,24 +184,24 @@ impl ConnectionManager {
 
     /// Snapshots of every live connection (any order).
     pub fn connections(&self) -> Vec<ConnectionInfo> {
-        self.core.list().iter().map(ConnectionInfo::from).collect()
+        self.core().list().iter().map(ConnectionInfo::from).collect()
     }
 
     /// Closes one connection (idle or busy); its close event reports `Closed`. Returns false when
     /// no live connection has this id.
     pub fn close_connection(&self, id: u64) -> bool {
-        self.core.close(id)
+        self.core().close(id)
     }
 
     /// Closes every live connection; returns how many were asked to close.
     pub fn close_all(&self) -> u64 {
-        self.core.close_all() as u64
+        self.core().close_all() as u64
     }
 
     /// Bytes up/down per network type since the manager was created: connections that closed
     /// plus the live ones.
     pub fn traffic(&self) -> Vec<NetworkTraffic> {
-        let live = self.core.list();
+        let live = self.core().list();
         self.traffic
             .snapshot(live.iter().map(|c| (c.egress.network_type.map(Into::into), c.bytes_up, c.bytes_down)))
     }
@@ -213,13 +212,13 @@ impl ConnectionManager {
     /// that start work fail with `ShutDown`. Idempotent.
     pub fn shutdown(&self) {
         self.servers.stop_all();
-        self.core.shutdown();
+        self.core().shutdown();
         self.events.shut_down();
     }
 
     /// True after `shutdown()`.
     pub fn is_shut_down(&self) -> bool {
-        self.core.is_shut_down()
+        self.core().is_shut_down()
     }
 }
 
@@ -240,18 +239,31 @@ impl ConnectionManager {
             let _entered = self.runtime.enter();
             super::fd::adopt_stream_fd(fd)?
         };
+        let outbound: Arc<dyn Outbound> = self.netswitch.outbound().clone();
         let mut metadata = Metadata::new(destination);
         metadata.options = options.unwrap_or_default().to_core();
-        let id = self.core.new_connection(Inbound::plain(stream), metadata, self.outbound.clone(), |_| {});
+        let id = self.core().new_connection(Inbound::plain(stream), metadata, outbound, |_| {});
         tracing::debug!(id, "relaying a socket handed over by the host");
         Ok(id)
     }
 
+    fn core(&self) -> &Arc<crate::ConnectionManager> {
+        self.netswitch.manager()
+    }
+
     fn check_running(&self) -> Result<(), NetswitchError> {
-        if self.core.is_shut_down() {
+        if self.core().is_shut_down() {
             return Err(NetswitchError::ShutDown);
         }
         Ok(())
+    }
+}
+
+/// The builder validates again what `to_core` validated; a config error names its field.
+fn build_error(error: BuildError) -> NetswitchError {
+    match error {
+        BuildError::Config(error) => error.into(),
+        other => NetswitchError::Internal { reason: other.to_string() },
     }
 }
 

@@ -183,13 +183,17 @@ pub struct NetworkChange {
     /// Names of interfaces that are new.
     pub added: Vec<String>,
     /// How many connections this change closed: `closed_interface_gone +
-    /// closed_default_changed`. Each gets its close event with error `Closed`.
+    /// closed_default_changed + closed_local_address_gone`. Each gets its close event with error
+    /// `Closed`.
     pub closed: u64,
     /// Connections closed because the interface they left through is gone.
     pub closed_interface_gone: u64,
     /// Connections closed because they left through the old default interface (or the system
     /// route) while the default changed.
     pub closed_default_changed: u64,
+    /// Connections closed because the local address their socket used is on no interface any
+    /// more (an interface whose address changed under the same name and index).
+    pub closed_local_address_gone: u64,
 }
 
 impl From<&crate::manager::NetworkUpdate> for NetworkChange {
@@ -209,9 +213,14 @@ impl From<&crate::manager::NetworkUpdate> for NetworkChange {
             no_network: change.no_network,
             removed: change.removed.iter().map(|i| i.name.clone()).collect(),
             added: change.added.iter().map(|i| i.name.clone()).collect(),
-            closed: count(update.closed_interface_gone + update.closed_default_changed),
+            closed: count(
+                update.closed_interface_gone
+                    + update.closed_default_changed
+                    + update.closed_local_address_gone,
+            ),
             closed_interface_gone: count(update.closed_interface_gone),
             closed_default_changed: count(update.closed_default_changed),
+            closed_local_address_gone: count(update.closed_local_address_gone),
         }
     }
 }

@@ -55,6 +55,7 @@ pub enum SessionKeying {
 
 /// Settings of an ingress's UDP sessions.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UdpSettings {
     /// Idle timeouts (default 5 min; DNS/NTP/STUN 10 s; QUIC/DTLS 30 s).
     pub timeouts: UdpTimeouts,
@@ -97,6 +98,7 @@ pub struct SessionKey {
 
 /// What happened to one dispatched datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Dispatched {
     /// Queued to session `id`; `created` when this datagram started it; `evicted` names the
     /// session closed to make room.

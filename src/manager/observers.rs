@@ -31,6 +31,8 @@ pub struct NetworkUpdate {
     /// Connections closed because they left through the old default interface (or the system
     /// route) and the default changed.
     pub closed_default_changed: usize,
+    /// Connections closed because their local address is on no interface any more.
+    pub closed_local_address_gone: usize,
 }
 
 /// The outbound of one connection while an open observer is set: reports the connection to the

@@ -16,6 +16,7 @@ use super::NetworkType;
 
 /// Why the host's interfaces could not be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum HostInterfacesError {
     /// `getifaddrs` failed.
     #[error("list the host's network interfaces: {0}")]

@@ -44,6 +44,7 @@ impl fmt::Display for InterfaceAddress {
 
 /// A usable network interface: what a socket can be bound to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct NetworkInterface {
     /// Operating-system name (`wlan0`, `rmnet_data0`, `en0`, `pdp_ip0`), 1 to 15 bytes.
     pub name: String,
@@ -129,6 +130,7 @@ impl fmt::Display for InterfaceId {
 
 /// Why a snapshot was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SnapshotError {
     /// Two interfaces have the same name.
     #[error("interface snapshot lists the name {name:?} twice (indexes {first} and {second})")]

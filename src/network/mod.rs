@@ -12,6 +12,7 @@ pub mod state;
 pub mod strategy;
 
 use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 
 pub use family::DomainStrategy;
 pub use interface::{InterfaceAddress, InterfaceId, InterfaceSnapshot, NetworkInterface, SnapshotError};
@@ -21,6 +22,7 @@ pub use strategy::{select_interfaces, NetworkStrategy, SelectError, Selection};
 /// The kind of network an interface belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum NetworkType {
     /// Wi-Fi.
     Wifi,
@@ -48,6 +50,7 @@ impl fmt::Display for NetworkType {
 /// `interface == None` means the socket was not bound to an interface: the operating system's
 /// routing table chose (the plain direct outbound always does this).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Egress {
     /// Name of the interface the socket was bound to, if any.
     pub interface: Option<String>,
@@ -55,6 +58,34 @@ pub struct Egress {
     pub interface_index: Option<u32>,
     /// Kind of network, if known.
     pub network_type: Option<NetworkType>,
+    /// The local (source) address of the outbound socket, recorded by the relay once the dial
+    /// succeeded; `None` before that, and for a socket with no specific local address (an
+    /// unconnected UDP socket on `0.0.0.0`). When an interface update takes this address away
+    /// from every interface, the connection is closed
+    /// ([`CloseReason::LocalAddressGone`]).
+    pub local_address: Option<IpAddr>,
+}
+
+impl Egress {
+    /// An egress through `interface` (name, index and type); no local address yet.
+    pub fn through(interface: &NetworkInterface) -> Egress {
+        Egress {
+            interface: Some(interface.name.clone()),
+            interface_index: Some(interface.index),
+            network_type: Some(interface.network_type),
+            local_address: None,
+        }
+    }
+
+    /// This egress with `local_address` set from the outbound socket's local address. An
+    /// unknown (`None`) or unspecified (`0.0.0.0`, `::`) address keeps what was there; an
+    /// IPv4-mapped IPv6 address is recorded as the IPv4 address it carries.
+    pub fn with_local_address(mut self, local: Option<SocketAddr>) -> Egress {
+        if let Some(ip) = local.map(|a| a.ip().to_canonical()).filter(|ip| !ip.is_unspecified()) {
+            self.local_address = Some(ip);
+        }
+        self
+    }
 }
 
 impl fmt::Display for Egress {

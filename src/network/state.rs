@@ -1,7 +1,9 @@
 //! The current interface snapshot and what changed when the host pushed a new one.
 //!
 //! [`NetworkState::update`] replaces the snapshot and returns a [`SnapshotChange`]; the manager
-//! uses [`SnapshotChange::closes`] on each tracked connection's [`Egress`] to decide what to close.
+//! uses [`SnapshotChange::close_reason`] on each tracked connection's [`Egress`] to decide what to
+//! close: its interface is gone, its local address is gone (an interface readdressed under the same
+//! name and index), or it used the old default when the default changed.
 //!
 //! A "no network" snapshot (no interfaces) pauses: nothing is reported as removed, so nothing is
 //! closed. The next usable snapshot is compared with the last *usable* one, so an interface that
@@ -16,6 +18,7 @@ use super::Egress;
 
 /// The default interface before and after an update (`None`: no default known).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DefaultChange {
     /// The default before the update.
     pub old: Option<InterfaceId>,
@@ -25,9 +28,14 @@ pub struct DefaultChange {
 
 /// Why a network change closes a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// The interface it left through is gone (or came back with a new index).
     InterfaceGone,
+    /// The local address its socket uses is on no interface any more, while the interface
+    /// stayed (a Wi-Fi that got a new address under the same name and index): the socket is
+    /// bound to a dead address.
+    LocalAddressGone,
     /// It left through the default interface (or the system route) and the default changed.
     DefaultChanged,
 }
@@ -35,6 +43,7 @@ pub enum CloseReason {
 /// What an update changed, relative to the previous snapshot (or, after a "no network" pause,
 /// relative to the last snapshot that had interfaces).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SnapshotChange {
     /// The new snapshot equals the current one: nothing to do.
     pub identical: bool,
@@ -61,27 +70,32 @@ impl SnapshotChange {
     }
 
     /// Whether a connection that left through `egress` must be closed after this change:
-    /// its interface is gone, or it went through the old default while the default changed.
-    /// A connection with no recorded interface (system route) went through the old default, so
-    /// it is closed when a known default changed. Never true for an identical or "no network"
-    /// update (a pause closes nothing).
+    /// its interface is gone, its local address is gone, or it went through the old default while
+    /// the default changed. A connection with no recorded interface (system route) went through
+    /// the old default, so it is closed when a known default changed. Never true for an identical
+    /// or "no network" update (a pause closes nothing).
     pub fn closes(&self, egress: &Egress) -> bool {
         self.close_reason(egress).is_some()
     }
 
     /// Why a connection that left through `egress` must be closed after this change (see
-    /// [`SnapshotChange::closes`]); `None` when it stays. A connection whose interface is gone
-    /// reports [`CloseReason::InterfaceGone`] even when that interface was also the old default.
+    /// [`SnapshotChange::closes`]); `None` when it stays. The most specific reason wins:
+    /// [`CloseReason::InterfaceGone`], then [`CloseReason::LocalAddressGone`] (for system-route
+    /// connections too: their source address is as dead), then [`CloseReason::DefaultChanged`].
     pub fn close_reason(&self, egress: &Egress) -> Option<CloseReason> {
         if self.identical || self.no_network {
             return None;
         }
-        let old_default = self.default_change.as_ref().and_then(|c| c.old.as_ref());
-        if egress.interface.is_none() && egress.interface_index.is_none() {
-            return old_default.map(|_| CloseReason::DefaultChanged);
-        }
-        if self.removed.iter().any(|id| egress_is(egress, id)) {
+        let bound = egress.interface.is_some() || egress.interface_index.is_some();
+        if bound && self.removed.iter().any(|id| egress_is(egress, id)) {
             return Some(CloseReason::InterfaceGone);
+        }
+        if egress.local_address.is_some_and(|ip| self.lost_address(ip)) {
+            return Some(CloseReason::LocalAddressGone);
+        }
+        let old_default = self.default_change.as_ref().and_then(|c| c.old.as_ref());
+        if !bound {
+            return old_default.map(|_| CloseReason::DefaultChanged);
         }
         old_default.filter(|id| egress_is(egress, id)).map(|_| CloseReason::DefaultChanged)
     }
@@ -195,6 +209,8 @@ fn diff(old: &InterfaceSnapshot, new: &InterfaceSnapshot) -> SnapshotChange {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
     use super::*;
     use crate::network::{NetworkInterface, NetworkType};
 
@@ -216,7 +232,11 @@ mod tests {
     }
 
     fn egress(name: &str, index: u32) -> Egress {
-        Egress { interface: Some(name.into()), interface_index: Some(index), network_type: None }
+        Egress { interface: Some(name.into()), interface_index: Some(index), ..Default::default() }
+    }
+
+    fn from_address(egress: Egress, ip: &str) -> Egress {
+        Egress { local_address: Some(ip.parse().unwrap()), ..egress }
     }
 
     #[test]
@@ -328,6 +348,39 @@ mod tests {
         assert!(change.lost_address("192.168.1.20".parse().unwrap()));
         assert!(!change.lost_address("10.64.0.9".parse().unwrap()));
         assert!(!change.closes(&egress("wlan0", 3)), "same interface, same default: closing is by address");
+        let on_old = from_address(egress("wlan0", 3), "192.168.1.20");
+        assert_eq!(change.close_reason(&on_old), Some(CloseReason::LocalAddressGone));
+        let on_cell = from_address(egress("rmnet0", 7), "10.64.0.9");
+        assert_eq!(change.close_reason(&on_cell), None);
+        // A system-route socket with the lost source address is as dead.
+        let unbound = from_address(Egress::default(), "192.168.1.20");
+        assert_eq!(change.close_reason(&unbound), Some(CloseReason::LocalAddressGone));
+        assert_eq!(change.close_reason(&from_address(Egress::default(), "10.64.0.9")), None);
+    }
+
+    #[test]
+    fn the_most_specific_reason_wins() {
+        let state = NetworkState::new(snap(vec![wifi(), cell()], Some(3)));
+        let change = state.update(snap(vec![cell()], Some(7)));
+        // Wi-Fi is gone, with its address and the default: the interface is the reason.
+        let on_wifi = from_address(egress("wlan0", 3), "192.168.1.20");
+        assert_eq!(change.close_reason(&on_wifi), Some(CloseReason::InterfaceGone));
+        // A system-route socket from Wi-Fi's address: the address, not the default change.
+        let unbound = from_address(Egress::default(), "192.168.1.20");
+        assert_eq!(change.close_reason(&unbound), Some(CloseReason::LocalAddressGone));
+    }
+
+    #[test]
+    fn local_addresses_are_recorded_usefully() {
+        let v4: SocketAddr = "192.168.1.20:5000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:192.168.1.20]:5000".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:5000".parse().unwrap();
+        let ip: IpAddr = "192.168.1.20".parse().unwrap();
+        assert_eq!(Egress::default().with_local_address(Some(v4)).local_address, Some(ip));
+        assert_eq!(Egress::default().with_local_address(Some(mapped)).local_address, Some(ip));
+        assert_eq!(Egress::default().with_local_address(Some(any)).local_address, None);
+        let known = Egress::default().with_local_address(Some(v4));
+        assert_eq!(known.clone().with_local_address(None), known, "unknown keeps what was there");
     }
 
     #[test]

@@ -66,6 +66,7 @@ impl fmt::Display for NetworkStrategy {
 /// The interfaces one dial races: `primary` start at once, `fallback` later (see the module doc).
 /// Both keep the snapshot's order. Guaranteed not both empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Selection {
     /// Interfaces to start immediately.
     pub primary: Vec<NetworkInterface>,
@@ -84,6 +85,7 @@ impl Selection {
 
 /// Why no interface could be selected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum SelectError {
     /// The snapshot has no interfaces at all: dialing is paused until the host reports one.
     #[error("no network: the host reports no usable network interface")]

@@ -14,6 +14,7 @@ use crate::network::NetworkInterface;
 
 /// What the host did with a socket it was handed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum BindDecision {
     /// The host protected (default) or bound (other interface) the socket itself.
     Bound,

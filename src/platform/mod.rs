@@ -72,6 +72,7 @@ pub trait SocketBinder: Send + Sync + fmt::Debug {
 
 /// What [`bind_socket`] did to a socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Binding {
     /// Bound to a non-default interface.
     Bound,
@@ -83,6 +84,7 @@ pub enum Binding {
 
 /// Why a socket could not be bound or protected. Every variant names the interface.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BindError {
     /// The operating system refused a socket option.
     #[error("bind socket to interface {interface} (index {index}) with {option}: {source}")]

@@ -5,6 +5,12 @@
 //!
 //! `IP_BIND_ADDRESS_NO_PORT` is set before the bind (Linux / Android) so no ephemeral port is
 //! reserved until `connect` (DESIGN §6): connection churn cannot exhaust ports.
+//!
+//! Public on purpose, not behind a test-only feature: an embedder's own tests (a desktop
+//! `cargo test`, no root, no network namespace) drive network switching with it exactly as
+//! netswitch's tests do — pass it to [`NetswitchBuilder::binder`](crate::NetswitchBuilder::binder)
+//! and push snapshots whose interfaces carry loopback addresses. It adds no dependency and does
+//! nothing unless chosen.
 
 use std::collections::HashSet;
 use std::io;

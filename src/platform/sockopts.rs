@@ -22,6 +22,7 @@ pub const DEFAULT_USER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// TCP keepalive timing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KeepaliveOptions {
     /// Idle time before the first probe. Default 5 min.
     pub idle: Duration,
@@ -38,6 +39,7 @@ impl Default for KeepaliveOptions {
 /// Options applied to each outbound TCP socket before `connect` (see the module doc for the
 /// defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TcpSocketOptions {
     /// `TCP_NODELAY`. Default `true`.
     pub nodelay: bool,
@@ -61,6 +63,7 @@ impl Default for TcpSocketOptions {
 /// A socket option the kernel refused.
 #[derive(Debug, thiserror::Error)]
 #[error("set {option} on TCP socket: {source}")]
+#[non_exhaustive]
 pub struct SocketOptionError {
     /// The option's name (`TCP_NODELAY`, `TCP_USER_TIMEOUT`…).
     pub option: &'static str,

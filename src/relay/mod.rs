@@ -39,6 +39,7 @@ impl fmt::Display for Side {
 /// Why a connection ended other than by both sides finishing normally. Always the first
 /// (root-cause) failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectionError {
     /// The destination could not be reached.
     #[error(transparent)]
@@ -73,6 +74,7 @@ pub enum ConnectionError {
 
 /// What the manager reports once a connection is over; passed to the `on_close` callback.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct ClosedConnection {
     /// The connection's id.
     pub id: ConnectionId,

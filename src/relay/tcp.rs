@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 use super::copy::{Direction, Failed};
 use super::{first_write, ConnectionError, Side};
 use crate::client::{Inbound, InboundHandshake};
-use crate::dial::{LazyHandshake, Outbound};
+use crate::dial::{DialedStream, LazyHandshake, Outbound};
 use crate::socket::io::write_all;
 use crate::tls_fragment::FragmentSettings;
 use crate::tracker::Entry;
@@ -52,11 +52,11 @@ pub(crate) async fn run(
             return Err(error);
         }
     };
-    let remote = dialed.stream;
-    entry.set_egress(dialed.egress);
+    let DialedStream { stream: remote, egress, handshake: lazy } = dialed;
+    entry.set_egress(egress.with_local_address(remote.local_addr().ok()));
     let fragment = fragment_defaults.for_connection(&entry.metadata.options);
     let steps = Steps { entry, client: &client, remote: &remote, fragment, half_close_timeout };
-    let work = steps.run(handshake, dialed.handshake, early_data);
+    let work = steps.run(handshake, lazy, early_data);
     let result = tokio::select! {
         biased;
         _ = entry.close_requested() => Err(Failure::Other(ConnectionError::Closed)),

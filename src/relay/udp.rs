@@ -67,7 +67,7 @@ async fn run_session(
     let (idle, reason) = timeouts.choose(per_connection, &first.payload, metadata.destination.port);
     entry.set_udp_timeout(idle);
     let dialed = outbound.open_udp(&metadata.dial_target()).await?;
-    entry.set_egress(dialed.egress.clone());
+    entry.set_egress(dialed.egress.clone().with_local_address(dialed.socket.local_addr().ok()));
     let DialedUdp { socket, connected_to, .. } = dialed;
     let nat = translation(metadata, connected_to, &socket).await?;
     tracing::debug!(

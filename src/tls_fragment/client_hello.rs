@@ -19,6 +19,7 @@ pub const RECORD_HEADER_LEN: usize = 5;
 /// A recognised ClientHello: the whole buffer is exactly one TLS handshake record holding exactly
 /// one complete ClientHello with a `host_name` server name.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ClientHello {
     /// Where the server name's bytes are in the buffer (absolute offsets, never empty).
     pub server_name: Range<usize>,

@@ -28,6 +28,7 @@ pub const DEFAULT_FALLBACK_DELAY: Duration = Duration::from_millis(500);
 
 /// How (and whether) a connection's ClientHello is fragmented. Both modes may be on together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FragmentSettings {
     /// Segment mode (`tls_fragment`): each piece in its own TCP segment. Default off.
     pub segment: bool,

@@ -25,13 +25,12 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn fallback_settings() -> DialSettings {
-    DialSettings {
-        network_strategy: NetworkStrategy::Fallback,
-        network_type: vec![NetworkType::Wifi],
-        fallback_network_type: vec![NetworkType::Cellular],
-        fallback_delay: FALLBACK_DELAY,
-        ..DialSettings::default()
-    }
+    let mut settings = DialSettings::default();
+    settings.network_strategy = NetworkStrategy::Fallback;
+    settings.network_type = vec![NetworkType::Wifi];
+    settings.fallback_network_type = vec![NetworkType::Cellular];
+    settings.fallback_delay = FALLBACK_DELAY;
+    settings
 }
 
 /// Reads the `peer=<ip>` line the server sends first.
@@ -104,12 +103,11 @@ fn wifi_loss_closes_wifi_connections_and_keeps_cellular() {
         manager.update_interfaces(
             InterfaceSnapshot::new(vec![wifi.clone(), cell.clone()], Some(wifi.index)).unwrap(),
         );
+        let mut hybrid = DialSettings::default();
+        hybrid.network_strategy = NetworkStrategy::Hybrid;
         let outbound = Arc::new(
-            DirectOutbound::with_settings(DialSettings {
-                network_strategy: NetworkStrategy::Hybrid,
-                ..DialSettings::default()
-            })
-            .with_networks(manager.networks().clone(), Arc::new(LinuxBinder)),
+            DirectOutbound::with_settings(hybrid)
+                .with_networks(manager.networks().clone(), Arc::new(LinuxBinder)),
         );
         let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel();

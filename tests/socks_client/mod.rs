@@ -34,9 +34,9 @@ pub async fn start_proxy(settings: SocksSettings) -> Proxy {
 }
 
 /// Like [`start_proxy`], dialing through `outbound`.
-pub async fn start_proxy_via(settings: SocksSettings, outbound: Arc<dyn Outbound>) -> Proxy {
+pub async fn start_proxy_via(mut settings: SocksSettings, outbound: Arc<dyn Outbound>) -> Proxy {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let settings = SocksSettings { listen: "127.0.0.1:0".parse().unwrap(), ..settings };
+    settings.listen = "127.0.0.1:0".parse().unwrap();
     let server = SocksServer::start(settings, manager.clone(), outbound).await.unwrap();
     Proxy { server, manager }
 }

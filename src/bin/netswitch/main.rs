@@ -7,14 +7,11 @@ mod networks;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use netswitch::config::Config;
-use netswitch::inbound::socks::{SocksError, SocksServer, SocksUser};
 use netswitch::logging::{init_logging, LogLevel};
-use netswitch::{ConnectionManager, Outbound};
+use netswitch::{BuildError, Config, Netswitch, SocksError, SocksUser};
 
 /// How long shutdown waits for closed connections to leave the tracker.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,7 +46,7 @@ enum Command {
 struct InterfacesArgs {
     /// Network type of a host interface, overriding the inferred one. Repeatable.
     #[arg(long, value_name = "NAME=TYPE", value_parser = networks::parse_interface_type)]
-    interface_type: Vec<(String, netswitch::network::NetworkType)>,
+    interface_type: Vec<(String, netswitch::NetworkType)>,
 }
 
 #[derive(Debug, Args)]
@@ -201,6 +198,8 @@ fn load_config(args: SocksArgs) -> Result<Config, String> {
 
 #[derive(Debug, thiserror::Error)]
 enum ServeError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
     #[error("SOCKS5 server: {0}")]
     Socks(#[from] SocksError),
     #[error("listen for termination signals: {0}")]
@@ -209,7 +208,8 @@ enum ServeError {
 
 /// Starts the manager and the SOCKS server, waits for Ctrl-C or SIGTERM, then closes everything.
 async fn serve(config: Config) -> Result<(), ServeError> {
-    let manager = Arc::new(ConnectionManager::new(config.relay_settings()));
+    let netswitch = Netswitch::builder(config.clone()).build()?;
+    let manager = netswitch.manager().clone();
     match networks::read_host(&config) {
         Ok(snapshot) => {
             manager.update_interfaces(snapshot);
@@ -219,10 +219,8 @@ async fn serve(config: Config) -> Result<(), ServeError> {
         }
     }
     networks::spawn_refresh(manager.clone(), config.interface_types.clone());
-    let outbound: Arc<dyn Outbound> =
-        Arc::new(networks::strategy_outbound(&config, manager.networks().clone()));
     let mut signals = Signals::new().map_err(ServeError::Signal)?;
-    let server = SocksServer::start(config.socks_settings(), manager.clone(), outbound).await?;
+    let server = netswitch.start_socks(netswitch.socks_settings().clone()).await?;
     let users = config.socks.users.len();
     tracing::info!(users, "netswitch SOCKS5 listening on {}", server.local_addr());
 

@@ -6,15 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use netswitch::config::{parse_duration, Config};
-use netswitch::dial::direct::DirectOutbound;
+use netswitch::config::parse_duration;
 use netswitch::network::host::{host_snapshot, HostInterfacesError};
-use netswitch::network::state::NetworkState;
-use netswitch::network::strategy::NetworkStrategy;
-use netswitch::network::DomainStrategy;
-use netswitch::network::{InterfaceSnapshot, NetworkType};
-use netswitch::platform::os_binder;
-use netswitch::{ConnectionManager, Destination, DialError, Metadata};
+use netswitch::{
+    Config, ConnectionManager, Destination, DialAttempt, DialError, DomainStrategy, InterfaceSnapshot,
+    Metadata, Netswitch, NetworkStrategy, NetworkType,
+};
 
 /// How often `netswitch socks` re-reads the host's interfaces (a mobile host pushes changes).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
@@ -114,11 +111,6 @@ pub fn spawn_refresh(manager: Arc<ConnectionManager>, types: BTreeMap<String, Ne
     });
 }
 
-/// A direct outbound that chooses among `state`'s interfaces and binds with the OS binder.
-pub fn strategy_outbound(config: &Config, state: Arc<NetworkState>) -> DirectOutbound {
-    config.direct_outbound().with_networks(state, os_binder())
-}
-
 /// `netswitch interfaces`: prints the host's interfaces as netswitch sees them.
 pub fn print_interfaces(snapshot: &InterfaceSnapshot) {
     if snapshot.is_no_network() {
@@ -142,8 +134,15 @@ pub fn print_interfaces(snapshot: &InterfaceSnapshot) {
 /// `netswitch dial`: one connection with the strategy; prints every attempt and the winner.
 /// Returns whether the dial succeeded.
 pub async fn dial_once(config: &Config, snapshot: InterfaceSnapshot, destination: Destination) -> bool {
-    let state = Arc::new(NetworkState::new(snapshot));
-    let outbound = strategy_outbound(config, state);
+    let netswitch = match Netswitch::builder(config.clone()).build() {
+        Ok(netswitch) => netswitch,
+        Err(error) => {
+            println!("failed: {error}");
+            return false;
+        }
+    };
+    netswitch.manager().update_interfaces(snapshot);
+    let outbound = netswitch.outbound();
     let metadata = Metadata::new(destination.clone());
     println!(
         "dialing {destination}: strategy {}, network_type [{}], fallback_network_type [{}], fallback_delay {:?}, domain_strategy {}",
@@ -194,7 +193,7 @@ pub async fn dial_once(config: &Config, snapshot: InterfaceSnapshot, destination
     }
 }
 
-fn attempt_line(attempt: &netswitch::dial::DialAttempt) -> String {
+fn attempt_line(attempt: &DialAttempt) -> String {
     format!(
         "{} via {}: failed: {} ({} ms)",
         attempt.address,

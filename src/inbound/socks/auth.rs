@@ -2,8 +2,8 @@
 
 use subtle::{Choice, ConstantTimeEq};
 
-use super::protocol::Credentials;
 use super::SocksUser;
+use crate::socks5::Credentials;
 
 /// A field padded to a fixed size (length byte + 255 bytes) so that comparing two fields takes
 /// the same time whatever their lengths and contents.

@@ -5,9 +5,10 @@
 //! [`FIRST_BYTE_TIMEOUT`] to send its first byte and [`SocksSettings::handshake_timeout`] to send
 //! its greeting, credentials and request; a CONNECT is then handed to
 //! [`ConnectionManager::new_connection`], which dials and sends the reply: success (0x00) with the
-//! outbound socket's real local address, or the code matching [`crate::DialError::kind`]
-//! (refused 0x05, network unreachable 0x03, host unreachable 0x04, timeout 0x06, forbidden by a
-//! local rule such as a `prohibit` route 0x02, other 0x01).
+//! outbound socket's real local address, or [`crate::DialError::reply_code`]: an upstream SOCKS5
+//! server's own failure code, else the code matching [`crate::DialError::kind`] (refused 0x05,
+//! network unreachable 0x03, host unreachable 0x04, timeout 0x06, forbidden by a local rule such
+//! as a `prohibit` route 0x02, other 0x01).
 //! Bytes the client sent after its request are kept and relayed first (early data).
 //!
 //! When [`SocksSettings::users`] is non-empty, username/password (0x02) is the only acceptable
@@ -57,7 +58,6 @@
 
 mod auth;
 mod context;
-pub mod protocol;
 mod server;
 mod slots;
 pub mod udp;
@@ -110,6 +110,7 @@ impl std::fmt::Debug for SocksUser {
 
 /// Settings of a SOCKS5 server.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SocksSettings {
     /// Address to listen on. Default 127.0.0.1:1080.
     pub listen: SocketAddr,
@@ -146,6 +147,7 @@ impl Default for SocksSettings {
 
 /// Why a SOCKS server could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SocksError {
     /// The listen address is not loopback and `allow_non_loopback` is off.
     #[error("refusing to listen on non-loopback address {0} (set allow_non_loopback to allow it)")]

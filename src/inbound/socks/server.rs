@@ -11,7 +11,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::context::Context;
-use super::protocol::{self, Command, Parsed, ProtocolError, ReplyCode};
 use super::slots::{IdleFlag, Slots};
 use super::FIRST_BYTE_TIMEOUT;
 use crate::client::{Inbound, InboundHandshake};
@@ -19,6 +18,7 @@ use crate::dial::{BoxFuture, DialError};
 use crate::metadata::{Destination, Metadata};
 use crate::relay::ClosedConnection;
 use crate::socket::io::write_all;
+use crate::socks5::{self, Command, Parsed, ProtocolError, ReplyCode};
 
 /// How many bytes one handshake read asks for. Bytes past the request end up as early data.
 const READ_CHUNK: usize = 512;
@@ -92,10 +92,10 @@ struct Accepted {
 /// take its slot), then runs the handshake and hands the request over.
 async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>, idle: IdleFlag) {
     let now = Instant::now();
-    let deadline = deadline_after(now, context.handshake_timeout);
+    let deadline = crate::deadline::after(now, context.handshake_timeout);
     if !has_input(&stream) {
         // An idle client gives its slot back early: well-behaved clients send their greeting at once.
-        let first_byte = deadline_after(now, context.handshake_timeout.min(FIRST_BYTE_TIMEOUT));
+        let first_byte = crate::deadline::after(now, context.handshake_timeout.min(FIRST_BYTE_TIMEOUT));
         idle.set(true);
         let waited = tokio::time::timeout_at(first_byte, wait_for_input(&stream)).await;
         idle.set(false);
@@ -153,27 +153,27 @@ async fn handshake(
     peer: SocketAddr,
     context: &Context,
 ) -> Result<Accepted, HandshakeError> {
-    let greeting = reader.next(stream, protocol::parse_greeting).await?;
+    let greeting = reader.next(stream, socks5::parse_greeting).await?;
     let method = greeting.select_method(!context.users.is_empty());
-    stream.write_all(&[protocol::VERSION, method]).await?;
-    if method == protocol::METHOD_NONE_ACCEPTABLE {
+    stream.write_all(&socks5::encode_method_choice(method)).await?;
+    if method == socks5::METHOD_NONE_ACCEPTABLE {
         return Err(HandshakeError::NoAcceptableMethod(greeting.methods));
     }
-    if method == protocol::METHOD_USER_PASS {
-        let credentials = reader.next(stream, protocol::parse_credentials).await?;
+    if method == socks5::METHOD_USER_PASS {
+        let credentials = reader.next(stream, socks5::parse_credentials).await?;
         if !context.users.check(&credentials) {
             // The username is not logged: a password typed into it would end up in the log.
             tracing::warn!(client = %peer, "SOCKS authentication failed (wrong username or password)");
-            stream.write_all(&[protocol::AUTH_VERSION, protocol::AUTH_FAILURE]).await?;
+            stream.write_all(&socks5::encode_auth_status(socks5::AUTH_FAILURE)).await?;
             return Err(HandshakeError::AuthFailed);
         }
-        stream.write_all(&[protocol::AUTH_VERSION, protocol::AUTH_SUCCESS]).await?;
+        stream.write_all(&socks5::encode_auth_status(socks5::AUTH_SUCCESS)).await?;
     }
-    let request = match reader.next(stream, protocol::parse_request).await {
+    let request = match reader.next(stream, socks5::parse_request).await {
         Ok(request) => request,
         Err(HandshakeError::Protocol(error)) => {
             if let Some(code) = error.reply() {
-                stream.write_all(&protocol::encode_reply(code, protocol::UNSPECIFIED_BOUND)).await?;
+                stream.write_all(&socks5::encode_reply(code, socks5::UNSPECIFIED_BOUND)).await?;
             }
             return Err(error.into());
         }
@@ -189,7 +189,7 @@ async fn handshake(
         }
     };
     if let Some((code, error)) = rejected {
-        stream.write_all(&protocol::encode_reply(code, protocol::UNSPECIFIED_BOUND)).await?;
+        stream.write_all(&socks5::encode_reply(code, socks5::UNSPECIFIED_BOUND)).await?;
         return Err(error);
     }
     Ok(Accepted {
@@ -253,11 +253,6 @@ fn peek(stream: &TcpStream) -> io::Result<usize> {
     socket2::SockRef::from(stream).peek(&mut byte)
 }
 
-/// `now + timeout`, or a year from now when that is too far to represent (`Duration::MAX`).
-fn deadline_after(now: Instant, timeout: Duration) -> Instant {
-    now.checked_add(timeout).or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 3600))).unwrap_or(now)
-}
-
 /// Tells the client the outcome of its CONNECT (called by the manager after the dial).
 struct SocksReply {
     client: SocketAddr,
@@ -266,17 +261,17 @@ struct SocksReply {
 
 impl InboundHandshake for SocksReply {
     fn succeed<'a>(&'a mut self, client: &'a TcpStream, bound: SocketAddr) -> BoxFuture<'a, io::Result<()>> {
-        let reply = protocol::encode_reply(ReplyCode::Succeeded, bound);
+        let reply = socks5::encode_reply(ReplyCode::Succeeded, bound);
         Box::pin(async move { write_all(client, &reply).await })
     }
 
     fn fail<'a>(&'a mut self, client: &'a TcpStream, error: &'a DialError) -> BoxFuture<'a, io::Result<()>> {
-        let code = ReplyCode::from(error.kind());
+        let code = error.reply_code();
         tracing::debug!(
-            client = %self.client, destination = %self.destination, reply = code as u8, %error,
+            client = %self.client, destination = %self.destination, reply = u8::from(code), %error,
             "SOCKS CONNECT failed"
         );
-        let reply = protocol::encode_reply(code, protocol::UNSPECIFIED_BOUND);
+        let reply = socks5::encode_reply(code, socks5::UNSPECIFIED_BOUND);
         Box::pin(async move {
             write_all(client, &reply).await?;
             crate::socket::io::close_gracefully(client).await;

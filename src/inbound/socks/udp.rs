@@ -1,4 +1,5 @@
-//! SOCKS5 UDP ASSOCIATE (RFC 1928 §7): the UDP request header and the association.
+//! SOCKS5 UDP ASSOCIATE (RFC 1928 §7): the association (its datagrams' header is
+//! [`crate::socks5::parse_udp_header`]).
 //!
 //! An association binds one relay UDP socket on the address the client reached the server on and
 //! replies with it. It lives exactly as long as its TCP control connection: when the client
@@ -33,22 +34,19 @@
 //! | bytes on the control connection | ignored |
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::context::Context;
-use super::protocol::{self, ReplyCode};
 use crate::client::{Datagram, PacketSink};
 use crate::dial::BoxFuture;
 use crate::inbound::udp_sessions::{Dispatched, UdpSessionTable};
 use crate::metadata::{Destination, Host, Metadata};
 use crate::relay::pool;
+use crate::socks5::{self, ReplyCode, UdpHeaderError};
 
-const ATYP_IPV4: u8 = 0x01;
-const ATYP_DOMAIN: u8 = 0x03;
-const ATYP_IPV6: u8 = 0x04;
 /// Largest datagram the relay socket receives (the UDP maximum).
 const MAX_DATAGRAM: usize = 65_535;
 // The pooled buffer a batch of client datagrams is read into holds the largest one.
@@ -56,83 +54,6 @@ const _: () = assert!(pool::LARGE >= MAX_DATAGRAM);
 /// How many client datagrams one readiness event of the relay socket reads before the
 /// association looks at its control connection again.
 const RECEIVE_BATCH: usize = 32;
-
-/// Why a client datagram was not relayed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UdpHeaderError {
-    /// The datagram ends inside the header.
-    #[error("SOCKS UDP header cut short ({0} bytes)")]
-    Truncated(usize),
-    /// FRAG is not 0; fragmentation is not supported.
-    #[error("SOCKS UDP fragment {0} dropped (fragmentation is not supported)")]
-    Fragment(u8),
-    /// The address type is not IPv4, domain or IPv6.
-    #[error("unknown SOCKS UDP address type {0:#04x}")]
-    BadAddressType(u8),
-    /// The domain is empty, not UTF-8 or not a valid host.
-    #[error("empty or non-UTF-8 domain in a SOCKS UDP header")]
-    BadDomain,
-    /// The destination port is 0.
-    #[error("SOCKS UDP destination {0} has port 0")]
-    PortZero(Destination),
-}
-
-/// Parses `RSV(2) FRAG ATYP DST.ADDR DST.PORT DATA`: the destination and where the data starts.
-/// The reserved bytes are ignored. Never panics.
-pub fn parse_udp_header(datagram: &[u8]) -> Result<(Destination, usize), UdpHeaderError> {
-    let truncated = || UdpHeaderError::Truncated(datagram.len());
-    let (&frag, &atyp) = (datagram.get(2).ok_or_else(truncated)?, datagram.get(3).ok_or_else(truncated)?);
-    if frag != 0 {
-        return Err(UdpHeaderError::Fragment(frag));
-    }
-    let (host, port_at) = match atyp {
-        ATYP_IPV4 => {
-            let octets: [u8; 4] = datagram.get(4..8).and_then(|b| b.try_into().ok()).ok_or_else(truncated)?;
-            (Host::Ip(IpAddr::V4(Ipv4Addr::from(octets))), 8)
-        }
-        ATYP_IPV6 => {
-            let octets: [u8; 16] =
-                datagram.get(4..20).and_then(|b| b.try_into().ok()).ok_or_else(truncated)?;
-            (Host::Ip(IpAddr::V6(Ipv6Addr::from(octets))), 20)
-        }
-        ATYP_DOMAIN => {
-            let length = usize::from(*datagram.get(4).ok_or_else(truncated)?);
-            let name = datagram.get(5..5 + length).ok_or_else(truncated)?;
-            let name = std::str::from_utf8(name).map_err(|_| UdpHeaderError::BadDomain)?;
-            (Host::parse(name).map_err(|_| UdpHeaderError::BadDomain)?, 5 + length)
-        }
-        other => return Err(UdpHeaderError::BadAddressType(other)),
-    };
-    let port = datagram.get(port_at..port_at + 2).ok_or_else(truncated)?;
-    let destination = Destination { host, port: u16::from_be_bytes([port[0], port[1]]) };
-    if destination.port == 0 {
-        return Err(UdpHeaderError::PortZero(destination));
-    }
-    Ok((destination, port_at + 2))
-}
-
-/// Appends the header `RSV(2) FRAG=0 ATYP ADDR PORT` for `source` to `out`. A domain longer than
-/// 255 bytes (which [`Host::parse`] never produces) is cut to 255.
-pub fn encode_udp_header(source: &Destination, out: &mut Vec<u8>) {
-    out.extend_from_slice(&[0, 0, 0]);
-    match &source.host {
-        Host::Ip(IpAddr::V4(ip)) => {
-            out.push(ATYP_IPV4);
-            out.extend_from_slice(&ip.octets());
-        }
-        Host::Ip(IpAddr::V6(ip)) => {
-            out.push(ATYP_IPV6);
-            out.extend_from_slice(&ip.octets());
-        }
-        Host::Domain(name) => {
-            let name = &name.as_bytes()[..name.len().min(255)];
-            out.push(ATYP_DOMAIN);
-            out.push(name.len() as u8);
-            out.extend_from_slice(name);
-        }
-    }
-    out.extend_from_slice(&source.port.to_be_bytes());
-}
 
 /// Sends replies to the associated client through the relay socket, with the SOCKS UDP header.
 struct SocksSink {
@@ -148,7 +69,8 @@ impl PacketSink for SocksSink {
     ) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
             let mut datagram = Vec::with_capacity(payload.len() + 22);
-            encode_udp_header(source, &mut datagram);
+            socks5::encode_udp_header(source, &mut datagram)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
             datagram.extend_from_slice(payload);
             self.socket.send_to(&datagram, self.client).await.map(|_| ())
         })
@@ -229,7 +151,7 @@ pub(super) async fn associate(
 /// Sends a failure reply and closes the control connection without losing the reply
 /// (the drain is bounded by the server's own drain limits.)
 async fn refuse(control: &mut TcpStream, code: ReplyCode) {
-    if reply(control, code, protocol::UNSPECIFIED_BOUND).await.is_ok() {
+    if reply(control, code, socks5::UNSPECIFIED_BOUND).await.is_ok() {
         crate::socket::io::close_gracefully(control).await;
     }
 }
@@ -333,7 +255,7 @@ impl<'a> Association<'a> {
             return;
         }
         let client = *self.client.get_or_insert(source);
-        let (destination, data_at) = match parse_udp_header(datagram) {
+        let (destination, data_at) = match socks5::parse_udp_header(datagram) {
             Ok(parsed) => parsed,
             Err(error) => {
                 match error {
@@ -360,40 +282,5 @@ impl<'a> Association<'a> {
 }
 
 async fn reply(control: &TcpStream, code: ReplyCode, bound: SocketAddr) -> io::Result<()> {
-    crate::socket::io::write_all(control, &protocol::encode_reply(code, bound)).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn headers_round_trip() {
-        for destination in [
-            "127.0.0.1:53".parse::<Destination>().unwrap(),
-            "[::1]:443".parse().unwrap(),
-            Destination::domain("dns.test", 53),
-        ] {
-            let mut datagram = Vec::new();
-            encode_udp_header(&destination, &mut datagram);
-            let header = datagram.len();
-            datagram.extend_from_slice(b"payload");
-            assert_eq!(parse_udp_header(&datagram), Ok((destination, header)));
-        }
-    }
-
-    #[test]
-    fn bad_headers_are_errors() {
-        assert_eq!(parse_udp_header(&[0, 0]), Err(UdpHeaderError::Truncated(2)));
-        assert_eq!(parse_udp_header(&[0, 0, 1, 1, 127, 0, 0, 1, 0, 53]), Err(UdpHeaderError::Fragment(1)));
-        assert_eq!(parse_udp_header(&[0, 0, 0, 2, 1]), Err(UdpHeaderError::BadAddressType(2)));
-        assert_eq!(parse_udp_header(&[0, 0, 0, 1, 127, 0, 0]), Err(UdpHeaderError::Truncated(7)));
-        assert_eq!(parse_udp_header(&[0, 0, 0, 3, 0, 0, 53]), Err(UdpHeaderError::BadDomain));
-        assert_eq!(parse_udp_header(&[0, 0, 0, 3, 2, 0xff, 0xfe, 0, 53]), Err(UdpHeaderError::BadDomain));
-        assert_eq!(parse_udp_header(&[0, 0, 0, 3, 5, b'a']), Err(UdpHeaderError::Truncated(6)));
-        assert!(matches!(
-            parse_udp_header(&[0, 0, 0, 1, 127, 0, 0, 1, 0, 0]),
-            Err(UdpHeaderError::PortZero(_))
-        ));
-    }
+    crate::socket::io::write_all(control, &socks5::encode_reply(code, bound)).await
 }

@@ -1079,7 +1079,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_traffic() and 0xFFFF) != 42171) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_update_interfaces() and 0xFFFF) != 44309) {
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_update_interfaces() and 0xFFFF) != 1743) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_socksserver_credentials() and 0xFFFF) != 39398) {
@@ -1726,9 +1726,10 @@ public interface ConnectionManagerInterface {
     
     /**
      * Replaces the interface list (call it on every network change). Closes, at once, every
-     * connection whose interface went away, or that used the old default when the default
-     * changed; an empty list pauses dialing and closes nothing. Subscribers get a
-     * `NetworkChange` unless the snapshot is identical. `InvalidArgument` (argument
+     * connection whose interface went away, whose local address went away (an interface
+     * readdressed under the same name), or that used the old default when the default changed;
+     * an empty list pauses dialing and closes nothing. Subscribers get a `NetworkChange` unless
+     * the snapshot is identical. `InvalidArgument` (argument
      * `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
      */
     fun `updateInterfaces`(`snapshot`: InterfaceSnapshot): InterfaceChange
@@ -2053,9 +2054,10 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
     
     /**
      * Replaces the interface list (call it on every network change). Closes, at once, every
-     * connection whose interface went away, or that used the old default when the default
-     * changed; an empty list pauses dialing and closes nothing. Subscribers get a
-     * `NetworkChange` unless the snapshot is identical. `InvalidArgument` (argument
+     * connection whose interface went away, whose local address went away (an interface
+     * readdressed under the same name), or that used the old default when the default changed;
+     * an empty list pauses dialing and closes nothing. Subscribers get a `NetworkChange` unless
+     * the snapshot is identical. `InvalidArgument` (argument
      * `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
      */
     @Throws(NetswitchException::class)override fun `updateInterfaces`(`snapshot`: InterfaceSnapshot): InterfaceChange {
@@ -4411,7 +4413,8 @@ data class NetworkChange (
     , 
     /**
      * How many connections this change closed: `closed_interface_gone +
-     * closed_default_changed`. Each gets its close event with error `Closed`.
+     * closed_default_changed + closed_local_address_gone`. Each gets its close event with error
+     * `Closed`.
      */
     var `closed`: kotlin.ULong
     , 
@@ -4425,6 +4428,12 @@ data class NetworkChange (
      * route) while the default changed.
      */
     var `closedDefaultChanged`: kotlin.ULong
+    , 
+    /**
+     * Connections closed because the local address their socket used is on no interface any
+     * more (an interface whose address changed under the same name and index).
+     */
+    var `closedLocalAddressGone`: kotlin.ULong
     
 ){
     
@@ -4451,6 +4460,7 @@ public object FfiConverterTypeNetworkChange: FfiConverterRustBuffer<NetworkChang
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
         )
     }
 
@@ -4464,7 +4474,8 @@ public object FfiConverterTypeNetworkChange: FfiConverterRustBuffer<NetworkChang
             FfiConverterSequenceString.allocationSize(value.`added`) +
             FfiConverterULong.allocationSize(value.`closed`) +
             FfiConverterULong.allocationSize(value.`closedInterfaceGone`) +
-            FfiConverterULong.allocationSize(value.`closedDefaultChanged`)
+            FfiConverterULong.allocationSize(value.`closedDefaultChanged`) +
+            FfiConverterULong.allocationSize(value.`closedLocalAddressGone`)
     )
 
     override fun write(value: NetworkChange, buf: ByteBuffer) {
@@ -4478,6 +4489,7 @@ public object FfiConverterTypeNetworkChange: FfiConverterRustBuffer<NetworkChang
             FfiConverterULong.write(value.`closed`, buf)
             FfiConverterULong.write(value.`closedInterfaceGone`, buf)
             FfiConverterULong.write(value.`closedDefaultChanged`, buf)
+            FfiConverterULong.write(value.`closedLocalAddressGone`, buf)
     }
 }
 
