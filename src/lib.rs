@@ -29,7 +29,7 @@
 //! | [`metadata`] | [`Destination`] and per-connection [`Metadata`] / [`ConnectionOptions`] |
 //! | [`platform`] | how one socket leaves through one interface: Linux, Apple, the host callback, [`SimulatedBinder`], TCP options |
 //! | [`network`] | [`NetworkType`], interfaces and snapshots, what an update changed, [`NetworkStrategy`], address families |
-//! | [`socket`] | socket I/O helpers shared by the relay and the outbounds |
+//! | [`socket`] | the stream the relay moves bytes over (`ClientStream`; a crate-private socket trait for kernel and, next, userspace sockets), whole reads/writes and the graceful close |
 //! | [`deadline`] | deadlines from configured durations without overflow (a year when one cannot be represented) |
 //! | [`logging`] | tracing setup: os_log on Apple, logcat on Android, fmt elsewhere; the level at run time |
 //! | `memory` | (private) gives freed heap back to the system after a burst of connections |
@@ -114,7 +114,7 @@ uniffi::setup_scaffolding!();
 pub use config::{Config, ConfigError};
 pub use stack::{BuildError, Netswitch, NetswitchBuilder};
 // Connections in: the manager, the client contract, the SOCKS5 ingress.
-pub use client::{Datagram, Inbound, InboundHandshake, PacketInbound, PacketSink, UdpTimeouts};
+pub use client::{ClientStream, Datagram, Inbound, InboundHandshake, PacketInbound, PacketSink, UdpTimeouts};
 pub use inbound::socks::{SocksError, SocksServer, SocksSettings, SocksUser};
 pub use inbound::udp_sessions::UdpSettings;
 pub use manager::{

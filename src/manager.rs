@@ -11,12 +11,15 @@ use crate::dial::Outbound;
 use crate::metadata::Metadata;
 use crate::network::state::{CloseReason, NetworkState, SnapshotChange};
 use crate::network::InterfaceSnapshot;
-use crate::relay::{tcp, ClosedConnection, ConnectionError};
+use crate::relay::ClosedConnection;
 use crate::tls_fragment::FragmentSettings;
 use crate::tracker::{ConnectionId, ConnectionInfo, Tracker};
 
+mod close_report;
 mod observers;
+mod tasks;
 
+use close_report::CloseReport;
 use observers::ReportOpen;
 pub use observers::{NetworkObserver, NetworkUpdate, OpenObserver};
 
@@ -133,8 +136,13 @@ impl ConnectionManager {
     /// the outbound socket's real local address), then relay both ways until the connection ends.
     ///
     /// Guarantees: `on_close` runs exactly once, after the connection left the tracker, with the
-    /// first (root-cause) error or `None` for a clean end. After shutdown the connection is reset
-    /// at once and `on_close` gets [`ConnectionError::ShutDown`].
+    /// first (root-cause) error or `None` for a clean end — also when the runtime drops the task
+    /// ([`ConnectionError::ShutDown`]) and when the outbound or the ingress's handshake panics
+    /// ([`ConnectionError::Panicked`]). After shutdown the connection is reset at once and
+    /// `on_close` gets [`ConnectionError::ShutDown`].
+    ///
+    /// [`ConnectionError::Panicked`]: crate::ConnectionError::Panicked
+    /// [`ConnectionError::ShutDown`]: crate::ConnectionError::ShutDown
     pub fn new_connection<F>(
         &self,
         inbound: Inbound,
@@ -150,32 +158,19 @@ impl ConnectionManager {
         let outbound = self.outbound_for(id, outbound);
         let half_close_timeout = self.settings.half_close_timeout;
         let fragment_defaults = self.settings.tls_fragment;
-        let shut_down = self.shut_down.clone();
-        let observer = self.close_observer.clone();
-        if shut_down.load(Ordering::Acquire) {
+        if self.is_shut_down() {
             entry.request_close();
         }
-        self.runtime.spawn(async move {
-            let result = if shut_down.load(Ordering::Acquire) {
-                let _ = socket2::SockRef::from(&inbound.stream).set_linger(Some(Duration::ZERO));
-                Err(ConnectionError::ShutDown)
-            } else {
-                tcp::run(&entry, inbound, outbound, half_close_timeout, fragment_defaults).await
-            };
-            let result = match result {
-                Err(ConnectionError::Closed) if shut_down.load(Ordering::Acquire) => {
-                    Err(ConnectionError::ShutDown)
-                }
-                other => other,
-            };
-            drop(guard);
-            let closed = closed_report(&entry, result.err());
-            log_close(&closed);
-            if let Some(observer) = observer {
-                observer(&closed);
-            }
-            on_close(closed);
-        });
+        let observer = self.close_observer.clone();
+        let report = CloseReport::new(entry.clone(), guard, observer, on_close, self.shut_down.clone());
+        self.runtime.spawn(tasks::tcp(
+            report,
+            entry,
+            inbound,
+            outbound,
+            half_close_timeout,
+            fragment_defaults,
+        ));
         id
     }
 
@@ -212,6 +207,8 @@ impl ConnectionManager {
 
     /// Closes every connection and refuses new ones (they are reset and reported as
     /// [`ConnectionError::ShutDown`]). Idempotent.
+    ///
+    /// [`ConnectionError::ShutDown`]: crate::ConnectionError::ShutDown
     pub fn shutdown(&self) {
         if !self.shut_down.swap(true, Ordering::AcqRel) {
             let count = self.tracker.close_all();
@@ -338,37 +335,6 @@ fn snapshot_summary(snapshot: &InterfaceSnapshot) -> String {
     }
 }
 
-/// The final report of a connection from its tracker entry.
-fn closed_report(entry: &crate::tracker::Entry, error: Option<ConnectionError>) -> ClosedConnection {
-    ClosedConnection {
-        id: entry.id,
-        destination: entry.metadata.destination.clone(),
-        egress: entry.egress().unwrap_or_default(),
-        bytes_up: entry.bytes_up.load(Ordering::Relaxed),
-        bytes_down: entry.bytes_down.load(Ordering::Relaxed),
-        duration: entry.started.elapsed(),
-        error,
-    }
-}
-
-fn log_close(closed: &ClosedConnection) {
-    let ms = closed.duration.as_millis() as u64;
-    match &closed.error {
-        None => tracing::debug!(
-            id = closed.id, destination = %closed.destination, via = %closed.egress,
-            up = closed.bytes_up, down = closed.bytes_down, ms, "connection finished"
-        ),
-        Some(ConnectionError::Closed | ConnectionError::ShutDown) => tracing::debug!(
-            id = closed.id, destination = %closed.destination, via = %closed.egress,
-            up = closed.bytes_up, down = closed.bytes_down, ms, "connection closed by request"
-        ),
-        Some(error) => tracing::info!(
-            id = closed.id, destination = %closed.destination, via = %closed.egress,
-            up = closed.bytes_up, down = closed.bytes_down, ms, %error, "connection ended with an error"
-        ),
-    }
-}
-
 /// UDP sessions.
 impl ConnectionManager {
     /// Hands a UDP session to the manager and returns its id at once; the work happens on a task.
@@ -383,8 +349,13 @@ impl ConnectionManager {
     /// Guarantees: tracked like a TCP connection (`list`/`get`/`close`/`close_all`, network
     /// changes), with packet counters, drops and the timeout in force; `on_close` runs exactly
     /// once, after the session left the tracker, with the root-cause error — also when the
-    /// runtime drops the task. After shutdown the session ends at once with
+    /// runtime drops the task ([`ConnectionError::ShutDown`]) and when the outbound or the
+    /// ingress's packet sink panics ([`ConnectionError::Panicked`]). After shutdown the session ends at once with
     /// [`ConnectionError::ShutDown`].
+    ///
+    /// [`ConnectionError::Panicked`]: crate::ConnectionError::Panicked
+    /// [`ConnectionError::ShutDown`]: crate::ConnectionError::ShutDown
+    /// [`ConnectionError::UdpIdle`]: crate::ConnectionError::UdpIdle
     pub fn new_packet_connection<F>(
         &self,
         inbound: crate::client::PacketInbound,
@@ -398,77 +369,12 @@ impl ConnectionManager {
         let (entry, guard) = self.tracker.insert_as(metadata, crate::tracker::TransportProtocol::Udp);
         let id = entry.id;
         let outbound = self.outbound_for(id, outbound);
-        let shut_down = self.shut_down.clone();
-        if shut_down.load(Ordering::Acquire) {
+        if self.is_shut_down() {
             entry.request_close();
         }
-        let mut report = PacketCloseReport {
-            entry: entry.clone(),
-            guard: Some(guard),
-            observer: self.close_observer.clone(),
-            on_close: Some(on_close),
-        };
-        self.runtime.spawn(async move {
-            let result = if shut_down.load(Ordering::Acquire) {
-                Err(ConnectionError::ShutDown)
-            } else {
-                crate::relay::udp::run(&entry, inbound, outbound).await
-            };
-            let error = match result {
-                Err(ConnectionError::Closed) if shut_down.load(Ordering::Acquire) => {
-                    Some(ConnectionError::ShutDown)
-                }
-                other => other.err(),
-            };
-            report.finish(error);
-        });
+        let observer = self.close_observer.clone();
+        let report = CloseReport::new(entry.clone(), guard, observer, on_close, self.shut_down.clone());
+        self.runtime.spawn(tasks::udp(report, entry, inbound, outbound));
         id
-    }
-}
-
-/// Calls a UDP session's `on_close` exactly once: from the task when it ends, or from `Drop`
-/// (with [`ConnectionError::ShutDown`]) when the runtime drops the task before it ended.
-struct PacketCloseReport<F: FnOnce(ClosedConnection)> {
-    entry: Arc<crate::tracker::Entry>,
-    guard: Option<crate::tracker::EntryGuard>,
-    observer: Option<CloseObserver>,
-    on_close: Option<F>,
-}
-
-impl<F: FnOnce(ClosedConnection)> PacketCloseReport<F> {
-    fn finish(&mut self, error: Option<ConnectionError>) {
-        let Some(on_close) = self.on_close.take() else { return };
-        drop(self.guard.take());
-        let entry = &self.entry;
-        let closed = closed_report(entry, error);
-        let packets = (entry.packets_up.load(Ordering::Relaxed), entry.packets_down.load(Ordering::Relaxed));
-        let drops = entry.drops.load(Ordering::Relaxed);
-        match &closed.error {
-            None
-            | Some(ConnectionError::Closed | ConnectionError::ShutDown | ConnectionError::UdpIdle(_)) => {
-                tracing::debug!(
-                    id = closed.id, destination = %closed.destination, via = %closed.egress,
-                    packets_up = packets.0, packets_down = packets.1, drops,
-                    up = closed.bytes_up, down = closed.bytes_down, ms = closed.duration.as_millis() as u64,
-                    reason = closed.error.as_ref().map(tracing::field::display), "UDP session finished"
-                )
-            }
-            Some(error) => tracing::info!(
-                id = closed.id, destination = %closed.destination, via = %closed.egress,
-                packets_up = packets.0, packets_down = packets.1, drops,
-                up = closed.bytes_up, down = closed.bytes_down, ms = closed.duration.as_millis() as u64,
-                %error, "UDP session ended with an error"
-            ),
-        }
-        if let Some(observer) = &self.observer {
-            observer(&closed);
-        }
-        on_close(closed);
-    }
-}
-
-impl<F: FnOnce(ClosedConnection)> Drop for PacketCloseReport<F> {
-    fn drop(&mut self) {
-        self.finish(Some(ConnectionError::ShutDown));
     }
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use netswitch::client::InboundHandshake;
+use netswitch::client::{ClientStream, InboundHandshake};
 use netswitch::dial::socks5::Socks5Outbound;
 use netswitch::dial::{AttemptError, BoxFuture, DialError, FailureKind};
 use netswitch::inbound::socks::{SocksServer, SocksSettings};
@@ -118,7 +118,7 @@ async fn cached_early_data_rides_in_the_handshake_write() {
     let (accepted, _) = front.accept().await.unwrap();
     let manager = ConnectionManager::new(RelaySettings::default());
     let (tx, mut closed) = mpsc::unbounded_channel();
-    let inbound = Inbound { stream: accepted, early_data: b"EARLY".to_vec(), handshake: None };
+    let inbound = Inbound { stream: accepted.into(), early_data: b"EARLY".to_vec(), handshake: None };
     manager.new_connection(inbound, Metadata::new(destination.into()), socks5(upstream_addr), move |c| {
         let _ = tx.send(c);
     });
@@ -183,12 +183,12 @@ async fn server_speaks_first_banner_arrives_after_the_kick_wait() {
 struct RecordingReply(mpsc::UnboundedSender<Result<(), FailureKind>>);
 
 impl InboundHandshake for RecordingReply {
-    fn succeed<'a>(&'a mut self, _: &'a TcpStream, _: SocketAddr) -> BoxFuture<'a, io::Result<()>> {
+    fn succeed<'a>(&'a mut self, _: &'a ClientStream, _: SocketAddr) -> BoxFuture<'a, io::Result<()>> {
         let _ = self.0.send(Ok(()));
         Box::pin(async { Ok(()) })
     }
 
-    fn fail<'a>(&'a mut self, _: &'a TcpStream, error: &'a DialError) -> BoxFuture<'a, io::Result<()>> {
+    fn fail<'a>(&'a mut self, _: &'a ClientStream, error: &'a DialError) -> BoxFuture<'a, io::Result<()>> {
         let _ = self.0.send(Err(error.kind()));
         Box::pin(async { Ok(()) })
     }
@@ -207,7 +207,7 @@ async fn refused_case(
     let (reply_tx, mut replies) = mpsc::unbounded_channel();
     let (closed_tx, mut closed) = mpsc::unbounded_channel();
     let inbound = Inbound {
-        stream: accepted,
+        stream: accepted.into(),
         early_data: early.to_vec(),
         handshake: Some(Box::new(RecordingReply(reply_tx))),
     };

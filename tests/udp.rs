@@ -212,6 +212,23 @@ async fn close_all_and_shutdown_end_udp_sessions_once() {
     assert!(matches!(late.closed().await.error, Some(ConnectionError::ShutDown)));
 }
 
+/// A host may hand any duration as a connection's `udp_timeout`: one too large for the clock
+/// means "a year", never a panic of the session (its traffic keeps flowing, close reports once).
+#[tokio::test]
+async fn an_absurd_per_connection_timeout_neither_panics_nor_stops_the_session() {
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let manager = ConnectionManager::new(RelaySettings::default());
+    let mut metadata = Metadata::new(server.into());
+    metadata.options.udp_timeout = Some(Duration::MAX);
+    let mut session = start(&manager, metadata, UdpTimeouts::default());
+    for payload in [&b"first"[..], b"second"] {
+        session.send(&server.into(), payload).await;
+        assert_eq!(session.reply().await.0, payload);
+    }
+    assert!(manager.close(session.id), "the session was live");
+    assert!(matches!(session.closed().await.error, Some(ConnectionError::Closed)));
+}
+
 /// A sink for the table test: replies from every session into one channel.
 fn table_with(manager: &Arc<ConnectionManager>, capacity: usize) -> UdpSessionTable {
     let mut settings = UdpSettings::default();

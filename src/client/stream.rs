@@ -4,28 +4,37 @@
 use std::io;
 use std::net::SocketAddr;
 
-use tokio::net::TcpStream;
-
 use crate::dial::{BoxFuture, DialError};
+use crate::socket::ClientStream;
 
 /// A protocol step that tells the client the outcome of the dial (e.g. the SOCKS5 reply).
 ///
-/// The manager calls exactly one of the two methods, after the dial finished.
+/// The manager calls exactly one of the two methods, after the dial finished. Replies go to the
+/// client with [`ClientStream::write_all`].
 pub trait InboundHandshake: Send + 'static {
     /// The destination is connected; `bound` is the local address of the outbound socket.
-    fn succeed<'a>(&'a mut self, client: &'a TcpStream, bound: SocketAddr) -> BoxFuture<'a, io::Result<()>>;
+    fn succeed<'a>(
+        &'a mut self,
+        client: &'a ClientStream,
+        bound: SocketAddr,
+    ) -> BoxFuture<'a, io::Result<()>>;
 
     /// The dial failed; tell the client why (best effort: errors are ignored by the caller). The
     /// socket is closed right after: an implementation that sends a final reply also ends its
-    /// side gracefully (FIN, then discards what the client still sends, bounded in bytes and
-    /// time), so that unread client bytes cannot turn the close into a reset that loses the reply.
-    fn fail<'a>(&'a mut self, client: &'a TcpStream, error: &'a DialError) -> BoxFuture<'a, io::Result<()>>;
+    /// side gracefully ([`ClientStream::close_gracefully`]: FIN, then discards what the client
+    /// still sends, bounded in bytes and time), so that unread client bytes cannot turn the close
+    /// into a reset that loses the reply.
+    fn fail<'a>(
+        &'a mut self,
+        client: &'a ClientStream,
+        error: &'a DialError,
+    ) -> BoxFuture<'a, io::Result<()>>;
 }
 
 /// A client connection handed to [`crate::ConnectionManager::new_connection`].
 pub struct Inbound {
-    /// The client's socket.
-    pub stream: TcpStream,
+    /// The client's socket (`tokio::net::TcpStream::into()`).
+    pub stream: ClientStream,
     /// Bytes the ingress already read from the client past its own protocol (sent first).
     pub early_data: Vec<u8>,
     /// How to tell the client the dial's outcome. `None`: on failure the client socket is reset
@@ -34,9 +43,10 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// A plain client socket with no protocol of its own (e.g. a socket handed over by the host).
-    pub fn plain(stream: TcpStream) -> Inbound {
-        Inbound { stream, early_data: Vec::new(), handshake: None }
+    /// A plain client socket with no protocol of its own (e.g. a socket handed over by the host):
+    /// a `tokio::net::TcpStream` or a [`ClientStream`].
+    pub fn plain(stream: impl Into<ClientStream>) -> Inbound {
+        Inbound { stream: stream.into(), early_data: Vec::new(), handshake: None }
     }
 }
 

@@ -216,6 +216,7 @@ impl From<&ConnectionError> for NetswitchError {
             }
             ConnectionError::Closed => NetswitchError::Closed,
             ConnectionError::ShutDown => NetswitchError::ShutDown,
+            ConnectionError::Panicked(_) => NetswitchError::Internal { reason: error.to_string() },
         }
     }
 }

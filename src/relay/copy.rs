@@ -1,24 +1,27 @@
-//! One copy direction between two TCP sockets, driven by readiness.
+//! One copy direction between two streams, driven by readiness.
 //!
 //! The direction waits until its source is readable, borrows a pooled buffer, reads once, writes
 //! everything it read (waiting for the destination when it is full: backpressure), and gives the
-//! buffer back. End of file on the source becomes `shutdown(Write)` on the destination socket
-//! itself, so a half-close reaches the real peer.
+//! buffer back. End of file on the source becomes `shutdown(Write)` on the destination stream
+//! itself, so a half-close reaches the real peer. The streams are anything that implements the
+//! crate's [`StreamSocket`] contract (a kernel TCP socket, the client's [`crate::ClientStream`]).
 //!
-//! On Linux and Android a direction that has moved more than `pool::GROW_AFTER` bytes switches
-//! to `splice(2)` through a pipe of its own (see `splice.rs`): bulk bytes then never cross user
-//! space. A pipe holds at most its capacity, so backpressure is unchanged.
+//! On Linux and Android, when both streams are kernel sockets, a direction that has moved more
+//! than `pool::GROW_AFTER` bytes switches to `splice(2)` through a pipe (see `splice.rs`): bulk
+//! bytes then never cross user space. A pipe holds at most its capacity, so backpressure is
+//! unchanged. Like a buffer, the pipe is only held while bytes are in flight: when the source has
+//! nothing to read and the pipe is empty, it goes back to the thread's pipe pool, so a connection
+//! that went quiet after a bulk transfer holds no pipe.
 
 use std::io;
-use std::net::Shutdown;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{ready, Context, Poll};
 
-use tokio::net::TcpStream;
-
 use super::pool;
+use crate::socket::io::is_retry;
+use crate::socket::stream::StreamSocket;
 
-/// Which socket of a direction an error came from.
+/// Which stream of a direction an error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failed {
     /// Reading from the source failed.
@@ -71,22 +74,37 @@ impl Direction {
         matches!(self.state, State::Done)
     }
 
+    /// True while the direction holds a splice pipe.
+    #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
+    pub(crate) fn holds_pipe(&self) -> bool {
+        matches!(self.state, State::Splicing(_))
+    }
+
     /// Copies from `source` to `destination` until the source ends (then shuts the destination
     /// down for writing and returns `Ok`) or an error occurs. Adds every written byte to `counter`.
-    pub fn poll_copy(
+    /// A write that takes no byte of a non-empty buffer fails with `WriteZero`.
+    pub(crate) fn poll_copy<R, W>(
         &mut self,
         cx: &mut Context<'_>,
-        source: &TcpStream,
-        destination: &TcpStream,
+        source: &R,
+        destination: &W,
         counter: &AtomicU64,
-    ) -> Poll<Result<(), (Failed, io::Error)>> {
+    ) -> Poll<Result<(), (Failed, io::Error)>>
+    where
+        R: StreamSocket + ?Sized,
+        W: StreamSocket + ?Sized,
+    {
         loop {
             match &mut self.state {
                 State::Done => return Poll::Ready(Ok(())),
                 State::Reading => {
+                    ready!(source.poll_read_ready(cx)).map_err(|e| (Failed::Read, e))?;
                     #[cfg(any(target_os = "linux", target_os = "android"))]
-                    if self.may_splice && self.transferred >= pool::GROW_AFTER {
-                        match super::splice::Pipe::new() {
+                    if self.may_splice
+                        && self.transferred >= pool::GROW_AFTER
+                        && super::splice::fds(source, destination).is_some()
+                    {
+                        match super::splice::take() {
                             Ok(pipe) => {
                                 self.state = State::Splicing(pipe);
                                 continue;
@@ -97,14 +115,11 @@ impl Direction {
                             }
                         }
                     }
-                    ready!(source.poll_read_ready(cx)).map_err(|e| (Failed::Read, e))?;
                     let mut buffer = pool::take(self.transferred);
                     match source.try_read(&mut buffer) {
                         Ok(0) => {
                             pool::give(buffer);
-                            self.state = State::Done;
-                            let shut = socket2::SockRef::from(destination).shutdown(Shutdown::Write);
-                            return Poll::Ready(shut.map_err(|e| (Failed::Write, e)));
+                            return Poll::Ready(self.finish(destination));
                         }
                         Ok(end) => self.state = State::Writing { buffer, start: 0, end },
                         Err(e) if is_retry(&e) => pool::give(buffer),
@@ -116,29 +131,35 @@ impl Direction {
                 }
                 #[cfg(any(target_os = "linux", target_os = "android"))]
                 State::Splicing(pipe) => {
-                    use std::os::fd::AsRawFd;
                     use tokio::io::Interest;
+                    let Some((from, to)) = super::splice::fds(source, destination) else {
+                        return Poll::Ready(Err((
+                            Failed::Read,
+                            io::Error::other("stream lost its descriptor"),
+                        )));
+                    };
                     if pipe.held == 0 {
-                        ready!(source.poll_read_ready(cx)).map_err(|e| (Failed::Read, e))?;
-                        match source.try_io(Interest::READABLE, || pipe.fill_from(source.as_raw_fd())) {
-                            Ok(0) => {
-                                self.state = State::Done;
-                                let shut = socket2::SockRef::from(destination).shutdown(Shutdown::Write);
-                                return Poll::Ready(shut.map_err(|e| (Failed::Write, e)));
+                        if source.poll_read_ready(cx).map_err(|e| (Failed::Read, e))?.is_pending() {
+                            // Quiet with an empty pipe: give it back until bytes come again.
+                            if let State::Splicing(pipe) = std::mem::replace(&mut self.state, State::Reading)
+                            {
+                                super::splice::give(pipe);
                             }
+                            return Poll::Pending;
+                        }
+                        match source.try_splice(Interest::READABLE, &mut || pipe.fill_from(from)) {
+                            Ok(0) => return Poll::Ready(self.finish(destination)),
                             Ok(_) => {}
                             Err(e) if is_retry(&e) => {}
                             Err(e) => return Poll::Ready(Err((Failed::Read, e))),
                         }
                     } else {
                         ready!(destination.poll_write_ready(cx)).map_err(|e| (Failed::Write, e))?;
-                        match destination
-                            .try_io(Interest::WRITABLE, || pipe.drain_into(destination.as_raw_fd()))
-                        {
-                            Ok(written) => {
-                                self.transferred += written as u64;
-                                counter.fetch_add(written as u64, Ordering::Relaxed);
+                        match destination.try_splice(Interest::WRITABLE, &mut || pipe.drain_into(to)) {
+                            Ok(0) => {
+                                return Poll::Ready(Err((Failed::Write, io::ErrorKind::WriteZero.into())))
                             }
+                            Ok(written) => self.count(written, counter),
                             Err(e) if is_retry(&e) => {}
                             Err(e) => return Poll::Ready(Err((Failed::Write, e))),
                         }
@@ -147,11 +168,12 @@ impl Direction {
                 State::Writing { buffer, start, end } => {
                     ready!(destination.poll_write_ready(cx)).map_err(|e| (Failed::Write, e))?;
                     match destination.try_write(&buffer[*start..*end]) {
+                        Ok(0) => return Poll::Ready(Err((Failed::Write, io::ErrorKind::WriteZero.into()))),
                         Ok(written) => {
                             *start += written;
-                            self.transferred += written as u64;
-                            counter.fetch_add(written as u64, Ordering::Relaxed);
-                            if *start == *end {
+                            let emptied = *start == *end;
+                            self.count(written, counter);
+                            if emptied {
                                 if let State::Writing { buffer, .. } =
                                     std::mem::replace(&mut self.state, State::Reading)
                                 {
@@ -166,16 +188,32 @@ impl Direction {
             }
         }
     }
-}
 
-fn is_retry(error: &io::Error) -> bool {
-    matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
+    fn count(&mut self, written: usize, counter: &AtomicU64) {
+        self.transferred += written as u64;
+        counter.fetch_add(written as u64, Ordering::Relaxed);
+    }
+
+    /// The source ended: give back what is held and pass the end on as a half-close.
+    fn finish<W: StreamSocket + ?Sized>(&mut self, destination: &W) -> Result<(), (Failed, io::Error)> {
+        self.release();
+        self.state = State::Done;
+        destination.shutdown_write().map_err(|e| (Failed::Write, e))
+    }
+
+    /// Gives a held buffer or pipe back to its pool.
+    fn release(&mut self) {
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Writing { buffer, .. } => pool::give(buffer),
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            State::Splicing(pipe) => super::splice::give(pipe),
+            State::Reading | State::Done => {}
+        }
+    }
 }
 
 impl Drop for Direction {
     fn drop(&mut self) {
-        if let State::Writing { buffer, .. } = std::mem::replace(&mut self.state, State::Done) {
-            pool::give(buffer);
-        }
+        self.release();
     }
 }

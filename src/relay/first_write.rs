@@ -11,7 +11,6 @@
 //!   When both apply, the handshake is completed first with no payload, and the first payload is
 //!   then fragmented (a ClientHello glued behind a SOCKS request could not be cut on its own).
 
-use std::io;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -19,6 +18,8 @@ use tokio::net::TcpStream;
 
 use super::{pool, ConnectionError, Side};
 use crate::dial::LazyHandshake;
+use crate::socket::io::read_once;
+use crate::socket::ClientStream;
 use crate::tls_fragment::{self, FragmentSettings};
 use crate::tracker::Entry;
 
@@ -45,7 +46,7 @@ pub(crate) async fn complete(
 /// completes the handshake with them (or alone if none came, or the client already ended).
 pub(crate) async fn kick(
     entry: &Entry,
-    client: &TcpStream,
+    client: &ClientStream,
     remote: &TcpStream,
     handshake: Box<dyn LazyHandshake>,
 ) -> Result<(), ConnectionError> {
@@ -86,7 +87,7 @@ pub(crate) async fn write_fragmented(
 /// up. End of file writes nothing (the upload direction then sees it and shuts the remote down).
 pub(crate) async fn fragment_first_read(
     entry: &Entry,
-    client: &TcpStream,
+    client: &ClientStream,
     remote: &TcpStream,
     settings: FragmentSettings,
 ) -> Result<(), ConnectionError> {
@@ -98,16 +99,4 @@ pub(crate) async fn fragment_first_read(
     };
     pool::give(buffer);
     result
-}
-
-/// Waits until `stream` is readable and reads once: what is available, 0 at end of file.
-async fn read_once(stream: &TcpStream, buffer: &mut [u8]) -> io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        match stream.try_read(buffer) {
-            Ok(read) => return Ok(read),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
-            Err(e) => return Err(e),
-        }
-    }
 }

@@ -6,7 +6,11 @@ pub mod nat;
 pub mod pool;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod splice;
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub use splice::KEPT_PIPES;
 pub(crate) mod tcp;
+#[cfg(test)]
+mod tests;
 pub mod udp;
 
 use std::fmt;
@@ -67,9 +71,14 @@ pub enum ConnectionError {
     /// Closed on request (`close(id)`, `close_all()`, a network change).
     #[error("closed by request")]
     Closed,
-    /// The manager was shut down (before or while the connection ran).
+    /// The manager was shut down (before or while the connection ran), or the runtime running
+    /// the connection dropped it.
     #[error("connection manager is shut down")]
     ShutDown,
+    /// Code run for the connection panicked (an `Outbound`, an `InboundHandshake`, a
+    /// `PacketSink`, or netswitch itself); the text is the panic's message.
+    #[error("connection task panicked: {0}")]
+    Panicked(String),
 }
 
 /// What the manager reports once a connection is over; passed to the `on_close` callback.

@@ -1,13 +1,68 @@
 //! Zero-copy relaying for bulk flows on Linux and Android: `splice(2)` moves bytes from the
 //! source socket into a pipe and from the pipe into the destination socket without copying them
 //! through user space. A direction switches to it only after it has moved
-//! [`super::pool::GROW_AFTER`] bytes, so short and idle connections never hold a pipe.
+//! [`super::pool::GROW_AFTER`] bytes, so short connections never hold a pipe.
+//!
+//! A pipe is held only while bytes are in flight, like a relay buffer: a direction takes one when
+//! its source is readable and gives it back, empty, when the source has nothing more to read
+//! (the moment it goes back to waiting for readability). Given-back pipes wait in a small pool per
+//! thread ([`KEPT_PIPES`]), so a bulk flow that pauses and resumes many times a second costs no
+//! system call for it, and an idle connection after a bulk transfer holds no pipe (no descriptor,
+//! no kernel pipe buffer). A pipe that still holds bytes (the destination is full) stays with its
+//! direction until they are written: that is backpressure, bounded by the pipe's capacity.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::socket::stream::StreamSocket;
+
 /// The most one splice call moves (the pipe's capacity bounds it further).
 pub const CHUNK: usize = 1024 * 1024;
+/// How many empty pipes one thread keeps for the next bulk direction that becomes readable.
+pub const KEPT_PIPES: usize = 4;
+
+thread_local! {
+    static IDLE_PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The kernel descriptors of `source` and `destination` when both have one: only then can a
+/// direction splice.
+pub(crate) fn fds<R, W>(source: &R, destination: &W) -> Option<(RawFd, RawFd)>
+where
+    R: StreamSocket + ?Sized,
+    W: StreamSocket + ?Sized,
+{
+    Some((source.splice_fd()?, destination.splice_fd()?))
+}
+
+/// An empty pipe: one this thread kept, or a new one.
+pub fn take() -> io::Result<Pipe> {
+    match IDLE_PIPES.try_with(|kept| kept.borrow_mut().pop()) {
+        Ok(Some(pipe)) => Ok(pipe),
+        _ => Pipe::new(),
+    }
+}
+
+/// Gives a pipe back: kept for reuse when it is empty and this thread keeps fewer than
+/// [`KEPT_PIPES`]; closed otherwise.
+pub fn give(pipe: Pipe) {
+    if pipe.held != 0 {
+        return;
+    }
+    let _ = IDLE_PIPES.try_with(|kept| {
+        let mut kept = kept.borrow_mut();
+        if kept.len() < KEPT_PIPES {
+            kept.push(pipe);
+        }
+    });
+}
+
+/// How many empty pipes this thread keeps.
+#[cfg(test)]
+pub fn kept() -> usize {
+    IDLE_PIPES.with(|kept| kept.borrow().len())
+}
 
 /// A non-blocking pipe and how many bytes sit in it.
 #[derive(Debug)]

@@ -14,9 +14,10 @@ use tokio::time::{Instant, Sleep};
 
 use super::copy::{Direction, Failed};
 use super::{first_write, ConnectionError, Side};
-use crate::client::{Inbound, InboundHandshake};
+use crate::client::{ClientStream, Inbound, InboundHandshake};
 use crate::dial::{DialedStream, LazyHandshake, Outbound};
 use crate::socket::io::write_all;
+use crate::socket::stream::StreamSocket;
 use crate::tls_fragment::FragmentSettings;
 use crate::tracker::Entry;
 
@@ -35,7 +36,7 @@ pub(crate) async fn run(
     // Every client stream passes here (SOCKS, a socket handed over by the host). Without
     // TCP_NODELAY an answer relayed in two small writes waits ~40 ms for the client's delayed ACK.
     // A socket that is not TCP (a Unix socketpair from the host) has no such option: ignored.
-    if let Err(error) = client.set_nodelay(true) {
+    if let Err(error) = client.set_nodelay() {
         tracing::trace!(%error, "TCP_NODELAY not set on the client socket");
     }
     let target = entry.metadata.dial_target();
@@ -65,12 +66,12 @@ pub(crate) async fn run(
     match result {
         Ok(()) => Ok(()),
         Err(Failure::Reported(error)) => {
-            reset(&remote);
+            remote.reset();
             Err(error)
         }
         Err(Failure::Other(error)) => {
-            reset(&client);
-            reset(&remote);
+            client.reset();
+            remote.reset();
             Err(error)
         }
     }
@@ -78,7 +79,7 @@ pub(crate) async fn run(
 
 /// Tells the client a dial failed: the ingress's failure reply, or a reset without one.
 async fn report_failure(
-    client: &TcpStream,
+    client: &ClientStream,
     handshake: Option<Box<dyn InboundHandshake>>,
     error: &ConnectionError,
 ) {
@@ -88,7 +89,7 @@ async fn report_failure(
                 tracing::debug!(error = %e, "could not send the failure reply to the client");
             }
         }
-        _ => reset(client),
+        _ => client.reset(),
     }
 }
 
@@ -109,7 +110,7 @@ impl From<ConnectionError> for Failure {
 /// What the steps after a successful dial work on.
 struct Steps<'a> {
     entry: &'a Entry,
-    client: &'a TcpStream,
+    client: &'a ClientStream,
     remote: &'a TcpStream,
     fragment: FragmentSettings,
     half_close_timeout: Option<Duration>,
@@ -199,14 +200,16 @@ impl Steps<'_> {
 ///
 /// `first_read`, when given, handles the upload direction's first read and write (the TLS
 /// fragmenter); the normal upload copy starts once it finished. The download copy runs meanwhile.
-async fn copy_both_ways<F>(
+pub(super) async fn copy_both_ways<C, R, F>(
     entry: &Entry,
-    client: &TcpStream,
-    remote: &TcpStream,
+    client: &C,
+    remote: &R,
     half_close_timeout: Option<Duration>,
     mut first_read: Option<Pin<Box<F>>>,
 ) -> Result<(), ConnectionError>
 where
+    C: StreamSocket + ?Sized,
+    R: StreamSocket + ?Sized,
     F: Future<Output = Result<(), ConnectionError>>,
 {
     let mut up = Direction::default();
@@ -261,11 +264,6 @@ fn io_error(failed: Failed, source_side: Side, destination_side: Side, source: i
         Failed::Read => ConnectionError::Io { side: source_side, operation: "read", source },
         Failed::Write => ConnectionError::Io { side: destination_side, operation: "write", source },
     }
-}
-
-/// Makes the coming close send a reset (linger 0) so the peer sees an abort, not a clean end.
-fn reset(stream: &TcpStream) {
-    let _ = socket2::SockRef::from(stream).set_linger(Some(Duration::ZERO));
 }
 
 #[cfg(test)]

@@ -170,12 +170,12 @@ impl Session<'_> {
         uplink: &mut mpsc::Receiver<Datagram>,
         idle: Duration,
     ) -> Result<(), ConnectionError> {
-        let sleep = tokio::time::sleep_until(self.last_activity + idle);
+        let sleep = tokio::time::sleep_until(crate::deadline::after(self.last_activity, idle));
         tokio::pin!(sleep);
         loop {
             tokio::select! {
                 () = &mut sleep => {
-                    let deadline = self.last_activity + idle;
+                    let deadline = crate::deadline::after(self.last_activity, idle);
                     if deadline <= Instant::now() {
                         return Err(ConnectionError::UdpIdle(idle));
                     }

@@ -1,22 +1,23 @@
-//! Whole writes and exact reads on a shared `&TcpStream`, driven by readiness: for handshakes
-//! and first writes that happen outside the copy engine (which both directions share by `&`);
-//! and the graceful close after a final protocol reply.
+//! Whole writes and exact reads on a shared stream, driven by readiness: for handshakes and first
+//! writes that happen outside the copy engine (which both directions share by `&`); and the
+//! graceful close after a final protocol reply. Generic over [`StreamSocket`], so they work on a
+//! kernel `TcpStream` and on the client's [`super::ClientStream`] alike.
 
+use std::future::poll_fn;
 use std::io;
-use std::net::Shutdown;
 use std::time::Duration;
 
-use tokio::net::TcpStream;
+use super::stream::StreamSocket;
 
-/// Writes all of `bytes`, waiting for room as needed. A zero-length write from the kernel is
+/// Writes all of `bytes`, waiting for room as needed. A zero-length write from the stream is
 /// `WriteZero`.
-pub async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_all<S: StreamSocket + ?Sized>(stream: &S, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        stream.writable().await?;
+        poll_fn(|cx| stream.poll_write_ready(cx)).await?;
         match stream.try_write(bytes) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if is_retry(&e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -25,18 +26,32 @@ pub async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
 
 /// Reads exactly `buf.len()` bytes, never more (what follows stays in the socket for the
 /// relay); end of file before that is `UnexpectedEof`.
-pub async fn read_exact(stream: &TcpStream, buf: &mut [u8]) -> io::Result<()> {
+pub(crate) async fn read_exact<S: StreamSocket + ?Sized>(stream: &S, buf: &mut [u8]) -> io::Result<()> {
     let mut filled = 0;
     while filled < buf.len() {
-        stream.readable().await?;
-        match stream.try_read(&mut buf[filled..]) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+        match read_once(stream, &mut buf[filled..]).await? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => filled += n,
         }
     }
     Ok(())
+}
+
+/// Waits until `stream` is readable and reads once: what is available, 0 at end of file.
+pub(crate) async fn read_once<S: StreamSocket + ?Sized>(stream: &S, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        poll_fn(|cx| stream.poll_read_ready(cx)).await?;
+        match stream.try_read(buf) {
+            Ok(read) => return Ok(read),
+            Err(e) if is_retry(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// True for the errors after which a non-blocking operation is simply tried again.
+pub(crate) fn is_retry(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted)
 }
 
 /// At most this many bytes are read and discarded while closing a client after its final reply.
@@ -48,22 +63,17 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 /// discards what the client still sends until it closes, at most [`DRAIN_LIMIT`] bytes for
 /// [`DRAIN_TIMEOUT`]. Closing with unread bytes would make the kernel send a reset, which discards
 /// a reply still queued for sending (and makes some clients drop one they already received).
-pub async fn close_gracefully(stream: &TcpStream) {
-    if socket2::SockRef::from(stream).shutdown(Shutdown::Write).is_err() {
+pub(crate) async fn close_gracefully<S: StreamSocket + ?Sized>(stream: &S) {
+    if stream.shutdown_write().is_err() {
         return;
     }
     let drain = async {
         let mut scratch = [0u8; 1024];
         let mut drained = 0;
         while drained < DRAIN_LIMIT {
-            if stream.readable().await.is_err() {
-                return;
-            }
-            match stream.try_read(&mut scratch) {
-                Ok(0) => return,
+            match read_once(stream, &mut scratch).await {
+                Ok(0) | Err(_) => return,
                 Ok(read) => drained += read,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
             }
         }
     };

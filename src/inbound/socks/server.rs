@@ -129,7 +129,7 @@ async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Cont
         return;
     }
     let reply = SocksReply { client: peer, destination: destination.clone() };
-    let inbound = Inbound { stream, early_data, handshake: Some(Box::new(reply)) };
+    let inbound = Inbound { stream: stream.into(), early_data, handshake: Some(Box::new(reply)) };
     let id = context.manager.new_connection(
         inbound,
         Metadata::new(destination.clone()),
@@ -260,12 +260,20 @@ struct SocksReply {
 }
 
 impl InboundHandshake for SocksReply {
-    fn succeed<'a>(&'a mut self, client: &'a TcpStream, bound: SocketAddr) -> BoxFuture<'a, io::Result<()>> {
+    fn succeed<'a>(
+        &'a mut self,
+        client: &'a crate::client::ClientStream,
+        bound: SocketAddr,
+    ) -> BoxFuture<'a, io::Result<()>> {
         let reply = socks5::encode_reply(ReplyCode::Succeeded, bound);
         Box::pin(async move { write_all(client, &reply).await })
     }
 
-    fn fail<'a>(&'a mut self, client: &'a TcpStream, error: &'a DialError) -> BoxFuture<'a, io::Result<()>> {
+    fn fail<'a>(
+        &'a mut self,
+        client: &'a crate::client::ClientStream,
+        error: &'a DialError,
+    ) -> BoxFuture<'a, io::Result<()>> {
         let code = error.reply_code();
         tracing::debug!(
             client = %self.client, destination = %self.destination, reply = u8::from(code), %error,

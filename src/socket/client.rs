@@ -1,0 +1,134 @@
+//! The client's socket as an ingress hands it to the manager: opaque, so that the kind of stream
+//! behind it (a kernel TCP socket today, a userspace TCP stack's socket next) can grow without
+//! changing the public API or the relay's per-connection state.
+
+use std::io;
+use std::task::{Context, Poll};
+
+use tokio::net::TcpStream;
+
+use super::stream::StreamSocket;
+
+/// The client's side of a TCP connection: build it from a `tokio::net::TcpStream` (`From`), read
+/// it back with [`ClientStream::as_tcp`]. An [`crate::InboundHandshake`] writes its replies with
+/// [`ClientStream::write_all`] and ends after a final one with [`ClientStream::close_gracefully`].
+///
+/// Dropping it closes the socket.
+pub struct ClientStream(Kind);
+
+enum Kind {
+    /// A kernel TCP socket (or any stream socket registered with tokio, e.g. a Unix socketpair
+    /// handed over by the host as a `TcpStream`).
+    Tcp(TcpStream),
+    /// An in-memory pipe end (tests of the relay over a stream that is not a kernel socket).
+    #[cfg(test)]
+    Pipe(super::pipe::PipeEnd),
+}
+
+impl From<TcpStream> for ClientStream {
+    fn from(stream: TcpStream) -> ClientStream {
+        ClientStream(Kind::Tcp(stream))
+    }
+}
+
+#[cfg(test)]
+impl From<super::pipe::PipeEnd> for ClientStream {
+    fn from(end: super::pipe::PipeEnd) -> ClientStream {
+        ClientStream(Kind::Pipe(end))
+    }
+}
+
+impl ClientStream {
+    /// The kernel TCP socket, when the client is one.
+    pub fn as_tcp(&self) -> Option<&TcpStream> {
+        match &self.0 {
+            Kind::Tcp(stream) => Some(stream),
+            #[cfg(test)]
+            Kind::Pipe(_) => None,
+        }
+    }
+
+    /// Writes all of `bytes` to the client, waiting for room as needed (a zero-length write from
+    /// the socket is `WriteZero`).
+    pub async fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        super::io::write_all(self, bytes).await
+    }
+
+    /// Ends the connection after a final reply without losing it: sends FIN, then reads and
+    /// discards what the client still sends, at most 64 KiB for 1 s (a close with unread bytes
+    /// would be a reset, which can destroy the reply).
+    pub async fn close_gracefully(&self) {
+        super::io::close_gracefully(self).await
+    }
+
+    /// Turns Nagle's algorithm off on a TCP client (a relayed answer written in two pieces must
+    /// not wait for the client's delayed ACK). Other streams have no such option: `Ok`.
+    pub(crate) fn set_nodelay(&self) -> io::Result<()> {
+        match &self.0 {
+            Kind::Tcp(stream) => stream.set_nodelay(true),
+            #[cfg(test)]
+            Kind::Pipe(_) => Ok(()),
+        }
+    }
+}
+
+/// Forwards every call to the stream behind it.
+macro_rules! each_kind {
+    ($self:ident, $stream:ident => $call:expr) => {
+        match &$self.0 {
+            Kind::Tcp($stream) => $call,
+            #[cfg(test)]
+            Kind::Pipe($stream) => $call,
+        }
+    };
+}
+
+impl StreamSocket for ClientStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_kind!(self, s => StreamSocket::poll_read_ready(s, cx))
+    }
+
+    fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each_kind!(self, s => StreamSocket::poll_write_ready(s, cx))
+    }
+
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        each_kind!(self, s => StreamSocket::try_read(s, buf))
+    }
+
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        each_kind!(self, s => StreamSocket::try_write(s, buf))
+    }
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        each_kind!(self, s => StreamSocket::shutdown_write(s))
+    }
+
+    fn reset(&self) {
+        each_kind!(self, s => StreamSocket::reset(s))
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn splice_fd(&self) -> Option<std::os::fd::RawFd> {
+        each_kind!(self, s => StreamSocket::splice_fd(s))
+    }
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    fn try_splice(
+        &self,
+        interest: tokio::io::Interest,
+        op: &mut dyn FnMut() -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        each_kind!(self, s => StreamSocket::try_splice(s, interest, op))
+    }
+}
+
+impl std::fmt::Debug for ClientStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Kind::Tcp(stream) => f.debug_tuple("ClientStream").field(stream).finish(),
+            #[cfg(test)]
+            Kind::Pipe(end) => f.debug_tuple("ClientStream").field(end).finish(),
+        }
+    }
+}
