@@ -210,6 +210,7 @@ enum ServeError {
 async fn serve(config: Config) -> Result<(), ServeError> {
     let netswitch = Netswitch::builder(config.clone()).build()?;
     let manager = netswitch.manager().clone();
+    let changes = networks::subscribe();
     match networks::read_host(&config) {
         Ok(snapshot) => {
             manager.update_interfaces(snapshot);
@@ -218,7 +219,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
             tracing::warn!(%error, "could not read the host's interfaces; dials will fail until they can be read")
         }
     }
-    networks::spawn_refresh(manager.clone(), config.interface_types.clone());
+    networks::spawn_refresh(manager.clone(), config.interface_types.clone(), changes);
     let mut signals = Signals::new().map_err(ServeError::Signal)?;
     let server = netswitch.start_socks(netswitch.socks_settings().clone()).await?;
     let users = config.socks.users.len();
