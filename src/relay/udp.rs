@@ -245,7 +245,11 @@ impl Session<'_> {
             };
             self.last_activity = Instant::now();
             let shown = self.nat.incoming(source);
-            match self.downlink.send_to_client(&buffer[..length], &shown).await {
+            let sent = match self.downlink.try_send_to_client(&buffer[..length], &shown) {
+                Some(sent) => sent,
+                None => self.downlink.send_to_client(&buffer[..length], &shown).await,
+            };
+            match sent {
                 Ok(()) => {
                     self.entry.packets_down.fetch_add(1, Ordering::Relaxed);
                     self.entry.bytes_down.fetch_add(length as u64, Ordering::Relaxed);

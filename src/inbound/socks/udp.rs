@@ -33,10 +33,13 @@
 //! | a header cut short, an unknown address type, an empty or non-UTF-8 domain, port 0 | dropped, counted |
 //! | bytes on the control connection | ignored |
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use nix::sys::socket::{sendmsg, MsgFlags, SockaddrStorage};
+use tokio::io::Interest;
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::context::Context;
@@ -56,23 +59,63 @@ const _: () = assert!(pool::LARGE >= MAX_DATAGRAM);
 const RECEIVE_BATCH: usize = 32;
 
 /// Sends replies to the associated client through the relay socket, with the SOCKS UDP header.
+/// No allocation per reply: the header and the payload go out in one `sendmsg` from two slices,
+/// and the header is re-encoded only when the shown source changes (one session usually shows
+/// one source).
 struct SocksSink {
     socket: Arc<UdpSocket>,
-    client: SocketAddr,
+    client: SockaddrStorage,
+    /// The header last written and the source it shows.
+    header: Mutex<(Option<Destination>, Vec<u8>)>,
+}
+
+impl SocksSink {
+    fn new(socket: Arc<UdpSocket>, client: SocketAddr) -> SocksSink {
+        SocksSink { socket, client: SockaddrStorage::from(client), header: Mutex::new((None, Vec::new())) }
+    }
+
+    /// One `sendmsg` of header and payload if the socket takes it now; `WouldBlock` otherwise.
+    fn send_now(&self, payload: &[u8], source: &Destination) -> io::Result<()> {
+        let mut header = self.header.lock().unwrap_or_else(PoisonError::into_inner);
+        let (shown, bytes) = &mut *header;
+        if shown.as_ref() != Some(source) {
+            *shown = None;
+            bytes.clear();
+            socks5::encode_udp_header(source, bytes)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+            *shown = Some(source.clone());
+        }
+        let slices = [IoSlice::new(bytes), IoSlice::new(payload)];
+        self.socket
+            .try_io(Interest::WRITABLE, || {
+                sendmsg(self.socket.as_raw_fd(), &slices, &[], MsgFlags::empty(), Some(&self.client))
+                    .map_err(io::Error::from)
+            })
+            .map(|_| ())
+    }
 }
 
 impl PacketSink for SocksSink {
+    fn try_send_to_client(&self, payload: &[u8], source: &Destination) -> Option<io::Result<()>> {
+        match self.send_now(payload, source) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
+            result => Some(result),
+        }
+    }
+
     fn send_to_client<'a>(
         &'a self,
         payload: &'a [u8],
         source: &'a Destination,
     ) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
-            let mut datagram = Vec::with_capacity(payload.len() + 22);
-            socks5::encode_udp_header(source, &mut datagram)
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-            datagram.extend_from_slice(payload);
-            self.socket.send_to(&datagram, self.client).await.map(|_| ())
+            loop {
+                self.socket.writable().await?;
+                match self.send_now(payload, source) {
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    result => return result,
+                }
+            }
         })
     }
 }
@@ -272,7 +315,7 @@ impl<'a> Association<'a> {
             client,
             datagram,
             |d| Metadata::new(d.clone()),
-            || Arc::new(SocksSink { socket: socket.clone(), client }),
+            || Arc::new(SocksSink::new(socket.clone(), client)),
         );
         match dispatched {
             Dispatched::Refused => self.counters.refused += 1,
