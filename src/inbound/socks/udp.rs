@@ -19,7 +19,7 @@
 //!
 //! Resources: an idle association holds its relay socket, its control connection and a few
 //! hundred bytes of state, but no receive buffer: it waits for the relay socket to be readable
-//! and borrows a buffer from the relay pool only while it reads a batch of datagrams. A server
+//! and borrows a batch buffer (see `relay::recv_batch`) only while it reads a batch of datagrams. A server
 //! keeps at most [`UdpSettings::max_associations`](crate::inbound::udp_sessions::UdpSettings::max_associations) associations (the next request gets reply
 //! 0x01) and at most [`UdpSettings::max_sockets`](crate::inbound::udp_sessions::UdpSettings::max_sockets) sessions across all of them (a datagram that
 //! needs one more is dropped); both refusals are counted in [`UdpLimits`](crate::inbound::udp_sessions::UdpLimits) and warned about at
@@ -47,13 +47,13 @@ use crate::client::{Datagram, PacketSink};
 use crate::dial::BoxFuture;
 use crate::inbound::udp_sessions::{Dispatched, UdpSessionTable};
 use crate::metadata::{Destination, Host, Metadata};
-use crate::relay::pool;
+use crate::relay::recv_batch::Batch;
 use crate::socks5::{self, ReplyCode, UdpHeaderError};
 
 /// Largest datagram the relay socket receives (the UDP maximum).
 const MAX_DATAGRAM: usize = 65_535;
-// The pooled buffer a batch of client datagrams is read into holds the largest one.
-const _: () = assert!(pool::LARGE >= MAX_DATAGRAM);
+// Each slot of the batch buffer client datagrams are read into holds the largest one.
+const _: () = assert!(crate::relay::recv_batch::SLOT >= MAX_DATAGRAM);
 /// How many client datagrams one readiness event of the relay socket reads before the
 /// association looks at its control connection again.
 const RECEIVE_BATCH: usize = 32;
@@ -237,7 +237,7 @@ impl<'a> Association<'a> {
     }
 
     /// Relays client datagrams into sessions until the control connection ends; returns why it
-    /// ended. Holds no buffer while idle: one is borrowed from the relay pool only while
+    /// ended. Holds no buffer while idle: a batch buffer is borrowed only while
     /// datagrams are read.
     async fn relay(&mut self, control: TcpStream) -> String {
         loop {
@@ -263,23 +263,27 @@ impl<'a> Association<'a> {
         }
     }
 
-    /// Reads the datagrams waiting on the relay socket (at most one batch) into a pooled buffer.
+    /// Reads the datagrams waiting on the relay socket (at most [`RECEIVE_BATCH`]), several per
+    /// system call, into a borrowed batch buffer.
     fn receive_batch(&mut self) -> io::Result<()> {
-        let mut buffer = pool::take(pool::GROW_AFTER);
-        let mut result = Ok(());
-        for _ in 0..RECEIVE_BATCH {
-            match self.socket.try_recv_from(&mut buffer) {
-                Ok((length, source)) => self.handle(&buffer[..length], source),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if crate::relay::udp::is_transient(&error) => {}
-                Err(error) => {
-                    result = Err(error);
-                    break;
+        let mut batch = Batch::take();
+        let mut seen = 0;
+        while seen < RECEIVE_BATCH {
+            match batch.receive(self.socket) {
+                Ok(count) => {
+                    seen += count;
+                    for index in 0..count {
+                        if let (datagram, Some(source)) = batch.get(index) {
+                            self.handle(datagram, source);
+                        }
+                    }
                 }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if crate::relay::udp::is_transient(&error) => seen += 1,
+                Err(error) => return Err(error),
             }
         }
-        pool::give(buffer);
-        result
+        Ok(())
     }
 
     /// Checks one datagram's source and header and dispatches it to its session.
