@@ -27,6 +27,16 @@ pub trait PacketSink: Send + Sync + 'static {
         payload: &'a [u8],
         source: &'a Destination,
     ) -> BoxFuture<'a, io::Result<()>>;
+
+    /// Sends one reply at once if that needs no waiting: `Some` with the outcome (as for
+    /// [`PacketSink::send_to_client`]), or `None` when the sink would have to wait, and then the
+    /// relay calls [`PacketSink::send_to_client`] for the same reply. The relay tries this first
+    /// for every reply, so a sink that can send without a future saves one per reply. The
+    /// default always answers `None`.
+    fn try_send_to_client(&self, payload: &[u8], source: &Destination) -> Option<io::Result<()>> {
+        let _ = (payload, source);
+        None
+    }
 }
 
 /// The client side of a UDP session, handed to [`crate::ConnectionManager::new_packet_connection`].

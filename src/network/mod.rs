@@ -3,10 +3,14 @@
 //! - [`interface`]: [`NetworkInterface`] and the validated [`InterfaceSnapshot`] the host pushes;
 //! - [`state`]: [`NetworkState`], the current snapshot, and the [`SnapshotChange`] an update makes;
 //! - [`strategy`]: [`NetworkStrategy`] and [`select_interfaces`], the primary / fallback sets;
-//! - [`family`]: [`DomainStrategy`], which address families a connection uses and in which order.
+//! - [`family`]: [`DomainStrategy`], which address families a connection uses and in which order;
+//! - [`host`]: the desktop host's own interfaces as a snapshot; on Linux `host_changes` says when
+//!   to read them again (rtnetlink notifications, no timer).
 
 pub mod family;
 pub mod host;
+#[cfg(target_os = "linux")]
+pub mod host_changes;
 pub mod interface;
 pub mod state;
 pub mod strategy;

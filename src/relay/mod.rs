@@ -4,6 +4,7 @@ pub(crate) mod copy;
 pub(crate) mod first_write;
 pub mod nat;
 pub mod pool;
+pub(crate) mod recv_batch;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod splice;
 #[cfg(any(target_os = "linux", target_os = "android"))]

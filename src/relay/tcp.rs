@@ -3,6 +3,7 @@
 
 use std::future::{poll_fn, Future};
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -54,9 +55,11 @@ pub(crate) async fn run(
         }
     };
     let DialedStream { stream: remote, egress, handshake: lazy } = dialed;
-    entry.set_egress(egress.with_local_address(remote.local_addr().ok()));
+    // Read once: the egress records it and the success reply carries it.
+    let local = remote.local_addr().ok();
+    entry.set_egress(egress.with_local_address(local));
     let fragment = fragment_defaults.for_connection(&entry.metadata.options);
-    let steps = Steps { entry, client: &client, remote: &remote, fragment, half_close_timeout };
+    let steps = Steps { entry, client: &client, remote: &remote, local, fragment, half_close_timeout };
     let work = steps.run(handshake, lazy, early_data);
     let result = tokio::select! {
         biased;
@@ -112,6 +115,8 @@ struct Steps<'a> {
     entry: &'a Entry,
     client: &'a ClientStream,
     remote: &'a TcpStream,
+    /// The outbound socket's local address, when it could be read.
+    local: Option<SocketAddr>,
     fragment: FragmentSettings,
     half_close_timeout: Option<Duration>,
 }
@@ -190,7 +195,11 @@ impl Steps<'_> {
     }
 
     async fn succeed(&self, mut reply: Box<dyn InboundHandshake>) -> Result<(), ConnectionError> {
-        let bound = self.remote.local_addr().map_err(ConnectionError::Handshake)?;
+        let bound = match self.local {
+            Some(local) => local,
+            // Read again for the error itself.
+            None => self.remote.local_addr().map_err(ConnectionError::Handshake)?,
+        };
         reply.succeed(self.client, bound).await.map_err(ConnectionError::Handshake)
     }
 }

@@ -25,8 +25,9 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::nat::Nat;
+use super::recv_batch::Batch;
 use super::udp_lookups::{pick_for_socket, Route, UdpLookups};
-use super::{pool, ConnectionError, Side};
+use super::{ConnectionError, Side};
 use crate::client::{Datagram, PacketInbound, PacketSink};
 use crate::dial::{DialError, DialedUdp, Outbound};
 use crate::metadata::{Destination, Host, Metadata};
@@ -266,40 +267,52 @@ impl Session<'_> {
         }
     }
 
-    /// Relays the replies waiting on the remote socket (at most one batch) to the client.
+    /// Relays the replies waiting on the remote socket (at most [`DOWNLINK_BATCH`]) to the
+    /// client, several received per system call into a borrowed batch buffer.
     async fn relay_down(&mut self) -> Result<(), ConnectionError> {
-        let mut buffer = pool::take(pool::GROW_AFTER);
-        let result = self.relay_down_with(&mut buffer).await;
-        pool::give(buffer);
-        result
-    }
-
-    async fn relay_down_with(&mut self, buffer: &mut [u8]) -> Result<(), ConnectionError> {
-        for _ in 0..DOWNLINK_BATCH {
-            let (length, source) = match self.socket.try_recv_from(buffer) {
-                Ok(received) => received,
+        let mut batch = Batch::take();
+        let mut seen = 0;
+        while seen < DOWNLINK_BATCH {
+            let count = match batch.receive(&self.socket) {
+                Ok(count) => count,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) if is_transient(&error) => {
                     tracing::debug!(id = self.entry.id, %error, "UDP receive error from the destination ignored");
+                    seen += 1;
                     continue;
                 }
                 Err(source) => {
                     return Err(ConnectionError::Io { side: Side::Remote, operation: "read", source })
                 }
             };
+            seen += count;
             self.last_activity = Instant::now();
-            let shown = self.nat.incoming(source);
-            match self.downlink.send_to_client(&buffer[..length], &shown).await {
-                Ok(()) => {
-                    self.entry.packets_down.fetch_add(1, Ordering::Relaxed);
-                    self.entry.bytes_down.fetch_add(length as u64, Ordering::Relaxed);
+            for index in 0..count {
+                if let (payload, Some(source)) = batch.get(index) {
+                    self.send_down(payload, source).await?;
                 }
-                Err(error) if is_transient(&error) => {
-                    self.drop_datagram("send to client failed", &shown, Some(&error));
-                }
-                Err(source) => {
-                    return Err(ConnectionError::Io { side: Side::Client, operation: "write", source })
-                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one reply from `source` to the client, shown through the NAT.
+    async fn send_down(&mut self, payload: &[u8], source: SocketAddr) -> Result<(), ConnectionError> {
+        let shown = self.nat.incoming(source);
+        let sent = match self.downlink.try_send_to_client(payload, &shown) {
+            Some(sent) => sent,
+            None => self.downlink.send_to_client(payload, &shown).await,
+        };
+        match sent {
+            Ok(()) => {
+                self.entry.packets_down.fetch_add(1, Ordering::Relaxed);
+                self.entry.bytes_down.fetch_add(payload.len() as u64, Ordering::Relaxed);
+            }
+            Err(error) if is_transient(&error) => {
+                self.drop_datagram("send to client failed", &shown, Some(&error));
+            }
+            Err(source) => {
+                return Err(ConnectionError::Io { side: Side::Client, operation: "write", source })
             }
         }
         Ok(())

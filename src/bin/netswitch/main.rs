@@ -262,6 +262,7 @@ enum ServeError {
 async fn serve(config: Config) -> Result<(), ServeError> {
     let netswitch = Netswitch::builder(config.clone()).build()?;
     let manager = netswitch.manager().clone();
+    let changes = networks::subscribe();
     match networks::read_host(&config) {
         Ok(snapshot) => {
             manager.update_interfaces(snapshot);
@@ -270,7 +271,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
             tracing::warn!(%error, "could not read the host's interfaces; dials will fail until they can be read")
         }
     }
-    networks::spawn_refresh(manager.clone(), &config);
+    networks::spawn_refresh(manager.clone(), &config, changes);
     let mut signals = Signals::new().map_err(ServeError::Signal)?;
     let server = netswitch.start_socks(netswitch.socks_settings().clone()).await?;
     let users = config.socks.users.len();

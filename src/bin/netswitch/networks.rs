@@ -16,7 +16,8 @@ use netswitch::{
     InterfaceSnapshot, Metadata, Netswitch, NetworkStrategy, NetworkType,
 };
 
-/// How often `netswitch socks` re-reads the host's interfaces (a mobile host pushes changes).
+/// How often `netswitch socks` re-reads the host's interfaces where the kernel's change
+/// notifications are not available (a mobile host pushes changes itself).
 pub const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Flags that choose networks; they override the config file.
@@ -162,24 +163,68 @@ fn servers_of_netif_file(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Keeps the manager's snapshot in step with the host's interfaces until the manager shuts down.
-pub fn spawn_refresh(manager: Arc<ConnectionManager>, config: &Config) {
+/// How `netswitch socks` learns that the host's interfaces may have changed.
+pub enum Changes {
+    /// The kernel's rtnetlink notifications (Linux): re-read only when told.
+    #[cfg(target_os = "linux")]
+    Kernel(netswitch::network::host_changes::HostChanges),
+    /// Re-read every [`REFRESH_INTERVAL`] (elsewhere, or when the subscription failed).
+    Poll,
+}
+
+/// Subscribes to the host's interface changes; call it before the first read of the
+/// interfaces so no change in between is missed. Needs the tokio runtime.
+pub fn subscribe() -> Changes {
+    #[cfg(target_os = "linux")]
+    match netswitch::network::host_changes::HostChanges::subscribe() {
+        Ok(changes) => return Changes::Kernel(changes),
+        Err(error) => tracing::warn!(%error, "polling the host's interfaces instead"),
+    }
+    Changes::Poll
+}
+
+/// Keeps the manager's snapshot in step with the host's interfaces until the manager shuts down:
+/// re-reads them when `changes` says so, so an idle relay on Linux never wakes up for this.
+pub fn spawn_refresh(manager: Arc<ConnectionManager>, config: &Config, changes: Changes) {
     let (types, dns) = (config.interface_types.clone(), config.interface_dns.clone());
     tokio::spawn(async move {
+        #[cfg(target_os = "linux")]
+        if let Changes::Kernel(mut changes) = changes {
+            while !manager.is_shut_down() {
+                if let Err(error) = changes.changed().await {
+                    tracing::warn!(%error, "interface change notifications failed; polling instead");
+                    break;
+                }
+                tracing::debug!("the kernel reported a link, address or route change");
+                refresh(&manager, &types, &dns).await;
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let Changes::Poll = changes;
         let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
         ticker.tick().await;
         while !manager.is_shut_down() {
             ticker.tick().await;
-            let (types, dns) = (types.clone(), dns.clone());
-            match tokio::task::spawn_blocking(move || host_with_dns(&types, &dns)).await {
-                Ok(Ok(snapshot)) => {
-                    manager.update_interfaces(snapshot);
-                }
-                Ok(Err(error)) => tracing::warn!(%error, "could not re-read the host's interfaces"),
-                Err(error) => tracing::warn!(%error, "interface refresh task failed"),
-            }
+            refresh(&manager, &types, &dns).await;
         }
     });
+}
+
+/// Re-reads the host's interfaces and their DNS servers (on the blocking pool) and hands them to
+/// the manager.
+async fn refresh(
+    manager: &ConnectionManager,
+    types: &BTreeMap<String, NetworkType>,
+    dns: &BTreeMap<String, Vec<SocketAddr>>,
+) {
+    let (types, dns) = (types.clone(), dns.clone());
+    match tokio::task::spawn_blocking(move || host_with_dns(&types, &dns)).await {
+        Ok(Ok(snapshot)) => {
+            manager.update_interfaces(snapshot);
+        }
+        Ok(Err(error)) => tracing::warn!(%error, "could not re-read the host's interfaces"),
+        Err(error) => tracing::warn!(%error, "interface refresh task failed"),
+    }
 }
 
 /// `netswitch interfaces`: prints the host's interfaces as netswitch sees them.

@@ -93,7 +93,19 @@ struct Accepted {
 async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Context>, idle: IdleFlag) {
     let now = Instant::now();
     let deadline = crate::deadline::after(now, context.handshake_timeout);
-    if !has_input(&stream) {
+    let mut reader = Reader { buf: Vec::new() };
+    // Well-behaved clients send their greeting with the connection: read it now, in the same
+    // call that finds out whether anything is there.
+    let waiting = match reader.read_now(&stream) {
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => true,
+        Err(error) => {
+            tracing::debug!(client = %peer, %error, "SOCKS client failed before its greeting");
+            return;
+        }
+        // Bytes, or the end of the stream (the handshake reads it again and reports it).
+        Ok(_) => false,
+    };
+    if waiting {
         // An idle client gives its slot back early: well-behaved clients send their greeting at once.
         let first_byte = crate::deadline::after(now, context.handshake_timeout.min(FIRST_BYTE_TIMEOUT));
         idle.set(true);
@@ -104,7 +116,6 @@ async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Cont
             return;
         }
     }
-    let mut reader = Reader { buf: Vec::new() };
     let outcome =
         tokio::time::timeout_at(deadline, handshake(&mut stream, &mut reader, peer, &context)).await;
     let accepted = match outcome {
@@ -205,6 +216,16 @@ struct Reader {
 }
 
 impl Reader {
+    /// Reads what the client has already sent into `buf` without waiting (straight from the
+    /// socket, whatever tokio believes about its readiness). `WouldBlock` when nothing is there.
+    fn read_now(&mut self, stream: &TcpStream) -> io::Result<usize> {
+        use std::io::Read;
+        let mut chunk = [0u8; READ_CHUNK];
+        let read = (&*socket2::SockRef::from(stream)).read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..read]);
+        Ok(read)
+    }
+
     /// Parses the next message, reading more only while it is incomplete. Bytes past the message
     /// stay in `buf`.
     async fn next<T>(
@@ -227,13 +248,8 @@ impl Reader {
     }
 }
 
-/// True when the client sent something (or closed, or the socket failed): anything for the
-/// handshake to read. Does not consume it.
-fn has_input(stream: &TcpStream) -> bool {
-    !matches!(peek(stream), Err(error) if error.kind() == io::ErrorKind::WouldBlock)
-}
-
-/// Waits until [`has_input`] (readiness alone is not enough: tokio reports a new socket readable).
+/// Waits until the client sent something, closed, or the socket failed: anything for the
+/// handshake to read (readiness alone is not enough: tokio reports a new socket readable).
 async fn wait_for_input(stream: &TcpStream) {
     loop {
         if stream.readable().await.is_err() {

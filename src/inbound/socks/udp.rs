@@ -19,7 +19,7 @@
 //!
 //! Resources: an idle association holds its relay socket, its control connection and a few
 //! hundred bytes of state, but no receive buffer: it waits for the relay socket to be readable
-//! and borrows a buffer from the relay pool only while it reads a batch of datagrams. A server
+//! and borrows a batch buffer (see `relay::recv_batch`) only while it reads a batch of datagrams. A server
 //! keeps at most [`UdpSettings::max_associations`](crate::inbound::udp_sessions::UdpSettings::max_associations) associations (the next request gets reply
 //! 0x01) and at most [`UdpSettings::max_sockets`](crate::inbound::udp_sessions::UdpSettings::max_sockets) sessions across all of them (a datagram that
 //! needs one more is dropped); both refusals are counted in [`UdpLimits`](crate::inbound::udp_sessions::UdpLimits) and warned about at
@@ -33,10 +33,13 @@
 //! | a header cut short, an unknown address type, an empty or non-UTF-8 domain, port 0 | dropped, counted |
 //! | bytes on the control connection | ignored |
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use nix::sys::socket::{sendmsg, MsgFlags, SockaddrStorage};
+use tokio::io::Interest;
 use tokio::net::{TcpStream, UdpSocket};
 
 use super::context::Context;
@@ -44,35 +47,75 @@ use crate::client::{Datagram, PacketSink};
 use crate::dial::BoxFuture;
 use crate::inbound::udp_sessions::{Dispatched, UdpSessionTable};
 use crate::metadata::{Destination, Host, Metadata};
-use crate::relay::pool;
+use crate::relay::recv_batch::Batch;
 use crate::socks5::{self, ReplyCode, UdpHeaderError};
 
 /// Largest datagram the relay socket receives (the UDP maximum).
 const MAX_DATAGRAM: usize = 65_535;
-// The pooled buffer a batch of client datagrams is read into holds the largest one.
-const _: () = assert!(pool::LARGE >= MAX_DATAGRAM);
+// Each slot of the batch buffer client datagrams are read into holds the largest one.
+const _: () = assert!(crate::relay::recv_batch::SLOT >= MAX_DATAGRAM);
 /// How many client datagrams one readiness event of the relay socket reads before the
 /// association looks at its control connection again.
 const RECEIVE_BATCH: usize = 32;
 
 /// Sends replies to the associated client through the relay socket, with the SOCKS UDP header.
+/// No allocation per reply: the header and the payload go out in one `sendmsg` from two slices,
+/// and the header is re-encoded only when the shown source changes (one session usually shows
+/// one source).
 struct SocksSink {
     socket: Arc<UdpSocket>,
-    client: SocketAddr,
+    client: SockaddrStorage,
+    /// The header last written and the source it shows.
+    header: Mutex<(Option<Destination>, Vec<u8>)>,
+}
+
+impl SocksSink {
+    fn new(socket: Arc<UdpSocket>, client: SocketAddr) -> SocksSink {
+        SocksSink { socket, client: SockaddrStorage::from(client), header: Mutex::new((None, Vec::new())) }
+    }
+
+    /// One `sendmsg` of header and payload if the socket takes it now; `WouldBlock` otherwise.
+    fn send_now(&self, payload: &[u8], source: &Destination) -> io::Result<()> {
+        let mut header = self.header.lock().unwrap_or_else(PoisonError::into_inner);
+        let (shown, bytes) = &mut *header;
+        if shown.as_ref() != Some(source) {
+            *shown = None;
+            bytes.clear();
+            socks5::encode_udp_header(source, bytes)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+            *shown = Some(source.clone());
+        }
+        let slices = [IoSlice::new(bytes), IoSlice::new(payload)];
+        self.socket
+            .try_io(Interest::WRITABLE, || {
+                sendmsg(self.socket.as_raw_fd(), &slices, &[], MsgFlags::empty(), Some(&self.client))
+                    .map_err(io::Error::from)
+            })
+            .map(|_| ())
+    }
 }
 
 impl PacketSink for SocksSink {
+    fn try_send_to_client(&self, payload: &[u8], source: &Destination) -> Option<io::Result<()>> {
+        match self.send_now(payload, source) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => None,
+            result => Some(result),
+        }
+    }
+
     fn send_to_client<'a>(
         &'a self,
         payload: &'a [u8],
         source: &'a Destination,
     ) -> BoxFuture<'a, io::Result<()>> {
         Box::pin(async move {
-            let mut datagram = Vec::with_capacity(payload.len() + 22);
-            socks5::encode_udp_header(source, &mut datagram)
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
-            datagram.extend_from_slice(payload);
-            self.socket.send_to(&datagram, self.client).await.map(|_| ())
+            loop {
+                self.socket.writable().await?;
+                match self.send_now(payload, source) {
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                    result => return result,
+                }
+            }
         })
     }
 }
@@ -194,7 +237,7 @@ impl<'a> Association<'a> {
     }
 
     /// Relays client datagrams into sessions until the control connection ends; returns why it
-    /// ended. Holds no buffer while idle: one is borrowed from the relay pool only while
+    /// ended. Holds no buffer while idle: a batch buffer is borrowed only while
     /// datagrams are read.
     async fn relay(&mut self, control: TcpStream) -> String {
         loop {
@@ -220,23 +263,27 @@ impl<'a> Association<'a> {
         }
     }
 
-    /// Reads the datagrams waiting on the relay socket (at most one batch) into a pooled buffer.
+    /// Reads the datagrams waiting on the relay socket (at most [`RECEIVE_BATCH`]), several per
+    /// system call, into a borrowed batch buffer.
     fn receive_batch(&mut self) -> io::Result<()> {
-        let mut buffer = pool::take(pool::GROW_AFTER);
-        let mut result = Ok(());
-        for _ in 0..RECEIVE_BATCH {
-            match self.socket.try_recv_from(&mut buffer) {
-                Ok((length, source)) => self.handle(&buffer[..length], source),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-                Err(error) if crate::relay::udp::is_transient(&error) => {}
-                Err(error) => {
-                    result = Err(error);
-                    break;
+        let mut batch = Batch::take();
+        let mut seen = 0;
+        while seen < RECEIVE_BATCH {
+            match batch.receive(self.socket) {
+                Ok(count) => {
+                    seen += count;
+                    for index in 0..count {
+                        if let (datagram, Some(source)) = batch.get(index) {
+                            self.handle(datagram, source);
+                        }
+                    }
                 }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if crate::relay::udp::is_transient(&error) => seen += 1,
+                Err(error) => return Err(error),
             }
         }
-        pool::give(buffer);
-        result
+        Ok(())
     }
 
     /// Checks one datagram's source and header and dispatches it to its session.
@@ -272,7 +319,7 @@ impl<'a> Association<'a> {
             client,
             datagram,
             |d| Metadata::new(d.clone()),
-            || Arc::new(SocksSink { socket: socket.clone(), client }),
+            || Arc::new(SocksSink::new(socket.clone(), client)),
         );
         match dispatched {
             Dispatched::Refused => self.counters.refused += 1,

@@ -1,0 +1,81 @@
+//! The benchmarks' command line: `cargo bench [--bench NAME] -- [SECTION...] [--window SECONDS]`.
+
+use std::time::Duration;
+
+use super::ALL_SECTIONS;
+
+/// Idle window of the wakeup measurement when `--window` is not given (the issue asks for 30 s;
+/// 10 s keeps the default `cargo bench` run short).
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
+
+/// What one benchmark binary was asked to do.
+pub struct Args {
+    /// The sections of this binary to run, in this binary's order.
+    pub sections: Vec<&'static str>,
+    /// Whether sections were named on the command line (else the binary's defaults run).
+    pub named: bool,
+    /// How long the idle wakeup measurement watches each process.
+    pub window: Duration,
+}
+
+impl Args {
+    /// Parses this process's arguments. `own` lists this binary's sections in run order;
+    /// `default` those that run when none is named. Cargo's own `--bench` is ignored; section
+    /// names that belong to the other binary are accepted and skipped.
+    pub fn parse(own: &[&'static str], default: &[&'static str]) -> Result<Args, String> {
+        let mut named = Vec::new();
+        let mut window = DEFAULT_WINDOW;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let window_text = match arg.strip_prefix("--window") {
+                Some("") => Some(args.next().ok_or("--window needs a number of seconds")?),
+                Some(rest) if rest.starts_with('=') => Some(rest[1..].to_string()),
+                _ => None,
+            };
+            match (window_text, arg.as_str()) {
+                (Some(text), _) => window = parse_window(&text)?,
+                (None, "--bench") => {}
+                (None, section) if ALL_SECTIONS.contains(&section) => named.push(arg),
+                (None, _) => {
+                    return Err(format!(
+                        "unknown argument {arg:?}; sections: {}; option: --window SECONDS",
+                        ALL_SECTIONS.join(" ")
+                    ))
+                }
+            }
+        }
+        let sections = if named.is_empty() {
+            default.to_vec()
+        } else {
+            own.iter().copied().filter(|s| named.iter().any(|n| n == s)).collect()
+        };
+        Ok(Args { sections, named: !named.is_empty(), window })
+    }
+
+    /// Whether `section` was selected.
+    pub fn wants(&self, section: &str) -> bool {
+        self.sections.contains(&section)
+    }
+
+    /// The `--window` option as it would be typed, empty when it is the default.
+    pub fn window_flag(&self) -> String {
+        if self.window == DEFAULT_WINDOW {
+            String::new()
+        } else {
+            format!(" --window {}", self.window.as_secs())
+        }
+    }
+}
+
+fn parse_window(text: &str) -> Result<Duration, String> {
+    match text.parse::<u64>() {
+        Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!("--window: {text:?} is not a whole number of seconds above 0")),
+    }
+}
+
+/// Whether cargo started this binary as a benchmark (`cargo bench` passes `--bench`;
+/// `cargo test --all-targets` runs it without, and then it only says so).
+pub fn started_by_cargo_bench() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
