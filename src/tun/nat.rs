@@ -48,7 +48,13 @@ impl NatTable {
     /// The NAT port of an app's packet from `source` to `destination`; a new one for a packet
     /// that `opens` a flow with none (or only a closed one). `None`: no flow and not an opening
     /// packet, or every port is taken.
-    pub fn outbound(&mut self, source: SocketAddr, destination: SocketAddr, opens: bool, now: Instant) -> Option<u16> {
+    pub fn outbound(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        opens: bool,
+        now: Instant,
+    ) -> Option<u16> {
         if let Some(&port) = self.by_flow.get(&(source, destination)) {
             let closed = self.by_port.get(&port).is_some_and(|e| matches!(e.state, State::Closed(_)));
             if !(opens && closed) {

@@ -119,7 +119,9 @@ fn udp_checksum_ok(source: IpAddr, destination: IpAddr, udp: &UdpSlice<'_>) -> b
     let sum = match (source, destination) {
         (IpAddr::V4(_), _) if udp.checksum() == 0 => return true,
         (IpAddr::V4(s), IpAddr::V4(d)) => Sum16BitWords::new().add_4bytes(s.octets()).add_4bytes(d.octets()),
-        (IpAddr::V6(s), IpAddr::V6(d)) => Sum16BitWords::new().add_16bytes(s.octets()).add_16bytes(d.octets()),
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            Sum16BitWords::new().add_16bytes(s.octets()).add_16bytes(d.octets())
+        }
         _ => return false,
     };
     // A UDP length that does not fit 16 bits cannot pass `UdpSlice::from_slice`.
@@ -146,7 +148,11 @@ mod tests {
     fn tcp_v6() -> Vec<u8> {
         let mut packet = Vec::new();
         let (source, destination) = ([0xfd, 0xfe, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20; 16]);
-        PacketBuilder::ipv6(source, destination, 64).tcp(40000, 443, 1, 1000).syn().write(&mut packet, &[]).unwrap();
+        PacketBuilder::ipv6(source, destination, 64)
+            .tcp(40000, 443, 1, 1000)
+            .syn()
+            .write(&mut packet, &[])
+            .unwrap();
         packet
     }
 
@@ -186,7 +192,10 @@ mod tests {
         assert_eq!(parse(&packet), Packet::Dropped(Drop::Fragment));
         // ICMP is not relayed.
         let mut packet = Vec::new();
-        PacketBuilder::ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64).icmpv4_echo_request(1, 1).write(&mut packet, &[]).unwrap();
+        PacketBuilder::ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64)
+            .icmpv4_echo_request(1, 1)
+            .write(&mut packet, &[])
+            .unwrap();
         assert_eq!(parse(&packet), Packet::Dropped(Drop::Unsupported));
     }
 

@@ -50,7 +50,8 @@ impl Family {
     /// Binds the listener on `server` (any free port) and returns it with its family state.
     pub fn listen(server: IpAddr, nat: IpAddr) -> std::io::Result<(Family, TcpListener)> {
         let address = SocketAddr::new(server, 0);
-        let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
+        let socket =
+            socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
         // The address may still be tentative (IPv6 duplicate address detection) when the
         // tunnel starts: bind anyway, packets reach it once it is usable.
         #[cfg(any(target_os = "linux", target_os = "android"))]

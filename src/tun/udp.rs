@@ -101,7 +101,10 @@ mod tests {
         let source = Destination::from("10.200.9.1:7002".parse::<SocketAddr>().unwrap());
         let packet = reply_packet(b"pong", &source, client).unwrap();
         let Packet::Udp(udp) = parse(&packet) else { panic!("{:?}", parse(&packet)) };
-        assert_eq!((udp.source, udp.destination, udp.payload), (source.socket_addr().unwrap(), client, &b"pong"[..]));
+        assert_eq!(
+            (udp.source, udp.destination, udp.payload),
+            (source.socket_addr().unwrap(), client, &b"pong"[..])
+        );
 
         let mapped = Destination::from("[::ffff:10.200.9.1]:7002".parse::<SocketAddr>().unwrap());
         assert!(reply_packet(b"x", &mapped, client).is_ok(), "a v4-mapped source is IPv4");
