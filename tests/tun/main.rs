@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use netswitch::network::{InterfaceSnapshot, NetworkInterface, NetworkType};
 use netswitch::tun::{device, BindDefault, Tun, TunSettings};
 use netswitch::{os_binder, Config, Netswitch};
-use topology::{Link, Topology, SERVER_V4};
+use topology::{Link, Topology, SERVER_V4, SERVER_V6};
 
 /// Which part of the test this process plays (set only on the processes the test starts).
 const ROLE: &str = "NETSWITCH_TUN_TEST_ROLE";
@@ -115,6 +115,9 @@ impl Device {
         // veth routes' metric) and the default route.
         topology::run("ip", &["route", "add", "10.200.9.0/24", "dev", "tun0", "metric", "10"]).unwrap();
         topology::run("ip", &["route", "add", "default", "dev", "tun0"]).unwrap();
+        topology::run("ip", &["-6", "addr", "add", "fdfe::1/126", "dev", "tun0", "nodad"]).unwrap();
+        topology::run("ip", &["-6", "route", "add", "2001:db8:9::/64", "dev", "tun0", "metric", "10"])
+            .unwrap();
 
         let netswitch =
             Netswitch::builder(Config::default()).binder(Arc::new(BindDefault(os_binder()))).build().unwrap();
@@ -126,7 +129,13 @@ impl Device {
         )
         .unwrap();
         netswitch.manager().update_interfaces(snapshot);
-        let tun = netswitch.start_tun(fd, TunSettings::inet4("172.19.0.1".parse().unwrap(), 30)).unwrap();
+        let tun = netswitch
+            .start_tun(
+                fd,
+                TunSettings::inet4("172.19.0.1".parse().unwrap(), 30)
+                    .with_inet6("fdfe::1".parse().unwrap(), 126),
+            )
+            .unwrap();
         Device { _topology: topology, netswitch, tun }
     }
 
@@ -156,9 +165,17 @@ fn server(port: u16) -> SocketAddr {
     SocketAddr::new(SERVER_V4.parse().unwrap(), port)
 }
 
+fn server_v6(port: u16) -> SocketAddr {
+    SocketAddr::new(SERVER_V6.parse().unwrap(), port)
+}
+
 /// Connects the app to `port` of the server through the tunnel (blocking socket, timeouts set).
 fn connect(port: u16) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&server(port), TIMEOUT)?;
+    connect_to(server(port))
+}
+
+fn connect_to(address: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&address, TIMEOUT)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     Ok(stream)
@@ -195,6 +212,28 @@ fn tun_tcp_and_udp_through_the_kernel_stack() {
         assert_eq!(peer.trim(), format!("peer={}", Link::Wifi.client_v4()));
         assert_eq!(device.tun.counters().tcp_connections, 1);
         println!("TCP through tun0 arrives from wifi0 ({})", peer.trim());
+
+        // IPv6: the same path with the IPv6 listener and NAT address.
+        let (peer, echoed) = blocking(|| {
+            let mut stream = connect_to(server_v6(server::PEER))?;
+            assert_eq!(stream.local_addr()?.ip(), "fdfe::1".parse::<IpAddr>().unwrap());
+            let mut peer = String::new();
+            stream.read_to_string(&mut peer)?;
+            let mut stream = connect_to(server_v6(server::ECHO))?;
+            stream.write_all(&pattern(100_000, 9))?;
+            stream.shutdown(Shutdown::Write)?;
+            let mut echoed = Vec::new();
+            stream.read_to_end(&mut echoed)?;
+            let socket = UdpSocket::bind("[::]:0")?;
+            let (answer, from) = udp_roundtrip(&socket, b"over IPv6", server_v6(server::UDP_ECHO));
+            assert_eq!((&answer[..], from), (&b"over IPv6"[..], server_v6(server::UDP_ECHO)));
+            std::io::Result::Ok((peer, echoed))
+        })
+        .await
+        .unwrap();
+        assert_eq!(peer.trim(), format!("peer={}", Link::Wifi.client_v6()));
+        assert!(echoed == pattern(100_000, 9), "IPv6 echo differs ({} bytes)", echoed.len());
+        println!("IPv6: TCP from wifi0 ({}), 100000 bytes echoed, a UDP datagram echoed", peer.trim());
 
         // Echo, the app half-closes first: every byte back, then the server's FIN.
         let sent = pattern(1 << 20, 7);
@@ -245,15 +284,25 @@ fn tun_tcp_and_udp_through_the_kernel_stack() {
             let mut stream = connect(server::RESET).unwrap();
             stream.write_all(b"reset me\n").unwrap();
             let mut buf = [0u8; 16];
-            stream.read(&mut buf).unwrap_err()
+            match stream.read(&mut buf) {
+                Ok(n) => panic!("read {n} bytes instead of a reset"),
+                Err(error) => error,
+            }
         })
         .await;
         assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
         // A refused dial resets the app's connection (the kernel accepted it before the dial).
         let error = blocking(|| {
-            let mut stream = connect(server::CLOSED).unwrap();
+            // The reset may even beat the app's wakeup from connect(): then connect reports it.
+            let mut stream = match connect(server::CLOSED) {
+                Ok(stream) => stream,
+                Err(error) => return error,
+            };
             let mut buf = [0u8; 16];
-            stream.read(&mut buf).unwrap_err()
+            match stream.read(&mut buf) {
+                Ok(n) => panic!("read {n} bytes instead of a reset"),
+                Err(error) => error,
+            }
         })
         .await;
         assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
@@ -268,11 +317,9 @@ fn tun_tcp_and_udp_through_the_kernel_stack() {
             socket.set_read_timeout(Some(TIMEOUT)).unwrap();
             let mut seen = Vec::new();
             for port in [server::WHOAMI_A, server::WHOAMI_B] {
-                socket.send_to(b"who", server(port)).unwrap();
-                let mut buf = [0u8; 64];
-                let (n, from) = socket.recv_from(&mut buf).unwrap();
+                let (answer, from) = udp_roundtrip(&socket, b"who", server(port));
                 assert_eq!(from, server(port));
-                seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+                seen.push(String::from_utf8_lossy(&answer).to_string());
             }
             seen
         })
@@ -296,11 +343,26 @@ fn tun_tcp_and_udp_through_the_kernel_stack() {
     });
 }
 
+/// Sends `payload` to `to` until an answer comes (the server's UDP sockets open shortly after
+/// the topology is up), at most 5 times 1 s; returns the answer and where it came from.
+fn udp_roundtrip(socket: &UdpSocket, payload: &[u8], to: SocketAddr) -> (Vec<u8>, SocketAddr) {
+    socket.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 2048];
+    for _ in 0..5 {
+        socket.send_to(payload, to).unwrap();
+        if let Ok((n, from)) = socket.recv_from(&mut buf) {
+            socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+            return (buf[..n].to_vec(), from);
+        }
+    }
+    panic!("no UDP answer from {to} in 5 s");
+}
+
 /// 2 × 1,000 datagrams of 64 and 1,200 bytes with sequence numbers, at most 32 in flight;
 /// returns (sent, received intact).
 fn udp_echo() -> (usize, usize) {
     let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-    socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+    udp_roundtrip(&socket, b"warm-up", server(server::UDP_ECHO));
     let (mut sent, mut received) = (0, 0);
     for size in [64usize, 1200] {
         for window in 0..1000 / 32 + 1 {

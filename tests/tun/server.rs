@@ -37,7 +37,8 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 }
 
 fn tcp(port: u16, handler: impl Fn(TcpStream) + Send + Sync + Clone + 'static) {
-    let listener = TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port))).expect("server bind");
+    // Dual stack: IPv4 clients show as IPv4-mapped IPv6 addresses.
+    let listener = TcpListener::bind(SocketAddr::from(([0u16; 8], port))).expect("server bind");
     std::thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
             let handler = handler.clone();
@@ -49,25 +50,31 @@ fn tcp(port: u16, handler: impl Fn(TcpStream) + Send + Sync + Clone + 'static) {
     });
 }
 
-fn udp(port: u16, answer: impl Fn(&[u8], SocketAddr) -> Vec<u8> + Send + 'static) {
+fn udp(address: SocketAddr, answer: impl Fn(&[u8], SocketAddr) -> Vec<u8> + Send + 'static) {
     // Bound to the server address, which the topology adds after the server started: replies
     // come from it, not from the link the route picks.
-    let address = SocketAddr::from(([10, 200, 9, 1], port));
     std::thread::spawn(move || {
         // (A bind before the address exists may succeed while `lo` is down, and such a socket
         // answers from the link's address.)
         let has_address = || {
             nix::ifaddrs::getifaddrs().is_ok_and(|mut all| {
                 all.any(|a| {
-                    a.address.and_then(|s| s.as_sockaddr_in().map(|v4| v4.ip()))
-                        == Some([10, 200, 9, 1].into())
+                    let Some(found) = a.address else { return false };
+                    let v4 = found.as_sockaddr_in().map(|v4| std::net::IpAddr::V4(v4.ip()));
+                    let v6 = found.as_sockaddr_in6().map(|v6| std::net::IpAddr::V6(v6.ip()));
+                    v4.or(v6) == Some(address.ip())
                 })
             })
         };
-        while !has_address() {
+        // (An IPv6 address may still be tentative for a moment: retry the bind too.)
+        let socket = loop {
+            if has_address() {
+                if let Ok(socket) = UdpSocket::bind(address) {
+                    break socket;
+                }
+            }
             std::thread::sleep(Duration::from_millis(10));
-        }
-        let socket = UdpSocket::bind(address).expect("server UDP bind");
+        };
         let mut buf = vec![0u8; 65536];
         while let Ok((n, from)) = socket.recv_from(&mut buf) {
             let _ = socket.send_to(&answer(&buf[..n], from), from);
@@ -79,7 +86,7 @@ fn udp(port: u16, answer: impl Fn(&[u8], SocketAddr) -> Vec<u8> + Send + 'static
 pub fn serve() {
     tcp(PEER, |mut stream| {
         if let Ok(peer) = stream.peer_addr() {
-            let _ = stream.write_all(format!("peer={}\n", peer.ip()).as_bytes());
+            let _ = stream.write_all(format!("peer={}\n", peer.ip().to_canonical()).as_bytes());
         }
     });
     tcp(ECHO, |mut stream| {
@@ -110,9 +117,11 @@ pub fn serve() {
         let _ = stream.read(&mut buf);
         let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     });
-    udp(UDP_ECHO, |datagram, _| datagram.to_vec());
-    udp(WHOAMI_A, |_, from| from.to_string().into_bytes());
-    udp(WHOAMI_B, |_, from| from.to_string().into_bytes());
+    for ip in [std::net::IpAddr::from([10, 200, 9, 1]), "2001:db8:9::1".parse().unwrap()] {
+        udp(SocketAddr::new(ip, UDP_ECHO), |datagram, _| datagram.to_vec());
+    }
+    udp(SocketAddr::from(([10, 200, 9, 1], WHOAMI_A)), |_, from| from.to_string().into_bytes());
+    udp(SocketAddr::from(([10, 200, 9, 1], WHOAMI_B)), |_, from| from.to_string().into_bytes());
     println!("listening");
     let _ = std::io::stdout().flush();
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
