@@ -441,3 +441,67 @@ async fn malformed_packets_are_counted(device: &Device) {
     .unwrap();
     assert_eq!(echoed, b"still alive");
 }
+
+/// `netswitch tun` creates and configures its device, carries the app's connections over the
+/// physical default (wifi0) with the default strategy — its own sockets never enter the tunnel
+/// — and removes the device when it stops on SIGINT.
+#[test]
+fn tun_cli_creates_the_device_and_relays() {
+    if role().as_deref() != Some("device") {
+        return run_in_namespace("tun_cli_creates_the_device_and_relays");
+    }
+    let _topology = Topology::up(server_command()).unwrap();
+    topology::run("ip", &["route", "add", "default", "via", "10.200.1.1", "dev", "wifi0"]).unwrap();
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_netswitch"))
+        .args(["tun", "--name", "tun1", "--address", "172.19.0.5/30", "--address", "fdfe::5/126"])
+        .args(["--route", "10.200.9.0/24", "--route", "2001:db8:9::/64", "--mtu", "1500"])
+        .args(["--interface-type", "wifi0=wifi", "--interface-type", "cell0=cellular"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = cli.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("tunnel running") {
+                let _ = ready_tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        let _ = cli.kill();
+        panic!("netswitch tun did not start: {:?}", log.join().unwrap());
+    }
+    let link = Command::new("ip").args(["-o", "addr", "show", "dev", "tun1"]).output().unwrap();
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    assert!(link.contains("172.19.0.5/30") && link.contains("fdfe::5/126"), "{link}");
+
+    for (address, from) in
+        [(server(server::PEER), Link::Wifi.client_v4()), (server_v6(server::PEER), Link::Wifi.client_v6())]
+    {
+        let mut stream = connect_to(address).unwrap();
+        let local = stream.local_addr().unwrap().ip();
+        assert!(
+            ["172.19.0.5", "fdfe::5"].contains(&local.to_string().as_str()),
+            "the app's side is the tunnel: {local}"
+        );
+        let mut line = String::new();
+        stream.read_to_string(&mut line).unwrap();
+        assert_eq!(line.trim(), format!("peer={from}"));
+    }
+    let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+    let (answer, from) = udp_roundtrip(&socket, b"through the CLI", server(server::UDP_ECHO));
+    assert_eq!((&answer[..], from), (&b"through the CLI"[..], server(server::UDP_ECHO)));
+
+    // SAFETY: kill with a pid this test spawned.
+    assert_eq!(unsafe { libc::kill(cli.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let status = cli.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(status.success(), "{status}: {log:?}");
+    let gone = Command::new("ip").args(["link", "show", "tun1"]).output().unwrap();
+    assert!(!gone.status.success(), "tun1 still exists after netswitch stopped");
+    println!("netswitch tun: v4 and v6 TCP and UDP carried over wifi0, tun1 gone after SIGINT");
+}
