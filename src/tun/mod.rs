@@ -33,6 +33,7 @@ pub mod udp;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -47,6 +48,10 @@ use system::Family;
 use crate::dial::Outbound;
 use crate::inbound::udp_sessions::{SessionKeying, UdpSessionTable, UdpSettings};
 use crate::manager::ConnectionManager;
+
+/// How long a stopped tunnel still reads the device, so that the resets of its closed
+/// connections reach the apps.
+pub const STOP_GRACE: Duration = Duration::from_millis(200);
 
 /// Default MTU of the device (the largest packet read), as sing-box uses on Android.
 pub const DEFAULT_MTU: usize = 9000;
@@ -152,6 +157,8 @@ pub struct Tun {
     counters: Arc<Counters>,
     families: Vec<Arc<Family>>,
     udp: Arc<UdpSessionTable>,
+    manager: Arc<ConnectionManager>,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Tun {
@@ -209,7 +216,8 @@ impl Tun {
         tasks.push(tokio::spawn(system::sweep(families.clone(), sweeper.clone())));
         let reader = Reader { io, families: families.clone(), udp: udp.clone(), sweeper };
         tasks.push(tokio::spawn(reader.run(settings.mtu + settings.framing.header_len())));
-        Ok(Tun { tasks, counters, families, udp })
+        let runtime = tokio::runtime::Handle::current();
+        Ok(Tun { tasks, counters, families, udp, manager, runtime })
     }
 
     /// The counters so far.
@@ -232,14 +240,26 @@ impl Tun {
         self.tasks.last().is_none_or(|reader| reader.is_finished())
     }
 
-    /// Stops reading the device and accepting connections and closes every UDP session; TCP
-    /// connections already handed to the manager keep running until they end or are closed
-    /// through the manager. The device fd is closed once the last UDP session let it go.
+    /// Stops reading the device and accepting connections, and closes every connection and
+    /// UDP session that came through the tunnel (without the tunnel they cannot move packets).
+    /// The device fd is closed once the reader and the last UDP session let it go.
+    /// The reader keeps going for [`STOP_GRACE`] so that the resets reach the apps.
     pub fn stop(&self) {
-        for task in &self.tasks {
+        let Some((reader, others)) = self.tasks.split_last() else { return };
+        for task in others {
             task.abort();
         }
         self.udp.close_all();
+        for family in &self.families {
+            for id in family.connections() {
+                self.manager.close(id);
+            }
+        }
+        let reader = reader.abort_handle();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(STOP_GRACE).await;
+            reader.abort();
+        });
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::checksum;
 use super::packet::Tcp;
+use crate::tracker::ConnectionId;
 
 /// The first port of the NAT address handed to flows.
 pub const FIRST_PORT: u16 = 1024;
@@ -34,6 +35,8 @@ struct Entry {
     source: SocketAddr,
     destination: SocketAddr,
     state: State,
+    /// The manager's connection, once accepted.
+    connection: Option<ConnectionId>,
 }
 
 /// The NAT entries of one address family (see the module docs).
@@ -65,7 +68,8 @@ impl NatTable {
             return None;
         }
         let port = self.free_port()?;
-        self.by_port.insert(port, Entry { source, destination, state: State::Pending(now) });
+        self.by_port
+            .insert(port, Entry { source, destination, state: State::Pending(now), connection: None });
         self.by_flow.insert((source, destination), port);
         Some(port)
     }
@@ -84,6 +88,20 @@ impl NatTable {
         }
         entry.state = State::Open;
         Some((entry.source, entry.destination))
+    }
+
+    /// Records the manager's connection of the (open) entry of `port`.
+    pub fn set_connection(&mut self, port: u16, id: ConnectionId) {
+        if let Some(entry) = self.by_port.get_mut(&port) {
+            if entry.state == State::Open {
+                entry.connection = Some(id);
+            }
+        }
+    }
+
+    /// The manager's connections of the open entries.
+    pub fn connections(&self) -> Vec<ConnectionId> {
+        self.by_port.values().filter(|e| e.state == State::Open).filter_map(|e| e.connection).collect()
     }
 
     /// Marks the entry of `port` closed at `now` (it leaves after [`LINGER`]).

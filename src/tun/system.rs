@@ -110,6 +110,11 @@ impl Family {
         }
     }
 
+    /// The manager's connections that came through this family and are still open.
+    pub fn connections(&self) -> Vec<crate::tracker::ConnectionId> {
+        lock(&self.table).connections()
+    }
+
     /// Removes NAT entries that are done; returns how many still wait to leave.
     fn sweep(&self, now: Instant) -> usize {
         lock(&self.table).sweep(now)
@@ -149,12 +154,14 @@ pub(crate) async fn accept(
         let metadata = Metadata::new(Destination::from(original)).with_source(app);
         let (weak, sweeper) = (Arc::downgrade(&family), sweeper.clone());
         let port = peer.port();
-        manager.new_connection(Inbound::plain(stream), metadata, outbound.clone(), move |_| {
+        let id = manager.new_connection(Inbound::plain(stream), metadata, outbound.clone(), move |_| {
             if let Some(family) = weak.upgrade() {
                 lock(&family.table).close(port, Instant::now());
                 sweeper.notify_one();
             }
         });
+        // (A connection that already ended left its entry closed: then this does nothing.)
+        lock(&family.table).set_connection(port, id);
     }
 }
 

@@ -339,7 +339,28 @@ fn tun_tcp_and_udp_through_the_kernel_stack() {
         assert_eq!(counters.dropped_udp, 0, "{counters:?}");
 
         malformed_packets_are_counted(&device).await;
+
+        // Stopping the tunnel closes its connections: the app's socket reads a reset.
+        let mut stream = blocking(|| connect(server::ECHO).unwrap()).await;
+        let (mut stream, buf) = blocking(move || {
+            stream.write_all(b"ping").unwrap();
+            let mut buf = [0u8; 4];
+            stream.read_exact(&mut buf).unwrap();
+            (stream, buf)
+        })
+        .await;
+        assert_eq!(&buf, b"ping");
         device.tun.stop();
+        let error = blocking(move || {
+            let mut buf = [0u8; 4];
+            match stream.read(&mut buf) {
+                Ok(n) => panic!("read {n} bytes after the tunnel stopped instead of a reset"),
+                Err(error) => error,
+            }
+        })
+        .await;
+        assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
+        println!("tunnel stopped: its open connection was reset");
     });
 }
 
