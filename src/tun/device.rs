@@ -168,3 +168,53 @@ pub fn create_linux(name: &str) -> io::Result<OwnedFd> {
     }
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    /// A datagram socket pair stands in for the device: one packet per datagram, like a TUN fd.
+    async fn roundtrip(framing: Framing, packet: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let device = TunDevice::new(OwnedFd::from(ours), framing).unwrap();
+        device.send(packet).unwrap();
+        let mut written = vec![0u8; 256];
+        let n = theirs.recv(&mut written).unwrap();
+        written.truncate(n);
+        // What the "kernel" sends: the same bytes back, and with a header, a header-only
+        // datagram (skipped).
+        theirs.send(&written).unwrap();
+        if framing.header_len() > 0 {
+            theirs.send(&written[..framing.header_len()]).unwrap();
+        }
+        theirs.send(&written).unwrap();
+        let mut buffer = vec![0u8; 256];
+        let mut read = Vec::new();
+        while read.len() < 2 {
+            device.read_batch(&mut buffer, |p| read.push(p.to_vec())).await.unwrap();
+        }
+        (written, read)
+    }
+
+    #[tokio::test]
+    async fn frames_packets_raw_or_with_the_address_family() {
+        let v4 = [0x45u8, 0, 0, 20, 1, 2, 3, 4];
+        let v6 = [0x60u8, 0, 0, 0, 9, 9];
+        let (written, read) = roundtrip(Framing::Raw, &v4).await;
+        assert_eq!((written.as_slice(), read), (&v4[..], vec![v4.to_vec(), v4.to_vec()]));
+
+        let (written, read) = roundtrip(Framing::AddressFamily, &v4).await;
+        assert_eq!(written[..4], (libc::AF_INET as u32).to_be_bytes());
+        assert_eq!((&written[4..], read), (&v4[..], vec![v4.to_vec(), v4.to_vec()]));
+        let (written, read) = roundtrip(Framing::AddressFamily, &v6).await;
+        assert_eq!(written[..4], (libc::AF_INET6 as u32).to_be_bytes());
+        assert_eq!((&written[4..], read), (&v6[..], vec![v6.to_vec(), v6.to_vec()]));
+    }
+
+    #[test]
+    fn needs_a_runtime_and_never_panics_without_one() {
+        let (ours, _theirs) = UnixDatagram::pair().unwrap();
+        assert!(TunDevice::new(OwnedFd::from(ours), Framing::Raw).is_err());
+    }
+}
