@@ -46,6 +46,7 @@ use packet::Packet;
 use system::Family;
 
 use crate::dial::Outbound;
+use crate::inbound::budget::Budget;
 use crate::inbound::udp_sessions::{SessionKeying, UdpSessionTable, UdpSettings};
 use crate::manager::ConnectionManager;
 
@@ -69,7 +70,9 @@ pub struct TunSettings {
     pub mtu: usize,
     /// What precedes each packet on the fd. Default: the platform's ([`Framing::default`]).
     pub framing: Framing,
-    /// UDP sessions: capacity, queue, timeouts, socket cap (keying is always per app source).
+    /// UDP sessions: capacity (`session_capacity`, the least recently used one is evicted past
+    /// it), queue, timeouts, and `max_sockets` outbound sockets at once (a datagram that would
+    /// open one more is dropped and counted). Keying is always per app source.
     pub udp: UdpSettings,
 }
 
@@ -199,7 +202,10 @@ impl Tun {
         let io = Arc::new(Io { device, counters: counters.clone() });
         let mut udp_settings = settings.udp.clone();
         udp_settings.keying = SessionKeying::PerClient;
-        let udp = Arc::new(UdpSessionTable::new(manager.clone(), outbound.clone(), udp_settings));
+        let sockets = Budget::new("outbound UDP sockets of the tunnel", udp_settings.max_sockets);
+        let udp = Arc::new(
+            UdpSessionTable::new(manager.clone(), outbound.clone(), udp_settings).with_socket_budget(sockets),
+        );
         let sweeper = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         for (family, listener) in families.iter().zip(listeners) {

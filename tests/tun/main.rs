@@ -107,6 +107,10 @@ fn interface(link: Link, network_type: NetworkType) -> NetworkInterface {
 
 impl Device {
     async fn up() -> Device {
+        Device::up_with(|_| {}).await
+    }
+
+    async fn up_with(adjust: impl FnOnce(&mut TunSettings)) -> Device {
         let topology = Topology::up(server_command()).unwrap();
         let fd = device::create_linux("tun0").unwrap();
         topology::run("ip", &["addr", "add", "172.19.0.1/30", "dev", "tun0"]).unwrap();
@@ -129,13 +133,10 @@ impl Device {
         )
         .unwrap();
         netswitch.manager().update_interfaces(snapshot);
-        let tun = netswitch
-            .start_tun(
-                fd,
-                TunSettings::inet4("172.19.0.1".parse().unwrap(), 30)
-                    .with_inet6("fdfe::1".parse().unwrap(), 126),
-            )
-            .unwrap();
+        let mut settings =
+            TunSettings::inet4("172.19.0.1".parse().unwrap(), 30).with_inet6("fdfe::1".parse().unwrap(), 126);
+        adjust(&mut settings);
+        let tun = netswitch.start_tun(fd, settings).unwrap();
         Device { _topology: topology, netswitch, tun }
     }
 
@@ -525,4 +526,53 @@ fn tun_cli_creates_the_device_and_relays() {
     let gone = Command::new("ip").args(["link", "show", "tun1"]).output().unwrap();
     assert!(!gone.status.success(), "tun1 still exists after netswitch stopped");
     println!("netswitch tun: v4 and v6 TCP and UDP carried over wifi0, tun1 gone after SIGINT");
+}
+
+/// A UDP flood from many app sources is bounded: at most `max_sockets` sessions (outbound
+/// sockets) exist, every datagram past it is dropped and counted, and the sessions that exist
+/// keep working.
+#[test]
+fn tun_udp_sessions_are_capped_and_drops_counted() {
+    if role().as_deref() != Some("device") {
+        return run_in_namespace("tun_udp_sessions_are_capped_and_drops_counted");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let device = Device::up_with(|settings| settings.udp.max_sockets = 4).await;
+        let (answer, answered) = blocking(|| {
+            let first = UdpSocket::bind("0.0.0.0:0").unwrap();
+            udp_roundtrip(&first, b"first", server(server::UDP_ECHO));
+            let others: Vec<UdpSocket> = (0..40).map(|_| UdpSocket::bind("0.0.0.0:0").unwrap()).collect();
+            for socket in &others {
+                socket.send_to(b"flood", server(server::UDP_ECHO)).unwrap();
+            }
+            // The first source's session still answers.
+            let (answer, _) = udp_roundtrip(&first, b"still there", server(server::UDP_ECHO));
+            // The admitted sources' answers: waited for together, up to 5 s.
+            let deadline = Instant::now() + TIMEOUT;
+            let mut answered = vec![false; others.len()];
+            while answered.iter().filter(|a| **a).count() < 3 && Instant::now() < deadline {
+                for (socket, answered) in others.iter().zip(answered.iter_mut()) {
+                    socket.set_nonblocking(true).unwrap();
+                    *answered |= socket.recv_from(&mut [0u8; 64]).is_ok();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Anything more would have arrived by now too.
+            std::thread::sleep(Duration::from_millis(200));
+            for (socket, answered) in others.iter().zip(answered.iter_mut()) {
+                *answered |= socket.recv_from(&mut [0u8; 64]).is_ok();
+            }
+            let answered = answered.iter().filter(|a| **a).count();
+            (answer, answered)
+        })
+        .await;
+        assert_eq!(answer, b"still there");
+        let counters = device.tun.counters();
+        println!("40 new sources with max_sockets 4: {answered} answered; {counters:?}");
+        assert_eq!(answered, 3, "three more sessions fit under the cap of 4");
+        assert_eq!(device.tun.udp_sessions(), 4);
+        assert_eq!(counters.dropped_udp, 37, "every refused datagram is counted");
+        device.tun.stop();
+    });
 }
