@@ -576,3 +576,72 @@ fn tun_udp_sessions_are_capped_and_drops_counted() {
         device.tun.stop();
     });
 }
+
+/// File descriptors of this process that are not pipes (the relay keeps a few splice pipes per
+/// runtime thread on purpose: `netswitch::relay::KEPT_PIPES`).
+fn non_pipe_fds() -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else { return 0 };
+    entries
+        .flatten()
+        .filter(|entry| {
+            std::fs::read_link(entry.path())
+                .is_ok_and(|target| !target.to_string_lossy().starts_with("pipe:"))
+        })
+        .count()
+}
+
+/// 300 connections through the tunnel open at once, each echoing, then closed: every NAT entry
+/// leaves, the manager is empty, and the process has the file descriptors it had before.
+#[test]
+fn tun_many_connections_leave_nothing_behind() {
+    if role().as_deref() != Some("device") {
+        return run_in_namespace("tun_many_connections_leave_nothing_behind");
+    }
+    const CONNECTIONS: usize = 300;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let device = Device::up().await;
+        // Warm up (the first connection through a fresh link, lazily built state), then measure.
+        blocking(|| connect(server::PEER).unwrap().read_to_end(&mut Vec::new()).unwrap()).await;
+        device.wait_idle().await;
+        let fds = non_pipe_fds();
+        let mut streams = Vec::new();
+        for _ in 0..CONNECTIONS {
+            let stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(server(server::ECHO)))
+                .await
+                .unwrap()
+                .unwrap();
+            streams.push(stream);
+        }
+        for (i, stream) in streams.iter_mut().enumerate() {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let message = format!("connection {i:04}");
+            stream.write_all(message.as_bytes()).await.unwrap();
+            let mut echoed = vec![0u8; message.len()];
+            tokio::time::timeout(TIMEOUT, stream.read_exact(&mut echoed)).await.unwrap().unwrap();
+            assert_eq!(echoed, message.as_bytes());
+        }
+        let peak = device.tun.nat_entries();
+        assert_eq!(peak, CONNECTIONS, "one NAT entry per open connection");
+        assert_eq!(device.netswitch.manager().len(), CONNECTIONS);
+        drop(streams);
+        device.wait_idle().await;
+        assert_eq!(device.netswitch.manager().len(), 0);
+        // Sockets closing in the background may take a moment to leave the fd table.
+        let deadline = Instant::now() + TIMEOUT;
+        while non_pipe_fds() > fds && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(non_pipe_fds(), fds, "file descriptors back to the baseline");
+        let counters = device.tun.counters();
+        println!(
+            "{CONNECTIONS} connections at once: NAT entries {peak} -> 0, fds back to {fds}; {counters:?}"
+        );
+        assert_eq!(
+            counters.dropped_no_flow + counters.dropped_nat_full + counters.dropped_write,
+            0,
+            "{counters:?}"
+        );
+        device.tun.stop();
+    });
+}
