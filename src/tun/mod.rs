@@ -113,7 +113,7 @@ pub enum TunError {
     /// The MTU is out of range.
     #[error("tunnel MTU {0} is not in 576..=65535")]
     Mtu(usize),
-    /// The file descriptor could not be used (not valid, or no tokio runtime).
+    /// The file descriptor could not be used (not valid), or no tokio runtime.
     #[error("TUN device: {0}")]
     Device(#[source] std::io::Error),
     /// The listener on the tunnel address could not be bound.
@@ -167,7 +167,7 @@ pub struct Tun {
 impl Tun {
     /// Starts a tunnel on the TUN device `fd` (taken over: closed when the tunnel stops): its
     /// TCP connections and UDP flows go through `manager` and `outbound`. Must be called inside
-    /// a tokio runtime. The device must already have the settings' addresses (the listener binds
+    /// a tokio runtime (else [`TunError::Device`]). The device must already have the settings' addresses (the listener binds
     /// them) and routes; `outbound` must not route back into the tunnel (see the module docs).
     pub fn start(
         fd: OwnedFd,
@@ -175,6 +175,9 @@ impl Tun {
         manager: Arc<ConnectionManager>,
         outbound: Arc<dyn Outbound>,
     ) -> Result<Tun, TunError> {
+        // Listeners and the device register with the reactor: fail, not panic, without one.
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|error| TunError::Device(std::io::Error::other(error)))?;
         if !(576..=65535).contains(&settings.mtu) {
             return Err(TunError::Mtu(settings.mtu));
         }
@@ -210,7 +213,7 @@ impl Tun {
         let mut tasks = Vec::new();
         for (family, listener) in families.iter().zip(listeners) {
             tracing::info!(listener = %family.listener(), "TUN system stack listening");
-            tasks.push(tokio::spawn(system::accept(
+            tasks.push(runtime.spawn(system::accept(
                 family.clone(),
                 listener,
                 manager.clone(),
@@ -219,10 +222,9 @@ impl Tun {
                 sweeper.clone(),
             )));
         }
-        tasks.push(tokio::spawn(system::sweep(families.clone(), sweeper.clone())));
+        tasks.push(runtime.spawn(system::sweep(families.clone(), sweeper.clone())));
         let reader = Reader { io, families: families.clone(), udp: udp.clone(), sweeper };
-        tasks.push(tokio::spawn(reader.run(settings.mtu + settings.framing.header_len())));
-        let runtime = tokio::runtime::Handle::current();
+        tasks.push(runtime.spawn(reader.run(settings.mtu + settings.framing.header_len())));
         Ok(Tun { tasks, counters, families, udp, manager, runtime })
     }
 
@@ -337,6 +339,42 @@ fn nat_v6(address: Ipv6Addr, prefix: u8) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dial::direct::DirectOutbound;
+    use crate::manager::RelaySettings;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn start_refuses_bad_settings_and_needs_a_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let manager =
+            Arc::new(ConnectionManager::with_runtime(RelaySettings::default(), runtime.handle().clone()));
+        let outbound: Arc<dyn Outbound> = Arc::new(DirectOutbound::default());
+        let start = |settings: TunSettings| {
+            let (fd, _) = UnixDatagram::pair().unwrap();
+            Tun::start(OwnedFd::from(fd), settings, manager.clone(), outbound.clone())
+        };
+        let loopback = TunSettings::inet4(Ipv4Addr::new(127, 0, 0, 5), 8);
+        assert!(
+            matches!(start(loopback.clone()), Err(TunError::Device(_))),
+            "no runtime: an error, no panic"
+        );
+        let _inside = runtime.enter();
+        let mut none = loopback.clone();
+        none.inet4 = None;
+        assert!(matches!(start(none), Err(TunError::NoAddress)));
+        let mut tiny = loopback.clone();
+        tiny.mtu = 100;
+        assert!(matches!(start(tiny), Err(TunError::Mtu(100))));
+        let error = start(TunSettings::inet4(Ipv4Addr::new(172, 19, 0, 2), 30)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "tunnel address 172.19.0.2/30: the next address must be in the prefix for the NAT (use a /30 or /126 or wider, and not its last address)"
+        );
+        // A datagram socket pair stands in for the device: it starts, counts nothing, stops.
+        let tun = start(loopback).unwrap();
+        assert_eq!((tun.counters(), tun.nat_entries(), tun.udp_sessions()), (TunCounters::default(), 0, 0));
+        tun.stop();
+    }
 
     #[test]
     fn the_nat_address_is_the_next_one_in_the_prefix() {
