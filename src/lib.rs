@@ -26,6 +26,7 @@
 //! | [`tracker`] | the live connection table: ids, egress, byte and packet counters, close handles |
 //! | [`client`] | the client side the relay consumes: [`Inbound`], [`PacketInbound`], [`Datagram`], UDP timeouts |
 //! | [`dial`] | the [`Outbound`] trait, the direct outbound (strategy, RFC 8305 racing), the upstream SOCKS5 outbound |
+//! | [`dns`] | names resolved over the network that carries the connection: each interface's DNS servers over sockets bound to it, the host's resolver, the system resolver as the last resort, a TTL cache per interface |
 //! | [`socks5`] | the SOCKS5 wire format, once: addresses, greeting and auth, request, reply codes, UDP header |
 //! | [`metadata`] | [`Destination`] and per-connection [`Metadata`] / [`ConnectionOptions`] |
 //! | [`platform`] | how one socket leaves through one interface: Linux, Apple, the host callback, [`SimulatedBinder`], TCP options |
@@ -92,6 +93,7 @@ pub mod client;
 pub mod config;
 pub mod deadline;
 pub mod dial;
+pub mod dns;
 #[cfg(feature = "ffi")]
 pub mod ffi;
 pub mod inbound;

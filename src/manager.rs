@@ -61,6 +61,7 @@ pub struct ConnectionManager {
     open_observer: Option<OpenObserver>,
     network_observer: Option<NetworkObserver>,
     networks: Arc<NetworkState>,
+    dns: Option<Arc<crate::dns::Resolvers>>,
     settings: RelaySettings,
     runtime: Handle,
     shut_down: Arc<AtomicBool>,
@@ -83,6 +84,7 @@ impl ConnectionManager {
             open_observer: None,
             network_observer: None,
             networks: Arc::new(NetworkState::default()),
+            dns: None,
             settings,
             runtime,
             shut_down: Arc::new(AtomicBool::new(false)),
@@ -113,6 +115,15 @@ impl ConnectionManager {
     /// close, on the caller's thread.
     pub fn with_network_observer(mut self, observer: NetworkObserver) -> ConnectionManager {
         self.network_observer = Some(observer);
+        self
+    }
+
+    /// Makes every [`ConnectionManager::update_interfaces`] flush `dns`'s cached answers of the
+    /// interfaces that went away or whose DNS servers changed (give it the resolvers of the
+    /// outbounds that use [`ConnectionManager::networks`], see
+    /// [`crate::DirectOutbound::with_dns`]).
+    pub fn with_dns(mut self, dns: Arc<crate::dns::Resolvers>) -> ConnectionManager {
+        self.dns = Some(dns);
         self
     }
 
@@ -236,6 +247,9 @@ impl ConnectionManager {
         let summary = snapshot_summary(&snapshot);
         let observed = self.network_observer.as_ref().map(|_| Arc::new(snapshot.clone()));
         let change = self.networks.update(snapshot);
+        if let Some(dns) = &self.dns {
+            dns.on_update(&self.networks.snapshot(), &change);
+        }
         if change.identical {
             tracing::debug!(interfaces = %summary, "interface snapshot unchanged");
             return change;

@@ -26,6 +26,7 @@ use tokio::runtime::Handle;
 
 use crate::config::{Config, ConfigError};
 use crate::dial::direct::DirectOutbound;
+use crate::dns::{HostDns, Resolvers};
 use crate::inbound::socks::{SocksError, SocksServer, SocksSettings};
 use crate::manager::{CloseObserver, ConnectionManager, NetworkObserver, OpenObserver};
 use crate::platform::{os_binder, HostBinder, HostSocketBinder, SocketBinder};
@@ -47,6 +48,7 @@ impl Netswitch {
             config,
             binder: None,
             host_binder: None,
+            host_dns: None,
             runtime: None,
             close_observer: None,
             open_observer: None,
@@ -94,6 +96,7 @@ pub struct NetswitchBuilder {
     config: Config,
     binder: Option<Arc<dyn SocketBinder>>,
     host_binder: Option<Arc<dyn HostSocketBinder>>,
+    host_dns: Option<Arc<dyn HostDns>>,
     runtime: Option<Handle>,
     close_observer: Option<CloseObserver>,
     open_observer: Option<OpenObserver>,
@@ -114,6 +117,13 @@ impl NetswitchBuilder {
     /// ([`HostBinder`]).
     pub fn host_binder(mut self, host: Arc<dyn HostSocketBinder>) -> Self {
         self.host_binder = Some(host);
+        self
+    }
+
+    /// Resolves names with the host's resolver for each network (Android `DnsResolver` on that
+    /// `Network`…) as the config's `dns.resolver` says ([`crate::dns::ResolverChoice`]).
+    pub fn host_dns(mut self, host: Arc<dyn HostDns>) -> Self {
+        self.host_dns = Some(host);
         self
     }
 
@@ -150,7 +160,14 @@ impl NetswitchBuilder {
             Some(runtime) => runtime,
             None => Handle::try_current().map_err(|_| BuildError::NoRuntime)?,
         };
-        let mut manager = ConnectionManager::with_runtime(self.config.relay_settings(), runtime);
+        // One set of resolvers for the outbound and the manager: network changes flush its cache.
+        let mut dns = Resolvers::new(self.config.dns_settings());
+        if let Some(host) = self.host_dns {
+            dns = dns.with_host(host);
+        }
+        let dns = Arc::new(dns);
+        let mut manager =
+            ConnectionManager::with_runtime(self.config.relay_settings(), runtime).with_dns(dns.clone());
         if let Some(observer) = self.close_observer {
             manager = manager.with_close_observer(observer);
         }
@@ -165,8 +182,9 @@ impl NetswitchBuilder {
         if let Some(host) = self.host_binder {
             binder = Arc::new(HostBinder::new(host, binder));
         }
-        let outbound =
-            Arc::new(self.config.direct_outbound().with_networks(manager.networks().clone(), binder));
+        let outbound = Arc::new(
+            self.config.direct_outbound().with_networks(manager.networks().clone(), binder).with_dns(dns),
+        );
         Ok(Netswitch { manager, outbound, socks: self.config.socks_settings() })
     }
 }
@@ -177,6 +195,7 @@ impl std::fmt::Debug for NetswitchBuilder {
             .field("config", &self.config)
             .field("binder", &self.binder)
             .field("host_binder", &self.host_binder.is_some())
+            .field("host_dns", &self.host_dns.is_some())
             .field("runtime", &self.runtime.is_some())
             .field("close_observer", &self.close_observer.is_some())
             .field("open_observer", &self.open_observer.is_some())

@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netswitch::dial::direct::DirectOutbound;
-use netswitch::dial::system_resolver::SystemResolver;
 use netswitch::dial::{DialError, FailureKind};
+use netswitch::dns::SystemResolver;
 use netswitch::inbound::socks::{SocksServer, SocksSettings};
 use netswitch::{ConnectionManager, Destination, Metadata, Outbound, RelaySettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

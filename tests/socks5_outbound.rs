@@ -495,7 +495,7 @@ async fn a_binder_failure_fails_the_dial_and_nothing_reaches_the_upstream() {
     match error_of(&closed) {
         ConnectionError::Dial(DialError::Connect { attempts, .. }) => {
             assert_eq!(attempts.len(), 1, "{attempts:?}");
-            assert_eq!(attempts[0].address, upstream.local_addr().unwrap());
+            assert_eq!(attempts[0].address, Some(upstream.local_addr().unwrap()));
             assert!(
                 matches!(&attempts[0].error, AttemptError::Bind(e) if e.interface() == "wifi0"),
                 "{attempts:?}"

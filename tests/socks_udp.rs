@@ -6,7 +6,7 @@ mod common;
 
 use common::{dns_query, udp_echo_server};
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -136,9 +136,9 @@ async fn recv_wrapped(socket: &UdpSocket, wait: Duration) -> Option<(Destination
     Some((source, buf[at..n].to_vec()))
 }
 
-/// A DNS-shaped server: answers each query with the query id and "answer:" + the question.
-async fn dns_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+/// A DNS-shaped server on `ip`: answers each query with the query id and "answer:" + the question.
+async fn dns_server(ip: IpAddr) -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    let socket = UdpSocket::bind((ip, 0)).await.unwrap();
     let address = socket.local_addr().unwrap();
     let (seen_tx, seen) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -157,11 +157,16 @@ async fn dns_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u
 #[tokio::test]
 async fn dns_query_to_a_domain_gets_the_reply_from_the_domain() {
     let proxy = proxy().await;
-    let (server, mut seen) = dns_server().await;
+    // "localhost" is answered without a resolver (RFC 6761): ::1 and 127.0.0.1, the preferred
+    // family (IPv6) first when the host has IPv6 loopback. The server listens on that address.
+    let loopback: IpAddr = if std::net::UdpSocket::bind("[::1]:0").is_ok() {
+        Ipv6Addr::LOCALHOST.into()
+    } else {
+        Ipv4Addr::LOCALHOST.into()
+    };
+    let (server, mut seen) = dns_server(loopback).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (_control, relay) = associate(&proxy, client.local_addr().unwrap()).await;
-    // "localhost" is resolved by the system resolver (hosts file); the SOCKS ingress has no
-    // resolver hook yet. The server listens on 127.0.0.1.
     let destination = Destination::domain("localhost", server.port());
     let query = dns_query(0x1234, "example.test");
     client.send_to(&wrap(&destination, &query), relay).await.unwrap();
@@ -257,7 +262,7 @@ async fn a_hundred_thousand_echoed_datagrams_are_all_accounted_for() {
 #[tokio::test]
 async fn bad_input_is_dropped_and_the_association_goes_on() {
     let proxy = proxy().await;
-    let (server, mut seen) = dns_server().await;
+    let (server, mut seen) = dns_server(Ipv4Addr::LOCALHOST.into()).await;
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (_control, relay) = associate(&proxy, client.local_addr().unwrap()).await;
     let destination = Destination::from(server);

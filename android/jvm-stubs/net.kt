@@ -3,7 +3,7 @@
 package android.net
 import java.io.FileDescriptor
 import java.net.InetAddress
-open class Network { val networkHandle: Long = 0; fun bindSocket(fd: FileDescriptor) {} }
+open class Network { val networkHandle: Long = 0; fun bindSocket(fd: FileDescriptor) {}; fun getAllByName(host: String): Array<InetAddress> = arrayOf() }
 open class NetworkCapabilities {
   fun hasTransport(t: Int): Boolean = false
   fun hasCapability(c: Int): Boolean = false

@@ -695,6 +695,18 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
     func relayTcpFd(fd: Int32, destination: String, options: ConnectionOptions?) throws  -> UInt64
     
     /**
+     * Resolves `name` (a domain or an IP literal) as a dial with `options` would, without
+     * connecting: over the networks the strategy picks, each with its own resolver (its DNS
+     * servers over sockets bound to it, the host's resolver, or the system resolver as the last
+     * resort; see `dns_resolver`), by `connect_timeout_ms`. Returns the addresses, the
+     * interface whose resolver answered and who answered each family. Errors: `NameNotFound`
+     * (NXDOMAIN, no address of the families allowed, an invalid name), `ResolveFailed`
+     * (timeouts, server errors; names the DNS server and the interface), `NoNetwork`,
+     * `ShutDown`.
+     */
+    func resolve(name: String, options: ConnectionOptions?) async throws  -> ResolveResult
+    
+    /**
      * Closes every connection, stops every SOCKS server, ends every subscription (each still
      * delivers the events it had queued; close events of the connections this closes arrive
      * after that and are not delivered — `traffic()` still counts them), and makes later calls
@@ -893,6 +905,32 @@ open func relayTcpFd(fd: Int32, destination: String, options: ConnectionOptions?
         FfiConverterOptionTypeConnectionOptions.lower(options),uniffiCallStatus
     )
 })
+}
+    
+    /**
+     * Resolves `name` (a domain or an IP literal) as a dial with `options` would, without
+     * connecting: over the networks the strategy picks, each with its own resolver (its DNS
+     * servers over sockets bound to it, the host's resolver, or the system resolver as the last
+     * resort; see `dns_resolver`), by `connect_timeout_ms`. Returns the addresses, the
+     * interface whose resolver answered and who answered each family. Errors: `NameNotFound`
+     * (NXDOMAIN, no address of the families allowed, an invalid name), `ResolveFailed`
+     * (timeouts, server errors; names the DNS server and the interface), `NoNetwork`,
+     * `ShutDown`.
+     */
+open func resolve(name: String, options: ConnectionOptions? = nil)async throws  -> ResolveResult  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_netswitch_fn_method_connectionmanager_resolve(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name),FfiConverterOptionTypeConnectionOptions.lower(options)
+                )
+            },
+            pollFunc: ffi_netswitch_rust_future_poll_rust_buffer,
+            completeFunc: ffi_netswitch_rust_future_complete_rust_buffer,
+            freeFunc: ffi_netswitch_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeResolveResult_lift,
+            errorHandler: FfiConverterTypeNetswitchError_lift
+        )
 }
     
     /**
@@ -1398,7 +1436,8 @@ public func FfiConverterTypeEventListener_lower(_ value: EventListener) -> UInt6
 /**
  * Platform services netswitch calls back into. Android implements `bind_socket` with
  * `VpnService.protect(fd)` (action `Protect`) and `Network.bindSocket(fd)` (action `Bind`);
- * Apple apps usually answer `BindYourself` and netswitch uses `IP_BOUND_IF`.
+ * Apple apps usually answer `BindYourself` and netswitch uses `IP_BOUND_IF`. `resolve` is
+ * optional in effect: a host that does not resolve for netswitch answers `ResolveYourself`.
  */
 public protocol PlatformInterface: AnyObject, Sendable {
     
@@ -1410,11 +1449,24 @@ public protocol PlatformInterface: AnyObject, Sendable {
      */
     func bindSocket(fd: Int32, interface: NetworkInterface, action: BindAction) throws  -> BindDecision
     
+    /**
+     * Resolves `name` on `interface`'s network for the families asked (`want_ipv4`: A,
+     * `want_ipv6`: AAAA; netswitch asks once per family), e.g. Android `DnsResolver.query` on
+     * that `Network` or `Network.getAllByName`, Apple the Network Extension's resolver. Called
+     * when the config's `dns_resolver` is `Host`, or `Auto` and the interface has no DNS
+     * servers. Suspend (Kotlin) / async (Swift) freely: netswitch stops waiting at the dial's
+     * deadline (`connect_timeout_ms`). Answer `ResolveYourself` to let netswitch resolve (the
+     * interface's DNS servers, else the system resolver); throw `NameNotFound` for a name that
+     * does not exist (NXDOMAIN); any other exception fails this lookup, naming the interface.
+     */
+    func resolve(name: String, interface: NetworkInterface, wantIpv4: Bool, wantIpv6: Bool) async throws  -> HostResolution
+    
 }
 /**
  * Platform services netswitch calls back into. Android implements `bind_socket` with
  * `VpnService.protect(fd)` (action `Protect`) and `Network.bindSocket(fd)` (action `Bind`);
- * Apple apps usually answer `BindYourself` and netswitch uses `IP_BOUND_IF`.
+ * Apple apps usually answer `BindYourself` and netswitch uses `IP_BOUND_IF`. `resolve` is
+ * optional in effect: a host that does not resolve for netswitch answers `ResolveYourself`.
  */
 open class PlatformInterfaceImpl: PlatformInterface, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1487,6 +1539,32 @@ open func bindSocket(fd: Int32, interface: NetworkInterface, action: BindAction)
 })
 }
     
+    /**
+     * Resolves `name` on `interface`'s network for the families asked (`want_ipv4`: A,
+     * `want_ipv6`: AAAA; netswitch asks once per family), e.g. Android `DnsResolver.query` on
+     * that `Network` or `Network.getAllByName`, Apple the Network Extension's resolver. Called
+     * when the config's `dns_resolver` is `Host`, or `Auto` and the interface has no DNS
+     * servers. Suspend (Kotlin) / async (Swift) freely: netswitch stops waiting at the dial's
+     * deadline (`connect_timeout_ms`). Answer `ResolveYourself` to let netswitch resolve (the
+     * interface's DNS servers, else the system resolver); throw `NameNotFound` for a name that
+     * does not exist (NXDOMAIN); any other exception fails this lookup, naming the interface.
+     */
+open func resolve(name: String, interface: NetworkInterface, wantIpv4: Bool, wantIpv6: Bool)async throws  -> HostResolution  {
+    return
+        try  await uniffiRustCallAsync(
+            rustFutureFunc: {
+                uniffi_netswitch_fn_method_platforminterface_resolve(
+                        self.uniffiCloneHandle(),FfiConverterString.lower(name),FfiConverterTypeNetworkInterface_lower(interface),FfiConverterBool.lower(wantIpv4),FfiConverterBool.lower(wantIpv6)
+                )
+            },
+            pollFunc: ffi_netswitch_rust_future_poll_rust_buffer,
+            completeFunc: ffi_netswitch_rust_future_complete_rust_buffer,
+            freeFunc: ffi_netswitch_rust_future_free_rust_buffer,
+            liftFunc: FfiConverterTypeHostResolution_lift,
+            errorHandler: FfiConverterTypeNetswitchError_lift
+        )
+}
+    
 
     
 }
@@ -1542,6 +1620,55 @@ fileprivate struct UniffiCallbackInterfacePlatformInterface {
                 makeCall: makeCall,
                 writeReturn: writeReturn,
                 lowerError: FfiConverterTypeNetswitchError_lower
+            )
+        },
+        resolve: { (
+            uniffiHandle: UInt64,
+            name: RustBuffer,
+            interface: RustBuffer,
+            wantIpv4: Int8,
+            wantIpv6: Int8,
+            uniffiFutureCallback: @escaping UniffiForeignFutureCompleteRustBuffer,
+            uniffiCallbackData: UInt64,
+            uniffiOutDroppedCallback: UnsafeMutablePointer<UniffiForeignFutureDroppedCallbackStruct>
+        ) in
+            let makeCall = {
+                () async throws -> HostResolution in
+                guard let uniffiObj = try? FfiConverterTypePlatformInterface.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return try await uniffiObj.resolve(
+                     name: try FfiConverterString.lift(name),
+                     interface: try FfiConverterTypeNetworkInterface_lift(interface),
+                     wantIpv4: try FfiConverterBool.lift(wantIpv4),
+                     wantIpv6: try FfiConverterBool.lift(wantIpv6)
+                )
+            }
+
+            let uniffiHandleSuccess = { (returnValue: HostResolution) in
+                uniffiFutureCallback(
+                    uniffiCallbackData,
+                    UniffiForeignFutureResultRustBuffer(
+                        returnValue: FfiConverterTypeHostResolution_lower(returnValue),
+                        callStatus: RustCallStatus()
+                    )
+                )
+            }
+            let uniffiHandleError = { (statusCode, errorBuf) in
+                uniffiFutureCallback(
+                    uniffiCallbackData,
+                    UniffiForeignFutureResultRustBuffer(
+                        returnValue: RustBuffer.empty(),
+                        callStatus: RustCallStatus(code: statusCode, errorBuf: errorBuf)
+                    )
+                )
+            }
+            uniffiTraitInterfaceCallAsyncWithError(
+                makeCall: makeCall,
+                handleSuccess: uniffiHandleSuccess,
+                handleError: uniffiHandleError,
+                lowerError: FfiConverterTypeNetswitchError_lower,
+                droppedCallback: uniffiOutDroppedCallback
             )
         }
     )
@@ -2292,7 +2419,7 @@ public struct ConnectionOptions: Equatable, Hashable {
      */
     public var fallbackNetworkType: [NetworkType]?
     /**
-     * Fallback delay, ms. `None` = the config's.
+     * Fallback delay (before fallback networks join), ms. `None` = the config's.
      */
     public var fallbackDelayMs: UInt64?
     /**
@@ -2326,7 +2453,7 @@ public struct ConnectionOptions: Equatable, Hashable {
          * Fallback network types. `None` = the config's.
          */fallbackNetworkType: [NetworkType]? = nil, 
         /**
-         * Fallback delay, ms. `None` = the config's.
+         * Fallback delay (before fallback networks join), ms. `None` = the config's.
          */fallbackDelayMs: UInt64? = nil, 
         /**
          * Address-family policy. `None` = the config's.
@@ -2409,7 +2536,8 @@ public func FfiConverterTypeConnectionOptions_lower(_ value: ConnectionOptions) 
  */
 public struct DialAttemptInfo: Equatable, Hashable {
     /**
-     * The address tried (`93.184.216.34:443`).
+     * The address tried (`93.184.216.34:443`); empty for a lookup that found no address (the
+     * reason names the DNS server and the interface).
      */
     public var address: String
     /**
@@ -2433,7 +2561,8 @@ public struct DialAttemptInfo: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * The address tried (`93.184.216.34:443`).
+         * The address tried (`93.184.216.34:443`); empty for a lookup that found no address (the
+         * reason names the DNS server and the interface).
          */address: String, 
         /**
          * The interface the socket was bound to or protected for; `None` for the system route.
@@ -2796,9 +2925,33 @@ public struct NetswitchConfig: Equatable, Hashable {
      */
     public var fallbackNetworkType: [NetworkType]
     /**
-     * Delay before fallback networks and the second address family join the race. Default 300.
+     * Delay before fallback networks join the race. Default 300.
      */
     public var fallbackDelayMs: UInt64
+    /**
+     * Delay between two connection attempts on one network (RFC 8305: the next address, of the
+     * other family first, starts after it, or at once when an attempt fails). Default 250.
+     */
+    public var connectionAttemptDelayMs: UInt64
+    /**
+     * Which resolver answers for an interface. `None` = `Auto` (the interface's DNS servers,
+     * else `PlatformInterface.resolve`, else the system resolver).
+     */
+    public var dnsResolver: DnsResolver?
+    /**
+     * Time one DNS server gets for one question before the next one is asked. Must be > 0.
+     * Default 2000.
+     */
+    public var dnsTimeoutMs: UInt64
+    /**
+     * Shortest time a DNS answer is cached (also how long the host resolver's answers are
+     * kept). Default 5000.
+     */
+    public var dnsTtlFloorMs: UInt64
+    /**
+     * Longest time a DNS answer is cached; at least `dns_ttl_floor_ms`. Default 3600000 (1 h).
+     */
+    public var dnsTtlCapMs: UInt64
     /**
      * Address-family policy. `None` = `PreferIpv6`.
      */
@@ -2887,8 +3040,27 @@ public struct NetswitchConfig: Equatable, Hashable {
          * Default empty.
          */fallbackNetworkType: [NetworkType] = [], 
         /**
-         * Delay before fallback networks and the second address family join the race. Default 300.
+         * Delay before fallback networks join the race. Default 300.
          */fallbackDelayMs: UInt64 = UInt64(300), 
+        /**
+         * Delay between two connection attempts on one network (RFC 8305: the next address, of the
+         * other family first, starts after it, or at once when an attempt fails). Default 250.
+         */connectionAttemptDelayMs: UInt64 = UInt64(250), 
+        /**
+         * Which resolver answers for an interface. `None` = `Auto` (the interface's DNS servers,
+         * else `PlatformInterface.resolve`, else the system resolver).
+         */dnsResolver: DnsResolver? = nil, 
+        /**
+         * Time one DNS server gets for one question before the next one is asked. Must be > 0.
+         * Default 2000.
+         */dnsTimeoutMs: UInt64 = UInt64(2000), 
+        /**
+         * Shortest time a DNS answer is cached (also how long the host resolver's answers are
+         * kept). Default 5000.
+         */dnsTtlFloorMs: UInt64 = UInt64(5000), 
+        /**
+         * Longest time a DNS answer is cached; at least `dns_ttl_floor_ms`. Default 3600000 (1 h).
+         */dnsTtlCapMs: UInt64 = UInt64(3600000), 
         /**
          * Address-family policy. `None` = `PreferIpv6`.
          */domainStrategy: DomainStrategy? = nil, 
@@ -2943,6 +3115,11 @@ public struct NetswitchConfig: Equatable, Hashable {
         self.networkType = networkType
         self.fallbackNetworkType = fallbackNetworkType
         self.fallbackDelayMs = fallbackDelayMs
+        self.connectionAttemptDelayMs = connectionAttemptDelayMs
+        self.dnsResolver = dnsResolver
+        self.dnsTimeoutMs = dnsTimeoutMs
+        self.dnsTtlFloorMs = dnsTtlFloorMs
+        self.dnsTtlCapMs = dnsTtlCapMs
         self.domainStrategy = domainStrategy
         self.tcpKeepAliveMs = tcpKeepAliveMs
         self.tcpKeepAliveIntervalMs = tcpKeepAliveIntervalMs
@@ -2982,6 +3159,11 @@ public struct FfiConverterTypeNetswitchConfig: FfiConverterRustBuffer {
                 networkType: FfiConverterSequenceTypeNetworkType.read(from: &buf), 
                 fallbackNetworkType: FfiConverterSequenceTypeNetworkType.read(from: &buf), 
                 fallbackDelayMs: FfiConverterUInt64.read(from: &buf), 
+                connectionAttemptDelayMs: FfiConverterUInt64.read(from: &buf), 
+                dnsResolver: FfiConverterOptionTypeDnsResolver.read(from: &buf), 
+                dnsTimeoutMs: FfiConverterUInt64.read(from: &buf), 
+                dnsTtlFloorMs: FfiConverterUInt64.read(from: &buf), 
+                dnsTtlCapMs: FfiConverterUInt64.read(from: &buf), 
                 domainStrategy: FfiConverterOptionTypeDomainStrategy.read(from: &buf), 
                 tcpKeepAliveMs: FfiConverterUInt64.read(from: &buf), 
                 tcpKeepAliveIntervalMs: FfiConverterUInt64.read(from: &buf), 
@@ -3007,6 +3189,11 @@ public struct FfiConverterTypeNetswitchConfig: FfiConverterRustBuffer {
         FfiConverterSequenceTypeNetworkType.write(value.networkType, into: &buf)
         FfiConverterSequenceTypeNetworkType.write(value.fallbackNetworkType, into: &buf)
         FfiConverterUInt64.write(value.fallbackDelayMs, into: &buf)
+        FfiConverterUInt64.write(value.connectionAttemptDelayMs, into: &buf)
+        FfiConverterOptionTypeDnsResolver.write(value.dnsResolver, into: &buf)
+        FfiConverterUInt64.write(value.dnsTimeoutMs, into: &buf)
+        FfiConverterUInt64.write(value.dnsTtlFloorMs, into: &buf)
+        FfiConverterUInt64.write(value.dnsTtlCapMs, into: &buf)
         FfiConverterOptionTypeDomainStrategy.write(value.domainStrategy, into: &buf)
         FfiConverterUInt64.write(value.tcpKeepAliveMs, into: &buf)
         FfiConverterUInt64.write(value.tcpKeepAliveIntervalMs, into: &buf)
@@ -3231,7 +3418,9 @@ public struct NetworkInterface: Equatable, Hashable {
      */
     public var addresses: [String]
     /**
-     * DNS servers of this network (`"192.168.1.1"`), in the host's order. Default none.
+     * DNS servers of this network, in the host's order: `"192.168.1.1"` (port 53),
+     * `"192.168.1.1:5353"` or `"[fd00::1]:5353"`. netswitch resolves names for this interface
+     * with them, over sockets bound to it (config `dns.resolver`). Default none.
      */
     public var dnsServers: [String]
     /**
@@ -3267,7 +3456,9 @@ public struct NetworkInterface: Equatable, Hashable {
          * Addresses with prefix length (`"10.0.0.2/24"`, `"fe80::1/64"`). Default none.
          */addresses: [String] = [], 
         /**
-         * DNS servers of this network (`"192.168.1.1"`), in the host's order. Default none.
+         * DNS servers of this network, in the host's order: `"192.168.1.1"` (port 53),
+         * `"192.168.1.1:5353"` or `"[fd00::1]:5353"`. netswitch resolves names for this interface
+         * with them, over sockets bound to it (config `dns.resolver`). Default none.
          */dnsServers: [String] = [], 
         /**
          * Metered / expensive (cellular, a phone hotspot). Default false.
@@ -3424,6 +3615,97 @@ public func FfiConverterTypeNetworkTraffic_lift(_ buf: RustBuffer) throws -> Net
 #endif
 public func FfiConverterTypeNetworkTraffic_lower(_ value: NetworkTraffic) -> RustBuffer {
     return FfiConverterTypeNetworkTraffic.lower(value)
+}
+
+
+/**
+ * What `ConnectionManager.resolve` found.
+ */
+public struct ResolveResult: Equatable, Hashable {
+    /**
+     * The addresses, the preferred family first (`domain_strategy`).
+     */
+    public var addresses: [String]
+    /**
+     * The interface whose resolver answered; `None` for the system route.
+     */
+    public var interface: String?
+    /**
+     * Who answered, per family: `"AAAA: DNS 10.0.0.1 on wlan0"`, `"A: cache (DNS 10.0.0.1 on
+     * wlan0)"`, `"A: the host's resolver on rmnet0"`, `"A: the system resolver"`.
+     */
+    public var answeredBy: [String]
+    /**
+     * How long the lookup took, in milliseconds.
+     */
+    public var elapsedMs: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The addresses, the preferred family first (`domain_strategy`).
+         */addresses: [String], 
+        /**
+         * The interface whose resolver answered; `None` for the system route.
+         */interface: String?, 
+        /**
+         * Who answered, per family: `"AAAA: DNS 10.0.0.1 on wlan0"`, `"A: cache (DNS 10.0.0.1 on
+         * wlan0)"`, `"A: the host's resolver on rmnet0"`, `"A: the system resolver"`.
+         */answeredBy: [String], 
+        /**
+         * How long the lookup took, in milliseconds.
+         */elapsedMs: UInt64) {
+        self.addresses = addresses
+        self.interface = interface
+        self.answeredBy = answeredBy
+        self.elapsedMs = elapsedMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ResolveResult: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeResolveResult: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ResolveResult {
+        return
+            try ResolveResult(
+                addresses: FfiConverterSequenceString.read(from: &buf), 
+                interface: FfiConverterOptionString.read(from: &buf), 
+                answeredBy: FfiConverterSequenceString.read(from: &buf), 
+                elapsedMs: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ResolveResult, into buf: inout [UInt8]) {
+        FfiConverterSequenceString.write(value.addresses, into: &buf)
+        FfiConverterOptionString.write(value.interface, into: &buf)
+        FfiConverterSequenceString.write(value.answeredBy, into: &buf)
+        FfiConverterUInt64.write(value.elapsedMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeResolveResult_lift(_ buf: RustBuffer) throws -> ResolveResult {
+    return try FfiConverterTypeResolveResult.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeResolveResult_lower(_ value: ResolveResult) -> RustBuffer {
+    return FfiConverterTypeResolveResult.lower(value)
 }
 
 
@@ -3723,6 +4005,104 @@ public func FfiConverterTypeConnectionState_lower(_ value: ConnectionState) -> R
 
 
 /**
+ * Which resolver answers for an interface.
+ */
+
+public enum DnsResolver: Equatable, Hashable {
+    
+    /**
+     * The interface's DNS servers (`NetworkInterface.dns_servers`, queried over sockets bound
+     * to it) when it has some, else the host's (`PlatformInterface.resolve`), else the system
+     * resolver.
+     */
+    case auto
+    /**
+     * The interface's DNS servers (as `Auto` when it has none).
+     */
+    case interface
+    /**
+     * `PlatformInterface.resolve` for every interface (its servers, then the system resolver,
+     * when the host answers `ResolveYourself`).
+     */
+    case host
+    /**
+     * The system resolver (`getaddrinfo`) for everything.
+     */
+    case system
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension DnsResolver: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDnsResolver: FfiConverterRustBuffer {
+    typealias SwiftType = DnsResolver
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> DnsResolver {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .auto
+        
+        case 2: return .interface
+        
+        case 3: return .host
+        
+        case 4: return .system
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: DnsResolver, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .auto:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .interface:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .host:
+            writeInt(&buf, Int32(3))
+        
+        
+        case .system:
+            writeInt(&buf, Int32(4))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDnsResolver_lift(_ buf: RustBuffer) throws -> DnsResolver {
+    return try FfiConverterTypeDnsResolver.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDnsResolver_lower(_ value: DnsResolver) -> RustBuffer {
+    return FfiConverterTypeDnsResolver.lower(value)
+}
+
+
+
+/**
  * Which address families a connection may use and which it tries first.
  */
 
@@ -3923,6 +4303,89 @@ public func FfiConverterTypeFailureKind_lower(_ value: FailureKind) -> RustBuffe
 
 
 /**
+ * What the host's resolver answered (`PlatformInterface.resolve`).
+ */
+
+public enum HostResolution: Equatable, Hashable {
+    
+    /**
+     * These addresses (`"192.0.2.1"`, `"2001:db8::1"`); those of a family not asked for are
+     * ignored; an empty list means the name has no address of the families asked for.
+     */
+    case addresses(
+        /**
+         * The addresses, in the host's order.
+         */addresses: [String]
+    )
+    /**
+     * The host does not resolve for netswitch: netswitch uses the interface's DNS servers, else
+     * the system resolver.
+     */
+    case resolveYourself
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension HostResolution: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeHostResolution: FfiConverterRustBuffer {
+    typealias SwiftType = HostResolution
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> HostResolution {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .addresses(addresses: try FfiConverterSequenceString.read(from: &buf)
+        )
+        
+        case 2: return .resolveYourself
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: HostResolution, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .addresses(addresses):
+            writeInt(&buf, Int32(1))
+            FfiConverterSequenceString.write(addresses, into: &buf)
+            
+        
+        case .resolveYourself:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeHostResolution_lift(_ buf: RustBuffer) throws -> HostResolution {
+    return try FfiConverterTypeHostResolution.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeHostResolution_lower(_ value: HostResolution) -> RustBuffer {
+    return FfiConverterTypeHostResolution.lower(value)
+}
+
+
+
+/**
  * How much to log.
  */
 
@@ -4088,6 +4551,31 @@ enum NetswitchError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError
          */attempts: [DialAttemptInfo]
     )
     /**
+     * The name does not exist (NXDOMAIN), has no address of the families allowed, or is not a
+     * valid host name. `reason` names who said so ("DNS 10.0.0.1 on wlan0: … (NXDOMAIN)").
+     * A host resolver throws it for NXDOMAIN.
+     */
+    case NameNotFound(
+        /**
+         * The name.
+         */name: String, 
+        /**
+         * Who answered what.
+         */reason: String
+    )
+    /**
+     * The name could not be resolved: no answer by the deadline, a server error, a garbage
+     * answer, a socket that could not be bound. `reason` names the DNS server and interface.
+     */
+    case ResolveFailed(
+        /**
+         * The name.
+         */name: String, 
+        /**
+         * What failed, naming the resolver and the interface.
+         */reason: String
+    )
+    /**
      * The platform (`PlatformInterface.bind_socket`) refused or failed to protect/bind the socket
      * for `interface`, so nothing was sent.
      */
@@ -4188,23 +4676,31 @@ public struct FfiConverterTypeNetswitchError: FfiConverterRustBuffer {
             reason: try FfiConverterString.read(from: &buf), 
             attempts: try FfiConverterSequenceTypeDialAttemptInfo.read(from: &buf)
             )
-        case 5: return .PlatformRefused(
+        case 5: return .NameNotFound(
+            name: try FfiConverterString.read(from: &buf), 
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 6: return .ResolveFailed(
+            name: try FfiConverterString.read(from: &buf), 
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 7: return .PlatformRefused(
             interface: try FfiConverterString.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 6: return .Io(
+        case 8: return .Io(
             context: try FfiConverterString.read(from: &buf), 
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 7: return .TimedOut(
+        case 9: return .TimedOut(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 8: return .Closed
-        case 9: return .ShutDown
-        case 10: return .Callback(
+        case 10: return .Closed
+        case 11: return .ShutDown
+        case 12: return .Callback(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 11: return .Internal(
+        case 13: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -4244,38 +4740,50 @@ public struct FfiConverterTypeNetswitchError: FfiConverterRustBuffer {
             FfiConverterSequenceTypeDialAttemptInfo.write(attempts, into: &buf)
             
         
-        case let .PlatformRefused(interface,reason):
+        case let .NameNotFound(name,reason):
             writeInt(&buf, Int32(5))
+            FfiConverterString.write(name, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .ResolveFailed(name,reason):
+            writeInt(&buf, Int32(6))
+            FfiConverterString.write(name, into: &buf)
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .PlatformRefused(interface,reason):
+            writeInt(&buf, Int32(7))
             FfiConverterString.write(interface, into: &buf)
             FfiConverterString.write(reason, into: &buf)
             
         
         case let .Io(context,reason):
-            writeInt(&buf, Int32(6))
+            writeInt(&buf, Int32(8))
             FfiConverterString.write(context, into: &buf)
             FfiConverterString.write(reason, into: &buf)
             
         
         case let .TimedOut(reason):
-            writeInt(&buf, Int32(7))
+            writeInt(&buf, Int32(9))
             FfiConverterString.write(reason, into: &buf)
             
         
         case .Closed:
-            writeInt(&buf, Int32(8))
+            writeInt(&buf, Int32(10))
         
         
         case .ShutDown:
-            writeInt(&buf, Int32(9))
+            writeInt(&buf, Int32(11))
         
         
         case let .Callback(reason):
-            writeInt(&buf, Int32(10))
+            writeInt(&buf, Int32(12))
             FfiConverterString.write(reason, into: &buf)
             
         
         case let .Internal(reason):
-            writeInt(&buf, Int32(11))
+            writeInt(&buf, Int32(13))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -4700,6 +5208,30 @@ fileprivate struct FfiConverterOptionTypeSocksUser: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeDnsResolver: FfiConverterRustBuffer {
+    typealias SwiftType = DnsResolver?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDnsResolver.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDnsResolver.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionTypeDomainStrategy: FfiConverterRustBuffer {
     typealias SwiftType = DomainStrategy?
 
@@ -5112,10 +5644,101 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
         print("uniffiFutureContinuationCallback invalid handle")
     }
 }
+private func uniffiTraitInterfaceCallAsync<T>(
+    makeCall: @escaping () async throws -> T,
+    handleSuccess: @escaping (T) -> (),
+    handleError: @escaping (Int8, RustBuffer) -> (),
+    droppedCallback: UnsafeMutablePointer<UniffiForeignFutureDroppedCallbackStruct>
+) {
+    let task = Task {
+        // Note: it's important we call either `handleSuccess` or `handleError` exactly once.  Each
+        // call consumes an Arc reference, which means there should be no possibility of a double
+        // call.  The following code is structured so that will will never call both `handleSuccess`
+        // and `handleError`, even in the face of weird errors.
+        //
+        // On platforms that need extra machinery to make C-ABI calls, like JNA or ctypes, it's
+        // possible that we fail to make either call.  However, it doesn't seem like this is
+        // possible on Swift since swift can just make the C call directly.
+        var callResult: T
+        do {
+            callResult = try await makeCall()
+        } catch {
+            handleError(CALL_UNEXPECTED_ERROR, FfiConverterString.lower(String(describing: error)))
+            return
+        }
+        handleSuccess(callResult)
+    }
+    let handle = UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.insert(obj: task)
+    droppedCallback.pointee = UniffiForeignFutureDroppedCallbackStruct(
+        handle: handle,
+        free: uniffiForeignFutureDroppedCallback
+    )
+}
+
+private func uniffiTraitInterfaceCallAsyncWithError<T, E>(
+    makeCall: @escaping () async throws -> T,
+    handleSuccess: @escaping (T) -> (),
+    handleError: @escaping (Int8, RustBuffer) -> (),
+    lowerError: @escaping (E) -> RustBuffer,
+    droppedCallback: UnsafeMutablePointer<UniffiForeignFutureDroppedCallbackStruct>
+) {
+    let task = Task {
+        // See the note in uniffiTraitInterfaceCallAsync for details on `handleSuccess` and
+        // `handleError`.
+        var callResult: T
+        do {
+            callResult = try await makeCall()
+        } catch let error as E {
+            handleError(CALL_ERROR, lowerError(error))
+            return
+        } catch {
+            handleError(CALL_UNEXPECTED_ERROR, FfiConverterString.lower(String(describing: error)))
+            return
+        }
+        handleSuccess(callResult)
+    }
+    let handle = UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.insert(obj: task)
+    droppedCallback.pointee = UniffiForeignFutureDroppedCallbackStruct(
+        handle: handle,
+        free: uniffiForeignFutureDroppedCallback
+    )
+}
+
+// Borrow the callback handle map implementation to store foreign future handles
+// TODO: consolidate the handle-map code (https://github.com/mozilla/uniffi-rs/pull/1823)
+fileprivate let UNIFFI_FOREIGN_FUTURE_HANDLE_MAP = UniffiHandleMap<UniffiForeignFutureTask>()
+
+// Protocol for tasks that handle foreign futures.
+//
+// Defining a protocol allows all tasks to be stored in the same handle map.  This can't be done
+// with the task object itself, since has generic parameters.
+fileprivate protocol UniffiForeignFutureTask {
+    func cancel()
+}
+
+extension Task: UniffiForeignFutureTask {}
+
+private func uniffiForeignFutureDroppedCallback(handle: UInt64) {
+    do {
+        let task = try UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.remove(handle: handle)
+        // Set the cancellation flag on the task.  If it's still running, the code can check the
+        // cancellation flag or call `Task.checkCancellation()`.  If the task has completed, this is
+        // a no-op.
+        task.cancel()
+    } catch {
+        print("uniffiForeignFutureDroppedCallback: handle missing from handlemap")
+    }
+}
+
+// For testing
+public func uniffiForeignFutureHandleCountNetswitch() -> Int {
+    UNIFFI_FOREIGN_FUTURE_HANDLE_MAP.count
+}
 /**
  * Parses the CLI's JSON config format (see the README) into a [`NetswitchConfig`].
- * `socks.listen`, `socks.users`, `interface_types` and `log` other than the level are CLI-only
- * and ignored here (pass listen address and credentials to `start_socks`).
+ * `socks.listen`, `socks.users`, `interface_types`, `interface_dns`, the `dns` keys without a
+ * field here and `log` other than the level are CLI-only and ignored here (pass listen address
+ * and credentials to `start_socks`, DNS servers in the interface snapshot).
  *
  * Errors: `InvalidConfig` naming the key (unknown key, bad duration, a zero timeout).
  */
@@ -5166,7 +5789,7 @@ private let initializationResult: InitializationResult = {
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
     }
-    if (uniffi_netswitch_checksum_func_config_from_json() != 41964) {
+    if (uniffi_netswitch_checksum_func_config_from_json() != 15028) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_func_default_config() != 49926) {
@@ -5188,6 +5811,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_platforminterface_bind_socket() != 11472) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_platforminterface_resolve() != 11602) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_subscription_cancel() != 5759) {
@@ -5212,6 +5838,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd() != 17390) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_connectionmanager_resolve() != 35994) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_connectionmanager_shutdown() != 57956) {

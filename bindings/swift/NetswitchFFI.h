@@ -278,6 +278,12 @@ typedef void (*UniffiCallbackInterfacePlatformInterfaceMethod0)(uint64_t, int32_
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_INTERFACE_METHOD1
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_PLATFORM_INTERFACE_METHOD1
+typedef void (*UniffiCallbackInterfacePlatformInterfaceMethod1)(uint64_t, RustBuffer, RustBuffer, int8_t, int8_t, UniffiForeignFutureCompleteRustBuffer _Nonnull, uint64_t, UniffiForeignFutureDroppedCallbackStruct* _Nonnull
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_EVENT_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_EVENT_LISTENER
 typedef struct UniffiVTableCallbackInterfaceEventListener {
@@ -296,6 +302,7 @@ typedef struct UniffiVTableCallbackInterfacePlatformInterface {
     UniffiCallbackInterfaceFree _Nonnull uniffiFree;
     UniffiCallbackInterfaceClone _Nonnull uniffiClone;
     UniffiCallbackInterfacePlatformInterfaceMethod0 _Nonnull bindSocket;
+    UniffiCallbackInterfacePlatformInterfaceMethod1 _Nonnull resolve;
 } UniffiVTableCallbackInterfacePlatformInterface;
 
 #endif
@@ -352,6 +359,11 @@ void uniffi_netswitch_fn_init_callback_vtable_platforminterface(const UniffiVTab
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PLATFORMINTERFACE_BIND_SOCKET
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PLATFORMINTERFACE_BIND_SOCKET
 RustBuffer uniffi_netswitch_fn_method_platforminterface_bind_socket(uint64_t ptr, int32_t fd, RustBuffer interface, RustBuffer action, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PLATFORMINTERFACE_RESOLVE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PLATFORMINTERFACE_RESOLVE
+uint64_t uniffi_netswitch_fn_method_platforminterface_resolve(uint64_t ptr, RustBuffer name, RustBuffer interface, int8_t want_ipv4, int8_t want_ipv6
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_SUBSCRIPTION
@@ -417,6 +429,11 @@ int8_t uniffi_netswitch_fn_method_connectionmanager_is_shut_down(uint64_t ptr, R
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_RELAY_TCP_FD
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_RELAY_TCP_FD
 uint64_t uniffi_netswitch_fn_method_connectionmanager_relay_tcp_fd(uint64_t ptr, int32_t fd, RustBuffer destination, RustBuffer options, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_RESOLVE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_RESOLVE
+uint64_t uniffi_netswitch_fn_method_connectionmanager_resolve(uint64_t ptr, RustBuffer name, RustBuffer options
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_SHUTDOWN
@@ -803,6 +820,12 @@ uint16_t uniffi_netswitch_checksum_method_platforminterface_bind_socket(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PLATFORMINTERFACE_RESOLVE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PLATFORMINTERFACE_RESOLVE
+uint16_t uniffi_netswitch_checksum_method_platforminterface_resolve(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SUBSCRIPTION_CANCEL
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SUBSCRIPTION_CANCEL
 uint16_t uniffi_netswitch_checksum_method_subscription_cancel(void
@@ -848,6 +871,12 @@ uint16_t uniffi_netswitch_checksum_method_connectionmanager_is_shut_down(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_RELAY_TCP_FD
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_RELAY_TCP_FD
 uint16_t uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_RESOLVE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_RESOLVE
+uint16_t uniffi_netswitch_checksum_method_connectionmanager_resolve(void
     
 );
 #endif

@@ -10,14 +10,16 @@
 //!   "network_strategy": "default", "network_type": [], "fallback_network_type": [],
 //!   "fallback_delay": "300ms", "domain_strategy": "prefer_ipv6",
 //!   "tcp_keep_alive": "5m", "tcp_keep_alive_interval": "75s", "disable_tcp_keep_alive": false,
-//!   "tcp_user_timeout": "60s", "interface_types": {} }
+//!   "tcp_user_timeout": "60s", "interface_types": {}, "interface_dns": {},
+//!   "connection_attempt_delay": "250ms", "dns": { "resolver": "auto" } }
 //! ```
 //!
 //! Every key is optional (defaults as shown); an unknown key at any level is an error naming it.
 //! Durations are strings such as `"5s"`, `"300ms"`, `"1m30s"`; `"0s"` (or `"0"`) is zero. Every
 //! duration is at most 365 days, and the TCP socket options stay within what every platform's
 //! kernel accepts (see [`limits`]); a value out of range is an error naming its key.
-//! New top-level options are added as new fields of [`Config`] with a serde default.
+//! New top-level options are added as new fields of [`Config`] with a serde default. The `dns`
+//! section: [`dns`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,6 +40,7 @@ use crate::platform::sockopts::{DEFAULT_KEEPALIVE_IDLE, DEFAULT_KEEPALIVE_INTERV
 use crate::platform::{KeepaliveOptions, TcpSocketOptions};
 use crate::tls_fragment::FragmentSettings;
 
+pub mod dns;
 pub mod limits;
 
 /// The whole configuration. Build it with [`Config::from_json`], [`Config::from_file`] or
@@ -66,8 +69,7 @@ pub struct Config {
     /// Fallback network types for `fallback`, one or a list. Default none (every other interface).
     #[serde(deserialize_with = "one_or_many")]
     pub fallback_network_type: Vec<NetworkType>,
-    /// Delay before fallback networks and the second address family join the race.
-    /// Default 300 ms.
+    /// Delay before fallback networks join the race. Default 300 ms.
     #[serde(deserialize_with = "fallback_delay")]
     pub fallback_delay: Duration,
     /// `prefer_ipv6` (default, RFC 8305), `prefer_ipv4`, `ipv4_only` or `ipv6_only`.
@@ -88,6 +90,16 @@ pub struct Config {
     /// Desktop only: network type of host interfaces by name, overriding the type inferred from
     /// the name (`{"enp3s0": "wifi"}`). Default none.
     pub interface_types: BTreeMap<String, NetworkType>,
+    /// Desktop only: DNS servers of host interfaces by name (`{"wlan0": ["192.168.1.1"]}`; each
+    /// `IP`, `IP:PORT` or `[IPv6]:PORT`), used instead of what the system reports. Default none.
+    #[serde(deserialize_with = "dns::interface_dns")]
+    pub interface_dns: BTreeMap<String, Vec<SocketAddr>>,
+    /// Delay between two connection attempts on one network (RFC 8305: the next address, of
+    /// the other family first, starts after it, or at once when an attempt fails). Default 250 ms.
+    #[serde(deserialize_with = "connection_attempt_delay")]
+    pub connection_attempt_delay: Duration,
+    /// Name resolution: which resolver, timeouts, cache TTL bounds ([`dns::DnsConfig`]).
+    pub dns: dns::DnsConfig,
     /// Idle timeout of UDP sessions of no recognised protocol (DNS/NTP/STUN get 10 s, QUIC/DTLS
     /// 30 s; a connection's own `udp_timeout` beats both). Must be > 0. Default 5 min.
     #[serde(deserialize_with = "udp_timeout")]
@@ -131,6 +143,9 @@ impl Default for Config {
             disable_tcp_keep_alive: false,
             tcp_user_timeout: DEFAULT_USER_TIMEOUT,
             interface_types: BTreeMap::new(),
+            interface_dns: BTreeMap::new(),
+            connection_attempt_delay: crate::dial::race::DEFAULT_CONNECTION_ATTEMPT_DELAY,
+            dns: dns::DnsConfig::default(),
             udp_timeout: crate::client::udp_timeout::DEFAULT_UDP_TIMEOUT,
             udp_session_capacity: crate::inbound::udp_sessions::DEFAULT_SESSION_CAPACITY,
             udp_max_associations: crate::inbound::udp_sessions::DEFAULT_MAX_ASSOCIATIONS,
@@ -294,6 +309,14 @@ impl Config {
             });
         }
         self.check_duration_limits()?;
+        if self.connection_attempt_delay > limits::MAX_DURATION {
+            return Err(ConfigError::Invalid {
+                file: None,
+                field: "connection_attempt_delay",
+                reason: "must be at most 365d",
+            });
+        }
+        self.dns.validate()?;
         Ok(())
     }
 
@@ -331,6 +354,7 @@ impl Config {
             network_type: self.network_type.clone(),
             fallback_network_type: self.fallback_network_type.clone(),
             fallback_delay: self.fallback_delay,
+            connection_attempt_delay: self.connection_attempt_delay,
             domain_strategy: self.domain_strategy,
             tcp: TcpSocketOptions {
                 nodelay: true,
@@ -363,10 +387,12 @@ impl Config {
         settings
     }
 
-    /// A direct outbound with the configured dial settings, using the system route (call
-    /// [`DirectOutbound::with_networks`] to make it choose interfaces).
+    /// A direct outbound with the configured dial and resolver settings, using the system route
+    /// (call [`DirectOutbound::with_networks`] to make it choose interfaces, and give its
+    /// [`DirectOutbound::dns`] to [`crate::ConnectionManager::with_dns`]).
     pub fn direct_outbound(&self) -> DirectOutbound {
-        DirectOutbound::with_settings(self.dial_settings())
+        let dns = std::sync::Arc::new(crate::dns::Resolvers::new(self.dns_settings()));
+        DirectOutbound::with_settings(self.dial_settings()).with_dns(dns)
     }
 }
 
@@ -379,7 +405,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, humantime::DurationError> 
     humantime::parse_duration(text)
 }
 
-fn duration_field<'de, D: Deserializer<'de>>(deserializer: D, field: &str) -> Result<Duration, D::Error> {
+pub(crate) fn duration_field<'de, D: Deserializer<'de>>(
+    deserializer: D,
+    field: &str,
+) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)
         .map_err(|error| serde::de::Error::custom(format!("`{field}`: {error}")))?;
     parse_duration(&text)
@@ -404,6 +433,7 @@ duration_keys! {
     tcp_user_timeout => "tcp_user_timeout",
     tls_fragment_fallback_delay => "tls_fragment_fallback_delay",
     udp_timeout => "udp_timeout",
+    connection_attempt_delay => "connection_attempt_delay",
     handshake_timeout => "socks.handshake_timeout",
 }
 

@@ -1,29 +1,39 @@
-//! The direct outbound: resolve, choose networks by strategy, race networks and address
-//! families, bind every socket to its interface, connect.
+//! The direct outbound: choose networks by strategy, resolve the name over each chosen network,
+//! race networks and address families, bind every socket to its interface, connect.
 //!
-//! A dial has one deadline, `connect_timeout` after it starts: resolving the name (the bounded
-//! [`SystemResolver`]) and every connect attempt end by it.
+//! A dial has one deadline, `connect_timeout` after it starts: every lookup (over each network)
+//! and every connect attempt (on every address and network) end by it.
 //!
 //! Without a network state ([`DirectOutbound::with_networks`] not called) sockets are not bound:
-//! the operating system's routing table chooses (desktop use). With one, every dial selects its
-//! interfaces from the current snapshot with the connection's strategy (per-connection overrides
-//! first, then the outbound's settings) and every socket passes the binder before `connect`.
+//! the operating system's routing table chooses and names are resolved by the system resolver
+//! (desktop use). With one, every dial selects its interfaces from the current snapshot with the
+//! connection's strategy (per-connection overrides first, then the outbound's settings), each
+//! racing network resolves the name with its own resolver ([`Resolvers::for_route`]: its DNS
+//! servers over sockets bound to it, the host's resolver, or the system resolver as last resort),
+//! and every socket passes the binder before `connect`. Pre-resolved addresses in the metadata
+//! and IP destinations are dialed without a lookup.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+use socket2::{Protocol, Type};
+use tokio::net::{TcpSocket, TcpStream};
 
-use super::race::{race_networks, ConnectFn, FallbackMemory, RaceNetwork, DEFAULT_FALLBACK_DELAY};
-use super::system_resolver::SystemResolver;
+use super::race::{
+    race_networks, ConnectFn, FallbackMemory, LookupRecord, ResolveFn, Targets, Timing,
+    DEFAULT_CONNECTION_ATTEMPT_DELAY, DEFAULT_FALLBACK_DELAY, RESOLUTION_DELAY,
+};
+pub use super::route::{families_of, Route};
+use super::route::{nonblocking_socket, Plan};
 use super::{AttemptError, BoxFuture, DialAttempt, DialError, DialedStream, DialedUdp, Outbound};
+use crate::dns::lookup::{is_localhost, most_telling};
+use crate::dns::{Resolve, Resolvers};
 use crate::metadata::{Host, Metadata};
 use crate::network::state::NetworkState;
 use crate::network::strategy::{select_interfaces, NetworkStrategy, Selection};
 use crate::network::DomainStrategy;
-use crate::network::{Egress, NetworkInterface, NetworkType};
+use crate::network::{NetworkInterface, NetworkType};
 use crate::platform::{bind_socket, is_virtual_destination, SocketBinder, TcpSocketOptions};
 
 /// Default deadline of a dial (name resolution and connect attempts).
@@ -42,8 +52,12 @@ pub struct DialSettings {
     pub network_type: Vec<NetworkType>,
     /// Fallback network types for the `fallback` strategy; empty = every other interface.
     pub fallback_network_type: Vec<NetworkType>,
-    /// Delay before fallback networks and the second address family start. Default 300 ms.
+    /// Delay before fallback networks join the race. Default 300 ms.
     pub fallback_delay: Duration,
+    /// Delay between two connection attempts on one network (RFC 8305 §5: the next address,
+    /// of the other family first, starts after it, or at once when an attempt fails).
+    /// Default 250 ms.
+    pub connection_attempt_delay: Duration,
     /// Address-family policy. Default `prefer_ipv6` (RFC 8305).
     pub domain_strategy: DomainStrategy,
     /// Options set on every outbound TCP socket (no-delay, keepalive, user timeout).
@@ -58,6 +72,7 @@ impl Default for DialSettings {
             network_type: Vec::new(),
             fallback_network_type: Vec::new(),
             fallback_delay: DEFAULT_FALLBACK_DELAY,
+            connection_attempt_delay: DEFAULT_CONNECTION_ATTEMPT_DELAY,
             domain_strategy: DomainStrategy::default(),
             tcp: TcpSocketOptions::default(),
         }
@@ -77,35 +92,12 @@ pub struct DirectOutbound {
     settings: DialSettings,
     networks: Option<Networks>,
     memory: Arc<FallbackMemory>,
+    dns: Arc<Resolvers>,
 }
 
 impl Default for DirectOutbound {
     fn default() -> Self {
         DirectOutbound::with_settings(DialSettings::default())
-    }
-}
-
-/// One route an attempt can take: an interface of the snapshot, or the unbound system route.
-#[derive(Debug, Clone)]
-pub struct Route {
-    /// The interface, `None` for the system route.
-    pub interface: Option<NetworkInterface>,
-    /// True for the snapshot's default interface (protected, not bound).
-    pub is_default: bool,
-}
-
-impl RaceNetwork for Route {
-    fn name(&self) -> Option<&str> {
-        self.interface.as_ref().map(|i| i.name.as_str())
-    }
-}
-
-impl Route {
-    fn egress(&self) -> Egress {
-        match &self.interface {
-            Some(i) => Egress::through(i),
-            None => Egress::default(),
-        }
     }
 }
 
@@ -119,20 +111,22 @@ pub struct DialReport {
     pub address: SocketAddr,
     /// True when a fallback network won.
     pub was_fallback: bool,
-    /// Attempts that failed before the winner connected.
+    /// Attempts (connects and lookups) that failed before the winner connected.
     pub failed: Vec<DialAttempt>,
     /// Routes still trying when the winner connected (names, time spent): cancelled.
     pub abandoned: Vec<(Option<String>, Duration)>,
+    /// The lookups of the networks that finished: per family, who answered and when.
+    pub lookups: Vec<LookupRecord>,
 }
 
 /// The strategy values in force for one connection: its own overrides, else the outbound's.
-struct Effective {
-    connect_timeout: Duration,
+pub(crate) struct Effective {
+    pub(crate) connect_timeout: Duration,
     strategy: NetworkStrategy,
     network_type: Vec<NetworkType>,
     fallback_network_type: Vec<NetworkType>,
-    fallback_delay: Duration,
-    domain_strategy: DomainStrategy,
+    pub(crate) fallback_delay: Duration,
+    pub(crate) domain_strategy: DomainStrategy,
 }
 
 impl DirectOutbound {
@@ -141,9 +135,26 @@ impl DirectOutbound {
         DirectOutbound::with_settings(DialSettings { connect_timeout, ..DialSettings::default() })
     }
 
-    /// A direct outbound using the system route with these settings.
+    /// A direct outbound using the system route with these settings and default resolvers.
     pub fn with_settings(settings: DialSettings) -> DirectOutbound {
-        DirectOutbound { settings, networks: None, memory: Arc::new(FallbackMemory::default()) }
+        DirectOutbound {
+            settings,
+            networks: None,
+            memory: Arc::new(FallbackMemory::default()),
+            dns: Arc::new(Resolvers::default()),
+        }
+    }
+
+    /// Makes this outbound resolve names with `dns` (give the same one to
+    /// [`crate::ConnectionManager::with_dns`], so that network changes flush its cache).
+    pub fn with_dns(mut self, dns: Arc<Resolvers>) -> DirectOutbound {
+        self.dns = dns;
+        self
+    }
+
+    /// The resolvers this outbound uses.
+    pub fn dns(&self) -> &Arc<Resolvers> {
+        &self.dns
     }
 
     /// Makes this outbound choose interfaces from `state` (shared with the manager, which the
@@ -162,7 +173,7 @@ impl DirectOutbound {
         &self.settings
     }
 
-    fn effective(&self, metadata: &Metadata) -> Effective {
+    pub(crate) fn effective(&self, metadata: &Metadata) -> Effective {
         let o = &metadata.options;
         let s = &self.settings;
         Effective {
@@ -178,22 +189,49 @@ impl DirectOutbound {
         }
     }
 
+    /// What to dial: the pre-resolved addresses or the IP destination (filtered and ordered by
+    /// the domain strategy), else the domain to resolve over each network.
+    pub(crate) fn plan(&self, metadata: &Metadata, strategy: DomainStrategy) -> Result<Plan, DialError> {
+        let port = metadata.destination.port;
+        let fixed: Vec<SocketAddr> = match &metadata.destination.host {
+            _ if !metadata.resolved_addresses.is_empty() => {
+                metadata.resolved_addresses.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+            }
+            Host::Ip(ip) => vec![SocketAddr::new(*ip, port)],
+            Host::Domain(name) => {
+                return Ok(Plan::Name { name: name.clone(), port, families: families_of(strategy) })
+            }
+        };
+        let ordered = strategy.order(&fixed);
+        if ordered.is_empty() {
+            return Err(DialError::NoAllowedAddress {
+                destination: metadata.destination.to_string(),
+                strategy,
+            });
+        }
+        Ok(Plan::Addresses(ordered))
+    }
+
     /// The primary and fallback routes for a connection. Destinations that never leave the host
-    /// (loopback, multicast) take the system route, unless the networks themselves live on
-    /// loopback (the simulated binder).
-    fn routes(
+    /// (loopback, multicast, `localhost`) take the system route, unless the networks themselves
+    /// live on loopback (the simulated binder).
+    pub(crate) fn routes(
         &self,
         metadata: &Metadata,
         e: &Effective,
-        addresses: &[SocketAddr],
+        plan: &Plan,
     ) -> Result<(Vec<Route>, Vec<Route>), DialError> {
         let system = || Ok((vec![Route { interface: None, is_default: false }], Vec::new()));
         let Some(networks) = &self.networks else { return system() };
-        if !networks.binder.networks_on_loopback() && addresses.iter().all(|a| is_virtual_destination(a.ip()))
-        {
+        let stays_on_host = match plan {
+            Plan::Addresses(addresses) => addresses.iter().all(|a| is_virtual_destination(a.ip())),
+            Plan::Name { name, .. } => is_localhost(name),
+        };
+        if !networks.binder.networks_on_loopback() && stays_on_host {
             return system();
         }
         let snapshot = networks.state.snapshot();
+        self.dns.sync(&snapshot);
         let selection =
             select_interfaces(&snapshot, e.strategy, &e.network_type, &e.fallback_network_type).map_err(
                 |source| DialError::Network { destination: metadata.destination.to_string(), source },
@@ -206,16 +244,70 @@ impl DirectOutbound {
         Ok((to_routes(&selection.primary, &selection), to_routes(&selection.fallback, &selection)))
     }
 
-    /// Dials like [`Outbound::dial_tcp`] and also reports the winning address and route and every
-    /// attempt that failed before it (what `netswitch dial` prints).
+    /// The resolver of `route`.
+    pub fn resolver_for(&self, route: &Route) -> Arc<dyn Resolve> {
+        let binder = self.networks.as_ref().map(|n| n.binder.clone());
+        self.dns.for_route(route.interface.as_ref(), route.is_default, binder.as_ref())
+    }
+
+    /// The binder every socket passes (`None`: the system route, nothing is bound).
+    pub(crate) fn binder(&self) -> Option<&Arc<dyn SocketBinder>> {
+        self.networks.as_ref().map(|n| &n.binder)
+    }
+
+    fn resolve_fn(&self) -> ResolveFn<Route> {
+        let (dns, binder) = (self.dns.clone(), self.networks.as_ref().map(|n| n.binder.clone()));
+        Arc::new(move |route: &Route| {
+            dns.for_route(route.interface.as_ref(), route.is_default, binder.as_ref())
+        })
+    }
+
+    /// The error for a dial whose every attempt failed: the lookup's error when no network got
+    /// an address to try, else every attempt.
+    pub(crate) fn failure(metadata: &Metadata, attempts: Vec<DialAttempt>) -> DialError {
+        let host = match &metadata.destination.host {
+            Host::Domain(name) => name.clone(),
+            Host::Ip(ip) => ip.to_string(),
+        };
+        if !attempts.is_empty() && attempts.iter().all(|a| matches!(a.error, AttemptError::Resolve(_))) {
+            let errors = attempts
+                .into_iter()
+                .filter_map(|a| match a.error {
+                    AttemptError::Resolve(error) => Some(*error),
+                    _ => None,
+                })
+                .collect();
+            return DialError::Resolve { host, source: Box::new(most_telling(errors)) };
+        }
+        DialError::Connect { destination: metadata.destination.to_string(), attempts }
+    }
+
+    /// Dials like [`Outbound::dial_tcp`] and also reports the winning address and route, every
+    /// attempt and lookup that failed before it, and who answered the lookups (what `netswitch
+    /// dial` prints).
     pub async fn dial_with_report(&self, metadata: &Metadata) -> Result<DialReport, DialError> {
         let e = self.effective(metadata);
-        let deadline = deadline_after(e.connect_timeout);
-        let addresses = ordered_addresses(metadata, e.domain_strategy, deadline).await?;
-        let (primaries, fallbacks) = self.routes(metadata, &e, &addresses)?;
+        let deadline = crate::deadline::from_now(e.connect_timeout);
+        let plan = self.plan(metadata, e.domain_strategy)?;
+        let (primaries, fallbacks) = self.routes(metadata, &e, &plan)?;
+        let targets = match plan {
+            Plan::Addresses(addresses) => Targets::Addresses(addresses.into()),
+            Plan::Name { name, port, families } => Targets::Name {
+                name: name.into(),
+                port,
+                families: families.into(),
+                resolver: self.resolve_fn(),
+            },
+        };
+        let timing = Timing {
+            fallback_delay: e.fallback_delay,
+            attempt_delay: self.settings.connection_attempt_delay,
+            resolution_delay: RESOLUTION_DELAY,
+            deadline,
+        };
         let connect = self.tcp_connector(deadline);
         let memory = self.memory.clone();
-        match race_networks(primaries, fallbacks, addresses, connect, e.fallback_delay, memory).await {
+        match race_networks(primaries, fallbacks, targets, connect, timing, memory).await {
             Ok(win) => {
                 let egress = win.network.egress();
                 tracing::debug!(
@@ -228,11 +320,10 @@ impl DirectOutbound {
                     was_fallback: win.was_fallback,
                     failed: win.failed,
                     abandoned: win.abandoned,
+                    lookups: win.lookups,
                 })
             }
-            Err(attempts) => {
-                Err(DialError::Connect { destination: metadata.destination.to_string(), attempts })
-            }
+            Err(attempts) => Err(DirectOutbound::failure(metadata, attempts)),
         }
     }
 
@@ -252,38 +343,6 @@ impl DirectOutbound {
             })
         })
     }
-
-    async fn open_udp_socket(&self, metadata: &Metadata) -> Result<DialedUdp, DialError> {
-        let e = self.effective(metadata);
-        let addresses =
-            ordered_addresses(metadata, e.domain_strategy, deadline_after(e.connect_timeout)).await?;
-        let (primaries, fallbacks) = self.routes(metadata, &e, &addresses)?;
-        let binder = self.networks.as_ref().map(|n| n.binder.clone());
-        let connect = metadata.options.udp_connect;
-        let mut attempts = Vec::new();
-        // UDP sockets cannot time out while binding: try routes in order, addresses in order.
-        for route in primaries.iter().chain(&fallbacks) {
-            for &address in &addresses {
-                let started = Instant::now();
-                match open_udp_on(binder.as_deref(), route, address, connect) {
-                    Ok(socket) => {
-                        return Ok(DialedUdp {
-                            socket,
-                            connected_to: connect.then_some(address),
-                            egress: route.egress(),
-                        })
-                    }
-                    Err(error) => attempts.push(DialAttempt {
-                        address,
-                        interface: route.name().map(str::to_string),
-                        elapsed: started.elapsed(),
-                        error,
-                    }),
-                }
-            }
-        }
-        Err(DialError::Connect { destination: metadata.destination.to_string(), attempts })
-    }
 }
 
 impl Outbound for DirectOutbound {
@@ -292,20 +351,25 @@ impl Outbound for DirectOutbound {
     }
 
     fn open_udp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {
-        Box::pin(self.open_udp_socket(metadata))
-    }
-}
-
-/// A non-blocking, close-on-exec socket for `address`'s family (one syscall where the platform
-/// takes `SOCK_NONBLOCK`; socket2 always sets close-on-exec).
-fn nonblocking_socket(address: SocketAddr, kind: Type, protocol: Protocol) -> std::io::Result<Socket> {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    return Socket::new(Domain::for_address(address), kind.nonblocking(), Some(protocol));
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    {
-        let socket = Socket::new(Domain::for_address(address), kind, Some(protocol))?;
-        socket.set_nonblocking(true)?;
-        Ok(socket)
+        Box::pin(async move {
+            let e = self.effective(metadata);
+            let deadline = crate::deadline::from_now(e.connect_timeout);
+            let plan = self.plan(metadata, e.domain_strategy)?;
+            let (primaries, fallbacks) = self.routes(metadata, &e, &plan)?;
+            let routes: Vec<Route> = primaries.into_iter().chain(fallbacks).collect();
+            let binder = self.binder().cloned();
+            let connect = metadata.options.udp_connect;
+            super::udp::open_udp(
+                &plan,
+                &routes,
+                &|route| self.resolver_for(route),
+                binder.as_deref(),
+                connect,
+                deadline,
+            )
+            .await
+            .map_err(|attempts| DirectOutbound::failure(metadata, attempts))
+        })
     }
 }
 
@@ -322,70 +386,6 @@ fn prepare_tcp_socket(
         bind_socket(binder, &socket, interface, address, route.is_default)?;
     }
     Ok(TcpSocket::from_std_stream(std::net::TcpStream::from(socket)))
-}
-
-/// Creates a UDP socket for `address`'s family, binds it to the route, and connects it when asked.
-fn open_udp_on(
-    binder: Option<&dyn SocketBinder>,
-    route: &Route,
-    address: SocketAddr,
-    connect: bool,
-) -> Result<UdpSocket, AttemptError> {
-    let socket = nonblocking_socket(address, Type::DGRAM, Protocol::UDP)?;
-    if let (Some(binder), Some(interface)) = (binder, &route.interface) {
-        bind_socket(binder, &socket, interface, address, route.is_default)?;
-    }
-    if connect {
-        socket.connect(&address.into())?;
-    }
-    Ok(UdpSocket::from_std(std::net::UdpSocket::from(socket))?)
-}
-
-/// `timeout` from now; a timeout too large for the clock (`"500000000000y"`) is a year.
-fn deadline_after(timeout: Duration) -> tokio::time::Instant {
-    const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
-    let now = tokio::time::Instant::now();
-    now.checked_add(timeout).unwrap_or(now + YEAR)
-}
-
-/// The addresses to try, filtered and ordered by the domain strategy, resolved by `deadline`.
-async fn ordered_addresses(
-    metadata: &Metadata,
-    strategy: DomainStrategy,
-    deadline: tokio::time::Instant,
-) -> Result<Vec<SocketAddr>, DialError> {
-    let resolved = resolve(metadata, deadline).await?;
-    let ordered = strategy.order(&resolved);
-    if ordered.is_empty() {
-        return Err(DialError::NoAllowedAddress { destination: metadata.destination.to_string(), strategy });
-    }
-    Ok(ordered)
-}
-
-/// The addresses to try for a connection, in the resolver's order: the pre-resolved ones, the IP
-/// destination, or what the shared [`SystemResolver`] answers for the domain by `deadline`
-/// (duplicates removed; `TimedOut` when it has not answered by then).
-pub async fn resolve(
-    metadata: &Metadata,
-    deadline: tokio::time::Instant,
-) -> Result<Vec<SocketAddr>, DialError> {
-    let port = metadata.destination.port;
-    if !metadata.resolved_addresses.is_empty() {
-        return Ok(metadata.resolved_addresses.iter().map(|ip| SocketAddr::new(*ip, port)).collect());
-    }
-    match &metadata.destination.host {
-        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, port)]),
-        Host::Domain(name) => {
-            let addresses = SystemResolver::shared()
-                .lookup(name, port, deadline)
-                .await
-                .map_err(|source| DialError::Resolve { host: name.clone(), source })?;
-            if addresses.is_empty() {
-                return Err(DialError::NoAddress { host: name.clone() });
-            }
-            Ok(addresses)
-        }
-    }
 }
 
 /// Connects one unbound TCP socket to `address` within `timeout`, with `TCP_NODELAY` set.

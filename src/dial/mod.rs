@@ -1,9 +1,12 @@
 //! Dialing: the [`Outbound`] trait and the errors a dial can end with.
 
 pub mod direct;
+pub mod eyeballs;
+pub mod lookup;
 pub mod race;
+mod route;
 pub mod socks5;
-pub mod system_resolver;
+mod udp;
 
 use std::fmt;
 use std::future::Future;
@@ -70,6 +73,12 @@ pub struct DialedUdp {
     pub connected_to: Option<SocketAddr>,
     /// Which interface / network the socket uses.
     pub egress: Egress,
+    /// Unconnected mode, domain destination: the address the domain resolved to (over the
+    /// socket's network, of a family the socket can reach). `None` otherwise.
+    pub resolved: Option<SocketAddr>,
+    /// The resolver of the socket's network, for the other domains an unconnected session sends
+    /// to. `None`: the outbound has none (the session then uses the system resolver).
+    pub resolver: Option<std::sync::Arc<dyn crate::dns::Resolve>>,
 }
 
 /// Something that can open connections to destinations: the direct outbound, later an upstream
@@ -121,6 +130,21 @@ impl FailureKind {
             io::ErrorKind::TimedOut => FailureKind::TimedOut,
             io::ErrorKind::PermissionDenied => FailureKind::Prohibited,
             _ => FailureKind::Other,
+        }
+    }
+
+    /// Classifies a failed lookup: a name that does not exist or has no address (of the
+    /// families allowed) is `HostUnreachable` (SOCKS reply 0x04), a lookup out of time
+    /// `TimedOut`, a query socket that could not reach its server by its OS error, anything else
+    /// (a server error, a garbage answer) `HostUnreachable`.
+    pub fn of_dns(error: &crate::dns::DnsError) -> FailureKind {
+        if error.is_timeout() {
+            return FailureKind::TimedOut;
+        }
+        match error.os_error().map(FailureKind::of_io) {
+            Some(kind @ (FailureKind::NetworkUnreachable | FailureKind::HostUnreachable)) => kind,
+            Some(FailureKind::TimedOut) => FailureKind::TimedOut,
+            _ => FailureKind::HostUnreachable,
         }
     }
 }
@@ -176,6 +200,10 @@ pub enum AttemptError {
     /// A socket option could not be set.
     #[error(transparent)]
     Options(#[from] crate::platform::SocketOptionError),
+    /// The name could not be resolved over this attempt's network (the error names the DNS
+    /// server and the interface).
+    #[error(transparent)]
+    Resolve(Box<crate::dns::DnsError>),
 }
 
 impl AttemptError {
@@ -192,16 +220,17 @@ impl AttemptError {
                 Some(kind) => kind,
             },
             AttemptError::Options(e) => FailureKind::of_io(&e.source),
+            AttemptError::Resolve(e) => FailureKind::of_dns(e),
         }
     }
 }
 
-/// One connect attempt that failed.
+/// One connect attempt that failed, or one lookup (`address: None`) that found no address.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct DialAttempt {
-    /// The address that was tried.
-    pub address: SocketAddr,
+    /// The address that was tried; `None` for a lookup (the error is an [`AttemptError::Resolve`]).
+    pub address: Option<SocketAddr>,
     /// The interface the socket was bound to, if any.
     pub interface: Option<String>,
     /// How long the attempt took before failing.
@@ -212,11 +241,14 @@ pub struct DialAttempt {
 
 impl fmt::Display for DialAttempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(name) = &self.interface {
-            write!(f, "{} via {name}: {} ({} ms)", self.address, self.error, self.elapsed.as_millis())
-        } else {
-            write!(f, "{}: {} ({} ms)", self.address, self.error, self.elapsed.as_millis())
+        match &self.address {
+            Some(address) => write!(f, "{address}")?,
+            None => f.write_str("lookup")?,
         }
+        if let Some(name) = &self.interface {
+            write!(f, " via {name}")?;
+        }
+        write!(f, ": {} ({} ms)", self.error, self.elapsed.as_millis())
     }
 }
 
@@ -224,14 +256,16 @@ impl fmt::Display for DialAttempt {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DialError {
-    /// The system resolver failed for this host.
+    /// The name could not be resolved on any network tried (no connect attempt was made). The
+    /// error is the most telling of them (NXDOMAIN over a timeout) and names the resolver and
+    /// the interface.
     #[error("resolve {host}: {source}")]
     Resolve {
         /// The domain that was looked up.
         host: String,
-        /// The resolver's error.
+        /// The resolver's error (boxed: a dial error is carried by every connection's future).
         #[source]
-        source: io::Error,
+        source: Box<crate::dns::DnsError>,
     },
     /// The resolver answered with no usable address.
     #[error("resolve {host}: no address found")]
@@ -303,24 +337,22 @@ fn join_attempts(attempts: &[DialAttempt]) -> String {
 
 impl DialError {
     /// The broad reason of the failure: `Refused` if any attempt reached a host that refused
-    /// (the most specific answer), otherwise the first attempt's kind.
+    /// (the most specific answer), otherwise the first connect attempt's kind; a name that did
+    /// not resolve is `HostUnreachable` (SOCKS reply 0x04), or `TimedOut` when the lookup ran
+    /// out of time.
     pub fn kind(&self) -> FailureKind {
         match self {
             DialError::Network { .. } => FailureKind::NetworkUnreachable,
-            // A name that does not resolve: the client learns "host unreachable" (SOCKS 0x04).
-            DialError::Resolve { source, .. } if source.kind() == io::ErrorKind::TimedOut => {
-                FailureKind::TimedOut
-            }
-            DialError::Resolve { .. } | DialError::NoAddress { .. } | DialError::NoAllowedAddress { .. } => {
-                FailureKind::HostUnreachable
-            }
+            DialError::Resolve { source, .. } => FailureKind::of_dns(source),
+            DialError::NoAddress { .. } | DialError::NoAllowedAddress { .. } => FailureKind::HostUnreachable,
             DialError::Unsupported { .. } => FailureKind::Other,
             DialError::Connect { attempts, .. } => {
                 if attempts.iter().any(|a| a.error.kind() == FailureKind::Refused) {
-                    FailureKind::Refused
-                } else {
-                    attempts.first().map_or(FailureKind::Other, |a| a.error.kind())
+                    return FailureKind::Refused;
                 }
+                let connects = attempts.iter().filter(|a| a.address.is_some());
+                let first = connects.chain(attempts.iter()).next();
+                first.map_or(FailureKind::Other, |a| a.error.kind())
             }
             DialError::ProxyRefused { code, .. } => FailureKind::from(*code),
             DialError::ProxyProtocol { reason, .. } => reason.kind(),

@@ -1,9 +1,11 @@
-//! Racing connect attempts: networks against each other (primary set, then fallbacks after a
-//! delay) and, inside one network, IPv6 against IPv4 per RFC 8305 (serial within a family).
+//! Racing networks against each other: the primary set at once, the fallbacks after a delay (or
+//! at once when every primary failed, or during the fast-fallback window). Inside one network the
+//! name is resolved over that network and the address families race per RFC 8305
+//! ([`super::eyeballs`]).
 //!
-//! The racing is generic over the network type `N` and a `connect` function, so the same code
-//! serves real interfaces, the unbound system route and simulated networks in tests. Losers are
-//! cancelled by dropping their futures, which closes their sockets.
+//! The racing is generic over the network type `N`, a `connect` function and a per-network
+//! resolver, so the same code serves real interfaces, the unbound system route and simulated
+//! networks in tests. Losers are cancelled by dropping their futures, which closes their sockets.
 
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
@@ -14,23 +16,18 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use super::{AttemptError, BoxFuture, DialAttempt};
+use super::eyeballs::{dial_one_network, LaneOutcome};
+pub use super::eyeballs::{
+    ConnectFn, LookupRecord, RaceNetwork, ResolveFn, Targets, Timing, DEFAULT_CONNECTION_ATTEMPT_DELAY,
+    RESOLUTION_DELAY,
+};
+use super::DialAttempt;
 
-/// Default delay before fallback networks (and the second address family) join the race.
+/// Default delay before fallback networks join the race.
 pub const DEFAULT_FALLBACK_DELAY: Duration = Duration::from_millis(300);
 
 /// How long after a fallback network won a race every network keeps being raced at once.
 pub const FAST_FALLBACK_WINDOW: Duration = Duration::from_secs(15);
-
-/// A network that attempts are made on: it has a name for error messages (None = system route).
-pub trait RaceNetwork: Clone + Send + Sync + 'static {
-    /// The interface name shown in errors and logs; `None` for the unbound system route.
-    fn name(&self) -> Option<&str>;
-}
-
-/// Opens one TCP connection to one address over one network.
-pub type ConnectFn<N> =
-    Arc<dyn Fn(&N, SocketAddr) -> BoxFuture<'static, Result<TcpStream, AttemptError>> + Send + Sync>;
 
 /// A successful race: the stream, the network it used and the attempts that failed before.
 #[derive(Debug)]
@@ -49,6 +46,8 @@ pub struct RaceWin<N> {
     /// Networks still trying when the winner connected (cancelled, or watched for recovery in
     /// the fast-fallback window): their names and how long they had been trying.
     pub abandoned: Vec<(Option<String>, Duration)>,
+    /// The lookups of the networks that finished (the winner's included): who answered, when.
+    pub lookups: Vec<LookupRecord>,
 }
 
 /// Remembers when a fallback network last won, per dialer: for [`FAST_FALLBACK_WINDOW`] after
@@ -75,25 +74,26 @@ impl FallbackMemory {
     }
 }
 
-/// Races `primaries` then `fallbacks` to reach one of `addresses` (already in preference order:
-/// the family of the first address is tried first). See the module docs for the rules.
+/// Races `primaries` then `fallbacks` to reach `targets`, each network resolving a name with
+/// its own resolver. See the module docs for the rules. On failure: every failed connect attempt
+/// and lookup, of every network.
 pub async fn race_networks<N: RaceNetwork>(
     primaries: Vec<N>,
     fallbacks: Vec<N>,
-    addresses: Vec<SocketAddr>,
+    targets: Targets<N>,
     connect: ConnectFn<N>,
-    fallback_delay: Duration,
+    timing: Timing,
     memory: Arc<FallbackMemory>,
 ) -> Result<RaceWin<N>, Vec<DialAttempt>> {
     let fast = !fallbacks.is_empty() && memory.in_window();
     let started = Instant::now();
-    let addresses: Arc<[SocketAddr]> = addresses.into();
+    let fallback_delay = timing.fallback_delay;
     let mut racers: Vec<Racer<N>> = Vec::new();
     let start = |network: N, fallback: bool| Racer {
         fallback,
         started: Instant::now(),
         network: network.clone(),
-        future: Box::pin(dial_one_network(network, addresses.clone(), connect.clone(), fallback_delay)),
+        future: Box::pin(dial_one_network(network, targets.clone(), connect.clone(), timing)),
     };
     let primary_count = primaries.len();
     racers.extend(primaries.into_iter().map(|n| start(n, false)));
@@ -104,13 +104,15 @@ pub async fn race_networks<N: RaceNetwork>(
     let mut timer = Box::pin(tokio::time::sleep(fallback_delay));
     let mut failed_primaries = 0;
     let mut failed: Vec<DialAttempt> = Vec::new();
+    let mut lookups: Vec<LookupRecord> = Vec::new();
     let winner = poll_fn(|cx| loop {
         let mut index = 0;
         while index < racers.len() {
             match racers[index].future.as_mut().poll(cx) {
                 Poll::Pending => index += 1,
-                Poll::Ready(Ok((stream, address, mut attempts))) => {
+                Poll::Ready(Ok((stream, address, mut attempts, mut found))) => {
                     failed.append(&mut attempts);
+                    lookups.append(&mut found);
                     let racer = racers.swap_remove(index);
                     return Poll::Ready(Some((racer, stream, address)));
                 }
@@ -144,16 +146,22 @@ pub async fn race_networks<N: RaceNetwork>(
     if fast {
         watch_primary_recovery(racers, memory, fallback_delay.saturating_sub(started.elapsed()));
     }
-    Ok(RaceWin { stream, network: racer.network, address, was_fallback: racer.fallback, failed, abandoned })
+    Ok(RaceWin {
+        stream,
+        network: racer.network,
+        address,
+        was_fallback: racer.fallback,
+        failed,
+        abandoned,
+        lookups,
+    })
 }
-
-type NetworkOutcome = Result<(TcpStream, SocketAddr, Vec<DialAttempt>), Vec<DialAttempt>>;
 
 struct Racer<N> {
     fallback: bool,
     started: Instant,
     network: N,
-    future: Pin<Box<dyn Future<Output = NetworkOutcome> + Send>>,
+    future: Pin<Box<dyn Future<Output = LaneOutcome> + Send>>,
 }
 
 /// In the fast-fallback window, keeps the losing primaries running for what is left of the
@@ -192,90 +200,4 @@ fn watch_primary_recovery<N: RaceNetwork>(
             memory.set(None);
         }
     });
-}
-
-/// Happy eyeballs on one network: the family of the first address is tried first, one address
-/// after the other; the other family starts after `family_delay` or at once when the first
-/// family ran out of addresses. The first connection wins.
-async fn dial_one_network<N: RaceNetwork>(
-    network: N,
-    addresses: Arc<[SocketAddr]>,
-    connect: ConnectFn<N>,
-    family_delay: Duration,
-) -> NetworkOutcome {
-    let first_is_v6 = addresses.first().is_some_and(SocketAddr::is_ipv6);
-    let (first, second): (Vec<SocketAddr>, Vec<SocketAddr>) =
-        addresses.iter().partition(|a| a.is_ipv6() == first_is_v6);
-    if second.is_empty() {
-        return dial_serial(&network, &first, &connect).await;
-    }
-    let mut first_family = Some(Box::pin(dial_serial(&network, &first, &connect)));
-    let mut second_family = None;
-    let mut second_started = false;
-    let mut attempts: Vec<DialAttempt> = Vec::new();
-    let mut delay = Box::pin(tokio::time::sleep(family_delay));
-    poll_fn(|cx| {
-        if let Some((stream, address)) = poll_family(&mut first_family, cx, &mut attempts) {
-            return Poll::Ready(Ok((stream, address, std::mem::take(&mut attempts))));
-        }
-        if !second_started && (first_family.is_none() || delay.as_mut().poll(cx).is_ready()) {
-            second_started = true;
-            second_family = Some(Box::pin(dial_serial(&network, &second, &connect)));
-        }
-        if let Some((stream, address)) = poll_family(&mut second_family, cx, &mut attempts) {
-            return Poll::Ready(Ok((stream, address, std::mem::take(&mut attempts))));
-        }
-        if first_family.is_none() && second_started && second_family.is_none() {
-            return Poll::Ready(Err(std::mem::take(&mut attempts)));
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Polls one family's serial dial, if it is running: returns its stream when it connected; when
-/// it failed, adds its attempts to `attempts` and empties the slot.
-fn poll_family<F: Future<Output = NetworkOutcome>>(
-    slot: &mut Option<Pin<Box<F>>>,
-    cx: &mut std::task::Context<'_>,
-    attempts: &mut Vec<DialAttempt>,
-) -> Option<(TcpStream, SocketAddr)> {
-    let future = slot.as_mut()?;
-    match future.as_mut().poll(cx) {
-        Poll::Ready(Ok((stream, address, mut failed))) => {
-            attempts.append(&mut failed);
-            Some((stream, address))
-        }
-        Poll::Ready(Err(mut failed)) => {
-            attempts.append(&mut failed);
-            *slot = None;
-            None
-        }
-        Poll::Pending => None,
-    }
-}
-
-/// Tries `addresses` one after the other on `network`.
-async fn dial_serial<N: RaceNetwork>(
-    network: &N,
-    addresses: &[SocketAddr],
-    connect: &ConnectFn<N>,
-) -> NetworkOutcome {
-    let mut attempts = Vec::new();
-    for &address in addresses {
-        let started = Instant::now();
-        match connect(network, address).await {
-            Ok(stream) => return Ok((stream, address, attempts)),
-            Err(error) => {
-                tracing::debug!(interface = network.name().unwrap_or("system route"), %address, %error, "connect attempt failed");
-                attempts.push(DialAttempt {
-                    address,
-                    interface: network.name().map(str::to_string),
-                    elapsed: started.elapsed(),
-                    error,
-                });
-            }
-        }
-    }
-    Err(attempts)
 }

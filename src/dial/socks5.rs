@@ -228,7 +228,7 @@ impl Socks5Handshake {
             Failure::Io(error) => DialError::Connect {
                 destination,
                 attempts: vec![DialAttempt {
-                    address: self.server,
+                    address: Some(self.server),
                     interface: self.interface.clone(),
                     elapsed: started.elapsed(),
                     error: AttemptError::Io(error),

@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use super::error::NetswitchError;
 use super::network::{NetworkChange, NetworkInterface};
-use super::types::{BindAction, BindDecision, ClosedConnection, ConnectionInfo, LogRecord};
+use super::types::{BindAction, BindDecision, ClosedConnection, ConnectionInfo, HostResolution, LogRecord};
 use crate::platform::{self, HostSocketBinder};
 
 /// Platform services netswitch calls back into. Android implements `bind_socket` with
 /// `VpnService.protect(fd)` (action `Protect`) and `Network.bindSocket(fd)` (action `Bind`);
-/// Apple apps usually answer `BindYourself` and netswitch uses `IP_BOUND_IF`.
+/// Apple apps usually answer `BindYourself` and netswitch uses `IP_BOUND_IF`. `resolve` is
+/// optional in effect: a host that does not resolve for netswitch answers `ResolveYourself`.
 #[uniffi::export(with_foreign)]
+#[async_trait::async_trait]
 pub trait PlatformInterface: Send + Sync {
     /// Called for every outbound socket before it connects, on a netswitch worker thread.
     /// `fd` is borrowed: do not close or keep it. Return `Bound` when done, `BindYourself` to let
@@ -25,6 +27,22 @@ pub trait PlatformInterface: Send + Sync {
         interface: NetworkInterface,
         action: BindAction,
     ) -> Result<BindDecision, NetswitchError>;
+
+    /// Resolves `name` on `interface`'s network for the families asked (`want_ipv4`: A,
+    /// `want_ipv6`: AAAA; netswitch asks once per family), e.g. Android `DnsResolver.query` on
+    /// that `Network` or `Network.getAllByName`, Apple the Network Extension's resolver. Called
+    /// when the config's `dns_resolver` is `Host`, or `Auto` and the interface has no DNS
+    /// servers. Suspend (Kotlin) / async (Swift) freely: netswitch stops waiting at the dial's
+    /// deadline (`connect_timeout_ms`). Answer `ResolveYourself` to let netswitch resolve (the
+    /// interface's DNS servers, else the system resolver); throw `NameNotFound` for a name that
+    /// does not exist (NXDOMAIN); any other exception fails this lookup, naming the interface.
+    async fn resolve(
+        &self,
+        name: String,
+        interface: NetworkInterface,
+        want_ipv4: bool,
+        want_ipv6: bool,
+    ) -> Result<HostResolution, NetswitchError>;
 }
 
 /// What a host hears through `ConnectionManager.subscribe`: connections that opened and closed,

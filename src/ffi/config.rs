@@ -63,9 +63,28 @@ pub struct NetswitchConfig {
     /// Default empty.
     #[uniffi(default = [])]
     pub fallback_network_type: Vec<NetworkType>,
-    /// Delay before fallback networks and the second address family join the race. Default 300.
+    /// Delay before fallback networks join the race. Default 300.
     #[uniffi(default = 300)]
     pub fallback_delay_ms: u64,
+    /// Delay between two connection attempts on one network (RFC 8305: the next address, of the
+    /// other family first, starts after it, or at once when an attempt fails). Default 250.
+    #[uniffi(default = 250)]
+    pub connection_attempt_delay_ms: u64,
+    /// Which resolver answers for an interface. `None` = `Auto` (the interface's DNS servers,
+    /// else `PlatformInterface.resolve`, else the system resolver).
+    #[uniffi(default = None)]
+    pub dns_resolver: Option<super::dns::DnsResolver>,
+    /// Time one DNS server gets for one question before the next one is asked. Must be > 0.
+    /// Default 2000.
+    #[uniffi(default = 2000)]
+    pub dns_timeout_ms: u64,
+    /// Shortest time a DNS answer is cached (also how long the host resolver's answers are
+    /// kept). Default 5000.
+    #[uniffi(default = 5000)]
+    pub dns_ttl_floor_ms: u64,
+    /// Longest time a DNS answer is cached; at least `dns_ttl_floor_ms`. Default 3600000 (1 h).
+    #[uniffi(default = 3600000)]
+    pub dns_ttl_cap_ms: u64,
     /// Address-family policy. `None` = `PreferIpv6`.
     #[uniffi(default = None)]
     pub domain_strategy: Option<DomainStrategy>,
@@ -122,8 +141,9 @@ impl Default for NetswitchConfig {
 }
 
 /// Parses the CLI's JSON config format (see the README) into a [`NetswitchConfig`].
-/// `socks.listen`, `socks.users`, `interface_types` and `log` other than the level are CLI-only
-/// and ignored here (pass listen address and credentials to `start_socks`).
+/// `socks.listen`, `socks.users`, `interface_types`, `interface_dns`, the `dns` keys without a
+/// field here and `log` other than the level are CLI-only and ignored here (pass listen address
+/// and credentials to `start_socks`, DNS servers in the interface snapshot).
 ///
 /// Errors: `InvalidConfig` naming the key (unknown key, bad duration, a zero timeout).
 #[uniffi::export]
@@ -152,6 +172,11 @@ impl NetswitchConfig {
             network_type: c.network_type.iter().map(|&t| t.into()).collect(),
             fallback_network_type: c.fallback_network_type.iter().map(|&t| t.into()).collect(),
             fallback_delay_ms: ms(c.fallback_delay),
+            connection_attempt_delay_ms: ms(c.connection_attempt_delay),
+            dns_resolver: Some(c.dns.resolver.into()),
+            dns_timeout_ms: ms(c.dns.timeout),
+            dns_ttl_floor_ms: ms(c.dns.ttl_floor),
+            dns_ttl_cap_ms: ms(c.dns.ttl_cap),
             domain_strategy: Some(domain_from_core(c.domain_strategy)),
             tcp_keep_alive_ms: ms(c.tcp_keep_alive),
             tcp_keep_alive_interval_ms: ms(c.tcp_keep_alive_interval),
@@ -180,6 +205,11 @@ impl NetswitchConfig {
         c.network_type = self.network_type.iter().map(|&t| t.into()).collect();
         c.fallback_network_type = self.fallback_network_type.iter().map(|&t| t.into()).collect();
         c.fallback_delay = d(self.fallback_delay_ms);
+        c.connection_attempt_delay = d(self.connection_attempt_delay_ms);
+        c.dns.resolver = self.dns_resolver.map_or(c.dns.resolver, Into::into);
+        c.dns.timeout = d(self.dns_timeout_ms);
+        c.dns.ttl_floor = d(self.dns_ttl_floor_ms);
+        c.dns.ttl_cap = d(self.dns_ttl_cap_ms);
         c.domain_strategy = self.domain_strategy.map_or(c.domain_strategy, domain_to_core);
         c.tcp_keep_alive = d(self.tcp_keep_alive_ms);
         c.tcp_keep_alive_interval = d(self.tcp_keep_alive_interval_ms);
@@ -246,7 +276,7 @@ pub struct ConnectionOptions {
     /// Fallback network types. `None` = the config's.
     #[uniffi(default = None)]
     pub fallback_network_type: Option<Vec<NetworkType>>,
-    /// Fallback delay, ms. `None` = the config's.
+    /// Fallback delay (before fallback networks join), ms. `None` = the config's.
     #[uniffi(default = None)]
     pub fallback_delay_ms: Option<u64>,
     /// Address-family policy. `None` = the config's.

@@ -47,6 +47,25 @@ pub enum NetswitchError {
         /// Every connect attempt (address, interface, kind, reason), in start order.
         attempts: Vec<DialAttemptInfo>,
     },
+    /// The name does not exist (NXDOMAIN), has no address of the families allowed, or is not a
+    /// valid host name. `reason` names who said so ("DNS 10.0.0.1 on wlan0: … (NXDOMAIN)").
+    /// A host resolver throws it for NXDOMAIN.
+    #[error("{name} not found: {reason}")]
+    NameNotFound {
+        /// The name.
+        name: String,
+        /// Who answered what.
+        reason: String,
+    },
+    /// The name could not be resolved: no answer by the deadline, a server error, a garbage
+    /// answer, a socket that could not be bound. `reason` names the DNS server and interface.
+    #[error("resolve {name}: {reason}")]
+    ResolveFailed {
+        /// The name.
+        name: String,
+        /// What failed, naming the resolver and the interface.
+        reason: String,
+    },
     /// The platform (`PlatformInterface.bind_socket`) refused or failed to protect/bind the socket
     /// for `interface`, so nothing was sent.
     #[error("platform refused socket for interface {interface}: {reason}")]
@@ -128,7 +147,8 @@ impl From<CoreFailureKind> for FailureKind {
 /// One failed connect attempt of a dial.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct DialAttemptInfo {
-    /// The address tried (`93.184.216.34:443`).
+    /// The address tried (`93.184.216.34:443`); empty for a lookup that found no address (the
+    /// reason names the DNS server and the interface).
     pub address: String,
     /// The interface the socket was bound to or protected for; `None` for the system route.
     pub interface: Option<String>,
@@ -143,7 +163,7 @@ pub struct DialAttemptInfo {
 impl From<&DialAttempt> for DialAttemptInfo {
     fn from(attempt: &DialAttempt) -> Self {
         DialAttemptInfo {
-            address: attempt.address.to_string(),
+            address: attempt.address.map(|a| a.to_string()).unwrap_or_default(),
             interface: attempt.interface.clone(),
             elapsed_ms: u64::try_from(attempt.elapsed.as_millis()).unwrap_or(u64::MAX),
             kind: attempt.error.kind().into(),
@@ -178,6 +198,12 @@ impl From<&DialError> for NetswitchError {
                         attempts: attempts.iter().map(DialAttemptInfo::from).collect(),
                     },
                 }
+            }
+            DialError::Resolve { host, source } if source.is_definite() => {
+                NetswitchError::NameNotFound { name: host.clone(), reason: source.to_string() }
+            }
+            DialError::Resolve { host, source } => {
+                NetswitchError::ResolveFailed { name: host.clone(), reason: source.to_string() }
             }
             other => NetswitchError::DialFailed {
                 destination: dial_destination(other),

@@ -9,6 +9,7 @@ use tokio::runtime::Runtime;
 
 use super::callbacks::{EventListener, LoopbackOffering, PlatformBinder, PlatformInterface};
 use super::config::{ConnectionOptions, NetswitchConfig};
+use super::dns::{PlatformDns, ResolveResult};
 use super::error::NetswitchError;
 use super::events::{Event, EventHub, Subscription};
 use super::network::{InterfaceChange, InterfaceSnapshot, NetworkChange};
@@ -82,6 +83,7 @@ impl ConnectionManager {
             .open_observer(open_observer(events.clone()))
             .network_observer(network_observer(events.clone()));
         if let Some(platform) = platform {
+            builder = builder.host_dns(Arc::new(PlatformDns { platform: platform.clone() }));
             builder = builder.host_binder(Arc::new(PlatformBinder { platform }));
         }
         let netswitch = builder.build().map_err(build_error)?;
@@ -180,6 +182,31 @@ impl ConnectionManager {
         // socket (checked above) that nothing else will use or close from now on.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         self.relay_tcp_fd(fd, &destination, options)
+    }
+
+    /// Resolves `name` (a domain or an IP literal) as a dial with `options` would, without
+    /// connecting: over the networks the strategy picks, each with its own resolver (its DNS
+    /// servers over sockets bound to it, the host's resolver, or the system resolver as the last
+    /// resort; see `dns_resolver`), by `connect_timeout_ms`. Returns the addresses, the
+    /// interface whose resolver answered and who answered each family. Errors: `NameNotFound`
+    /// (NXDOMAIN, no address of the families allowed, an invalid name), `ResolveFailed`
+    /// (timeouts, server errors; names the DNS server and the interface), `NoNetwork`,
+    /// `ShutDown`.
+    #[uniffi::method(default(options = None))]
+    pub async fn resolve(
+        &self,
+        name: String,
+        options: Option<ConnectionOptions>,
+    ) -> Result<ResolveResult, NetswitchError> {
+        self.check_running()?;
+        let options = options.unwrap_or_default().to_core();
+        let outbound = self.netswitch.outbound().clone();
+        let task = self.runtime.spawn(async move { outbound.lookup_name(&name, &options).await });
+        let report = task
+            .await
+            .map_err(|e| NetswitchError::Internal { reason: format!("resolve task: {e}") })?
+            .map_err(|e| NetswitchError::from(&e))?;
+        Ok(ResolveResult::from(&report))
     }
 
     /// Snapshots of every live connection (any order).

@@ -6,10 +6,13 @@
 //! - [`events::Subscription`]: a live subscription of an `EventListener`, until `cancel()`;
 //! - [`callbacks`]: the foreign traits `PlatformInterface` (protect / bind every socket) and
 //!   `EventListener` (connections opened and closed, network changes, batched logs);
+//! - [`dns`]: the host's resolver bridged to the core (`PlatformInterface.resolve`), what
+//!   `ConnectionManager.resolve` answers, the resolver choice;
 //! - [`config`]: `NetswitchConfig` (every field with its default), `config_from_json`,
 //!   per-connection `ConnectionOptions`;
 //! - [`network`]: network types, the interface snapshot, network changes;
-//! - [`types`]: connection snapshots, close events, traffic, log records, SOCKS users;
+//! - [`types`]: connection snapshots, close events, traffic, log records, SOCKS users, what the
+//!   host's resolver answers (`HostResolution`);
 //! - [`logs`]: the process-wide log level (`set_log_level`);
 //! - [`error::NetswitchError`]: the one public error;
 //! - `runtime`: the process-wide tokio runtime.
@@ -19,6 +22,7 @@
 
 pub mod callbacks;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod events;
 mod fd;

@@ -53,7 +53,9 @@ pub struct NetworkInterface {
     /// Addresses with prefix length (`"10.0.0.2/24"`, `"fe80::1/64"`). Default none.
     #[uniffi(default = [])]
     pub addresses: Vec<String>,
-    /// DNS servers of this network (`"192.168.1.1"`), in the host's order. Default none.
+    /// DNS servers of this network, in the host's order: `"192.168.1.1"` (port 53),
+    /// `"192.168.1.1:5353"` or `"[fd00::1]:5353"`. netswitch resolves names for this interface
+    /// with them, over sockets bound to it (config `dns.resolver`). Default none.
     #[uniffi(default = [])]
     pub dns_servers: Vec<String>,
     /// Metered / expensive (cellular, a phone hotspot). Default false.
@@ -78,7 +80,7 @@ impl From<&core::NetworkInterface> for NetworkInterface {
             index: interface.index,
             network_type: interface.network_type.into(),
             addresses: interface.addresses.iter().map(ToString::to_string).collect(),
-            dns_servers: interface.dns_servers.iter().map(ToString::to_string).collect(),
+            dns_servers: interface.dns_servers.iter().map(|s| core::interface::dns_server_text(*s)).collect(),
             expensive: interface.expensive,
             constrained: interface.constrained,
             validated: interface.validated,
@@ -112,10 +114,9 @@ impl InterfaceSnapshot {
                 interface = interface.with_address(ip, prefix);
             }
             for text in &i.dns_servers {
-                let ip: IpAddr = text
-                    .parse()
-                    .map_err(|_| invalid(format!("interface {}: bad DNS server {text:?}", i.name)))?;
-                interface.dns_servers.push(ip);
+                let server = core::interface::parse_dns_server(text)
+                    .map_err(|reason| invalid(format!("interface {}: {reason}", i.name)))?;
+                interface.dns_servers.push(server);
             }
             interface.expensive = i.expensive;
             interface.constrained = i.constrained;

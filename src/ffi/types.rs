@@ -204,3 +204,17 @@ impl std::fmt::Debug for SocksUser {
         f.debug_struct("SocksUser").field("username", &self.username).finish_non_exhaustive()
     }
 }
+
+/// What the host's resolver answered (`PlatformInterface.resolve`).
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum HostResolution {
+    /// These addresses (`"192.0.2.1"`, `"2001:db8::1"`); those of a family not asked for are
+    /// ignored; an empty list means the name has no address of the families asked for.
+    Addresses {
+        /// The addresses, in the host's order.
+        addresses: Vec<String>,
+    },
+    /// The host does not resolve for netswitch: netswitch uses the interface's DNS servers, else
+    /// the system resolver.
+    ResolveYourself,
+}

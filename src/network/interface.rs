@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use super::NetworkType;
 
@@ -54,8 +54,9 @@ pub struct NetworkInterface {
     pub network_type: NetworkType,
     /// The interface's addresses (may be empty when the host does not report them).
     pub addresses: Vec<InterfaceAddress>,
-    /// DNS servers of this network, in the host's order.
-    pub dns_servers: Vec<IpAddr>,
+    /// DNS servers of this network, in the host's order, with their port (53 unless the host
+    /// said otherwise: [`parse_dns_server`]).
+    pub dns_servers: Vec<SocketAddr>,
     /// Metered / expensive (cellular, a phone hotspot).
     pub expensive: bool,
     /// Constrained (Low Data Mode on Apple, data saver).
@@ -108,6 +109,30 @@ impl NetworkInterface {
 impl fmt::Display for NetworkInterface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({}, index {})", self.name, self.network_type, self.index)
+    }
+}
+
+/// The port of a DNS server given without one.
+pub const DNS_PORT: u16 = 53;
+
+/// Parses a DNS server as hosts and the CLI give it: `IP` (port 53), `IP:PORT` or `[IPv6]:PORT`.
+pub fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DNS_PORT));
+    }
+    match text.parse::<SocketAddr>() {
+        Ok(address) if address.port() != 0 => Ok(address),
+        Ok(_) => Err(format!("DNS server {text:?} has port 0")),
+        Err(_) => Err(format!("DNS server {text:?} is not IP, IP:PORT or [IPv6]:PORT")),
+    }
+}
+
+/// A DNS server as [`parse_dns_server`] reads it: the bare IP for port 53, else `IP:PORT`.
+pub fn dns_server_text(server: SocketAddr) -> String {
+    if server.port() == DNS_PORT {
+        server.ip().to_string()
+    } else {
+        server.to_string()
     }
 }
 
@@ -360,6 +385,23 @@ mod tests {
         assert!(matches!(InterfaceSnapshot::new(vec![v4], None), Err(SnapshotError::InvalidPrefix { .. })));
         let v6 = NetworkInterface::new("eth0", 1, Ethernet).with_address("::1".parse().unwrap(), 128);
         assert!(InterfaceSnapshot::new(vec![v6], None).is_ok());
+    }
+
+    #[test]
+    fn dns_servers_default_to_port_53() {
+        for (text, expected) in [
+            ("10.0.0.1", "10.0.0.1:53"),
+            ("10.0.0.1:5353", "10.0.0.1:5353"),
+            ("fd00::1", "[fd00::1]:53"),
+            ("[fd00::1]:5353", "[fd00::1]:5353"),
+        ] {
+            let parsed = parse_dns_server(text).unwrap();
+            assert_eq!(parsed, expected.parse().unwrap(), "{text}");
+            assert_eq!(dns_server_text(parsed), text);
+        }
+        for bad in ["", "dns.example", "10.0.0.1:0", "fd00::1:53x", "10.0.0.1:99999"] {
+            assert!(parse_dns_server(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

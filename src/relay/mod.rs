@@ -12,6 +12,7 @@ pub(crate) mod tcp;
 #[cfg(test)]
 mod tests;
 pub mod udp;
+pub mod udp_lookups;
 
 use std::fmt;
 use std::io;

@@ -10,11 +10,12 @@
 //!   earlier ICMP error, EMSGSIZE) drops that datagram, is counted in the tracker's `drops` and
 //!   logged at debug; the session goes on. Only successful traffic refreshes the timeout, so a
 //!   destination that stays unreachable ends with the timeout;
-//! - any other I/O error ends the session with that (root-cause) error.
+//! - any other I/O error ends the session with that (root-cause) error;
+//! - a datagram to a domain the session has not resolved waits for its lookup outside the relay
+//!   loop ([`super::udp_lookups`]): replies to other destinations keep flowing meanwhile.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +25,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::nat::Nat;
+use super::udp_lookups::{pick_for_socket, Route, UdpLookups};
 use super::{pool, ConnectionError, Side};
 use crate::client::{Datagram, PacketInbound, PacketSink};
 use crate::dial::{DialError, DialedUdp, Outbound};
@@ -33,8 +35,6 @@ use crate::tracker::Entry;
 /// How many datagrams one readiness event of the remote socket relays before the session looks
 /// at its other work again (fairness between directions).
 const DOWNLINK_BATCH: usize = 32;
-/// How many per-datagram domain resolutions a session remembers.
-const RESOLVED_CACHE: usize = 64;
 
 /// Runs one UDP session to its end and returns the root-cause error, if any. `Ok` means the
 /// client side went away (every sender of the uplink dropped).
@@ -68,19 +68,27 @@ async fn run_session(
     entry.set_udp_timeout(idle);
     let dialed = outbound.open_udp(&metadata.dial_target()).await?;
     entry.set_egress(dialed.egress.clone().with_local_address(dialed.socket.local_addr().ok()));
-    let DialedUdp { socket, connected_to, .. } = dialed;
-    let nat = translation(metadata, connected_to, &socket).await?;
+    let DialedUdp { socket, connected_to, resolved, resolver, .. } = dialed;
+    let resolver = resolver.unwrap_or_else(system_resolver);
+    let nat = translation(metadata, connected_to, resolved, &resolver, &socket).await?;
     tracing::debug!(
         id = entry.id, destination = %metadata.destination, via = %entry.egress().unwrap_or_default(),
         connected = ?connected_to, timeout_ms = idle.as_millis() as u64, reason = ?reason,
         "UDP session open"
     );
+    let local = socket.local_addr().map_err(|source| ConnectionError::Io {
+        side: Side::Remote,
+        operation: "local address",
+        source,
+    })?;
+    let lookup_timeout =
+        metadata.options.connect_timeout.unwrap_or(crate::dial::direct::DEFAULT_CONNECT_TIMEOUT);
     let mut session = Session {
         entry,
         socket,
         connected: connected_to.is_some(),
         nat,
-        resolved: HashMap::new(),
+        lookups: UdpLookups::new(resolver, local, lookup_timeout),
         downlink,
         last_activity: Instant::now(),
     };
@@ -88,10 +96,18 @@ async fn run_session(
     session.relay(&mut uplink, idle).await
 }
 
-/// The NAT table of a session: the destination domain mapped to the address the socket uses.
+/// The resolver of a session whose outbound gave none: the system resolver.
+fn system_resolver() -> Arc<dyn crate::dns::Resolve> {
+    Arc::new(crate::dns::system::SystemRoute(crate::dns::SystemResolver::shared().clone()))
+}
+
+/// The NAT table of a session: the destination domain mapped to the address the socket uses
+/// (`resolved` by the outbound, else resolved now with `resolver`, before the relay loop).
 async fn translation(
     metadata: &Metadata,
     connected_to: Option<SocketAddr>,
+    resolved: Option<SocketAddr>,
+    resolver: &Arc<dyn crate::dns::Resolve>,
     socket: &UdpSocket,
 ) -> Result<Nat, DialError> {
     let mut nat = Nat::new();
@@ -104,35 +120,31 @@ async fn translation(
     match (connected_to, &destination.host) {
         (Some(peer), host) => nat.map_address(host.clone(), peer.ip(), disable),
         (None, Host::Domain(name)) => {
-            let candidates = resolve(name, destination.port, &metadata.resolved_addresses).await?;
-            let ip = pick_family(&candidates, socket)
+            let candidates = match resolved {
+                Some(address) => vec![address.ip()],
+                None if !metadata.resolved_addresses.is_empty() => metadata.resolved_addresses.clone(),
+                None => {
+                    let families = [crate::dns::Family::V6, crate::dns::Family::V4];
+                    let timeout = metadata
+                        .options
+                        .connect_timeout
+                        .unwrap_or(crate::dial::direct::DEFAULT_CONNECT_TIMEOUT);
+                    let lookup = resolver.lookup(name, &families, crate::deadline::from_now(timeout));
+                    let answer = lookup.all().await.map_err(|source| DialError::Resolve {
+                        host: name.clone(),
+                        source: Box::new(source),
+                    })?;
+                    answer.addresses
+                }
+            };
+            let socket_is_v6 = socket.local_addr().is_ok_and(|a| a.is_ipv6());
+            let ip = pick_for_socket(&candidates, socket_is_v6)
                 .ok_or_else(|| DialError::NoAddress { host: name.clone() })?;
             nat.map_address(destination.host.clone(), ip, disable);
         }
         (None, Host::Ip(_)) => {}
     }
     Ok(nat)
-}
-
-/// The pre-resolved addresses, or what the system resolver answers for `name`.
-async fn resolve(name: &str, port: u16, preresolved: &[IpAddr]) -> Result<Vec<IpAddr>, DialError> {
-    if !preresolved.is_empty() {
-        return Ok(preresolved.to_vec());
-    }
-    let found = tokio::net::lookup_host((name, port))
-        .await
-        .map_err(|source| DialError::Resolve { host: name.to_string(), source })?;
-    Ok(found.map(|a| a.ip()).collect())
-}
-
-/// The first candidate the socket can send to: same family, or IPv4 mapped on an IPv6 socket.
-fn pick_family(candidates: &[IpAddr], socket: &UdpSocket) -> Option<IpAddr> {
-    let local = socket.local_addr().ok()?;
-    let same = candidates.iter().find(|ip| ip.is_ipv4() == local.is_ipv4()).copied();
-    same.or_else(|| match (local.ip(), candidates.first()) {
-        (IpAddr::V6(_), Some(IpAddr::V4(v4))) => Some(IpAddr::V6(v4.to_ipv6_mapped())),
-        _ => None,
-    })
 }
 
 /// True for send/receive errors that concern one datagram, not the socket.
@@ -157,7 +169,7 @@ struct Session<'e> {
     socket: UdpSocket,
     connected: bool,
     nat: Nat,
-    resolved: HashMap<String, Option<IpAddr>>,
+    lookups: UdpLookups,
     downlink: Arc<dyn PacketSink>,
     last_activity: Instant,
 }
@@ -189,23 +201,55 @@ impl Session<'_> {
                     ready.map_err(|source| ConnectionError::Io { side: Side::Remote, operation: "read", source })?;
                     self.relay_down().await?;
                 }
+                routes = self.lookups.next_done(), if self.lookups.is_running() => {
+                    for route in routes {
+                        self.send_routed(route).await?;
+                    }
+                }
             }
         }
     }
 
-    /// Sends one client datagram to its destination (the connected peer in connected mode).
+    /// Sends one client datagram to its destination (the connected peer in connected mode); a
+    /// datagram to a domain not resolved yet waits for its lookup (see [`UdpLookups`]).
     async fn send_up(&mut self, datagram: Datagram) -> Result<(), ConnectionError> {
-        let Datagram { destination, payload } = datagram;
-        let sent = if self.connected {
-            self.socket.send(&payload).await
-        } else {
-            match self.target(&destination).await {
-                Some(target) => self.socket.send_to(&payload, target).await,
-                None => {
-                    self.drop_datagram("no address for the destination", &destination, None);
-                    return Ok(());
-                }
+        if self.connected {
+            return self.send_to(datagram, None).await;
+        }
+        if let Some(address) = self.nat.outgoing(&datagram.destination) {
+            return self.send_to(datagram, Some(address)).await;
+        }
+        let route = match &datagram.destination.host {
+            Host::Domain(name) => {
+                let name = name.clone();
+                self.lookups.route(&name, datagram)
             }
+            Host::Ip(_) => Route::Drop(datagram, "no address for the destination"),
+        };
+        self.send_routed(route).await
+    }
+
+    async fn send_routed(&mut self, route: Route) -> Result<(), ConnectionError> {
+        match route {
+            Route::Send(datagram, address) => self.send_to(datagram, Some(address)).await,
+            Route::Drop(datagram, why) => {
+                self.drop_datagram(why, &datagram.destination, None);
+                Ok(())
+            }
+            Route::Waiting => Ok(()),
+        }
+    }
+
+    /// Sends `datagram` to `target` (`None`: the connected peer).
+    async fn send_to(
+        &mut self,
+        datagram: Datagram,
+        target: Option<SocketAddr>,
+    ) -> Result<(), ConnectionError> {
+        let Datagram { destination, payload } = datagram;
+        let sent = match target {
+            None => self.socket.send(&payload).await,
+            Some(target) => self.socket.send_to(&payload, target).await,
         };
         match sent {
             Ok(_) => {
@@ -259,30 +303,6 @@ impl Session<'_> {
             }
         }
         Ok(())
-    }
-
-    /// The address a datagram for `destination` is sent to: through the NAT, else resolved (and
-    /// remembered) for a domain the session has not seen.
-    async fn target(&mut self, destination: &Destination) -> Option<SocketAddr> {
-        if let Some(address) = self.nat.outgoing(destination) {
-            return Some(address);
-        }
-        let Host::Domain(name) = &destination.host else { return None };
-        if let Some(known) = self.resolved.get(name) {
-            return known.map(|ip| SocketAddr::new(ip, destination.port));
-        }
-        let ip = match resolve(name, destination.port, &[]).await {
-            Ok(candidates) => pick_family(&candidates, &self.socket),
-            Err(error) => {
-                tracing::debug!(id = self.entry.id, %error, "UDP datagram destination not resolved");
-                None
-            }
-        };
-        if self.resolved.len() >= RESOLVED_CACHE {
-            self.resolved.clear();
-        }
-        self.resolved.insert(name.clone(), ip);
-        ip.map(|ip| SocketAddr::new(ip, destination.port))
     }
 
     fn drop_datagram(&self, what: &str, peer: &Destination, error: Option<&io::Error>) {

@@ -110,10 +110,14 @@ class NetswitchTest {
         val refusing = object : PlatformInterface {
             override fun bindSocket(fd: Int, `interface`: NetworkInterface, action: BindAction): BindDecision =
                 throw NetswitchException.PlatformRefused(`interface`.name, "protect returned false")
+            override suspend fun resolve(name: String, `interface`: NetworkInterface, wantIpv4: Boolean, wantIpv6: Boolean) =
+                HostResolution.ResolveYourself
         }
         val throwing = object : PlatformInterface {
             override fun bindSocket(fd: Int, `interface`: NetworkInterface, action: BindAction): BindDecision =
                 throw IllegalStateException("VpnService is gone")
+            override suspend fun resolve(name: String, `interface`: NetworkInterface, wantIpv4: Boolean, wantIpv6: Boolean) =
+                HostResolution.ResolveYourself
         }
         for ((platform, expected) in listOf(refusing to "protect returned false", throwing to "VpnService is gone")) {
             EchoServer().use { echo ->

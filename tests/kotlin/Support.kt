@@ -173,6 +173,9 @@ class RecordingPlatform(private val answer: () -> BindDecision) : PlatformInterf
         offers.add(Offer(fd, `interface`.name, `interface`.networkType, action, isConnected(fd)))
         return answer()
     }
+
+    override suspend fun resolve(name: String, `interface`: NetworkInterface, wantIpv4: Boolean, wantIpv6: Boolean): HostResolution =
+        HostResolution.ResolveYourself
 }
 
 /** Waits up to `ms` for `condition`; returns whether it held. */

@@ -8,6 +8,9 @@
 //! When neither works (no root, no user namespaces, no `unshare`/`nsenter`/`ip`), it prints why
 //! and skips.
 
+mod dns;
+#[path = "../common/dns_responder.rs"]
+mod dns_responder;
 mod strategy;
 mod topology;
 

@@ -12,4 +12,10 @@ public final class ApplePlatform: PlatformInterface {
     public func bindSocket(fd: Int32, interface: NetworkInterface, action: BindAction) throws -> BindDecision {
         .bindYourself
     }
+
+    /// netswitch resolves with the interface's DNS servers over sockets bound to it (from the
+    /// Network Extension, outside the tunnel), else the system resolver.
+    public func resolve(name: String, interface: NetworkInterface, wantIpv4: Bool, wantIpv6: Bool) async throws -> HostResolution {
+        .resolveYourself
+    }
 }

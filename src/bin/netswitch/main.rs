@@ -1,7 +1,8 @@
 //! `netswitch`: the desktop command line. `netswitch socks` runs a SOCKS5 relay with logs on
 //! stderr; `netswitch interfaces` lists the host's networks; `netswitch dial` makes one connection
-//! with the network strategy and shows every attempt; `netswitch tun` (Linux, root) runs a packet
-//! tunnel on a TUN device it creates.
+//! with the network strategy and shows every lookup and attempt; `netswitch resolve` resolves a
+//! name over the networks the strategy picks and shows who answered; `netswitch tun` (Linux,
+//! root) runs a packet tunnel on a TUN device it creates.
 
 mod networks;
 #[cfg(target_os = "linux")]
@@ -51,6 +52,25 @@ enum Command {
     /// sockets are bound to the physical interface, so the tunnel cannot capture them.
     #[cfg(target_os = "linux")]
     Tun(tun::TunArgs),
+    /// Resolve NAME over the networks the strategy picks, each with its own DNS servers (over
+    /// sockets bound to it), without connecting: prints per family the interface, who answered,
+    /// how long it took and the addresses.
+    Resolve(ResolveArgs),
+}
+
+#[derive(Debug, Args)]
+struct ResolveArgs {
+    /// The name to resolve.
+    #[arg(value_name = "NAME")]
+    name: String,
+
+    /// JSON config file (strategy keys, connect_timeout, dns, interface_types, interface_dns).
+    /// Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(flatten)]
+    network: networks::NetworkArgs,
 }
 
 #[derive(Debug, Args)]
@@ -66,7 +86,8 @@ struct DialArgs {
     #[arg(value_name = "HOST:PORT")]
     destination: netswitch::Destination,
 
-    /// JSON config file (strategy keys, connect_timeout, interface_types). Flags override it.
+    /// JSON config file (strategy keys, connect_timeout, dns, interface_types, interface_dns).
+    /// Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -97,7 +118,8 @@ struct SocksArgs {
     /// network_type, fallback_network_type, fallback_delay, domain_strategy, tcp_keep_alive*,
     /// tcp_user_timeout, udp_timeout, udp_session_capacity, udp_max_associations, udp_max_sockets,
     /// tls_fragment, tls_record_fragment,
-    /// tls_fragment_fallback_delay, interface_types (README "Configuration file"). Flags override it.
+    /// tls_fragment_fallback_delay, interface_types, interface_dns, connection_attempt_delay, dns
+    /// (README "Configuration file"). Flags override it.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -117,6 +139,7 @@ fn main() -> ExitCode {
         Command::Dial(args) => run_dial(args),
         #[cfg(target_os = "linux")]
         Command::Tun(args) => tun::run_tun(args),
+        Command::Resolve(args) => run_resolve(args),
     }
 }
 
@@ -133,16 +156,45 @@ fn run_interfaces(args: InterfacesArgs) -> ExitCode {
     }
 }
 
-/// `netswitch dial`.
-fn run_dial(args: DialArgs) -> ExitCode {
-    let mut config = match &args.config {
-        Some(path) => match Config::from_file(path) {
-            Ok(config) => config,
-            Err(error) => return fail(&error.to_string(), EXIT_USAGE),
-        },
+/// `netswitch resolve`.
+fn run_resolve(args: ResolveArgs) -> ExitCode {
+    let config = match file_config(args.config.as_deref(), &args.network) {
+        Ok(config) => config,
+        Err(status) => return status,
+    };
+    let snapshot = match networks::read_host(&config) {
+        Ok(snapshot) => snapshot,
+        Err(error) => return fail(&error.to_string(), EXIT_FAILURE),
+    };
+    networks::print_interfaces(&snapshot);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("start the tokio runtime: {error}"), EXIT_FAILURE),
+    };
+    if runtime.block_on(networks::resolve_once(&config, snapshot, &args.name)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILURE)
+    }
+}
+
+/// The config file (or the defaults) with the network flags applied, validated.
+fn file_config(path: Option<&std::path::Path>, network: &networks::NetworkArgs) -> Result<Config, ExitCode> {
+    let mut config = match path {
+        Some(path) => Config::from_file(path).map_err(|error| fail(&error.to_string(), EXIT_USAGE))?,
         None => Config::default(),
     };
-    args.network.apply(&mut config);
+    network.apply(&mut config);
+    config.validate().map_err(|error| fail(&error.to_string(), EXIT_USAGE))?;
+    Ok(config)
+}
+
+/// `netswitch dial`.
+fn run_dial(args: DialArgs) -> ExitCode {
+    let config = match file_config(args.config.as_deref(), &args.network) {
+        Ok(config) => config,
+        Err(status) => return status,
+    };
     let snapshot = match networks::read_host(&config) {
         Ok(snapshot) => snapshot,
         Err(error) => return fail(&error.to_string(), EXIT_FAILURE),
@@ -231,7 +283,7 @@ async fn serve(config: Config) -> Result<(), ServeError> {
             tracing::warn!(%error, "could not read the host's interfaces; dials will fail until they can be read")
         }
     }
-    networks::spawn_refresh(manager.clone(), config.interface_types.clone());
+    networks::spawn_refresh(manager.clone(), &config);
     let mut signals = Signals::new().map_err(ServeError::Signal)?;
     let server = netswitch.start_socks(netswitch.socks_settings().clone()).await?;
     let users = config.socks.users.len();

@@ -1,16 +1,19 @@
-//! The network side of the CLI: the strategy flags shared by `socks` and `dial`, the host's
-//! interface snapshot, `netswitch interfaces` and `netswitch dial`.
+//! The network side of the CLI: the strategy flags shared by `socks`, `dial` and `resolve`, the
+//! host's interface snapshot (with each interface's DNS servers), `netswitch interfaces`,
+//! `netswitch dial` and `netswitch resolve`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use netswitch::config::parse_duration;
 use netswitch::network::host::{host_snapshot, HostInterfacesError};
+use netswitch::network::interface::parse_dns_server;
 use netswitch::{
-    Config, ConnectionManager, Destination, DialAttempt, DialError, DomainStrategy, InterfaceSnapshot,
-    Metadata, Netswitch, NetworkStrategy, NetworkType,
+    Config, ConnectionManager, ConnectionOptions, Destination, DialAttempt, DialError, DomainStrategy,
+    InterfaceSnapshot, Metadata, Netswitch, NetworkStrategy, NetworkType,
 };
 
 /// How often `netswitch socks` re-reads the host's interfaces (a mobile host pushes changes).
@@ -43,6 +46,12 @@ pub struct NetworkArgs {
     /// (wl* wifi; wwan*, rmnet*, ccmni* cellular; en*, eth* ethernet; else other). Repeatable.
     #[arg(long, value_name = "NAME=TYPE", value_parser = parse_interface_type)]
     pub interface_type: Vec<(String, NetworkType)>,
+
+    /// A DNS server of a host interface (IP, IP:PORT or [IPv6]:PORT): names for connections over
+    /// that interface are resolved with it, over sockets bound to the interface. Repeatable; the
+    /// servers given for an interface replace the config file's and the system's.
+    #[arg(long, value_name = "IFACE=ADDR", value_parser = parse_interface_dns)]
+    pub interface_dns: Vec<(String, SocketAddr)>,
 }
 
 impl NetworkArgs {
@@ -66,7 +75,21 @@ impl NetworkArgs {
         for (name, kind) in &self.interface_type {
             config.interface_types.insert(name.clone(), *kind);
         }
+        let mut servers: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+        for (name, server) in &self.interface_dns {
+            servers.entry(name.clone()).or_default().push(*server);
+        }
+        config.interface_dns.extend(servers);
     }
+}
+
+/// Parses `IFACE=ADDR` for `--interface-dns`.
+pub fn parse_interface_dns(text: &str) -> Result<(String, SocketAddr), String> {
+    let (name, server) = text.split_once('=').ok_or_else(|| format!("expected IFACE=ADDR, got {text:?}"))?;
+    if name.is_empty() {
+        return Err(format!("empty interface name in {text:?}"));
+    }
+    Ok((name.to_string(), parse_dns_server(server)?))
 }
 
 /// Parses a value by its config-file name (`"fallback"`, `"cellular"`, `"prefer_ipv4"`…).
@@ -87,20 +110,68 @@ pub fn parse_interface_type(text: &str) -> Result<(String, NetworkType), String>
     Ok((name.to_string(), parse_name(kind)?))
 }
 
-/// The host's interfaces with the configured type overrides.
+/// The host's interfaces with the configured type overrides, each with its DNS servers: the
+/// configured ones (`interface_dns`, `--interface-dns`), else the per-link servers
+/// systemd-resolved reports (Linux, when it runs), else none (the system resolver then answers
+/// for that interface).
 pub fn read_host(config: &Config) -> Result<InterfaceSnapshot, HostInterfacesError> {
-    host_snapshot(&config.interface_types)
+    host_with_dns(&config.interface_types, &config.interface_dns)
+}
+
+fn host_with_dns(
+    types: &BTreeMap<String, NetworkType>,
+    dns: &BTreeMap<String, Vec<SocketAddr>>,
+) -> Result<InterfaceSnapshot, HostInterfacesError> {
+    let snapshot = host_snapshot(types)?;
+    let mut interfaces = snapshot.interfaces().to_vec();
+    for interface in &mut interfaces {
+        interface.dns_servers = match dns.get(&interface.name) {
+            Some(servers) => servers.clone(),
+            None => link_dns_servers(interface.index),
+        };
+    }
+    Ok(InterfaceSnapshot::new(interfaces, snapshot.default_index())?)
+}
+
+/// The DNS servers systemd-resolved knows for the link with this index
+/// (`/run/systemd/resolve/netif/<index>`, `SERVERS=` line; `addr%iface#name` forms accepted);
+/// none when the file is absent or has no usable server, or when this process runs in another
+/// network namespace than systemd-resolved (its files then describe other links).
+fn link_dns_servers(index: u32) -> Vec<SocketAddr> {
+    let namespace = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).ok();
+    if namespace("self").is_none() || namespace("self") != namespace("1") {
+        return Vec::new();
+    }
+    let Ok(text) = std::fs::read_to_string(format!("/run/systemd/resolve/netif/{index}")) else {
+        return Vec::new();
+    };
+    servers_of_netif_file(&text)
+}
+
+/// The servers of a systemd-resolved link state file's `SERVERS=` line: `IP`, `IP:PORT`,
+/// `[IPv6]:PORT`, each optionally followed by `%ifindex` and `#server-name` (both dropped: the
+/// socket is bound to the link anyway); entries that do not parse are skipped.
+fn servers_of_netif_file(text: &str) -> Vec<SocketAddr> {
+    let Some(line) = text.lines().find_map(|l| l.strip_prefix("SERVERS=")) else { return Vec::new() };
+    line.split_whitespace()
+        .filter_map(|entry| {
+            let entry = entry.split('#').next().unwrap_or(entry);
+            let entry = entry.split('%').next().unwrap_or(entry);
+            parse_dns_server(entry).ok()
+        })
+        .collect()
 }
 
 /// Keeps the manager's snapshot in step with the host's interfaces until the manager shuts down.
-pub fn spawn_refresh(manager: Arc<ConnectionManager>, types: BTreeMap<String, NetworkType>) {
+pub fn spawn_refresh(manager: Arc<ConnectionManager>, config: &Config) {
+    let (types, dns) = (config.interface_types.clone(), config.interface_dns.clone());
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
         ticker.tick().await;
         while !manager.is_shut_down() {
             ticker.tick().await;
-            let types = types.clone();
-            match tokio::task::spawn_blocking(move || host_snapshot(&types)).await {
+            let (types, dns) = (types.clone(), dns.clone());
+            match tokio::task::spawn_blocking(move || host_with_dns(&types, &dns)).await {
                 Ok(Ok(snapshot)) => {
                     manager.update_interfaces(snapshot);
                 }
@@ -120,8 +191,14 @@ pub fn print_interfaces(snapshot: &InterfaceSnapshot) {
     println!("{:<16} {:>5}  {:<9} {:<8} addresses", "interface", "index", "type", "default");
     for interface in snapshot.interfaces() {
         let addresses: Vec<String> = interface.addresses.iter().map(ToString::to_string).collect();
+        let servers: Vec<String> = interface
+            .dns_servers
+            .iter()
+            .map(|s| netswitch::network::interface::dns_server_text(*s))
+            .collect();
+        let dns = if servers.is_empty() { String::new() } else { format!("  dns {}", servers.join(" ")) };
         println!(
-            "{:<16} {:>5}  {:<9} {:<8} {}",
+            "{:<16} {:>5}  {:<9} {:<8} {}{dns}",
             interface.name,
             interface.index,
             interface.network_type.to_string(),
@@ -155,6 +232,10 @@ pub async fn dial_once(config: &Config, snapshot: InterfaceSnapshot, destination
     let started = Instant::now();
     match outbound.dial_with_report(&metadata).await {
         Ok(report) => {
+            for lookup in &report.lookups {
+                let via = lookup.interface.as_deref().unwrap_or("system route");
+                println!("  lookup via {via}: {}", lookup.answer);
+            }
             for attempt in &report.failed {
                 println!("  attempt {}", attempt_line(attempt));
             }
@@ -193,10 +274,51 @@ pub async fn dial_once(config: &Config, snapshot: InterfaceSnapshot, destination
     }
 }
 
+/// `netswitch resolve`: resolves `name` like a dial with the strategy would, without connecting;
+/// prints per family the interface, who answered, how long it took and the addresses. Returns
+/// whether addresses were found.
+pub async fn resolve_once(config: &Config, snapshot: InterfaceSnapshot, name: &str) -> bool {
+    let netswitch = match Netswitch::builder(config.clone()).build() {
+        Ok(netswitch) => netswitch,
+        Err(error) => {
+            println!("failed: {error}");
+            return false;
+        }
+    };
+    netswitch.manager().update_interfaces(snapshot);
+    let outbound = netswitch.outbound();
+    println!(
+        "resolving {name}: strategy {}, network_type [{}], fallback_network_type [{}], domain_strategy {}, resolver {}",
+        config.network_strategy,
+        join(&config.network_type),
+        join(&config.fallback_network_type),
+        config.domain_strategy,
+        config.dns.resolver
+    );
+    match outbound.lookup_name(name, &ConnectionOptions::default()).await {
+        Ok(report) => {
+            for attempt in &report.failed {
+                println!("  {}", attempt_line(attempt));
+            }
+            let via = report.interface.as_deref().unwrap_or("system route");
+            for answer in &report.answers {
+                println!("  {via}: {answer}");
+            }
+            let addresses: Vec<String> = report.addresses.iter().map(ToString::to_string).collect();
+            println!("{name}: {} via {via} in {} ms", addresses.join(" "), report.elapsed.as_millis());
+            true
+        }
+        Err(error) => {
+            println!("failed: {error}");
+            false
+        }
+    }
+}
+
 fn attempt_line(attempt: &DialAttempt) -> String {
     format!(
         "{} via {}: failed: {} ({} ms)",
-        attempt.address,
+        attempt.address.map_or_else(|| "lookup".to_string(), |a| a.to_string()),
         attempt.interface.as_deref().unwrap_or("system route"),
         attempt.error,
         attempt.elapsed.as_millis()
@@ -205,4 +327,46 @@ fn attempt_line(attempt: &DialAttempt) -> String {
 
 fn join(types: &[NetworkType]) -> String {
     types.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_servers_systemd_resolved_lists_for_a_link() {
+        let text = "# This is private data. Do not parse.\nADMIN_STATE=configured\n\
+                    SERVERS=192.168.1.1 fe80::1%3 10.0.0.53:5353#dns.example [fd00::1]:853%3#dot.example not-an-ip\n\
+                    DOMAINS=lan\n";
+        let servers: Vec<String> = servers_of_netif_file(text).iter().map(ToString::to_string).collect();
+        assert_eq!(servers, ["192.168.1.1:53", "[fe80::1]:53", "10.0.0.53:5353", "[fd00::1]:853"]);
+        assert!(servers_of_netif_file("ADMIN_STATE=configured\n").is_empty(), "no SERVERS= line");
+        assert!(servers_of_netif_file("SERVERS=\n").is_empty());
+    }
+
+    #[test]
+    fn interface_dns_flags_collect_per_interface_and_replace_the_config_file() {
+        let mut config = Config::default();
+        config.interface_dns.insert("wlan0".into(), vec!["10.9.9.9:53".parse().unwrap()]);
+        config.interface_dns.insert("eth0".into(), vec!["10.8.8.8:53".parse().unwrap()]);
+        let args = NetworkArgs {
+            interface_dns: ["wlan0=192.168.1.1", "wlan0=[fd00::1]:5353", "rmnet0=10.0.0.1"]
+                .iter()
+                .map(|a| parse_interface_dns(a).unwrap())
+                .collect(),
+            ..NetworkArgs::default()
+        };
+        args.apply(&mut config);
+        let shown: BTreeMap<&str, Vec<String>> = config
+            .interface_dns
+            .iter()
+            .map(|(name, servers)| (name.as_str(), servers.iter().map(ToString::to_string).collect()))
+            .collect();
+        assert_eq!(shown["wlan0"], ["192.168.1.1:53", "[fd00::1]:5353"]);
+        assert_eq!(shown["rmnet0"], ["10.0.0.1:53"]);
+        assert_eq!(shown["eth0"], ["10.8.8.8:53"], "interfaces without flags keep the config file's");
+        for bad in ["wlan0", "=10.0.0.1", "wlan0=not-an-ip", "wlan0=10.0.0.1:99999"] {
+            assert!(parse_interface_dns(bad).is_err(), "{bad:?} accepted");
+        }
+    }
 }

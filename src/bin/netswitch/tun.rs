@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use clap::Args;
 use netswitch::logging::{init_logging, LogLevel};
-use netswitch::network::host::host_snapshot;
 use netswitch::network::InterfaceSnapshot;
 use netswitch::tun::{device, BindDefault, TunSettings};
 use netswitch::{os_binder, Config, Netswitch};
@@ -81,7 +80,7 @@ pub fn run_tun(args: TunArgs) -> ExitCode {
         return fail(&error.to_string(), EXIT_FAILURE);
     }
     // The physical default, read before the tunnel's routes capture the default route.
-    let physical = match host_snapshot(&config.interface_types) {
+    let physical = match networks::read_host(&config) {
         Ok(snapshot) => snapshot.default_interface().map(|interface| interface.name.clone()),
         Err(error) => return fail(&format!("read the host's interfaces: {error}"), EXIT_FAILURE),
     };
@@ -103,9 +102,8 @@ pub fn run_tun(args: TunArgs) -> ExitCode {
         settings.udp = netswitch.socks_settings().udp.clone();
         let manager = netswitch.manager().clone();
         let name = args.name.clone();
-        let refresh = move || {
-            without_tunnel(host_snapshot(&config.interface_types).ok()?, &name, physical.as_deref())
-        };
+        // The host's interfaces with their DNS servers, as `socks` reads them.
+        let refresh = move || without_tunnel(networks::read_host(&config).ok()?, &name, physical.as_deref());
         match refresh() {
             Some(snapshot) => {
                 manager.update_interfaces(snapshot);

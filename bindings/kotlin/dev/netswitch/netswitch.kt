@@ -674,6 +674,9 @@ internal interface UniffiCallbackInterfaceEventListenerMethod3 : com.sun.jna.Cal
 internal interface UniffiCallbackInterfacePlatformInterfaceMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`fd`: Int,`interface`: RustBuffer.ByValue,`action`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
 }
+internal interface UniffiCallbackInterfacePlatformInterfaceMethod1 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`name`: RustBuffer.ByValue,`interface`: RustBuffer.ByValue,`wantIpv4`: Byte,`wantIpv6`: Byte,`uniffiFutureCallback`: UniffiForeignFutureCompleteRustBuffer,`uniffiCallbackData`: Long,`uniffiOutDroppedCallback`: UniffiForeignFutureDroppedCallbackStruct,)
+}
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onConnectionOpened", "onConnectionClosed", "onNetworkChanged", "onLog")
 internal open class UniffiVTableCallbackInterfaceEventListener(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -702,22 +705,25 @@ internal open class UniffiVTableCallbackInterfaceEventListener(
     }
 
 }
-@Structure.FieldOrder("uniffiFree", "uniffiClone", "bindSocket")
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "bindSocket", "resolve")
 internal open class UniffiVTableCallbackInterfacePlatformInterface(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
     @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
     @JvmField internal var `bindSocket`: UniffiCallbackInterfacePlatformInterfaceMethod0? = null,
+    @JvmField internal var `resolve`: UniffiCallbackInterfacePlatformInterfaceMethod1? = null,
 ) : Structure() {
     class UniffiByValue(
         `uniffiFree`: UniffiCallbackInterfaceFree? = null,
         `uniffiClone`: UniffiCallbackInterfaceClone? = null,
         `bindSocket`: UniffiCallbackInterfacePlatformInterfaceMethod0? = null,
-    ): UniffiVTableCallbackInterfacePlatformInterface(`uniffiFree`,`uniffiClone`,`bindSocket`,), Structure.ByValue
+        `resolve`: UniffiCallbackInterfacePlatformInterfaceMethod1? = null,
+    ): UniffiVTableCallbackInterfacePlatformInterface(`uniffiFree`,`uniffiClone`,`bindSocket`,`resolve`,), Structure.ByValue
 
    internal fun uniffiSetValue(other: UniffiVTableCallbackInterfacePlatformInterface) {
         `uniffiFree` = other.`uniffiFree`
         `uniffiClone` = other.`uniffiClone`
         `bindSocket` = other.`bindSocket`
+        `resolve` = other.`resolve`
     }
 
 }
@@ -762,6 +768,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_netswitch_checksum_method_platforminterface_bind_socket(
     ): Int
+    external fun uniffi_netswitch_checksum_method_platforminterface_resolve(
+    ): Int
     external fun uniffi_netswitch_checksum_method_subscription_cancel(
     ): Int
     external fun uniffi_netswitch_checksum_method_subscription_dropped_events(
@@ -777,6 +785,8 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_netswitch_checksum_method_connectionmanager_is_shut_down(
     ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_connectionmanager_resolve(
     ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_shutdown(
     ): Int
@@ -844,6 +854,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_netswitch_fn_method_platforminterface_bind_socket(`ptr`: Long,`fd`: Int,`interface`: RustBuffer.ByValue,`action`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_netswitch_fn_method_platforminterface_resolve(`ptr`: Long,`name`: RustBuffer.ByValue,`interface`: RustBuffer.ByValue,`wantIpv4`: Byte,`wantIpv6`: Byte,
+    ): Long
     external fun uniffi_netswitch_fn_clone_subscription(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_netswitch_fn_free_subscription(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -869,6 +881,8 @@ internal object UniffiLib {
     external fun uniffi_netswitch_fn_method_connectionmanager_is_shut_down(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Byte
     external fun uniffi_netswitch_fn_method_connectionmanager_relay_tcp_fd(`ptr`: Long,`fd`: Int,`destination`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_method_connectionmanager_resolve(`ptr`: Long,`name`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,
     ): Long
     external fun uniffi_netswitch_fn_method_connectionmanager_shutdown(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
@@ -1019,7 +1033,7 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
-    if ((lib.uniffi_netswitch_checksum_func_config_from_json() and 0xFFFF) != 41964) {
+    if ((lib.uniffi_netswitch_checksum_func_config_from_json() and 0xFFFF) != 15028) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_func_default_config() and 0xFFFF) != 49926) {
@@ -1041,6 +1055,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_platforminterface_bind_socket() and 0xFFFF) != 11472) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_platforminterface_resolve() and 0xFFFF) != 11602) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_subscription_cancel() and 0xFFFF) != 5759) {
@@ -1065,6 +1082,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd() and 0xFFFF) != 17390) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_resolve() and 0xFFFF) != 35994) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_shutdown() and 0xFFFF) != 57956) {
@@ -1153,6 +1173,95 @@ internal suspend fun<T, F, E: kotlin.Exception> uniffiRustCallAsync(
         freeFunc(rustFuture)
     }
 }
+internal inline fun<T> uniffiTraitInterfaceCallAsync(
+    crossinline makeCall: suspend () -> T,
+    crossinline handleSuccess: (T) -> Unit,
+    crossinline handleError: (UniffiRustCallStatus.ByValue) -> Unit,
+    uniffiOutDroppedCallback: UniffiForeignFutureDroppedCallbackStruct,
+) {
+    // Using `GlobalScope` is labeled as a "delicate API" and generally discouraged in Kotlin programs, since it breaks structured concurrency.
+    // However, our parent task is a Rust future, so we're going to need to break structure concurrency in any case.
+    //
+    // Uniffi does its best to support structured concurrency across the FFI.
+    // If the Rust future is dropped, `uniffiForeignFutureDroppedCallbackImpl` is called, which will cancel the Kotlin coroutine if it's still running.
+    @OptIn(DelicateCoroutinesApi::class)
+    val job = GlobalScope.launch coroutineBlock@ {
+        // Note: it's important we call either `handleSuccess` or `handleError` exactly once.  Each
+        // call consumes an Arc reference, which means there should be no possibility of a double
+        // call.  The following code is structured so that will will never call both `handleSuccess`
+        // and `handleError`, even in the face of weird exceptions.
+        //
+        // In extreme circumstances we may not call either, for example if we fail to make the JNA
+        // call to `handleSuccess`.  This means we will leak the Arc reference, which is better than
+        // double-freeing it.
+        val callResult = try {
+            makeCall()
+        } catch(e: kotlin.Exception) {
+            handleError(
+                UniffiRustCallStatus.create(
+                    UNIFFI_CALL_UNEXPECTED_ERROR,
+                    FfiConverterString.lower(e.toString()),
+                )
+            )
+            return@coroutineBlock
+        }
+        handleSuccess(callResult)
+    }
+    val handle = uniffiForeignFutureHandleMap.insert(job)
+    uniffiOutDroppedCallback.uniffiSetValue(UniffiForeignFutureDroppedCallbackStruct(handle, uniffiForeignFutureDroppedCallbackImpl))
+}
+
+internal inline fun<T, reified E: Throwable> uniffiTraitInterfaceCallAsyncWithError(
+    crossinline makeCall: suspend () -> T,
+    crossinline handleSuccess: (T) -> Unit,
+    crossinline handleError: (UniffiRustCallStatus.ByValue) -> Unit,
+    crossinline lowerError: (E) -> RustBuffer.ByValue,
+    uniffiOutDroppedCallback: UniffiForeignFutureDroppedCallbackStruct,
+) {
+    // See uniffiTraitInterfaceCallAsync for details on `DelicateCoroutinesApi`
+    @OptIn(DelicateCoroutinesApi::class)
+    val job = GlobalScope.launch coroutineBlock@ {
+        // See the note in uniffiTraitInterfaceCallAsync for details on `handleSuccess` and
+        // `handleError`.
+        val callResult = try {
+            makeCall()
+        } catch(e: kotlin.Exception) {
+            if (e is E) {
+                handleError(
+                    UniffiRustCallStatus.create(
+                        UNIFFI_CALL_ERROR,
+                        lowerError(e),
+                    )
+                )
+            } else {
+                handleError(
+                    UniffiRustCallStatus.create(
+                        UNIFFI_CALL_UNEXPECTED_ERROR,
+                        FfiConverterString.lower(e.toString()),
+                    )
+                )
+            }
+            return@coroutineBlock
+        }
+        handleSuccess(callResult)
+    }
+    val handle = uniffiForeignFutureHandleMap.insert(job)
+    uniffiOutDroppedCallback.uniffiSetValue(UniffiForeignFutureDroppedCallbackStruct(handle, uniffiForeignFutureDroppedCallbackImpl))
+}
+
+internal val uniffiForeignFutureHandleMap = UniffiHandleMap<Job>()
+
+internal object uniffiForeignFutureDroppedCallbackImpl: UniffiForeignFutureDroppedCallback {
+    override fun callback(handle: Long) {
+        val job = uniffiForeignFutureHandleMap.remove(handle)
+        if (!job.isCompleted) {
+            job.cancel()
+        }
+    }
+}
+
+// For testing
+public fun uniffiForeignFutureHandleCount() = uniffiForeignFutureHandleMap.size
 
 // Public interface members begin here.
 
@@ -1690,6 +1799,18 @@ public interface ConnectionManagerInterface {
     fun `relayTcpFd`(`fd`: kotlin.Int, `destination`: kotlin.String, `options`: ConnectionOptions?): kotlin.ULong
     
     /**
+     * Resolves `name` (a domain or an IP literal) as a dial with `options` would, without
+     * connecting: over the networks the strategy picks, each with its own resolver (its DNS
+     * servers over sockets bound to it, the host's resolver, or the system resolver as the last
+     * resort; see `dns_resolver`), by `connect_timeout_ms`. Returns the addresses, the
+     * interface whose resolver answered and who answered each family. Errors: `NameNotFound`
+     * (NXDOMAIN, no address of the families allowed, an invalid name), `ResolveFailed`
+     * (timeouts, server errors; names the DNS server and the interface), `NoNetwork`,
+     * `ShutDown`.
+     */
+    suspend fun `resolve`(`name`: kotlin.String, `options`: ConnectionOptions? = null): ResolveResult
+    
+    /**
      * Closes every connection, stops every SOCKS server, ends every subscription (each still
      * delivers the events it had queued; close events of the connections this closes arrive
      * after that and are not delivered — `traffic()` still counts them), and makes later calls
@@ -1960,6 +2081,39 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
     )
     }
     
+
+    
+    /**
+     * Resolves `name` (a domain or an IP literal) as a dial with `options` would, without
+     * connecting: over the networks the strategy picks, each with its own resolver (its DNS
+     * servers over sockets bound to it, the host's resolver, or the system resolver as the last
+     * resort; see `dns_resolver`), by `connect_timeout_ms`. Returns the addresses, the
+     * interface whose resolver answered and who answered each family. Errors: `NameNotFound`
+     * (NXDOMAIN, no address of the families allowed, an invalid name), `ResolveFailed`
+     * (timeouts, server errors; names the DNS server and the interface), `NoNetwork`,
+     * `ShutDown`.
+     */
+    @Throws(NetswitchException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `resolve`(`name`: kotlin.String, `options`: ConnectionOptions?) : ResolveResult {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_netswitch_fn_method_connectionmanager_resolve(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`name`),
+        FfiConverterOptionalTypeConnectionOptions.lower(`options`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_netswitch_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_netswitch_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_netswitch_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeResolveResult.lift(it) },
+        // Error FFI converter
+        NetswitchException.ErrorHandler,
+    )
+    }
 
     
     /**
@@ -2684,7 +2838,8 @@ public object FfiConverterTypeEventListener: FfiConverter<EventListener, Long> {
 /**
  * Platform services netswitch calls back into. Android implements `bind_socket` with
  * `VpnService.protect(fd)` (action `Protect`) and `Network.bindSocket(fd)` (action `Bind`);
- * Apple apps usually answer `BindYourself` and netswitch uses `IP_BOUND_IF`.
+ * Apple apps usually answer `BindYourself` and netswitch uses `IP_BOUND_IF`. `resolve` is
+ * optional in effect: a host that does not resolve for netswitch answers `ResolveYourself`.
  */
 public interface PlatformInterface {
     
@@ -2696,13 +2851,26 @@ public interface PlatformInterface {
      */
     fun `bindSocket`(`fd`: kotlin.Int, `interface`: NetworkInterface, `action`: BindAction): BindDecision
     
+    /**
+     * Resolves `name` on `interface`'s network for the families asked (`want_ipv4`: A,
+     * `want_ipv6`: AAAA; netswitch asks once per family), e.g. Android `DnsResolver.query` on
+     * that `Network` or `Network.getAllByName`, Apple the Network Extension's resolver. Called
+     * when the config's `dns_resolver` is `Host`, or `Auto` and the interface has no DNS
+     * servers. Suspend (Kotlin) / async (Swift) freely: netswitch stops waiting at the dial's
+     * deadline (`connect_timeout_ms`). Answer `ResolveYourself` to let netswitch resolve (the
+     * interface's DNS servers, else the system resolver); throw `NameNotFound` for a name that
+     * does not exist (NXDOMAIN); any other exception fails this lookup, naming the interface.
+     */
+    suspend fun `resolve`(`name`: kotlin.String, `interface`: NetworkInterface, `wantIpv4`: kotlin.Boolean, `wantIpv6`: kotlin.Boolean): HostResolution
+    
     companion object
 }
 
 /**
  * Platform services netswitch calls back into. Android implements `bind_socket` with
  * `VpnService.protect(fd)` (action `Protect`) and `Network.bindSocket(fd)` (action `Bind`);
- * Apple apps usually answer `BindYourself` and netswitch uses `IP_BOUND_IF`.
+ * Apple apps usually answer `BindYourself` and netswitch uses `IP_BOUND_IF`. `resolve` is
+ * optional in effect: a host that does not resolve for netswitch answers `ResolveYourself`.
  */
 open class PlatformInterfaceImpl: Disposable, AutoCloseable, PlatformInterface
 {
@@ -2829,6 +2997,41 @@ open class PlatformInterfaceImpl: Disposable, AutoCloseable, PlatformInterface
     
 
     
+    /**
+     * Resolves `name` on `interface`'s network for the families asked (`want_ipv4`: A,
+     * `want_ipv6`: AAAA; netswitch asks once per family), e.g. Android `DnsResolver.query` on
+     * that `Network` or `Network.getAllByName`, Apple the Network Extension's resolver. Called
+     * when the config's `dns_resolver` is `Host`, or `Auto` and the interface has no DNS
+     * servers. Suspend (Kotlin) / async (Swift) freely: netswitch stops waiting at the dial's
+     * deadline (`connect_timeout_ms`). Answer `ResolveYourself` to let netswitch resolve (the
+     * interface's DNS servers, else the system resolver); throw `NameNotFound` for a name that
+     * does not exist (NXDOMAIN); any other exception fails this lookup, naming the interface.
+     */
+    @Throws(NetswitchException::class)
+    @Suppress("ASSIGNED_BUT_NEVER_ACCESSED_VARIABLE")
+    override suspend fun `resolve`(`name`: kotlin.String, `interface`: NetworkInterface, `wantIpv4`: kotlin.Boolean, `wantIpv6`: kotlin.Boolean) : HostResolution {
+        return uniffiRustCallAsync(
+        callWithHandle { uniffiHandle ->
+            UniffiLib.uniffi_netswitch_fn_method_platforminterface_resolve(
+                uniffiHandle,
+                
+        FfiConverterString.lower(`name`),
+        FfiConverterTypeNetworkInterface.lower(`interface`),
+        FfiConverterBoolean.lower(`wantIpv4`),
+        FfiConverterBoolean.lower(`wantIpv6`),
+            )
+        },
+        { future, callback, continuation -> UniffiLib.ffi_netswitch_rust_future_poll_rust_buffer(future, callback, continuation) },
+        { future, continuation -> UniffiLib.ffi_netswitch_rust_future_complete_rust_buffer(future, continuation) },
+        { future -> UniffiLib.ffi_netswitch_rust_future_free_rust_buffer(future) },
+        // lift function
+        { FfiConverterTypeHostResolution.lift(it) },
+        // Error FFI converter
+        NetswitchException.ErrorHandler,
+    )
+    }
+
+    
 
     
 
@@ -2865,6 +3068,43 @@ internal object uniffiCallbackInterfacePlatformInterface {
             )
         }
     }
+    internal object `resolve`: UniffiCallbackInterfacePlatformInterfaceMethod1 {
+        override fun callback(`uniffiHandle`: Long,`name`: RustBuffer.ByValue,`interface`: RustBuffer.ByValue,`wantIpv4`: Byte,`wantIpv6`: Byte,`uniffiFutureCallback`: UniffiForeignFutureCompleteRustBuffer,`uniffiCallbackData`: Long,`uniffiOutDroppedCallback`: UniffiForeignFutureDroppedCallbackStruct,) {
+            val uniffiObj = FfiConverterTypePlatformInterface.handleMap.get(uniffiHandle)
+            val makeCall = suspend { ->
+                uniffiObj.`resolve`(
+                    FfiConverterString.lift(`name`),
+                    FfiConverterTypeNetworkInterface.lift(`interface`),
+                    FfiConverterBoolean.lift(`wantIpv4`),
+                    FfiConverterBoolean.lift(`wantIpv6`),
+                )
+            }
+            val uniffiHandleSuccess = { returnValue: HostResolution ->
+                val uniffiResult = UniffiForeignFutureResultRustBuffer.UniffiByValue(
+                    FfiConverterTypeHostResolution.lower(returnValue),
+                    UniffiRustCallStatus.ByValue()
+                )
+                uniffiResult.write()
+                uniffiFutureCallback.callback(uniffiCallbackData, uniffiResult)
+            }
+            val uniffiHandleError = { callStatus: UniffiRustCallStatus.ByValue ->
+                uniffiFutureCallback.callback(
+                    uniffiCallbackData,
+                    UniffiForeignFutureResultRustBuffer.UniffiByValue(
+                        RustBuffer.ByValue(),
+                        callStatus,
+                    ),
+                )
+            }
+            uniffiTraitInterfaceCallAsyncWithError(
+                makeCall,
+                uniffiHandleSuccess,
+                uniffiHandleError,
+                { e: NetswitchException -> FfiConverterTypeNetswitchError.lower(e) },
+                uniffiOutDroppedCallback
+            )
+        }
+    }
 
     internal object uniffiFree: UniffiCallbackInterfaceFree {
         override fun callback(handle: Long) {
@@ -2882,6 +3122,7 @@ internal object uniffiCallbackInterfacePlatformInterface {
         uniffiFree,
         uniffiClone,
         `bindSocket`,
+        `resolve`,
     )
 
     // Registers the foreign callback with the Rust side.
@@ -3835,7 +4076,7 @@ data class ConnectionOptions (
     var `fallbackNetworkType`: List<NetworkType>? = null 
     , 
     /**
-     * Fallback delay, ms. `None` = the config's.
+     * Fallback delay (before fallback networks join), ms. `None` = the config's.
      */
     var `fallbackDelayMs`: kotlin.ULong? = null 
     , 
@@ -3912,7 +4153,8 @@ public object FfiConverterTypeConnectionOptions: FfiConverterRustBuffer<Connecti
  */
 data class DialAttemptInfo (
     /**
-     * The address tried (`93.184.216.34:443`).
+     * The address tried (`93.184.216.34:443`); empty for a lookup that found no address (the
+     * reason names the DNS server and the interface).
      */
     var `address`: kotlin.String
     , 
@@ -4201,9 +4443,38 @@ data class NetswitchConfig (
     var `fallbackNetworkType`: List<NetworkType> = listOf() 
     , 
     /**
-     * Delay before fallback networks and the second address family join the race. Default 300.
+     * Delay before fallback networks join the race. Default 300.
      */
     var `fallbackDelayMs`: kotlin.ULong = 300uL 
+    , 
+    /**
+     * Delay between two connection attempts on one network (RFC 8305: the next address, of the
+     * other family first, starts after it, or at once when an attempt fails). Default 250.
+     */
+    var `connectionAttemptDelayMs`: kotlin.ULong = 250uL 
+    , 
+    /**
+     * Which resolver answers for an interface. `None` = `Auto` (the interface's DNS servers,
+     * else `PlatformInterface.resolve`, else the system resolver).
+     */
+    var `dnsResolver`: DnsResolver? = null 
+    , 
+    /**
+     * Time one DNS server gets for one question before the next one is asked. Must be > 0.
+     * Default 2000.
+     */
+    var `dnsTimeoutMs`: kotlin.ULong = 2000uL 
+    , 
+    /**
+     * Shortest time a DNS answer is cached (also how long the host resolver's answers are
+     * kept). Default 5000.
+     */
+    var `dnsTtlFloorMs`: kotlin.ULong = 5000uL 
+    , 
+    /**
+     * Longest time a DNS answer is cached; at least `dns_ttl_floor_ms`. Default 3600000 (1 h).
+     */
+    var `dnsTtlCapMs`: kotlin.ULong = 3600000uL 
     , 
     /**
      * Address-family policy. `None` = `PreferIpv6`.
@@ -4302,6 +4573,11 @@ public object FfiConverterTypeNetswitchConfig: FfiConverterRustBuffer<NetswitchC
             FfiConverterSequenceTypeNetworkType.read(buf),
             FfiConverterSequenceTypeNetworkType.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterOptionalTypeDnsResolver.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterOptionalTypeDomainStrategy.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
@@ -4327,6 +4603,11 @@ public object FfiConverterTypeNetswitchConfig: FfiConverterRustBuffer<NetswitchC
             FfiConverterSequenceTypeNetworkType.allocationSize(value.`networkType`) +
             FfiConverterSequenceTypeNetworkType.allocationSize(value.`fallbackNetworkType`) +
             FfiConverterULong.allocationSize(value.`fallbackDelayMs`) +
+            FfiConverterULong.allocationSize(value.`connectionAttemptDelayMs`) +
+            FfiConverterOptionalTypeDnsResolver.allocationSize(value.`dnsResolver`) +
+            FfiConverterULong.allocationSize(value.`dnsTimeoutMs`) +
+            FfiConverterULong.allocationSize(value.`dnsTtlFloorMs`) +
+            FfiConverterULong.allocationSize(value.`dnsTtlCapMs`) +
             FfiConverterOptionalTypeDomainStrategy.allocationSize(value.`domainStrategy`) +
             FfiConverterULong.allocationSize(value.`tcpKeepAliveMs`) +
             FfiConverterULong.allocationSize(value.`tcpKeepAliveIntervalMs`) +
@@ -4351,6 +4632,11 @@ public object FfiConverterTypeNetswitchConfig: FfiConverterRustBuffer<NetswitchC
             FfiConverterSequenceTypeNetworkType.write(value.`networkType`, buf)
             FfiConverterSequenceTypeNetworkType.write(value.`fallbackNetworkType`, buf)
             FfiConverterULong.write(value.`fallbackDelayMs`, buf)
+            FfiConverterULong.write(value.`connectionAttemptDelayMs`, buf)
+            FfiConverterOptionalTypeDnsResolver.write(value.`dnsResolver`, buf)
+            FfiConverterULong.write(value.`dnsTimeoutMs`, buf)
+            FfiConverterULong.write(value.`dnsTtlFloorMs`, buf)
+            FfiConverterULong.write(value.`dnsTtlCapMs`, buf)
             FfiConverterOptionalTypeDomainStrategy.write(value.`domainStrategy`, buf)
             FfiConverterULong.write(value.`tcpKeepAliveMs`, buf)
             FfiConverterULong.write(value.`tcpKeepAliveIntervalMs`, buf)
@@ -4520,7 +4806,9 @@ data class NetworkInterface (
     var `addresses`: List<kotlin.String> = listOf() 
     , 
     /**
-     * DNS servers of this network (`"192.168.1.1"`), in the host's order. Default none.
+     * DNS servers of this network, in the host's order: `"192.168.1.1"` (port 53),
+     * `"192.168.1.1:5353"` or `"[fd00::1]:5353"`. netswitch resolves names for this interface
+     * with them, over sockets bound to it (config `dns.resolver`). Default none.
      */
     var `dnsServers`: List<kotlin.String> = listOf() 
     , 
@@ -4645,6 +4933,70 @@ public object FfiConverterTypeNetworkTraffic: FfiConverterRustBuffer<NetworkTraf
             FfiConverterOptionalTypeNetworkType.write(value.`networkType`, buf)
             FfiConverterULong.write(value.`bytesUp`, buf)
             FfiConverterULong.write(value.`bytesDown`, buf)
+    }
+}
+
+
+
+/**
+ * What `ConnectionManager.resolve` found.
+ */
+data class ResolveResult (
+    /**
+     * The addresses, the preferred family first (`domain_strategy`).
+     */
+    var `addresses`: List<kotlin.String>
+    , 
+    /**
+     * The interface whose resolver answered; `None` for the system route.
+     */
+    var `interface`: kotlin.String?
+    , 
+    /**
+     * Who answered, per family: `"AAAA: DNS 10.0.0.1 on wlan0"`, `"A: cache (DNS 10.0.0.1 on
+     * wlan0)"`, `"A: the host's resolver on rmnet0"`, `"A: the system resolver"`.
+     */
+    var `answeredBy`: List<kotlin.String>
+    , 
+    /**
+     * How long the lookup took, in milliseconds.
+     */
+    var `elapsedMs`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeResolveResult: FfiConverterRustBuffer<ResolveResult> {
+    override fun read(buf: ByteBuffer): ResolveResult {
+        return ResolveResult(
+            FfiConverterSequenceString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterSequenceString.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ResolveResult) = (
+            FfiConverterSequenceString.allocationSize(value.`addresses`) +
+            FfiConverterOptionalString.allocationSize(value.`interface`) +
+            FfiConverterSequenceString.allocationSize(value.`answeredBy`) +
+            FfiConverterULong.allocationSize(value.`elapsedMs`)
+    )
+
+    override fun write(value: ResolveResult, buf: ByteBuffer) {
+            FfiConverterSequenceString.write(value.`addresses`, buf)
+            FfiConverterOptionalString.write(value.`interface`, buf)
+            FfiConverterSequenceString.write(value.`answeredBy`, buf)
+            FfiConverterULong.write(value.`elapsedMs`, buf)
     }
 }
 
@@ -4828,6 +5180,60 @@ public object FfiConverterTypeConnectionState: FfiConverterRustBuffer<Connection
 
 
 /**
+ * Which resolver answers for an interface.
+ */
+
+enum class DnsResolver {
+    
+    /**
+     * The interface's DNS servers (`NetworkInterface.dns_servers`, queried over sockets bound
+     * to it) when it has some, else the host's (`PlatformInterface.resolve`), else the system
+     * resolver.
+     */
+    AUTO,
+    /**
+     * The interface's DNS servers (as `Auto` when it has none).
+     */
+    INTERFACE,
+    /**
+     * `PlatformInterface.resolve` for every interface (its servers, then the system resolver,
+     * when the host answers `ResolveYourself`).
+     */
+    HOST,
+    /**
+     * The system resolver (`getaddrinfo`) for everything.
+     */
+    SYSTEM;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDnsResolver: FfiConverterRustBuffer<DnsResolver> {
+    override fun read(buf: ByteBuffer) = try {
+        DnsResolver.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: DnsResolver) = 4UL
+
+    override fun write(value: DnsResolver, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
  * Which address families a connection may use and which it tries first.
  */
 
@@ -4926,6 +5332,93 @@ public object FfiConverterTypeFailureKind: FfiConverterRustBuffer<FailureKind> {
 
     override fun write(value: FailureKind, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What the host's resolver answered (`PlatformInterface.resolve`).
+ */
+sealed class HostResolution {
+    
+    /**
+     * These addresses (`"192.0.2.1"`, `"2001:db8::1"`); those of a family not asked for are
+     * ignored; an empty list means the name has no address of the families asked for.
+     */
+    data class Addresses(
+        /**
+         * The addresses, in the host's order.
+         */
+        val `addresses`: List<kotlin.String>) : HostResolution()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * The host does not resolve for netswitch: netswitch uses the interface's DNS servers, else
+     * the system resolver.
+     */
+    object ResolveYourself : HostResolution()
+    
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeHostResolution : FfiConverterRustBuffer<HostResolution>{
+    override fun read(buf: ByteBuffer): HostResolution {
+        return when(buf.getInt()) {
+            1 -> HostResolution.Addresses(
+                FfiConverterSequenceString.read(buf),
+                )
+            2 -> HostResolution.ResolveYourself
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: HostResolution): ULong = when(value) {
+        is HostResolution.Addresses -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterSequenceString.allocationSize(value.`addresses`)
+            )
+        }
+        is HostResolution.ResolveYourself -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+            )
+        }
+    }
+
+    override fun write(value: HostResolution, buf: ByteBuffer) {
+        when(value) {
+            is HostResolution.Addresses -> {
+                buf.putInt(1)
+                FfiConverterSequenceString.write(value.`addresses`, buf)
+                Unit
+            }
+            is HostResolution.ResolveYourself -> {
+                buf.putInt(2)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
     }
 }
 
@@ -5082,6 +5575,47 @@ sealed class NetswitchException: kotlin.Exception() {
     }
     
     /**
+     * The name does not exist (NXDOMAIN), has no address of the families allowed, or is not a
+     * valid host name. `reason` names who said so ("DNS 10.0.0.1 on wlan0: … (NXDOMAIN)").
+     * A host resolver throws it for NXDOMAIN.
+     */
+    class NameNotFound(
+        
+        /**
+         * The name.
+         */
+        val `name`: kotlin.String, 
+        
+        /**
+         * Who answered what.
+         */
+        val `reason`: kotlin.String
+        ) : NetswitchException() {
+        override val message
+            get() = "name=${ `name` }, reason=${ `reason` }"
+    }
+    
+    /**
+     * The name could not be resolved: no answer by the deadline, a server error, a garbage
+     * answer, a socket that could not be bound. `reason` names the DNS server and interface.
+     */
+    class ResolveFailed(
+        
+        /**
+         * The name.
+         */
+        val `name`: kotlin.String, 
+        
+        /**
+         * What failed, naming the resolver and the interface.
+         */
+        val `reason`: kotlin.String
+        ) : NetswitchException() {
+        override val message
+            get() = "name=${ `name` }, reason=${ `reason` }"
+    }
+    
+    /**
      * The platform (`PlatformInterface.bind_socket`) refused or failed to protect/bind the socket
      * for `interface`, so nothing was sent.
      */
@@ -5216,23 +5750,31 @@ public object FfiConverterTypeNetswitchError : FfiConverterRustBuffer<NetswitchE
                 FfiConverterString.read(buf),
                 FfiConverterSequenceTypeDialAttemptInfo.read(buf),
                 )
-            5 -> NetswitchException.PlatformRefused(
+            5 -> NetswitchException.NameNotFound(
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            6 -> NetswitchException.Io(
+            6 -> NetswitchException.ResolveFailed(
                 FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            7 -> NetswitchException.TimedOut(
+            7 -> NetswitchException.PlatformRefused(
+                FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            8 -> NetswitchException.Closed()
-            9 -> NetswitchException.ShutDown()
-            10 -> NetswitchException.Callback(
+            8 -> NetswitchException.Io(
+                FfiConverterString.read(buf),
                 FfiConverterString.read(buf),
                 )
-            11 -> NetswitchException.Internal(
+            9 -> NetswitchException.TimedOut(
+                FfiConverterString.read(buf),
+                )
+            10 -> NetswitchException.Closed()
+            11 -> NetswitchException.ShutDown()
+            12 -> NetswitchException.Callback(
+                FfiConverterString.read(buf),
+                )
+            13 -> NetswitchException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -5265,6 +5807,18 @@ public object FfiConverterTypeNetswitchError : FfiConverterRustBuffer<NetswitchE
                 + FfiConverterString.allocationSize(value.`destination`)
                 + FfiConverterString.allocationSize(value.`reason`)
                 + FfiConverterSequenceTypeDialAttemptInfo.allocationSize(value.`attempts`)
+            )
+            is NetswitchException.NameNotFound -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`name`)
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is NetswitchException.ResolveFailed -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`name`)
+                + FfiConverterString.allocationSize(value.`reason`)
             )
             is NetswitchException.PlatformRefused -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
@@ -5331,38 +5885,50 @@ public object FfiConverterTypeNetswitchError : FfiConverterRustBuffer<NetswitchE
                 FfiConverterSequenceTypeDialAttemptInfo.write(value.`attempts`, buf)
                 Unit
             }
-            is NetswitchException.PlatformRefused -> {
+            is NetswitchException.NameNotFound -> {
                 buf.putInt(5)
+                FfiConverterString.write(value.`name`, buf)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is NetswitchException.ResolveFailed -> {
+                buf.putInt(6)
+                FfiConverterString.write(value.`name`, buf)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is NetswitchException.PlatformRefused -> {
+                buf.putInt(7)
                 FfiConverterString.write(value.`interface`, buf)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is NetswitchException.Io -> {
-                buf.putInt(6)
+                buf.putInt(8)
                 FfiConverterString.write(value.`context`, buf)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is NetswitchException.TimedOut -> {
-                buf.putInt(7)
+                buf.putInt(9)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is NetswitchException.Closed -> {
-                buf.putInt(8)
+                buf.putInt(10)
                 Unit
             }
             is NetswitchException.ShutDown -> {
-                buf.putInt(9)
+                buf.putInt(11)
                 Unit
             }
             is NetswitchException.Callback -> {
-                buf.putInt(10)
+                buf.putInt(12)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
             is NetswitchException.Internal -> {
-                buf.putInt(11)
+                buf.putInt(13)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -5701,6 +6267,38 @@ public object FfiConverterOptionalTypeSocksUser: FfiConverterRustBuffer<SocksUse
         } else {
             buf.put(1)
             FfiConverterTypeSocksUser.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeDnsResolver: FfiConverterRustBuffer<DnsResolver?> {
+    override fun read(buf: ByteBuffer): DnsResolver? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDnsResolver.read(buf)
+    }
+
+    override fun allocationSize(value: DnsResolver?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDnsResolver.allocationSize(value)
+        }
+    }
+
+    override fun write(value: DnsResolver?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDnsResolver.write(value, buf)
         }
     }
 }
@@ -6162,8 +6760,9 @@ public object FfiConverterSequenceTypeNetworkType: FfiConverterRustBuffer<List<N
 
         /**
          * Parses the CLI's JSON config format (see the README) into a [`NetswitchConfig`].
-         * `socks.listen`, `socks.users`, `interface_types` and `log` other than the level are CLI-only
-         * and ignored here (pass listen address and credentials to `start_socks`).
+         * `socks.listen`, `socks.users`, `interface_types`, `interface_dns`, the `dns` keys without a
+         * field here and `log` other than the level are CLI-only and ignored here (pass listen address
+         * and credentials to `start_socks`, DNS servers in the interface snapshot).
          *
          * Errors: `InvalidConfig` naming the key (unknown key, bad duration, a zero timeout).
          */

@@ -8,10 +8,17 @@ import android.net.VpnService
 import android.os.ParcelFileDescriptor
 import dev.netswitch.BindAction
 import dev.netswitch.BindDecision
+import dev.netswitch.HostResolution
 import dev.netswitch.NetswitchException
 import dev.netswitch.NetworkInterface
 import dev.netswitch.PlatformInterface
+import dev.netswitch.android.core.plainAddress
 import java.io.IOException
+import java.net.Inet4Address
+import java.net.Inet6Address
+import java.net.UnknownHostException
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.withContext
 
 /**
  * Answers netswitch's `bindSocket` for every outbound socket, before it connects:
@@ -23,6 +30,12 @@ import java.io.IOException
  * - [BindAction.BIND] (another network, e.g. cellular while Wi-Fi is the default):
  *   `Network.bindSocket(FileDescriptor)` on the Android `Network` whose interface netswitch chose
  *   (looked up in [monitor]). A socket bound to a non-VPN network does not enter the VPN.
+ *
+ * `resolve` (used when the config's `dnsResolver` is `HOST`, or `AUTO` for a network without DNS
+ * servers): `Network.getAllByName` on that interface's `Network` (it honours Private DNS), on an
+ * IO thread; a network the monitor does not know answers `ResolveYourself`. Android reports
+ * every failure, NXDOMAIN included, as `UnknownHostException`: it becomes `ResolveFailed` (not
+ * cached), never a false `NameNotFound`.
  *
  * The fd is borrowed from netswitch and never closed here. `Network.bindSocket` needs a
  * `java.io.FileDescriptor`; there is no public way to wrap an int without taking ownership, so
@@ -40,6 +53,22 @@ class AndroidPlatform(
             BindAction.BIND -> bind(fd, `interface`.name)
         }
         return BindDecision.BOUND
+    }
+
+    override suspend fun resolve(
+        name: String,
+        `interface`: NetworkInterface,
+        wantIpv4: Boolean,
+        wantIpv6: Boolean,
+    ): HostResolution {
+        val network = monitor.networkForInterface(`interface`.name) ?: return HostResolution.ResolveYourself
+        val found = try {
+            withContext(Dispatchers.IO) { network.getAllByName(name) }
+        } catch (e: UnknownHostException) {
+            throw NetswitchException.ResolveFailed(name, "Network.getAllByName on ${`interface`.name}: $e")
+        }
+        val wanted = found.filter { (it is Inet4Address && wantIpv4) || (it is Inet6Address && wantIpv6) }
+        return HostResolution.Addresses(wanted.mapNotNull { it.hostAddress?.let(::plainAddress) })
     }
 
     private fun protect(fd: Int, name: String) {
