@@ -18,6 +18,7 @@
 //! | `ffi` | the uniffi façade, the Kotlin and Swift API (feature `ffi`, on by default); core code never uses its types |
 //! | [`stack`] | the composition root: [`Netswitch`] wires manager, network state, binder and outbound from a [`Config`] |
 //! | [`config`] | the JSON configuration shared by the CLI and the host API: keys, defaults, validation, limits |
+//! | [`tun`] | the packet-tunnel ingress: TUN packet I/O, the kernel-TCP (system) stack and its NAT, UDP flows from packets |
 //! | [`inbound`] | ingresses: the SOCKS5 server (CONNECT, UDP ASSOCIATE, auth), its UDP session table, budgets |
 //! | [`manager`] | [`ConnectionManager`]: takes connections, runs them, closes them on request and on network changes |
 //! | [`relay`] | the copy engine (splice on Linux), UDP sessions and their NAT, what a closed connection reports |
@@ -108,6 +109,7 @@ pub mod socks5;
 pub mod stack;
 pub mod tls_fragment;
 pub mod tracker;
+pub mod tun;
 
 #[cfg(feature = "ffi")]
 uniffi::setup_scaffolding!();

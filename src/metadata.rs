@@ -184,12 +184,26 @@ pub struct Metadata {
     pub resolved_addresses: Vec<IpAddr>,
     /// Per-connection overrides.
     pub options: ConnectionOptions,
+    /// The client's own address when the ingress knows it (the app's socket address for a
+    /// connection from the packet tunnel). `None` when unknown. Informational: it is not dialed.
+    pub source: Option<SocketAddr>,
 }
 
 impl Metadata {
     /// Metadata for a destination with no pre-resolved addresses and default options.
     pub fn new(destination: Destination) -> Metadata {
-        Metadata { destination, resolved_addresses: Vec::new(), options: ConnectionOptions::default() }
+        Metadata {
+            destination,
+            resolved_addresses: Vec::new(),
+            options: ConnectionOptions::default(),
+            source: None,
+        }
+    }
+
+    /// These metadata with the client's address `source` (see [`Metadata::source`]).
+    pub fn with_source(mut self, source: SocketAddr) -> Metadata {
+        self.source = Some(source);
+        self
     }
 
     /// What to dial: these metadata, or, with `override_destination`, the same options aimed at
@@ -201,6 +215,7 @@ impl Metadata {
                 destination: address.into(),
                 resolved_addresses: Vec::new(),
                 options: self.options.clone(),
+                source: self.source,
             }),
         }
     }

@@ -30,6 +30,7 @@ use crate::dns::{HostDns, Resolvers};
 use crate::inbound::socks::{SocksError, SocksServer, SocksSettings};
 use crate::manager::{CloseObserver, ConnectionManager, NetworkObserver, OpenObserver};
 use crate::platform::{os_binder, HostBinder, HostSocketBinder, SocketBinder};
+use crate::tun::{Tun, TunError, TunSettings};
 
 /// A configured netswitch: the connection manager and the outbound its connections dial
 /// through, built together by [`Netswitch::builder`]. Cheap to clone (shared handles).
@@ -77,6 +78,15 @@ impl Netswitch {
     /// (see [`SocksServer::start`]). Must be awaited inside the manager's runtime.
     pub async fn start_socks(&self, settings: SocksSettings) -> Result<SocksServer, SocksError> {
         SocksServer::start(settings, self.manager.clone(), self.outbound.clone()).await
+    }
+
+    /// Starts a packet tunnel on the TUN device `fd` (taken over) that relays its TCP connections
+    /// and UDP flows through this manager and outbound (see [`Tun::start`]). Must be called
+    /// inside the manager's runtime. On a desktop tunnel whose routes capture the default route,
+    /// build with [`BindDefault`](crate::tun::BindDefault) around the binder so that outbound
+    /// sockets cannot loop back into the tunnel.
+    pub fn start_tun(&self, fd: std::os::fd::OwnedFd, settings: TunSettings) -> Result<Tun, TunError> {
+        Tun::start(fd, settings, self.manager.clone(), self.outbound.clone())
     }
 }
 

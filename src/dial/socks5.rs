@@ -70,6 +70,7 @@ impl Socks5Outbound {
             destination: self.server.into(),
             resolved_addresses: Vec::new(),
             options: ConnectionOptions { override_destination: None, ..metadata.options.clone() },
+            source: metadata.source,
         }
     }
 

@@ -1,9 +1,14 @@
 //! `netswitch`: the desktop command line. `netswitch socks` runs a SOCKS5 relay with logs on
 //! stderr; `netswitch interfaces` lists the host's networks; `netswitch dial` makes one connection
 //! with the network strategy and shows every lookup and attempt; `netswitch resolve` resolves a
-//! name over the networks the strategy picks and shows who answered.
+//! name over the networks the strategy picks and shows who answered; `netswitch tun` (Linux,
+//! root) runs a packet tunnel on a TUN device it creates.
 
 mod networks;
+#[cfg(target_os = "linux")]
+mod tun;
+#[cfg(target_os = "linux")]
+mod tun_device;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +46,12 @@ enum Command {
     /// Make one connection to HOST:PORT with the network strategy and print, per attempt, the
     /// interface, the address, the outcome and how long it took, then which one won.
     Dial(DialArgs),
+    /// Linux, root: create a TUN device with --address and --route, and relay every TCP
+    /// connection and UDP flow that enters it (kernel TCP stack, NAT to a listener on the
+    /// tunnel address) over the network the strategy picks, until Ctrl-C or SIGTERM. Outbound
+    /// sockets are bound to the physical interface, so the tunnel cannot capture them.
+    #[cfg(target_os = "linux")]
+    Tun(tun::TunArgs),
     /// Resolve NAME over the networks the strategy picks, each with its own DNS servers (over
     /// sockets bound to it), without connecting: prints per family the interface, who answered,
     /// how long it took and the addresses.
@@ -126,6 +137,8 @@ fn main() -> ExitCode {
         Command::Socks(args) => run_socks(args),
         Command::Interfaces(args) => run_interfaces(args),
         Command::Dial(args) => run_dial(args),
+        #[cfg(target_os = "linux")]
+        Command::Tun(args) => tun::run_tun(args),
         Command::Resolve(args) => run_resolve(args),
     }
 }

@@ -1,0 +1,180 @@
+//! `netswitch tun` (Linux, root): creates a TUN device, gives it its addresses and routes, and
+//! relays every TCP connection and UDP flow that enters it through the manager.
+//!
+//! No loops: the physical default interface is read before the routes go in; the snapshot the
+//! manager sees never holds the TUN device and keeps that physical default while the tunnel's
+//! routes capture the system's default route; and every outbound socket is bound to its
+//! interface ([`BindDefault`]), so netswitch's own traffic cannot enter the tunnel.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use netswitch::logging::{init_logging, LogLevel};
+use netswitch::network::InterfaceSnapshot;
+use netswitch::tun::{device, BindDefault, TunSettings};
+use netswitch::{os_binder, Config, Netswitch};
+
+use super::tun_device::{self, Cidr};
+use super::{fail, networks, Signals, EXIT_FAILURE, EXIT_USAGE};
+
+/// How often the host's interfaces are re-read.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Args)]
+pub struct TunArgs {
+    /// Name of the TUN device to create.
+    #[arg(long, value_name = "NAME", default_value = "tun0")]
+    name: String,
+
+    /// Address of the device, ADDRESS/PREFIX (IPv4 at most /30, IPv6 at most /126: the next
+    /// address is the NAT's). Repeat for both families.
+    #[arg(long, value_name = "CIDR", required = true)]
+    address: Vec<Cidr>,
+
+    /// Route into the tunnel, ADDRESS/PREFIX; repeatable [default: everything, as the halves
+    /// 0.0.0.0/1 + 128.0.0.0/1 (and ::/1 + 8000::/1 with an IPv6 address), which beat the
+    /// system's default route without replacing it].
+    #[arg(long, value_name = "CIDR")]
+    route: Vec<Cidr>,
+
+    /// MTU of the device.
+    #[arg(long, value_name = "N", default_value_t = netswitch::tun::DEFAULT_MTU)]
+    mtu: usize,
+
+    /// JSON config file (strategy keys, timeouts, UDP limits, interface_types, log.level).
+    /// Flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Log level: trace, debug, info, warn or error [default: info, or the config file's log.level].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<LogLevel>,
+
+    #[command(flatten)]
+    network: networks::NetworkArgs,
+}
+
+/// `netswitch tun`.
+pub fn run_tun(args: TunArgs) -> ExitCode {
+    let mut config = match &args.config {
+        Some(path) => match Config::from_file(path) {
+            Ok(config) => config,
+            Err(error) => return fail(&error.to_string(), EXIT_USAGE),
+        },
+        None => Config::default(),
+    };
+    if let Some(level) = args.log_level {
+        config.log.level = level;
+    }
+    args.network.apply(&mut config);
+    if let Err(error) = config.validate() {
+        return fail(&error.to_string(), EXIT_USAGE);
+    }
+    let mut settings = match tun_settings(&args) {
+        Ok(settings) => settings,
+        Err(message) => return fail(&message, EXIT_USAGE),
+    };
+    if let Err(error) = init_logging(config.log.level) {
+        return fail(&error.to_string(), EXIT_FAILURE);
+    }
+    // The physical default, read before the tunnel's routes capture the default route.
+    let physical = match networks::read_host(&config) {
+        Ok(snapshot) => snapshot.default_interface().map(|interface| interface.name.clone()),
+        Err(error) => return fail(&format!("read the host's interfaces: {error}"), EXIT_FAILURE),
+    };
+    let fd = match device::create_linux(&args.name) {
+        Ok(fd) => fd,
+        Err(error) => return fail(&format!("create TUN device {}: {error}", args.name), EXIT_FAILURE),
+    };
+    let routes = if args.route.is_empty() { default_routes(&args.address) } else { args.route.clone() };
+    if let Err(message) = tun_device::configure(&args.name, args.mtu, &args.address, &routes) {
+        return fail(&message, EXIT_FAILURE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("start the tokio runtime: {error}"), EXIT_FAILURE),
+    };
+    let result = runtime.block_on(async move {
+        let netswitch =
+            Netswitch::builder(config.clone()).binder(std::sync::Arc::new(BindDefault(os_binder()))).build()?;
+        settings.udp = netswitch.socks_settings().udp.clone();
+        let manager = netswitch.manager().clone();
+        let name = args.name.clone();
+        // The host's interfaces with their DNS servers, as `socks` reads them.
+        let refresh = move || without_tunnel(networks::read_host(&config).ok()?, &name, physical.as_deref());
+        match refresh() {
+            Some(snapshot) => {
+                manager.update_interfaces(snapshot);
+            }
+            None => tracing::warn!("could not read the host's interfaces; dials fail until they can be read"),
+        }
+        let mut signals = Signals::new()?;
+        let tun = netswitch.start_tun(fd, settings)?;
+        tracing::info!(device = %args.name, addresses = ?args.address, routes = ?routes, "netswitch tunnel running");
+        let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
+        let signal = loop {
+            tokio::select! {
+                signal = signals.recv() => break signal?,
+                _ = ticker.tick() => {
+                    let refresh = refresh.clone();
+                    if let Ok(Some(snapshot)) = tokio::task::spawn_blocking(refresh).await {
+                        manager.update_interfaces(snapshot);
+                    }
+                }
+            }
+        };
+        tracing::info!(signal, counters = ?tun.counters(), "stopping: closing every connection");
+        tun.stop();
+        manager.shutdown();
+        Ok::<(), Box<dyn std::error::Error>>(())
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => fail(&error.to_string(), EXIT_FAILURE),
+    }
+}
+
+fn tun_settings(args: &TunArgs) -> Result<TunSettings, String> {
+    let mut settings = TunSettings::inet4(std::net::Ipv4Addr::UNSPECIFIED, 0);
+    settings.inet4 = None;
+    for address in &args.address {
+        match address.ip {
+            std::net::IpAddr::V4(ip) if settings.inet4.is_none() => settings.inet4 = Some((ip, address.len)),
+            std::net::IpAddr::V6(ip) if settings.inet6.is_none() => settings.inet6 = Some((ip, address.len)),
+            _ => return Err(format!("--address {address}: one address per family")),
+        }
+    }
+    settings.mtu = args.mtu;
+    Ok(settings)
+}
+
+/// Two half routes per family of `addresses`: more specific than any default route.
+fn default_routes(addresses: &[Cidr]) -> Vec<Cidr> {
+    let mut routes = Vec::new();
+    let half = |text: &str| text.parse::<Cidr>().expect("a valid constant prefix");
+    if addresses.iter().any(|a| a.ip.is_ipv4()) {
+        routes.extend([half("0.0.0.0/1"), half("128.0.0.0/1")]);
+    }
+    if addresses.iter().any(|a| a.ip.is_ipv6()) {
+        routes.extend([half("::/1"), half("8000::/1")]);
+    }
+    routes
+}
+
+/// `snapshot` without the tunnel's device, its default kept on the physical one.
+fn without_tunnel(
+    snapshot: InterfaceSnapshot,
+    tunnel: &str,
+    physical: Option<&str>,
+) -> Option<InterfaceSnapshot> {
+    let interfaces: Vec<_> = snapshot.interfaces().iter().filter(|i| i.name != tunnel).cloned().collect();
+    let default = snapshot
+        .default_interface()
+        .filter(|i| i.name != tunnel)
+        .or_else(|| physical.and_then(|name| interfaces.iter().find(|i| i.name == name)))
+        .map(|i| i.index);
+    InterfaceSnapshot::new(interfaces, default).ok()
+}

@@ -1,0 +1,98 @@
+//! What a packet tunnel counts: packets and bytes each way, flows, and drops by reason.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::packet::Drop;
+
+/// A snapshot of a tunnel's counters ([`super::Tun::counters`]). Every dropped packet is in
+/// exactly one `dropped_*` counter.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TunCounters {
+    /// IP packets read from the device.
+    pub packets_in: u64,
+    /// Bytes of those packets.
+    pub bytes_in: u64,
+    /// IP packets written to the device (translated TCP, UDP replies).
+    pub packets_out: u64,
+    /// Bytes of those packets.
+    pub bytes_out: u64,
+    /// TCP connections accepted from the tunnel and handed to the manager.
+    pub tcp_connections: u64,
+    /// UDP datagrams from the tunnel handed to a UDP session.
+    pub udp_datagrams: u64,
+    /// Dropped: IP fragments (not reassembled).
+    pub dropped_fragments: u64,
+    /// Dropped: truncated or inconsistent headers.
+    pub dropped_malformed: u64,
+    /// Dropped: a wrong IPv4 header or UDP checksum.
+    pub dropped_bad_checksum: u64,
+    /// Dropped: other protocols (ICMP …), a family without a tunnel address, UDP to a multicast
+    /// or broadcast address.
+    pub dropped_unsupported: u64,
+    /// Dropped: a TCP segment of no known flow (not a SYN), or a reply to a NAT port that left.
+    pub dropped_no_flow: u64,
+    /// Dropped: a SYN that found every NAT port taken.
+    pub dropped_nat_full: u64,
+    /// Dropped: UDP datagrams that found their session's queue full or the socket budget spent.
+    pub dropped_udp: u64,
+    /// Dropped: packets the device refused to take (its queue was full).
+    pub dropped_write: u64,
+}
+
+/// The live counters behind [`TunCounters`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub packets_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub packets_out: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub tcp_connections: AtomicU64,
+    pub udp_datagrams: AtomicU64,
+    pub dropped_fragments: AtomicU64,
+    pub dropped_malformed: AtomicU64,
+    pub dropped_bad_checksum: AtomicU64,
+    pub dropped_unsupported: AtomicU64,
+    pub dropped_no_flow: AtomicU64,
+    pub dropped_nat_full: AtomicU64,
+    pub dropped_udp: AtomicU64,
+    pub dropped_write: AtomicU64,
+}
+
+/// Adds one to a counter.
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Counters {
+    /// Counts a packet dropped by the parser.
+    pub fn dropped(&self, reason: Drop) {
+        bump(match reason {
+            Drop::Fragment => &self.dropped_fragments,
+            Drop::Malformed => &self.dropped_malformed,
+            Drop::BadChecksum => &self.dropped_bad_checksum,
+            Drop::Unsupported => &self.dropped_unsupported,
+        });
+    }
+
+    /// A snapshot of every counter.
+    pub fn snapshot(&self) -> TunCounters {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        TunCounters {
+            packets_in: get(&self.packets_in),
+            bytes_in: get(&self.bytes_in),
+            packets_out: get(&self.packets_out),
+            bytes_out: get(&self.bytes_out),
+            tcp_connections: get(&self.tcp_connections),
+            udp_datagrams: get(&self.udp_datagrams),
+            dropped_fragments: get(&self.dropped_fragments),
+            dropped_malformed: get(&self.dropped_malformed),
+            dropped_bad_checksum: get(&self.dropped_bad_checksum),
+            dropped_unsupported: get(&self.dropped_unsupported),
+            dropped_no_flow: get(&self.dropped_no_flow),
+            dropped_nat_full: get(&self.dropped_nat_full),
+            dropped_udp: get(&self.dropped_udp),
+            dropped_write: get(&self.dropped_write),
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! The packet-tunnel ingress: a TUN device's file descriptor straight into the manager.
+//!
+//! [`Tun::start`] reads the device's IP packets ([`device`]; Linux/Android raw IP, Apple utun
+//! with its 4-byte address-family header) and:
+//!
+//! - **TCP** goes through the kernel ([`system`]): a NAT rewrites each flow to a listener
+//!   netswitch owns on the tunnel's address, and every accepted socket becomes a plain inbound
+//!   of the manager with the app's original destination and source in its [`Metadata`];
+//! - **UDP** is parsed from the packets ([`udp`]): one session per app source
+//!   (endpoint-independent mapping), replies written back as IP/UDP packets;
+//! - everything else, fragments and malformed packets are dropped and counted
+//!   ([`TunCounters`], [`packet`]).
+//!
+//! The system stack works where netswitch may listen on the tunnel's own address: Linux and
+//! Android. Not done yet: DNS hijack, ICMP echo, the per-connection decision hook, the FFI
+//! (`startTun`), the userspace stack for Apple.
+//!
+//! The tunnel's traffic must not come back into it: the outbound's sockets must leave through
+//! a physical interface (bound, or protected on Android), and the tunnel's own interface must
+//! never be in the interface snapshot. [`BindDefault`] binds the default interface too.
+//!
+//! [`Metadata`]: crate::metadata::Metadata
+
+mod bind;
+mod checksum;
+pub mod counters;
+pub mod device;
+pub mod nat;
+pub mod packet;
+pub mod system;
+pub mod udp;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+pub use bind::BindDefault;
+pub use counters::TunCounters;
+use counters::{bump, Counters};
+pub use device::{Framing, TunDevice};
+use packet::Packet;
+use system::Family;
+
+use crate::dial::Outbound;
+use crate::inbound::budget::Budget;
+use crate::inbound::udp_sessions::{SessionKeying, UdpSessionTable, UdpSettings};
+use crate::manager::ConnectionManager;
+
+/// How long a stopped tunnel still reads the device, so that the resets of its closed
+/// connections reach the apps.
+pub const STOP_GRACE: Duration = Duration::from_millis(200);
+
+/// Default MTU of the device (the largest packet read), as sing-box uses on Android.
+pub const DEFAULT_MTU: usize = 9000;
+
+/// How a tunnel is set up. The addresses are the ones the device already has: the system stack
+/// listens on them and uses the next address of each prefix as its NAT address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TunSettings {
+    /// The tunnel's IPv4 address and prefix length (at most 30: the next address is the NAT's).
+    pub inet4: Option<(Ipv4Addr, u8)>,
+    /// The tunnel's IPv6 address and prefix length (at most 126).
+    pub inet6: Option<(Ipv6Addr, u8)>,
+    /// The device's MTU: the largest packet read. Default [`DEFAULT_MTU`]; 576 to 65535.
+    pub mtu: usize,
+    /// What precedes each packet on the fd. Default: the platform's ([`Framing::default`]).
+    pub framing: Framing,
+    /// UDP sessions: capacity (`session_capacity`, the least recently used one is evicted past
+    /// it), queue, timeouts, and `max_sockets` outbound sockets at once (a datagram that would
+    /// open one more is dropped and counted). Keying is always per app source.
+    pub udp: UdpSettings,
+}
+
+impl TunSettings {
+    /// Settings for a tunnel with IPv4 address `address`/`prefix`, defaults otherwise.
+    pub fn inet4(address: Ipv4Addr, prefix: u8) -> TunSettings {
+        TunSettings {
+            inet4: Some((address, prefix)),
+            inet6: None,
+            mtu: DEFAULT_MTU,
+            framing: Framing::default(),
+            udp: UdpSettings::default(),
+        }
+    }
+
+    /// These settings with the IPv6 address `address`/`prefix` too.
+    pub fn with_inet6(mut self, address: Ipv6Addr, prefix: u8) -> TunSettings {
+        self.inet6 = Some((address, prefix));
+        self
+    }
+}
+
+/// Why a tunnel could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TunError {
+    /// Neither an IPv4 nor an IPv6 address was given.
+    #[error("the tunnel needs an IPv4 or IPv6 address")]
+    NoAddress,
+    /// The address's prefix has no room for the NAT address after it.
+    #[error("tunnel address {address}/{prefix}: the next address must be in the prefix for the NAT (use a /30 or /126 or wider, and not its last address)")]
+    NoRoomForNat {
+        /// The tunnel address.
+        address: IpAddr,
+        /// Its prefix length.
+        prefix: u8,
+    },
+    /// The MTU is out of range.
+    #[error("tunnel MTU {0} is not in 576..=65535")]
+    Mtu(usize),
+    /// The file descriptor could not be used (not valid), or no tokio runtime.
+    #[error("TUN device: {0}")]
+    Device(#[source] std::io::Error),
+    /// The listener on the tunnel address could not be bound.
+    #[error("TUN TCP listener on {address}: {source}")]
+    Listen {
+        /// The tunnel address.
+        address: IpAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The device and the counters, shared by the reader and the UDP sessions' reply sinks.
+#[derive(Debug)]
+pub(crate) struct Io {
+    device: TunDevice,
+    counters: Arc<Counters>,
+}
+
+impl Io {
+    /// Writes one packet to the device and counts it; false (counted as a drop) when the
+    /// device refused it.
+    pub(crate) fn send(&self, packet: &[u8]) -> bool {
+        match self.device.send(packet) {
+            Ok(()) => {
+                bump(&self.counters.packets_out);
+                self.counters.bytes_out.fetch_add(packet.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(error) => {
+                bump(&self.counters.dropped_write);
+                tracing::trace!(%error, "TUN device refused a packet");
+                false
+            }
+        }
+    }
+}
+
+/// A running packet tunnel (see the module docs). Dropping it stops it like [`Tun::stop`].
+#[derive(Debug)]
+pub struct Tun {
+    tasks: Vec<JoinHandle<()>>,
+    counters: Arc<Counters>,
+    families: Vec<Arc<Family>>,
+    udp: Arc<UdpSessionTable>,
+    manager: Arc<ConnectionManager>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Tun {
+    /// Starts a tunnel on the TUN device `fd` (taken over: closed when the tunnel stops): its
+    /// TCP connections and UDP flows go through `manager` and `outbound`. Must be called inside
+    /// a tokio runtime (else [`TunError::Device`]). The device must already have the settings' addresses (the listener binds
+    /// them) and routes; `outbound` must not route back into the tunnel (see the module docs).
+    pub fn start(
+        fd: OwnedFd,
+        settings: TunSettings,
+        manager: Arc<ConnectionManager>,
+        outbound: Arc<dyn Outbound>,
+    ) -> Result<Tun, TunError> {
+        // Listeners and the device register with the reactor: fail, not panic, without one.
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|error| TunError::Device(std::io::Error::other(error)))?;
+        if !(576..=65535).contains(&settings.mtu) {
+            return Err(TunError::Mtu(settings.mtu));
+        }
+        let mut addresses = Vec::new();
+        if let Some((address, prefix)) = settings.inet4 {
+            addresses.push((IpAddr::V4(address), prefix, nat_v4(address, prefix)));
+        }
+        if let Some((address, prefix)) = settings.inet6 {
+            addresses.push((IpAddr::V6(address), prefix, nat_v6(address, prefix)));
+        }
+        if addresses.is_empty() {
+            return Err(TunError::NoAddress);
+        }
+        let mut families = Vec::new();
+        let mut listeners = Vec::new();
+        for (address, prefix, nat) in addresses {
+            let nat = nat.ok_or(TunError::NoRoomForNat { address, prefix })?;
+            let (family, listener) =
+                Family::listen(address, nat).map_err(|source| TunError::Listen { address, source })?;
+            families.push(Arc::new(family));
+            listeners.push(listener);
+        }
+        let device = TunDevice::new(fd, settings.framing).map_err(TunError::Device)?;
+        let counters = Arc::new(Counters::default());
+        let io = Arc::new(Io { device, counters: counters.clone() });
+        let mut udp_settings = settings.udp.clone();
+        udp_settings.keying = SessionKeying::PerClient;
+        let sockets = Budget::new("outbound UDP sockets of the tunnel", udp_settings.max_sockets);
+        let udp = Arc::new(
+            UdpSessionTable::new(manager.clone(), outbound.clone(), udp_settings).with_socket_budget(sockets),
+        );
+        let sweeper = Arc::new(Notify::new());
+        let mut tasks = Vec::new();
+        for (family, listener) in families.iter().zip(listeners) {
+            tracing::info!(listener = %family.listener(), "TUN system stack listening");
+            tasks.push(runtime.spawn(system::accept(
+                family.clone(),
+                listener,
+                manager.clone(),
+                outbound.clone(),
+                counters.clone(),
+                sweeper.clone(),
+            )));
+        }
+        tasks.push(runtime.spawn(system::sweep(families.clone(), sweeper.clone())));
+        let reader = Reader { io, families: families.clone(), udp: udp.clone(), sweeper };
+        tasks.push(runtime.spawn(reader.run(settings.mtu + settings.framing.header_len())));
+        Ok(Tun { tasks, counters, families, udp, manager, runtime })
+    }
+
+    /// The counters so far.
+    pub fn counters(&self) -> TunCounters {
+        self.counters.snapshot()
+    }
+
+    /// How many TCP NAT entries are held (open connections, plus closed ones for a short linger).
+    pub fn nat_entries(&self) -> usize {
+        self.families.iter().map(|family| family.nat_entries()).sum()
+    }
+
+    /// How many UDP sessions (app sources) are open.
+    pub fn udp_sessions(&self) -> usize {
+        self.udp.len()
+    }
+
+    /// True once the tunnel stopped: stopped by [`Tun::stop`], or the device failed.
+    pub fn is_finished(&self) -> bool {
+        self.tasks.last().is_none_or(|reader| reader.is_finished())
+    }
+
+    /// Stops reading the device and accepting connections, and closes every connection and
+    /// UDP session that came through the tunnel (without the tunnel they cannot move packets).
+    /// The device fd is closed once the reader and the last UDP session let it go.
+    /// The reader keeps going for [`STOP_GRACE`] so that the resets reach the apps.
+    pub fn stop(&self) {
+        let Some((reader, others)) = self.tasks.split_last() else { return };
+        for task in others {
+            task.abort();
+        }
+        self.udp.close_all();
+        for family in &self.families {
+            for id in family.connections() {
+                self.manager.close(id);
+            }
+        }
+        let reader = reader.abort_handle();
+        self.runtime.spawn(async move {
+            tokio::time::sleep(STOP_GRACE).await;
+            reader.abort();
+        });
+    }
+}
+
+impl Drop for Tun {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The packet reader: one task per tunnel.
+struct Reader {
+    io: Arc<Io>,
+    families: Vec<Arc<Family>>,
+    udp: Arc<UdpSessionTable>,
+    sweeper: Arc<Notify>,
+}
+
+impl Reader {
+    async fn run(self, buffer_len: usize) {
+        let mut buffer = vec![0u8; buffer_len];
+        loop {
+            if let Err(error) = self.io.device.read_batch(&mut buffer, |packet| self.handle(packet)).await {
+                tracing::warn!(%error, "TUN device failed: the tunnel stops reading");
+                return;
+            }
+        }
+    }
+
+    fn handle(&self, packet: &mut [u8]) {
+        let counters = &self.io.counters;
+        bump(&counters.packets_in);
+        counters.bytes_in.fetch_add(packet.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        match packet::parse(packet) {
+            Packet::Dropped(reason) => counters.dropped(reason),
+            Packet::Tcp(tcp) => {
+                let family = self.families.iter().find(|f| f.listener().is_ipv4() == tcp.source.is_ipv4());
+                match family {
+                    Some(family) => family.translate(packet, &tcp, &self.io, &self.sweeper),
+                    None => bump(&counters.dropped_unsupported),
+                }
+            }
+            Packet::Udp(udp) => udp::dispatch(&udp, &self.udp, &self.io),
+        }
+    }
+}
+
+/// The NAT address of an IPv4 tunnel address: the next one, inside the prefix and not its
+/// broadcast address.
+fn nat_v4(address: Ipv4Addr, prefix: u8) -> Option<IpAddr> {
+    if prefix > 30 {
+        return None;
+    }
+    let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+    let next = u32::from(address).checked_add(1)?;
+    let inside = next & mask == u32::from(address) & mask && next | mask != u32::MAX;
+    inside.then(|| IpAddr::V4(next.into()))
+}
+
+/// The NAT address of an IPv6 tunnel address: the next one, inside the prefix.
+fn nat_v6(address: Ipv6Addr, prefix: u8) -> Option<IpAddr> {
+    if prefix > 126 {
+        return None;
+    }
+    let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+    let next = u128::from(address).checked_add(1)?;
+    (next & mask == u128::from(address) & mask).then(|| IpAddr::V6(next.into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dial::direct::DirectOutbound;
+    use crate::manager::RelaySettings;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn start_refuses_bad_settings_and_needs_a_runtime() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let manager =
+            Arc::new(ConnectionManager::with_runtime(RelaySettings::default(), runtime.handle().clone()));
+        let outbound: Arc<dyn Outbound> = Arc::new(DirectOutbound::default());
+        let start = |settings: TunSettings| {
+            let (fd, _) = UnixDatagram::pair().unwrap();
+            Tun::start(OwnedFd::from(fd), settings, manager.clone(), outbound.clone())
+        };
+        let loopback = TunSettings::inet4(Ipv4Addr::new(127, 0, 0, 5), 8);
+        assert!(
+            matches!(start(loopback.clone()), Err(TunError::Device(_))),
+            "no runtime: an error, no panic"
+        );
+        let _inside = runtime.enter();
+        let mut none = loopback.clone();
+        none.inet4 = None;
+        assert!(matches!(start(none), Err(TunError::NoAddress)));
+        let mut tiny = loopback.clone();
+        tiny.mtu = 100;
+        assert!(matches!(start(tiny), Err(TunError::Mtu(100))));
+        let error = start(TunSettings::inet4(Ipv4Addr::new(172, 19, 0, 2), 30)).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "tunnel address 172.19.0.2/30: the next address must be in the prefix for the NAT (use a /30 or /126 or wider, and not its last address)"
+        );
+        // A datagram socket pair stands in for the device: it starts, counts nothing, stops.
+        let tun = start(loopback).unwrap();
+        assert_eq!((tun.counters(), tun.nat_entries(), tun.udp_sessions()), (TunCounters::default(), 0, 0));
+        tun.stop();
+    }
+
+    #[test]
+    fn the_nat_address_is_the_next_one_in_the_prefix() {
+        let v4 = |a: &str, p| nat_v4(a.parse().unwrap(), p).map(|ip| ip.to_string());
+        assert_eq!(v4("172.19.0.1", 30).as_deref(), Some("172.19.0.2"));
+        assert_eq!(v4("172.19.0.2", 30), None, "the next one is the broadcast address");
+        assert_eq!(v4("172.19.0.1", 31), None);
+        assert_eq!(v4("10.0.0.1", 8).as_deref(), Some("10.0.0.2"));
+        assert_eq!(v4("255.255.255.255", 0), None);
+        let v6 = |a: &str, p| nat_v6(a.parse().unwrap(), p).map(|ip| ip.to_string());
+        assert_eq!(v6("fdfe::1", 126).as_deref(), Some("fdfe::2"));
+        assert_eq!(v6("fdfe::3", 126), None);
+        assert_eq!(v6("fdfe::1", 127), None);
+    }
+}

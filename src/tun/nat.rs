@@ -1,0 +1,274 @@
+//! The TCP NAT of the system stack: which app flow (source, original destination) a port of the
+//! NAT address stands for, and the in-place rewrite of a packet's addresses and ports.
+//!
+//! A new flow (a SYN without ACK) gets a free port of the NAT address ([`FIRST_PORT`] and up,
+//! round robin, never one in use). Entries are *pending* until the listener accepts their
+//! connection, then *open*; the connection's end marks them *closed*. A closed entry stays for
+//! [`LINGER`] so the last packets of the close (the final ACK, a reset the relay sent) are still
+//! translated, then it goes; a pending entry that was never accepted goes after
+//! [`PENDING_TIMEOUT`]. [`NatTable::sweep`] removes them; nothing else expires.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use super::checksum;
+use super::packet::Tcp;
+use crate::tracker::ConnectionId;
+
+/// The first port of the NAT address handed to flows.
+pub const FIRST_PORT: u16 = 1024;
+/// How long a closed entry still translates the last packets of its connection.
+pub const LINGER: Duration = Duration::from_secs(2);
+/// How long an entry waits for the listener to accept its connection.
+pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Pending(Instant),
+    Open,
+    Closed(Instant),
+}
+
+#[derive(Debug)]
+struct Entry {
+    source: SocketAddr,
+    destination: SocketAddr,
+    state: State,
+    /// The manager's connection, once accepted.
+    connection: Option<ConnectionId>,
+}
+
+/// The NAT entries of one address family (see the module docs).
+#[derive(Debug, Default)]
+pub struct NatTable {
+    by_flow: HashMap<(SocketAddr, SocketAddr), u16>,
+    by_port: HashMap<u16, Entry>,
+    next_port: u16,
+}
+
+impl NatTable {
+    /// The NAT port of an app's packet from `source` to `destination`; a new one for a packet
+    /// that `opens` a flow with none (or only a closed one). `None`: no flow and not an opening
+    /// packet, or every port is taken.
+    pub fn outbound(
+        &mut self,
+        source: SocketAddr,
+        destination: SocketAddr,
+        opens: bool,
+        now: Instant,
+    ) -> Option<u16> {
+        if let Some(&port) = self.by_flow.get(&(source, destination)) {
+            let closed = self.by_port.get(&port).is_some_and(|e| matches!(e.state, State::Closed(_)));
+            if !(opens && closed) {
+                return Some(port);
+            }
+        }
+        if !opens {
+            return None;
+        }
+        let port = self.free_port()?;
+        self.by_port
+            .insert(port, Entry { source, destination, state: State::Pending(now), connection: None });
+        self.by_flow.insert((source, destination), port);
+        Some(port)
+    }
+
+    /// The app flow (source, original destination) of NAT port `port`, in any state.
+    pub fn flow(&self, port: u16) -> Option<(SocketAddr, SocketAddr)> {
+        self.by_port.get(&port).map(|entry| (entry.source, entry.destination))
+    }
+
+    /// Marks the entry of `port` open (its connection was accepted) and returns its flow; `None`
+    /// when the port has no pending entry.
+    pub fn accept(&mut self, port: u16) -> Option<(SocketAddr, SocketAddr)> {
+        let entry = self.by_port.get_mut(&port)?;
+        if !matches!(entry.state, State::Pending(_)) {
+            return None;
+        }
+        entry.state = State::Open;
+        Some((entry.source, entry.destination))
+    }
+
+    /// Records the manager's connection of the (open) entry of `port`.
+    pub fn set_connection(&mut self, port: u16, id: ConnectionId) {
+        if let Some(entry) = self.by_port.get_mut(&port) {
+            if entry.state == State::Open {
+                entry.connection = Some(id);
+            }
+        }
+    }
+
+    /// The manager's connections of the open entries.
+    pub fn connections(&self) -> Vec<ConnectionId> {
+        self.by_port.values().filter(|e| e.state == State::Open).filter_map(|e| e.connection).collect()
+    }
+
+    /// Marks the entry of `port` closed at `now` (it leaves after [`LINGER`]).
+    pub fn close(&mut self, port: u16, now: Instant) {
+        if let Some(entry) = self.by_port.get_mut(&port) {
+            entry.state = State::Closed(now);
+        }
+    }
+
+    /// Removes closed entries older than [`LINGER`] and pending ones older than
+    /// [`PENDING_TIMEOUT`]. Returns how many entries still wait to leave (closed or pending).
+    pub fn sweep(&mut self, now: Instant) -> usize {
+        let expired: Vec<u16> = self
+            .by_port
+            .iter()
+            .filter(|(_, entry)| match entry.state {
+                State::Closed(at) => now.saturating_duration_since(at) >= LINGER,
+                State::Pending(at) => now.saturating_duration_since(at) >= PENDING_TIMEOUT,
+                State::Open => false,
+            })
+            .map(|(port, _)| *port)
+            .collect();
+        for port in expired {
+            if let Some(entry) = self.by_port.remove(&port) {
+                let flow = (entry.source, entry.destination);
+                if self.by_flow.get(&flow) == Some(&port) {
+                    self.by_flow.remove(&flow);
+                }
+            }
+        }
+        self.by_port.values().filter(|entry| entry.state != State::Open).count()
+    }
+
+    /// How many entries the table holds.
+    pub fn len(&self) -> usize {
+        self.by_port.len()
+    }
+
+    /// True when the table holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.by_port.is_empty()
+    }
+
+    fn free_port(&mut self) -> Option<u16> {
+        let span = u32::from(u16::MAX - FIRST_PORT) + 1;
+        for _ in 0..span {
+            let port = self.next_port.max(FIRST_PORT);
+            self.next_port = port.checked_add(1).unwrap_or(FIRST_PORT);
+            if !self.by_port.contains_key(&port) {
+                return Some(port);
+            }
+        }
+        None
+    }
+}
+
+/// Rewrites the TCP packet `packet` (parsed as `tcp`) to go from `source` to `destination`,
+/// updating the IPv4 header checksum and the TCP checksum incrementally. Returns false (packet
+/// untouched) when an address is not of the packet's family.
+pub fn rewrite(packet: &mut [u8], tcp: &Tcp, source: SocketAddr, destination: SocketAddr) -> bool {
+    let at = tcp.offset;
+    let mut old_l4 = [0u8; 4];
+    old_l4.copy_from_slice(&packet[at..at + 4]);
+    let mut new_l4 = [0u8; 4];
+    new_l4[..2].copy_from_slice(&source.port().to_be_bytes());
+    new_l4[2..].copy_from_slice(&destination.port().to_be_bytes());
+    let mut tcp_sum = checksum::read(packet, at + 16);
+    match (source.ip(), destination.ip(), packet[0] >> 4) {
+        (IpAddr::V4(s), IpAddr::V4(d), 4) => {
+            let mut new = [0u8; 8];
+            new[..4].copy_from_slice(&s.octets());
+            new[4..].copy_from_slice(&d.octets());
+            let old: [u8; 8] = packet[12..20].try_into().unwrap_or_default();
+            let ip_sum = checksum::adjust(checksum::read(packet, 10), &old, &new);
+            checksum::write(packet, 10, ip_sum);
+            tcp_sum = checksum::adjust(tcp_sum, &old, &new);
+            packet[12..20].copy_from_slice(&new);
+        }
+        (IpAddr::V6(s), IpAddr::V6(d), 6) => {
+            let mut new = [0u8; 32];
+            new[..16].copy_from_slice(&s.octets());
+            new[16..].copy_from_slice(&d.octets());
+            let old: [u8; 32] = packet[8..40].try_into().unwrap_or([0; 32]);
+            tcp_sum = checksum::adjust(tcp_sum, &old, &new);
+            packet[8..40].copy_from_slice(&new);
+        }
+        _ => return false,
+    }
+    tcp_sum = checksum::adjust(tcp_sum, &old_l4, &new_l4);
+    packet[at..at + 4].copy_from_slice(&new_l4);
+    checksum::write(packet, at + 16, tcp_sum);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tun::packet::{parse, Packet};
+    use etherparse::{PacketBuilder, TcpSlice};
+
+    fn addr(text: &str) -> SocketAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn flows_get_ports_and_leave_after_their_linger() {
+        let mut table = NatTable::default();
+        let now = Instant::now();
+        let (app, server) = (addr("172.19.0.1:40000"), addr("10.200.9.1:80"));
+        assert_eq!(table.outbound(app, server, false, now), None, "no entry without a SYN");
+        let port = table.outbound(app, server, true, now).unwrap();
+        assert_eq!(table.outbound(app, server, true, now), Some(port), "a retransmitted SYN");
+        assert_eq!(table.outbound(app, server, false, now), Some(port));
+        let other = table.outbound(app, addr("10.200.9.1:81"), true, now).unwrap();
+        assert_ne!(port, other);
+        assert_eq!(table.accept(port), Some((app, server)));
+        assert_eq!(table.accept(port), None, "accepted once");
+        table.close(port, now);
+        assert_eq!(table.sweep(now + LINGER / 2), 2, "lingering and pending");
+        assert_eq!(table.flow(port), Some((app, server)), "still translates while lingering");
+        assert_eq!(table.sweep(now + LINGER), 1);
+        assert_eq!(table.flow(port), None);
+        assert_eq!(table.sweep(now + PENDING_TIMEOUT), 0, "the never accepted one left too");
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn a_new_syn_on_a_closed_flow_gets_a_new_port() {
+        let mut table = NatTable::default();
+        let now = Instant::now();
+        let (app, server) = (addr("[fdfe::1]:40000"), addr("[2001:db8::1]:443"));
+        let port = table.outbound(app, server, true, now).unwrap();
+        table.accept(port);
+        table.close(port, now);
+        assert_eq!(table.outbound(app, server, false, now), Some(port), "the close's last ACK");
+        let again = table.outbound(app, server, true, now).unwrap();
+        assert_ne!(again, port);
+        table.sweep(now + LINGER);
+        assert_eq!(table.flow(again), Some((app, server)), "the new flow stays");
+        assert_eq!(table.outbound(app, server, false, now), Some(again));
+    }
+
+    #[test]
+    fn rewrites_keep_checksums_valid() {
+        for (from, to, new_from, new_to) in [
+            ("172.19.0.1:40000", "10.200.9.1:80", "172.19.0.2:1024", "172.19.0.1:5555"),
+            ("[fdfe::1]:40000", "[2001:db8::1]:80", "[fdfe::2]:1024", "[fdfe::1]:5555"),
+        ] {
+            let (from, to) = (addr(from), addr(to));
+            let builder = match (from.ip(), to.ip()) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
+                (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+                _ => unreachable!(),
+            };
+            let mut packet = Vec::new();
+            builder.tcp(from.port(), to.port(), 7, 1000).syn().write(&mut packet, b"data!").unwrap();
+            let Packet::Tcp(tcp) = parse(&packet) else { panic!() };
+            assert!(rewrite(&mut packet, &tcp, addr(new_from), addr(new_to)));
+            let Packet::Tcp(after) = parse(&packet) else { panic!("the IPv4 header checksum verifies") };
+            assert_eq!((after.source, after.destination), (addr(new_from), addr(new_to)));
+            let segment = TcpSlice::from_slice(&packet[after.offset..]).unwrap();
+            let expected = match (addr(new_from).ip(), addr(new_to).ip()) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => segment.calc_checksum_ipv4(s.octets(), d.octets()).unwrap(),
+                (IpAddr::V6(s), IpAddr::V6(d)) => segment.calc_checksum_ipv6(s.octets(), d.octets()).unwrap(),
+                _ => unreachable!(),
+            };
+            assert_eq!(segment.checksum(), expected, "{new_from} -> {new_to}");
+        }
+    }
+}
