@@ -183,28 +183,34 @@ pub fn subscribe() -> Changes {
     Changes::Poll
 }
 
-/// Keeps the manager's snapshot in step with the host's interfaces until the manager shuts down:
-/// re-reads them when `changes` says so, so an idle relay on Linux never wakes up for this.
-pub fn spawn_refresh(manager: Arc<ConnectionManager>, config: &Config, changes: Changes) {
-    let (types, dns) = (config.interface_types.clone(), config.interface_dns.clone());
-    tokio::spawn(async move {
+impl Changes {
+    /// Waits until the host's interfaces may have changed: the kernel's next notification, or the
+    /// next [`REFRESH_INTERVAL`] when polling (from then on, if the notifications fail).
+    pub async fn next(&mut self) {
         #[cfg(target_os = "linux")]
-        if let Changes::Kernel(mut changes) = changes {
-            while !manager.is_shut_down() {
-                if let Err(error) = changes.changed().await {
-                    tracing::warn!(%error, "interface change notifications failed; polling instead");
-                    break;
+        if let Changes::Kernel(changes) = self {
+            match changes.changed().await {
+                Ok(()) => {
+                    tracing::debug!("the kernel reported a link, address or route change");
+                    return;
                 }
-                tracing::debug!("the kernel reported a link, address or route change");
-                refresh(&manager, &types, &dns).await;
+                Err(error) => {
+                    tracing::warn!(%error, "interface change notifications failed; polling instead");
+                    *self = Changes::Poll;
+                }
             }
         }
-        #[cfg(not(target_os = "linux"))]
-        let Changes::Poll = changes;
-        let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
-        ticker.tick().await;
+        tokio::time::sleep(REFRESH_INTERVAL).await;
+    }
+}
+
+/// Keeps the manager's snapshot in step with the host's interfaces until the manager shuts down:
+/// re-reads them when `changes` says so, so an idle relay on Linux never wakes up for this.
+pub fn spawn_refresh(manager: Arc<ConnectionManager>, config: &Config, mut changes: Changes) {
+    let (types, dns) = (config.interface_types.clone(), config.interface_dns.clone());
+    tokio::spawn(async move {
         while !manager.is_shut_down() {
-            ticker.tick().await;
+            changes.next().await;
             refresh(&manager, &types, &dns).await;
         }
     });

@@ -19,9 +19,6 @@ use netswitch::{os_binder, Config, Netswitch};
 use super::tun_device::{self, Cidr};
 use super::{fail, networks, Signals, EXIT_FAILURE, EXIT_USAGE};
 
-/// How often the host's interfaces are re-read.
-const REFRESH_INTERVAL: Duration = Duration::from_secs(2);
-
 #[derive(Debug, Args)]
 pub struct TunArgs {
     /// Name of the TUN device to create.
@@ -102,7 +99,9 @@ pub fn run_tun(args: TunArgs) -> ExitCode {
         settings.udp = netswitch.socks_settings().udp.clone();
         let manager = netswitch.manager().clone();
         let name = args.name.clone();
-        // The host's interfaces with their DNS servers, as `socks` reads them.
+        // The host's interfaces with their DNS servers, as `socks` reads them, re-read when the
+        // kernel reports a change (subscribed before the first read so none is missed).
+        let mut changes = networks::subscribe();
         let refresh = move || without_tunnel(networks::read_host(&config).ok()?, &name, physical.as_deref());
         match refresh() {
             Some(snapshot) => {
@@ -113,11 +112,10 @@ pub fn run_tun(args: TunArgs) -> ExitCode {
         let mut signals = Signals::new()?;
         let tun = netswitch.start_tun(fd, settings)?;
         tracing::info!(device = %args.name, addresses = ?args.address, routes = ?routes, "netswitch tunnel running");
-        let mut ticker = tokio::time::interval(REFRESH_INTERVAL);
         let signal = loop {
             tokio::select! {
                 signal = signals.recv() => break signal?,
-                _ = ticker.tick() => {
+                () = changes.next() => {
                     let refresh = refresh.clone();
                     if let Ok(Some(snapshot)) = tokio::task::spawn_blocking(refresh).await {
                         manager.update_interfaces(snapshot);
