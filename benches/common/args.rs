@@ -79,3 +79,52 @@ fn parse_window(text: &str) -> Result<Duration, String> {
 pub fn started_by_cargo_bench() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
+
+/// The start both benchmark binaries share. Started as a child (`--child MODE ARGS…`), runs
+/// `run_child` for `child_mode` and exits; outside `cargo bench`, or with none of its own
+/// sections named, says so and returns `None`; a bad command line exits with status 2. Else
+/// returns the parsed arguments and prints the header line for `bench`.
+pub fn start(
+    bench: &str,
+    child_mode: &str,
+    run_child: fn(&[String]) -> Result<(), String>,
+    own: &[&'static str],
+    default: &[&'static str],
+) -> Option<Args> {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(super::child::CHILD_FLAG) {
+        let outcome = match argv.get(2).map(String::as_str) {
+            Some(mode) if mode == child_mode => run_child(&argv[3..]),
+            other => Err(format!("unknown child mode {other:?}")),
+        };
+        if let Err(e) = outcome {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+        return None;
+    }
+    if !started_by_cargo_bench() {
+        println!(
+            "benchmark not run: use `cargo bench --bench {bench}` (built and started by cargo test only)"
+        );
+        return None;
+    }
+    let args = match Args::parse(own, default) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    if args.sections.is_empty() {
+        println!("{bench} benchmark: no section of its own named (its sections: {})", own.join(" "));
+        return None;
+    }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "=== {bench} benchmark: loopback; relays in child processes; {} CPUs; load average {} ===",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    Some(args)
+}

@@ -27,8 +27,8 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use client::Route;
-use common::args::{started_by_cargo_bench, Args};
-use common::child::{RelayProcess, CHILD_FLAG};
+use common::args::Args;
+use common::child::RelayProcess;
 use common::trace::Tracing;
 use server::Server;
 
@@ -178,39 +178,9 @@ async fn run(args: Args) -> Result<(), String> {
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some(CHILD_FLAG) {
-        let outcome = match argv.get(2).map(String::as_str) {
-            Some("tcp-baseline") => baseline::run(&argv[3..]),
-            other => Err(format!("unknown child mode {other:?}")),
-        };
-        if let Err(e) = outcome {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
+    let Some(args) = common::args::start("relay", "tcp-baseline", baseline::run, &OWN, &DEFAULT) else {
         return;
-    }
-    if !started_by_cargo_bench() {
-        println!("benchmark not run: use `cargo bench --bench relay` (built and started by cargo test only)");
-        return;
-    }
-    let args = match Args::parse(&OWN, &DEFAULT) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
     };
-    if args.sections.is_empty() {
-        println!("relay benchmark: no section of its own named (its sections: {})", OWN.join(" "));
-        return;
-    }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "=== relay benchmark: loopback; relays in child processes; {} CPUs; load average {} ===",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    );
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

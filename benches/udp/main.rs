@@ -24,8 +24,7 @@ use std::net::{SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use client::Peer;
-use common::args::{started_by_cargo_bench, Args};
-use common::child::{RelayProcess, CHILD_FLAG};
+use common::child::RelayProcess;
 use common::median;
 use common::procfs::cpu_ns;
 use common::table::{none, number, ratio, Table};
@@ -165,38 +164,9 @@ fn udp_section() -> Result<(), String> {
 }
 
 fn main() {
-    let argv: Vec<String> = std::env::args().collect();
-    if argv.get(1).map(String::as_str) == Some(CHILD_FLAG) {
-        let outcome = match argv.get(2).map(String::as_str) {
-            Some("udp-baseline") => baseline::run(&argv[3..]),
-            other => Err(format!("unknown child mode {other:?}")),
-        };
-        if let Err(e) = outcome {
-            eprintln!("error: {e}");
-            std::process::exit(1);
-        }
+    let Some(args) = common::args::start("udp", "udp-baseline", baseline::run, &OWN, &DEFAULT) else {
         return;
-    }
-    if !started_by_cargo_bench() {
-        println!("benchmark not run: use `cargo bench --bench udp` (built and started by cargo test only)");
-        return;
-    }
-    let args = match Args::parse(&OWN, &DEFAULT) {
-        Ok(args) => args,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::exit(2);
-        }
     };
-    if args.sections.is_empty() {
-        println!("udp benchmark: no section of its own named (its sections: {})", OWN.join(" "));
-        return;
-    }
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "=== udp benchmark: loopback; relays in child processes; load average {} ===",
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    );
     for section in &args.sections {
         let outcome = match *section {
             "udp" => udp_section(),

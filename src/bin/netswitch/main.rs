@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use netswitch::logging::{init_logging, LogLevel};
-use netswitch::{BuildError, Config, Netswitch, SocksError, SocksUser};
+use netswitch::{BuildError, Config, InterfaceSnapshot, Netswitch, SocksError, SocksUser};
 
 /// How long shutdown waits for closed connections to leave the tracker.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -162,7 +162,17 @@ fn run_resolve(args: ResolveArgs) -> ExitCode {
         Ok(config) => config,
         Err(status) => return status,
     };
-    let snapshot = match networks::read_host(&config) {
+    one_shot(&config, |snapshot| networks::resolve_once(&config, snapshot, &args.name))
+}
+
+/// A command that does one thing with the host's interfaces (`dial`, `resolve`): prints them, runs
+/// `job` on a single-threaded runtime and exits 0 when it says it succeeded.
+fn one_shot<F, Job>(config: &Config, job: F) -> ExitCode
+where
+    F: FnOnce(InterfaceSnapshot) -> Job,
+    Job: std::future::Future<Output = bool>,
+{
+    let snapshot = match networks::read_host(config) {
         Ok(snapshot) => snapshot,
         Err(error) => return fail(&error.to_string(), EXIT_FAILURE),
     };
@@ -171,7 +181,7 @@ fn run_resolve(args: ResolveArgs) -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fail(&format!("start the tokio runtime: {error}"), EXIT_FAILURE),
     };
-    if runtime.block_on(networks::resolve_once(&config, snapshot, &args.name)) {
+    if runtime.block_on(job(snapshot)) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_FAILURE)
@@ -195,20 +205,7 @@ fn run_dial(args: DialArgs) -> ExitCode {
         Ok(config) => config,
         Err(status) => return status,
     };
-    let snapshot = match networks::read_host(&config) {
-        Ok(snapshot) => snapshot,
-        Err(error) => return fail(&error.to_string(), EXIT_FAILURE),
-    };
-    networks::print_interfaces(&snapshot);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime,
-        Err(error) => return fail(&format!("start the tokio runtime: {error}"), EXIT_FAILURE),
-    };
-    if runtime.block_on(networks::dial_once(&config, snapshot, args.destination)) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILURE)
-    }
+    one_shot(&config, |snapshot| networks::dial_once(&config, snapshot, args.destination))
 }
 
 /// Loads the config, applies the flags, and runs the relay until Ctrl-C or SIGTERM.

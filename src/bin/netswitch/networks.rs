@@ -259,17 +259,25 @@ pub fn print_interfaces(snapshot: &InterfaceSnapshot) {
     }
 }
 
+/// A stack built from `config` whose manager sees `snapshot`; `None` (said on stdout) when it
+/// cannot be built.
+fn stack_seeing(config: &Config, snapshot: InterfaceSnapshot) -> Option<Netswitch> {
+    match Netswitch::builder(config.clone()).build() {
+        Ok(netswitch) => {
+            netswitch.manager().update_interfaces(snapshot);
+            Some(netswitch)
+        }
+        Err(error) => {
+            println!("failed: {error}");
+            None
+        }
+    }
+}
+
 /// `netswitch dial`: one connection with the strategy; prints every attempt and the winner.
 /// Returns whether the dial succeeded.
 pub async fn dial_once(config: &Config, snapshot: InterfaceSnapshot, destination: Destination) -> bool {
-    let netswitch = match Netswitch::builder(config.clone()).build() {
-        Ok(netswitch) => netswitch,
-        Err(error) => {
-            println!("failed: {error}");
-            return false;
-        }
-    };
-    netswitch.manager().update_interfaces(snapshot);
+    let Some(netswitch) = stack_seeing(config, snapshot) else { return false };
     let outbound = netswitch.outbound();
     let metadata = Metadata::new(destination.clone());
     println!(
@@ -329,14 +337,7 @@ pub async fn dial_once(config: &Config, snapshot: InterfaceSnapshot, destination
 /// prints per family the interface, who answered, how long it took and the addresses. Returns
 /// whether addresses were found.
 pub async fn resolve_once(config: &Config, snapshot: InterfaceSnapshot, name: &str) -> bool {
-    let netswitch = match Netswitch::builder(config.clone()).build() {
-        Ok(netswitch) => netswitch,
-        Err(error) => {
-            println!("failed: {error}");
-            return false;
-        }
-    };
-    netswitch.manager().update_interfaces(snapshot);
+    let Some(netswitch) = stack_seeing(config, snapshot) else { return false };
     let outbound = netswitch.outbound();
     println!(
         "resolving {name}: strategy {}, network_type [{}], fallback_network_type [{}], domain_strategy {}, resolver {}",
