@@ -243,24 +243,27 @@ mod tests {
 
     #[tokio::test]
     async fn answers_are_used_and_misses_get_the_fallback_counted() {
-        let (asker, counters) = asker(Arc::new(ByPort), Duration::from_millis(100));
-        let cellular = asker.ask(flow(1)).await;
+        let (patient, counters) = asker(Arc::new(ByPort), Duration::from_secs(30));
+        let cellular = patient.ask(flow(1)).await;
         assert_eq!(cellular.shown, "app 1: network=cellular");
         assert!(!cellular.blocks());
-        assert!(asker.ask(flow(2)).await.blocks());
-        assert_eq!(asker.ask(flow(9)).await.shown, "default");
-        let late = asker.ask(flow(3)).await;
-        assert_eq!((late.blocks(), late.shown.as_str()), (false, "default (decider timed out)"));
+        assert!(patient.ask(flow(2)).await.blocks());
+        assert_eq!(patient.ask(flow(9)).await.shown, "default");
         for port in [4, 5] {
-            let panicked = asker.ask(flow(port)).await;
+            let panicked = patient.ask(flow(port)).await;
             assert_eq!((panicked.blocks(), panicked.shown.as_str()), (false, "default (decider panicked)"));
         }
         let counters = counters.snapshot();
         assert_eq!(
             (counters.decisions, counters.decisions_timed_out, counters.decisions_panicked),
-            (6, 1, 2),
+            (5, 0, 2),
             "{counters:?}"
         );
+
+        let (hasty, counters) = asker(Arc::new(ByPort), Duration::from_millis(100));
+        let late = hasty.ask(flow(3)).await;
+        assert_eq!((late.blocks(), late.shown.as_str()), (false, "default (decider timed out)"));
+        assert_eq!(counters.snapshot().decisions_timed_out, 1);
     }
 
     #[tokio::test]
@@ -292,17 +295,20 @@ mod tests {
             assert!(flow.source.port() != 4, "a blocking decider panicked");
             TunDecision::allow().with_tls_fragment(false)
         });
-        let (asker, counters) = asker(Arc::new(decider), Duration::from_millis(100));
+        let decider: Arc<dyn TunDecider> = Arc::new(decider);
+        let (patient, counters) = asker(decider.clone(), Duration::from_secs(30));
+        let (hasty, hasty_counters) = asker(decider, Duration::from_millis(100));
         runtime.block_on(async {
-            assert_eq!(asker.ask(flow(1)).await.shown, "tls_fragment=off");
-            let late = asker.ask(flow(3)).await;
+            assert_eq!(patient.ask(flow(1)).await.shown, "tls_fragment=off");
+            assert_eq!(patient.ask(flow(4)).await.shown, "default (decider panicked)");
+            let late = hasty.ask(flow(3)).await;
             assert_eq!(late.shown, "default (decider timed out)");
             assert!(!finished.load(Ordering::SeqCst), "the decider is still blocked on its thread");
             release.send(()).unwrap();
-            assert_eq!(asker.ask(flow(4)).await.shown, "default (decider panicked)");
         });
         let counters = counters.snapshot();
-        assert_eq!((counters.decisions_timed_out, counters.decisions_panicked), (1, 1), "{counters:?}");
+        assert_eq!((counters.decisions_timed_out, counters.decisions_panicked), (0, 1), "{counters:?}");
+        assert_eq!(hasty_counters.snapshot().decisions_timed_out, 1);
     }
 
     #[test]
