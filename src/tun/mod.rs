@@ -49,10 +49,10 @@ use packet::Packet;
 use system::Family;
 
 use crate::dial::Outbound;
-use decide::{Asker, UdpDecisions};
 use crate::inbound::budget::Budget;
 use crate::inbound::udp_sessions::{SessionKeying, UdpSessionTable, UdpSettings};
 use crate::manager::ConnectionManager;
+use decide::{Asker, UdpDecisions};
 
 /// How long a stopped tunnel still reads the device, so that the resets of its closed
 /// connections reach the apps.
@@ -244,8 +244,13 @@ impl Tun {
             )));
         }
         tasks.push(runtime.spawn(system::sweep(families.clone(), sweeper.clone())));
-        let reader =
-            Reader { io, families: families.clone(), udp: udp.clone(), sweeper, decisions: decisions.clone() };
+        let reader = Reader {
+            io,
+            families: families.clone(),
+            udp: udp.clone(),
+            sweeper,
+            decisions: decisions.clone(),
+        };
         tasks.push(runtime.spawn(reader.run(settings.mtu + settings.framing.header_len())));
         Ok(Tun { tasks, counters, families, udp, manager, runtime, decisions })
     }

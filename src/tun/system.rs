@@ -167,8 +167,14 @@ pub(crate) async fn accept(
             hand_over(&family, &manager, &outbound, &counters, &sweeper, stream, port, metadata);
             continue;
         };
-        let (family, manager, outbound, counters, sweeper, decider) =
-            (family.clone(), manager.clone(), outbound.clone(), counters.clone(), sweeper.clone(), decider.clone());
+        let (family, manager, outbound, counters, sweeper, decider) = (
+            family.clone(),
+            manager.clone(),
+            outbound.clone(),
+            counters.clone(),
+            sweeper.clone(),
+            decider.clone(),
+        );
         deciding.spawn(async move {
             let decided = decider.ask(TunFlow::new(TransportProtocol::Tcp, app, original)).await;
             if decided.blocks() {

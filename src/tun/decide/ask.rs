@@ -89,7 +89,8 @@ impl Asker {
         }
         *warned = Some(now);
         drop(warned);
-        let count = |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+        let count =
+            |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
         tracing::warn!(
             protocol = ?flow.protocol, source = %flow.source, destination = %flow.destination,
             timed_out = count(&self.counters.decisions_timed_out),
@@ -223,7 +224,9 @@ mod tests {
             assert!(flow.source.port() != 5, "decider panicked before its future");
             Box::pin(async move {
                 match flow.source.port() {
-                    1 => TunDecision::allow().with_network_type(vec![NetworkType::Cellular]).with_label("app 1"),
+                    1 => TunDecision::allow()
+                        .with_network_type(vec![NetworkType::Cellular])
+                        .with_label("app 1"),
                     2 => TunDecision::block(),
                     3 => {
                         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -347,6 +350,9 @@ mod tests {
         assert_eq!(metadata.decision.as_deref(), Some("network=any"));
         assert_eq!(metadata.options.network_strategy, None);
         let long = "x".repeat(200);
-        assert_eq!(describe(&TunDecision::allow().with_label(long), None).len(), MAX_LABEL_LEN + ": default".len());
+        assert_eq!(
+            describe(&TunDecision::allow().with_label(long), None).len(),
+            MAX_LABEL_LEN + ": default".len()
+        );
     }
 }

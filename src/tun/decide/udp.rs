@@ -243,13 +243,15 @@ mod tests {
         let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
         let mut settings = UdpSettings { keying: SessionKeying::PerClient, ..UdpSettings::default() };
         settings.timeouts.default = Duration::from_millis(200);
-        let table = Arc::new(UdpSessionTable::new(manager.clone(), Arc::new(DirectOutbound::default()), settings));
+        let table =
+            Arc::new(UdpSessionTable::new(manager.clone(), Arc::new(DirectOutbound::default()), settings));
         let gates = [Arc::new(Notify::new()), Arc::new(Notify::new())];
         let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let decider = Gated { gates: gates.clone(), answered: answered.clone() };
         let hook = DecisionHook::new(Arc::new(decider)).with_deadline(Duration::from_secs(30));
         let asker = Arc::new(Asker::new(hook, io.counters.clone()));
-        let decisions = Arc::new(UdpDecisions::new(asker, table.settings(), tokio::runtime::Handle::current()));
+        let decisions =
+            Arc::new(UdpDecisions::new(asker, table.settings(), tokio::runtime::Handle::current()));
         let send = |port: u16, payload: &[u8]| {
             let datagram = Datagram { destination: server.into(), payload: payload.to_vec() };
             decisions.dispatch(client(port), server, datagram, &table, &io);
