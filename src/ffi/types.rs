@@ -66,7 +66,7 @@ pub struct ConnectionInfo {
     /// TCP or UDP.
     pub protocol: TransportProtocol,
     /// What the packet tunnel's decision hook decided for it and why (`"app 10123:
-    /// network=cellular"`, `"default (decider timed out)"`); `None` when no hook was asked.
+    /// network=cellular"`, `"default (decider timed out)"`); absent when no hook was asked.
     pub decision: Option<String>,
 }
 
