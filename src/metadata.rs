@@ -158,6 +158,9 @@ pub struct ConnectionOptions {
     /// several TLS records, cut inside every server-name label. On when this or the config turns
     /// it on. Default off.
     pub tls_record_fragment: bool,
+    /// Turns TLS fragmentation off for this connection, both modes, even where the config or
+    /// `tls_fragment` / `tls_record_fragment` turn it on. Default false.
+    pub disable_tls_fragment: bool,
     /// Bound of the wait for the peer's acknowledgement between TLS fragments
     /// (`tls_fragment_fallback_delay`). Default: the config's value (500 ms).
     pub tls_fragment_fallback_delay: Option<Duration>,
@@ -187,6 +190,10 @@ pub struct Metadata {
     /// The client's own address when the ingress knows it (the app's socket address for a
     /// connection from the packet tunnel). `None` when unknown. Informational: it is not dialed.
     pub source: Option<SocketAddr>,
+    /// What an ingress's decision hook decided for this connection, for display (the packet
+    /// tunnel's [`TunDecider`](crate::tun::decide::TunDecider): e.g. `"app 10123: network=cellular"`,
+    /// `"default (decider timed out)"`). `None` when no hook was asked. Informational.
+    pub decision: Option<String>,
 }
 
 impl Metadata {
@@ -197,6 +204,7 @@ impl Metadata {
             resolved_addresses: Vec::new(),
             options: ConnectionOptions::default(),
             source: None,
+            decision: None,
         }
     }
 
@@ -216,6 +224,7 @@ impl Metadata {
                 resolved_addresses: Vec::new(),
                 options: self.options.clone(),
                 source: self.source,
+                decision: self.decision.clone(),
             }),
         }
     }

@@ -2299,6 +2299,11 @@ public struct ConnectionInfo: Equatable, Hashable {
      * TCP or UDP.
      */
     public var `protocol`: TransportProtocol
+    /**
+     * What the packet tunnel's decision hook decided for it and why (`"app 10123:
+     * network=cellular"`, `"default (decider timed out)"`); absent when no hook was asked.
+     */
+    public var decision: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2329,7 +2334,11 @@ public struct ConnectionInfo: Equatable, Hashable {
          */bytesDown: UInt64, 
         /**
          * TCP or UDP.
-         */`protocol`: TransportProtocol) {
+         */`protocol`: TransportProtocol, 
+        /**
+         * What the packet tunnel's decision hook decided for it and why (`"app 10123:
+         * network=cellular"`, `"default (decider timed out)"`); absent when no hook was asked.
+         */decision: String?) {
         self.id = id
         self.destination = destination
         self.networkType = networkType
@@ -2339,6 +2348,7 @@ public struct ConnectionInfo: Equatable, Hashable {
         self.bytesUp = bytesUp
         self.bytesDown = bytesDown
         self.`protocol` = `protocol`
+        self.decision = decision
     }
 
     
@@ -2365,7 +2375,8 @@ public struct FfiConverterTypeConnectionInfo: FfiConverterRustBuffer {
                 startedAt: FfiConverterTimestamp.read(from: &buf), 
                 bytesUp: FfiConverterUInt64.read(from: &buf), 
                 bytesDown: FfiConverterUInt64.read(from: &buf), 
-                protocol: FfiConverterTypeTransportProtocol.read(from: &buf)
+                protocol: FfiConverterTypeTransportProtocol.read(from: &buf), 
+                decision: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -2379,6 +2390,7 @@ public struct FfiConverterTypeConnectionInfo: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.bytesUp, into: &buf)
         FfiConverterUInt64.write(value.bytesDown, into: &buf)
         FfiConverterTypeTransportProtocol.write(value.`protocol`, into: &buf)
+        FfiConverterOptionString.write(value.decision, into: &buf)
     }
 }
 

@@ -71,6 +71,7 @@ impl Socks5Outbound {
             resolved_addresses: Vec::new(),
             options: ConnectionOptions { override_destination: None, ..metadata.options.clone() },
             source: metadata.source,
+            decision: None,
         }
     }
 

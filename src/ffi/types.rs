@@ -65,6 +65,9 @@ pub struct ConnectionInfo {
     pub bytes_down: u64,
     /// TCP or UDP.
     pub protocol: TransportProtocol,
+    /// What the packet tunnel's decision hook decided for it and why (`"app 10123:
+    /// network=cellular"`, `"default (decider timed out)"`); absent when no hook was asked.
+    pub decision: Option<String>,
 }
 
 impl From<&crate::tracker::ConnectionInfo> for ConnectionInfo {
@@ -85,6 +88,7 @@ impl From<&crate::tracker::ConnectionInfo> for ConnectionInfo {
                 crate::tracker::TransportProtocol::Tcp => TransportProtocol::Tcp,
                 crate::tracker::TransportProtocol::Udp => TransportProtocol::Udp,
             },
+            decision: info.metadata.decision.clone(),
         }
     }
 }

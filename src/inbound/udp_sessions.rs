@@ -202,30 +202,9 @@ impl UdpSessionTable {
             let mut sessions = lock(&self.sessions);
             sessions.clock += 1;
             let now = sessions.clock;
-            let datagram = match sessions.slots.get_mut(&key) {
-                None => datagram,
-                Some(slot) => {
-                    slot.last_used = now;
-                    match slot.sender.try_send(datagram) {
-                        Ok(()) => return Dispatched::Queued { id: slot.id, created: false, evicted: None },
-                        Err(TrySendError::Full(_)) => {
-                            let total = self.overflow_drops.fetch_add(1, Ordering::Relaxed) + 1;
-                            if let Some(entry) = &slot.entry {
-                                entry.drops.fetch_add(1, Ordering::Relaxed);
-                            }
-                            tracing::debug!(
-                                id = slot.id, client = %client, drops = total,
-                                "UDP session queue full: datagram dropped"
-                            );
-                            return Dispatched::Dropped { id: slot.id };
-                        }
-                        // The session ended and has not removed itself yet: start a new one.
-                        Err(TrySendError::Closed(datagram)) => {
-                            sessions.slots.remove(&key);
-                            datagram
-                        }
-                    }
-                }
+            let datagram = match self.queue_existing(&mut sessions, &key, datagram, now) {
+                Ok(dispatched) => return dispatched,
+                Err(datagram) => datagram,
             };
             // Held by the new session until it ends (dropped with its `on_close`).
             let permit = match &self.sockets {
@@ -267,6 +246,48 @@ impl UdpSessionTable {
             self.manager.close(old.id);
         }
         Dispatched::Queued { id, created: true, evicted }
+    }
+
+    /// Queues a datagram of `client` to its live session, like [`UdpSessionTable::dispatch`],
+    /// but never creates one: without a live session the datagram comes back. Never blocks.
+    pub fn dispatch_existing(&self, client: SocketAddr, datagram: Datagram) -> Result<Dispatched, Datagram> {
+        let key = self.key(client, &datagram.destination);
+        let mut sessions = lock(&self.sessions);
+        sessions.clock += 1;
+        let now = sessions.clock;
+        self.queue_existing(&mut sessions, &key, datagram, now)
+    }
+
+    /// Queues `datagram` to the session of `key` (or drops it, counted, when its queue is full);
+    /// gives it back when there is no live session (a session that ended leaves the table).
+    fn queue_existing(
+        &self,
+        sessions: &mut Sessions,
+        key: &SessionKey,
+        datagram: Datagram,
+        now: u64,
+    ) -> Result<Dispatched, Datagram> {
+        let Some(slot) = sessions.slots.get_mut(key) else { return Err(datagram) };
+        slot.last_used = now;
+        match slot.sender.try_send(datagram) {
+            Ok(()) => Ok(Dispatched::Queued { id: slot.id, created: false, evicted: None }),
+            Err(TrySendError::Full(_)) => {
+                let total = self.overflow_drops.fetch_add(1, Ordering::Relaxed) + 1;
+                if let Some(entry) = &slot.entry {
+                    entry.drops.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(
+                    id = slot.id, client = %key.client, drops = total,
+                    "UDP session queue full: datagram dropped"
+                );
+                Ok(Dispatched::Dropped { id: slot.id })
+            }
+            // The session ended and has not removed itself yet: the caller may start a new one.
+            Err(TrySendError::Closed(datagram)) => {
+                sessions.slots.remove(key);
+                Err(datagram)
+            }
+        }
     }
 
     /// How many sessions are in the table.

@@ -52,12 +52,14 @@ impl FragmentSettings {
     }
 
     /// The settings for one connection: these (configuration-level) defaults merged with the
-    /// connection's own options. A mode is on when either turns it on; the connection's fallback
-    /// delay, when set, replaces the default.
+    /// connection's own options. A mode is on when either turns it on, unless the connection's
+    /// `disable_tls_fragment` turns both off; the connection's fallback delay, when set, replaces
+    /// the default.
     pub fn for_connection(&self, options: &ConnectionOptions) -> FragmentSettings {
+        let allowed = !options.disable_tls_fragment;
         FragmentSettings {
-            segment: self.segment || options.tls_fragment,
-            record: self.record || options.tls_record_fragment,
+            segment: allowed && (self.segment || options.tls_fragment),
+            record: allowed && (self.record || options.tls_record_fragment),
             fallback_delay: options.tls_fragment_fallback_delay.unwrap_or(self.fallback_delay),
         }
     }

@@ -38,6 +38,16 @@ pub struct TunCounters {
     pub dropped_udp: u64,
     /// Dropped: packets the device refused to take (its queue was full).
     pub dropped_write: u64,
+    /// Dropped: UDP datagrams of an app source the decision hook blocked.
+    pub dropped_blocked: u64,
+    /// TCP connections the decision hook blocked (reset, not handed to the manager).
+    pub tcp_blocked: u64,
+    /// Decisions asked of the decision hook.
+    pub decisions: u64,
+    /// Decisions that missed the hook's deadline (the connection got the fallback decision).
+    pub decisions_timed_out: u64,
+    /// Decisions whose decider panicked (the connection got the fallback decision).
+    pub decisions_panicked: u64,
 }
 
 /// The live counters behind [`TunCounters`].
@@ -57,6 +67,11 @@ pub(crate) struct Counters {
     pub dropped_nat_full: AtomicU64,
     pub dropped_udp: AtomicU64,
     pub dropped_write: AtomicU64,
+    pub dropped_blocked: AtomicU64,
+    pub tcp_blocked: AtomicU64,
+    pub decisions: AtomicU64,
+    pub decisions_timed_out: AtomicU64,
+    pub decisions_panicked: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -93,6 +108,11 @@ impl Counters {
             dropped_nat_full: get(&self.dropped_nat_full),
             dropped_udp: get(&self.dropped_udp),
             dropped_write: get(&self.dropped_write),
+            dropped_blocked: get(&self.dropped_blocked),
+            tcp_blocked: get(&self.tcp_blocked),
+            decisions: get(&self.decisions),
+            decisions_timed_out: get(&self.decisions_timed_out),
+            decisions_panicked: get(&self.decisions_panicked),
         }
     }
 }

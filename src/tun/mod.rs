@@ -12,8 +12,9 @@
 //!   ([`TunCounters`], [`packet`]).
 //!
 //! The system stack works where netswitch may listen on the tunnel's own address: Linux and
-//! Android. Not done yet: DNS hijack, ICMP echo, the per-connection decision hook, the FFI
-//! (`startTun`), the userspace stack for Apple.
+//! Android. An optional decision hook ([`decide`], [`TunSettings::with_decider`]) blocks a
+//! connection or picks its networks before it is dialed. Not done yet: DNS hijack, ICMP echo,
+//! the FFI (`startTun`), the userspace stack for Apple.
 //!
 //! The tunnel's traffic must not come back into it: the outbound's sockets must leave through
 //! a physical interface (bound, or protected on Android), and the tunnel's own interface must
@@ -24,6 +25,7 @@
 mod bind;
 mod checksum;
 pub mod counters;
+pub mod decide;
 pub mod device;
 pub mod nat;
 pub mod packet;
@@ -41,6 +43,7 @@ use tokio::task::JoinHandle;
 pub use bind::BindDefault;
 pub use counters::TunCounters;
 use counters::{bump, Counters};
+pub use decide::{BlockingDecider, DecisionHook, TunDecider, TunDecision, TunFlow};
 pub use device::{Framing, TunDevice};
 use packet::Packet;
 use system::Family;
@@ -49,6 +52,7 @@ use crate::dial::Outbound;
 use crate::inbound::budget::Budget;
 use crate::inbound::udp_sessions::{SessionKeying, UdpSessionTable, UdpSettings};
 use crate::manager::ConnectionManager;
+use decide::{Asker, UdpDecisions};
 
 /// How long a stopped tunnel still reads the device, so that the resets of its closed
 /// connections reach the apps.
@@ -74,6 +78,9 @@ pub struct TunSettings {
     /// it), queue, timeouts, and `max_sockets` outbound sockets at once (a datagram that would
     /// open one more is dropped and counted). Keying is always per app source.
     pub udp: UdpSettings,
+    /// The decision hook asked before each connection is dialed ([`decide`]). Default none:
+    /// every connection is dialed with the manager's settings.
+    pub decision: Option<DecisionHook>,
 }
 
 impl TunSettings {
@@ -85,7 +92,15 @@ impl TunSettings {
             mtu: DEFAULT_MTU,
             framing: Framing::default(),
             udp: UdpSettings::default(),
+            decision: None,
         }
+    }
+
+    /// These settings with `decider` asked before each connection is dialed, with the default
+    /// deadline and fallback (see [`DecisionHook`] to change them).
+    pub fn with_decider(mut self, decider: Arc<dyn TunDecider>) -> TunSettings {
+        self.decision = Some(DecisionHook::new(decider));
+        self
     }
 
     /// These settings with the IPv6 address `address`/`prefix` too.
@@ -162,6 +177,7 @@ pub struct Tun {
     udp: Arc<UdpSessionTable>,
     manager: Arc<ConnectionManager>,
     runtime: tokio::runtime::Handle,
+    decisions: Option<Arc<UdpDecisions>>,
 }
 
 impl Tun {
@@ -209,6 +225,10 @@ impl Tun {
         let udp = Arc::new(
             UdpSessionTable::new(manager.clone(), outbound.clone(), udp_settings).with_socket_budget(sockets),
         );
+        let asker = settings.decision.map(|hook| Arc::new(Asker::new(hook, counters.clone())));
+        let decisions = asker
+            .as_ref()
+            .map(|asker| Arc::new(UdpDecisions::new(asker.clone(), udp.settings(), runtime.clone())));
         let sweeper = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         for (family, listener) in families.iter().zip(listeners) {
@@ -220,12 +240,19 @@ impl Tun {
                 outbound.clone(),
                 counters.clone(),
                 sweeper.clone(),
+                asker.clone(),
             )));
         }
         tasks.push(runtime.spawn(system::sweep(families.clone(), sweeper.clone())));
-        let reader = Reader { io, families: families.clone(), udp: udp.clone(), sweeper };
+        let reader = Reader {
+            io,
+            families: families.clone(),
+            udp: udp.clone(),
+            sweeper,
+            decisions: decisions.clone(),
+        };
         tasks.push(runtime.spawn(reader.run(settings.mtu + settings.framing.header_len())));
-        Ok(Tun { tasks, counters, families, udp, manager, runtime })
+        Ok(Tun { tasks, counters, families, udp, manager, runtime, decisions })
     }
 
     /// The counters so far.
@@ -257,6 +284,9 @@ impl Tun {
         for task in others {
             task.abort();
         }
+        if let Some(decisions) = &self.decisions {
+            decisions.stop();
+        }
         self.udp.close_all();
         for family in &self.families {
             for id in family.connections() {
@@ -283,6 +313,7 @@ struct Reader {
     families: Vec<Arc<Family>>,
     udp: Arc<UdpSessionTable>,
     sweeper: Arc<Notify>,
+    decisions: Option<Arc<UdpDecisions>>,
 }
 
 impl Reader {
@@ -309,7 +340,7 @@ impl Reader {
                     None => bump(&counters.dropped_unsupported),
                 }
             }
-            Packet::Udp(udp) => udp::dispatch(&udp, &self.udp, &self.io),
+            Packet::Udp(udp) => udp::dispatch(&udp, &self.udp, &self.io, self.decisions.as_ref()),
         }
     }
 }

@@ -17,10 +17,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 use super::counters::{bump, Counters};
+use super::decide::{Asker, TunFlow};
 use super::nat::{self, NatTable};
 use super::packet::Tcp;
 use super::Io;
@@ -28,6 +30,8 @@ use crate::client::Inbound;
 use crate::dial::Outbound;
 use crate::manager::ConnectionManager;
 use crate::metadata::{Destination, Metadata};
+use crate::socket::stream::StreamSocket;
+use crate::tracker::TransportProtocol;
 
 /// How often lingering and pending NAT entries are looked at while there are any.
 const SWEEP_EVERY: Duration = Duration::from_millis(500);
@@ -122,7 +126,8 @@ impl Family {
 }
 
 /// Accepts the connections the NAT steers to `listener` and hands each to the manager with its
-/// original destination. Runs until aborted.
+/// original destination — with a decision hook (`decider`), once it decided, or resets them when
+/// it blocks them. Runs until aborted (which abandons the decisions under way).
 pub(crate) async fn accept(
     family: Arc<Family>,
     listener: TcpListener,
@@ -130,9 +135,15 @@ pub(crate) async fn accept(
     outbound: Arc<dyn Outbound>,
     counters: Arc<Counters>,
     sweeper: Arc<Notify>,
+    decider: Option<Arc<Asker>>,
 ) {
+    let mut deciding = JoinSet::new();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            Some(_) = deciding.join_next(), if !deciding.is_empty() => continue,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::warn!(listener = %family.listener(), %error, "TUN TCP listener: accept failed");
@@ -150,19 +161,58 @@ pub(crate) async fn accept(
             drop(stream);
             continue;
         };
-        bump(&counters.tcp_connections);
-        let metadata = Metadata::new(Destination::from(original)).with_source(app);
-        let (weak, sweeper) = (Arc::downgrade(&family), sweeper.clone());
+        let mut metadata = Metadata::new(Destination::from(original)).with_source(app);
         let port = peer.port();
-        let id = manager.new_connection(Inbound::plain(stream), metadata, outbound.clone(), move |_| {
-            if let Some(family) = weak.upgrade() {
+        let Some(decider) = &decider else {
+            hand_over(&family, &manager, &outbound, &counters, &sweeper, stream, port, metadata);
+            continue;
+        };
+        let (family, manager, outbound, counters, sweeper, decider) = (
+            family.clone(),
+            manager.clone(),
+            outbound.clone(),
+            counters.clone(),
+            sweeper.clone(),
+            decider.clone(),
+        );
+        deciding.spawn(async move {
+            let decided = decider.ask(TunFlow::new(TransportProtocol::Tcp, app, original)).await;
+            if decided.blocks() {
+                bump(&counters.tcp_blocked);
+                StreamSocket::reset(&stream);
+                drop(stream);
                 lock(&family.table).close(port, Instant::now());
                 sweeper.notify_one();
+            } else {
+                decided.apply(&mut metadata);
+                hand_over(&family, &manager, &outbound, &counters, &sweeper, stream, port, metadata);
             }
         });
-        // (A connection that already ended left its entry closed: then this does nothing.)
-        lock(&family.table).set_connection(port, id);
     }
+}
+
+/// Hands the accepted connection of NAT port `port` to the manager.
+#[allow(clippy::too_many_arguments)]
+fn hand_over(
+    family: &Arc<Family>,
+    manager: &ConnectionManager,
+    outbound: &Arc<dyn Outbound>,
+    counters: &Counters,
+    sweeper: &Arc<Notify>,
+    stream: TcpStream,
+    port: u16,
+    metadata: Metadata,
+) {
+    bump(&counters.tcp_connections);
+    let (weak, sweeper) = (Arc::downgrade(family), sweeper.clone());
+    let id = manager.new_connection(Inbound::plain(stream), metadata, outbound.clone(), move |_| {
+        if let Some(family) = weak.upgrade() {
+            lock(&family.table).close(port, Instant::now());
+            sweeper.notify_one();
+        }
+    });
+    // (A connection that already ended left its entry closed: then this does nothing.)
+    lock(&family.table).set_connection(port, id);
 }
 
 /// Removes lingering and never-accepted NAT entries: wakes every [`SWEEP_EVERY`] while there

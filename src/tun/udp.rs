@@ -12,6 +12,7 @@ use std::sync::Arc;
 use etherparse::PacketBuilder;
 
 use super::counters::bump;
+use super::decide::UdpDecisions;
 use super::packet::Udp;
 use super::Io;
 use crate::client::{Datagram, PacketSink};
@@ -68,8 +69,14 @@ fn reply_packet(payload: &[u8], source: &Destination, client: SocketAddr) -> io:
     Ok(packet)
 }
 
-/// Hands one app datagram to its source's session (created on its first datagram).
-pub(crate) fn dispatch(udp: &Udp<'_>, table: &UdpSessionTable, io: &Arc<Io>) {
+/// Hands one app datagram to its source's session (created on its first datagram; with a
+/// decision hook, once the hook decided).
+pub(crate) fn dispatch(
+    udp: &Udp<'_>,
+    table: &Arc<UdpSessionTable>,
+    io: &Arc<Io>,
+    decisions: Option<&Arc<UdpDecisions>>,
+) {
     let destination = udp.destination.ip();
     let broadcast = matches!(destination, IpAddr::V4(v4) if v4.is_broadcast());
     if destination.is_multicast() || destination.is_unspecified() || broadcast {
@@ -78,12 +85,25 @@ pub(crate) fn dispatch(udp: &Udp<'_>, table: &UdpSessionTable, io: &Arc<Io>) {
     }
     let client = udp.source;
     let datagram = Datagram { destination: udp.destination.into(), payload: udp.payload.to_vec() };
+    if let Some(decisions) = decisions {
+        return decisions.dispatch(client, udp.destination, datagram, table, io);
+    }
     let dispatched = table.dispatch(
         client,
         datagram,
         |destination| Metadata::new(destination.clone()).with_source(client),
-        || Arc::new(TunSink { io: io.clone(), client }),
+        || sink(io, client),
     );
+    count(io, dispatched);
+}
+
+/// The sink of a session's replies: IP/UDP packets into the device, to the app's `client`.
+pub(crate) fn sink(io: &Arc<Io>, client: SocketAddr) -> Arc<dyn PacketSink> {
+    Arc::new(TunSink { io: io.clone(), client })
+}
+
+/// Counts a datagram handed to the session table: queued, or dropped.
+pub(crate) fn count(io: &Io, dispatched: Dispatched) {
     match dispatched {
         Dispatched::Queued { .. } => bump(&io.counters.udp_datagrams),
         _ => bump(&io.counters.dropped_udp),

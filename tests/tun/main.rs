@@ -15,6 +15,7 @@
 #[allow(dead_code)]
 mod topology;
 
+mod decide;
 mod server;
 
 use std::io::{ErrorKind, Read, Write};

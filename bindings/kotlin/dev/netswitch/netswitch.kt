@@ -3996,6 +3996,12 @@ data class ConnectionInfo (
      * TCP or UDP.
      */
     var `protocol`: TransportProtocol
+    , 
+    /**
+     * What the packet tunnel's decision hook decided for it and why (`"app 10123:
+     * network=cellular"`, `"default (decider timed out)"`); absent when no hook was asked.
+     */
+    var `decision`: kotlin.String?
     
 ){
     
@@ -4021,6 +4027,7 @@ public object FfiConverterTypeConnectionInfo: FfiConverterRustBuffer<ConnectionI
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterTypeTransportProtocol.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -4033,7 +4040,8 @@ public object FfiConverterTypeConnectionInfo: FfiConverterRustBuffer<ConnectionI
             FfiConverterTimestamp.allocationSize(value.`startedAt`) +
             FfiConverterULong.allocationSize(value.`bytesUp`) +
             FfiConverterULong.allocationSize(value.`bytesDown`) +
-            FfiConverterTypeTransportProtocol.allocationSize(value.`protocol`)
+            FfiConverterTypeTransportProtocol.allocationSize(value.`protocol`) +
+            FfiConverterOptionalString.allocationSize(value.`decision`)
     )
 
     override fun write(value: ConnectionInfo, buf: ByteBuffer) {
@@ -4046,6 +4054,7 @@ public object FfiConverterTypeConnectionInfo: FfiConverterRustBuffer<ConnectionI
             FfiConverterULong.write(value.`bytesUp`, buf)
             FfiConverterULong.write(value.`bytesDown`, buf)
             FfiConverterTypeTransportProtocol.write(value.`protocol`, buf)
+            FfiConverterOptionalString.write(value.`decision`, buf)
     }
 }
 
