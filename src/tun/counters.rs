@@ -38,6 +38,15 @@ pub struct TunCounters {
     pub dropped_udp: u64,
     /// Dropped: packets the device refused to take (its queue was full).
     pub dropped_write: u64,
+    /// Hijacked DNS queries (UDP and TCP) answered from a lookup: addresses, NODATA or NXDOMAIN
+    /// (see [`super::DnsHijack`]).
+    pub dns_answered: u64,
+    /// Hijacked DNS queries that failed: answered SERVFAIL (the lookup failed), FORMERR or
+    /// NOTIMP, or not answerable at all.
+    pub dns_failed: u64,
+    /// Dropped: hijacked UDP DNS queries that found every lookup slot taken
+    /// ([`super::dns_hijack::MAX_IN_FLIGHT`]).
+    pub dropped_dns: u64,
 }
 
 /// The live counters behind [`TunCounters`].
@@ -57,6 +66,9 @@ pub(crate) struct Counters {
     pub dropped_nat_full: AtomicU64,
     pub dropped_udp: AtomicU64,
     pub dropped_write: AtomicU64,
+    pub dns_answered: AtomicU64,
+    pub dns_failed: AtomicU64,
+    pub dropped_dns: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -93,6 +105,9 @@ impl Counters {
             dropped_nat_full: get(&self.dropped_nat_full),
             dropped_udp: get(&self.dropped_udp),
             dropped_write: get(&self.dropped_write),
+            dns_answered: get(&self.dns_answered),
+            dns_failed: get(&self.dns_failed),
+            dropped_dns: get(&self.dropped_dns),
         }
     }
 }

@@ -130,6 +130,7 @@ pub(crate) async fn accept(
     outbound: Arc<dyn Outbound>,
     counters: Arc<Counters>,
     sweeper: Arc<Notify>,
+    dns: Arc<super::dns_hijack::Hijack>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -150,6 +151,17 @@ pub(crate) async fn accept(
             drop(stream);
             continue;
         };
+        if dns.serves_tcp(original) {
+            // DNS over TCP to the tunnel's DNS address: answered here, not dialed.
+            let (weak, sweeper, port) = (Arc::downgrade(&family), sweeper.clone(), peer.port());
+            dns.serve_tcp(stream, move || {
+                if let Some(family) = weak.upgrade() {
+                    lock(&family.table).close(port, Instant::now());
+                    sweeper.notify_one();
+                }
+            });
+            continue;
+        }
         bump(&counters.tcp_connections);
         let metadata = Metadata::new(Destination::from(original)).with_source(app);
         let (weak, sweeper) = (Arc::downgrade(&family), sweeper.clone());
