@@ -15,6 +15,7 @@
 #[allow(dead_code)]
 mod topology;
 
+mod dns;
 mod server;
 
 use std::io::{ErrorKind, Read, Write};
