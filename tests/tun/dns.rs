@@ -118,6 +118,18 @@ fn serve_http() {
     }
 }
 
+/// Waits until both DNS servers answer (asked straight over the links), so that netswitch
+/// never asks one that is not there yet.
+fn wait_for_dns_servers() {
+    for server in [WIFI_DNS, CELL_DNS] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ask_udp(server.parse().unwrap(), NAME, RecordType::A).is_err() {
+            assert!(Instant::now() < deadline, "DNS server {server} does not answer");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// `link`'s interface with its DNS server.
 fn with_dns(link: Link, network_type: NetworkType) -> NetworkInterface {
     let mut interface = interface(link, network_type);
@@ -136,17 +148,7 @@ async fn up(config: Config, hijack: impl FnOnce(&TunSettings) -> DnsHijack) -> D
     topology::run("ip", &["route", "add", "default", "dev", "tun0"]).unwrap();
     topology::run("ip", &["-6", "addr", "add", "fdfe::1/126", "dev", "tun0", "nodad"]).unwrap();
     topology::run("ip", &["-6", "route", "add", "2001:db8:9::/64", "dev", "tun0", "metric", "10"]).unwrap();
-    // Both DNS servers answer before netswitch asks them (asked straight over the links).
-    blocking(|| {
-        for server in [WIFI_DNS, CELL_DNS] {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while ask_udp(server.parse().unwrap(), NAME, RecordType::A).is_err() {
-                assert!(Instant::now() < deadline, "DNS server {server} does not answer");
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    })
-    .await;
+    blocking(wait_for_dns_servers).await;
 
     let netswitch = Netswitch::builder(config).binder(Arc::new(BindDefault(os_binder()))).build().unwrap();
     let wifi = with_dns(Link::Wifi, NetworkType::Wifi);
@@ -371,4 +373,66 @@ fn the_fallback_network_resolves_when_wifi_drops_everything() {
         println!("Wi-Fi blackholed: A {NAME} -> {:?} (cellular's answer)", addresses(&answer));
         assert_eq!(addresses(&answer).0, [ip(CELL_V4)], "cellular's server answered over cell0");
     });
+}
+
+/// `netswitch tun --dns-hijack` answers on the NAT address (172.19.0.6 for 172.19.0.5/30),
+/// which it logs as the apps' DNS server, with Wi-Fi's answer.
+#[test]
+fn tun_cli_dns_hijack_answers_on_the_nat_address() {
+    if role().as_deref() != Some("device") {
+        return run_in_namespace("dns::tun_cli_dns_hijack_answers_on_the_nat_address");
+    }
+    let _topology = Topology::up(dns_server_command()).unwrap();
+    topology::run("ip", &["route", "add", "default", "via", "10.200.1.1", "dev", "wifi0"]).unwrap();
+    wait_for_dns_servers();
+    let mut cli = Command::new(env!("CARGO_BIN_EXE_netswitch"))
+        .args(["tun", "--name", "tun1", "--address", "172.19.0.5/30", "--address", "fdfe::5/126"])
+        .args(["--route", "10.200.9.0/24", "--route", "2001:db8:9::/64", "--dns-hijack"])
+        .args(["--interface-type", "wifi0=wifi", "--interface-type", "cell0=cellular"])
+        .args([
+            "--interface-dns",
+            &format!("wifi0={WIFI_DNS}"),
+            "--interface-dns",
+            &format!("cell0={CELL_DNS}"),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = cli.stderr.take().unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let log = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
+            if line.contains("tunnel running") {
+                let _ = ready_tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+        let _ = cli.kill();
+        panic!("netswitch tun did not start: {:?}", log.join().unwrap());
+    }
+    let asked = (|| {
+        let v4 = ask_udp("172.19.0.6:53".parse().unwrap(), NAME, RecordType::A)?;
+        let v6 = ask_tcp("[fdfe::6]:53".parse().unwrap(), &[(NAME, RecordType::AAAA)])?;
+        std::io::Result::Ok((v4, v6))
+    })();
+    // SAFETY: kill with a pid this test spawned.
+    assert_eq!(unsafe { libc::kill(cli.id() as libc::pid_t, libc::SIGINT) }, 0);
+    let status = cli.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(status.success(), "{status}: {log:?}");
+    let (v4, v6) = asked.unwrap_or_else(|error| panic!("no DNS answer from the tunnel: {error}; {log:?}"));
+    assert_eq!(addresses(&v4).0, [ip(WIFI_V4)]);
+    assert_eq!(addresses(&v6[0]).0, [ip(WIFI_V6)]);
+    let told = log.iter().find(|line| line.contains("DNS hijack")).cloned().unwrap_or_default();
+    assert!(
+        told.contains("172.19.0.6") && told.contains("fdfe::6"),
+        "the log names the DNS addresses: {log:?}"
+    );
+    println!(
+        "netswitch tun --dns-hijack: UDP 172.19.0.6 and TCP fdfe::6 answered with Wi-Fi's answers; {told}"
+    );
 }
