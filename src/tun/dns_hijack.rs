@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Semaphore};
 
 use super::counters::{bump, Counters};
-use super::dns_reply::{self, Outcome, TCP_LIMIT};
+use super::dns_reply::{self, Outcome, Read, TCP_LIMIT};
 use super::packet::Udp;
 use super::{udp, Io};
 use crate::dial::direct::DirectOutbound;
@@ -151,13 +151,8 @@ impl StrategyResolver {
             return Outcome::NoData;
         }
         let dns = self.outbound.dns();
-        let interface = match report.interface {
-            Some(shown) => match self.networks.snapshot().by_name(&shown) {
-                Some(interface) => Some(interface.id()),
-                None => None,
-            },
-            None => None,
-        };
+        let snapshot = self.networks.snapshot();
+        let interface = report.interface.and_then(|shown| snapshot.by_name(&shown).map(|i| i.id()));
         let key = Key::new(interface, name, family);
         let left = dns.cache().and_then(|cache| cache.remaining(&key, tokio::time::Instant::now()));
         let ttl = left.unwrap_or(dns.settings().ttl.floor).as_secs().max(1);
@@ -265,10 +260,14 @@ impl Hijack {
     /// The reply to one query (`None`: nothing to send), counted as answered or failed.
     async fn answer(&self, query: &[u8], over_udp: bool) -> Option<Vec<u8>> {
         let question = match dns_reply::read_query(query) {
-            Ok(question) => question,
-            Err(reply) => {
+            Read::Ask(question) => question,
+            Read::Refuse(reply) => {
                 bump(&self.counters.dns_failed);
-                return reply.and_then(|reply| dns_reply::encode(&reply, dns_reply::UDP_LIMIT));
+                return dns_reply::encode(&reply, dns_reply::UDP_LIMIT);
+            }
+            Read::Ignore => {
+                bump(&self.counters.dns_failed);
+                return None;
             }
         };
         let outcome = match (question.family(), &self.resolver) {

@@ -88,21 +88,31 @@ pub enum Outcome {
     ServFail,
 }
 
-/// Reads an app's query: the question to answer, or `Err` with the error reply to send at once
-/// (`None`: send nothing). See the module docs.
-pub fn read_query(bytes: &[u8]) -> Result<Question, Option<Message>> {
+/// What an app's query needs (see [`read_query`]).
+#[derive(Debug)]
+pub enum Read {
+    /// A question to look up (or answer NODATA when [`Question::family`] is `None`).
+    Ask(Question),
+    /// This error reply, at once.
+    Refuse(Box<Message>),
+    /// No reply at all.
+    Ignore,
+}
+
+/// Reads an app's query (see the module docs).
+pub fn read_query(bytes: &[u8]) -> Read {
     if bytes.len() < HEADER_LEN || bytes[2] & 0x80 != 0 {
-        return Err(None);
+        return Read::Ignore;
     }
     let Ok(message) = Message::from_vec(bytes) else {
         let id = u16::from_be_bytes([bytes[0], bytes[1]]);
-        return Err(Some(Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)));
+        return Read::Refuse(Box::new(Message::error_msg(id, OpCode::Query, ResponseCode::FormErr)));
     };
     let error = |code| {
         let mut reply = Message::error_msg(message.id(), message.op_code(), code);
         reply.add_queries(message.queries().iter().cloned());
         reply.set_recursion_desired(message.recursion_desired());
-        Err(Some(reply))
+        Read::Refuse(Box::new(reply))
     };
     if message.op_code() != OpCode::Query {
         return error(ResponseCode::NotImp);
@@ -111,7 +121,7 @@ pub fn read_query(bytes: &[u8]) -> Result<Question, Option<Message>> {
     if query.query_class() != DNSClass::IN {
         return error(ResponseCode::NotImp);
     }
-    Ok(Question {
+    Read::Ask(Question {
         id: message.id(),
         query: query.clone(),
         recursion_desired: message.recursion_desired(),
@@ -189,13 +199,20 @@ mod tests {
         Message::from_vec(bytes).unwrap()
     }
 
+    fn ask(bytes: &[u8]) -> Question {
+        match read_query(bytes) {
+            Read::Ask(question) => question,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn many(n: u8) -> Outcome {
         Outcome::Addresses { ips: (0..n).map(|i| IpAddr::from([192, 0, 2, i])).collect(), ttl: 42 }
     }
 
     #[test]
     fn addresses_echo_the_question_with_the_ttl() {
-        let question = read_query(&query_bytes("Svc.Test", RecordType::A, None)).unwrap();
+        let question = ask(&query_bytes("Svc.Test", RecordType::A, None));
         assert_eq!((question.name(), question.family()), ("Svc.Test.".to_string(), Some(Family::V4)));
         let mut outcome = many(2);
         if let Outcome::Addresses { ips, .. } = &mut outcome {
@@ -207,7 +224,7 @@ mod tests {
         assert_eq!(message.message_type(), MessageType::Response);
         assert_eq!(message.response_code(), ResponseCode::NoError);
         assert!(message.recursion_desired() && message.recursion_available() && !message.truncated());
-        assert_eq!(message.queries(), [question.query.clone()]);
+        assert_eq!(message.queries(), std::slice::from_ref(&question.query));
         let answers: Vec<(String, u32, RData)> =
             message.answers().iter().map(|r| (r.name().to_ascii(), r.ttl(), r.data().clone())).collect();
         assert_eq!(
@@ -222,7 +239,7 @@ mod tests {
 
     #[test]
     fn negative_and_failed_lookups_carry_their_rcode() {
-        let question = read_query(&query_bytes("nx.test", RecordType::AAAA, Some(4096))).unwrap();
+        let question = ask(&query_bytes("nx.test", RecordType::AAAA, Some(4096)));
         assert_eq!(question.family(), Some(Family::V6));
         for (outcome, code) in [
             (Outcome::NxDomain, ResponseCode::NXDomain),
@@ -239,7 +256,7 @@ mod tests {
     #[test]
     fn a_udp_reply_over_its_limit_is_truncated() {
         // 40 A records: 12 + 13 + 40 × 16 = 665 bytes, over 512.
-        let question = read_query(&query_bytes("big.test", RecordType::A, None)).unwrap();
+        let question = ask(&query_bytes("big.test", RecordType::A, None));
         assert_eq!(question.udp_limit(), UDP_LIMIT);
         let full = reply(&question, &many(40));
         let bytes = encode(&full, question.udp_limit()).unwrap();
@@ -247,33 +264,33 @@ mod tests {
         let cut = answer(&bytes);
         assert!(cut.truncated(), "TC set");
         assert_eq!((cut.id(), cut.answers().len()), (0x1234, 0));
-        assert_eq!(cut.queries(), [question.query.clone()], "the question stays");
+        assert_eq!(cut.queries(), std::slice::from_ref(&question.query), "the question stays");
         let whole = answer(&encode(&full, TCP_LIMIT).unwrap());
         assert!(!whole.truncated());
         assert_eq!(whole.answers().len(), 40, "over TCP it fits");
         // With EDNS the client takes more (up to our own 1232 bytes).
-        let question = read_query(&query_bytes("big.test", RecordType::A, Some(4096))).unwrap();
+        let question = ask(&query_bytes("big.test", RecordType::A, Some(4096)));
         assert_eq!(question.udp_limit(), usize::from(wire::EDNS_PAYLOAD));
         let fits = answer(&encode(&reply(&question, &many(40)), question.udp_limit()).unwrap());
         assert_eq!((fits.truncated(), fits.answers().len()), (false, 40));
         let over = answer(&encode(&reply(&question, &many(80)), question.udp_limit()).unwrap());
         assert_eq!((over.truncated(), over.answers().len()), (true, 0), "80 × 16 bytes > 1232");
-        let small = read_query(&query_bytes("big.test", RecordType::A, Some(100))).unwrap();
+        let small = ask(&query_bytes("big.test", RecordType::A, Some(100)));
         assert_eq!(small.udp_limit(), UDP_LIMIT, "never below 512");
     }
 
     #[test]
     fn odd_queries_get_error_replies_or_none() {
-        let question = read_query(&query_bytes("svc.test", RecordType::HTTPS, None)).unwrap();
+        let question = ask(&query_bytes("svc.test", RecordType::HTTPS, None));
         assert_eq!(question.family(), None, "answered NODATA by the caller");
-        assert!(read_query(&[0; 11]).is_err_and(|reply| reply.is_none()), "shorter than a header");
+        assert!(matches!(read_query(&[0; 11]), Read::Ignore), "shorter than a header");
         let mut response = query_bytes("svc.test", RecordType::A, None);
         response[2] |= 0x80;
-        assert!(read_query(&response).is_err_and(|reply| reply.is_none()), "a response");
+        assert!(matches!(read_query(&response), Read::Ignore), "a response");
         let mut garbage = query_bytes("svc.test", RecordType::A, None);
         garbage.truncate(HEADER_LEN + 3);
-        let code = |result: Result<Question, Option<Message>>| match result {
-            Err(Some(reply)) => (reply.id(), reply.response_code()),
+        let code = |result: Read| match result {
+            Read::Refuse(reply) => (reply.id(), reply.response_code()),
             other => panic!("{other:?}"),
         };
         assert_eq!(code(read_query(&garbage)), (0x1234, ResponseCode::FormErr));
@@ -297,12 +314,12 @@ mod tests {
             bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
         ) {
             match read_query(&bytes) {
-                Ok(question) => {
+                Read::Ask(question) => {
                     let reply = reply(&question, &many(3));
                     proptest::prop_assert!(encode(&reply, question.udp_limit()).is_some());
                 }
-                Err(Some(reply)) => proptest::prop_assert!(encode(&reply, UDP_LIMIT).is_some()),
-                Err(None) => {}
+                Read::Refuse(reply) => proptest::prop_assert!(encode(&reply, UDP_LIMIT).is_some()),
+                Read::Ignore => {}
             }
         }
     }
