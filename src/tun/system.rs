@@ -12,6 +12,9 @@
 //! The app sees its connection established by the kernel before netswitch dials; a dial that
 //! fails resets the accepted socket, and the reset reaches the app through the NAT (its entry
 //! lingers for that, see [`super::nat`]). When the connection ends its entry leaves.
+//!
+//! A connection whose original destination the DNS hijack takes (port 53 of the tunnel's DNS
+//! address) is not dialed: it is served as DNS over TCP ([`super::dns_hijack`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
