@@ -84,9 +84,20 @@ impl Netswitch {
     /// and UDP flows through this manager and outbound (see [`Tun::start`]). Must be called
     /// inside the manager's runtime. On a desktop tunnel whose routes capture the default route,
     /// build with [`BindDefault`](crate::tun::BindDefault) around the binder so that outbound
-    /// sockets cannot loop back into the tunnel.
+    /// sockets cannot loop back into the tunnel. Hijacked DNS queries (`settings.dns_hijack`)
+    /// are resolved as this outbound's dials resolve ([`StrategyResolver`]).
+    ///
+    /// [`StrategyResolver`]: crate::tun::StrategyResolver
     pub fn start_tun(&self, fd: std::os::fd::OwnedFd, settings: TunSettings) -> Result<Tun, TunError> {
-        Tun::start(fd, settings, self.manager.clone(), self.outbound.clone())
+        let resolver =
+            crate::tun::StrategyResolver::new(self.outbound.clone(), self.manager.networks().clone());
+        Tun::start_with_resolver(
+            fd,
+            settings,
+            self.manager.clone(),
+            self.outbound.clone(),
+            Some(Arc::new(resolver)),
+        )
     }
 }
 

@@ -107,6 +107,16 @@ impl DnsCache {
         }
     }
 
+    /// How much longer the live entry for `key` is kept at `now` (`None`: no live entry). The
+    /// TUN's DNS hijack gives it to apps as the TTL of its answers.
+    pub fn remaining(&self, key: &Key, now: Instant) -> Option<Duration> {
+        let entries = self.lock();
+        entries
+            .get(key)
+            .map(|entry| entry.expires.saturating_duration_since(now))
+            .filter(|left| !left.is_zero())
+    }
+
     /// Remembers `value` (answered by `via`) for `key`; `ttl` is the answer's TTL in seconds
     /// (`None`: no TTL known). Returns how long it will be kept.
     pub fn put(&self, key: Key, value: Cached, via: Via, ttl: Option<u32>, now: Instant) -> Duration {
@@ -186,6 +196,10 @@ mod tests {
         assert_eq!(get("zero.test", 5), None);
         assert_eq!(get("big.test", 59), Some(v4("192.0.2.2")));
         assert_eq!(get("nx.test", 9), Some(Cached::NxDomain));
+        let left = |name, after| cache.remaining(&key(name), now + Duration::from_secs(after));
+        assert_eq!(left("big.test", 20), Some(Duration::from_secs(40)));
+        assert_eq!(left("zero.test", 5), None, "expired");
+        assert_eq!(left("never.test", 0), None);
     }
 
     #[test]

@@ -48,6 +48,15 @@ pub struct TunCounters {
     pub decisions_timed_out: u64,
     /// Decisions whose decider panicked (the connection got the fallback decision).
     pub decisions_panicked: u64,
+    /// Hijacked DNS queries (UDP and TCP) answered from a lookup: addresses, NODATA or NXDOMAIN
+    /// (see [`super::DnsHijack`]).
+    pub dns_answered: u64,
+    /// Hijacked DNS queries that failed: answered SERVFAIL (the lookup failed), FORMERR or
+    /// NOTIMP, or not answerable at all.
+    pub dns_failed: u64,
+    /// Dropped: hijacked UDP DNS queries that found every lookup slot taken
+    /// ([`super::dns_hijack::MAX_IN_FLIGHT`]).
+    pub dropped_dns: u64,
 }
 
 /// The live counters behind [`TunCounters`].
@@ -72,6 +81,9 @@ pub(crate) struct Counters {
     pub decisions: AtomicU64,
     pub decisions_timed_out: AtomicU64,
     pub decisions_panicked: AtomicU64,
+    pub dns_answered: AtomicU64,
+    pub dns_failed: AtomicU64,
+    pub dropped_dns: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -113,6 +125,9 @@ impl Counters {
             decisions: get(&self.decisions),
             decisions_timed_out: get(&self.decisions_timed_out),
             decisions_panicked: get(&self.decisions_panicked),
+            dns_answered: get(&self.dns_answered),
+            dns_failed: get(&self.dns_failed),
+            dropped_dns: get(&self.dropped_dns),
         }
     }
 }

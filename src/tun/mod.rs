@@ -8,13 +8,16 @@
 //!   of the manager with the app's original destination and source in its [`Metadata`];
 //! - **UDP** is parsed from the packets ([`udp`]): one session per app source
 //!   (endpoint-independent mapping), replies written back as IP/UDP packets;
+//! - **DNS** to the tunnel's DNS address (UDP and TCP port 53, off by default) is answered by
+//!   netswitch's resolver over the network the strategy chooses ([`dns_hijack`]);
 //! - everything else, fragments and malformed packets are dropped and counted
 //!   ([`TunCounters`], [`packet`]).
 //!
 //! The system stack works where netswitch may listen on the tunnel's own address: Linux and
 //! Android. An optional decision hook ([`decide`], [`TunSettings::with_decider`]) blocks a
-//! connection or picks its networks before it is dialed. Not done yet: DNS hijack, ICMP echo,
-//! the FFI (`startTun`), the userspace stack for Apple.
+//! connection or picks its networks before it is dialed; DNS to the tunnel's DNS address can be
+//! answered by netswitch's resolver ([`DnsHijack`]). Not done yet: ICMP echo, the FFI
+//! (`startTun`), the userspace stack for Apple.
 //!
 //! The tunnel's traffic must not come back into it: the outbound's sockets must leave through
 //! a physical interface (bound, or protected on Android), and the tunnel's own interface must
@@ -27,6 +30,8 @@ mod checksum;
 pub mod counters;
 pub mod decide;
 pub mod device;
+pub mod dns_hijack;
+mod dns_reply;
 pub mod nat;
 pub mod packet;
 pub mod system;
@@ -45,6 +50,8 @@ pub use counters::TunCounters;
 use counters::{bump, Counters};
 pub use decide::{BlockingDecider, DecisionHook, TunDecider, TunDecision, TunFlow};
 pub use device::{Framing, TunDevice};
+use dns_hijack::Hijack;
+pub use dns_hijack::{DnsHijack, HijackResolver, StrategyResolver};
 use packet::Packet;
 use system::Family;
 
@@ -81,6 +88,8 @@ pub struct TunSettings {
     /// The decision hook asked before each connection is dialed ([`decide`]). Default none:
     /// every connection is dialed with the manager's settings.
     pub decision: Option<DecisionHook>,
+    /// Which DNS queries the tunnel answers itself ([`DnsHijack`]). Default: none.
+    pub dns_hijack: DnsHijack,
 }
 
 impl TunSettings {
@@ -93,6 +102,7 @@ impl TunSettings {
             framing: Framing::default(),
             udp: UdpSettings::default(),
             decision: None,
+            dns_hijack: DnsHijack::Off,
         }
     }
 
@@ -107,6 +117,14 @@ impl TunSettings {
     pub fn with_inet6(mut self, address: Ipv6Addr, prefix: u8) -> TunSettings {
         self.inet6 = Some((address, prefix));
         self
+    }
+
+    /// The NAT address of each family the settings have (the address after the tunnel's, when
+    /// its prefix has room): the usual DNS addresses for [`DnsHijack::Addresses`].
+    pub fn nat_addresses(&self) -> Vec<IpAddr> {
+        let v4 = self.inet4.and_then(|(address, prefix)| nat_v4(address, prefix));
+        let v6 = self.inet6.and_then(|(address, prefix)| nat_v6(address, prefix));
+        v4.into_iter().chain(v6).collect()
     }
 }
 
@@ -131,6 +149,9 @@ pub enum TunError {
     /// The file descriptor could not be used (not valid), or no tokio runtime.
     #[error("TUN device: {0}")]
     Device(#[source] std::io::Error),
+    /// The DNS hijack settings cannot work (the reason says why), or it has no resolver.
+    #[error("TUN DNS hijack: {0}")]
+    DnsHijack(String),
     /// The listener on the tunnel address could not be bound.
     #[error("TUN TCP listener on {address}: {source}")]
     Listen {
@@ -175,6 +196,7 @@ pub struct Tun {
     counters: Arc<Counters>,
     families: Vec<Arc<Family>>,
     udp: Arc<UdpSessionTable>,
+    dns: Arc<Hijack>,
     manager: Arc<ConnectionManager>,
     runtime: tokio::runtime::Handle,
     decisions: Option<Arc<UdpDecisions>>,
@@ -185,11 +207,25 @@ impl Tun {
     /// TCP connections and UDP flows go through `manager` and `outbound`. Must be called inside
     /// a tokio runtime (else [`TunError::Device`]). The device must already have the settings' addresses (the listener binds
     /// them) and routes; `outbound` must not route back into the tunnel (see the module docs).
+    /// A DNS hijack needs a resolver: see [`Tun::start_with_resolver`].
     pub fn start(
         fd: OwnedFd,
         settings: TunSettings,
         manager: Arc<ConnectionManager>,
         outbound: Arc<dyn Outbound>,
+    ) -> Result<Tun, TunError> {
+        Tun::start_with_resolver(fd, settings, manager, outbound, None)
+    }
+
+    /// [`Tun::start`] with the resolver that answers the hijacked DNS queries (required when
+    /// `settings.dns_hijack` is not `Off`, else [`TunError::DnsHijack`]); e.g. a
+    /// [`StrategyResolver`] on the same outbound, as `Netswitch::start_tun` does.
+    pub fn start_with_resolver(
+        fd: OwnedFd,
+        settings: TunSettings,
+        manager: Arc<ConnectionManager>,
+        outbound: Arc<dyn Outbound>,
+        resolver: Option<Arc<dyn HijackResolver>>,
     ) -> Result<Tun, TunError> {
         // Listeners and the device register with the reactor: fail, not panic, without one.
         let runtime = tokio::runtime::Handle::try_current()
@@ -207,6 +243,11 @@ impl Tun {
         if addresses.is_empty() {
             return Err(TunError::NoAddress);
         }
+        let own: Vec<IpAddr> = addresses.iter().map(|(address, ..)| *address).collect();
+        settings.dns_hijack.check(&own).map_err(TunError::DnsHijack)?;
+        if settings.dns_hijack != DnsHijack::Off && resolver.is_none() {
+            return Err(TunError::DnsHijack("no resolver given (Tun::start_with_resolver)".into()));
+        }
         let mut families = Vec::new();
         let mut listeners = Vec::new();
         for (address, prefix, nat) in addresses {
@@ -219,6 +260,7 @@ impl Tun {
         let device = TunDevice::new(fd, settings.framing).map_err(TunError::Device)?;
         let counters = Arc::new(Counters::default());
         let io = Arc::new(Io { device, counters: counters.clone() });
+        let dns = Arc::new(Hijack::new(settings.dns_hijack.clone(), resolver, counters.clone()));
         let mut udp_settings = settings.udp.clone();
         udp_settings.keying = SessionKeying::PerClient;
         let sockets = Budget::new("outbound UDP sockets of the tunnel", udp_settings.max_sockets);
@@ -241,6 +283,7 @@ impl Tun {
                 counters.clone(),
                 sweeper.clone(),
                 asker.clone(),
+                dns.clone(),
             )));
         }
         tasks.push(runtime.spawn(system::sweep(families.clone(), sweeper.clone())));
@@ -250,9 +293,10 @@ impl Tun {
             udp: udp.clone(),
             sweeper,
             decisions: decisions.clone(),
+            dns: dns.clone(),
         };
         tasks.push(runtime.spawn(reader.run(settings.mtu + settings.framing.header_len())));
-        Ok(Tun { tasks, counters, families, udp, manager, runtime, decisions })
+        Ok(Tun { tasks, counters, families, udp, dns, manager, runtime, decisions })
     }
 
     /// The counters so far.
@@ -288,6 +332,7 @@ impl Tun {
             decisions.stop();
         }
         self.udp.close_all();
+        self.dns.stop();
         for family in &self.families {
             for id in family.connections() {
                 self.manager.close(id);
@@ -314,6 +359,7 @@ struct Reader {
     udp: Arc<UdpSessionTable>,
     sweeper: Arc<Notify>,
     decisions: Option<Arc<UdpDecisions>>,
+    dns: Arc<Hijack>,
 }
 
 impl Reader {
@@ -340,7 +386,11 @@ impl Reader {
                     None => bump(&counters.dropped_unsupported),
                 }
             }
-            Packet::Udp(udp) => udp::dispatch(&udp, &self.udp, &self.io, self.decisions.as_ref()),
+            Packet::Udp(udp) => {
+                if !self.dns.intercept_udp(&udp, &self.io) {
+                    udp::dispatch(&udp, &self.udp, &self.io, self.decisions.as_ref())
+                }
+            }
         }
     }
 }
@@ -401,6 +451,18 @@ mod tests {
             error.to_string(),
             "tunnel address 172.19.0.2/30: the next address must be in the prefix for the NAT (use a /30 or /126 or wider, and not its last address)"
         );
+        let mut hijack = TunSettings::inet4(Ipv4Addr::new(127, 0, 0, 5), 8);
+        hijack.dns_hijack = DnsHijack::Addresses(hijack.nat_addresses());
+        assert_eq!(hijack.nat_addresses(), [IpAddr::from([127, 0, 0, 6])]);
+        assert!(matches!(start(hijack.clone()), Err(TunError::DnsHijack(_))), "no resolver");
+        hijack.dns_hijack = DnsHijack::Addresses(vec![IpAddr::from([127, 0, 0, 5])]);
+        let (fd, _) = UnixDatagram::pair().unwrap();
+        let resolver: Arc<dyn HijackResolver> =
+            Arc::new(StrategyResolver::new(Arc::new(DirectOutbound::default()), manager.networks().clone()));
+        let error =
+            Tun::start_with_resolver(fd.into(), hijack, manager.clone(), outbound.clone(), Some(resolver))
+                .unwrap_err();
+        assert!(error.to_string().contains("127.0.0.5 is the tunnel's own address"), "{error}");
         // A datagram socket pair stands in for the device: it starts, counts nothing, stops.
         let tun = start(loopback).unwrap();
         assert_eq!((tun.counters(), tun.nat_entries(), tun.udp_sessions()), (TunCounters::default(), 0, 0));

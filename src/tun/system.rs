@@ -12,6 +12,9 @@
 //! The app sees its connection established by the kernel before netswitch dials; a dial that
 //! fails resets the accepted socket, and the reset reaches the app through the NAT (its entry
 //! lingers for that, see [`super::nat`]). When the connection ends its entry leaves.
+//!
+//! A connection whose original destination the DNS hijack takes (port 53 of the tunnel's DNS
+//! address) is not dialed: it is served as DNS over TCP ([`super::dns_hijack`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -136,6 +139,7 @@ pub(crate) async fn accept(
     counters: Arc<Counters>,
     sweeper: Arc<Notify>,
     decider: Option<Arc<Asker>>,
+    dns: Arc<super::dns_hijack::Hijack>,
 ) {
     let mut deciding = JoinSet::new();
     loop {
@@ -161,6 +165,17 @@ pub(crate) async fn accept(
             drop(stream);
             continue;
         };
+        if dns.serves_tcp(original) {
+            // DNS over TCP to the tunnel's DNS address: answered here, not dialed.
+            let (weak, sweeper, port) = (Arc::downgrade(&family), sweeper.clone(), peer.port());
+            dns.serve_tcp(stream, move || {
+                if let Some(family) = weak.upgrade() {
+                    lock(&family.table).close(port, Instant::now());
+                    sweeper.notify_one();
+                }
+            });
+            continue;
+        }
         let mut metadata = Metadata::new(Destination::from(original)).with_source(app);
         let port = peer.port();
         let Some(decider) = &decider else {

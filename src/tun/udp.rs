@@ -48,7 +48,7 @@ impl PacketSink for TunSink {
 }
 
 /// The IP/UDP packet of a reply from `source` to the app's `client`.
-fn reply_packet(payload: &[u8], source: &Destination, client: SocketAddr) -> io::Result<Vec<u8>> {
+pub(crate) fn reply_packet(payload: &[u8], source: &Destination, client: SocketAddr) -> io::Result<Vec<u8>> {
     let Host::Ip(ip) = &source.host else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("UDP reply from a name: {source}")));
     };

@@ -16,6 +16,7 @@
 mod topology;
 
 mod decide;
+mod dns;
 mod server;
 
 use std::io::{ErrorKind, Read, Write};

@@ -5,6 +5,13 @@
 //! manager sees never holds the TUN device and keeps that physical default while the tunnel's
 //! routes capture the system's default route; and every outbound socket is bound to its
 //! interface ([`BindDefault`]), so netswitch's own traffic cannot enter the tunnel.
+//!
+//! With `--dns-hijack`, DNS sent to the tunnel's DNS address is answered by netswitch's
+//! resolver over the network the strategy picks. The DNS address apps should use is logged at
+//! start: `--dns-address`, else the tunnel's NAT address of each family (the address after
+//! `--address`: 172.19.0.2 for 172.19.0.1/30), which is inside the tunnel's prefix and so always
+//! routed into it. A `--dns-address` outside every `--address` prefix gets a host route into the
+//! tunnel. `--dns-hijack-all` answers UDP and TCP to port 53 of any address instead.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +20,7 @@ use std::time::Duration;
 use clap::Args;
 use netswitch::logging::{init_logging, LogLevel};
 use netswitch::network::InterfaceSnapshot;
-use netswitch::tun::{device, BindDefault, TunSettings};
+use netswitch::tun::{device, BindDefault, DnsHijack, TunSettings};
 use netswitch::{os_binder, Config, Netswitch};
 
 use super::tun_device::{self, Cidr};
@@ -35,6 +42,22 @@ pub struct TunArgs {
     /// system's default route without replacing it].
     #[arg(long, value_name = "CIDR")]
     route: Vec<Cidr>,
+
+    /// Answer DNS (UDP and TCP port 53) sent to the tunnel's DNS address with netswitch's
+    /// resolver, over the network the strategy picks. The DNS address is `--dns-address`, else
+    /// the NAT address of each `--address` (the next address: 172.19.0.2 for 172.19.0.1/30);
+    /// give it to the apps as their DNS server.
+    #[arg(long)]
+    dns_hijack: bool,
+
+    /// The tunnel's DNS address (implies --dns-hijack); one per family. Any address but the
+    /// tunnel's own; one outside the --address prefixes gets a host route into the tunnel.
+    #[arg(long, value_name = "IP", conflicts_with = "dns_hijack_all")]
+    dns_address: Vec<std::net::IpAddr>,
+
+    /// Answer DNS sent to port 53 of any address (UDP and TCP), whatever server the apps use.
+    #[arg(long, conflicts_with = "dns_hijack")]
+    dns_hijack_all: bool,
 
     /// MTU of the device.
     #[arg(long, value_name = "N", default_value_t = netswitch::tun::DEFAULT_MTU)]
@@ -85,7 +108,8 @@ pub fn run_tun(args: TunArgs) -> ExitCode {
         Ok(fd) => fd,
         Err(error) => return fail(&format!("create TUN device {}: {error}", args.name), EXIT_FAILURE),
     };
-    let routes = if args.route.is_empty() { default_routes(&args.address) } else { args.route.clone() };
+    let mut routes = if args.route.is_empty() { default_routes(&args.address) } else { args.route.clone() };
+    routes.extend(dns_routes(&settings.dns_hijack, &args.address));
     if let Err(message) = tun_device::configure(&args.name, args.mtu, &args.address, &routes) {
         return fail(&message, EXIT_FAILURE);
     }
@@ -110,7 +134,15 @@ pub fn run_tun(args: TunArgs) -> ExitCode {
             None => tracing::warn!("could not read the host's interfaces; dials fail until they can be read"),
         }
         let mut signals = Signals::new()?;
+        let dns_hijack = settings.dns_hijack.clone();
         let tun = netswitch.start_tun(fd, settings)?;
+        match &dns_hijack {
+            DnsHijack::Addresses(addresses) => {
+                tracing::info!("DNS hijack: apps' DNS server is {addresses:?} (port 53, UDP and TCP)")
+            }
+            DnsHijack::AllPort53 => tracing::info!("DNS hijack: port 53 of every address (UDP and TCP)"),
+            _ => {}
+        }
         tracing::info!(device = %args.name, addresses = ?args.address, routes = ?routes, "netswitch tunnel running");
         let signal = loop {
             tokio::select! {
@@ -146,7 +178,49 @@ fn tun_settings(args: &TunArgs) -> Result<TunSettings, String> {
         }
     }
     settings.mtu = args.mtu;
+    settings.dns_hijack = if args.dns_hijack_all {
+        DnsHijack::AllPort53
+    } else if !args.dns_address.is_empty() {
+        let v4 = args.dns_address.iter().filter(|ip| ip.is_ipv4()).count();
+        if v4 > 1 || args.dns_address.len() - v4 > 1 {
+            return Err("--dns-address: one address per family".into());
+        }
+        DnsHijack::Addresses(args.dns_address.clone())
+    } else if args.dns_hijack {
+        let nat = settings.nat_addresses();
+        if nat.is_empty() {
+            return Err("--dns-hijack: no NAT address in the --address prefixes (give --dns-address)".into());
+        }
+        DnsHijack::Addresses(nat)
+    } else {
+        DnsHijack::Off
+    };
     Ok(settings)
+}
+
+/// Host routes into the tunnel for the DNS addresses outside every prefix of `addresses`.
+fn dns_routes(hijack: &DnsHijack, addresses: &[Cidr]) -> Vec<Cidr> {
+    let DnsHijack::Addresses(dns) = hijack else { return Vec::new() };
+    dns.iter()
+        .filter(|ip| !addresses.iter().any(|prefix| inside(prefix, **ip)))
+        .map(|ip| Cidr { ip: *ip, len: if ip.is_ipv4() { 32 } else { 128 } })
+        .collect()
+}
+
+/// True when `ip` is in `prefix`.
+fn inside(prefix: &Cidr, ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match (prefix.ip, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(prefix.len)).unwrap_or(0);
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(prefix.len)).unwrap_or(0);
+            u128::from(net) & mask == u128::from(ip) & mask
+        }
+        _ => false,
+    }
 }
 
 /// Two half routes per family of `addresses`: more specific than any default route.
@@ -175,4 +249,26 @@ fn without_tunnel(
         .or_else(|| physical.and_then(|name| interfaces.iter().find(|i| i.name == name)))
         .map(|i| i.index);
     InterfaceSnapshot::new(interfaces, default).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_addresses_outside_the_prefixes_get_host_routes() {
+        let cidr = |text: &str| text.parse::<Cidr>().unwrap();
+        let addresses = [cidr("172.19.0.1/30"), cidr("fdfe::1/126")];
+        assert!(inside(&addresses[0], "172.19.0.2".parse().unwrap()));
+        assert!(!inside(&addresses[0], "172.19.0.4".parse().unwrap()));
+        assert!(inside(&addresses[1], "fdfe::3".parse().unwrap()));
+        assert!(!inside(&addresses[1], "172.19.0.2".parse().unwrap()), "another family");
+        let hijack = DnsHijack::Addresses(vec![
+            "172.19.0.2".parse().unwrap(),
+            "10.53.0.1".parse().unwrap(),
+            "fd00::53".parse().unwrap(),
+        ]);
+        assert_eq!(dns_routes(&hijack, &addresses), [cidr("10.53.0.1/32"), cidr("fd00::53/128")]);
+        assert!(dns_routes(&DnsHijack::AllPort53, &addresses).is_empty());
+    }
 }
