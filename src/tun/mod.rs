@@ -8,11 +8,12 @@
 //!   of the manager with the app's original destination and source in its [`Metadata`];
 //! - **UDP** is parsed from the packets ([`udp`]): one session per app source
 //!   (endpoint-independent mapping), replies written back as IP/UDP packets;
+//! - **ICMP echo** to remote hosts goes over ping sockets bound like the UDP sockets ([`icmp`]);
 //! - everything else, fragments and malformed packets are dropped and counted
 //!   ([`TunCounters`], [`packet`]).
 //!
 //! The system stack works where netswitch may listen on the tunnel's own address: Linux and
-//! Android. Not done yet: DNS hijack, ICMP echo, the per-connection decision hook, the FFI
+//! Android. Not done yet: DNS hijack, the per-connection decision hook, the FFI
 //! (`startTun`), the userspace stack for Apple.
 //!
 //! The tunnel's traffic must not come back into it: the outbound's sockets must leave through
@@ -25,6 +26,7 @@ mod bind;
 mod checksum;
 pub mod counters;
 pub mod device;
+pub mod icmp;
 pub mod nat;
 pub mod packet;
 pub mod system;
@@ -42,6 +44,7 @@ pub use bind::BindDefault;
 pub use counters::TunCounters;
 use counters::{bump, Counters};
 pub use device::{Framing, TunDevice};
+use icmp::IcmpTable;
 use packet::Packet;
 use system::Family;
 
@@ -160,6 +163,7 @@ pub struct Tun {
     counters: Arc<Counters>,
     families: Vec<Arc<Family>>,
     udp: Arc<UdpSessionTable>,
+    icmp: Arc<IcmpTable>,
     manager: Arc<ConnectionManager>,
     runtime: tokio::runtime::Handle,
 }
@@ -193,8 +197,10 @@ impl Tun {
         }
         let mut families = Vec::new();
         let mut listeners = Vec::new();
+        let mut local = Vec::new();
         for (address, prefix, nat) in addresses {
             let nat = nat.ok_or(TunError::NoRoomForNat { address, prefix })?;
+            local.extend([address, nat]);
             let (family, listener) =
                 Family::listen(address, nat).map_err(|source| TunError::Listen { address, source })?;
             families.push(Arc::new(family));
@@ -209,6 +215,7 @@ impl Tun {
         let udp = Arc::new(
             UdpSessionTable::new(manager.clone(), outbound.clone(), udp_settings).with_socket_budget(sockets),
         );
+        let icmp = Arc::new(IcmpTable::new(outbound.clone(), local));
         let sweeper = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         for (family, listener) in families.iter().zip(listeners) {
@@ -223,9 +230,9 @@ impl Tun {
             )));
         }
         tasks.push(runtime.spawn(system::sweep(families.clone(), sweeper.clone())));
-        let reader = Reader { io, families: families.clone(), udp: udp.clone(), sweeper };
+        let reader = Reader { io, families: families.clone(), udp: udp.clone(), icmp: icmp.clone(), sweeper };
         tasks.push(runtime.spawn(reader.run(settings.mtu + settings.framing.header_len())));
-        Ok(Tun { tasks, counters, families, udp, manager, runtime })
+        Ok(Tun { tasks, counters, families, udp, icmp, manager, runtime })
     }
 
     /// The counters so far.
@@ -243,6 +250,11 @@ impl Tun {
         self.udp.len()
     }
 
+    /// How many ICMP echo flows (ping sockets) are open.
+    pub fn icmp_flows(&self) -> usize {
+        self.icmp.len()
+    }
+
     /// True once the tunnel stopped: stopped by [`Tun::stop`], or the device failed.
     pub fn is_finished(&self) -> bool {
         self.tasks.last().is_none_or(|reader| reader.is_finished())
@@ -258,6 +270,7 @@ impl Tun {
             task.abort();
         }
         self.udp.close_all();
+        self.icmp.close_all();
         for family in &self.families {
             for id in family.connections() {
                 self.manager.close(id);
@@ -282,6 +295,7 @@ struct Reader {
     io: Arc<Io>,
     families: Vec<Arc<Family>>,
     udp: Arc<UdpSessionTable>,
+    icmp: Arc<IcmpTable>,
     sweeper: Arc<Notify>,
 }
 
@@ -310,6 +324,7 @@ impl Reader {
                 }
             }
             Packet::Udp(udp) => udp::dispatch(&udp, &self.udp, &self.io),
+            Packet::Icmp(echo) => self.icmp.dispatch(&echo, &self.io),
         }
     }
 }
