@@ -15,6 +15,7 @@
 #[allow(dead_code)]
 mod topology;
 
+mod icmp;
 mod server;
 
 use std::io::{ErrorKind, Read, Write};
@@ -79,6 +80,8 @@ fn run_in_namespace(name: &str) {
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{name} failed inside the network namespace (output above)");
+    let ran = String::from_utf8_lossy(&output.stdout).contains("test result: ok. 1 passed");
+    assert!(ran, "{name} did not run inside the network namespace (a wrong test path?)");
 }
 
 fn server_command() -> Command {
