@@ -167,10 +167,12 @@ impl IcmpTable {
         let key = Key { app: echo.source, identifier: echo.identifier, destination };
         let mut flows = lock(&self.flows);
         if let Some(flow) = flows.get(&key) {
-            if flow.queue.try_send(echo.message.to_vec()).is_err() {
-                bump(&io.counters.dropped_icmp);
-            }
-            return;
+            match flow.queue.try_send(echo.message.to_vec()) {
+                Ok(()) => return,
+                Err(mpsc::error::TrySendError::Full(_)) => return bump(&io.counters.dropped_icmp),
+                // Its task ended (its socket failed): a new flow takes over.
+                Err(mpsc::error::TrySendError::Closed(_)) => flows.remove(&key),
+            };
         }
         if flows.len() >= CAPACITY {
             bump(&io.counters.dropped_icmp);
@@ -239,23 +241,18 @@ async fn run(table: Arc<IcmpTable>, key: Key, mut requests: mpsc::Receiver<Vec<u
             }
             ready = socket.readable() => {
                 let Ok(mut guard) = ready else { return };
-                let received = guard.try_io(|inner| {
-                    recvfrom::<SockaddrStorage>(inner.get_ref().as_raw_fd(), &mut buffer).map_err(std::io::Error::from)
-                });
-                match received {
-                    Ok(Ok((len, from))) => {
-                        let from = from.as_ref().and_then(address_of);
-                        let reply = (from == Some(key.destination)).then(|| reply_packet(&key, expected, &buffer[..len])).flatten();
-                        if let Some(packet) = reply {
+                match guard.try_io(|inner| receive(inner.get_ref(), &mut buffer)) {
+                    Ok(Ok((len, from))) if from == Some(key.destination) => {
+                        if let Some(packet) = reply_packet(&key, expected, &buffer[..len]) {
                             idle = Instant::now() + IDLE_TIMEOUT;
                             if io.send(&packet) {
                                 bump(&counters.icmp_replies);
                             }
                         }
                     }
+                    Ok(Ok(_)) | Err(_) => {} // from another host; or nothing to read after all
                     // An ICMP error about an earlier request (host unreachable, …): no reply.
                     Ok(Err(error)) => tracing::trace!(destination = %key.destination, %error, "TUN ICMP echo socket"),
-                    Err(_would_block) => {}
                 }
             }
             () = tokio::time::sleep_until(idle) => {
@@ -268,12 +265,14 @@ async fn run(table: Arc<IcmpTable>, key: Key, mut requests: mpsc::Receiver<Vec<u
     }
 }
 
-/// The address of a received datagram's sender.
-fn address_of(address: &SockaddrStorage) -> Option<IpAddr> {
-    if let Some(v4) = address.as_sockaddr_in() {
-        return Some(IpAddr::V4(v4.ip()));
-    }
-    address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+/// Reads one datagram from the echo socket into `buffer`: its length and its sender.
+fn receive(socket: &Socket, buffer: &mut [u8]) -> std::io::Result<(usize, Option<IpAddr>)> {
+    let (len, from) = recvfrom::<SockaddrStorage>(socket.as_raw_fd(), buffer)?;
+    let from = from.and_then(|address| {
+        let v4 = address.as_sockaddr_in().map(|v4| IpAddr::V4(v4.ip()));
+        v4.or_else(|| address.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip())))
+    });
+    Ok((len, from))
 }
 
 /// The identifier the destination's replies carry: on Linux and Android the kernel's (the
