@@ -1,8 +1,8 @@
 //! Fuzzes the TUN packet parser (`netswitch::tun::packet::parse`) and the NAT's TCP rewrite: no
 //! packet may panic either; a parsed TCP segment's header lies inside the packet; a parsed UDP
-//! payload lies inside it; and a TCP packet rewritten to other addresses (as the system stack's
-//! NAT does, checksums adjusted incrementally) parses again as TCP between exactly those
-//! addresses, its IPv4 header checksum still valid.
+//! payload and a parsed ICMP echo request's message lie inside it; and a TCP packet rewritten to
+//! other addresses (as the system stack's NAT does, checksums adjusted incrementally) parses
+//! again as TCP between exactly those addresses, its IPv4 header checksum still valid.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -39,6 +39,12 @@ fuzz_target!(|data: &[u8]| {
             let start = udp.payload.as_ptr() as usize - data.as_ptr() as usize;
             assert!(start + udp.payload.len() <= data.len());
             assert!(udp.source.port() != 0 && udp.destination.port() != 0);
+        }
+        Packet::Icmp(echo) => {
+            let start = echo.message.as_ptr() as usize - data.as_ptr() as usize;
+            assert!(echo.message.len() >= 8 && start + echo.message.len() <= data.len());
+            assert_eq!(echo.message[0], if echo.source.is_ipv4() { 8 } else { 128 });
+            assert_eq!(echo.source.is_ipv4(), echo.destination.is_ipv4());
         }
         Packet::Dropped(_) => {}
     }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use socket2::{Protocol, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::icmp::DialedIcmp;
 use super::race::{
     race_networks, ConnectFn, FallbackMemory, LookupRecord, ResolveFn, Targets, Timing,
     DEFAULT_CONNECTION_ATTEMPT_DELAY, DEFAULT_FALLBACK_DELAY, RESOLUTION_DELAY,
@@ -369,6 +370,26 @@ impl Outbound for DirectOutbound {
             )
             .await
             .map_err(|attempts| DirectOutbound::failure(metadata, attempts))
+        })
+    }
+
+    fn open_icmp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedIcmp, DialError>> {
+        Box::pin(async move {
+            let e = self.effective(metadata);
+            let plan = self.plan(metadata, e.domain_strategy)?;
+            let Plan::Addresses(addresses) = &plan else {
+                return Err(DialError::Unsupported {
+                    what: "ICMP echo to a name",
+                    destination: metadata.destination.to_string(),
+                });
+            };
+            let Some(destination) = addresses.first().map(SocketAddr::ip) else {
+                return Err(DirectOutbound::failure(metadata, Vec::new()));
+            };
+            let (primaries, fallbacks) = self.routes(metadata, &e, &plan)?;
+            let routes: Vec<Route> = primaries.into_iter().chain(fallbacks).collect();
+            super::icmp::open_icmp(&routes, self.binder().map(|b| &**b), destination)
+                .map_err(|attempts| DirectOutbound::failure(metadata, attempts))
         })
     }
 }

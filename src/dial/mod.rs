@@ -2,6 +2,7 @@
 
 pub mod direct;
 pub mod eyeballs;
+pub mod icmp;
 pub mod lookup;
 pub mod race;
 mod route;
@@ -97,6 +98,15 @@ pub trait Outbound: Send + Sync + 'static {
     fn open_udp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {
         Box::pin(async move {
             Err(DialError::Unsupported { what: "UDP", destination: metadata.destination.to_string() })
+        })
+    }
+
+    /// Opens an ICMP echo socket to `metadata.destination` (an IP address; the port is
+    /// ignored), over the network the strategy chooses (see [`icmp`]). The default
+    /// implementation refuses: outbounds that cannot carry ICMP say so.
+    fn open_icmp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<icmp::DialedIcmp, DialError>> {
+        Box::pin(async move {
+            Err(DialError::Unsupported { what: "ICMP echo", destination: metadata.destination.to_string() })
         })
     }
 }

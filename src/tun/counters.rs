@@ -27,8 +27,9 @@ pub struct TunCounters {
     pub dropped_malformed: u64,
     /// Dropped: a wrong IPv4 header or UDP checksum.
     pub dropped_bad_checksum: u64,
-    /// Dropped: other protocols (ICMP …), a family without a tunnel address, UDP to a multicast
-    /// or broadcast address.
+    /// Dropped: other protocols, ICMP other than echo requests, a family without a tunnel
+    /// address, UDP or ICMP echo to a multicast or broadcast address, echo to the tunnel's own
+    /// or NAT address.
     pub dropped_unsupported: u64,
     /// Dropped: a TCP segment of no known flow (not a SYN), or a reply to a NAT port that left.
     pub dropped_no_flow: u64,
@@ -57,6 +58,16 @@ pub struct TunCounters {
     /// Dropped: hijacked UDP DNS queries that found every lookup slot taken
     /// ([`super::dns_hijack::MAX_IN_FLIGHT`]).
     pub dropped_dns: u64,
+    /// ICMP echo requests from the tunnel sent on a ping socket ([`super::icmp`]).
+    pub icmp_echoes: u64,
+    /// ICMP echo replies written back to the tunnel.
+    pub icmp_replies: u64,
+    /// Dropped: echo requests that found no network, the echo flows or their queue full, or
+    /// that their socket refused.
+    pub dropped_icmp: u64,
+    /// Dropped: echo requests with no ping socket to take them (Linux: the process's group is
+    /// not in `net.ipv4.ping_group_range`; an outbound without ICMP).
+    pub dropped_icmp_denied: u64,
 }
 
 /// The live counters behind [`TunCounters`].
@@ -84,6 +95,10 @@ pub(crate) struct Counters {
     pub dns_answered: AtomicU64,
     pub dns_failed: AtomicU64,
     pub dropped_dns: AtomicU64,
+    pub icmp_echoes: AtomicU64,
+    pub icmp_replies: AtomicU64,
+    pub dropped_icmp: AtomicU64,
+    pub dropped_icmp_denied: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -128,6 +143,10 @@ impl Counters {
             dns_answered: get(&self.dns_answered),
             dns_failed: get(&self.dns_failed),
             dropped_dns: get(&self.dropped_dns),
+            icmp_echoes: get(&self.icmp_echoes),
+            icmp_replies: get(&self.icmp_replies),
+            dropped_icmp: get(&self.dropped_icmp),
+            dropped_icmp_denied: get(&self.dropped_icmp_denied),
         }
     }
 }

@@ -10,13 +10,14 @@
 //!   (endpoint-independent mapping), replies written back as IP/UDP packets;
 //! - **DNS** to the tunnel's DNS address (UDP and TCP port 53, off by default) is answered by
 //!   netswitch's resolver over the network the strategy chooses ([`dns_hijack`]);
+//! - **ICMP echo** to remote hosts goes over ping sockets bound like the UDP sockets ([`icmp`]);
 //! - everything else, fragments and malformed packets are dropped and counted
 //!   ([`TunCounters`], [`packet`]).
 //!
 //! The system stack works where netswitch may listen on the tunnel's own address: Linux and
 //! Android. An optional decision hook ([`decide`], [`TunSettings::with_decider`]) blocks a
 //! connection or picks its networks before it is dialed; DNS to the tunnel's DNS address can be
-//! answered by netswitch's resolver ([`DnsHijack`]). Not done yet: ICMP echo, the FFI
+//! answered by netswitch's resolver ([`DnsHijack`]). Not done yet: the FFI
 //! (`startTun`), the userspace stack for Apple.
 //!
 //! The tunnel's traffic must not come back into it: the outbound's sockets must leave through
@@ -32,6 +33,7 @@ pub mod decide;
 pub mod device;
 pub mod dns_hijack;
 mod dns_reply;
+pub mod icmp;
 pub mod nat;
 pub mod packet;
 pub mod system;
@@ -52,6 +54,7 @@ pub use decide::{BlockingDecider, DecisionHook, TunDecider, TunDecision, TunFlow
 pub use device::{Framing, TunDevice};
 use dns_hijack::Hijack;
 pub use dns_hijack::{DnsHijack, HijackResolver, StrategyResolver};
+use icmp::IcmpTable;
 use packet::Packet;
 use system::Family;
 
@@ -197,6 +200,7 @@ pub struct Tun {
     families: Vec<Arc<Family>>,
     udp: Arc<UdpSessionTable>,
     dns: Arc<Hijack>,
+    icmp: Arc<IcmpTable>,
     manager: Arc<ConnectionManager>,
     runtime: tokio::runtime::Handle,
     decisions: Option<Arc<UdpDecisions>>,
@@ -250,8 +254,10 @@ impl Tun {
         }
         let mut families = Vec::new();
         let mut listeners = Vec::new();
+        let mut local = Vec::new();
         for (address, prefix, nat) in addresses {
             let nat = nat.ok_or(TunError::NoRoomForNat { address, prefix })?;
+            local.extend([address, nat]);
             let (family, listener) =
                 Family::listen(address, nat).map_err(|source| TunError::Listen { address, source })?;
             families.push(Arc::new(family));
@@ -271,6 +277,7 @@ impl Tun {
         let decisions = asker
             .as_ref()
             .map(|asker| Arc::new(UdpDecisions::new(asker.clone(), udp.settings(), runtime.clone())));
+        let icmp = Arc::new(IcmpTable::new(outbound.clone(), local));
         let sweeper = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         for (family, listener) in families.iter().zip(listeners) {
@@ -291,12 +298,13 @@ impl Tun {
             io,
             families: families.clone(),
             udp: udp.clone(),
+            icmp: icmp.clone(),
             sweeper,
             decisions: decisions.clone(),
             dns: dns.clone(),
         };
         tasks.push(runtime.spawn(reader.run(settings.mtu + settings.framing.header_len())));
-        Ok(Tun { tasks, counters, families, udp, dns, manager, runtime, decisions })
+        Ok(Tun { tasks, counters, families, udp, icmp, dns, manager, runtime, decisions })
     }
 
     /// The counters so far.
@@ -312,6 +320,11 @@ impl Tun {
     /// How many UDP sessions (app sources) are open.
     pub fn udp_sessions(&self) -> usize {
         self.udp.len()
+    }
+
+    /// How many ICMP echo flows (ping sockets) are open.
+    pub fn icmp_flows(&self) -> usize {
+        self.icmp.len()
     }
 
     /// True once the tunnel stopped: stopped by [`Tun::stop`], or the device failed.
@@ -333,6 +346,7 @@ impl Tun {
         }
         self.udp.close_all();
         self.dns.stop();
+        self.icmp.close_all();
         for family in &self.families {
             for id in family.connections() {
                 self.manager.close(id);
@@ -357,6 +371,7 @@ struct Reader {
     io: Arc<Io>,
     families: Vec<Arc<Family>>,
     udp: Arc<UdpSessionTable>,
+    icmp: Arc<IcmpTable>,
     sweeper: Arc<Notify>,
     decisions: Option<Arc<UdpDecisions>>,
     dns: Arc<Hijack>,
@@ -391,6 +406,7 @@ impl Reader {
                     udp::dispatch(&udp, &self.udp, &self.io, self.decisions.as_ref())
                 }
             }
+            Packet::Icmp(echo) => self.icmp.dispatch(&echo, &self.io),
         }
     }
 }

@@ -8,8 +8,9 @@
 //! | IPv4 or IPv6 UDP datagram with a valid checksum (IPv4: or none) | [`Packet::Udp`] |
 //! | an IPv4 fragment or an IPv6 packet with a fragment header | [`Drop::Fragment`] (not reassembled) |
 //! | a truncated or inconsistent header, a bad version, a bad length | [`Drop::Malformed`] |
-//! | an IPv4 header checksum or UDP checksum that does not verify | [`Drop::BadChecksum`] |
-//! | any other protocol (ICMP, …) | [`Drop::Unsupported`] |
+//! | an ICMPv4 or ICMPv6 echo request with a valid checksum | [`Packet::Icmp`] ([`super::icmp`]) |
+//! | an IPv4 header checksum or UDP or ICMP checksum that does not verify | [`Drop::BadChecksum`] |
+//! | any other protocol or ICMP message | [`Drop::Unsupported`] |
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -25,7 +26,7 @@ pub enum Drop {
     Malformed,
     /// The IPv4 header checksum or the UDP checksum is wrong.
     BadChecksum,
-    /// A protocol other than TCP and UDP (ICMP is not relayed yet).
+    /// A protocol other than TCP and UDP, or an ICMP message other than an echo request.
     Unsupported,
 }
 
@@ -62,6 +63,8 @@ pub enum Packet<'a> {
     Tcp(Tcp),
     /// A UDP datagram.
     Udp(Udp<'a>),
+    /// An ICMP echo request.
+    Icmp(super::icmp::Echo<'a>),
     /// Dropped, and why.
     Dropped(Drop),
 }
@@ -109,6 +112,9 @@ pub fn parse(packet: &[u8]) -> Packet<'_> {
             }),
             Err(_) => Packet::Dropped(Drop::Malformed),
         },
+        IpNumber::ICMP | IpNumber::IPV6_ICMP => {
+            super::icmp::parse(source, destination, payload.ip_number, payload.payload)
+        }
         _ => Packet::Dropped(Drop::Unsupported),
     }
 }
@@ -142,6 +148,20 @@ mod tests {
             .udp(40000, 7002)
             .write(&mut packet, payload)
             .unwrap();
+        packet
+    }
+
+    fn echo(v6: bool) -> Vec<u8> {
+        let mut packet = Vec::new();
+        let written = match v6 {
+            false => PacketBuilder::ipv4([172, 19, 0, 1], [10, 200, 9, 1], 64)
+                .icmpv4_echo_request(0x1234, 1)
+                .write(&mut packet, b"ping data"),
+            true => PacketBuilder::ipv6([0xfd; 16], [0x20; 16], 64)
+                .icmpv6_echo_request(0x1234, 1)
+                .write(&mut packet, b"ping data"),
+        };
+        written.unwrap();
         packet
     }
 
@@ -190,10 +210,10 @@ mod tests {
         let sum = Sum16BitWords::new().add_slice(&packet[..20]).ones_complement();
         packet[10..12].copy_from_slice(&sum.to_be_bytes());
         assert_eq!(parse(&packet), Packet::Dropped(Drop::Fragment));
-        // ICMP is not relayed.
+        // ICMP other than echo requests is not relayed (see `super::icmp` for those).
         let mut packet = Vec::new();
         PacketBuilder::ipv4([1, 1, 1, 1], [2, 2, 2, 2], 64)
-            .icmpv4_echo_request(1, 1)
+            .icmpv4_echo_reply(1, 1)
             .write(&mut packet, &[])
             .unwrap();
         assert_eq!(parse(&packet), Packet::Dropped(Drop::Unsupported));
@@ -213,11 +233,15 @@ mod tests {
         /// Valid packets with some bytes flipped or cut: a classification, never a panic.
         #[test]
         fn never_panics_on_damaged_packets(
-            v6 in any::<bool>(),
+            kind in 0..4u8,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
             cut in any::<usize>(),
         ) {
-            let mut packet = if v6 { tcp_v6() } else { udp_v4(b"payload") };
+            let mut packet = match kind {
+                0 => tcp_v6(),
+                1 => udp_v4(b"payload"),
+                v6 => echo(v6 == 3),
+            };
             for (at, value) in flips {
                 let at = at % packet.len();
                 packet[at] = value;
@@ -226,6 +250,12 @@ mod tests {
             match parse(&packet) {
                 Packet::Tcp(tcp) => prop_assert!(tcp.offset + 20 <= tcp.len && tcp.len <= packet.len()),
                 Packet::Udp(udp) => prop_assert!(udp.payload.len() <= packet.len()),
+                Packet::Icmp(echo) => {
+                    // An echo request whose checksum still verifies, its message inside.
+                    prop_assert!(echo.message.len() >= 8 && echo.message.len() <= packet.len());
+                    prop_assert_eq!(echo.message[0], if echo.source.is_ipv4() { 8 } else { 128 });
+                    prop_assert_eq!(u16::from_be_bytes([echo.message[4], echo.message[5]]), echo.identifier);
+                }
                 Packet::Dropped(_) => {}
             }
         }

@@ -17,6 +17,7 @@ mod topology;
 
 mod decide;
 mod dns;
+mod icmp;
 mod server;
 
 use std::io::{ErrorKind, Read, Write};
@@ -81,6 +82,8 @@ fn run_in_namespace(name: &str) {
     println!("{}", String::from_utf8_lossy(&output.stdout));
     eprintln!("{}", String::from_utf8_lossy(&output.stderr));
     assert!(output.status.success(), "{name} failed inside the network namespace (output above)");
+    let ran = String::from_utf8_lossy(&output.stdout).contains("test result: ok. 1 passed");
+    assert!(ran, "{name} did not run inside the network namespace (a wrong test path?)");
 }
 
 fn server_command() -> Command {
