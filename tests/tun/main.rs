@@ -15,6 +15,7 @@
 #[allow(dead_code)]
 mod topology;
 
+mod scale;
 mod server;
 
 use std::io::{ErrorKind, Read, Write};
@@ -111,6 +112,10 @@ impl Device {
     }
 
     async fn up_with(adjust: impl FnOnce(&mut TunSettings)) -> Device {
+        Device::up_config(Config::default(), adjust).await
+    }
+
+    async fn up_config(config: Config, adjust: impl FnOnce(&mut TunSettings)) -> Device {
         let topology = Topology::up(server_command()).unwrap();
         let fd = device::create_linux("tun0").unwrap();
         topology::run("ip", &["addr", "add", "172.19.0.1/30", "dev", "tun0"]).unwrap();
@@ -124,7 +129,7 @@ impl Device {
             .unwrap();
 
         let netswitch =
-            Netswitch::builder(Config::default()).binder(Arc::new(BindDefault(os_binder()))).build().unwrap();
+            Netswitch::builder(config).binder(Arc::new(BindDefault(os_binder()))).build().unwrap();
         let wifi = interface(Link::Wifi, NetworkType::Wifi);
         let wifi_index = wifi.index;
         let snapshot = InterfaceSnapshot::new(
