@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use netswitch::network::strategy::NetworkStrategy;
 use netswitch::network::{InterfaceSnapshot, NetworkType};
+use netswitch::tun::Framing;
 use netswitch::{Config, TransportProtocol};
 
 use self::server::{read_checked, send_checked, DOWN_SEED, UP_SEED};
@@ -73,14 +74,28 @@ fn tun_64_mib_each_way_at_once_with_half_closes_and_a_reset() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("scale::tun_64_mib_each_way_at_once_with_half_closes_and_a_reset");
     }
+    bulk_both_ways(Framing::Raw);
+}
+
+/// The same through a device with offloads (TCP super-packets of up to 64 KiB with partial
+/// checksums, rewritten by the NAT as one packet).
+#[test]
+fn tun_offload_64_mib_each_way_at_once_with_half_closes_and_a_reset() {
+    if role().as_deref() != Some("device") {
+        return run_in_namespace("scale::tun_offload_64_mib_each_way_at_once_with_half_closes_and_a_reset");
+    }
+    bulk_both_ways(Framing::VirtioNet);
+}
+
+fn bulk_both_ways(framing: Framing) {
     runtime().block_on(async {
-        let device = Device::up().await;
+        let device = Device::up_with(|settings| settings.framing = framing).await;
         let started = Instant::now();
         let (read, record) = blocking(|| both_ways(64 * MIB, 64 * MIB, 1)).await.unwrap();
         let took = started.elapsed();
         assert_eq!(read, (64 * MIB, true), "the app's 64 MiB download (bytes, intact)");
         assert_eq!(record, format!("{} ok sent", 64 * MIB), "the server's 64 MiB upload");
-        println!("64 MiB each way at once in {took:?}, every byte checked at both ends");
+        println!("{framing:?}: 64 MiB each way at once in {took:?}, every byte checked at both ends");
 
         // The app's FIN first while the server still sends, and the server's first.
         let app_first = blocking(|| both_ways(MIB, 8 * MIB, 2));
@@ -215,7 +230,8 @@ async fn futures_join_all<T: Send + 'static>(
     outputs
 }
 
-/// 100,000 datagrams of 64 bytes and 100,000 of 1,200 bytes echoed through the tunnel, at most
+/// 100,000 datagrams of 64 bytes and 100,000 of 1,200 bytes echoed through the tunnel (a device
+/// with offloads), at most
 /// 64 in flight: every datagram that did not come back intact is in a drop counter of one stage
 /// (the tunnel's queue to netswitch, netswitch's counters, the session's drops, the server's and
 /// this namespace's UDP receive errors), and none came back twice or changed.
@@ -225,7 +241,8 @@ fn tun_udp_echo_100000_datagrams_accounted_for() {
         return run_in_namespace("scale::tun_udp_echo_100000_datagrams_accounted_for");
     }
     runtime().block_on(async {
-        let device = Device::up().await;
+        // With offloads: the kernel's partial UDP checksums are completed on reading.
+        let device = Device::up_with(|settings| settings.framing = Framing::VirtioNet).await;
         for size in [64usize, 1200] {
             udp_echo_accounted(&device, size, 100_000).await;
         }
@@ -233,7 +250,7 @@ fn tun_udp_echo_100000_datagrams_accounted_for() {
     });
 }
 
-/// The strategy through the tunnel (fallback to cellular): with Wi-Fi working, connections go
+/// The strategy through the tunnel (a device with offloads; fallback to cellular): with Wi-Fi working, connections go
 /// over wifi0; while Wi-Fi drops everything, new ones fall back to cell0; when Wi-Fi leaves the
 /// interface snapshot, exactly its connections close — the apps' sockets read a reset — and the
 /// cellular ones keep echoing.
@@ -248,7 +265,7 @@ fn tun_strategy_fallback_and_wifi_loss() {
     config.fallback_network_type = vec![NetworkType::Cellular];
     config.fallback_delay = Duration::from_millis(300);
     runtime().block_on(async {
-        let device = Device::up_config(config, |_| {}).await;
+        let device = Device::up_config(config, |settings| settings.framing = Framing::VirtioNet).await;
         let peer = || {
             let mut line = String::new();
             connect(super::server::PEER)?.read_to_string(&mut line)?;
