@@ -1,4 +1,4 @@
-//! What the two benchmark binaries (`relay`, `udp`) share: the command line, the relay child
+//! What the benchmark binaries (`relay`, `udp`, `tun`) share: the command line, the relay child
 //! processes (the real `netswitch socks` and this binary's own baseline relays), the /proc
 //! figures of a child, system call summaries and the table printer.
 //!
@@ -13,7 +13,8 @@ pub mod trace;
 
 /// Every section name either benchmark knows; each binary runs the ones it owns and ignores the
 /// others, so `cargo bench -- udp idle` runs `idle` in `relay` and `udp` in `udp`.
-pub const ALL_SECTIONS: [&str; 5] = ["bulk", "conn", "idle", "udp", "syscalls"];
+pub const ALL_SECTIONS: [&str; 9] =
+    ["bulk", "conn", "idle", "udp", "syscalls", "tun-bulk", "tun-conn", "tun-udp", "tun-idle"];
 
 /// Median of `values` (the upper one for an even count); NaN when empty.
 pub fn median(mut values: Vec<f64>) -> f64 {

@@ -8,6 +8,15 @@
 //! one `write` (Apple: one `writev` of the header and the packet, no copy). A write that the
 //! device refuses for lack of room (`EAGAIN`, `ENOBUFS`) drops the packet and is counted by the
 //! caller: a TUN device is a network link, TCP retransmits and UDP may lose.
+//!
+//! Offloads (Linux, a device netswitch creates with [`create_linux_offload`]): with
+//! `IFF_VNET_HDR` and `TUNSETOFFLOAD` (checksum, TSO4, TSO6) the kernel hands over TCP
+//! super-packets of up to 64 KiB with a partial checksum, each behind a 10-byte virtio-net header
+//! ([`Framing::VirtioNet`], [`Offload`]), and takes them back the same way: one read and one write
+//! per 64 KiB instead of per MTU-sized segment, and no checksum computed over the payload anywhere
+//! (sing-box and wireguard-go do the same). A packet that only needs its checksum completed (not a
+//! super-packet: a UDP datagram, a small TCP segment) has it completed on reading and is handed
+//! over like a raw packet.
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -26,6 +35,9 @@ pub enum Framing {
     /// A 4-byte address family in network byte order (`AF_INET` / `AF_INET6` of this platform):
     /// Apple's utun.
     AddressFamily,
+    /// A 10-byte virtio-net header (Linux `IFF_VNET_HDR`, host byte order) with offloads on:
+    /// packets up to 65,535 bytes whatever the MTU (see the module docs).
+    VirtioNet,
 }
 
 impl Default for Framing {
@@ -45,8 +57,74 @@ impl Framing {
         match self {
             Framing::Raw => 0,
             Framing::AddressFamily => 4,
+            Framing::VirtioNet => VNET_HDR_LEN,
         }
     }
+
+    /// The read buffer a device of `mtu` needs: its largest packet and the header.
+    pub fn buffer_len(self, mtu: usize) -> usize {
+        match self {
+            Framing::VirtioNet => 65535 + VNET_HDR_LEN,
+            _ => mtu + self.header_len(),
+        }
+    }
+}
+
+/// Length of the virtio-net header (`struct virtio_net_hdr`).
+pub const VNET_HDR_LEN: usize = 10;
+/// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is partial.
+const NEEDS_CSUM: u8 = 1;
+
+/// The offload state of one packet read from a [`Framing::VirtioNet`] device: none, or a TCP
+/// super-packet with a partial checksum that the kernel segments and completes. Written back
+/// with the packet ([`TunDevice::send_with`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offload {
+    header: [u8; VNET_HDR_LEN],
+}
+
+impl Offload {
+    /// No offload: a complete packet.
+    pub const NONE: Offload = Offload { header: [0; VNET_HDR_LEN] };
+
+    /// Whether the transport checksum is partial: it holds only the pseudo-header's sum (not
+    /// inverted), and the kernel adds the rest. A NAT then adjusts it for the addresses only.
+    pub fn partial_checksum(&self) -> bool {
+        self.header[0] & NEEDS_CSUM != 0
+    }
+
+    fn word(&self, at: usize) -> usize {
+        usize::from(u16::from_ne_bytes([self.header[at], self.header[at + 1]]))
+    }
+}
+
+/// Completes the partial checksum of `packet` described by `offload` (the one's complement sum
+/// from `csum_start` to the end, stored at `csum_start + csum_offset`); false when the offsets
+/// do not fit the packet.
+fn complete_checksum(packet: &mut [u8], offload: &Offload) -> bool {
+    let (start, offset) = (offload.word(6), offload.word(8));
+    let at = start + offset;
+    if start >= packet.len() || at + 2 > packet.len() {
+        return false;
+    }
+    let mut sum: u64 = 0;
+    let mut words = packet[start..].chunks_exact(2);
+    for word in &mut words {
+        sum += u64::from(u16::from_be_bytes([word[0], word[1]]));
+    }
+    if let [last] = words.remainder() {
+        sum += u64::from(u16::from_be_bytes([*last, 0]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    // (0 and 0xffff are the same sum; UDP sends 0xffff, as 0 means "no checksum".)
+    let checksum = match !(sum as u16) {
+        0 => 0xffff,
+        other => other,
+    };
+    packet[at..at + 2].copy_from_slice(&checksum.to_be_bytes());
+    true
 }
 
 /// A TUN device's file descriptor registered with the tokio reactor.
@@ -75,16 +153,33 @@ impl TunDevice {
     }
 
     /// Waits until packets can be read, then reads up to [`READ_BATCH`] of them into `buffer`
-    /// (at least the MTU plus [`Framing::header_len`] bytes) and hands each IP packet (framing
-    /// removed) to `packet`. Returns when the batch is done or the device has nothing more;
-    /// an error is the device's (it was closed, or the interface was removed).
-    pub async fn read_batch(&self, buffer: &mut [u8], mut packet: impl FnMut(&mut [u8])) -> io::Result<()> {
+    /// (at least [`Framing::buffer_len`] bytes) and hands each IP packet (framing removed) and
+    /// its [`Offload`] to `packet`. Returns when the batch is done or the device has nothing
+    /// more; an error is the device's (it was closed, or the interface was removed).
+    pub async fn read_batch(
+        &self,
+        buffer: &mut [u8],
+        mut packet: impl FnMut(&mut [u8], Offload),
+    ) -> io::Result<()> {
         let mut guard = self.fd.readable().await?;
         let skip = self.framing.header_len();
         for _ in 0..READ_BATCH {
             match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buffer).map_err(io::Error::from)) {
                 Ok(Ok(0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TUN device closed")),
-                Ok(Ok(length)) if length > skip => packet(&mut buffer[skip..length]),
+                Ok(Ok(length)) if length > skip => {
+                    let (header, ip) = buffer[..length].split_at_mut(skip);
+                    let mut offload = Offload::NONE;
+                    if self.framing == Framing::VirtioNet {
+                        offload.header.copy_from_slice(header);
+                        // Not a super-packet: complete the checksum here (a bad header leaves
+                        // it partial, and the packet fails its checksum like any other).
+                        if offload.header[1] == 0 && offload.partial_checksum() {
+                            complete_checksum(ip, &offload);
+                            offload = Offload::NONE;
+                        }
+                    }
+                    packet(ip, offload)
+                }
                 Ok(Ok(_)) => {} // only a framing header: nothing to parse
                 Ok(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
                 Ok(Err(error)) => return Err(error),
@@ -94,12 +189,22 @@ impl TunDevice {
         Ok(())
     }
 
-    /// Writes one IP packet (framing added). Never waits: a full device queue is an error
-    /// (`WouldBlock` or `ENOBUFS`) and the packet is not sent.
+    /// Writes one complete IP packet (framing added). Never waits: a full device queue is an
+    /// error (`WouldBlock` or `ENOBUFS`) and the packet is not sent.
     pub fn send(&self, packet: &[u8]) -> io::Result<()> {
+        self.send_with(packet, &Offload::NONE)
+    }
+
+    /// Writes one IP packet with its offload state (as read; ignored unless the framing is
+    /// [`Framing::VirtioNet`]), like [`TunDevice::send`].
+    pub fn send_with(&self, packet: &[u8], offload: &Offload) -> io::Result<()> {
         let fd = self.fd.get_ref().as_fd();
         let written = match self.framing {
             Framing::Raw => nix::unistd::write(fd, packet),
+            Framing::VirtioNet => {
+                nix::sys::uio::writev(fd, &[io::IoSlice::new(&offload.header), io::IoSlice::new(packet)])
+                    .map(|n| n.saturating_sub(VNET_HDR_LEN))
+            }
             Framing::AddressFamily => {
                 let family = match packet.first().map(|b| b >> 4) {
                     Some(6) => libc::AF_INET6,
@@ -138,6 +243,18 @@ fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
 /// bringing it up are the caller's (the `netswitch tun` command does them).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub fn create_linux(name: &str) -> io::Result<OwnedFd> {
+    create(name, false)
+}
+
+/// Like [`create_linux`], with the virtio-net header and the checksum and TCP segmentation
+/// offloads on: the fd must be used with [`Framing::VirtioNet`] (see the module docs).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub fn create_linux_offload(name: &str) -> io::Result<OwnedFd> {
+    create(name, true)
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn create(name: &str, offload: bool) -> io::Result<OwnedFd> {
     use std::os::fd::FromRawFd;
 
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains('\0') {
@@ -160,11 +277,20 @@ pub fn create_linux(name: &str) -> io::Result<OwnedFd> {
     for (slot, byte) in request.ifr_name.iter_mut().zip(name.bytes()) {
         *slot = byte as libc::c_char;
     }
-    request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+    let vnet = if offload { libc::IFF_VNET_HDR } else { 0 };
+    request.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | vnet) as libc::c_short;
     // SAFETY: TUNSETIFF reads and writes one ifreq, which outlives the call.
     if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut request) } < 0 {
         let error = io::Error::last_os_error();
         return Err(io::Error::new(error.kind(), format!("TUNSETIFF {name}: {error}")));
+    }
+    if offload {
+        let features = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+        // SAFETY: TUNSETOFFLOAD takes an integer argument.
+        if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD as _, features as libc::c_ulong) } < 0 {
+            let error = io::Error::last_os_error();
+            return Err(io::Error::new(error.kind(), format!("TUNSETOFFLOAD {name}: {error}")));
+        }
     }
     Ok(fd)
 }
@@ -192,7 +318,7 @@ mod tests {
         let mut buffer = vec![0u8; 256];
         let mut read = Vec::new();
         while read.len() < 2 {
-            device.read_batch(&mut buffer, |p| read.push(p.to_vec())).await.unwrap();
+            device.read_batch(&mut buffer, |p, _| read.push(p.to_vec())).await.unwrap();
         }
         (written, read)
     }
@@ -210,6 +336,58 @@ mod tests {
         let (written, read) = roundtrip(Framing::AddressFamily, &v6).await;
         assert_eq!(written[..4], (libc::AF_INET6 as u32).to_be_bytes());
         assert_eq!((&written[4..], read), (&v6[..], vec![v6.to_vec(), v6.to_vec()]));
+    }
+
+    /// With the virtio-net header: a packet that only needs its checksum is completed on reading
+    /// and handed over as a plain one; a super-packet keeps its header, which is written back
+    /// with it.
+    #[tokio::test]
+    async fn virtio_net_headers_complete_checksums_and_carry_super_packets() {
+        use crate::tun::packet::{parse, Packet};
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let device = TunDevice::new(OwnedFd::from(ours), Framing::VirtioNet).unwrap();
+        let mut udp = Vec::new();
+        etherparse::PacketBuilder::ipv4([172, 19, 0, 1], [10, 200, 9, 1], 64)
+            .udp(40000, 53)
+            .write(&mut udp, b"query!")
+            .unwrap();
+        let full = u16::from_be_bytes([udp[26], udp[27]]);
+        // The kernel's partial form: the pseudo-header's sum (addresses, protocol, length), not
+        // inverted.
+        let mut sum: u32 = [&udp[12..20], &[0, 17], &14u16.to_be_bytes()[..]]
+            .concat()
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        udp[26..28].copy_from_slice(&(sum as u16).to_be_bytes());
+        assert!(matches!(parse(&udp), Packet::Dropped(_)), "partial: does not verify as it is");
+        let mut header = [0u8; VNET_HDR_LEN];
+        header[0] = NEEDS_CSUM;
+        header[6..8].copy_from_slice(&20u16.to_ne_bytes());
+        header[8..10].copy_from_slice(&6u16.to_ne_bytes());
+        theirs.send(&[&header[..], &udp].concat()).unwrap();
+        let mut tso = header;
+        tso[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4
+        theirs.send(&[&tso[..], b"super"].concat()).unwrap();
+        let mut buffer = vec![0u8; Framing::VirtioNet.buffer_len(1500)];
+        let mut read = Vec::new();
+        while read.len() < 2 {
+            device.read_batch(&mut buffer, |p, offload| read.push((p.to_vec(), offload))).await.unwrap();
+        }
+        assert_eq!(read[0].1, Offload::NONE);
+        assert_eq!(u16::from_be_bytes([read[0].0[26], read[0].0[27]]), full, "completed");
+        assert!(matches!(parse(&read[0].0), Packet::Udp(_)));
+        assert_eq!((read[1].0.as_slice(), read[1].1.partial_checksum()), (&b"super"[..], true));
+        device.send_with(b"super", &read[1].1).unwrap();
+        device.send(b"plain").unwrap();
+        let mut written = vec![0u8; 64];
+        let n = theirs.recv(&mut written).unwrap();
+        assert_eq!(&written[..n], [&tso[..], b"super"].concat().as_slice());
+        let n = theirs.recv(&mut written).unwrap();
+        assert_eq!(&written[..n], [&[0u8; VNET_HDR_LEN][..], b"plain"].concat().as_slice());
     }
 
     #[test]

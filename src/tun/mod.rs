@@ -177,7 +177,12 @@ impl Io {
     /// Writes one packet to the device and counts it; false (counted as a drop) when the
     /// device refused it.
     pub(crate) fn send(&self, packet: &[u8]) -> bool {
-        match self.device.send(packet) {
+        self.send_with(packet, &device::Offload::NONE)
+    }
+
+    /// [`Io::send`] of a packet with its offload state as read.
+    pub(crate) fn send_with(&self, packet: &[u8], offload: &device::Offload) -> bool {
+        match self.device.send_with(packet, offload) {
             Ok(()) => {
                 bump(&self.counters.packets_out);
                 self.counters.bytes_out.fetch_add(packet.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -303,7 +308,7 @@ impl Tun {
             decisions: decisions.clone(),
             dns: dns.clone(),
         };
-        tasks.push(runtime.spawn(reader.run(settings.mtu + settings.framing.header_len())));
+        tasks.push(runtime.spawn(reader.run(settings.framing.buffer_len(settings.mtu))));
         Ok(Tun { tasks, counters, families, udp, icmp, dns, manager, runtime, decisions })
     }
 
@@ -381,14 +386,16 @@ impl Reader {
     async fn run(self, buffer_len: usize) {
         let mut buffer = vec![0u8; buffer_len];
         loop {
-            if let Err(error) = self.io.device.read_batch(&mut buffer, |packet| self.handle(packet)).await {
+            if let Err(error) =
+                self.io.device.read_batch(&mut buffer, |packet, offload| self.handle(packet, offload)).await
+            {
                 tracing::warn!(%error, "TUN device failed: the tunnel stops reading");
                 return;
             }
         }
     }
 
-    fn handle(&self, packet: &mut [u8]) {
+    fn handle(&self, packet: &mut [u8], offload: device::Offload) {
         let counters = &self.io.counters;
         bump(&counters.packets_in);
         counters.bytes_in.fetch_add(packet.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -397,7 +404,7 @@ impl Reader {
             Packet::Tcp(tcp) => {
                 let family = self.families.iter().find(|f| f.listener().is_ipv4() == tcp.source.is_ipv4());
                 match family {
-                    Some(family) => family.translate(packet, &tcp, &self.io, &self.sweeper),
+                    Some(family) => family.translate(packet, &tcp, &offload, &self.io, &self.sweeper),
                     None => bump(&counters.dropped_unsupported),
                 }
             }

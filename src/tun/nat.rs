@@ -162,13 +162,30 @@ impl NatTable {
 /// updating the IPv4 header checksum and the TCP checksum incrementally. Returns false (packet
 /// untouched) when an address is not of the packet's family.
 pub fn rewrite(packet: &mut [u8], tcp: &Tcp, source: SocketAddr, destination: SocketAddr) -> bool {
+    rewrite_with(packet, tcp, source, destination, false)
+}
+
+/// [`rewrite`] of a packet whose TCP checksum is `partial` (an offloaded super-packet, see
+/// [`super::device::Offload`]): the field holds the pseudo-header's sum, not inverted, and the
+/// kernel adds the header and payload later — so it is adjusted for the addresses only.
+pub fn rewrite_with(
+    packet: &mut [u8],
+    tcp: &Tcp,
+    source: SocketAddr,
+    destination: SocketAddr,
+    partial: bool,
+) -> bool {
     let at = tcp.offset;
     let mut old_l4 = [0u8; 4];
     old_l4.copy_from_slice(&packet[at..at + 4]);
     let mut new_l4 = [0u8; 4];
     new_l4[..2].copy_from_slice(&source.port().to_be_bytes());
     new_l4[2..].copy_from_slice(&destination.port().to_be_bytes());
-    let mut tcp_sum = checksum::read(packet, at + 16);
+    // A partial sum P is adjusted as the checksum !P would be.
+    let mut tcp_sum = match partial {
+        true => !checksum::read(packet, at + 16),
+        false => checksum::read(packet, at + 16),
+    };
     match (source.ip(), destination.ip(), packet[0] >> 4) {
         (IpAddr::V4(s), IpAddr::V4(d), 4) => {
             let mut new = [0u8; 8];
@@ -190,7 +207,11 @@ pub fn rewrite(packet: &mut [u8], tcp: &Tcp, source: SocketAddr, destination: So
         }
         _ => return false,
     }
-    tcp_sum = checksum::adjust(tcp_sum, &old_l4, &new_l4);
+    if partial {
+        tcp_sum = !tcp_sum;
+    } else {
+        tcp_sum = checksum::adjust(tcp_sum, &old_l4, &new_l4);
+    }
     packet[at..at + 4].copy_from_slice(&new_l4);
     checksum::write(packet, at + 16, tcp_sum);
     true
@@ -242,6 +263,65 @@ mod tests {
         table.sweep(now + LINGER);
         assert_eq!(table.flow(again), Some((app, server)), "the new flow stays");
         assert_eq!(table.outbound(app, server, false, now), Some(again));
+    }
+
+    /// An offloaded super-packet's partial checksum (the pseudo-header's sum, not inverted):
+    /// after the rewrite, completing it over the segment gives the right checksum for the new
+    /// addresses and ports.
+    #[test]
+    fn rewrites_partial_checksums_for_the_addresses_only() {
+        /// The folded one's complement sum of big-endian 16-bit words (not inverted).
+        fn sum(parts: &[&[u8]]) -> u16 {
+            let mut sum: u64 = 0;
+            for part in parts {
+                for word in part.chunks(2) {
+                    sum += u64::from(u16::from_be_bytes([word[0], *word.get(1).unwrap_or(&0)]));
+                }
+            }
+            while sum > 0xffff {
+                sum = (sum & 0xffff) + (sum >> 16);
+            }
+            sum as u16
+        }
+        let octets = |ip: IpAddr| match ip {
+            IpAddr::V4(ip) => ip.octets().to_vec(),
+            IpAddr::V6(ip) => ip.octets().to_vec(),
+        };
+        for (from, to, new_from, new_to) in [
+            ("10.200.9.1:80", "172.19.0.1:40000", "172.19.0.1:5555", "172.19.0.2:1024"),
+            ("[2001:db8::1]:80", "[fdfe::1]:40000", "[fdfe::1]:5555", "[fdfe::2]:1024"),
+        ] {
+            let (from, to) = (addr(from), addr(to));
+            let builder = match (from.ip(), to.ip()) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
+                (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+                _ => unreachable!(),
+            };
+            let mut packet = Vec::new();
+            builder.tcp(from.port(), to.port(), 7, 1000).ack(1).write(&mut packet, &[0x5a; 3000]).unwrap();
+            let Packet::Tcp(tcp) = parse(&packet) else { panic!() };
+            let len = (packet.len() - tcp.offset) as u32;
+            // The partial field the kernel writes: the pseudo-header's sum, not inverted.
+            let pseudo = |source: SocketAddr, destination: SocketAddr| {
+                sum(&[&octets(source.ip()), &octets(destination.ip()), &[0, 6], &len.to_be_bytes()])
+            };
+            checksum::write(&mut packet, tcp.offset + 16, pseudo(from, to));
+            assert!(rewrite_with(&mut packet, &tcp, addr(new_from), addr(new_to), true));
+            assert_eq!(
+                checksum::read(&packet, tcp.offset + 16),
+                pseudo(addr(new_from), addr(new_to)),
+                "the partial sum is the new addresses' pseudo-header sum"
+            );
+            // What the kernel then does: the sum over the segment, the field included, inverted.
+            let completed = !sum(&[&packet[tcp.offset..]]);
+            let segment = TcpSlice::from_slice(&packet[tcp.offset..]).unwrap();
+            let expected = match (addr(new_from).ip(), addr(new_to).ip()) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => segment.calc_checksum_ipv4(s.octets(), d.octets()).unwrap(),
+                (IpAddr::V6(s), IpAddr::V6(d)) => segment.calc_checksum_ipv6(s.octets(), d.octets()).unwrap(),
+                _ => unreachable!(),
+            };
+            assert_eq!(completed, expected, "{new_from} -> {new_to}");
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use tokio::task::JoinSet;
 
 use super::counters::{bump, Counters};
 use super::decide::{Asker, TunFlow};
+use super::device::Offload;
 use super::nat::{self, NatTable};
 use super::packet::Tcp;
 use super::Io;
@@ -85,8 +86,9 @@ impl Family {
         lock(&self.table).len()
     }
 
-    /// Translates one TCP packet read from the device and writes it back (see the module docs).
-    pub fn translate(&self, packet: &mut [u8], tcp: &Tcp, io: &Io, sweeper: &Notify) {
+    /// Translates one TCP packet read from the device and writes it back (see the module docs),
+    /// with its offload state (a super-packet stays one).
+    pub fn translate(&self, packet: &mut [u8], tcp: &Tcp, offload: &Offload, io: &Io, sweeper: &Notify) {
         let packet = &mut packet[..tcp.len];
         let (source, destination) = if tcp.source == self.listener() {
             // The kernel's answer to NAT port n: back to the app, from the original destination.
@@ -110,8 +112,8 @@ impl Family {
             }
             (SocketAddr::new(self.nat, port), self.listener())
         };
-        if nat::rewrite(packet, tcp, source, destination) {
-            io.send(packet);
+        if nat::rewrite_with(packet, tcp, source, destination, offload.partial_checksum()) {
+            io.send_with(packet, offload);
         } else {
             bump(&io.counters.dropped_unsupported);
         }

@@ -18,6 +18,7 @@ mod topology;
 mod decide;
 mod dns;
 mod icmp;
+mod scale;
 mod server;
 
 use std::io::{ErrorKind, Read, Write};
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netswitch::network::{InterfaceSnapshot, NetworkInterface, NetworkType};
-use netswitch::tun::{device, BindDefault, Tun, TunSettings};
+use netswitch::tun::{device, BindDefault, Framing, Tun, TunSettings};
 use netswitch::{os_binder, Config, Netswitch};
 use topology::{Link, Topology, SERVER_V4, SERVER_V6};
 
@@ -116,8 +117,18 @@ impl Device {
     }
 
     async fn up_with(adjust: impl FnOnce(&mut TunSettings)) -> Device {
+        Device::up_config(Config::default(), adjust).await
+    }
+
+    async fn up_config(config: Config, adjust: impl FnOnce(&mut TunSettings)) -> Device {
         let topology = Topology::up(server_command()).unwrap();
-        let fd = device::create_linux("tun0").unwrap();
+        let mut settings =
+            TunSettings::inet4("172.19.0.1".parse().unwrap(), 30).with_inet6("fdfe::1".parse().unwrap(), 126);
+        adjust(&mut settings);
+        let fd = match settings.framing {
+            Framing::VirtioNet => device::create_linux_offload("tun0").unwrap(),
+            _ => device::create_linux("tun0").unwrap(),
+        };
         topology::run("ip", &["addr", "add", "172.19.0.1/30", "dev", "tun0"]).unwrap();
         topology::run("ip", &["link", "set", "tun0", "mtu", "9000", "up"]).unwrap();
         // The app's traffic goes into the tunnel: the server's prefix (more specific than the
@@ -129,7 +140,7 @@ impl Device {
             .unwrap();
 
         let netswitch =
-            Netswitch::builder(Config::default()).binder(Arc::new(BindDefault(os_binder()))).build().unwrap();
+            Netswitch::builder(config).binder(Arc::new(BindDefault(os_binder()))).build().unwrap();
         let wifi = interface(Link::Wifi, NetworkType::Wifi);
         let wifi_index = wifi.index;
         let snapshot = InterfaceSnapshot::new(
@@ -138,9 +149,6 @@ impl Device {
         )
         .unwrap();
         netswitch.manager().update_interfaces(snapshot);
-        let mut settings =
-            TunSettings::inet4("172.19.0.1".parse().unwrap(), 30).with_inet6("fdfe::1".parse().unwrap(), 126);
-        adjust(&mut settings);
         let tun = netswitch.start_tun(fd, settings).unwrap();
         Device { _topology: topology, netswitch, tun }
     }

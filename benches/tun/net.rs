@@ -1,0 +1,234 @@
+//! The benchmark's topology, like a phone's: this process moves into a new "device" network
+//! namespace with a `wifi0` veth to the server's namespace (10.200.9.1, its default route via
+//! wifi0), and `netswitch tun` runs in it with tun0 172.19.0.1/30 routing 10.200.9.0/24 into the
+//! tunnel (its own sockets bound to wifi0). The same traffic without the VPN comes from sockets
+//! bound to wifi0, which the tunnel's route does not capture.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Socket, Type};
+
+use crate::common::child::{netswitch_binary, RelayProcess};
+
+/// The tunnel's MTU (as the tests and sing-box's figures in issue 15 use).
+pub const TUN_MTU: &str = "9000";
+
+/// One way from the app to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Straight over the veth (socket bound to wifi0): no VPN.
+    Direct,
+    /// Through tun0 and `netswitch tun`.
+    Tun,
+}
+
+impl Path {
+    /// Both, in measuring order.
+    pub const BOTH: [Path; 2] = [Path::Direct, Path::Tun];
+
+    /// Column name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Path::Direct => "no VPN",
+            Path::Tun => "netswitch tun",
+        }
+    }
+
+    fn bind(self, socket: &Socket) -> std::io::Result<()> {
+        match self {
+            Path::Direct => socket.bind_device(Some(b"wifi0")),
+            Path::Tun => Ok(()),
+        }
+    }
+
+    /// A TCP connection to `to` over this path (blocking, 10 s timeouts).
+    pub fn connect(self, to: SocketAddr) -> Result<TcpStream, String> {
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).map_err(|e| format!("socket: {e}"))?;
+        self.bind(&socket).map_err(|e| format!("bind to wifi0: {e}"))?;
+        socket
+            .connect_timeout(&to.into(), Duration::from_secs(10))
+            .map_err(|e| format!("connect {to} ({}): {e}", self.name()))?;
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        stream.set_write_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+        Ok(stream)
+    }
+
+    /// A UDP socket for this path (4 MiB buffers, unconnected).
+    pub fn udp(self) -> Result<UdpSocket, String> {
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, None).map_err(|e| format!("socket: {e}"))?;
+        self.bind(&socket).map_err(|e| format!("bind to wifi0: {e}"))?;
+        let _ = socket.set_recv_buffer_size(4 << 20);
+        let _ = socket.set_send_buffer_size(4 << 20);
+        socket.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into()).map_err(|e| format!("bind: {e}"))?;
+        Ok(socket.into())
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let output = Command::new(program).args(args).output().map_err(|e| format!("{program}: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}`: {}", args.join(" "), String::from_utf8_lossy(&output.stderr).trim()))
+    }
+}
+
+/// Why this machine cannot run the benchmark, if it cannot.
+pub fn cannot_run() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root (network namespaces and a TUN device)".into());
+    }
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Some("/dev/net/tun does not exist".into());
+    }
+    if run("ip", &["-V"]).is_err() || run("nsenter", &["--version"]).is_err() {
+        return Some("`ip` or `nsenter` is not available".into());
+    }
+    if let Err(e) = netswitch_binary() {
+        return Some(e);
+    }
+    None
+}
+
+/// The running topology; dropping it stops netswitch and the server.
+pub struct Net {
+    server: Option<RelayProcess>,
+    netswitch: Child,
+    log: mpsc::Receiver<String>,
+    offload: bool,
+}
+
+/// Starts `netswitch tun` (with or without the device's offloads) and waits until it runs.
+fn start_netswitch(offload: bool) -> Result<(Child, mpsc::Receiver<String>), String> {
+    let binary = netswitch_binary()?;
+    let mut command = Command::new(&binary);
+    command.args(["tun", "--name", "tun0", "--address", "172.19.0.1/30", "--route", "10.200.9.0/24"]).args([
+        "--mtu",
+        TUN_MTU,
+        "--interface-type",
+        "wifi0=wifi",
+    ]);
+    if !offload {
+        command.arg("--no-offload");
+    }
+    let mut netswitch = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("start {} tun: {e}", binary.display()))?;
+    let stderr = netswitch.stderr.take().ok_or("netswitch stderr not captured")?;
+    let (tx, log) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut startup = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) if line.contains("tunnel running") => return Ok((netswitch, log)),
+            Ok(line) => startup.push(line),
+            Err(_) => {
+                let _ = netswitch.kill();
+                let _ = netswitch.wait();
+                return Err(format!("netswitch tun did not start: {}", startup.join(" | ")));
+            }
+        }
+    }
+}
+
+/// Stops a `netswitch tun` with SIGINT (it removes tun0 and its routes).
+fn stop_netswitch(netswitch: &mut Child) -> Result<(), String> {
+    // SAFETY: kill with the pid of a child this process started.
+    unsafe { libc::kill(netswitch.id() as libc::pid_t, libc::SIGINT) };
+    let status = netswitch.wait().map_err(|e| format!("wait for netswitch: {e}"))?;
+    if !status.success() {
+        return Err(format!("netswitch tun exited with {status}"));
+    }
+    Ok(())
+}
+
+impl Net {
+    /// Moves this process into a new network namespace and builds the topology (call it before
+    /// any other thread exists: a namespace change is per thread).
+    pub fn up() -> Result<Net, String> {
+        crate::common::procfs::raise_open_files_limit()?;
+        // SAFETY: unshare reads its flag only.
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error()));
+        }
+        run("ip", &["link", "set", "lo", "up"])?;
+        // Short connections by the thousand from one address: reuse TIME_WAIT ports.
+        for (key, value) in [("ipv4/tcp_tw_reuse", "1"), ("ipv4/ip_local_port_range", "10000 65000")] {
+            std::fs::write(format!("/proc/sys/net/{key}"), value)
+                .map_err(|e| format!("sysctl {key}: {e}"))?;
+        }
+        let server = RelayProcess::baseline("tun-server", &[], None)?;
+        let pid = server.pid().to_string();
+        run("ip", &["link", "add", "wifi0", "type", "veth", "peer", "name", "wifi0-peer", "netns", &pid])?;
+        run("ip", &["addr", "add", "10.200.1.2/24", "dev", "wifi0"])?;
+        run("ip", &["link", "set", "wifi0", "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["-t", pid.as_str(), "-n", "--", "ip"];
+            all.extend_from_slice(args);
+            run("nsenter", &all)
+        };
+        inside(&["addr", "add", "10.200.1.1/24", "dev", "wifi0-peer"])?;
+        inside(&["link", "set", "wifi0-peer", "up"])?;
+        run("ip", &["route", "add", "default", "via", "10.200.1.1", "dev", "wifi0"])?;
+        let (netswitch, log) = start_netswitch(true)?;
+        let net = Net { server: Some(server), netswitch, log, offload: true };
+        Ok(net)
+    }
+
+    /// The `netswitch tun` process id.
+    pub fn netswitch_pid(&self) -> u32 {
+        self.netswitch.id()
+    }
+
+    /// netswitch's log lines since the last call (warnings, errors).
+    pub fn new_log_lines(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+
+    /// Whether the running netswitch has the device's offloads on.
+    pub fn offload(&self) -> bool {
+        self.offload
+    }
+
+    /// Restarts netswitch with the device's offloads on or off.
+    pub fn restart(&mut self, offload: bool) -> Result<(), String> {
+        stop_netswitch(&mut self.netswitch)?;
+        let (netswitch, log) = start_netswitch(offload)?;
+        (self.netswitch, self.log, self.offload) = (netswitch, log, offload);
+        Ok(())
+    }
+
+    /// Stops netswitch (SIGINT: it removes tun0) and the server.
+    pub fn down(mut self) -> Result<(), String> {
+        let stopped = stop_netswitch(&mut self.netswitch);
+        let server = self.server.take().map_or(Ok(()), RelayProcess::stop);
+        stopped.and(server)
+    }
+}
+
+impl Drop for Net {
+    /// A benchmark that failed half-way leaves no netswitch behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.netswitch.try_wait() {
+            let _ = self.netswitch.kill();
+            let _ = self.netswitch.wait();
+        }
+    }
+}
