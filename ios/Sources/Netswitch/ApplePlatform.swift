@@ -8,9 +8,9 @@ import Foundation
 /// wiring reads the same on both platforms and as a place to add logging.)
 ///
 /// Packet tunnel: `ConnectionManager.startTun(fd:options:)` takes a utun file descriptor (framing
-/// `.appleUtun`, the default on Apple) and owns it from then on; an `NEPacketTunnelProvider` exposes
-/// only `packetFlow`, not that fd, and the system stack does not work with `includeAllNetworks`, so
-/// a packet-flow API is a separate issue (the userspace stack).
+/// `.appleUtun`, the default on Apple) and owns it from then on. An `NEPacketTunnelProvider`
+/// offers `packetFlow`, not that fd, and the system stack does not work with
+/// `includeAllNetworks`: a packet-flow API is a separate issue (the userspace stack).
 public final class ApplePlatform: PlatformInterface {
     public init() {}
 
