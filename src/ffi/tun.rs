@@ -402,7 +402,8 @@ impl Drop for TunHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::net::UnixDatagram;
 
     fn options(ipv4: &str) -> TunOptions {
         TunOptions {
@@ -497,5 +498,48 @@ mod tests {
         assert!(argument(check_tun_fd(stream.as_raw_fd()).unwrap_err()).contains("not a TUN device"));
         let file = std::fs::File::open("Cargo.toml").unwrap();
         assert!(argument(check_tun_fd(file.as_raw_fd()).unwrap_err()).contains("not a TUN device"));
+    }
+
+    /// Polls `condition` for up to 10 s (a liveness bound, not a speed assertion).
+    fn eventually(condition: impl Fn() -> bool) -> bool {
+        for _ in 0..1000 {
+            if condition() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        condition()
+    }
+
+    /// A datagram socket pair stands in for the device (one packet per datagram); sending from
+    /// its peer fails once netswitch closed the device's end.
+    #[test]
+    fn the_manager_owns_its_tunnels_until_stop_or_shutdown_and_closes_their_fds() {
+        use crate::ffi::{ConnectionManager, NetswitchConfig};
+        let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
+        let closed = |peer: &UnixDatagram| peer.send(b"x").is_err();
+        let start = || {
+            let (device, peer) = UnixDatagram::pair().unwrap();
+            (manager.start_tun(OwnedFd::from(device), options("127.0.0.5/8")), peer)
+        };
+        let (first, first_peer) = start();
+        let first = first.unwrap();
+        let (second, second_peer) = start();
+        let second = second.unwrap();
+
+        first_peer.send(&[0x45, 0, 0]).unwrap();
+        assert!(eventually(|| first.counters().dropped_malformed == 1), "{:?}", first.counters());
+        assert_eq!((first.counters().packets_in, first.nat_entries(), first.udp_sessions()), (1, 0, 0));
+        first.stop();
+        first.stop();
+        assert!(eventually(|| first.is_finished() && closed(&first_peer)), "stop() left the fd open");
+        assert_eq!(first.counters().packets_in, 1, "the counters stay readable");
+        assert!(!second.is_finished() && !closed(&second_peer), "stop() stopped only its own tunnel");
+
+        manager.shutdown();
+        assert!(eventually(|| second.is_finished() && closed(&second_peer)), "shutdown() left a tunnel open");
+        let (refused, peer) = start();
+        assert!(matches!(refused, Err(NetswitchError::ShutDown)), "{refused:?}");
+        assert!(closed(&peer), "the fd handed over after shutdown was closed");
     }
 }
