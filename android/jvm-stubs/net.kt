@@ -39,6 +39,7 @@ open class VpnService : android.app.Service() {
     fun setSession(s: String): Builder = this
     fun addAddress(a: String, p: Int): Builder = this
     fun addRoute(a: String, p: Int): Builder = this
+    fun setMtu(mtu: Int): Builder = this
     fun establish(): android.os.ParcelFileDescriptor? = null
   }
   open fun onRevoke() {}

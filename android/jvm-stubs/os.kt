@@ -9,6 +9,10 @@ class HandlerThread(n: String) : Thread() { val looper: Looper = Looper(); fun q
 object SystemClock { @JvmStatic fun uptimeMillis(): Long = 0 }
 class ParcelFileDescriptor : java.io.Closeable {
   val fileDescriptor: java.io.FileDescriptor = java.io.FileDescriptor(); val fd: Int = 0
+  fun detachFd(): Int = -1
   override fun close() {}
-  companion object { @JvmStatic @Throws(java.io.IOException::class) fun fromFd(fd: Int): ParcelFileDescriptor = ParcelFileDescriptor() }
+  companion object {
+    @JvmStatic @Throws(java.io.IOException::class) fun fromFd(fd: Int): ParcelFileDescriptor = ParcelFileDescriptor()
+    @JvmStatic fun adoptFd(fd: Int): ParcelFileDescriptor = ParcelFileDescriptor()
+  }
 }

@@ -15,12 +15,11 @@ package com.example.vpn
 
 import android.content.Intent
 import android.net.VpnService
-import android.os.ParcelFileDescriptor
 import android.util.Log
+import dev.netswitch.android.core.TunnelPlan
 import dev.netswitch.defaultConfig
 
 class NetswitchVpnService : VpnService() {
-    private var tun: ParcelFileDescriptor? = null
     private var session: NetswitchSession? = null
 
     override fun onStartCommand(intent: Intent?, flags: Int, startId: Int): Int {
@@ -28,31 +27,28 @@ class NetswitchVpnService : VpnService() {
         // startForeground(...) with your notification goes here (required for a VPN service).
 
         // 1. The tunnel. Our own sockets do not need addDisallowedApplication: AndroidPlatform
-        //    protects or binds every one of them before it connects.
-        tun = Builder()
-            .setSession("netswitch")
-            .addAddress("10.111.0.2", 32)
-            .addRoute("0.0.0.0", 0)
-            .addAddress("fd00:111::2", 128)
-            .addRoute("::", 0)
-            .establish() ?: run { stopSelf(); return START_NOT_STICKY }  // not prepared / revoked
+        //    protects or binds every one of them before it connects. The plan gives the builder
+        //    and netswitch the same addresses (/30 and /126: netswitch needs the next address of
+        //    each prefix for its NAT).
+        val plan = TunnelPlan()
+        val builder = Builder().setSession("netswitch").setMtu(plan.mtu)
+        plan.addresses().forEach { (address, prefix) -> builder.addAddress(address, prefix) }
+        plan.routePrefixes().forEach { (address, prefix) -> builder.addRoute(address, prefix) }
+        val tun = builder.establish() ?: run { stopSelf(); return START_NOT_STICKY }  // not prepared / revoked
 
-        // 2. netswitch. defaultConfig() dials over the default network only; with
+        // 2. netswitch reads the tunnel itself. detachFd(): the ParcelFileDescriptor lets go of
+        //    the descriptor and netswitch owns it (closes it when the tunnel stops). Never hand
+        //    over tun.fd while keeping `tun`: closing `tun` would close a descriptor netswitch
+        //    still reads. defaultConfig() dials over the default network only; with
         //    networkStrategy = HYBRID or FALLBACK the monitor also keeps cellular up.
-        val session = try {
-            NetswitchSession.start(this, defaultConfig())
+        session = try {
+            NetswitchSession.start(this, defaultConfig(), tun.detachFd(), plan.options())
         } catch (e: Exception) {
-            Log.e(TAG, "netswitch did not start: $e")
-            stopNetswitch()
+            Log.e(TAG, "netswitch did not start: $e")   // the session closed the TUN fd
             stopSelf()
             return START_NOT_STICKY
         }
-        this.session = session
-        Log.i(TAG, "netswitch SOCKS5 on ${session.socksAddress} (username/password required); tun fd ${tun?.fd}")
-
-        // 3. Start your packet engine (tun2socks) here with tun!!.fd, session.socksAddress and
-        //    session.socksCredentials (username/password authentication, RFC 1929).
-        //    Alternatively hand accepted TCP sockets to netswitch (ConnectionManager.relayTcpFd).
+        Log.i(TAG, "netswitch reads the tunnel (${plan.ipv4}, ${plan.ipv6})")
         return START_STICKY
     }
 
@@ -70,12 +66,10 @@ class NetswitchVpnService : VpnService() {
         super.onDestroy()
     }
 
-    /** Stops netswitch, then closes the tunnel (stop your packet engine before both). Idempotent. */
+    /** Stops the tunnel and netswitch; netswitch closes the TUN fd. Idempotent. */
     private fun stopNetswitch() {
         session?.close()
         session = null
-        tun?.close()
-        tun = null
     }
 
     private companion object {

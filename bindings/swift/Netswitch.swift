@@ -654,7 +654,7 @@ fileprivate struct FfiConverterTimestamp: FfiConverterRustBuffer {
  * every live connection, runs SOCKS servers, and tells every subscribed [`EventListener`].
  *
  * Thread-safe; every method may be called from any thread. After `shutdown()` every
- * connection, SOCKS server and subscription is ended and calls that start work fail with
+ * connection, SOCKS server, tunnel and subscription is ended and calls that start work fail with
  * `ShutDown`. Destroying the object (Kotlin `close()`, or garbage collection; Swift: the last
  * reference going away) shuts it down too; Kotlin then throws `IllegalStateException` ("object
  * has already been destroyed") from any later call on the destroyed object, before netswitch
@@ -707,7 +707,7 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
     func resolve(name: String, options: ConnectionOptions?) async throws  -> ResolveResult
     
     /**
-     * Closes every connection, stops every SOCKS server, ends every subscription (each still
+     * Closes every connection, stops every SOCKS server and tunnel, ends every subscription (each still
      * delivers the events it had queued; close events of the connections this closes arrive
      * after that and are not delivered — `traffic()` still counts them), and makes later calls
      * that start work fail with `ShutDown`. Idempotent.
@@ -725,6 +725,31 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
      * naming the address, `ShutDown`, `Internal` when the random generator fails.
      */
     func startSocks(listen: String, users: [SocksUser]?) async throws  -> SocksServer
+    
+    /**
+     * Starts a packet tunnel on `fd`, the VPN's TUN device: every TCP connection and UDP flow
+     * the device sends into it goes through this manager (strategy, binding, tracker, events)
+     * like a SOCKS or handed-over connection. `options` (see [`TunOptions`]) must carry the
+     * device's own addresses. Returns the handle at once; the manager owns the tunnel until
+     * `TunHandle.stop()` or `shutdown()`.
+     *
+     * **The fd.** netswitch takes `fd` over: it reads and writes it and closes it when the
+     * tunnel stops (`stop()`, `shutdown()`, the manager destroyed). The host must not read,
+     * write or close it afterwards. On Android pass `ParcelFileDescriptor.detachFd()` (after it
+     * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
+     * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
+     * netswitch still uses, or one already reused for something else. On Apple it must be a
+     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * device or datagram socket) leaves the fd with the caller; after any other error netswitch
+     * has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
+     * `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
+     * address could not be bound), `ShutDown`.
+     *
+     * **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
+     * `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
+     * must bind it (the `Protect` action included) to a physical interface.
+     */
+    func startTun(fd: Int32, options: TunOptions) throws  -> TunHandle
     
     /**
      * Starts delivering every event — connections opened and closed, network changes, log
@@ -758,7 +783,7 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
  * every live connection, runs SOCKS servers, and tells every subscribed [`EventListener`].
  *
  * Thread-safe; every method may be called from any thread. After `shutdown()` every
- * connection, SOCKS server and subscription is ended and calls that start work fail with
+ * connection, SOCKS server, tunnel and subscription is ended and calls that start work fail with
  * `ShutDown`. Destroying the object (Kotlin `close()`, or garbage collection; Swift: the last
  * reference going away) shuts it down too; Kotlin then throws `IllegalStateException` ("object
  * has already been destroyed") from any later call on the destroyed object, before netswitch
@@ -934,7 +959,7 @@ open func resolve(name: String, options: ConnectionOptions? = nil)async throws  
 }
     
     /**
-     * Closes every connection, stops every SOCKS server, ends every subscription (each still
+     * Closes every connection, stops every SOCKS server and tunnel, ends every subscription (each still
      * delivers the events it had queued; close events of the connections this closes arrive
      * after that and are not delivered — `traffic()` still counts them), and makes later calls
      * that start work fail with `ShutDown`. Idempotent.
@@ -971,6 +996,40 @@ open func startSocks(listen: String, users: [SocksUser]? = nil)async throws  -> 
             liftFunc: FfiConverterTypeSocksServer_lift,
             errorHandler: FfiConverterTypeNetswitchError_lift
         )
+}
+    
+    /**
+     * Starts a packet tunnel on `fd`, the VPN's TUN device: every TCP connection and UDP flow
+     * the device sends into it goes through this manager (strategy, binding, tracker, events)
+     * like a SOCKS or handed-over connection. `options` (see [`TunOptions`]) must carry the
+     * device's own addresses. Returns the handle at once; the manager owns the tunnel until
+     * `TunHandle.stop()` or `shutdown()`.
+     *
+     * **The fd.** netswitch takes `fd` over: it reads and writes it and closes it when the
+     * tunnel stops (`stop()`, `shutdown()`, the manager destroyed). The host must not read,
+     * write or close it afterwards. On Android pass `ParcelFileDescriptor.detachFd()` (after it
+     * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
+     * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
+     * netswitch still uses, or one already reused for something else. On Apple it must be a
+     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * device or datagram socket) leaves the fd with the caller; after any other error netswitch
+     * has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
+     * `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
+     * address could not be bound), `ShutDown`.
+     *
+     * **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
+     * `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
+     * must bind it (the `Protect` action included) to a physical interface.
+     */
+open func startTun(fd: Int32, options: TunOptions)throws  -> TunHandle  {
+    return try  FfiConverterTypeTunHandle_lift(try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_connectionmanager_start_tun(
+            self.uniffiCloneHandle(),
+        FfiConverterInt32.lower(fd),
+        FfiConverterTypeTunOptions_lower(options),uniffiCallStatus
+    )
+})
 }
     
     /**
@@ -2123,6 +2182,224 @@ public func FfiConverterTypeSubscription_lift(_ handle: UInt64) throws -> Subscr
 #endif
 public func FfiConverterTypeSubscription_lower(_ value: Subscription) -> UInt64 {
     return FfiConverterTypeSubscription.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A running packet tunnel started by `ConnectionManager.start_tun`. The manager owns it: it
+ * keeps reading the TUN device until `stop()` or the manager's `shutdown()` / `close()`, whether
+ * or not the host keeps this handle (releasing it — Kotlin `close()`, garbage collection,
+ * Swift's last reference — stops nothing). The counters stay readable after `stop()`.
+ */
+public protocol TunHandleProtocol: AnyObject, Sendable {
+    
+    /**
+     * The counters so far: packets and bytes each way, connections and datagrams handed on,
+     * drops by reason.
+     */
+    func counters()  -> TunCounters
+    
+    /**
+     * True once the tunnel no longer reads the device: shortly after `stop()` or the manager's
+     * shutdown, or when the device failed (the fd was closed by someone else, the interface was
+     * removed). A tunnel whose device failed still needs `stop()` to close its connections.
+     */
+    func isFinished()  -> Bool
+    
+    /**
+     * TCP NAT entries held: the tunnel's open TCP connections, plus closed ones for a short
+     * linger (so that a late segment or reset still finds its flow).
+     */
+    func natEntries()  -> UInt64
+    
+    /**
+     * Stops reading the device and accepting connections, and closes every TCP connection and
+     * UDP session that came through this tunnel (their apps see resets: the device is still
+     * read for 200 ms so that the resets reach them). Then netswitch closes the TUN fd: at once
+     * when the last UDP session has let it go, 200 ms after `stop()` at the latest. Connections
+     * of other ingresses are not touched. Idempotent.
+     */
+    func stop() 
+    
+    /**
+     * UDP sessions (app source addresses) open.
+     */
+    func udpSessions()  -> UInt64
+    
+}
+/**
+ * A running packet tunnel started by `ConnectionManager.start_tun`. The manager owns it: it
+ * keeps reading the TUN device until `stop()` or the manager's `shutdown()` / `close()`, whether
+ * or not the host keeps this handle (releasing it — Kotlin `close()`, garbage collection,
+ * Swift's last reference — stops nothing). The counters stay readable after `stop()`.
+ */
+open class TunHandle: TunHandleProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_netswitch_fn_clone_tunhandle(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_netswitch_fn_free_tunhandle(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * The counters so far: packets and bytes each way, connections and datagrams handed on,
+     * drops by reason.
+     */
+open func counters() -> TunCounters  {
+    return try!  FfiConverterTypeTunCounters_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_tunhandle_counters(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * True once the tunnel no longer reads the device: shortly after `stop()` or the manager's
+     * shutdown, or when the device failed (the fd was closed by someone else, the interface was
+     * removed). A tunnel whose device failed still needs `stop()` to close its connections.
+     */
+open func isFinished() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_tunhandle_is_finished(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * TCP NAT entries held: the tunnel's open TCP connections, plus closed ones for a short
+     * linger (so that a late segment or reset still finds its flow).
+     */
+open func natEntries() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_tunhandle_nat_entries(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Stops reading the device and accepting connections, and closes every TCP connection and
+     * UDP session that came through this tunnel (their apps see resets: the device is still
+     * read for 200 ms so that the resets reach them). Then netswitch closes the TUN fd: at once
+     * when the last UDP session has let it go, 200 ms after `stop()` at the latest. Connections
+     * of other ingresses are not touched. Idempotent.
+     */
+open func stop()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_tunhandle_stop(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * UDP sessions (app source addresses) open.
+     */
+open func udpSessions() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_tunhandle_udp_sessions(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTunHandle: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = TunHandle
+
+    public static func lift(_ handle: UInt64) throws -> TunHandle {
+        return TunHandle(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: TunHandle) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TunHandle {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: TunHandle, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunHandle_lift(_ handle: UInt64) throws -> TunHandle {
+    return try FfiConverterTypeTunHandle.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunHandle_lower(_ value: TunHandle) -> UInt64 {
+    return FfiConverterTypeTunHandle.lower(value)
 }
 
 
@@ -3791,6 +4068,366 @@ public func FfiConverterTypeSocksUser_lower(_ value: SocksUser) -> RustBuffer {
 
 
 /**
+ * A snapshot of a tunnel's counters (`TunHandle.counters()`). Every packet read is either
+ * handed on (a TCP segment translated, a UDP datagram queued) or in exactly one `dropped_*`
+ * counter.
+ */
+public struct TunCounters: Equatable, Hashable {
+    /**
+     * IP packets read from the device.
+     */
+    public var packetsIn: UInt64
+    /**
+     * Bytes of those packets (IP headers included).
+     */
+    public var bytesIn: UInt64
+    /**
+     * IP packets written to the device (translated TCP, UDP replies).
+     */
+    public var packetsOut: UInt64
+    /**
+     * Bytes of those packets.
+     */
+    public var bytesOut: UInt64
+    /**
+     * TCP connections accepted from the tunnel and handed to the manager.
+     */
+    public var tcpConnections: UInt64
+    /**
+     * UDP datagrams from the tunnel handed to a UDP session.
+     */
+    public var udpDatagrams: UInt64
+    /**
+     * Dropped: IP fragments (not reassembled).
+     */
+    public var droppedFragments: UInt64
+    /**
+     * Dropped: truncated or inconsistent headers.
+     */
+    public var droppedMalformed: UInt64
+    /**
+     * Dropped: a wrong IPv4 header or UDP checksum.
+     */
+    public var droppedBadChecksum: UInt64
+    /**
+     * Dropped: other protocols (ICMP …), a family without a tunnel address, UDP to a multicast
+     * or broadcast address.
+     */
+    public var droppedUnsupported: UInt64
+    /**
+     * Dropped: a TCP segment of no known flow (not a SYN), or a reply to a NAT port that left.
+     */
+    public var droppedNoFlow: UInt64
+    /**
+     * Dropped: a SYN that found every NAT port taken.
+     */
+    public var droppedNatFull: UInt64
+    /**
+     * Dropped: UDP datagrams that found their session's queue full or the socket budget spent.
+     */
+    public var droppedUdp: UInt64
+    /**
+     * Dropped: packets the device refused to take (its queue was full).
+     */
+    public var droppedWrite: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * IP packets read from the device.
+         */packetsIn: UInt64, 
+        /**
+         * Bytes of those packets (IP headers included).
+         */bytesIn: UInt64, 
+        /**
+         * IP packets written to the device (translated TCP, UDP replies).
+         */packetsOut: UInt64, 
+        /**
+         * Bytes of those packets.
+         */bytesOut: UInt64, 
+        /**
+         * TCP connections accepted from the tunnel and handed to the manager.
+         */tcpConnections: UInt64, 
+        /**
+         * UDP datagrams from the tunnel handed to a UDP session.
+         */udpDatagrams: UInt64, 
+        /**
+         * Dropped: IP fragments (not reassembled).
+         */droppedFragments: UInt64, 
+        /**
+         * Dropped: truncated or inconsistent headers.
+         */droppedMalformed: UInt64, 
+        /**
+         * Dropped: a wrong IPv4 header or UDP checksum.
+         */droppedBadChecksum: UInt64, 
+        /**
+         * Dropped: other protocols (ICMP …), a family without a tunnel address, UDP to a multicast
+         * or broadcast address.
+         */droppedUnsupported: UInt64, 
+        /**
+         * Dropped: a TCP segment of no known flow (not a SYN), or a reply to a NAT port that left.
+         */droppedNoFlow: UInt64, 
+        /**
+         * Dropped: a SYN that found every NAT port taken.
+         */droppedNatFull: UInt64, 
+        /**
+         * Dropped: UDP datagrams that found their session's queue full or the socket budget spent.
+         */droppedUdp: UInt64, 
+        /**
+         * Dropped: packets the device refused to take (its queue was full).
+         */droppedWrite: UInt64) {
+        self.packetsIn = packetsIn
+        self.bytesIn = bytesIn
+        self.packetsOut = packetsOut
+        self.bytesOut = bytesOut
+        self.tcpConnections = tcpConnections
+        self.udpDatagrams = udpDatagrams
+        self.droppedFragments = droppedFragments
+        self.droppedMalformed = droppedMalformed
+        self.droppedBadChecksum = droppedBadChecksum
+        self.droppedUnsupported = droppedUnsupported
+        self.droppedNoFlow = droppedNoFlow
+        self.droppedNatFull = droppedNatFull
+        self.droppedUdp = droppedUdp
+        self.droppedWrite = droppedWrite
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension TunCounters: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTunCounters: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TunCounters {
+        return
+            try TunCounters(
+                packetsIn: FfiConverterUInt64.read(from: &buf), 
+                bytesIn: FfiConverterUInt64.read(from: &buf), 
+                packetsOut: FfiConverterUInt64.read(from: &buf), 
+                bytesOut: FfiConverterUInt64.read(from: &buf), 
+                tcpConnections: FfiConverterUInt64.read(from: &buf), 
+                udpDatagrams: FfiConverterUInt64.read(from: &buf), 
+                droppedFragments: FfiConverterUInt64.read(from: &buf), 
+                droppedMalformed: FfiConverterUInt64.read(from: &buf), 
+                droppedBadChecksum: FfiConverterUInt64.read(from: &buf), 
+                droppedUnsupported: FfiConverterUInt64.read(from: &buf), 
+                droppedNoFlow: FfiConverterUInt64.read(from: &buf), 
+                droppedNatFull: FfiConverterUInt64.read(from: &buf), 
+                droppedUdp: FfiConverterUInt64.read(from: &buf), 
+                droppedWrite: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: TunCounters, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.packetsIn, into: &buf)
+        FfiConverterUInt64.write(value.bytesIn, into: &buf)
+        FfiConverterUInt64.write(value.packetsOut, into: &buf)
+        FfiConverterUInt64.write(value.bytesOut, into: &buf)
+        FfiConverterUInt64.write(value.tcpConnections, into: &buf)
+        FfiConverterUInt64.write(value.udpDatagrams, into: &buf)
+        FfiConverterUInt64.write(value.droppedFragments, into: &buf)
+        FfiConverterUInt64.write(value.droppedMalformed, into: &buf)
+        FfiConverterUInt64.write(value.droppedBadChecksum, into: &buf)
+        FfiConverterUInt64.write(value.droppedUnsupported, into: &buf)
+        FfiConverterUInt64.write(value.droppedNoFlow, into: &buf)
+        FfiConverterUInt64.write(value.droppedNatFull, into: &buf)
+        FfiConverterUInt64.write(value.droppedUdp, into: &buf)
+        FfiConverterUInt64.write(value.droppedWrite, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunCounters_lift(_ buf: RustBuffer) throws -> TunCounters {
+    return try FfiConverterTypeTunCounters.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunCounters_lower(_ value: TunCounters) -> RustBuffer {
+    return FfiConverterTypeTunCounters.lower(value)
+}
+
+
+/**
+ * How `ConnectionManager.start_tun` sets up a tunnel. Only `ipv4` has no default:
+ * `TunOptions(ipv4 = "172.19.0.1/30")` in Kotlin is a working tunnel. The addresses must be the
+ * ones the device has (Android: `VpnService.Builder.addAddress` with the same address and prefix
+ * length): netswitch listens on them and uses the *next* address of each prefix as its NAT
+ * address, so the prefix must leave room for it (a /30 or /126 or wider, not the prefix's last
+ * address). The UDP limits default (`None`) to the manager's config (`udp_timeout_ms`,
+ * `udp_session_capacity`) or netswitch's built-in values; a value given must be > 0.
+ */
+public struct TunOptions: Equatable, Hashable {
+    /**
+     * The tunnel's IPv4 address and prefix length, `"172.19.0.1/30"`.
+     */
+    public var ipv4: String
+    /**
+     * The tunnel's IPv6 address and prefix length, `"fdfe::1/126"`; `None` (the default) for an
+     * IPv4-only tunnel (its IPv6 packets are dropped and counted as unsupported).
+     */
+    public var ipv6: String?
+    /**
+     * The largest IP packet read from the device: at least the device's MTU, 576 to 65535.
+     * Default 9000.
+     */
+    public var mtu: UInt32
+    /**
+     * What precedes each packet on the fd; `None` (the default) = the platform's: `AppleUtun`
+     * on Apple platforms, `RawIp` elsewhere.
+     */
+    public var framing: TunFraming?
+    /**
+     * UDP sessions (one per app source address and port) kept at once; past it the least
+     * recently used one is closed. `None` = the config's `udp_session_capacity`.
+     */
+    public var udpSessionCapacity: UInt32?
+    /**
+     * Outbound UDP sockets (one per session) open at once; a datagram that would open one more
+     * is dropped and counted (`dropped_udp`). `None` = 1024.
+     */
+    public var udpMaxSockets: UInt32?
+    /**
+     * App datagrams queued per session before drops (`dropped_udp`). `None` = 64.
+     */
+    public var udpQueueLen: UInt32?
+    /**
+     * Idle timeout of UDP sessions of no recognised protocol, in ms. `None` = the config's
+     * `udp_timeout_ms`.
+     */
+    public var udpTimeoutMs: UInt64?
+    /**
+     * Idle timeout of DNS, NTP and STUN sessions, in ms. `None` = 10000.
+     */
+    public var udpShortTimeoutMs: UInt64?
+    /**
+     * Idle timeout of QUIC and DTLS sessions, in ms. `None` = 30000.
+     */
+    public var udpLongTimeoutMs: UInt64?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * The tunnel's IPv4 address and prefix length, `"172.19.0.1/30"`.
+         */ipv4: String, 
+        /**
+         * The tunnel's IPv6 address and prefix length, `"fdfe::1/126"`; `None` (the default) for an
+         * IPv4-only tunnel (its IPv6 packets are dropped and counted as unsupported).
+         */ipv6: String? = nil, 
+        /**
+         * The largest IP packet read from the device: at least the device's MTU, 576 to 65535.
+         * Default 9000.
+         */mtu: UInt32 = UInt32(9000), 
+        /**
+         * What precedes each packet on the fd; `None` (the default) = the platform's: `AppleUtun`
+         * on Apple platforms, `RawIp` elsewhere.
+         */framing: TunFraming? = nil, 
+        /**
+         * UDP sessions (one per app source address and port) kept at once; past it the least
+         * recently used one is closed. `None` = the config's `udp_session_capacity`.
+         */udpSessionCapacity: UInt32? = nil, 
+        /**
+         * Outbound UDP sockets (one per session) open at once; a datagram that would open one more
+         * is dropped and counted (`dropped_udp`). `None` = 1024.
+         */udpMaxSockets: UInt32? = nil, 
+        /**
+         * App datagrams queued per session before drops (`dropped_udp`). `None` = 64.
+         */udpQueueLen: UInt32? = nil, 
+        /**
+         * Idle timeout of UDP sessions of no recognised protocol, in ms. `None` = the config's
+         * `udp_timeout_ms`.
+         */udpTimeoutMs: UInt64? = nil, 
+        /**
+         * Idle timeout of DNS, NTP and STUN sessions, in ms. `None` = 10000.
+         */udpShortTimeoutMs: UInt64? = nil, 
+        /**
+         * Idle timeout of QUIC and DTLS sessions, in ms. `None` = 30000.
+         */udpLongTimeoutMs: UInt64? = nil) {
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+        self.mtu = mtu
+        self.framing = framing
+        self.udpSessionCapacity = udpSessionCapacity
+        self.udpMaxSockets = udpMaxSockets
+        self.udpQueueLen = udpQueueLen
+        self.udpTimeoutMs = udpTimeoutMs
+        self.udpShortTimeoutMs = udpShortTimeoutMs
+        self.udpLongTimeoutMs = udpLongTimeoutMs
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension TunOptions: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTunOptions: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TunOptions {
+        return
+            try TunOptions(
+                ipv4: FfiConverterString.read(from: &buf), 
+                ipv6: FfiConverterOptionString.read(from: &buf), 
+                mtu: FfiConverterUInt32.read(from: &buf), 
+                framing: FfiConverterOptionTypeTunFraming.read(from: &buf), 
+                udpSessionCapacity: FfiConverterOptionUInt32.read(from: &buf), 
+                udpMaxSockets: FfiConverterOptionUInt32.read(from: &buf), 
+                udpQueueLen: FfiConverterOptionUInt32.read(from: &buf), 
+                udpTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
+                udpShortTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
+                udpLongTimeoutMs: FfiConverterOptionUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: TunOptions, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.ipv4, into: &buf)
+        FfiConverterOptionString.write(value.ipv6, into: &buf)
+        FfiConverterUInt32.write(value.mtu, into: &buf)
+        FfiConverterOptionTypeTunFraming.write(value.framing, into: &buf)
+        FfiConverterOptionUInt32.write(value.udpSessionCapacity, into: &buf)
+        FfiConverterOptionUInt32.write(value.udpMaxSockets, into: &buf)
+        FfiConverterOptionUInt32.write(value.udpQueueLen, into: &buf)
+        FfiConverterOptionUInt64.write(value.udpTimeoutMs, into: &buf)
+        FfiConverterOptionUInt64.write(value.udpShortTimeoutMs, into: &buf)
+        FfiConverterOptionUInt64.write(value.udpLongTimeoutMs, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunOptions_lift(_ buf: RustBuffer) throws -> TunOptions {
+    return try FfiConverterTypeTunOptions.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunOptions_lower(_ value: TunOptions) -> RustBuffer {
+    return FfiConverterTypeTunOptions.lower(value)
+}
+
+
+/**
  * What the platform should do with a socket offered to `PlatformInterface.bind_socket`.
  */
 
@@ -5073,6 +5710,81 @@ public func FfiConverterTypeTransportProtocol_lower(_ value: TransportProtocol) 
 }
 
 
+
+/**
+ * What precedes each IP packet on the tunnel's file descriptor.
+ */
+
+public enum TunFraming: Equatable, Hashable {
+    
+    /**
+     * Nothing: raw IP packets (Android `VpnService`, Linux `IFF_TUN | IFF_NO_PI`).
+     */
+    case rawIp
+    /**
+     * A 4-byte address family in network byte order before every packet (Apple utun).
+     */
+    case appleUtun
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension TunFraming: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTunFraming: FfiConverterRustBuffer {
+    typealias SwiftType = TunFraming
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TunFraming {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .rawIp
+        
+        case 2: return .appleUtun
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TunFraming, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .rawIp:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .appleUtun:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunFraming_lift(_ buf: RustBuffer) throws -> TunFraming {
+    return try FfiConverterTypeTunFraming.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunFraming_lower(_ value: TunFraming) -> RustBuffer {
+    return FfiConverterTypeTunFraming.lower(value)
+}
+
+
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
@@ -5356,6 +6068,30 @@ fileprivate struct FfiConverterOptionTypeNetworkType: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterTypeNetworkType.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeTunFraming: FfiConverterRustBuffer {
+    typealias SwiftType = TunFraming?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeTunFraming.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeTunFraming.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -5855,10 +6591,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_connectionmanager_resolve() != 35994) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_connectionmanager_shutdown() != 57956) {
+    if (uniffi_netswitch_checksum_method_connectionmanager_shutdown() != 38395) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_connectionmanager_start_socks() != 59884) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_connectionmanager_start_tun() != 43704) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_connectionmanager_subscribe() != 62423) {
@@ -5883,6 +6622,21 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_socksserver_stop() != 49884) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_tunhandle_counters() != 24245) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_tunhandle_is_finished() != 35042) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_tunhandle_nat_entries() != 49107) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_tunhandle_stop() != 35473) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_tunhandle_udp_sessions() != 985) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_constructor_connectionmanager_new() != 29586) {

@@ -446,6 +446,11 @@ void uniffi_netswitch_fn_method_connectionmanager_shutdown(uint64_t ptr, RustCal
 uint64_t uniffi_netswitch_fn_method_connectionmanager_start_socks(uint64_t ptr, RustBuffer listen, RustBuffer users
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_START_TUN
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_START_TUN
+uint64_t uniffi_netswitch_fn_method_connectionmanager_start_tun(uint64_t ptr, int32_t fd, RustBuffer options, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_SUBSCRIBE
 uint64_t uniffi_netswitch_fn_method_connectionmanager_subscribe(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
@@ -494,6 +499,41 @@ uint16_t uniffi_netswitch_fn_method_socksserver_port(uint64_t ptr, RustCallStatu
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SOCKSSERVER_STOP
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_SOCKSSERVER_STOP
 void uniffi_netswitch_fn_method_socksserver_stop(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_TUNHANDLE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_TUNHANDLE
+uint64_t uniffi_netswitch_fn_clone_tunhandle(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_TUNHANDLE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_TUNHANDLE
+void uniffi_netswitch_fn_free_tunhandle(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_COUNTERS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_COUNTERS
+RustBuffer uniffi_netswitch_fn_method_tunhandle_counters(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_IS_FINISHED
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_IS_FINISHED
+int8_t uniffi_netswitch_fn_method_tunhandle_is_finished(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_NAT_ENTRIES
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_NAT_ENTRIES
+uint64_t uniffi_netswitch_fn_method_tunhandle_nat_entries(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_STOP
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_STOP
+void uniffi_netswitch_fn_method_tunhandle_stop(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_UDP_SESSIONS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_UDP_SESSIONS
+uint64_t uniffi_netswitch_fn_method_tunhandle_udp_sessions(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FUNC_CONFIG_FROM_JSON
@@ -892,6 +932,12 @@ uint16_t uniffi_netswitch_checksum_method_connectionmanager_start_socks(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_START_TUN
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_START_TUN
+uint16_t uniffi_netswitch_checksum_method_connectionmanager_start_tun(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_SUBSCRIBE
 uint16_t uniffi_netswitch_checksum_method_connectionmanager_subscribe(void
@@ -937,6 +983,36 @@ uint16_t uniffi_netswitch_checksum_method_socksserver_port(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SOCKSSERVER_STOP
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_SOCKSSERVER_STOP
 uint16_t uniffi_netswitch_checksum_method_socksserver_stop(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_COUNTERS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_COUNTERS
+uint16_t uniffi_netswitch_checksum_method_tunhandle_counters(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_IS_FINISHED
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_IS_FINISHED
+uint16_t uniffi_netswitch_checksum_method_tunhandle_is_finished(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_NAT_ENTRIES
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_NAT_ENTRIES
+uint16_t uniffi_netswitch_checksum_method_tunhandle_nat_entries(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_STOP
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_STOP
+uint16_t uniffi_netswitch_checksum_method_tunhandle_stop(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_UDP_SESSIONS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_UDP_SESSIONS
+uint16_t uniffi_netswitch_checksum_method_tunhandle_udp_sessions(void
     
 );
 #endif

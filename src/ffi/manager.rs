@@ -2,7 +2,7 @@
 //! the core's binder, connections, counters, SOCKS servers and event subscriptions out.
 
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 
 use tokio::runtime::Runtime;
@@ -15,6 +15,7 @@ use super::events::{Event, EventHub, Subscription};
 use super::network::{InterfaceChange, InterfaceSnapshot, NetworkChange};
 use super::socks::{SocksServer, SocksServers};
 use super::traffic::TrafficTotals;
+use super::tun::{TunHandle, TunOptions, Tunnels};
 use super::types::{ClosedConnection, ConnectionInfo, NetworkTraffic, SocksUser};
 use crate::dial::Outbound;
 use crate::inbound::socks::SocksSettings;
@@ -28,7 +29,7 @@ use crate::{relay, Inbound};
 /// every live connection, runs SOCKS servers, and tells every subscribed [`EventListener`].
 ///
 /// Thread-safe; every method may be called from any thread. After `shutdown()` every
-/// connection, SOCKS server and subscription is ended and calls that start work fail with
+/// connection, SOCKS server, tunnel and subscription is ended and calls that start work fail with
 /// `ShutDown`. Destroying the object (Kotlin `close()`, or garbage collection; Swift: the last
 /// reference going away) shuts it down too; Kotlin then throws `IllegalStateException` ("object
 /// has already been destroyed") from any later call on the destroyed object, before netswitch
@@ -39,6 +40,7 @@ pub struct ConnectionManager {
     netswitch: Netswitch,
     runtime: &'static Runtime,
     servers: Arc<SocksServers>,
+    tunnels: Arc<Tunnels>,
     events: Arc<EventHub>,
     traffic: Arc<TrafficTotals>,
 }
@@ -96,6 +98,7 @@ impl ConnectionManager {
             netswitch,
             runtime,
             servers: Arc::new(SocksServers::default()),
+            tunnels: Arc::new(Tunnels::default()),
             events,
             traffic,
         }))
@@ -184,6 +187,36 @@ impl ConnectionManager {
         self.relay_tcp_fd(fd, &destination, options)
     }
 
+    /// Starts a packet tunnel on `fd`, the VPN's TUN device: every TCP connection and UDP flow
+    /// the device sends into it goes through this manager (strategy, binding, tracker, events)
+    /// like a SOCKS or handed-over connection. `options` (see [`TunOptions`]) must carry the
+    /// device's own addresses. Returns the handle at once; the manager owns the tunnel until
+    /// `TunHandle.stop()` or `shutdown()`.
+    ///
+    /// **The fd.** netswitch takes `fd` over: it reads and writes it and closes it when the
+    /// tunnel stops (`stop()`, `shutdown()`, the manager destroyed). The host must not read,
+    /// write or close it afterwards. On Android pass `ParcelFileDescriptor.detachFd()` (after it
+    /// the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
+    /// `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
+    /// netswitch still uses, or one already reused for something else. On Apple it must be a
+    /// utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+    /// device or datagram socket) leaves the fd with the caller; after any other error netswitch
+    /// has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
+    /// `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
+    /// address could not be bound), `ShutDown`.
+    ///
+    /// **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
+    /// `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
+    /// must bind it (the `Protect` action included) to a physical interface.
+    #[uniffi::method(name = "start_tun")]
+    fn start_tun_raw_fd(&self, fd: i32, options: TunOptions) -> Result<Arc<TunHandle>, NetswitchError> {
+        super::tun::check_tun_fd(fd)?;
+        // SAFETY: the FFI contract of this method: the host hands over `fd`, an open descriptor
+        // (checked above) that nothing else will use or close from now on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        self.start_tun(fd, options)
+    }
+
     /// Resolves `name` (a domain or an IP literal) as a dial with `options` would, without
     /// connecting: over the networks the strategy picks, each with its own resolver (its DNS
     /// servers over sockets bound to it, the host's resolver, or the system resolver as the last
@@ -233,12 +266,13 @@ impl ConnectionManager {
             .snapshot(live.iter().map(|c| (c.egress.network_type.map(Into::into), c.bytes_up, c.bytes_down)))
     }
 
-    /// Closes every connection, stops every SOCKS server, ends every subscription (each still
+    /// Closes every connection, stops every SOCKS server and tunnel, ends every subscription (each still
     /// delivers the events it had queued; close events of the connections this closes arrive
     /// after that and are not delivered — `traffic()` still counts them), and makes later calls
     /// that start work fail with `ShutDown`. Idempotent.
     pub fn shutdown(&self) {
         self.servers.stop_all();
+        self.tunnels.stop_all();
         self.core().shutdown();
         self.events.shut_down();
     }
@@ -272,6 +306,20 @@ impl ConnectionManager {
         let id = self.core().new_connection(Inbound::plain(stream), metadata, outbound, |_| {});
         tracing::debug!(id, "relaying a socket handed over by the host");
         Ok(id)
+    }
+
+    /// Starts a packet tunnel on `fd` (taken over: closed when the tunnel stops, or at once on
+    /// any error) with `options`; see `start_tun` of the FFI for the rules.
+    pub fn start_tun(&self, fd: OwnedFd, options: TunOptions) -> Result<Arc<TunHandle>, NetswitchError> {
+        let raw = fd.as_raw_fd();
+        self.check_running()?;
+        let settings = options.to_core(&self.netswitch.socks_settings().udp)?;
+        let tun = {
+            let _entered = self.runtime.enter();
+            self.netswitch.start_tun(fd, settings).map_err(|e| super::tun::start_error(raw, e))?
+        };
+        tracing::info!(fd = raw, ipv4 = %options.ipv4, ipv6 = ?options.ipv6, "packet tunnel started");
+        self.tunnels.adopt(tun)
     }
 
     fn core(&self) -> &Arc<crate::ConnectionManager> {

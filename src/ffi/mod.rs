@@ -3,6 +3,8 @@
 //!
 //! - [`manager::ConnectionManager`]: the object a host creates (`new(config, platform)`);
 //! - [`socks::SocksServer`]: a running SOCKS5 ingress, owned by its manager until `stop()`;
+//! - [`tun::TunHandle`]: a running packet tunnel on the host's TUN fd (`start_tun` with
+//!   `TunOptions`), owned by its manager until `stop()`;
 //! - [`events::Subscription`]: a live subscription of an `EventListener`, until `cancel()`;
 //! - [`callbacks`]: the foreign traits `PlatformInterface` (protect / bind every socket) and
 //!   `EventListener` (connections opened and closed, network changes, batched logs);
@@ -32,6 +34,7 @@ pub mod network;
 pub(crate) mod runtime;
 pub mod socks;
 mod traffic;
+pub mod tun;
 pub mod types;
 
 pub use callbacks::{EventListener, PlatformInterface};
@@ -41,3 +44,4 @@ pub use events::Subscription;
 pub use logs::set_log_level;
 pub use manager::ConnectionManager;
 pub use socks::SocksServer;
+pub use tun::{TunHandle, TunOptions};

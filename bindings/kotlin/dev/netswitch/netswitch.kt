@@ -792,6 +792,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_start_socks(
     ): Int
+    external fun uniffi_netswitch_checksum_method_connectionmanager_start_tun(
+    ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_subscribe(
     ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_traffic(
@@ -807,6 +809,16 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_netswitch_checksum_method_socksserver_port(
     ): Int
     external fun uniffi_netswitch_checksum_method_socksserver_stop(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_tunhandle_counters(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_tunhandle_is_finished(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_tunhandle_nat_entries(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_tunhandle_stop(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_tunhandle_udp_sessions(
     ): Int
     external fun uniffi_netswitch_checksum_constructor_connectionmanager_new(
     ): Int
@@ -888,6 +900,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_netswitch_fn_method_connectionmanager_start_socks(`ptr`: Long,`listen`: RustBuffer.ByValue,`users`: RustBuffer.ByValue,
     ): Long
+    external fun uniffi_netswitch_fn_method_connectionmanager_start_tun(`ptr`: Long,`fd`: Int,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_netswitch_fn_method_connectionmanager_subscribe(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_netswitch_fn_method_connectionmanager_traffic(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -908,6 +922,20 @@ internal object UniffiLib {
     ): Int
     external fun uniffi_netswitch_fn_method_socksserver_stop(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_netswitch_fn_clone_tunhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_free_tunhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_netswitch_fn_method_tunhandle_counters(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_netswitch_fn_method_tunhandle_is_finished(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_netswitch_fn_method_tunhandle_nat_entries(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_method_tunhandle_stop(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_netswitch_fn_method_tunhandle_udp_sessions(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_netswitch_fn_func_config_from_json(`json`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_netswitch_fn_func_default_config(uniffi_out_err: UniffiRustCallStatus, 
@@ -1087,10 +1115,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_resolve() and 0xFFFF) != 35994) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_shutdown() and 0xFFFF) != 57956) {
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_shutdown() and 0xFFFF) != 38395) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_socks() and 0xFFFF) != 59884) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_tun() and 0xFFFF) != 43704) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_subscribe() and 0xFFFF) != 62423) {
@@ -1115,6 +1146,21 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_socksserver_stop() and 0xFFFF) != 49884) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_tunhandle_counters() and 0xFFFF) != 24245) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_tunhandle_is_finished() and 0xFFFF) != 35042) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_tunhandle_nat_entries() and 0xFFFF) != 49107) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_tunhandle_stop() and 0xFFFF) != 35473) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_tunhandle_udp_sessions() and 0xFFFF) != 985) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_constructor_connectionmanager_new() and 0xFFFF) != 29586) {
@@ -1758,7 +1804,7 @@ public object FfiConverterTimestamp: FfiConverterRustBuffer<java.time.Instant> {
  * every live connection, runs SOCKS servers, and tells every subscribed [`EventListener`].
  *
  * Thread-safe; every method may be called from any thread. After `shutdown()` every
- * connection, SOCKS server and subscription is ended and calls that start work fail with
+ * connection, SOCKS server, tunnel and subscription is ended and calls that start work fail with
  * `ShutDown`. Destroying the object (Kotlin `close()`, or garbage collection; Swift: the last
  * reference going away) shuts it down too; Kotlin then throws `IllegalStateException` ("object
  * has already been destroyed") from any later call on the destroyed object, before netswitch
@@ -1811,7 +1857,7 @@ public interface ConnectionManagerInterface {
     suspend fun `resolve`(`name`: kotlin.String, `options`: ConnectionOptions? = null): ResolveResult
     
     /**
-     * Closes every connection, stops every SOCKS server, ends every subscription (each still
+     * Closes every connection, stops every SOCKS server and tunnel, ends every subscription (each still
      * delivers the events it had queued; close events of the connections this closes arrive
      * after that and are not delivered — `traffic()` still counts them), and makes later calls
      * that start work fail with `ShutDown`. Idempotent.
@@ -1829,6 +1875,31 @@ public interface ConnectionManagerInterface {
      * naming the address, `ShutDown`, `Internal` when the random generator fails.
      */
     suspend fun `startSocks`(`listen`: kotlin.String, `users`: List<SocksUser>? = null): SocksServer
+    
+    /**
+     * Starts a packet tunnel on `fd`, the VPN's TUN device: every TCP connection and UDP flow
+     * the device sends into it goes through this manager (strategy, binding, tracker, events)
+     * like a SOCKS or handed-over connection. `options` (see [`TunOptions`]) must carry the
+     * device's own addresses. Returns the handle at once; the manager owns the tunnel until
+     * `TunHandle.stop()` or `shutdown()`.
+     *
+     * **The fd.** netswitch takes `fd` over: it reads and writes it and closes it when the
+     * tunnel stops (`stop()`, `shutdown()`, the manager destroyed). The host must not read,
+     * write or close it afterwards. On Android pass `ParcelFileDescriptor.detachFd()` (after it
+     * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
+     * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
+     * netswitch still uses, or one already reused for something else. On Apple it must be a
+     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * device or datagram socket) leaves the fd with the caller; after any other error netswitch
+     * has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
+     * `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
+     * address could not be bound), `ShutDown`.
+     *
+     * **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
+     * `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
+     * must bind it (the `Protect` action included) to a physical interface.
+     */
+    fun `startTun`(`fd`: kotlin.Int, `options`: TunOptions): TunHandle
     
     /**
      * Starts delivering every event — connections opened and closed, network changes, log
@@ -1864,7 +1935,7 @@ public interface ConnectionManagerInterface {
  * every live connection, runs SOCKS servers, and tells every subscribed [`EventListener`].
  *
  * Thread-safe; every method may be called from any thread. After `shutdown()` every
- * connection, SOCKS server and subscription is ended and calls that start work fail with
+ * connection, SOCKS server, tunnel and subscription is ended and calls that start work fail with
  * `ShutDown`. Destroying the object (Kotlin `close()`, or garbage collection; Swift: the last
  * reference going away) shuts it down too; Kotlin then throws `IllegalStateException` ("object
  * has already been destroyed") from any later call on the destroyed object, before netswitch
@@ -2117,7 +2188,7 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
 
     
     /**
-     * Closes every connection, stops every SOCKS server, ends every subscription (each still
+     * Closes every connection, stops every SOCKS server and tunnel, ends every subscription (each still
      * delivers the events it had queued; close events of the connections this closes arrive
      * after that and are not delivered — `traffic()` still counts them), and makes later calls
      * that start work fail with `ShutDown`. Idempotent.
@@ -2165,6 +2236,45 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
         NetswitchException.ErrorHandler,
     )
     }
+
+    
+    /**
+     * Starts a packet tunnel on `fd`, the VPN's TUN device: every TCP connection and UDP flow
+     * the device sends into it goes through this manager (strategy, binding, tracker, events)
+     * like a SOCKS or handed-over connection. `options` (see [`TunOptions`]) must carry the
+     * device's own addresses. Returns the handle at once; the manager owns the tunnel until
+     * `TunHandle.stop()` or `shutdown()`.
+     *
+     * **The fd.** netswitch takes `fd` over: it reads and writes it and closes it when the
+     * tunnel stops (`stop()`, `shutdown()`, the manager destroyed). The host must not read,
+     * write or close it afterwards. On Android pass `ParcelFileDescriptor.detachFd()` (after it
+     * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
+     * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
+     * netswitch still uses, or one already reused for something else. On Apple it must be a
+     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * device or datagram socket) leaves the fd with the caller; after any other error netswitch
+     * has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
+     * `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
+     * address could not be bound), `ShutDown`.
+     *
+     * **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
+     * `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
+     * must bind it (the `Protect` action included) to a physical interface.
+     */
+    @Throws(NetswitchException::class)override fun `startTun`(`fd`: kotlin.Int, `options`: TunOptions): TunHandle {
+            return FfiConverterTypeTunHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(NetswitchException) { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_connectionmanager_start_tun(
+        it,
+        
+        FfiConverterInt.lower(`fd`),
+        FfiConverterTypeTunOptions.lower(`options`),_status)
+}
+    }
+    )
+    }
+    
 
     
     /**
@@ -3851,6 +3961,378 @@ public object FfiConverterTypeSubscription: FfiConverter<Subscription, Long> {
 }
 
 
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A running packet tunnel started by `ConnectionManager.start_tun`. The manager owns it: it
+ * keeps reading the TUN device until `stop()` or the manager's `shutdown()` / `close()`, whether
+ * or not the host keeps this handle (releasing it — Kotlin `close()`, garbage collection,
+ * Swift's last reference — stops nothing). The counters stay readable after `stop()`.
+ */
+public interface TunHandleInterface {
+    
+    /**
+     * The counters so far: packets and bytes each way, connections and datagrams handed on,
+     * drops by reason.
+     */
+    fun `counters`(): TunCounters
+    
+    /**
+     * True once the tunnel no longer reads the device: shortly after `stop()` or the manager's
+     * shutdown, or when the device failed (the fd was closed by someone else, the interface was
+     * removed). A tunnel whose device failed still needs `stop()` to close its connections.
+     */
+    fun `isFinished`(): kotlin.Boolean
+    
+    /**
+     * TCP NAT entries held: the tunnel's open TCP connections, plus closed ones for a short
+     * linger (so that a late segment or reset still finds its flow).
+     */
+    fun `natEntries`(): kotlin.ULong
+    
+    /**
+     * Stops reading the device and accepting connections, and closes every TCP connection and
+     * UDP session that came through this tunnel (their apps see resets: the device is still
+     * read for 200 ms so that the resets reach them). Then netswitch closes the TUN fd: at once
+     * when the last UDP session has let it go, 200 ms after `stop()` at the latest. Connections
+     * of other ingresses are not touched. Idempotent.
+     */
+    fun `stop`()
+    
+    /**
+     * UDP sessions (app source addresses) open.
+     */
+    fun `udpSessions`(): kotlin.ULong
+    
+    companion object
+}
+
+/**
+ * A running packet tunnel started by `ConnectionManager.start_tun`. The manager owns it: it
+ * keeps reading the TUN device until `stop()` or the manager's `shutdown()` / `close()`, whether
+ * or not the host keeps this handle (releasing it — Kotlin `close()`, garbage collection,
+ * Swift's last reference — stops nothing). The counters stay readable after `stop()`.
+ */
+open class TunHandle: Disposable, AutoCloseable, TunHandleInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_netswitch_fn_free_tunhandle(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_netswitch_fn_clone_tunhandle(handle, status)
+        }
+    }
+
+    
+    /**
+     * The counters so far: packets and bytes each way, connections and datagrams handed on,
+     * drops by reason.
+     */override fun `counters`(): TunCounters {
+            return FfiConverterTypeTunCounters.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_tunhandle_counters(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * True once the tunnel no longer reads the device: shortly after `stop()` or the manager's
+     * shutdown, or when the device failed (the fd was closed by someone else, the interface was
+     * removed). A tunnel whose device failed still needs `stop()` to close its connections.
+     */override fun `isFinished`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_tunhandle_is_finished(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * TCP NAT entries held: the tunnel's open TCP connections, plus closed ones for a short
+     * linger (so that a late segment or reset still finds its flow).
+     */override fun `natEntries`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_tunhandle_nat_entries(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Stops reading the device and accepting connections, and closes every TCP connection and
+     * UDP session that came through this tunnel (their apps see resets: the device is still
+     * read for 200 ms so that the resets reach them). Then netswitch closes the TUN fd: at once
+     * when the last UDP session has let it go, 200 ms after `stop()` at the latest. Connections
+     * of other ingresses are not touched. Idempotent.
+     */override fun `stop`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_tunhandle_stop(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * UDP sessions (app source addresses) open.
+     */override fun `udpSessions`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_tunhandle_udp_sessions(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTunHandle: FfiConverter<TunHandle, Long> {
+    override fun lower(value: TunHandle): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): TunHandle {
+        return TunHandle(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): TunHandle {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: TunHandle) = 8UL
+
+    override fun write(value: TunHandle, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
 
 /**
  * A connection that ended, with its final counters; sent to `EventListener.on_connection_closed`.
@@ -5059,6 +5541,275 @@ public object FfiConverterTypeSocksUser: FfiConverterRustBuffer<SocksUser> {
 
 
 /**
+ * A snapshot of a tunnel's counters (`TunHandle.counters()`). Every packet read is either
+ * handed on (a TCP segment translated, a UDP datagram queued) or in exactly one `dropped_*`
+ * counter.
+ */
+data class TunCounters (
+    /**
+     * IP packets read from the device.
+     */
+    var `packetsIn`: kotlin.ULong
+    , 
+    /**
+     * Bytes of those packets (IP headers included).
+     */
+    var `bytesIn`: kotlin.ULong
+    , 
+    /**
+     * IP packets written to the device (translated TCP, UDP replies).
+     */
+    var `packetsOut`: kotlin.ULong
+    , 
+    /**
+     * Bytes of those packets.
+     */
+    var `bytesOut`: kotlin.ULong
+    , 
+    /**
+     * TCP connections accepted from the tunnel and handed to the manager.
+     */
+    var `tcpConnections`: kotlin.ULong
+    , 
+    /**
+     * UDP datagrams from the tunnel handed to a UDP session.
+     */
+    var `udpDatagrams`: kotlin.ULong
+    , 
+    /**
+     * Dropped: IP fragments (not reassembled).
+     */
+    var `droppedFragments`: kotlin.ULong
+    , 
+    /**
+     * Dropped: truncated or inconsistent headers.
+     */
+    var `droppedMalformed`: kotlin.ULong
+    , 
+    /**
+     * Dropped: a wrong IPv4 header or UDP checksum.
+     */
+    var `droppedBadChecksum`: kotlin.ULong
+    , 
+    /**
+     * Dropped: other protocols (ICMP …), a family without a tunnel address, UDP to a multicast
+     * or broadcast address.
+     */
+    var `droppedUnsupported`: kotlin.ULong
+    , 
+    /**
+     * Dropped: a TCP segment of no known flow (not a SYN), or a reply to a NAT port that left.
+     */
+    var `droppedNoFlow`: kotlin.ULong
+    , 
+    /**
+     * Dropped: a SYN that found every NAT port taken.
+     */
+    var `droppedNatFull`: kotlin.ULong
+    , 
+    /**
+     * Dropped: UDP datagrams that found their session's queue full or the socket budget spent.
+     */
+    var `droppedUdp`: kotlin.ULong
+    , 
+    /**
+     * Dropped: packets the device refused to take (its queue was full).
+     */
+    var `droppedWrite`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTunCounters: FfiConverterRustBuffer<TunCounters> {
+    override fun read(buf: ByteBuffer): TunCounters {
+        return TunCounters(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: TunCounters) = (
+            FfiConverterULong.allocationSize(value.`packetsIn`) +
+            FfiConverterULong.allocationSize(value.`bytesIn`) +
+            FfiConverterULong.allocationSize(value.`packetsOut`) +
+            FfiConverterULong.allocationSize(value.`bytesOut`) +
+            FfiConverterULong.allocationSize(value.`tcpConnections`) +
+            FfiConverterULong.allocationSize(value.`udpDatagrams`) +
+            FfiConverterULong.allocationSize(value.`droppedFragments`) +
+            FfiConverterULong.allocationSize(value.`droppedMalformed`) +
+            FfiConverterULong.allocationSize(value.`droppedBadChecksum`) +
+            FfiConverterULong.allocationSize(value.`droppedUnsupported`) +
+            FfiConverterULong.allocationSize(value.`droppedNoFlow`) +
+            FfiConverterULong.allocationSize(value.`droppedNatFull`) +
+            FfiConverterULong.allocationSize(value.`droppedUdp`) +
+            FfiConverterULong.allocationSize(value.`droppedWrite`)
+    )
+
+    override fun write(value: TunCounters, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`packetsIn`, buf)
+            FfiConverterULong.write(value.`bytesIn`, buf)
+            FfiConverterULong.write(value.`packetsOut`, buf)
+            FfiConverterULong.write(value.`bytesOut`, buf)
+            FfiConverterULong.write(value.`tcpConnections`, buf)
+            FfiConverterULong.write(value.`udpDatagrams`, buf)
+            FfiConverterULong.write(value.`droppedFragments`, buf)
+            FfiConverterULong.write(value.`droppedMalformed`, buf)
+            FfiConverterULong.write(value.`droppedBadChecksum`, buf)
+            FfiConverterULong.write(value.`droppedUnsupported`, buf)
+            FfiConverterULong.write(value.`droppedNoFlow`, buf)
+            FfiConverterULong.write(value.`droppedNatFull`, buf)
+            FfiConverterULong.write(value.`droppedUdp`, buf)
+            FfiConverterULong.write(value.`droppedWrite`, buf)
+    }
+}
+
+
+
+/**
+ * How `ConnectionManager.start_tun` sets up a tunnel. Only `ipv4` has no default:
+ * `TunOptions(ipv4 = "172.19.0.1/30")` in Kotlin is a working tunnel. The addresses must be the
+ * ones the device has (Android: `VpnService.Builder.addAddress` with the same address and prefix
+ * length): netswitch listens on them and uses the *next* address of each prefix as its NAT
+ * address, so the prefix must leave room for it (a /30 or /126 or wider, not the prefix's last
+ * address). The UDP limits default (`None`) to the manager's config (`udp_timeout_ms`,
+ * `udp_session_capacity`) or netswitch's built-in values; a value given must be > 0.
+ */
+data class TunOptions (
+    /**
+     * The tunnel's IPv4 address and prefix length, `"172.19.0.1/30"`.
+     */
+    var `ipv4`: kotlin.String
+    , 
+    /**
+     * The tunnel's IPv6 address and prefix length, `"fdfe::1/126"`; `None` (the default) for an
+     * IPv4-only tunnel (its IPv6 packets are dropped and counted as unsupported).
+     */
+    var `ipv6`: kotlin.String? = null 
+    , 
+    /**
+     * The largest IP packet read from the device: at least the device's MTU, 576 to 65535.
+     * Default 9000.
+     */
+    var `mtu`: kotlin.UInt = 9000u 
+    , 
+    /**
+     * What precedes each packet on the fd; `None` (the default) = the platform's: `AppleUtun`
+     * on Apple platforms, `RawIp` elsewhere.
+     */
+    var `framing`: TunFraming? = null 
+    , 
+    /**
+     * UDP sessions (one per app source address and port) kept at once; past it the least
+     * recently used one is closed. `None` = the config's `udp_session_capacity`.
+     */
+    var `udpSessionCapacity`: kotlin.UInt? = null 
+    , 
+    /**
+     * Outbound UDP sockets (one per session) open at once; a datagram that would open one more
+     * is dropped and counted (`dropped_udp`). `None` = 1024.
+     */
+    var `udpMaxSockets`: kotlin.UInt? = null 
+    , 
+    /**
+     * App datagrams queued per session before drops (`dropped_udp`). `None` = 64.
+     */
+    var `udpQueueLen`: kotlin.UInt? = null 
+    , 
+    /**
+     * Idle timeout of UDP sessions of no recognised protocol, in ms. `None` = the config's
+     * `udp_timeout_ms`.
+     */
+    var `udpTimeoutMs`: kotlin.ULong? = null 
+    , 
+    /**
+     * Idle timeout of DNS, NTP and STUN sessions, in ms. `None` = 10000.
+     */
+    var `udpShortTimeoutMs`: kotlin.ULong? = null 
+    , 
+    /**
+     * Idle timeout of QUIC and DTLS sessions, in ms. `None` = 30000.
+     */
+    var `udpLongTimeoutMs`: kotlin.ULong? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTunOptions: FfiConverterRustBuffer<TunOptions> {
+    override fun read(buf: ByteBuffer): TunOptions {
+        return TunOptions(
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterUInt.read(buf),
+            FfiConverterOptionalTypeTunFraming.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalUInt.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
+            FfiConverterOptionalULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: TunOptions) = (
+            FfiConverterString.allocationSize(value.`ipv4`) +
+            FfiConverterOptionalString.allocationSize(value.`ipv6`) +
+            FfiConverterUInt.allocationSize(value.`mtu`) +
+            FfiConverterOptionalTypeTunFraming.allocationSize(value.`framing`) +
+            FfiConverterOptionalUInt.allocationSize(value.`udpSessionCapacity`) +
+            FfiConverterOptionalUInt.allocationSize(value.`udpMaxSockets`) +
+            FfiConverterOptionalUInt.allocationSize(value.`udpQueueLen`) +
+            FfiConverterOptionalULong.allocationSize(value.`udpTimeoutMs`) +
+            FfiConverterOptionalULong.allocationSize(value.`udpShortTimeoutMs`) +
+            FfiConverterOptionalULong.allocationSize(value.`udpLongTimeoutMs`)
+    )
+
+    override fun write(value: TunOptions, buf: ByteBuffer) {
+            FfiConverterString.write(value.`ipv4`, buf)
+            FfiConverterOptionalString.write(value.`ipv6`, buf)
+            FfiConverterUInt.write(value.`mtu`, buf)
+            FfiConverterOptionalTypeTunFraming.write(value.`framing`, buf)
+            FfiConverterOptionalUInt.write(value.`udpSessionCapacity`, buf)
+            FfiConverterOptionalUInt.write(value.`udpMaxSockets`, buf)
+            FfiConverterOptionalUInt.write(value.`udpQueueLen`, buf)
+            FfiConverterOptionalULong.write(value.`udpTimeoutMs`, buf)
+            FfiConverterOptionalULong.write(value.`udpShortTimeoutMs`, buf)
+            FfiConverterOptionalULong.write(value.`udpLongTimeoutMs`, buf)
+    }
+}
+
+
+
+/**
  * What the platform should do with a socket offered to `PlatformInterface.bind_socket`.
  */
 
@@ -6090,6 +6841,49 @@ public object FfiConverterTypeTransportProtocol: FfiConverterRustBuffer<Transpor
 
 
 
+/**
+ * What precedes each IP packet on the tunnel's file descriptor.
+ */
+
+enum class TunFraming {
+    
+    /**
+     * Nothing: raw IP packets (Android `VpnService`, Linux `IFF_TUN | IFF_NO_PI`).
+     */
+    RAW_IP,
+    /**
+     * A 4-byte address family in network byte order before every packet (Apple utun).
+     */
+    APPLE_UTUN;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTunFraming: FfiConverterRustBuffer<TunFraming> {
+    override fun read(buf: ByteBuffer) = try {
+        TunFraming.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: TunFraming) = 4UL
+
+    override fun write(value: TunFraming, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
 
 /**
  * @suppress
@@ -6468,6 +7262,38 @@ public object FfiConverterOptionalTypeNetworkType: FfiConverterRustBuffer<Networ
         } else {
             buf.put(1)
             FfiConverterTypeNetworkType.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeTunFraming: FfiConverterRustBuffer<TunFraming?> {
+    override fun read(buf: ByteBuffer): TunFraming? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeTunFraming.read(buf)
+    }
+
+    override fun allocationSize(value: TunFraming?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeTunFraming.allocationSize(value)
+        }
+    }
+
+    override fun write(value: TunFraming?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeTunFraming.write(value, buf)
         }
     }
 }
