@@ -4130,6 +4130,54 @@ public struct TunCounters: Equatable, Hashable {
      * Dropped: packets the device refused to take (its queue was full).
      */
     public var droppedWrite: UInt64
+    /**
+     * Dropped: UDP datagrams of an app source the decision hook blocked.
+     */
+    public var droppedBlocked: UInt64
+    /**
+     * TCP connections the decision hook blocked (reset, not handed to the manager).
+     */
+    public var tcpBlocked: UInt64
+    /**
+     * Decisions asked of the decision hook.
+     */
+    public var decisions: UInt64
+    /**
+     * Decisions that missed the hook's deadline (the connection got the fallback decision).
+     */
+    public var decisionsTimedOut: UInt64
+    /**
+     * Decisions whose decider panicked (the connection got the fallback decision).
+     */
+    public var decisionsPanicked: UInt64
+    /**
+     * Hijacked DNS queries answered from a lookup (addresses, NODATA or NXDOMAIN).
+     */
+    public var dnsAnswered: UInt64
+    /**
+     * Hijacked DNS queries that failed (SERVFAIL, FORMERR, NOTIMP or no answer at all).
+     */
+    public var dnsFailed: UInt64
+    /**
+     * Dropped: hijacked UDP DNS queries that found every lookup slot taken.
+     */
+    public var droppedDns: UInt64
+    /**
+     * ICMP echo requests relayed over a ping socket.
+     */
+    public var icmpEchoes: UInt64
+    /**
+     * ICMP echo replies written back to the apps.
+     */
+    public var icmpReplies: UInt64
+    /**
+     * Dropped: ICMP echo requests with no network, a full flow table or queue, or a refused send.
+     */
+    public var droppedIcmp: UInt64
+    /**
+     * Dropped: ICMP echo requests the OS gave no ping socket for (Linux `ping_group_range`).
+     */
+    public var droppedIcmpDenied: UInt64
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4176,7 +4224,43 @@ public struct TunCounters: Equatable, Hashable {
          */droppedUdp: UInt64, 
         /**
          * Dropped: packets the device refused to take (its queue was full).
-         */droppedWrite: UInt64) {
+         */droppedWrite: UInt64, 
+        /**
+         * Dropped: UDP datagrams of an app source the decision hook blocked.
+         */droppedBlocked: UInt64, 
+        /**
+         * TCP connections the decision hook blocked (reset, not handed to the manager).
+         */tcpBlocked: UInt64, 
+        /**
+         * Decisions asked of the decision hook.
+         */decisions: UInt64, 
+        /**
+         * Decisions that missed the hook's deadline (the connection got the fallback decision).
+         */decisionsTimedOut: UInt64, 
+        /**
+         * Decisions whose decider panicked (the connection got the fallback decision).
+         */decisionsPanicked: UInt64, 
+        /**
+         * Hijacked DNS queries answered from a lookup (addresses, NODATA or NXDOMAIN).
+         */dnsAnswered: UInt64, 
+        /**
+         * Hijacked DNS queries that failed (SERVFAIL, FORMERR, NOTIMP or no answer at all).
+         */dnsFailed: UInt64, 
+        /**
+         * Dropped: hijacked UDP DNS queries that found every lookup slot taken.
+         */droppedDns: UInt64, 
+        /**
+         * ICMP echo requests relayed over a ping socket.
+         */icmpEchoes: UInt64, 
+        /**
+         * ICMP echo replies written back to the apps.
+         */icmpReplies: UInt64, 
+        /**
+         * Dropped: ICMP echo requests with no network, a full flow table or queue, or a refused send.
+         */droppedIcmp: UInt64, 
+        /**
+         * Dropped: ICMP echo requests the OS gave no ping socket for (Linux `ping_group_range`).
+         */droppedIcmpDenied: UInt64) {
         self.packetsIn = packetsIn
         self.bytesIn = bytesIn
         self.packetsOut = packetsOut
@@ -4191,6 +4275,18 @@ public struct TunCounters: Equatable, Hashable {
         self.droppedNatFull = droppedNatFull
         self.droppedUdp = droppedUdp
         self.droppedWrite = droppedWrite
+        self.droppedBlocked = droppedBlocked
+        self.tcpBlocked = tcpBlocked
+        self.decisions = decisions
+        self.decisionsTimedOut = decisionsTimedOut
+        self.decisionsPanicked = decisionsPanicked
+        self.dnsAnswered = dnsAnswered
+        self.dnsFailed = dnsFailed
+        self.droppedDns = droppedDns
+        self.icmpEchoes = icmpEchoes
+        self.icmpReplies = icmpReplies
+        self.droppedIcmp = droppedIcmp
+        self.droppedIcmpDenied = droppedIcmpDenied
     }
 
     
@@ -4222,7 +4318,19 @@ public struct FfiConverterTypeTunCounters: FfiConverterRustBuffer {
                 droppedNoFlow: FfiConverterUInt64.read(from: &buf), 
                 droppedNatFull: FfiConverterUInt64.read(from: &buf), 
                 droppedUdp: FfiConverterUInt64.read(from: &buf), 
-                droppedWrite: FfiConverterUInt64.read(from: &buf)
+                droppedWrite: FfiConverterUInt64.read(from: &buf), 
+                droppedBlocked: FfiConverterUInt64.read(from: &buf), 
+                tcpBlocked: FfiConverterUInt64.read(from: &buf), 
+                decisions: FfiConverterUInt64.read(from: &buf), 
+                decisionsTimedOut: FfiConverterUInt64.read(from: &buf), 
+                decisionsPanicked: FfiConverterUInt64.read(from: &buf), 
+                dnsAnswered: FfiConverterUInt64.read(from: &buf), 
+                dnsFailed: FfiConverterUInt64.read(from: &buf), 
+                droppedDns: FfiConverterUInt64.read(from: &buf), 
+                icmpEchoes: FfiConverterUInt64.read(from: &buf), 
+                icmpReplies: FfiConverterUInt64.read(from: &buf), 
+                droppedIcmp: FfiConverterUInt64.read(from: &buf), 
+                droppedIcmpDenied: FfiConverterUInt64.read(from: &buf)
         )
     }
 
@@ -4241,6 +4349,18 @@ public struct FfiConverterTypeTunCounters: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.droppedNatFull, into: &buf)
         FfiConverterUInt64.write(value.droppedUdp, into: &buf)
         FfiConverterUInt64.write(value.droppedWrite, into: &buf)
+        FfiConverterUInt64.write(value.droppedBlocked, into: &buf)
+        FfiConverterUInt64.write(value.tcpBlocked, into: &buf)
+        FfiConverterUInt64.write(value.decisions, into: &buf)
+        FfiConverterUInt64.write(value.decisionsTimedOut, into: &buf)
+        FfiConverterUInt64.write(value.decisionsPanicked, into: &buf)
+        FfiConverterUInt64.write(value.dnsAnswered, into: &buf)
+        FfiConverterUInt64.write(value.dnsFailed, into: &buf)
+        FfiConverterUInt64.write(value.droppedDns, into: &buf)
+        FfiConverterUInt64.write(value.icmpEchoes, into: &buf)
+        FfiConverterUInt64.write(value.icmpReplies, into: &buf)
+        FfiConverterUInt64.write(value.droppedIcmp, into: &buf)
+        FfiConverterUInt64.write(value.droppedIcmpDenied, into: &buf)
     }
 }
 
@@ -4316,6 +4436,18 @@ public struct TunOptions: Equatable, Hashable {
      * Idle timeout of QUIC and DTLS sessions, in ms. `None` = 30000.
      */
     public var udpLongTimeoutMs: UInt64?
+    /**
+     * Answer the apps' DNS queries (UDP and TCP port 53) sent to the tunnel's NAT address
+     * (172.19.0.2 for 172.19.0.1/30, fdfe::2 for fdfe::1/126) with netswitch's resolver, over
+     * the network the strategy chooses. Give apps that address as their DNS server (Android:
+     * `VpnService.Builder.addDnsServer`). Default false: DNS is relayed like other UDP.
+     */
+    public var dnsHijack: Bool
+    /**
+     * Answer every query to port 53, whatever its destination, like `dns_hijack` (which it
+     * overrides). Default false.
+     */
+    public var dnsHijackAll: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4355,7 +4487,17 @@ public struct TunOptions: Equatable, Hashable {
          */udpShortTimeoutMs: UInt64? = nil, 
         /**
          * Idle timeout of QUIC and DTLS sessions, in ms. `None` = 30000.
-         */udpLongTimeoutMs: UInt64? = nil) {
+         */udpLongTimeoutMs: UInt64? = nil, 
+        /**
+         * Answer the apps' DNS queries (UDP and TCP port 53) sent to the tunnel's NAT address
+         * (172.19.0.2 for 172.19.0.1/30, fdfe::2 for fdfe::1/126) with netswitch's resolver, over
+         * the network the strategy chooses. Give apps that address as their DNS server (Android:
+         * `VpnService.Builder.addDnsServer`). Default false: DNS is relayed like other UDP.
+         */dnsHijack: Bool = false, 
+        /**
+         * Answer every query to port 53, whatever its destination, like `dns_hijack` (which it
+         * overrides). Default false.
+         */dnsHijackAll: Bool = false) {
         self.ipv4 = ipv4
         self.ipv6 = ipv6
         self.mtu = mtu
@@ -4366,6 +4508,8 @@ public struct TunOptions: Equatable, Hashable {
         self.udpTimeoutMs = udpTimeoutMs
         self.udpShortTimeoutMs = udpShortTimeoutMs
         self.udpLongTimeoutMs = udpLongTimeoutMs
+        self.dnsHijack = dnsHijack
+        self.dnsHijackAll = dnsHijackAll
     }
 
     
@@ -4393,7 +4537,9 @@ public struct FfiConverterTypeTunOptions: FfiConverterRustBuffer {
                 udpQueueLen: FfiConverterOptionUInt32.read(from: &buf), 
                 udpTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
                 udpShortTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
-                udpLongTimeoutMs: FfiConverterOptionUInt64.read(from: &buf)
+                udpLongTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
+                dnsHijack: FfiConverterBool.read(from: &buf), 
+                dnsHijackAll: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -4408,6 +4554,8 @@ public struct FfiConverterTypeTunOptions: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.udpTimeoutMs, into: &buf)
         FfiConverterOptionUInt64.write(value.udpShortTimeoutMs, into: &buf)
         FfiConverterOptionUInt64.write(value.udpLongTimeoutMs, into: &buf)
+        FfiConverterBool.write(value.dnsHijack, into: &buf)
+        FfiConverterBool.write(value.dnsHijackAll, into: &buf)
     }
 }
 

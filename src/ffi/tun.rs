@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::error::NetswitchError;
 use crate::inbound::udp_sessions::UdpSettings;
-use crate::tun::{Framing, Tun, TunError, TunSettings};
+use crate::tun::{DnsHijack, Framing, Tun, TunError, TunSettings};
 
 /// What precedes each IP packet on the tunnel's file descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -66,6 +66,16 @@ pub struct TunOptions {
     /// Idle timeout of QUIC and DTLS sessions, in ms. `None` = 30000.
     #[uniffi(default = None)]
     pub udp_long_timeout_ms: Option<u64>,
+    /// Answer the apps' DNS queries (UDP and TCP port 53) sent to the tunnel's NAT address
+    /// (172.19.0.2 for 172.19.0.1/30, fdfe::2 for fdfe::1/126) with netswitch's resolver, over
+    /// the network the strategy chooses. Give apps that address as their DNS server (Android:
+    /// `VpnService.Builder.addDnsServer`). Default false: DNS is relayed like other UDP.
+    #[uniffi(default = false)]
+    pub dns_hijack: bool,
+    /// Answer every query to port 53, whatever its destination, like `dns_hijack` (which it
+    /// overrides). Default false.
+    #[uniffi(default = false)]
+    pub dns_hijack_all: bool,
 }
 
 /// A snapshot of a tunnel's counters (`TunHandle.counters()`). Every packet read is either
@@ -102,6 +112,30 @@ pub struct TunCounters {
     pub dropped_udp: u64,
     /// Dropped: packets the device refused to take (its queue was full).
     pub dropped_write: u64,
+    /// Dropped: UDP datagrams of an app source the decision hook blocked.
+    pub dropped_blocked: u64,
+    /// TCP connections the decision hook blocked (reset, not handed to the manager).
+    pub tcp_blocked: u64,
+    /// Decisions asked of the decision hook.
+    pub decisions: u64,
+    /// Decisions that missed the hook's deadline (the connection got the fallback decision).
+    pub decisions_timed_out: u64,
+    /// Decisions whose decider panicked (the connection got the fallback decision).
+    pub decisions_panicked: u64,
+    /// Hijacked DNS queries answered from a lookup (addresses, NODATA or NXDOMAIN).
+    pub dns_answered: u64,
+    /// Hijacked DNS queries that failed (SERVFAIL, FORMERR, NOTIMP or no answer at all).
+    pub dns_failed: u64,
+    /// Dropped: hijacked UDP DNS queries that found every lookup slot taken.
+    pub dropped_dns: u64,
+    /// ICMP echo requests relayed over a ping socket.
+    pub icmp_echoes: u64,
+    /// ICMP echo replies written back to the apps.
+    pub icmp_replies: u64,
+    /// Dropped: ICMP echo requests with no network, a full flow table or queue, or a refused send.
+    pub dropped_icmp: u64,
+    /// Dropped: ICMP echo requests the OS gave no ping socket for (Linux `ping_group_range`).
+    pub dropped_icmp_denied: u64,
 }
 
 impl From<crate::tun::TunCounters> for TunCounters {
@@ -121,6 +155,18 @@ impl From<crate::tun::TunCounters> for TunCounters {
             dropped_nat_full: c.dropped_nat_full,
             dropped_udp: c.dropped_udp,
             dropped_write: c.dropped_write,
+            dropped_blocked: c.dropped_blocked,
+            tcp_blocked: c.tcp_blocked,
+            decisions: c.decisions,
+            decisions_timed_out: c.decisions_timed_out,
+            decisions_panicked: c.decisions_panicked,
+            dns_answered: c.dns_answered,
+            dns_failed: c.dns_failed,
+            dropped_dns: c.dropped_dns,
+            icmp_echoes: c.icmp_echoes,
+            icmp_replies: c.icmp_replies,
+            dropped_icmp: c.dropped_icmp,
+            dropped_icmp_denied: c.dropped_icmp_denied,
         }
     }
 }
@@ -207,6 +253,13 @@ impl TunOptions {
             udp.timeouts.long = v;
         }
         settings.udp = udp;
+        settings.dns_hijack = if self.dns_hijack_all {
+            DnsHijack::AllPort53
+        } else if self.dns_hijack {
+            DnsHijack::Addresses(settings.nat_addresses())
+        } else {
+            DnsHijack::Off
+        };
         Ok(settings)
     }
 }
@@ -221,6 +274,7 @@ pub(crate) fn start_error(fd: RawFd, error: TunError) -> NetswitchError {
             invalid(option, error.to_string())
         }
         TunError::Mtu(_) => invalid("options.mtu", error.to_string()),
+        TunError::DnsHijack(_) => invalid("options.dns_hijack", error.to_string()),
         TunError::Device(source) => {
             NetswitchError::Io { context: format!("TUN device fd {fd}"), reason: source.to_string() }
         }
@@ -417,6 +471,8 @@ mod tests {
             udp_timeout_ms: None,
             udp_short_timeout_ms: None,
             udp_long_timeout_ms: None,
+            dns_hijack: false,
+            dns_hijack_all: false,
         }
     }
 
@@ -457,6 +513,12 @@ mod tests {
             (u.timeouts.default, u.timeouts.short, u.timeouts.long),
             (Duration::from_secs(6), Duration::from_secs(7), Duration::from_secs(8))
         );
+        assert_eq!(settings.dns_hijack, DnsHijack::Off);
+        all.dns_hijack = true;
+        let nat = ["10.0.0.2".parse().unwrap(), "fdfe::2".parse().unwrap()];
+        assert_eq!(all.to_core(&udp).unwrap().dns_hijack, DnsHijack::Addresses(nat.to_vec()));
+        all.dns_hijack_all = true;
+        assert_eq!(all.to_core(&udp).unwrap().dns_hijack, DnsHijack::AllPort53);
     }
 
     #[test]

@@ -5616,6 +5616,66 @@ data class TunCounters (
      * Dropped: packets the device refused to take (its queue was full).
      */
     var `droppedWrite`: kotlin.ULong
+    , 
+    /**
+     * Dropped: UDP datagrams of an app source the decision hook blocked.
+     */
+    var `droppedBlocked`: kotlin.ULong
+    , 
+    /**
+     * TCP connections the decision hook blocked (reset, not handed to the manager).
+     */
+    var `tcpBlocked`: kotlin.ULong
+    , 
+    /**
+     * Decisions asked of the decision hook.
+     */
+    var `decisions`: kotlin.ULong
+    , 
+    /**
+     * Decisions that missed the hook's deadline (the connection got the fallback decision).
+     */
+    var `decisionsTimedOut`: kotlin.ULong
+    , 
+    /**
+     * Decisions whose decider panicked (the connection got the fallback decision).
+     */
+    var `decisionsPanicked`: kotlin.ULong
+    , 
+    /**
+     * Hijacked DNS queries answered from a lookup (addresses, NODATA or NXDOMAIN).
+     */
+    var `dnsAnswered`: kotlin.ULong
+    , 
+    /**
+     * Hijacked DNS queries that failed (SERVFAIL, FORMERR, NOTIMP or no answer at all).
+     */
+    var `dnsFailed`: kotlin.ULong
+    , 
+    /**
+     * Dropped: hijacked UDP DNS queries that found every lookup slot taken.
+     */
+    var `droppedDns`: kotlin.ULong
+    , 
+    /**
+     * ICMP echo requests relayed over a ping socket.
+     */
+    var `icmpEchoes`: kotlin.ULong
+    , 
+    /**
+     * ICMP echo replies written back to the apps.
+     */
+    var `icmpReplies`: kotlin.ULong
+    , 
+    /**
+     * Dropped: ICMP echo requests with no network, a full flow table or queue, or a refused send.
+     */
+    var `droppedIcmp`: kotlin.ULong
+    , 
+    /**
+     * Dropped: ICMP echo requests the OS gave no ping socket for (Linux `ping_group_range`).
+     */
+    var `droppedIcmpDenied`: kotlin.ULong
     
 ){
     
@@ -5632,6 +5692,18 @@ data class TunCounters (
 public object FfiConverterTypeTunCounters: FfiConverterRustBuffer<TunCounters> {
     override fun read(buf: ByteBuffer): TunCounters {
         return TunCounters(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
             FfiConverterULong.read(buf),
@@ -5663,7 +5735,19 @@ public object FfiConverterTypeTunCounters: FfiConverterRustBuffer<TunCounters> {
             FfiConverterULong.allocationSize(value.`droppedNoFlow`) +
             FfiConverterULong.allocationSize(value.`droppedNatFull`) +
             FfiConverterULong.allocationSize(value.`droppedUdp`) +
-            FfiConverterULong.allocationSize(value.`droppedWrite`)
+            FfiConverterULong.allocationSize(value.`droppedWrite`) +
+            FfiConverterULong.allocationSize(value.`droppedBlocked`) +
+            FfiConverterULong.allocationSize(value.`tcpBlocked`) +
+            FfiConverterULong.allocationSize(value.`decisions`) +
+            FfiConverterULong.allocationSize(value.`decisionsTimedOut`) +
+            FfiConverterULong.allocationSize(value.`decisionsPanicked`) +
+            FfiConverterULong.allocationSize(value.`dnsAnswered`) +
+            FfiConverterULong.allocationSize(value.`dnsFailed`) +
+            FfiConverterULong.allocationSize(value.`droppedDns`) +
+            FfiConverterULong.allocationSize(value.`icmpEchoes`) +
+            FfiConverterULong.allocationSize(value.`icmpReplies`) +
+            FfiConverterULong.allocationSize(value.`droppedIcmp`) +
+            FfiConverterULong.allocationSize(value.`droppedIcmpDenied`)
     )
 
     override fun write(value: TunCounters, buf: ByteBuffer) {
@@ -5681,6 +5765,18 @@ public object FfiConverterTypeTunCounters: FfiConverterRustBuffer<TunCounters> {
             FfiConverterULong.write(value.`droppedNatFull`, buf)
             FfiConverterULong.write(value.`droppedUdp`, buf)
             FfiConverterULong.write(value.`droppedWrite`, buf)
+            FfiConverterULong.write(value.`droppedBlocked`, buf)
+            FfiConverterULong.write(value.`tcpBlocked`, buf)
+            FfiConverterULong.write(value.`decisions`, buf)
+            FfiConverterULong.write(value.`decisionsTimedOut`, buf)
+            FfiConverterULong.write(value.`decisionsPanicked`, buf)
+            FfiConverterULong.write(value.`dnsAnswered`, buf)
+            FfiConverterULong.write(value.`dnsFailed`, buf)
+            FfiConverterULong.write(value.`droppedDns`, buf)
+            FfiConverterULong.write(value.`icmpEchoes`, buf)
+            FfiConverterULong.write(value.`icmpReplies`, buf)
+            FfiConverterULong.write(value.`droppedIcmp`, buf)
+            FfiConverterULong.write(value.`droppedIcmpDenied`, buf)
     }
 }
 
@@ -5751,6 +5847,20 @@ data class TunOptions (
      * Idle timeout of QUIC and DTLS sessions, in ms. `None` = 30000.
      */
     var `udpLongTimeoutMs`: kotlin.ULong? = null 
+    , 
+    /**
+     * Answer the apps' DNS queries (UDP and TCP port 53) sent to the tunnel's NAT address
+     * (172.19.0.2 for 172.19.0.1/30, fdfe::2 for fdfe::1/126) with netswitch's resolver, over
+     * the network the strategy chooses. Give apps that address as their DNS server (Android:
+     * `VpnService.Builder.addDnsServer`). Default false: DNS is relayed like other UDP.
+     */
+    var `dnsHijack`: kotlin.Boolean = false 
+    , 
+    /**
+     * Answer every query to port 53, whatever its destination, like `dns_hijack` (which it
+     * overrides). Default false.
+     */
+    var `dnsHijackAll`: kotlin.Boolean = false 
     
 ){
     
@@ -5777,6 +5887,8 @@ public object FfiConverterTypeTunOptions: FfiConverterRustBuffer<TunOptions> {
             FfiConverterOptionalULong.read(buf),
             FfiConverterOptionalULong.read(buf),
             FfiConverterOptionalULong.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -5790,7 +5902,9 @@ public object FfiConverterTypeTunOptions: FfiConverterRustBuffer<TunOptions> {
             FfiConverterOptionalUInt.allocationSize(value.`udpQueueLen`) +
             FfiConverterOptionalULong.allocationSize(value.`udpTimeoutMs`) +
             FfiConverterOptionalULong.allocationSize(value.`udpShortTimeoutMs`) +
-            FfiConverterOptionalULong.allocationSize(value.`udpLongTimeoutMs`)
+            FfiConverterOptionalULong.allocationSize(value.`udpLongTimeoutMs`) +
+            FfiConverterBoolean.allocationSize(value.`dnsHijack`) +
+            FfiConverterBoolean.allocationSize(value.`dnsHijackAll`)
     )
 
     override fun write(value: TunOptions, buf: ByteBuffer) {
@@ -5804,6 +5918,8 @@ public object FfiConverterTypeTunOptions: FfiConverterRustBuffer<TunOptions> {
             FfiConverterOptionalULong.write(value.`udpTimeoutMs`, buf)
             FfiConverterOptionalULong.write(value.`udpShortTimeoutMs`, buf)
             FfiConverterOptionalULong.write(value.`udpLongTimeoutMs`, buf)
+            FfiConverterBoolean.write(value.`dnsHijack`, buf)
+            FfiConverterBoolean.write(value.`dnsHijackAll`, buf)
     }
 }
 
