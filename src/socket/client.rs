@@ -20,6 +20,8 @@ enum Kind {
     /// A kernel TCP socket (or any stream socket registered with tokio, e.g. a Unix socketpair
     /// handed over by the host as a `TcpStream`).
     Tcp(TcpStream),
+    /// A connection terminated by the packet tunnel's userspace TCP stack.
+    Userspace(crate::tun::userspace::UserspaceStream),
     /// An in-memory pipe end (tests of the relay over a stream that is not a kernel socket).
     #[cfg(test)]
     Pipe(super::pipe::PipeEnd),
@@ -39,10 +41,16 @@ impl From<super::pipe::PipeEnd> for ClientStream {
 }
 
 impl ClientStream {
+    /// The app's side of a connection of the tunnel's userspace stack.
+    pub(crate) fn userspace(stream: crate::tun::userspace::UserspaceStream) -> ClientStream {
+        ClientStream(Kind::Userspace(stream))
+    }
+
     /// The kernel TCP socket, when the client is one.
     pub fn as_tcp(&self) -> Option<&TcpStream> {
         match &self.0 {
             Kind::Tcp(stream) => Some(stream),
+            Kind::Userspace(_) => None,
             #[cfg(test)]
             Kind::Pipe(_) => None,
         }
@@ -66,6 +74,7 @@ impl ClientStream {
     pub(crate) fn set_nodelay(&self) -> io::Result<()> {
         match &self.0 {
             Kind::Tcp(stream) => stream.set_nodelay(true),
+            Kind::Userspace(_) => Ok(()),
             #[cfg(test)]
             Kind::Pipe(_) => Ok(()),
         }
@@ -77,6 +86,7 @@ macro_rules! each_kind {
     ($self:ident, $stream:ident => $call:expr) => {
         match &$self.0 {
             Kind::Tcp($stream) => $call,
+            Kind::Userspace($stream) => $call,
             #[cfg(test)]
             Kind::Pipe($stream) => $call,
         }
@@ -127,6 +137,7 @@ impl std::fmt::Debug for ClientStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             Kind::Tcp(stream) => f.debug_tuple("ClientStream").field(stream).finish(),
+            Kind::Userspace(stream) => f.debug_tuple("ClientStream").field(stream).finish(),
             #[cfg(test)]
             Kind::Pipe(end) => f.debug_tuple("ClientStream").field(end).finish(),
         }

@@ -27,8 +27,10 @@ pub mod counters;
 pub mod device;
 pub mod nat;
 pub mod packet;
+mod stack;
 pub mod system;
 pub mod udp;
+pub mod userspace;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
@@ -42,8 +44,10 @@ pub use bind::BindDefault;
 pub use counters::TunCounters;
 use counters::{bump, Counters};
 pub use device::{Framing, TunDevice};
+pub use stack::Stack;
 use packet::Packet;
 use system::Family;
+use userspace::Userspace;
 
 use crate::dial::Outbound;
 use crate::inbound::budget::Budget;
@@ -74,6 +78,9 @@ pub struct TunSettings {
     /// it), queue, timeouts, and `max_sockets` outbound sockets at once (a datagram that would
     /// open one more is dropped and counted). Keying is always per app source.
     pub udp: UdpSettings,
+    /// Which TCP stack terminates the apps' connections. Default: [`Stack::default`] (system on
+    /// Linux/Android, userspace on Apple).
+    pub stack: Stack,
 }
 
 impl TunSettings {
@@ -85,6 +92,7 @@ impl TunSettings {
             mtu: DEFAULT_MTU,
             framing: Framing::default(),
             udp: UdpSettings::default(),
+            stack: Stack::default(),
         }
     }
 
@@ -162,6 +170,8 @@ pub struct Tun {
     udp: Arc<UdpSessionTable>,
     manager: Arc<ConnectionManager>,
     runtime: tokio::runtime::Handle,
+    /// The userspace TCP stack, when the settings chose it.
+    userspace: Option<Arc<Userspace>>,
 }
 
 impl Tun {
@@ -191,6 +201,9 @@ impl Tun {
         if addresses.is_empty() {
             return Err(TunError::NoAddress);
         }
+        if settings.stack == Stack::Userspace {
+            addresses.clear(); // no listener, no NAT address: TCP ends in `userspace`
+        }
         let mut families = Vec::new();
         let mut listeners = Vec::new();
         for (address, prefix, nat) in addresses {
@@ -209,6 +222,10 @@ impl Tun {
         let udp = Arc::new(
             UdpSessionTable::new(manager.clone(), outbound.clone(), udp_settings).with_socket_budget(sockets),
         );
+        let userspace = (settings.stack == Stack::Userspace).then(|| {
+            let sink: Arc<dyn userspace::PacketSink> = io.clone();
+            Arc::new(Userspace::new(sink, settings.mtu, manager.clone(), outbound.clone(), counters.clone()))
+        });
         let sweeper = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         for (family, listener) in families.iter().zip(listeners) {
@@ -223,9 +240,10 @@ impl Tun {
             )));
         }
         tasks.push(runtime.spawn(system::sweep(families.clone(), sweeper.clone())));
-        let reader = Reader { io, families: families.clone(), udp: udp.clone(), sweeper };
+        let reader =
+            Reader { io, families: families.clone(), udp: udp.clone(), sweeper, userspace: userspace.clone() };
         tasks.push(runtime.spawn(reader.run(settings.mtu + settings.framing.header_len())));
-        Ok(Tun { tasks, counters, families, udp, manager, runtime })
+        Ok(Tun { tasks, counters, families, udp, manager, runtime, userspace })
     }
 
     /// The counters so far.
@@ -234,8 +252,10 @@ impl Tun {
     }
 
     /// How many TCP NAT entries are held (open connections, plus closed ones for a short linger).
+    /// With the userspace stack: how many connections it holds (open ones, plus closing ones).
     pub fn nat_entries(&self) -> usize {
-        self.families.iter().map(|family| family.nat_entries()).sum()
+        let held = self.userspace.as_ref().map_or(0, |stack| stack.connections());
+        held + self.families.iter().map(|family| family.nat_entries()).sum::<usize>()
     }
 
     /// How many UDP sessions (app sources) are open.
@@ -263,6 +283,9 @@ impl Tun {
                 self.manager.close(id);
             }
         }
+        for id in self.userspace.iter().flat_map(|stack| stack.connection_ids()) {
+            self.manager.close(id);
+        }
         let reader = reader.abort_handle();
         self.runtime.spawn(async move {
             tokio::time::sleep(STOP_GRACE).await;
@@ -283,6 +306,8 @@ struct Reader {
     families: Vec<Arc<Family>>,
     udp: Arc<UdpSessionTable>,
     sweeper: Arc<Notify>,
+    /// The userspace TCP stack, when the settings chose it (else TCP takes the NAT).
+    userspace: Option<Arc<Userspace>>,
 }
 
 impl Reader {
@@ -302,6 +327,11 @@ impl Reader {
         counters.bytes_in.fetch_add(packet.len() as u64, std::sync::atomic::Ordering::Relaxed);
         match packet::parse(packet) {
             Packet::Dropped(reason) => counters.dropped(reason),
+            Packet::Tcp(tcp) if self.userspace.is_some() => {
+                if let Some(stack) = &self.userspace {
+                    stack.input(packet, &tcp);
+                }
+            }
             Packet::Tcp(tcp) => {
                 let family = self.families.iter().find(|f| f.listener().is_ipv4() == tcp.source.is_ipv4());
                 match family {
