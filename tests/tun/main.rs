@@ -16,6 +16,7 @@
 mod topology;
 
 mod server;
+mod userspace;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
