@@ -44,8 +44,8 @@ pub use bind::BindDefault;
 pub use counters::TunCounters;
 use counters::{bump, Counters};
 pub use device::{Framing, TunDevice};
-pub use stack::Stack;
 use packet::Packet;
+pub use stack::Stack;
 use system::Family;
 use userspace::Userspace;
 
@@ -240,8 +240,13 @@ impl Tun {
             )));
         }
         tasks.push(runtime.spawn(system::sweep(families.clone(), sweeper.clone())));
-        let reader =
-            Reader { io, families: families.clone(), udp: udp.clone(), sweeper, userspace: userspace.clone() };
+        let reader = Reader {
+            io,
+            families: families.clone(),
+            udp: udp.clone(),
+            sweeper,
+            userspace: userspace.clone(),
+        };
         tasks.push(runtime.spawn(reader.run(settings.mtu + settings.framing.header_len())));
         Ok(Tun { tasks, counters, families, udp, manager, runtime, userspace })
     }

@@ -136,7 +136,11 @@ fn tun_tcp_and_udp_through_the_userspace_stack() {
         device.wait_idle().await;
         let counters = device.tun.counters();
         println!("userspace counters after the traffic: {counters:?}");
-        assert_eq!(counters.dropped_nat_full + counters.dropped_write + counters.dropped_udp, 0, "{counters:?}");
+        assert_eq!(
+            counters.dropped_nat_full + counters.dropped_write + counters.dropped_udp,
+            0,
+            "{counters:?}"
+        );
 
         // Stopping the tunnel resets its open connections.
         let mut stream = blocking(|| connect(super::server::ECHO).unwrap()).await;
@@ -192,4 +196,126 @@ fn tun_userspace_many_connections_leave_nothing_behind() {
         println!("userspace: {CONNECTIONS} connections at once, all gone after the close; {counters:?}");
         assert_eq!(counters.dropped_nat_full + counters.dropped_write, 0, "{counters:?}");
     });
+}
+
+/// Runs the ignored measurement `name` inside a new network namespace (root only).
+fn measure_in_namespace(name: &str) {
+    if let Some(reason) = super::cannot_run() {
+        eprintln!("skipped {name}: {reason}");
+        return;
+    }
+    let output = std::process::Command::new("unshare")
+        .args(["-n", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"])
+        .env(super::ROLE, "device")
+        .output()
+        .unwrap();
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{name} failed inside the network namespace (output above)");
+}
+
+/// This process's resident memory in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
+}
+
+/// Echoes `len` bytes through `stream` (written and read back at once); returns the seconds.
+fn echo_seconds(stream: std::net::TcpStream, len: usize) -> f64 {
+    let started = Instant::now();
+    let mut writer = stream.try_clone().unwrap();
+    let writing = std::thread::spawn(move || {
+        let chunk = pattern(256 * 1024, 1);
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            writer.write_all(&chunk[..n]).unwrap();
+            left -= n;
+        }
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut reader = stream;
+    reader.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let (mut total, mut buf) = (0, vec![0u8; 256 * 1024]);
+    loop {
+        match reader.read(&mut buf).unwrap() {
+            0 => break,
+            n => total += n,
+        }
+    }
+    writing.join().unwrap();
+    assert_eq!(total, len, "every byte echoed");
+    started.elapsed().as_secs_f64()
+}
+
+/// Bulk echo and idle memory per connection for one stack, and the no-VPN path (the app's
+/// socket bound to wifi0) for comparison. Prints; asserts only that every byte came back.
+async fn measure(stack: Stack) {
+    const BULK: usize = 256 << 20;
+    const IDLE: usize = 1000;
+    let device = up(stack).await;
+    blocking(|| connect(super::server::PEER).unwrap().read_to_end(&mut Vec::new()).unwrap()).await;
+    let vpn = blocking(|| echo_seconds(connect(super::server::ECHO).unwrap(), BULK)).await;
+    let direct = blocking(|| {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind_device(Some(Link::Wifi.name().as_bytes())).unwrap();
+        socket.connect_timeout(&server(super::server::ECHO).into(), TIMEOUT).unwrap();
+        echo_seconds(socket.into(), BULK)
+    })
+    .await;
+    let rate = |seconds: f64| BULK as f64 * 8.0 / seconds / 1e9;
+    println!(
+        "MEASURE {stack:?}: echo {} MiB each way at once: {:.2} Gbit/s each way through tun0, {:.2} without the VPN ({:.2}x)",
+        BULK >> 20,
+        rate(vpn),
+        rate(direct),
+        direct / vpn
+    );
+    device.wait_idle().await;
+    let before = rss();
+    let mut streams = Vec::new();
+    for i in 0..IDLE {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let connect = tokio::net::TcpStream::connect(server(super::server::ECHO));
+        let mut stream = tokio::time::timeout(TIMEOUT, connect).await.unwrap().unwrap();
+        let message = format!("idle {i:05}");
+        stream.write_all(message.as_bytes()).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        stream.read_exact(&mut echoed).await.unwrap();
+        streams.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss();
+    println!(
+        "MEASURE {stack:?}: {IDLE} idle connections (one echo each): RSS {} -> {} KiB, {:.1} KiB per connection (process, app side included)",
+        before >> 10,
+        after >> 10,
+        (after.saturating_sub(before)) as f64 / IDLE as f64 / 1024.0
+    );
+    drop(streams);
+    device.wait_idle().await;
+}
+
+#[test]
+#[ignore = "measurement (about 20 s): cargo test --test tun measure_ -- --ignored --nocapture"]
+fn tun_measure_system_stack() {
+    if role().as_deref() != Some("device") {
+        return measure_in_namespace("userspace::tun_measure_system_stack");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(measure(Stack::System));
+}
+
+#[test]
+#[ignore = "measurement (about 20 s): cargo test --test tun measure_ -- --ignored --nocapture"]
+fn tun_measure_userspace_stack() {
+    if role().as_deref() != Some("device") {
+        return measure_in_namespace("userspace::tun_measure_userspace_stack");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(measure(Stack::Userspace));
 }

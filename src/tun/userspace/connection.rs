@@ -92,7 +92,15 @@ impl Connection {
         socket.listen(IpListenEndpoint { addr: Some(address), port: destination.port() }).ok()?;
         let mut sockets = SocketSet::new(Vec::with_capacity(1));
         let handle = sockets.add(socket);
-        let inner = Inner { iface, sockets, handle, wake_at: None, stream_gone: false, linger_until: None, reset_on_close: false };
+        let inner = Inner {
+            iface,
+            sockets,
+            handle,
+            wake_at: None,
+            stream_gone: false,
+            linger_until: None,
+            reset_on_close: false,
+        };
         let connection = Arc::new(Connection { inner: Mutex::new(inner), sink, mtu, driver: Notify::new() });
         connection.input(packet);
         let synchronised = connection.lock().socket().state() == tcp::State::SynReceived;

@@ -24,8 +24,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-pub use connection::{RECEIVE_BUFFER, SEND_BUFFER};
 use connection::Connection;
+pub use connection::{RECEIVE_BUFFER, SEND_BUFFER};
 pub(crate) use link::PacketSink;
 pub(crate) use stream::UserspaceStream;
 
@@ -90,7 +90,8 @@ impl Userspace {
             bump(&self.counters.dropped_nat_full);
             return;
         }
-        let Some(connection) = Connection::accept(packet, tcp.destination, self.mtu, self.sink.clone()) else {
+        let Some(connection) = Connection::accept(packet, tcp.destination, self.mtu, self.sink.clone())
+        else {
             bump(&self.counters.dropped_unsupported);
             return;
         };

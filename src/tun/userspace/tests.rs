@@ -130,8 +130,15 @@ impl App {
                 return;
             }
             assert!(tokio::time::Instant::now() < deadline, "timed out in state {}", self.socket().state());
-            let delay = self.iface.poll_delay(Instant::now(), &self.sockets).map_or(Duration::from_millis(5), Duration::from);
-            let _ = tokio::time::timeout(delay.min(Duration::from_millis(5)), self.device.wire.arrived.notified()).await;
+            let delay = self
+                .iface
+                .poll_delay(Instant::now(), &self.sockets)
+                .map_or(Duration::from_millis(5), Duration::from);
+            let _ = tokio::time::timeout(
+                delay.min(Duration::from_millis(5)),
+                self.device.wire.arrived.notified(),
+            )
+            .await;
         }
     }
 }
@@ -139,7 +146,8 @@ impl App {
 fn stack(wire: &Arc<Wire>) -> (Arc<Userspace>, Arc<ConnectionManager>) {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
     let sink: Arc<dyn PacketSink> = wire.clone();
-    let stack = Userspace::new(sink, MTU, manager.clone(), Arc::new(DirectOutbound::default()), Arc::default());
+    let stack =
+        Userspace::new(sink, MTU, manager.clone(), Arc::new(DirectOutbound::default()), Arc::default());
     (Arc::new(stack), manager)
 }
 
