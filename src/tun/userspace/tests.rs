@@ -120,8 +120,8 @@ impl App {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             self.iface.poll(Instant::now(), &mut self.device, &mut self.sockets);
-            for mut sent in self.device.sent.drain(..) {
-                match packet::parse(&mut sent) {
+            for sent in self.device.sent.drain(..) {
+                match packet::parse(&sent) {
                     Packet::Tcp(tcp) => self.stack.input(&sent, &tcp),
                     other => panic!("the client sent something else than TCP: {other:?}"),
                 }
@@ -198,7 +198,7 @@ async fn bytes_both_ways_and_a_half_close_each_way() {
     // The manager saw the original destination and the app's source.
     assert_eq!(peer.ip(), Ipv4Addr::LOCALHOST);
     app.run(|socket| matches!(socket.state(), tcp::State::TimeWait | tcp::State::Closed)).await;
-    wait_until(|| stack.connections() == 0 && manager.len() == 0).await;
+    wait_until(|| stack.connections() == 0 && manager.is_empty()).await;
 }
 
 #[tokio::test]
@@ -257,11 +257,11 @@ async fn packets_of_no_flow_are_dropped_and_counted() {
     // The SYN goes out, then an ACK of nothing: drop the SYN, hand the stack a forged ACK.
     app.iface.poll(Instant::now(), &mut app.device, &mut app.sockets);
     let mut syn = app.device.sent.pop().unwrap();
-    let Packet::Tcp(tcp) = packet::parse(&mut syn) else { panic!("not TCP") };
+    let Packet::Tcp(tcp) = packet::parse(&syn) else { panic!("not TCP") };
     // Turn the SYN into a bare ACK: flags byte at offset 13 of the TCP header; the checksum is
     // not checked before the flow lookup.
     syn[tcp.offset + 13] = 0x10;
-    let Packet::Tcp(ack) = packet::parse(&mut syn) else { panic!("not TCP") };
+    let Packet::Tcp(ack) = packet::parse(&syn) else { panic!("not TCP") };
     stack.input(&syn, &ack);
     assert_eq!(stack.counters.snapshot().dropped_no_flow, 1);
     assert_eq!(stack.connections(), 0);
