@@ -12,8 +12,9 @@
 //!   ([`TunCounters`], [`packet`]).
 //!
 //! The system stack works where netswitch may listen on the tunnel's own address: Linux and
-//! Android. Not done yet: DNS hijack, ICMP echo, the per-connection decision hook, the FFI
-//! (`startTun`), the userspace stack for Apple.
+//! Android. Elsewhere (Apple), TCP ends in the [`userspace`] stack (smoltcp) instead, chosen by
+//! [`TunSettings::stack`]. Not done yet: DNS hijack, ICMP echo, the per-connection decision hook,
+//! the FFI (`startTun`), the packet-flow API.
 //!
 //! The tunnel's traffic must not come back into it: the outbound's sockets must leave through
 //! a physical interface (bound, or protected on Android), and the tunnel's own interface must
