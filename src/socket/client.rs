@@ -20,12 +20,18 @@ enum Kind {
     /// A kernel TCP socket (or any stream socket registered with tokio, e.g. a Unix socketpair
     /// handed over by the host as a `TcpStream`).
     Tcp(TcpStream),
-    /// A connection terminated by the packet tunnel's userspace TCP stack.
-    Userspace(crate::tun::userspace::UserspaceStream),
+    /// A connection terminated by a userspace TCP stack (the packet tunnel's): boxed, so that
+    /// this layer does not name the stack above it.
+    Userspace(Box<dyn UserspaceSocket>),
     /// An in-memory pipe end (tests of the relay over a stream that is not a kernel socket).
     #[cfg(test)]
     Pipe(super::pipe::PipeEnd),
 }
+
+/// A userspace TCP stack's socket as a client stream holds it.
+pub(crate) trait UserspaceSocket: StreamSocket + std::fmt::Debug + Send + Sync {}
+
+impl<T: StreamSocket + std::fmt::Debug + Send + Sync> UserspaceSocket for T {}
 
 impl From<TcpStream> for ClientStream {
     fn from(stream: TcpStream) -> ClientStream {
@@ -41,9 +47,9 @@ impl From<super::pipe::PipeEnd> for ClientStream {
 }
 
 impl ClientStream {
-    /// The app's side of a connection of the tunnel's userspace stack.
-    pub(crate) fn userspace(stream: crate::tun::userspace::UserspaceStream) -> ClientStream {
-        ClientStream(Kind::Userspace(stream))
+    /// The app's side of a connection of a userspace TCP stack.
+    pub(crate) fn userspace(stream: impl UserspaceSocket + 'static) -> ClientStream {
+        ClientStream(Kind::Userspace(Box::new(stream)))
     }
 
     /// The kernel TCP socket, when the client is one.
@@ -86,7 +92,10 @@ macro_rules! each_kind {
     ($self:ident, $stream:ident => $call:expr) => {
         match &$self.0 {
             Kind::Tcp($stream) => $call,
-            Kind::Userspace($stream) => $call,
+            Kind::Userspace(boxed) => {
+                let $stream = &**boxed;
+                $call
+            }
             #[cfg(test)]
             Kind::Pipe($stream) => $call,
         }
