@@ -20,10 +20,18 @@ enum Kind {
     /// A kernel TCP socket (or any stream socket registered with tokio, e.g. a Unix socketpair
     /// handed over by the host as a `TcpStream`).
     Tcp(TcpStream),
+    /// A connection terminated by a userspace TCP stack (the packet tunnel's): boxed, so that
+    /// this layer does not name the stack above it.
+    Userspace(Box<dyn UserspaceSocket>),
     /// An in-memory pipe end (tests of the relay over a stream that is not a kernel socket).
     #[cfg(test)]
     Pipe(super::pipe::PipeEnd),
 }
+
+/// A userspace TCP stack's socket as a client stream holds it.
+pub(crate) trait UserspaceSocket: StreamSocket + std::fmt::Debug + Send + Sync {}
+
+impl<T: StreamSocket + std::fmt::Debug + Send + Sync> UserspaceSocket for T {}
 
 impl From<TcpStream> for ClientStream {
     fn from(stream: TcpStream) -> ClientStream {
@@ -39,10 +47,16 @@ impl From<super::pipe::PipeEnd> for ClientStream {
 }
 
 impl ClientStream {
+    /// The app's side of a connection of a userspace TCP stack.
+    pub(crate) fn userspace(stream: impl UserspaceSocket + 'static) -> ClientStream {
+        ClientStream(Kind::Userspace(Box::new(stream)))
+    }
+
     /// The kernel TCP socket, when the client is one.
     pub fn as_tcp(&self) -> Option<&TcpStream> {
         match &self.0 {
             Kind::Tcp(stream) => Some(stream),
+            Kind::Userspace(_) => None,
             #[cfg(test)]
             Kind::Pipe(_) => None,
         }
@@ -66,6 +80,7 @@ impl ClientStream {
     pub(crate) fn set_nodelay(&self) -> io::Result<()> {
         match &self.0 {
             Kind::Tcp(stream) => stream.set_nodelay(true),
+            Kind::Userspace(_) => Ok(()),
             #[cfg(test)]
             Kind::Pipe(_) => Ok(()),
         }
@@ -77,6 +92,10 @@ macro_rules! each_kind {
     ($self:ident, $stream:ident => $call:expr) => {
         match &$self.0 {
             Kind::Tcp($stream) => $call,
+            Kind::Userspace(boxed) => {
+                let $stream = &**boxed;
+                $call
+            }
             #[cfg(test)]
             Kind::Pipe($stream) => $call,
         }
@@ -127,6 +146,7 @@ impl std::fmt::Debug for ClientStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             Kind::Tcp(stream) => f.debug_tuple("ClientStream").field(stream).finish(),
+            Kind::Userspace(stream) => f.debug_tuple("ClientStream").field(stream).finish(),
             #[cfg(test)]
             Kind::Pipe(end) => f.debug_tuple("ClientStream").field(end).finish(),
         }

@@ -15,10 +15,12 @@
 //!   ([`TunCounters`], [`packet`]).
 //!
 //! The system stack works where netswitch may listen on the tunnel's own address: Linux and
-//! Android. An optional decision hook ([`decide`], [`TunSettings::with_decider`]) blocks a
+//! Android. Elsewhere (Apple), TCP ends in the [`userspace`] stack (smoltcp) instead, chosen by
+//! [`TunSettings::stack`] (DNS over TCP to the hijack address is answered with the system stack
+//! only). An optional decision hook ([`decide`], [`TunSettings::with_decider`]) blocks a
 //! connection or picks its networks before it is dialed; DNS to the tunnel's DNS address can be
-//! answered by netswitch's resolver ([`DnsHijack`]). Not done yet: the FFI
-//! (`startTun`), the userspace stack for Apple.
+//! answered by netswitch's resolver ([`DnsHijack`]). Not done yet: the packet-flow API, the
+//! decision hook over the FFI.
 //!
 //! The tunnel's traffic must not come back into it: the outbound's sockets must leave through
 //! a physical interface (bound, or protected on Android), and the tunnel's own interface must
@@ -36,8 +38,10 @@ mod dns_reply;
 pub mod icmp;
 pub mod nat;
 pub mod packet;
+mod stack;
 pub mod system;
 pub mod udp;
+pub mod userspace;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
@@ -56,7 +60,9 @@ use dns_hijack::Hijack;
 pub use dns_hijack::{DnsHijack, HijackResolver, StrategyResolver};
 use icmp::IcmpTable;
 use packet::Packet;
+pub use stack::Stack;
 use system::Family;
+use userspace::Userspace;
 
 use crate::dial::Outbound;
 use crate::inbound::budget::Budget;
@@ -93,6 +99,9 @@ pub struct TunSettings {
     pub decision: Option<DecisionHook>,
     /// Which DNS queries the tunnel answers itself ([`DnsHijack`]). Default: none.
     pub dns_hijack: DnsHijack,
+    /// Which TCP stack terminates the apps' connections. Default: [`Stack::default`] (system on
+    /// Linux/Android, userspace on Apple).
+    pub stack: Stack,
 }
 
 impl TunSettings {
@@ -106,6 +115,7 @@ impl TunSettings {
             udp: UdpSettings::default(),
             decision: None,
             dns_hijack: DnsHijack::Off,
+            stack: Stack::default(),
         }
     }
 
@@ -209,6 +219,8 @@ pub struct Tun {
     manager: Arc<ConnectionManager>,
     runtime: tokio::runtime::Handle,
     decisions: Option<Arc<UdpDecisions>>,
+    /// The userspace TCP stack, when the settings chose it.
+    userspace: Option<Arc<Userspace>>,
 }
 
 impl Tun {
@@ -257,6 +269,9 @@ impl Tun {
         if settings.dns_hijack != DnsHijack::Off && resolver.is_none() {
             return Err(TunError::DnsHijack("no resolver given (Tun::start_with_resolver)".into()));
         }
+        if settings.stack == Stack::Userspace {
+            addresses.clear(); // no listener, no NAT address: TCP ends in `userspace`
+        }
         let mut families = Vec::new();
         let mut listeners = Vec::new();
         let mut local = Vec::new();
@@ -283,6 +298,10 @@ impl Tun {
             .as_ref()
             .map(|asker| Arc::new(UdpDecisions::new(asker.clone(), udp.settings(), runtime.clone())));
         let icmp = Arc::new(IcmpTable::new(outbound.clone(), local));
+        let userspace = (settings.stack == Stack::Userspace).then(|| {
+            let sink: Arc<dyn userspace::PacketSink> = io.clone();
+            Arc::new(Userspace::new(sink, settings.mtu, manager.clone(), outbound.clone(), counters.clone()))
+        });
         let sweeper = Arc::new(Notify::new());
         let mut tasks = Vec::new();
         for (family, listener) in families.iter().zip(listeners) {
@@ -307,9 +326,10 @@ impl Tun {
             sweeper,
             decisions: decisions.clone(),
             dns: dns.clone(),
+            userspace: userspace.clone(),
         };
         tasks.push(runtime.spawn(reader.run(settings.framing.buffer_len(settings.mtu))));
-        Ok(Tun { tasks, counters, families, udp, icmp, dns, manager, runtime, decisions })
+        Ok(Tun { tasks, counters, families, udp, icmp, dns, manager, runtime, decisions, userspace })
     }
 
     /// The counters so far.
@@ -318,8 +338,10 @@ impl Tun {
     }
 
     /// How many TCP NAT entries are held (open connections, plus closed ones for a short linger).
+    /// With the userspace stack: how many connections it holds (open ones, plus closing ones).
     pub fn nat_entries(&self) -> usize {
-        self.families.iter().map(|family| family.nat_entries()).sum()
+        let held = self.userspace.as_ref().map_or(0, |stack| stack.connections());
+        held + self.families.iter().map(|family| family.nat_entries()).sum::<usize>()
     }
 
     /// How many UDP sessions (app sources) are open.
@@ -357,6 +379,9 @@ impl Tun {
                 self.manager.close(id);
             }
         }
+        for id in self.userspace.iter().flat_map(|stack| stack.connection_ids()) {
+            self.manager.close(id);
+        }
         let reader = reader.abort_handle();
         self.runtime.spawn(async move {
             tokio::time::sleep(STOP_GRACE).await;
@@ -380,6 +405,8 @@ struct Reader {
     sweeper: Arc<Notify>,
     decisions: Option<Arc<UdpDecisions>>,
     dns: Arc<Hijack>,
+    /// The userspace TCP stack, when the settings chose it (else TCP takes the NAT).
+    userspace: Option<Arc<Userspace>>,
 }
 
 impl Reader {
@@ -401,6 +428,11 @@ impl Reader {
         counters.bytes_in.fetch_add(packet.len() as u64, std::sync::atomic::Ordering::Relaxed);
         match packet::parse(packet) {
             Packet::Dropped(reason) => counters.dropped(reason),
+            Packet::Tcp(tcp) if self.userspace.is_some() => {
+                if let Some(stack) = &self.userspace {
+                    stack.input(packet, &tcp);
+                }
+            }
             Packet::Tcp(tcp) => {
                 let family = self.families.iter().find(|f| f.listener().is_ipv4() == tcp.source.is_ipv4());
                 match family {

@@ -20,6 +20,7 @@ mod dns;
 mod icmp;
 mod scale;
 mod server;
+mod userspace;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};

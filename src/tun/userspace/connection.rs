@@ -1,0 +1,214 @@
+//! One app connection terminated in user space: a smoltcp interface with a single TCP socket,
+//! behind a mutex, and the task that runs its timers.
+//!
+//! Each connection has its own interface (its address is the app's destination), so that polling
+//! one connection costs the same whatever the number of connections: smoltcp's poll walks every
+//! socket of its set, and here a set holds one. The interface is polled where something happens:
+//! a packet from the app ([`Connection::input`]), a read or write of the relay
+//! ([`super::stream`]), and by the [`drive`] task when smoltcp asks for a timer (retransmission,
+//! delayed ACK, zero-window probe). Outgoing packets go straight to the tunnel.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant;
+use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
+use tokio::sync::Notify;
+
+use super::link::{Link, PacketSink};
+
+/// Bytes buffered per connection from the app (the receive window the app sees).
+pub const RECEIVE_BUFFER: usize = 64 * 1024;
+/// Bytes buffered per connection towards the app (sent and not yet acknowledged, or not sent).
+pub const SEND_BUFFER: usize = 64 * 1024;
+/// A connection whose app acknowledges nothing for this long is aborted (smoltcp's timeout).
+const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a connection the relay let go may wait for the app's FIN (FIN-WAIT-2 has no timer
+/// in smoltcp) before it is reset.
+const LINGER: Duration = Duration::from_secs(60);
+
+/// The state under the connection's lock.
+pub(crate) struct Inner {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    handle: SocketHandle,
+    /// When the driver polls next on its own (`None`: no timer).
+    wake_at: Option<Instant>,
+    /// The relay let the stream go: once the socket is closed, the connection is done.
+    stream_gone: bool,
+    /// When a connection the relay let go is reset if it has not closed by then.
+    linger_until: Option<Instant>,
+    /// The stream asked for its close to be a reset.
+    pub(super) reset_on_close: bool,
+}
+
+impl Inner {
+    /// The TCP socket.
+    pub fn socket(&mut self) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(self.handle)
+    }
+}
+
+/// One connection (see the module docs).
+pub(crate) struct Connection {
+    inner: Mutex<Inner>,
+    sink: Arc<dyn PacketSink>,
+    mtu: usize,
+    /// Wakes the driver when a poll moved its deadline earlier or the stream went away.
+    driver: Notify,
+}
+
+impl Connection {
+    /// A connection for the app's SYN `packet` from `app` to `destination`: the socket listens on
+    /// the destination and the SYN is fed to it, so the SYN-ACK is on its way when this returns.
+    /// `None` when smoltcp did not take the SYN (the socket is then not synchronised).
+    pub fn accept(
+        packet: &[u8],
+        destination: SocketAddr,
+        mtu: usize,
+        sink: Arc<dyn PacketSink>,
+    ) -> Option<Arc<Connection>> {
+        let address = IpAddress::from(destination.ip());
+        let mut link = Link { incoming: None, sink: &*sink, mtu };
+        let mut config = Config::new(HardwareAddress::Ip);
+        config.random_seed = random_seed();
+        let mut iface = Interface::new(config, &mut link, now());
+        let prefix = if destination.is_ipv4() { 32 } else { 128 };
+        iface.update_ip_addrs(|addresses| {
+            let _ = addresses.push(IpCidr::new(address, prefix));
+        });
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0u8; RECEIVE_BUFFER]),
+            tcp::SocketBuffer::new(vec![0u8; SEND_BUFFER]),
+        );
+        socket.set_congestion_control(tcp::CongestionControl::Cubic);
+        // The relay writes what it read in one piece; Nagle would hold a small answer back
+        // waiting for the app's delayed ACK (the relay sets TCP_NODELAY on kernel clients too).
+        socket.set_nagle_enabled(false);
+        socket.set_timeout(Some(ACK_TIMEOUT.into()));
+        socket.listen(IpListenEndpoint { addr: Some(address), port: destination.port() }).ok()?;
+        let mut sockets = SocketSet::new(Vec::with_capacity(1));
+        let handle = sockets.add(socket);
+        let inner = Inner {
+            iface,
+            sockets,
+            handle,
+            wake_at: None,
+            stream_gone: false,
+            linger_until: None,
+            reset_on_close: false,
+        };
+        let connection = Arc::new(Connection { inner: Mutex::new(inner), sink, mtu, driver: Notify::new() });
+        connection.input(packet);
+        let synchronised = connection.lock().socket().state() == tcp::State::SynReceived;
+        synchronised.then_some(connection)
+    }
+
+    /// Feeds one packet of the app's flow to the socket.
+    pub fn input(&self, packet: &[u8]) {
+        self.with(|_| (), Some(packet));
+    }
+
+    /// Runs `op` on the socket, then polls the interface (with `packet`, if any) so that what
+    /// `op` queued leaves now, and tells the driver when its timer must move.
+    pub fn with<R>(&self, op: impl FnOnce(&mut Inner) -> R, packet: Option<&[u8]>) -> R {
+        let mut inner = self.lock();
+        let result = op(&mut inner);
+        let next = self.poll(&mut inner, packet);
+        let earlier = match (next, inner.wake_at) {
+            (Some(next), Some(at)) => next < at,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let wake = earlier || (inner.stream_gone && is_closed(inner.socket().state()));
+        drop(inner);
+        if wake {
+            self.driver.notify_one();
+        }
+        result
+    }
+
+    /// The relay let the stream go: closes the socket (FIN after the queued bytes), or resets it
+    /// when asked or when the app's bytes were left unread, as a kernel socket would.
+    pub fn release(&self) {
+        self.with(
+            |inner| {
+                inner.stream_gone = true;
+                inner.linger_until = Some(now() + LINGER.into());
+                let socket = inner.sockets.get_mut::<tcp::Socket>(inner.handle);
+                if inner.reset_on_close || socket.recv_queue() > 0 {
+                    socket.abort();
+                } else {
+                    socket.close();
+                }
+            },
+            None,
+        );
+        self.driver.notify_one();
+    }
+
+    /// Locks the state (a panic elsewhere while holding it does not make it unusable).
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Polls the interface once; returns when smoltcp wants the next poll.
+    fn poll(&self, inner: &mut Inner, packet: Option<&[u8]>) -> Option<Instant> {
+        let now = now();
+        let mut link = Link { incoming: packet, sink: &*self.sink, mtu: self.mtu };
+        inner.iface.poll(now, &mut link, &mut inner.sockets);
+        inner.iface.poll_at(now, &inner.sockets)
+    }
+}
+
+/// True once the socket has nothing left to do: closed, or in TIME-WAIT (the app's last ACK
+/// arrived; a retransmitted FIN from the app then finds no flow and is dropped).
+fn is_closed(state: tcp::State) -> bool {
+    matches!(state, tcp::State::Closed | tcp::State::TimeWait)
+}
+
+/// Runs the connection's timers until the relay let it go and the socket is closed; then
+/// returns (the caller removes the flow).
+pub(crate) async fn drive(connection: Arc<Connection>) {
+    loop {
+        let at = {
+            let mut inner = connection.lock();
+            if inner.linger_until.is_some_and(|until| now() >= until) {
+                inner.socket().abort();
+            }
+            let at = connection.poll(&mut inner, None);
+            if inner.stream_gone && is_closed(inner.socket().state()) {
+                return;
+            }
+            let at = match (at, inner.linger_until) {
+                (Some(at), Some(until)) => Some(at.min(until)),
+                (at, until) => at.or(until),
+            };
+            inner.wake_at = at;
+            at
+        };
+        let notified = connection.driver.notified();
+        match at {
+            Some(at) => {
+                let wait = Duration::from(at - now().min(at));
+                let _ = tokio::time::timeout(wait, notified).await;
+            }
+            None => notified.await,
+        }
+    }
+}
+
+/// smoltcp's clock: microseconds since the first use.
+fn now() -> Instant {
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    let start = *START.get_or_init(std::time::Instant::now);
+    Instant::from_micros(start.elapsed().as_micros() as i64)
+}
+
+/// The seed of an interface's initial sequence numbers and ports: not guessable by the app.
+fn random_seed() -> u64 {
+    rand::random()
+}

@@ -1,0 +1,140 @@
+//! The userspace stack: TCP from the tunnel's packets terminated by smoltcp inside netswitch,
+//! for hosts where netswitch cannot listen on the tunnel's address (iOS with
+//! `includeAllNetworks`), chosen with [`super::Stack::Userspace`].
+//!
+//! A SYN of a new flow `A:a -> D:d` gets its own [`Connection`]: a smoltcp interface whose
+//! address is `D` with one socket listening on `D:d`, fed the SYN at once (the app's handshake
+//! completes before netswitch dials, like the system stack). Its stream ([`UserspaceStream`])
+//! goes to the manager as a plain inbound with `D:d` as the destination and `A:a` as the source;
+//! a failed dial resets it (the app sees a RST), a FIN either way is carried through. Later
+//! packets of the flow go to its connection; packets of no flow are dropped and counted.
+//!
+//! Costs: each connection holds [`RECEIVE_BUFFER`] + [`SEND_BUFFER`] bytes of smoltcp ring
+//! buffers for its whole life (smoltcp's sockets cannot give them back while idle), an interface
+//! and a timer task. At most [`MAX_CONNECTIONS`] at once: a SYN past that is dropped and counted.
+//! See docs/userspace-stack.md for the choice of smoltcp and the measurements.
+
+mod connection;
+mod link;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use connection::Connection;
+pub use connection::{RECEIVE_BUFFER, SEND_BUFFER};
+pub(crate) use link::PacketSink;
+pub(crate) use stream::UserspaceStream;
+
+use super::counters::{bump, Counters};
+use super::packet::Tcp;
+use crate::client::{ClientStream, Inbound};
+use crate::dial::Outbound;
+use crate::manager::ConnectionManager;
+use crate::metadata::{Destination, Metadata};
+use crate::tracker::ConnectionId;
+
+/// Connections the userspace stack holds at most at once.
+pub const MAX_CONNECTIONS: usize = 16 * 1024;
+
+/// A flow: the app's address and the destination it asked for.
+type Key = (SocketAddr, SocketAddr);
+
+struct Flow {
+    connection: Arc<Connection>,
+    /// The manager's connection, once handed over.
+    id: Option<ConnectionId>,
+}
+
+/// The userspace TCP stack of one tunnel (see the module docs).
+pub(crate) struct Userspace {
+    flows: Mutex<HashMap<Key, Flow>>,
+    sink: Arc<dyn PacketSink>,
+    mtu: usize,
+    manager: Arc<ConnectionManager>,
+    outbound: Arc<dyn Outbound>,
+    counters: Arc<Counters>,
+}
+
+impl Userspace {
+    /// A stack writing its packets to `sink`, of at most `mtu` bytes, and handing connections
+    /// to `manager`.
+    pub fn new(
+        sink: Arc<dyn PacketSink>,
+        mtu: usize,
+        manager: Arc<ConnectionManager>,
+        outbound: Arc<dyn Outbound>,
+        counters: Arc<Counters>,
+    ) -> Userspace {
+        Userspace { flows: Mutex::default(), sink, mtu, manager, outbound, counters }
+    }
+
+    /// Handles one TCP packet from the app (`packet` holds the IP packet, `tcp` its parse).
+    /// Must run inside the tokio runtime (a new connection spawns its timer task).
+    pub fn input(self: &Arc<Self>, packet: &[u8], tcp: &Tcp) {
+        let packet = &packet[..tcp.len.min(packet.len())];
+        let key = (tcp.source, tcp.destination);
+        let known = self.lock().get(&key).map(|flow| flow.connection.clone());
+        if let Some(connection) = known {
+            connection.input(packet);
+            return;
+        }
+        if !tcp.opens {
+            bump(&self.counters.dropped_no_flow);
+            return;
+        }
+        if self.lock().len() >= MAX_CONNECTIONS {
+            bump(&self.counters.dropped_nat_full);
+            return;
+        }
+        let Some(connection) = Connection::accept(packet, tcp.destination, self.mtu, self.sink.clone())
+        else {
+            bump(&self.counters.dropped_unsupported);
+            return;
+        };
+        self.lock().insert(key, Flow { connection: connection.clone(), id: None });
+        let stack = Arc::downgrade(self);
+        let driven = connection.clone();
+        tokio::spawn(async move {
+            connection::drive(driven.clone()).await;
+            if let Some(stack) = stack.upgrade() {
+                let mut flows = stack.lock();
+                if flows.get(&key).is_some_and(|flow| Arc::ptr_eq(&flow.connection, &driven)) {
+                    flows.remove(&key);
+                }
+            }
+        });
+        bump(&self.counters.tcp_connections);
+        let stream = ClientStream::userspace(UserspaceStream::new(connection.clone()));
+        let metadata = Metadata::new(Destination::from(tcp.destination)).with_source(tcp.source);
+        let id = self.manager.new_connection(Inbound::plain(stream), metadata, self.outbound.clone(), |_| {});
+        if let Some(flow) = self.lock().get_mut(&key) {
+            if Arc::ptr_eq(&flow.connection, &connection) {
+                flow.id = Some(id);
+            }
+        }
+    }
+
+    /// How many connections the stack holds (open ones, and closed ones finishing their close).
+    pub fn connections(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// The manager's connections that came through this stack and are still held.
+    pub fn connection_ids(&self) -> Vec<ConnectionId> {
+        self.lock().values().filter_map(|flow| flow.id).collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Flow>> {
+        self.flows.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl std::fmt::Debug for Userspace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Userspace").field("connections", &self.connections()).field("mtu", &self.mtu).finish()
+    }
+}
