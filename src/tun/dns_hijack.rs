@@ -8,7 +8,7 @@
 //! hijacked address and port is accepted by the system stack as usual (the NAT steers it to the
 //! listener), then served as DNS over TCP (2-byte length prefix, several queries one after the
 //! other, closed after [`TCP_IDLE`] without a query) instead of being dialed. The messages are
-//! [`super::dns_reply`]'s.
+//! `dns_reply`'s.
 //!
 //! Lookups go through a [`HijackResolver`]; [`StrategyResolver`] is the dialer's own path
 //! ([`DirectOutbound::lookup_name`], as `ConnectionManager.resolve`): each network the strategy

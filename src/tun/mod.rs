@@ -313,8 +313,7 @@ impl Tun {
                 outbound.clone(),
                 counters.clone(),
                 sweeper.clone(),
-                asker.clone(),
-                dns.clone(),
+                system::AcceptHooks { decider: asker.clone(), dns: dns.clone() },
             )));
         }
         tasks.push(runtime.spawn(system::sweep(families.clone(), sweeper.clone())));

@@ -130,6 +130,15 @@ impl Family {
     }
 }
 
+/// What the accept loop looks at before it hands a connection to the manager: the DNS hijack
+/// (answers DNS over TCP itself) and the decision hook (may block the connection).
+pub(crate) struct AcceptHooks {
+    /// The decision hook, when the tunnel has one.
+    pub decider: Option<Arc<Asker>>,
+    /// The DNS hijack (off unless configured).
+    pub dns: Arc<super::dns_hijack::Hijack>,
+}
+
 /// Accepts the connections the NAT steers to `listener` and hands each to the manager with its
 /// original destination — with a decision hook (`decider`), once it decided, or resets them when
 /// it blocks them. Runs until aborted (which abandons the decisions under way).
@@ -140,9 +149,9 @@ pub(crate) async fn accept(
     outbound: Arc<dyn Outbound>,
     counters: Arc<Counters>,
     sweeper: Arc<Notify>,
-    decider: Option<Arc<Asker>>,
-    dns: Arc<super::dns_hijack::Hijack>,
+    hooks: AcceptHooks,
 ) {
+    let AcceptHooks { decider, dns } = hooks;
     let mut deciding = JoinSet::new();
     loop {
         let accepted = tokio::select! {

@@ -2,9 +2,9 @@
 //! for hosts where netswitch cannot listen on the tunnel's address (iOS with
 //! `includeAllNetworks`), chosen with [`super::Stack::Userspace`].
 //!
-//! A SYN of a new flow `A:a -> D:d` gets its own [`Connection`]: a smoltcp interface whose
+//! A SYN of a new flow `A:a -> D:d` gets its own `Connection`: a smoltcp interface whose
 //! address is `D` with one socket listening on `D:d`, fed the SYN at once (the app's handshake
-//! completes before netswitch dials, like the system stack). Its stream ([`UserspaceStream`])
+//! completes before netswitch dials, like the system stack). Its stream (`UserspaceStream`)
 //! goes to the manager as a plain inbound with `D:d` as the destination and `A:a` as the source;
 //! a failed dial resets it (the app sees a RST), a FIN either way is carried through. Later
 //! packets of the flow go to its connection; packets of no flow are dropped and counted.
