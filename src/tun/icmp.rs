@@ -29,10 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use etherparse::checksum::Sum16BitWords;
-use etherparse::{
-    Icmpv4Slice, Icmpv4Type, Icmpv6Slice, Icmpv6Type, IpNumber, Ipv4HeaderSlice, PacketBuilder,
-};
+use etherparse::{Icmpv4Slice, Icmpv4Type, Icmpv6Slice, Icmpv6Type, Ipv4HeaderSlice, PacketBuilder};
 use nix::sys::socket::{recvfrom, SockaddrStorage};
 use socket2::Socket;
 use tokio::sync::mpsc;
@@ -40,7 +37,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use super::counters::bump;
-use super::packet::{Drop, Packet};
+use super::packet::Echo;
 use super::Io;
 use crate::dial::icmp::is_denied;
 use crate::dial::Outbound;
@@ -57,50 +54,6 @@ pub const QUEUE: usize = 16;
 const TTL: u8 = 64;
 /// The largest reply read (an IPv4 header on Apple platforms, the ICMP message).
 const MAX_REPLY: usize = 65535;
-
-/// An ICMP echo request read from the tunnel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Echo<'a> {
-    /// The app's address.
-    pub source: IpAddr,
-    /// The host it pings.
-    pub destination: IpAddr,
-    /// The app's echo identifier.
-    pub identifier: u16,
-    /// The echo sequence number.
-    pub sequence: u16,
-    /// The whole ICMP message as the app sent it (header and data; checksum verified).
-    pub message: &'a [u8],
-}
-
-/// Classifies the ICMP message `message` of protocol `protocol` (ICMP or ICMPv6) from `source`
-/// to `destination`: an echo request, else why it is dropped.
-pub(crate) fn parse(source: IpAddr, destination: IpAddr, protocol: IpNumber, message: &[u8]) -> Packet<'_> {
-    let header = match (source, destination) {
-        (IpAddr::V4(_), IpAddr::V4(_)) if protocol == IpNumber::ICMP => {
-            let Ok(icmp) = Icmpv4Slice::from_slice(message) else { return Packet::Dropped(Drop::Malformed) };
-            let Icmpv4Type::EchoRequest(header) = icmp.icmp_type() else {
-                return Packet::Dropped(Drop::Unsupported);
-            };
-            if Sum16BitWords::new().add_slice(message).ones_complement() != 0 {
-                return Packet::Dropped(Drop::BadChecksum);
-            }
-            header
-        }
-        (IpAddr::V6(s), IpAddr::V6(d)) if protocol == IpNumber::IPV6_ICMP => {
-            let Ok(icmp) = Icmpv6Slice::from_slice(message) else { return Packet::Dropped(Drop::Malformed) };
-            let Icmpv6Type::EchoRequest(header) = icmp.icmp_type() else {
-                return Packet::Dropped(Drop::Unsupported);
-            };
-            if !icmp.is_checksum_valid(s.octets(), d.octets()) {
-                return Packet::Dropped(Drop::BadChecksum);
-            }
-            header
-        }
-        _ => return Packet::Dropped(Drop::Unsupported),
-    };
-    Packet::Icmp(Echo { source, destination, identifier: header.id, sequence: header.seq, message })
-}
 
 /// One flow: the app's address and identifier, and the destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -338,8 +291,9 @@ mod tests {
     use crate::dial::{BoxFuture, DialError, DialedStream};
     use crate::tun::counters::Counters;
     use crate::tun::device::{Framing, TunDevice};
-    use crate::tun::packet::parse as parse_packet;
-    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    use crate::tun::packet::{parse as parse_packet, parse_icmp as parse, Drop, Packet};
+    use etherparse::checksum::Sum16BitWords;
+    use etherparse::{IpNumber, NetSlice, SlicedPacket, TransportSlice};
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixDatagram;
 

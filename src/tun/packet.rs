@@ -15,7 +15,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use etherparse::checksum::Sum16BitWords;
-use etherparse::{IpNumber, IpSlice, TcpSlice, UdpSlice};
+use etherparse::{Icmpv4Slice, Icmpv4Type, Icmpv6Slice, Icmpv6Type, IpNumber, IpSlice, TcpSlice, UdpSlice};
 
 /// Why a packet from the tunnel was dropped (each reason has its counter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub enum Packet<'a> {
     /// A UDP datagram.
     Udp(Udp<'a>),
     /// An ICMP echo request.
-    Icmp(super::icmp::Echo<'a>),
+    Icmp(Echo<'a>),
     /// Dropped, and why.
     Dropped(Drop),
 }
@@ -113,7 +113,7 @@ pub fn parse(packet: &[u8]) -> Packet<'_> {
             Err(_) => Packet::Dropped(Drop::Malformed),
         },
         IpNumber::ICMP | IpNumber::IPV6_ICMP => {
-            super::icmp::parse(source, destination, payload.ip_number, payload.payload)
+            parse_icmp(source, destination, payload.ip_number, payload.payload)
         }
         _ => Packet::Dropped(Drop::Unsupported),
     }
@@ -134,6 +134,55 @@ fn udp_checksum_ok(source: IpAddr, destination: IpAddr, udp: &UdpSlice<'_>) -> b
     let length = u16::try_from(segment.len()).unwrap_or(u16::MAX);
     let sum = sum.add_2bytes([0, IpNumber::UDP.0]).add_2bytes(length.to_be_bytes()).add_slice(segment);
     udp.checksum() != 0 && sum.ones_complement() == 0
+}
+
+/// An ICMP echo request read from the tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Echo<'a> {
+    /// The app's address.
+    pub source: IpAddr,
+    /// The host it pings.
+    pub destination: IpAddr,
+    /// The app's echo identifier.
+    pub identifier: u16,
+    /// The echo sequence number.
+    pub sequence: u16,
+    /// The whole ICMP message as the app sent it (header and data; checksum verified).
+    pub message: &'a [u8],
+}
+
+/// Classifies the ICMP message (see [`super::icmp`]) `message` of protocol `protocol` (ICMP or ICMPv6) from `source`
+/// to `destination`: an echo request, else why it is dropped.
+pub(crate) fn parse_icmp(
+    source: IpAddr,
+    destination: IpAddr,
+    protocol: IpNumber,
+    message: &[u8],
+) -> Packet<'_> {
+    let header = match (source, destination) {
+        (IpAddr::V4(_), IpAddr::V4(_)) if protocol == IpNumber::ICMP => {
+            let Ok(icmp) = Icmpv4Slice::from_slice(message) else { return Packet::Dropped(Drop::Malformed) };
+            let Icmpv4Type::EchoRequest(header) = icmp.icmp_type() else {
+                return Packet::Dropped(Drop::Unsupported);
+            };
+            if Sum16BitWords::new().add_slice(message).ones_complement() != 0 {
+                return Packet::Dropped(Drop::BadChecksum);
+            }
+            header
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) if protocol == IpNumber::IPV6_ICMP => {
+            let Ok(icmp) = Icmpv6Slice::from_slice(message) else { return Packet::Dropped(Drop::Malformed) };
+            let Icmpv6Type::EchoRequest(header) = icmp.icmp_type() else {
+                return Packet::Dropped(Drop::Unsupported);
+            };
+            if !icmp.is_checksum_valid(s.octets(), d.octets()) {
+                return Packet::Dropped(Drop::BadChecksum);
+            }
+            header
+        }
+        _ => return Packet::Dropped(Drop::Unsupported),
+    };
+    Packet::Icmp(Echo { source, destination, identifier: header.id, sequence: header.seq, message })
 }
 
 #[cfg(test)]
