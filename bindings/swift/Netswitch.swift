@@ -752,6 +752,14 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
     func startTun(fd: Int32, options: TunOptions) throws  -> TunHandle
     
     /**
+     * `start_tun` with a decision hook: `decider` is asked about each TCP connection and each
+     * new UDP source before it is dialed (block it, pick its networks, TLS fragmentation; see
+     * `TunFlowDecider`), within `options.decision_deadline_ms`. Same rules and errors as
+     * `start_tun`.
+     */
+    func startTunWithDecider(fd: Int32, options: TunOptions, decider: TunFlowDecider) throws  -> TunHandle
+    
+    /**
      * Starts delivering every event — connections opened and closed, network changes, log
      * records at the current level — to `listener`, on a thread of its own (see
      * [`EventListener`]). Any number of subscriptions may be live; each gets every event. The
@@ -1028,6 +1036,24 @@ open func startTun(fd: Int32, options: TunOptions)throws  -> TunHandle  {
             self.uniffiCloneHandle(),
         FfiConverterInt32.lower(fd),
         FfiConverterTypeTunOptions_lower(options),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * `start_tun` with a decision hook: `decider` is asked about each TCP connection and each
+     * new UDP source before it is dialed (block it, pick its networks, TLS fragmentation; see
+     * `TunFlowDecider`), within `options.decision_deadline_ms`. Same rules and errors as
+     * `start_tun`.
+     */
+open func startTunWithDecider(fd: Int32, options: TunOptions, decider: TunFlowDecider)throws  -> TunHandle  {
+    return try  FfiConverterTypeTunHandle_lift(try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_connectionmanager_start_tun_with_decider(
+            self.uniffiCloneHandle(),
+        FfiConverterInt32.lower(fd),
+        FfiConverterTypeTunOptions_lower(options),
+        FfiConverterTypeTunFlowDecider_lower(decider),uniffiCallStatus
     )
 })
 }
@@ -2182,6 +2208,219 @@ public func FfiConverterTypeSubscription_lift(_ handle: UInt64) throws -> Subscr
 #endif
 public func FfiConverterTypeSubscription_lower(_ value: Subscription) -> UInt64 {
     return FfiConverterTypeSubscription.lower(value)
+}
+
+
+
+
+
+
+/**
+ * The host's decision hook (`ConnectionManager.start_tun_with_decider`).
+ */
+public protocol TunFlowDecider: AnyObject, Sendable {
+    
+    /**
+     * Decides what happens to `flow`. Called on a netswitch thread (never the caller's UI
+     * thread); may block for a while, but an answer past the tunnel's deadline is not used.
+     */
+    func decide(flow: TunFlowInfo)  -> TunFlowDecision
+    
+}
+/**
+ * The host's decision hook (`ConnectionManager.start_tun_with_decider`).
+ */
+open class TunFlowDeciderImpl: TunFlowDecider, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_netswitch_fn_clone_tunflowdecider(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_netswitch_fn_free_tunflowdecider(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Decides what happens to `flow`. Called on a netswitch thread (never the caller's UI
+     * thread); may block for a while, but an answer past the tunnel's deadline is not used.
+     */
+open func decide(flow: TunFlowInfo) -> TunFlowDecision  {
+    return try!  FfiConverterTypeTunFlowDecision_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_tunflowdecider_decide(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeTunFlowInfo_lower(flow),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfaceTunFlowDecider {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfaceTunFlowDecider = UniffiVTableCallbackInterfaceTunFlowDecider(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypeTunFlowDecider.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface TunFlowDecider: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypeTunFlowDecider.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface TunFlowDecider: handle missing in uniffiClone")
+            }
+        },
+        decide: { (
+            uniffiHandle: UInt64,
+            flow: RustBuffer,
+            uniffiOutReturn: UnsafeMutablePointer<RustBuffer>,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> TunFlowDecision in
+                guard let uniffiObj = try? FfiConverterTypeTunFlowDecider.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.decide(
+                     flow: try FfiConverterTypeTunFlowInfo_lift(flow)
+                )
+            }
+
+            
+            let writeReturn = { uniffiOutReturn.pointee = FfiConverterTypeTunFlowDecision_lower($0) }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfaceTunFlowDecider> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfaceTunFlowDecider>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitTunFlowDecider() {
+    uniffi_netswitch_fn_init_callback_vtable_tunflowdecider(UniffiCallbackInterfaceTunFlowDecider.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTunFlowDecider: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<TunFlowDecider>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = TunFlowDecider
+
+    public static func lift(_ handle: UInt64) throws -> TunFlowDecider {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return TunFlowDeciderImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: TunFlowDecider) -> UInt64 {
+         if let rustImpl = value as? TunFlowDeciderImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TunFlowDecider {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: TunFlowDecider, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunFlowDecider_lift(_ handle: UInt64) throws -> TunFlowDecider {
+    return try FfiConverterTypeTunFlowDecider.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunFlowDecider_lower(_ value: TunFlowDecider) -> UInt64 {
+    return FfiConverterTypeTunFlowDecider.lower(value)
 }
 
 
@@ -4381,6 +4620,218 @@ public func FfiConverterTypeTunCounters_lower(_ value: TunCounters) -> RustBuffe
 
 
 /**
+ * What the host decided for a flow. Every `None` keeps the config's value.
+ */
+public struct TunFlowDecision: Equatable, Hashable {
+    /**
+     * Block the flow: a TCP connection is reset, a UDP source's datagrams are dropped (counted)
+     * until it has been quiet for its idle timeout. Default false.
+     */
+    public var block: Bool
+    /**
+     * Network strategy for this flow.
+     */
+    public var networkStrategy: NetworkStrategy?
+    /**
+     * Preferred network types for this flow (e.g. `[WIFI]` to keep an app on Wi-Fi).
+     */
+    public var networkType: [NetworkType]?
+    /**
+     * Fallback network types for this flow.
+     */
+    public var fallbackNetworkType: [NetworkType]?
+    /**
+     * TLS ClientHello fragmentation on (`true`) or off (`false`) whatever the config says.
+     */
+    public var tlsFragment: Bool?
+    /**
+     * A short text the tracker shows with the connection (`ConnectionInfo.decision`), e.g. the
+     * app's package name. At most 64 characters are kept.
+     */
+    public var label: String?
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Block the flow: a TCP connection is reset, a UDP source's datagrams are dropped (counted)
+         * until it has been quiet for its idle timeout. Default false.
+         */block: Bool = false, 
+        /**
+         * Network strategy for this flow.
+         */networkStrategy: NetworkStrategy? = nil, 
+        /**
+         * Preferred network types for this flow (e.g. `[WIFI]` to keep an app on Wi-Fi).
+         */networkType: [NetworkType]? = nil, 
+        /**
+         * Fallback network types for this flow.
+         */fallbackNetworkType: [NetworkType]? = nil, 
+        /**
+         * TLS ClientHello fragmentation on (`true`) or off (`false`) whatever the config says.
+         */tlsFragment: Bool? = nil, 
+        /**
+         * A short text the tracker shows with the connection (`ConnectionInfo.decision`), e.g. the
+         * app's package name. At most 64 characters are kept.
+         */label: String? = nil) {
+        self.block = block
+        self.networkStrategy = networkStrategy
+        self.networkType = networkType
+        self.fallbackNetworkType = fallbackNetworkType
+        self.tlsFragment = tlsFragment
+        self.label = label
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension TunFlowDecision: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTunFlowDecision: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TunFlowDecision {
+        return
+            try TunFlowDecision(
+                block: FfiConverterBool.read(from: &buf), 
+                networkStrategy: FfiConverterOptionTypeNetworkStrategy.read(from: &buf), 
+                networkType: FfiConverterOptionSequenceTypeNetworkType.read(from: &buf), 
+                fallbackNetworkType: FfiConverterOptionSequenceTypeNetworkType.read(from: &buf), 
+                tlsFragment: FfiConverterOptionBool.read(from: &buf), 
+                label: FfiConverterOptionString.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: TunFlowDecision, into buf: inout [UInt8]) {
+        FfiConverterBool.write(value.block, into: &buf)
+        FfiConverterOptionTypeNetworkStrategy.write(value.networkStrategy, into: &buf)
+        FfiConverterOptionSequenceTypeNetworkType.write(value.networkType, into: &buf)
+        FfiConverterOptionSequenceTypeNetworkType.write(value.fallbackNetworkType, into: &buf)
+        FfiConverterOptionBool.write(value.tlsFragment, into: &buf)
+        FfiConverterOptionString.write(value.label, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunFlowDecision_lift(_ buf: RustBuffer) throws -> TunFlowDecision {
+    return try FfiConverterTypeTunFlowDecision.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunFlowDecision_lower(_ value: TunFlowDecision) -> RustBuffer {
+    return FfiConverterTypeTunFlowDecision.lower(value)
+}
+
+
+/**
+ * One flow of the tunnel the host is asked about.
+ */
+public struct TunFlowInfo: Equatable, Hashable {
+    /**
+     * TCP or UDP.
+     */
+    public var `protocol`: TransportProtocol
+    /**
+     * The app's address (as the app's socket has it: the tunnel's address).
+     */
+    public var sourceIp: String
+    /**
+     * The app's port.
+     */
+    public var sourcePort: UInt16
+    /**
+     * The address the app wants to reach.
+     */
+    public var destinationIp: String
+    /**
+     * The port the app wants to reach.
+     */
+    public var destinationPort: UInt16
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * TCP or UDP.
+         */`protocol`: TransportProtocol, 
+        /**
+         * The app's address (as the app's socket has it: the tunnel's address).
+         */sourceIp: String, 
+        /**
+         * The app's port.
+         */sourcePort: UInt16, 
+        /**
+         * The address the app wants to reach.
+         */destinationIp: String, 
+        /**
+         * The port the app wants to reach.
+         */destinationPort: UInt16) {
+        self.`protocol` = `protocol`
+        self.sourceIp = sourceIp
+        self.sourcePort = sourcePort
+        self.destinationIp = destinationIp
+        self.destinationPort = destinationPort
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension TunFlowInfo: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTunFlowInfo: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TunFlowInfo {
+        return
+            try TunFlowInfo(
+                protocol: FfiConverterTypeTransportProtocol.read(from: &buf), 
+                sourceIp: FfiConverterString.read(from: &buf), 
+                sourcePort: FfiConverterUInt16.read(from: &buf), 
+                destinationIp: FfiConverterString.read(from: &buf), 
+                destinationPort: FfiConverterUInt16.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: TunFlowInfo, into buf: inout [UInt8]) {
+        FfiConverterTypeTransportProtocol.write(value.`protocol`, into: &buf)
+        FfiConverterString.write(value.sourceIp, into: &buf)
+        FfiConverterUInt16.write(value.sourcePort, into: &buf)
+        FfiConverterString.write(value.destinationIp, into: &buf)
+        FfiConverterUInt16.write(value.destinationPort, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunFlowInfo_lift(_ buf: RustBuffer) throws -> TunFlowInfo {
+    return try FfiConverterTypeTunFlowInfo.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunFlowInfo_lower(_ value: TunFlowInfo) -> RustBuffer {
+    return FfiConverterTypeTunFlowInfo.lower(value)
+}
+
+
+/**
  * How `ConnectionManager.start_tun` sets up a tunnel. Only `ipv4` has no default:
  * `TunOptions(ipv4 = "172.19.0.1/30")` in Kotlin is a working tunnel. The addresses must be the
  * ones the device has (Android: `VpnService.Builder.addAddress` with the same address and prefix
@@ -4448,6 +4899,16 @@ public struct TunOptions: Equatable, Hashable {
      * overrides). Default false.
      */
     public var dnsHijackAll: Bool
+    /**
+     * How long a `TunFlowDecider` (`start_tun_with_decider`) may take per flow, ms; past it the
+     * flow gets the fallback. Default 250; at least 1.
+     */
+    public var decisionDeadlineMs: UInt64
+    /**
+     * The fallback of a decision that is late or throws: false (the default) lets the flow
+     * through with the config's settings, true blocks it (fail closed).
+     */
+    public var decisionFailClosed: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -4497,7 +4958,15 @@ public struct TunOptions: Equatable, Hashable {
         /**
          * Answer every query to port 53, whatever its destination, like `dns_hijack` (which it
          * overrides). Default false.
-         */dnsHijackAll: Bool = false) {
+         */dnsHijackAll: Bool = false, 
+        /**
+         * How long a `TunFlowDecider` (`start_tun_with_decider`) may take per flow, ms; past it the
+         * flow gets the fallback. Default 250; at least 1.
+         */decisionDeadlineMs: UInt64 = UInt64(250), 
+        /**
+         * The fallback of a decision that is late or throws: false (the default) lets the flow
+         * through with the config's settings, true blocks it (fail closed).
+         */decisionFailClosed: Bool = false) {
         self.ipv4 = ipv4
         self.ipv6 = ipv6
         self.mtu = mtu
@@ -4510,6 +4979,8 @@ public struct TunOptions: Equatable, Hashable {
         self.udpLongTimeoutMs = udpLongTimeoutMs
         self.dnsHijack = dnsHijack
         self.dnsHijackAll = dnsHijackAll
+        self.decisionDeadlineMs = decisionDeadlineMs
+        self.decisionFailClosed = decisionFailClosed
     }
 
     
@@ -4539,7 +5010,9 @@ public struct FfiConverterTypeTunOptions: FfiConverterRustBuffer {
                 udpShortTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
                 udpLongTimeoutMs: FfiConverterOptionUInt64.read(from: &buf), 
                 dnsHijack: FfiConverterBool.read(from: &buf), 
-                dnsHijackAll: FfiConverterBool.read(from: &buf)
+                dnsHijackAll: FfiConverterBool.read(from: &buf), 
+                decisionDeadlineMs: FfiConverterUInt64.read(from: &buf), 
+                decisionFailClosed: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -4556,6 +5029,8 @@ public struct FfiConverterTypeTunOptions: FfiConverterRustBuffer {
         FfiConverterOptionUInt64.write(value.udpLongTimeoutMs, into: &buf)
         FfiConverterBool.write(value.dnsHijack, into: &buf)
         FfiConverterBool.write(value.dnsHijackAll, into: &buf)
+        FfiConverterUInt64.write(value.decisionDeadlineMs, into: &buf)
+        FfiConverterBool.write(value.decisionFailClosed, into: &buf)
     }
 }
 
@@ -5984,6 +6459,30 @@ fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionBool: FfiConverterRustBuffer {
+    typealias SwiftType = Bool?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterBool.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterBool.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
     typealias SwiftType = String?
 
@@ -6748,6 +7247,9 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_connectionmanager_start_tun() != 43704) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_netswitch_checksum_method_connectionmanager_start_tun_with_decider() != 46991) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_netswitch_checksum_method_connectionmanager_subscribe() != 62423) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -6787,12 +7289,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_tunhandle_udp_sessions() != 985) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_netswitch_checksum_method_tunflowdecider_decide() != 47915) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_netswitch_checksum_constructor_connectionmanager_new() != 29586) {
         return InitializationResult.apiChecksumMismatch
     }
 
     uniffiCallbackInitEventListener()
     uniffiCallbackInitPlatformInterface()
+    uniffiCallbackInitTunFlowDecider()
     return InitializationResult.ok
 }()
 

@@ -284,6 +284,13 @@ typedef void (*UniffiCallbackInterfacePlatformInterfaceMethod1)(uint64_t, RustBu
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TUN_FLOW_DECIDER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TUN_FLOW_DECIDER_METHOD0
+typedef void (*UniffiCallbackInterfaceTunFlowDeciderMethod0)(uint64_t, RustBuffer, RustBuffer* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_EVENT_LISTENER
 #define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_EVENT_LISTENER
 typedef struct UniffiVTableCallbackInterfaceEventListener {
@@ -304,6 +311,15 @@ typedef struct UniffiVTableCallbackInterfacePlatformInterface {
     UniffiCallbackInterfacePlatformInterfaceMethod0 _Nonnull bindSocket;
     UniffiCallbackInterfacePlatformInterfaceMethod1 _Nonnull resolve;
 } UniffiVTableCallbackInterfacePlatformInterface;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TUN_FLOW_DECIDER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TUN_FLOW_DECIDER
+typedef struct UniffiVTableCallbackInterfaceTunFlowDecider {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfaceTunFlowDeciderMethod0 _Nonnull decide;
+} UniffiVTableCallbackInterfaceTunFlowDecider;
 
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_EVENTLISTENER
@@ -451,6 +467,11 @@ uint64_t uniffi_netswitch_fn_method_connectionmanager_start_socks(uint64_t ptr, 
 uint64_t uniffi_netswitch_fn_method_connectionmanager_start_tun(uint64_t ptr, int32_t fd, RustBuffer options, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_START_TUN_WITH_DECIDER
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_START_TUN_WITH_DECIDER
+uint64_t uniffi_netswitch_fn_method_connectionmanager_start_tun_with_decider(uint64_t ptr, int32_t fd, RustBuffer options, uint64_t decider, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_SUBSCRIBE
 uint64_t uniffi_netswitch_fn_method_connectionmanager_subscribe(uint64_t ptr, uint64_t listener, RustCallStatus *_Nonnull out_status
@@ -534,6 +555,26 @@ void uniffi_netswitch_fn_method_tunhandle_stop(uint64_t ptr, RustCallStatus *_No
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_UDP_SESSIONS
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNHANDLE_UDP_SESSIONS
 uint64_t uniffi_netswitch_fn_method_tunhandle_udp_sessions(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_TUNFLOWDECIDER
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_TUNFLOWDECIDER
+uint64_t uniffi_netswitch_fn_clone_tunflowdecider(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_TUNFLOWDECIDER
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_TUNFLOWDECIDER
+void uniffi_netswitch_fn_free_tunflowdecider(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_INIT_CALLBACK_VTABLE_TUNFLOWDECIDER
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_INIT_CALLBACK_VTABLE_TUNFLOWDECIDER
+void uniffi_netswitch_fn_init_callback_vtable_tunflowdecider(const UniffiVTableCallbackInterfaceTunFlowDecider* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNFLOWDECIDER_DECIDE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_TUNFLOWDECIDER_DECIDE
+RustBuffer uniffi_netswitch_fn_method_tunflowdecider_decide(uint64_t ptr, RustBuffer flow, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FUNC_CONFIG_FROM_JSON
@@ -938,6 +979,12 @@ uint16_t uniffi_netswitch_checksum_method_connectionmanager_start_tun(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_START_TUN_WITH_DECIDER
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_START_TUN_WITH_DECIDER
+uint16_t uniffi_netswitch_checksum_method_connectionmanager_start_tun_with_decider(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_SUBSCRIBE
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_SUBSCRIBE
 uint16_t uniffi_netswitch_checksum_method_connectionmanager_subscribe(void
@@ -1013,6 +1060,12 @@ uint16_t uniffi_netswitch_checksum_method_tunhandle_stop(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_UDP_SESSIONS
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNHANDLE_UDP_SESSIONS
 uint16_t uniffi_netswitch_checksum_method_tunhandle_udp_sessions(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNFLOWDECIDER_DECIDE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_TUNFLOWDECIDER_DECIDE
+uint16_t uniffi_netswitch_checksum_method_tunflowdecider_decide(void
     
 );
 #endif

@@ -227,7 +227,7 @@ impl NetswitchConfig {
     }
 }
 
-fn strategy_to_core(s: NetworkStrategy) -> CoreStrategy {
+pub(crate) fn strategy_to_core(s: NetworkStrategy) -> CoreStrategy {
     match s {
         NetworkStrategy::Default => CoreStrategy::Default,
         NetworkStrategy::Hybrid => CoreStrategy::Hybrid,

@@ -217,6 +217,24 @@ impl ConnectionManager {
         self.start_tun(fd, options)
     }
 
+    /// `start_tun` with a decision hook: `decider` is asked about each TCP connection and each
+    /// new UDP source before it is dialed (block it, pick its networks, TLS fragmentation; see
+    /// `TunFlowDecider`), within `options.decision_deadline_ms`. Same rules and errors as
+    /// `start_tun`.
+    #[uniffi::method(name = "start_tun_with_decider")]
+    fn start_tun_with_decider_raw_fd(
+        &self,
+        fd: i32,
+        options: TunOptions,
+        decider: Arc<dyn super::tun_decider::TunFlowDecider>,
+    ) -> Result<Arc<TunHandle>, NetswitchError> {
+        super::tun::check_tun_fd(fd)?;
+        // SAFETY: as in `start_tun`: the host hands over `fd`, open (checked above) and unused
+        // by anything else from now on.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        self.start_tun_deciding(fd, options, Some(decider))
+    }
+
     /// Resolves `name` (a domain or an IP literal) as a dial with `options` would, without
     /// connecting: over the networks the strategy picks, each with its own resolver (its DNS
     /// servers over sockets bound to it, the host's resolver, or the system resolver as the last
@@ -311,9 +329,24 @@ impl ConnectionManager {
     /// Starts a packet tunnel on `fd` (taken over: closed when the tunnel stops, or at once on
     /// any error) with `options`; see `start_tun` of the FFI for the rules.
     pub fn start_tun(&self, fd: OwnedFd, options: TunOptions) -> Result<Arc<TunHandle>, NetswitchError> {
+        self.start_tun_deciding(fd, options, None)
+    }
+
+    /// [`Self::start_tun`] with the host's decision hook, if any.
+    pub fn start_tun_deciding(
+        &self,
+        fd: OwnedFd,
+        options: TunOptions,
+        decider: Option<Arc<dyn super::tun_decider::TunFlowDecider>>,
+    ) -> Result<Arc<TunHandle>, NetswitchError> {
         let raw = fd.as_raw_fd();
         self.check_running()?;
-        let settings = options.to_core(&self.netswitch.socks_settings().udp)?;
+        let mut settings = options.to_core(&self.netswitch.socks_settings().udp)?;
+        if let Some(decider) = decider {
+            let deadline = std::time::Duration::from_millis(options.decision_deadline_ms);
+            settings.decision =
+                Some(super::tun_decider::hook(decider, deadline, options.decision_fail_closed));
+        }
         let tun = {
             let _entered = self.runtime.enter();
             self.netswitch.start_tun(fd, settings).map_err(|e| super::tun::start_error(raw, e))?

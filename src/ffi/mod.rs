@@ -35,6 +35,7 @@ pub(crate) mod runtime;
 pub mod socks;
 mod traffic;
 pub mod tun;
+pub mod tun_decider;
 pub mod types;
 
 pub use callbacks::{EventListener, PlatformInterface};

@@ -76,6 +76,14 @@ pub struct TunOptions {
     /// overrides). Default false.
     #[uniffi(default = false)]
     pub dns_hijack_all: bool,
+    /// How long a `TunFlowDecider` (`start_tun_with_decider`) may take per flow, ms; past it the
+    /// flow gets the fallback. Default 250; at least 1.
+    #[uniffi(default = 250)]
+    pub decision_deadline_ms: u64,
+    /// The fallback of a decision that is late or throws: false (the default) lets the flow
+    /// through with the config's settings, true blocks it (fail closed).
+    #[uniffi(default = false)]
+    pub decision_fail_closed: bool,
 }
 
 /// A snapshot of a tunnel's counters (`TunHandle.counters()`). Every packet read is either
@@ -253,6 +261,9 @@ impl TunOptions {
             udp.timeouts.long = v;
         }
         settings.udp = udp;
+        if self.decision_deadline_ms == 0 {
+            return Err(invalid("options.decision_deadline_ms", "must be at least 1".into()));
+        }
         settings.dns_hijack = if self.dns_hijack_all {
             DnsHijack::AllPort53
         } else if self.dns_hijack {
@@ -473,6 +484,8 @@ mod tests {
             udp_long_timeout_ms: None,
             dns_hijack: false,
             dns_hijack_all: false,
+            decision_deadline_ms: 250,
+            decision_fail_closed: false,
         }
     }
 

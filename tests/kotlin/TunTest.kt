@@ -150,7 +150,15 @@ class TunTest {
                     interfaces = listOf(NetworkInterface(name = "vethk0", index = index, networkType = NetworkType.WIFI, addresses = listOf("10.77.1.1/24"))),
                     defaultIndex = index,
                 ))
-                val tun = m.startTun(tunFd, TunOptions(ipv4 = "172.19.0.1/30"))
+                // The decision hook: every flow is asked about; port PORT + 1 is blocked.
+                val asked = java.util.concurrent.CopyOnWriteArrayList<TunFlowInfo>()
+                val decider = object : TunFlowDecider {
+                    override fun decide(flow: TunFlowInfo): TunFlowDecision {
+                        asked.add(flow)
+                        return TunFlowDecision(block = flow.destinationPort == (PORT + 1).toUShort(), label = "kotlin app")
+                    }
+                }
+                val tun = m.startTunWithDecider(tunFd, TunOptions(ipv4 = "172.19.0.1/30"), decider)
                 assertTrue(!tun.isFinished())
 
                 // TCP: 256 KiB each way through the kernel stack of the tunnel.
@@ -167,6 +175,7 @@ class TunTest {
                 val info = m.connections().single { it.protocol == TransportProtocol.TCP }
                 assertEquals("$SERVER:$PORT", info.destination)
                 assertEquals("vethk0", info.`interface`)
+                assertEquals("kotlin app: default", info.decision, "the tracker shows the host's decision")
                 assertTrue(platform.offered.contains("vethk0"), "netswitch offered its socket: ${platform.offered}")
 
                 // UDP: a datagram and its reply, from the server's address.
@@ -189,6 +198,18 @@ class TunTest {
                 assertEquals(0uL, counters.droppedMalformed + counters.droppedBadChecksum + counters.droppedNoFlow, "$counters")
                 assertEquals(1uL, tun.natEntries())
                 assertEquals(1uL, tun.udpSessions())
+                assertTrue(asked.any { it.protocol == TransportProtocol.TCP && it.destinationIp == SERVER && it.destinationPort == PORT.toUShort() && it.sourceIp == "172.19.0.1" }, "asked: $asked")
+                assertTrue(asked.any { it.protocol == TransportProtocol.UDP && it.destinationPort == PORT.toUShort() }, "asked: $asked")
+
+                // A blocked flow: the kernel accepted it for the app, netswitch resets it.
+                Socket().use { blocked ->
+                    blocked.soTimeout = 10_000
+                    blocked.connect(InetSocketAddress(SERVER, PORT + 1), 10_000)
+                    val read = try { blocked.getInputStream().read() } catch (e: SocketException) { -1 }
+                    assertEquals(-1, read, "the blocked connection was reset")
+                }
+                assertTrue(waitFor(10_000) { tun.counters().tcpBlocked == 1uL }, "${tun.counters()}")
+                assertEquals(1uL, tun.counters().tcpConnections, "a blocked connection is not handed to the manager")
 
                 // stop(): the app's connection ends, the tunnel finishes, netswitch closes the fd
                 // (a TUN device that is not persistent goes away with its last fd).

@@ -677,6 +677,9 @@ internal interface UniffiCallbackInterfacePlatformInterfaceMethod0 : com.sun.jna
 internal interface UniffiCallbackInterfacePlatformInterfaceMethod1 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`name`: RustBuffer.ByValue,`interface`: RustBuffer.ByValue,`wantIpv4`: Byte,`wantIpv6`: Byte,`uniffiFutureCallback`: UniffiForeignFutureCompleteRustBuffer,`uniffiCallbackData`: Long,`uniffiOutDroppedCallback`: UniffiForeignFutureDroppedCallbackStruct,)
 }
+internal interface UniffiCallbackInterfaceTunFlowDeciderMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`flow`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 @Structure.FieldOrder("uniffiFree", "uniffiClone", "onConnectionOpened", "onConnectionClosed", "onNetworkChanged", "onLog")
 internal open class UniffiVTableCallbackInterfaceEventListener(
     @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
@@ -724,6 +727,25 @@ internal open class UniffiVTableCallbackInterfacePlatformInterface(
         `uniffiClone` = other.`uniffiClone`
         `bindSocket` = other.`bindSocket`
         `resolve` = other.`resolve`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "decide")
+internal open class UniffiVTableCallbackInterfaceTunFlowDecider(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `decide`: UniffiCallbackInterfaceTunFlowDeciderMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `decide`: UniffiCallbackInterfaceTunFlowDeciderMethod0? = null,
+    ): UniffiVTableCallbackInterfaceTunFlowDecider(`uniffiFree`,`uniffiClone`,`decide`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfaceTunFlowDecider) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `decide` = other.`decide`
     }
 
 }
@@ -794,6 +816,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_start_tun(
     ): Int
+    external fun uniffi_netswitch_checksum_method_connectionmanager_start_tun_with_decider(
+    ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_subscribe(
     ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_traffic(
@@ -820,6 +844,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_netswitch_checksum_method_tunhandle_udp_sessions(
     ): Int
+    external fun uniffi_netswitch_checksum_method_tunflowdecider_decide(
+    ): Int
     external fun uniffi_netswitch_checksum_constructor_connectionmanager_new(
     ): Int
     external fun ffi_netswitch_uniffi_contract_version(
@@ -840,6 +866,7 @@ internal object UniffiLib {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "netswitch"))
         uniffiCallbackInterfaceEventListener.register(this)
         uniffiCallbackInterfacePlatformInterface.register(this)
+        uniffiCallbackInterfaceTunFlowDecider.register(this)
         
     }
 
@@ -902,6 +929,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_netswitch_fn_method_connectionmanager_start_tun(`ptr`: Long,`fd`: Int,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_netswitch_fn_method_connectionmanager_start_tun_with_decider(`ptr`: Long,`fd`: Int,`options`: RustBuffer.ByValue,`decider`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_netswitch_fn_method_connectionmanager_subscribe(`ptr`: Long,`listener`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_netswitch_fn_method_connectionmanager_traffic(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -936,6 +965,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_netswitch_fn_method_tunhandle_udp_sessions(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_netswitch_fn_clone_tunflowdecider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_free_tunflowdecider(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_netswitch_fn_init_callback_vtable_tunflowdecider(`vtable`: UniffiVTableCallbackInterfaceTunFlowDecider,
+    ): Unit
+    external fun uniffi_netswitch_fn_method_tunflowdecider_decide(`ptr`: Long,`flow`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_netswitch_fn_func_config_from_json(`json`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_netswitch_fn_func_default_config(uniffi_out_err: UniffiRustCallStatus, 
@@ -1124,6 +1161,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_tun() and 0xFFFF) != 43704) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_tun_with_decider() and 0xFFFF) != 46991) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_subscribe() and 0xFFFF) != 62423) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -1161,6 +1201,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_tunhandle_udp_sessions() and 0xFFFF) != 985) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_tunflowdecider_decide() and 0xFFFF) != 47915) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_constructor_connectionmanager_new() and 0xFFFF) != 29586) {
@@ -1902,6 +1945,14 @@ public interface ConnectionManagerInterface {
     fun `startTun`(`fd`: kotlin.Int, `options`: TunOptions): TunHandle
     
     /**
+     * `start_tun` with a decision hook: `decider` is asked about each TCP connection and each
+     * new UDP source before it is dialed (block it, pick its networks, TLS fragmentation; see
+     * `TunFlowDecider`), within `options.decision_deadline_ms`. Same rules and errors as
+     * `start_tun`.
+     */
+    fun `startTunWithDecider`(`fd`: kotlin.Int, `options`: TunOptions, `decider`: TunFlowDecider): TunHandle
+    
+    /**
      * Starts delivering every event — connections opened and closed, network changes, log
      * records at the current level — to `listener`, on a thread of its own (see
      * [`EventListener`]). Any number of subscriptions may be live; each gets every event. The
@@ -2270,6 +2321,29 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
         
         FfiConverterInt.lower(`fd`),
         FfiConverterTypeTunOptions.lower(`options`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * `start_tun` with a decision hook: `decider` is asked about each TCP connection and each
+     * new UDP source before it is dialed (block it, pick its networks, TLS fragmentation; see
+     * `TunFlowDecider`), within `options.decision_deadline_ms`. Same rules and errors as
+     * `start_tun`.
+     */
+    @Throws(NetswitchException::class)override fun `startTunWithDecider`(`fd`: kotlin.Int, `options`: TunOptions, `decider`: TunFlowDecider): TunHandle {
+            return FfiConverterTypeTunHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(NetswitchException) { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_connectionmanager_start_tun_with_decider(
+        it,
+        
+        FfiConverterInt.lower(`fd`),
+        FfiConverterTypeTunOptions.lower(`options`),
+        FfiConverterTypeTunFlowDecider.lower(`decider`),_status)
 }
     }
     )
@@ -3956,6 +4030,332 @@ public object FfiConverterTypeSubscription: FfiConverter<Subscription, Long> {
     override fun allocationSize(value: Subscription) = 8UL
 
     override fun write(value: Subscription, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * The host's decision hook (`ConnectionManager.start_tun_with_decider`).
+ */
+public interface TunFlowDecider {
+    
+    /**
+     * Decides what happens to `flow`. Called on a netswitch thread (never the caller's UI
+     * thread); may block for a while, but an answer past the tunnel's deadline is not used.
+     */
+    fun `decide`(`flow`: TunFlowInfo): TunFlowDecision
+    
+    companion object
+}
+
+/**
+ * The host's decision hook (`ConnectionManager.start_tun_with_decider`).
+ */
+open class TunFlowDeciderImpl: Disposable, AutoCloseable, TunFlowDecider
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_netswitch_fn_free_tunflowdecider(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_netswitch_fn_clone_tunflowdecider(handle, status)
+        }
+    }
+
+    
+    /**
+     * Decides what happens to `flow`. Called on a netswitch thread (never the caller's UI
+     * thread); may block for a while, but an answer past the tunnel's deadline is not used.
+     */override fun `decide`(`flow`: TunFlowInfo): TunFlowDecision {
+            return FfiConverterTypeTunFlowDecision.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_tunflowdecider_decide(
+        it,
+        
+        FfiConverterTypeTunFlowInfo.lower(`flow`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfaceTunFlowDecider {
+    internal object `decide`: UniffiCallbackInterfaceTunFlowDeciderMethod0 {
+        override fun callback(`uniffiHandle`: Long,`flow`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypeTunFlowDecider.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`decide`(
+                    FfiConverterTypeTunFlowInfo.lift(`flow`),
+                )
+            }
+            val writeReturn = { value: TunFlowDecision -> uniffiOutReturn.setValue(FfiConverterTypeTunFlowDecision.lower(value)) }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypeTunFlowDecider.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypeTunFlowDecider.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfaceTunFlowDecider.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `decide`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_netswitch_fn_init_callback_vtable_tunflowdecider(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTunFlowDecider: FfiConverter<TunFlowDecider, Long> {
+    internal val handleMap = UniffiHandleMap<TunFlowDecider>()
+
+    override fun lower(value: TunFlowDecider): Long {
+        if (value is TunFlowDeciderImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): TunFlowDecider {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return TunFlowDeciderImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): TunFlowDecider {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: TunFlowDecider) = 8UL
+
+    override fun write(value: TunFlowDecider, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -5783,6 +6183,158 @@ public object FfiConverterTypeTunCounters: FfiConverterRustBuffer<TunCounters> {
 
 
 /**
+ * What the host decided for a flow. Every `None` keeps the config's value.
+ */
+data class TunFlowDecision (
+    /**
+     * Block the flow: a TCP connection is reset, a UDP source's datagrams are dropped (counted)
+     * until it has been quiet for its idle timeout. Default false.
+     */
+    var `block`: kotlin.Boolean = false 
+    , 
+    /**
+     * Network strategy for this flow.
+     */
+    var `networkStrategy`: NetworkStrategy? = null 
+    , 
+    /**
+     * Preferred network types for this flow (e.g. `[WIFI]` to keep an app on Wi-Fi).
+     */
+    var `networkType`: List<NetworkType>? = null 
+    , 
+    /**
+     * Fallback network types for this flow.
+     */
+    var `fallbackNetworkType`: List<NetworkType>? = null 
+    , 
+    /**
+     * TLS ClientHello fragmentation on (`true`) or off (`false`) whatever the config says.
+     */
+    var `tlsFragment`: kotlin.Boolean? = null 
+    , 
+    /**
+     * A short text the tracker shows with the connection (`ConnectionInfo.decision`), e.g. the
+     * app's package name. At most 64 characters are kept.
+     */
+    var `label`: kotlin.String? = null 
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTunFlowDecision: FfiConverterRustBuffer<TunFlowDecision> {
+    override fun read(buf: ByteBuffer): TunFlowDecision {
+        return TunFlowDecision(
+            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalTypeNetworkStrategy.read(buf),
+            FfiConverterOptionalSequenceTypeNetworkType.read(buf),
+            FfiConverterOptionalSequenceTypeNetworkType.read(buf),
+            FfiConverterOptionalBoolean.read(buf),
+            FfiConverterOptionalString.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: TunFlowDecision) = (
+            FfiConverterBoolean.allocationSize(value.`block`) +
+            FfiConverterOptionalTypeNetworkStrategy.allocationSize(value.`networkStrategy`) +
+            FfiConverterOptionalSequenceTypeNetworkType.allocationSize(value.`networkType`) +
+            FfiConverterOptionalSequenceTypeNetworkType.allocationSize(value.`fallbackNetworkType`) +
+            FfiConverterOptionalBoolean.allocationSize(value.`tlsFragment`) +
+            FfiConverterOptionalString.allocationSize(value.`label`)
+    )
+
+    override fun write(value: TunFlowDecision, buf: ByteBuffer) {
+            FfiConverterBoolean.write(value.`block`, buf)
+            FfiConverterOptionalTypeNetworkStrategy.write(value.`networkStrategy`, buf)
+            FfiConverterOptionalSequenceTypeNetworkType.write(value.`networkType`, buf)
+            FfiConverterOptionalSequenceTypeNetworkType.write(value.`fallbackNetworkType`, buf)
+            FfiConverterOptionalBoolean.write(value.`tlsFragment`, buf)
+            FfiConverterOptionalString.write(value.`label`, buf)
+    }
+}
+
+
+
+/**
+ * One flow of the tunnel the host is asked about.
+ */
+data class TunFlowInfo (
+    /**
+     * TCP or UDP.
+     */
+    var `protocol`: TransportProtocol
+    , 
+    /**
+     * The app's address (as the app's socket has it: the tunnel's address).
+     */
+    var `sourceIp`: kotlin.String
+    , 
+    /**
+     * The app's port.
+     */
+    var `sourcePort`: kotlin.UShort
+    , 
+    /**
+     * The address the app wants to reach.
+     */
+    var `destinationIp`: kotlin.String
+    , 
+    /**
+     * The port the app wants to reach.
+     */
+    var `destinationPort`: kotlin.UShort
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTunFlowInfo: FfiConverterRustBuffer<TunFlowInfo> {
+    override fun read(buf: ByteBuffer): TunFlowInfo {
+        return TunFlowInfo(
+            FfiConverterTypeTransportProtocol.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterUShort.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterUShort.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: TunFlowInfo) = (
+            FfiConverterTypeTransportProtocol.allocationSize(value.`protocol`) +
+            FfiConverterString.allocationSize(value.`sourceIp`) +
+            FfiConverterUShort.allocationSize(value.`sourcePort`) +
+            FfiConverterString.allocationSize(value.`destinationIp`) +
+            FfiConverterUShort.allocationSize(value.`destinationPort`)
+    )
+
+    override fun write(value: TunFlowInfo, buf: ByteBuffer) {
+            FfiConverterTypeTransportProtocol.write(value.`protocol`, buf)
+            FfiConverterString.write(value.`sourceIp`, buf)
+            FfiConverterUShort.write(value.`sourcePort`, buf)
+            FfiConverterString.write(value.`destinationIp`, buf)
+            FfiConverterUShort.write(value.`destinationPort`, buf)
+    }
+}
+
+
+
+/**
  * How `ConnectionManager.start_tun` sets up a tunnel. Only `ipv4` has no default:
  * `TunOptions(ipv4 = "172.19.0.1/30")` in Kotlin is a working tunnel. The addresses must be the
  * ones the device has (Android: `VpnService.Builder.addAddress` with the same address and prefix
@@ -5861,6 +6413,18 @@ data class TunOptions (
      * overrides). Default false.
      */
     var `dnsHijackAll`: kotlin.Boolean = false 
+    , 
+    /**
+     * How long a `TunFlowDecider` (`start_tun_with_decider`) may take per flow, ms; past it the
+     * flow gets the fallback. Default 250; at least 1.
+     */
+    var `decisionDeadlineMs`: kotlin.ULong = 250uL 
+    , 
+    /**
+     * The fallback of a decision that is late or throws: false (the default) lets the flow
+     * through with the config's settings, true blocks it (fail closed).
+     */
+    var `decisionFailClosed`: kotlin.Boolean = false 
     
 ){
     
@@ -5889,6 +6453,8 @@ public object FfiConverterTypeTunOptions: FfiConverterRustBuffer<TunOptions> {
             FfiConverterOptionalULong.read(buf),
             FfiConverterBoolean.read(buf),
             FfiConverterBoolean.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -5904,7 +6470,9 @@ public object FfiConverterTypeTunOptions: FfiConverterRustBuffer<TunOptions> {
             FfiConverterOptionalULong.allocationSize(value.`udpShortTimeoutMs`) +
             FfiConverterOptionalULong.allocationSize(value.`udpLongTimeoutMs`) +
             FfiConverterBoolean.allocationSize(value.`dnsHijack`) +
-            FfiConverterBoolean.allocationSize(value.`dnsHijackAll`)
+            FfiConverterBoolean.allocationSize(value.`dnsHijackAll`) +
+            FfiConverterULong.allocationSize(value.`decisionDeadlineMs`) +
+            FfiConverterBoolean.allocationSize(value.`decisionFailClosed`)
     )
 
     override fun write(value: TunOptions, buf: ByteBuffer) {
@@ -5920,6 +6488,8 @@ public object FfiConverterTypeTunOptions: FfiConverterRustBuffer<TunOptions> {
             FfiConverterOptionalULong.write(value.`udpLongTimeoutMs`, buf)
             FfiConverterBoolean.write(value.`dnsHijack`, buf)
             FfiConverterBoolean.write(value.`dnsHijackAll`, buf)
+            FfiConverterULong.write(value.`decisionDeadlineMs`, buf)
+            FfiConverterBoolean.write(value.`decisionFailClosed`, buf)
     }
 }
 
@@ -7058,6 +7628,38 @@ public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
         } else {
             buf.put(1)
             FfiConverterULong.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalBoolean: FfiConverterRustBuffer<kotlin.Boolean?> {
+    override fun read(buf: ByteBuffer): kotlin.Boolean? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterBoolean.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Boolean?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterBoolean.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Boolean?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterBoolean.write(value, buf)
         }
     }
 }
