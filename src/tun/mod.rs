@@ -19,8 +19,8 @@
 //! [`TunSettings::stack`] (DNS over TCP to the hijack address is answered with the system stack
 //! only). An optional decision hook ([`decide`], [`TunSettings::with_decider`]) blocks a
 //! connection or picks its networks before it is dialed; DNS to the tunnel's DNS address can be
-//! answered by netswitch's resolver ([`DnsHijack`]). Not done yet: the packet-flow API, the
-//! decision hook over the FFI.
+//! answered by netswitch's resolver ([`DnsHijack`]). Not done yet: the packet-flow API (iOS
+//! hosts without an fd).
 //!
 //! The tunnel's traffic must not come back into it: the outbound's sockets must leave through
 //! a physical interface (bound, or protected on Android), and the tunnel's own interface must
