@@ -9,9 +9,9 @@ fn invalid(reason: String) -> NetswitchError {
     NetswitchError::InvalidArgument { argument: "fd".into(), reason }
 }
 
-/// Checks that `fd` is an open stream socket, without taking it: on `InvalidArgument` (not a
-/// file descriptor, closed, not a socket, not a stream socket) the caller still owns it.
-pub(crate) fn check_stream_socket(fd: RawFd) -> Result<(), NetswitchError> {
+/// The file type of `fd` (`S_IFSOCK`, `S_IFCHR`…), without taking it: `InvalidArgument` naming
+/// `fd` when it is negative or not open.
+pub(super) fn file_type(fd: RawFd) -> Result<libc::mode_t, NetswitchError> {
     if fd < 0 {
         return Err(invalid(format!("{fd} is not a file descriptor")));
     }
@@ -20,9 +20,11 @@ pub(crate) fn check_stream_socket(fd: RawFd) -> Result<(), NetswitchError> {
     if unsafe { libc::fstat(fd, &mut stat) } != 0 {
         return Err(invalid(format!("fd {fd}: {}", std::io::Error::last_os_error())));
     }
-    if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(invalid(format!("fd {fd} is not a socket")));
-    }
+    Ok(stat.st_mode & libc::S_IFMT)
+}
+
+/// The type of the socket `fd` (`SOCK_STREAM`, `SOCK_DGRAM`…).
+pub(super) fn socket_type(fd: RawFd) -> std::io::Result<libc::c_int> {
     let mut kind: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: SO_TYPE writes one c_int into `kind`, whose size we pass in `len`.
@@ -36,8 +38,18 @@ pub(crate) fn check_stream_socket(fd: RawFd) -> Result<(), NetswitchError> {
         )
     };
     if rc != 0 {
-        return Err(invalid(format!("fd {fd}: SO_TYPE: {}", std::io::Error::last_os_error())));
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(kind)
+}
+
+/// Checks that `fd` is an open stream socket, without taking it: on `InvalidArgument` (not a
+/// file descriptor, closed, not a socket, not a stream socket) the caller still owns it.
+pub(crate) fn check_stream_socket(fd: RawFd) -> Result<(), NetswitchError> {
+    if file_type(fd)? != libc::S_IFSOCK {
+        return Err(invalid(format!("fd {fd} is not a socket")));
+    }
+    let kind = socket_type(fd).map_err(|error| invalid(format!("fd {fd}: SO_TYPE: {error}")))?;
     if kind != libc::SOCK_STREAM {
         return Err(invalid(format!("fd {fd} is not a stream socket (SO_TYPE {kind})")));
     }

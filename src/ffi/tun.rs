@@ -307,17 +307,9 @@ fn listener_address(address: IpAddr) -> String {
 /// Android `/dev/net/tun`, `/dev/tun`) or a datagram socket (Apple utun, a socketpair standing
 /// in for a device). On `InvalidArgument` the caller still owns `fd`.
 pub(crate) fn check_tun_fd(fd: RawFd) -> Result<(), NetswitchError> {
-    if fd < 0 {
-        return Err(invalid("fd", format!("{fd} is not a file descriptor")));
-    }
-    // SAFETY: fstat only writes into the zeroed struct we own; a bad fd yields EBADF.
-    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut stat) } != 0 {
-        return Err(invalid("fd", format!("fd {fd}: {}", std::io::Error::last_os_error())));
-    }
-    match stat.st_mode & libc::S_IFMT {
+    match super::fd::file_type(fd)? {
         libc::S_IFCHR => Ok(()),
-        libc::S_IFSOCK => match socket_type(fd) {
+        libc::S_IFSOCK => match super::fd::socket_type(fd) {
             Ok(libc::SOCK_DGRAM) => Ok(()),
             Ok(kind) => Err(invalid("fd", format!("fd {fd} is a socket of type {kind}, not a TUN device"))),
             Err(error) => Err(invalid("fd", format!("fd {fd}: SO_TYPE: {error}"))),
@@ -327,25 +319,6 @@ pub(crate) fn check_tun_fd(fd: RawFd) -> Result<(), NetswitchError> {
             format!("fd {fd} is not a TUN device (not a character device or datagram socket)"),
         )),
     }
-}
-
-fn socket_type(fd: RawFd) -> std::io::Result<libc::c_int> {
-    let mut kind: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: SO_TYPE writes one c_int into `kind`, whose size we pass in `len`.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_TYPE,
-            (&mut kind as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(kind)
 }
 
 /// The running tunnels of one manager.
