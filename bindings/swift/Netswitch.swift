@@ -6435,6 +6435,30 @@ fileprivate struct FfiConverterOptionUInt32: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionInt32: FfiConverterRustBuffer {
+    typealias SwiftType = Int32?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterInt32.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterInt32.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionUInt64: FfiConverterRustBuffer {
     typealias SwiftType = UInt64?
 
@@ -7168,6 +7192,21 @@ public func setLogLevel(level: LogLevel)  {try! rustCall() {
     )
 }
 }
+/**
+ * The file descriptor of the packet tunnel's utun socket in this process (an iOS or macOS
+ * Network Extension), found by scanning the open descriptors for a utun control socket
+ * ([`crate::tun::utun`]); pass it to `startTun`. The descriptor stays the system's: the host
+ * must not close it. Null when there is none, and always null outside Apple platforms; the
+ * scan relies on an undocumented detail of the system, so a host should then fall back to the
+ * packet-flow API.
+ */
+public func findUtunFd() -> Int32?  {
+    return try!  FfiConverterOptionInt32.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_func_find_utun_fd(uniffiCallStatus
+    )
+})
+}
 
 private enum InitializationResult {
     case ok
@@ -7191,6 +7230,9 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_func_set_log_level() != 19229) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_func_find_utun_fd() != 48162) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_eventlistener_on_connection_opened() != 51593) {

@@ -593,6 +593,12 @@ RustBuffer uniffi_netswitch_fn_func_default_config(RustCallStatus *_Nonnull out_
 void uniffi_netswitch_fn_func_set_log_level(RustBuffer level, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FUNC_FIND_UTUN_FD
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FUNC_FIND_UTUN_FD
+RustBuffer uniffi_netswitch_fn_func_find_utun_fd(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_FFI_NETSWITCH_RUSTBUFFER_ALLOC
 #define UNIFFI_FFIDEF_FFI_NETSWITCH_RUSTBUFFER_ALLOC
 RustBuffer ffi_netswitch_rustbuffer_alloc(uint64_t size, RustCallStatus *_Nonnull out_status
@@ -868,6 +874,12 @@ uint16_t uniffi_netswitch_checksum_func_default_config(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_FUNC_SET_LOG_LEVEL
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_FUNC_SET_LOG_LEVEL
 uint16_t uniffi_netswitch_checksum_func_set_log_level(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_FUNC_FIND_UTUN_FD
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_FUNC_FIND_UTUN_FD
+uint16_t uniffi_netswitch_checksum_func_find_utun_fd(void
     
 );
 #endif

@@ -16,6 +16,7 @@
 //! - [`types`]: connection snapshots, close events, traffic, log records, SOCKS users, what the
 //!   host's resolver answers (`HostResolution`);
 //! - [`logs`]: the process-wide log level (`set_log_level`);
+//! - `utun`: the utun fd of an Apple packet tunnel ([`find_utun_fd`]), for `start_tun`;
 //! - [`error::NetswitchError`]: the one public error;
 //! - `runtime`: the process-wide tokio runtime.
 //!
@@ -37,6 +38,7 @@ mod traffic;
 pub mod tun;
 pub mod tun_decider;
 pub mod types;
+mod utun;
 
 pub use callbacks::{EventListener, PlatformInterface};
 pub use config::{ConnectionOptions, NetswitchConfig};
@@ -46,3 +48,4 @@ pub use logs::set_log_level;
 pub use manager::ConnectionManager;
 pub use socks::SocksServer;
 pub use tun::{TunHandle, TunOptions};
+pub use utun::find_utun_fd;

@@ -42,6 +42,7 @@ mod stack;
 pub mod system;
 pub mod udp;
 pub mod userspace;
+pub mod utun;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;

@@ -193,6 +193,11 @@ class NetswitchTest {
         }
     }
 
+    @Test fun thereIsNoUtunFdOutsideApple() {
+        // The scan looks at every open fd (sockets included) and finds no utun control socket.
+        assertNull(findUtunFd())
+    }
+
     @Test fun invalidConfigNamesTheField() {
         val e = assertFailsWith<NetswitchException.InvalidConfig> {
             ConnectionManager(NetswitchConfig(connectTimeoutMs = 0uL), null)

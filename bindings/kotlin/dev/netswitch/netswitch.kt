@@ -780,6 +780,8 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_netswitch_checksum_func_set_log_level(
     ): Int
+    external fun uniffi_netswitch_checksum_func_find_utun_fd(
+    ): Int
     external fun uniffi_netswitch_checksum_method_eventlistener_on_connection_opened(
     ): Int
     external fun uniffi_netswitch_checksum_method_eventlistener_on_connection_closed(
@@ -979,6 +981,8 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_netswitch_fn_func_set_log_level(`level`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_netswitch_fn_func_find_utun_fd(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun ffi_netswitch_rustbuffer_alloc(`size`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun ffi_netswitch_rustbuffer_from_bytes(`bytes`: ForeignBytes.ByValue,uniffi_out_err: UniffiRustCallStatus, 
@@ -1105,6 +1109,9 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_func_set_log_level() and 0xFFFF) != 19229) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_func_find_utun_fd() and 0xFFFF) != 48162) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_eventlistener_on_connection_opened() and 0xFFFF) != 51593) {
@@ -7606,6 +7613,38 @@ public object FfiConverterOptionalUInt: FfiConverterRustBuffer<kotlin.UInt?> {
 /**
  * @suppress
  */
+public object FfiConverterOptionalInt: FfiConverterRustBuffer<kotlin.Int?> {
+    override fun read(buf: ByteBuffer): kotlin.Int? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterInt.read(buf)
+    }
+
+    override fun allocationSize(value: kotlin.Int?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterInt.allocationSize(value)
+        }
+    }
+
+    override fun write(value: kotlin.Int?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterInt.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalULong: FfiConverterRustBuffer<kotlin.ULong?> {
     override fun read(buf: ByteBuffer): kotlin.ULong? {
         if (buf.get().toInt() == 0) {
@@ -8358,6 +8397,24 @@ public object FfiConverterSequenceTypeNetworkType: FfiConverterRustBuffer<List<N
         FfiConverterTypeLogLevel.lower(`level`),_status)
 }
     
+    
+
+        /**
+         * The file descriptor of the packet tunnel's utun socket in this process (an iOS or macOS
+         * Network Extension), found by scanning the open descriptors for a utun control socket
+         * ([`crate::tun::utun`]); pass it to `startTun`. The descriptor stays the system's: the host
+         * must not close it. Null when there is none, and always null outside Apple platforms; the
+         * scan relies on an undocumented detail of the system, so a host should then fall back to the
+         * packet-flow API.
+         */ fun `findUtunFd`(): kotlin.Int? {
+            return FfiConverterOptionalInt.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_func_find_utun_fd(
+    
+        _status)
+}
+    )
+    }
     
 
 
