@@ -39,7 +39,7 @@ fn run(args: &common::args::Args) -> Result<(), String> {
             }
             match *section {
                 "tun-conn" => tcp::conn()?,
-                "tun-udp" => udp::run()?,
+                "tun-udp" => udp::run(&net)?,
                 "tun-idle" => idle::run(&net)?,
                 other => return Err(format!("no section {other}")),
             }

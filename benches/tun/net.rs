@@ -197,6 +197,11 @@ impl Net {
         self.netswitch.id()
     }
 
+    /// The server process id (its network namespace's counters are under /proc/PID/net).
+    pub fn server_pid(&self) -> Result<u32, String> {
+        self.server.as_ref().map(RelayProcess::pid).ok_or_else(|| String::from("the server is stopped"))
+    }
+
     /// netswitch's log lines since the last call (warnings, errors).
     pub fn new_log_lines(&self) -> Vec<String> {
         self.log.try_iter().collect()
