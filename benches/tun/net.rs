@@ -223,6 +223,11 @@ impl Net {
     /// Stops netswitch (SIGINT: it removes tun0) and the server.
     pub fn down(mut self) -> Result<(), String> {
         let stopped = stop_netswitch(&mut self.netswitch);
+        // Its counters, logged as it stops (packets, and drops by reason).
+        std::thread::sleep(Duration::from_millis(100));
+        for line in self.new_log_lines().iter().filter(|l| l.contains("counters")) {
+            println!("netswitch at the end: {line}");
+        }
         let server = self.server.take().map_or(Ok(()), RelayProcess::stop);
         stopped.and(server)
     }

@@ -32,9 +32,16 @@ fn snmp_udp(pid: Option<u32>, name: &str) -> u64 {
 }
 
 /// Packets tun0 dropped on the way to netswitch (its queue full: netswitch did not read in time).
+/// (/proc/net/dev is this namespace's; /sys/class/net is the namespace that mounted it.)
 fn tun_tx_dropped() -> u64 {
-    let path = "/sys/class/net/tun0/statistics/tx_dropped";
-    std::fs::read_to_string(path).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+    let Some(line) = dev.lines().find(|l| l.trim_start().starts_with("tun0:")) else { return 0 };
+    // receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes packets errs drop
+    line.split(':')
+        .nth(1)
+        .and_then(|f| f.split_whitespace().nth(11))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Packets the kernel's per-CPU input backlogs dropped (/proc/net/softnet_stat, second column).
