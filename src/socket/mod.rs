@@ -9,5 +9,6 @@ pub(crate) mod io;
 #[cfg(test)]
 pub(crate) mod pipe;
 pub(crate) mod stream;
+pub(crate) mod udp_send;
 
 pub use client::ClientStream;
