@@ -14,7 +14,7 @@
 //! - a datagram to a domain the session has not resolved waits for its lookup outside the relay
 //!   loop ([`super::udp_lookups`]): replies to other destinations keep flowing meanwhile;
 //! - the client's queued datagrams are sent in order, several per system call
-//!   ([`crate::socket::udp_send`], up to its `BATCH`).
+//!   ([`super::send_batch`], up to its `BATCH`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,12 +28,12 @@ use tokio::time::Instant;
 
 use super::nat::Nat;
 use super::recv_batch::Batch;
+use super::send_batch;
 use super::udp_lookups::{pick_for_socket, Route, UdpLookups};
 use super::{ConnectionError, Side};
 use crate::client::{Datagram, PacketInbound, PacketSink};
 use crate::dial::{DialError, DialedUdp, Outbound};
 use crate::metadata::{Destination, Host, Metadata};
-use crate::socket::udp_send;
 use crate::tracker::Entry;
 
 /// How many datagrams one readiness event of the remote socket relays before the session looks
@@ -236,7 +236,7 @@ impl Session<'_> {
         self.send_routed(route).await
     }
 
-    /// Sends `first` and what else the client queued (up to [`udp_send::BATCH`] in all), in
+    /// Sends `first` and what else the client queued (up to [`send_batch::BATCH`] in all), in
     /// order: datagrams whose target is known go out several per system call; one that needs
     /// a lookup goes through [`Session::send_up`] after those before it.
     async fn send_up_queued(
@@ -257,7 +257,7 @@ impl Session<'_> {
                     self.send_up(datagram).await?;
                 }
             }
-            if taken < udp_send::BATCH {
+            if taken < send_batch::BATCH {
                 next = uplink.try_recv().ok();
             }
         }
@@ -268,7 +268,7 @@ impl Session<'_> {
     async fn flush(&mut self) -> Result<(), ConnectionError> {
         let mut sent = 0;
         while sent < self.pending.len() {
-            match udp_send::try_send_batch(&self.socket, &self.pending[sent..]) {
+            match send_batch::try_send_batch(&self.socket, &self.pending[sent..]) {
                 Ok(count) => {
                     let bytes: usize =
                         self.pending[sent..sent + count].iter().map(|(d, _)| d.payload.len()).sum();

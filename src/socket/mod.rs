@@ -9,6 +9,5 @@ pub(crate) mod io;
 #[cfg(test)]
 pub(crate) mod pipe;
 pub(crate) mod stream;
-pub(crate) mod udp_send;
 
 pub use client::ClientStream;
