@@ -21,26 +21,28 @@ const COUNTER: u16 = 7011;
 /// TCP on the server: answers how many datagrams [`COUNTER`] received (decimal) and closes.
 const COUNTED: u16 = 7012;
 
-/// Starts the server's side of this test (threads; returns at once).
+/// Starts the server's side of this test (threads; returns at once). Bound to every address:
+/// the server's own address is added after it started.
 pub fn serve() {
     use std::io::Write;
     static RECEIVED: AtomicU64 = AtomicU64::new(0);
-    let socket = std::net::UdpSocket::bind(server(COUNTER)).expect("bind the UDP counter");
-    // The flood outruns one thread: room for a few thousand datagrams (drops are InErrors).
-    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(8 << 20);
-    std::thread::spawn(move || {
+    std::thread::spawn(|| {
+        let Ok(socket) = std::net::UdpSocket::bind(("0.0.0.0", COUNTER)) else { return };
+        // The flood outruns one thread: room for a few thousand datagrams (drops are InErrors).
+        let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(8 << 20);
         let mut buf = vec![0u8; 65536];
         while socket.recv_from(&mut buf).is_ok() {
             RECEIVED.fetch_add(1, Ordering::Relaxed);
         }
     });
-    let listener = std::net::TcpListener::bind(server(COUNTED)).expect("bind the count service");
-    std::thread::spawn(move || {
+    std::thread::spawn(|| {
+        let Ok(listener) = std::net::TcpListener::bind(("0.0.0.0", COUNTED)) else { return };
         for mut stream in listener.incoming().map_while(Result::ok) {
             let _ = stream.write_all(RECEIVED.load(Ordering::Relaxed).to_string().as_bytes());
         }
     });
 }
+
 /// The tunnel's settings under test.
 const MTU: usize = 1500;
 const SESSIONS: usize = 64;
