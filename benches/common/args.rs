@@ -1,4 +1,5 @@
-//! The benchmarks' command line: `cargo bench [--bench NAME] -- [SECTION...] [--window SECONDS]`.
+//! The benchmarks' command line: `cargo bench [--bench NAME] -- [SECTION...] [--window SECONDS]
+//! [--churn SECONDS]`.
 
 use std::time::Duration;
 
@@ -16,6 +17,9 @@ pub struct Args {
     pub named: bool,
     /// How long the idle wakeup measurement watches each process.
     pub window: Duration,
+    /// `--churn SECONDS` (the tun benchmark): open and close connections through the tunnel for
+    /// that long instead of the default sections.
+    pub churn: Option<Duration>,
 }
 
 impl Args {
@@ -25,8 +29,14 @@ impl Args {
     pub fn parse(own: &[&'static str], default: &[&'static str]) -> Result<Args, String> {
         let mut named = Vec::new();
         let mut window = DEFAULT_WINDOW;
+        let mut churn = None;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
+            if arg == "--churn" {
+                let text = args.next().ok_or("--churn needs a number of seconds")?;
+                churn = Some(parse_window(&text).map_err(|e| e.replace("--window", "--churn"))?);
+                continue;
+            }
             let window_text = match arg.strip_prefix("--window") {
                 Some("") => Some(args.next().ok_or("--window needs a number of seconds")?),
                 Some(rest) if rest.starts_with('=') => Some(rest[1..].to_string()),
@@ -38,7 +48,7 @@ impl Args {
                 (None, section) if ALL_SECTIONS.contains(&section) => named.push(arg),
                 (None, _) => {
                     return Err(format!(
-                        "unknown argument {arg:?}; sections: {}; option: --window SECONDS",
+                        "unknown argument {arg:?}; sections: {}; options: --window SECONDS, --churn SECONDS",
                         ALL_SECTIONS.join(" ")
                     ))
                 }
@@ -49,7 +59,7 @@ impl Args {
         } else {
             own.iter().copied().filter(|s| named.iter().any(|n| n == s)).collect()
         };
-        Ok(Args { sections, named: !named.is_empty(), window })
+        Ok(Args { sections, named: !named.is_empty(), window, churn })
     }
 
     /// Whether `section` was selected.

@@ -9,6 +9,11 @@
 //! (connections/s, RTT p50/p99), `tun-udp` (loss at 500 Mbit/s, echoed datagrams/s at 64 and
 //! 1,200 B), `tun-idle` (RSS per idle TUN connection at 1,000 and 9,000; RSS under a UDP
 //! flood). Figures only; nothing is asserted. `scripts/tun-bench` runs it.
+//!
+//! `cargo bench --bench tun -- --churn SECONDS` runs only the churn: connections opened and
+//! closed one after another through the tunnel for that long, connections/s per 10-second window
+//! and the slowest connect (a stall: over 1 s), then 30 s of the same without the VPN as the
+//! reference.
 
 #[path = "../common/mod.rs"]
 #[allow(dead_code)] // shared with the relay and udp benchmarks, which use other parts
@@ -29,6 +34,13 @@ fn run(args: &common::args::Args) -> Result<(), String> {
          10.200.9.1; \"no VPN\" = sockets bound to wifi0",
         net::TUN_MTU
     );
+    if let Some(duration) = args.churn {
+        if !net.offload() {
+            net.restart(true)?;
+        }
+        tcp::churn(duration)?;
+        return net.down();
+    }
     for section in &args.sections {
         if *section == "tun-bulk" {
             tcp::bulk(&mut net)?;
@@ -39,7 +51,7 @@ fn run(args: &common::args::Args) -> Result<(), String> {
             }
             match *section {
                 "tun-conn" => tcp::conn()?,
-                "tun-udp" => udp::run()?,
+                "tun-udp" => udp::run(&net)?,
                 "tun-idle" => idle::run(&net)?,
                 other => return Err(format!("no section {other}")),
             }

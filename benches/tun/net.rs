@@ -197,6 +197,11 @@ impl Net {
         self.netswitch.id()
     }
 
+    /// The server process id (its network namespace's counters are under /proc/PID/net).
+    pub fn server_pid(&self) -> Result<u32, String> {
+        self.server.as_ref().map(RelayProcess::pid).ok_or_else(|| String::from("the server is stopped"))
+    }
+
     /// netswitch's log lines since the last call (warnings, errors).
     pub fn new_log_lines(&self) -> Vec<String> {
         self.log.try_iter().collect()
@@ -218,6 +223,11 @@ impl Net {
     /// Stops netswitch (SIGINT: it removes tun0) and the server.
     pub fn down(mut self) -> Result<(), String> {
         let stopped = stop_netswitch(&mut self.netswitch);
+        // Its counters, logged as it stops (packets, and drops by reason).
+        std::thread::sleep(Duration::from_millis(100));
+        for line in self.new_log_lines().iter().filter(|l| l.contains("counters")) {
+            println!("netswitch at the end: {line}");
+        }
         let server = self.server.take().map_or(Ok(()), RelayProcess::stop);
         stopped.and(server)
     }

@@ -23,6 +23,12 @@ pub const UDP_ECHO: u16 = 5005;
 pub const UDP_BLAST: u16 = 5006;
 /// UDP: receives and discards.
 pub const UDP_DISCARD: u16 = 5007;
+/// UDP: counts an upload. Each datagram starts with a trial number (u32) and a sequence number
+/// (u32); an 8-byte datagram with sequence number `u32::MAX` asks how many distinct datagrams
+/// of its trial arrived, answered with that count (u64).
+pub const UDP_COUNT: u16 = 5008;
+/// The sequence number of a count query to [`UDP_COUNT`].
+pub const COUNT_QUERY: u32 = u32::MAX;
 
 /// `addr` on the server.
 pub fn at(port: u16) -> SocketAddr {
@@ -131,6 +137,32 @@ pub fn serve(_args: &[String]) -> Result<(), String> {
     udp(UDP_DISCARD, |socket| {
         let mut buf = vec![0u8; 65536];
         while socket.recv_from(&mut buf).is_ok() {}
+    })?;
+    udp(UDP_COUNT, |socket| {
+        let mut buf = vec![0u8; 65536];
+        let (mut trial, mut seen, mut count) = (u32::MAX, Vec::<bool>::new(), 0u64);
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            if n < 8 {
+                continue;
+            }
+            let word = |at: usize| u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+            let (this, seq) = (word(0), word(4));
+            if this != trial {
+                (trial, count) = (this, 0);
+                seen.clear();
+            }
+            if seq == COUNT_QUERY {
+                let _ = socket.send_to(&count.to_be_bytes(), from);
+            } else if seq < 1 << 24 {
+                let seq = seq as usize;
+                if seq >= seen.len() {
+                    seen.resize(seq + 1, false);
+                }
+                if !std::mem::replace(&mut seen[seq], true) {
+                    count += 1;
+                }
+            }
+        }
     })?;
     println!("READY");
     let _ = std::io::stdout().flush();

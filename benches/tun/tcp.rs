@@ -171,3 +171,95 @@ pub fn conn() -> Result<(), String> {
     table.print("cargo bench --bench tun -- tun-conn");
     Ok(())
 }
+
+/// Length of one churn window.
+const CHURN_WINDOW: Duration = Duration::from_secs(10);
+/// A connect slower than this is a stall.
+const STALL: Duration = Duration::from_secs(1);
+/// How long the no-VPN reference churns.
+const CHURN_REFERENCE: Duration = Duration::from_secs(30);
+
+/// What one churn run saw: connections/s per window, the slowest connect and the stalls.
+struct Churn {
+    windows: Vec<f64>,
+    slowest: Duration,
+    stalls: u64,
+    failures: u64,
+    connections: u64,
+}
+
+/// Connects, echoes one byte and closes, one connection after another over `path` for
+/// `duration`; a failed connection is counted and the churn goes on.
+fn churn_run(path: Path, duration: Duration, print: bool) -> Churn {
+    let mut churn =
+        Churn { windows: Vec::new(), slowest: Duration::ZERO, stalls: 0, failures: 0, connections: 0 };
+    let started = Instant::now();
+    while started.elapsed() < duration {
+        let window = Instant::now();
+        let (mut count, mut slowest) = (0u64, Duration::ZERO);
+        while window.elapsed() < CHURN_WINDOW {
+            let connecting = Instant::now();
+            let stream = path.connect(at(ECHO));
+            let took = connecting.elapsed();
+            slowest = slowest.max(took);
+            churn.stalls += u64::from(took > STALL);
+            let echoed = stream.and_then(|mut stream| {
+                stream.write_all(b"c").map_err(|e| e.to_string())?;
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).map_err(|e| e.to_string())
+            });
+            match echoed {
+                Ok(()) => count += 1,
+                Err(_) => churn.failures += 1,
+            }
+        }
+        let rate = count as f64 / window.elapsed().as_secs_f64();
+        churn.windows.push(rate);
+        churn.connections += count;
+        churn.slowest = churn.slowest.max(slowest);
+        if print {
+            println!(
+                "  {:>4} s  {}: {} connections/s, slowest connect {:.1} ms",
+                started.elapsed().as_secs(),
+                path.name(),
+                number(rate, 0),
+                slowest.as_secs_f64() * 1e3
+            );
+        }
+    }
+    churn
+}
+
+/// `--churn SECONDS`: connection churn through the tunnel for `duration`, then the no-VPN
+/// reference for 30 s.
+pub fn churn(duration: Duration) -> Result<(), String> {
+    println!(
+        "churn through the tunnel for {} s (connect, 1 byte echoed, close; one at a time):",
+        duration.as_secs()
+    );
+    let tun = churn_run(Path::Tun, duration, true);
+    println!("reference without the VPN for {} s:", CHURN_REFERENCE.as_secs());
+    let direct = churn_run(Path::Direct, CHURN_REFERENCE, true);
+    let mut table = Table::new(
+        format!(
+            "Connection churn: {} s through the tunnel, {} s without the VPN; per {} s window",
+            duration.as_secs(),
+            CHURN_REFERENCE.as_secs(),
+            CHURN_WINDOW.as_secs()
+        ),
+        &["no VPN", "netswitch tun", "tun/no VPN"],
+    );
+    let lowest = |w: &[f64]| w.iter().copied().fold(f64::INFINITY, f64::min);
+    let (d, t) = (median(direct.windows.clone()), median(tun.windows.clone()));
+    table.row("connections/s, median window", vec![number(d, 0), number(t, 0), ratio(t, d)]);
+    let (dl, tl) = (lowest(&direct.windows), lowest(&tun.windows));
+    table.row("connections/s, lowest window", vec![number(dl, 0), number(tl, 0), ratio(tl, dl)]);
+    let ms = |c: &Churn| number(c.slowest.as_secs_f64() * 1e3, 1);
+    table.row("slowest connect, ms", vec![ms(&direct), ms(&tun), String::from("-")]);
+    let count = |v: u64| number(v as f64, 0);
+    table.row("stalls (connect > 1 s)", vec![count(direct.stalls), count(tun.stalls), String::from("-")]);
+    table.row("failed connections", vec![count(direct.failures), count(tun.failures), String::from("-")]);
+    table.row("connections", vec![count(direct.connections), count(tun.connections), String::from("-")]);
+    table.print(&format!("cargo bench --bench tun -- --churn {}", duration.as_secs()));
+    Ok(())
+}

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::median;
 use crate::common::table::{number, ratio, Table};
-use crate::net::Path;
-use crate::server::{at, UDP_BLAST, UDP_ECHO};
+use crate::net::{Net, Path};
+use crate::server::{at, COUNT_QUERY, UDP_BLAST, UDP_COUNT, UDP_ECHO};
 
 /// The fixed-rate download: 500 Mbit/s of 1,200-byte datagrams for 2 s (the issue's target).
 const RATE_BITS: f64 = 500e6;
@@ -20,14 +20,79 @@ const TRIALS: usize = 3;
 /// Silence that ends a receive.
 const QUIET: Duration = Duration::from_millis(300);
 
-/// This namespace's UDP receive-buffer drops so far (/proc/net/snmp `RcvbufErrors`): the app's
-/// sockets and netswitch's.
-fn rcvbuf_errors() -> u64 {
-    let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+/// A UDP counter of /proc/net/snmp (`RcvbufErrors`, `SndbufErrors`) of the namespace of
+/// process `pid` (`None`: this one).
+fn snmp_udp(pid: Option<u32>, name: &str) -> u64 {
+    let path = pid.map_or_else(|| "/proc/net/snmp".to_string(), |pid| format!("/proc/{pid}/net/snmp"));
+    let snmp = std::fs::read_to_string(path).unwrap_or_default();
     let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (Some(names), Some(values)) = (lines.next(), lines.next()) else { return 0 };
-    let index = names.split_whitespace().position(|n| n == "RcvbufErrors");
+    let index = names.split_whitespace().position(|n| n == name);
     index.and_then(|i| values.split_whitespace().nth(i)).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// Packets tun0 dropped on the way to netswitch (its queue full: netswitch did not read in time).
+/// (/proc/net/dev is this namespace's; /sys/class/net is the namespace that mounted it.)
+fn tun_tx_dropped() -> u64 {
+    let dev = std::fs::read_to_string("/proc/net/dev").unwrap_or_default();
+    let Some(line) = dev.lines().find(|l| l.trim_start().starts_with("tun0:")) else { return 0 };
+    // receive: bytes packets errs drop fifo frame compressed multicast; transmit: bytes packets errs drop
+    line.split(':')
+        .nth(1)
+        .and_then(|f| f.split_whitespace().nth(11))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Packets the kernel's per-CPU input backlogs dropped (/proc/net/softnet_stat, second column).
+fn backlog_drops() -> u64 {
+    let stat = std::fs::read_to_string("/proc/net/softnet_stat").unwrap_or_default();
+    stat.lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|v| u64::from_str_radix(v, 16).ok())
+        .sum()
+}
+
+/// Where datagrams were lost, as counters read before and after a trial.
+#[derive(Debug, Clone, Copy, Default)]
+struct Drops {
+    /// Device namespace: socket receive buffers full (the app's and netswitch's sockets).
+    device_rcvbuf: u64,
+    /// Device namespace: sends dropped for lack of buffer or queue room.
+    device_sndbuf: u64,
+    /// tun0's queue to netswitch full.
+    tun_tx: u64,
+    /// Server namespace: socket receive buffers full.
+    server_rcvbuf: u64,
+    /// Kernel input backlogs full.
+    backlog: u64,
+}
+
+impl Drops {
+    fn read(server: u32) -> Drops {
+        Drops {
+            device_rcvbuf: snmp_udp(None, "RcvbufErrors"),
+            device_sndbuf: snmp_udp(None, "SndbufErrors"),
+            tun_tx: tun_tx_dropped(),
+            server_rcvbuf: snmp_udp(Some(server), "RcvbufErrors"),
+            backlog: backlog_drops(),
+        }
+    }
+
+    fn add_since(&mut self, before: &Drops, after: &Drops) {
+        self.device_rcvbuf += after.device_rcvbuf.saturating_sub(before.device_rcvbuf);
+        self.device_sndbuf += after.device_sndbuf.saturating_sub(before.device_sndbuf);
+        self.tun_tx += after.tun_tx.saturating_sub(before.tun_tx);
+        self.server_rcvbuf += after.server_rcvbuf.saturating_sub(before.server_rcvbuf);
+        self.backlog += after.backlog.saturating_sub(before.backlog);
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "dev rcvbuf {} sndbuf {}, tun0 tx {}, srv rcvbuf {}, backlog {}",
+            self.device_rcvbuf, self.device_sndbuf, self.tun_tx, self.server_rcvbuf, self.backlog
+        )
+    }
 }
 
 /// Asks the server for `count` datagrams at `rate` per second and counts the distinct ones that
@@ -59,6 +124,41 @@ fn rate_trial(path: Path, count: u64, rate: f64) -> Result<f64, String> {
         }
     }
     Ok((count - received) as f64 * 100.0 / count as f64)
+}
+
+/// Sends `count` datagrams at `rate` per second to the server's counter (trial `trial`) and
+/// asks it how many distinct ones arrived; returns the loss in percent.
+fn upload_trial(path: Path, trial: u32, count: u64, rate: f64) -> Result<f64, String> {
+    let socket = path.udp()?;
+    let io = |e: std::io::Error| format!("UDP upload {}: {e}", path.name());
+    let mut datagram = vec![0x44u8; RATE_SIZE];
+    datagram[..4].copy_from_slice(&trial.to_be_bytes());
+    // The first datagram opens the session; then the clock starts.
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < count {
+        let due = ((started.elapsed().as_secs_f64() * rate) as u64 + 1).min(count);
+        while sent < due {
+            datagram[4..8].copy_from_slice(&(sent as u32).to_be_bytes());
+            let _ = socket.send_to(&datagram, at(UDP_COUNT));
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    }
+    std::thread::sleep(QUIET);
+    socket.set_read_timeout(Some(QUIET)).map_err(io)?;
+    let mut query = [0u8; 8];
+    query[..4].copy_from_slice(&trial.to_be_bytes());
+    query[4..].copy_from_slice(&COUNT_QUERY.to_be_bytes());
+    let mut answer = [0u8; 8];
+    for _ in 0..10 {
+        socket.send_to(&query, at(UDP_COUNT)).map_err(io)?;
+        if let Ok((8, _)) = socket.recv_from(&mut answer) {
+            let received = u64::from_be_bytes(answer).min(count);
+            return Ok((count - received) as f64 * 100.0 / count as f64);
+        }
+    }
+    Err(format!("UDP upload {}: the server did not answer the count query", path.name()))
 }
 
 /// Echoed datagrams per second with [`WINDOW`] in flight for [`ECHO_TIME`].
@@ -95,37 +195,52 @@ fn settle() {
 }
 
 /// `tun-udp`.
-pub fn run() -> Result<(), String> {
+pub fn run(net: &Net) -> Result<(), String> {
     let rate = RATE_BITS / (RATE_SIZE as f64 * 8.0);
     let count = (rate * RATE_TIME) as u64;
+    let server = net.server_pid()?;
     let mut table = Table::new(
         format!(
-            "UDP, paths alternating: loss of a {:.0} Mbit/s download ({RATE_SIZE} B datagrams, {RATE_TIME} s, \
-             median of {TRIALS}); echoed datagrams/s with {WINDOW} in flight (median of {TRIALS} x {ECHO_TIME:?})",
+            "UDP, paths alternating: loss at {:.0} Mbit/s ({RATE_SIZE} B datagrams, {RATE_TIME} s, \
+             median of {TRIALS}) down and up, and where the kernel counted drops (all trials); \
+             echoed datagrams/s with {WINDOW} in flight (median of {TRIALS} x {ECHO_TIME:?})",
             RATE_BITS / 1e6
         ),
         &["no VPN", "netswitch tun", "tun/no VPN"],
     );
-    let mut losses = [Vec::new(), Vec::new()];
-    let mut buffer_drops = [0u64; 2];
-    for _ in 0..TRIALS {
+    let mut trial = 0u32;
+    let mut notes = Vec::new();
+    for direction in ["download", "upload"] {
+        let mut losses = [Vec::new(), Vec::new()];
+        let mut drops = [Drops::default(); 2];
+        for _ in 0..TRIALS {
+            for (i, path) in Path::BOTH.into_iter().enumerate() {
+                let before = Drops::read(server);
+                trial += 1;
+                losses[i].push(match direction {
+                    "download" => rate_trial(path, count, rate)?,
+                    _ => upload_trial(path, trial, count, rate)?,
+                });
+                settle();
+                drops[i].add_since(&before, &Drops::read(server));
+            }
+        }
+        let all = |l: &Vec<f64>| l.iter().map(|v| number(*v, 2)).collect::<Vec<_>>().join(" ");
+        let losses_kept = losses.clone();
+        let [direct, tun] = losses.map(median);
+        table.row(
+            format!("{direction} loss at {:.0} Mbit/s, %", RATE_BITS / 1e6),
+            vec![number(direct, 2), number(tun, 2), String::from("-")],
+        );
         for (i, path) in Path::BOTH.into_iter().enumerate() {
-            let before = rcvbuf_errors();
-            losses[i].push(rate_trial(path, count, rate)?);
-            settle();
-            buffer_drops[i] += rcvbuf_errors().saturating_sub(before);
+            notes.push(format!(
+                "  {direction} {}: losses {trials_of}; kernel drops: {}",
+                path.name(),
+                drops[i].describe(),
+                trials_of = all(&losses_kept[i])
+            ));
         }
     }
-    let [direct, tun] = losses.map(median);
-    table.row(
-        format!("loss at {:.0} Mbit/s, %", RATE_BITS / 1e6),
-        vec![number(direct, 2), number(tun, 2), String::from("-")],
-    );
-    let share = |drops: u64| number(drops as f64 * 100.0 / (count * TRIALS as u64) as f64, 2);
-    table.row(
-        "  in socket receive buffers, % (all trials)",
-        vec![share(buffer_drops[0]), share(buffer_drops[1]), String::from("-")],
-    );
     for size in [64, 1200] {
         let mut rates = [Vec::new(), Vec::new()];
         for _ in 0..TRIALS {
@@ -141,6 +256,9 @@ pub fn run() -> Result<(), String> {
         );
     }
     table.print("cargo bench --bench tun -- tun-udp");
+    for note in notes {
+        println!("{note}");
+    }
     Ok(())
 }
 

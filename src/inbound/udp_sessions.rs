@@ -7,9 +7,14 @@
 //!   capacity evicts the least recently used *idle* session (nothing queued), or the least
 //!   recently used one when every session has datagrams queued; the evicted session ends with
 //!   [`crate::ConnectionError::Closed`].
-//! - Queue: each session has a bounded queue ([`UdpSettings::queue_len`], default 64). A datagram
-//!   that finds it full is dropped and counted (the session's tracker `drops` and
-//!   [`UdpSessionTable::overflow_drops`]), never silently.
+//! - Queue: each session has a bounded queue ([`UdpSettings::queue_len`], default 1024), and all
+//!   the sessions of a table together hold at most [`UdpSettings::queue_budget`] datagrams
+//!   (default 4096). A datagram that finds its session's queue full, or the table's budget spent,
+//!   is dropped and counted (the session's tracker `drops` and
+//!   [`UdpSessionTable::overflow_drops`]), never silently. The budget is kept from what each
+//!   session's queue held when the table last looked (at its last datagram); when it looks spent,
+//!   every queue is looked at again (at most once per millisecond), so a session that drained its
+//!   queue gives its share back.
 //! - Global socket cap: a table given a shared [`Budget`] ([`UdpSessionTable::with_socket_budget`])
 //!   starts a session (one outbound socket) only with a permit from it, held until the session
 //!   ends; without one the datagram is dropped and counted as a refusal
@@ -35,8 +40,13 @@ use crate::tracker::{ConnectionId, Entry};
 
 /// Default maximum number of sessions in one table.
 pub const DEFAULT_SESSION_CAPACITY: usize = 1024;
-/// Default length of one session's queue of client datagrams.
-pub const DEFAULT_QUEUE_LEN: usize = 64;
+/// Default length of one session's queue of client datagrams: about 20 ms of a 500 Mbit/s flow
+/// of 1,200-byte datagrams, so a session whose task waits for a CPU does not drop.
+pub const DEFAULT_QUEUE_LEN: usize = 1024;
+/// Default number of client datagrams queued across all the sessions of one table.
+pub const DEFAULT_QUEUE_BUDGET: usize = 4096;
+/// How often, at most, a table whose queue budget looks spent looks at every session's queue.
+const RECOUNT_EVERY: std::time::Duration = std::time::Duration::from_millis(1);
 /// Default maximum number of SOCKS5 UDP associations of one server at once.
 pub const DEFAULT_MAX_ASSOCIATIONS: usize = 256;
 /// Default maximum number of UDP sessions (each one outbound socket) of one ingress at once,
@@ -54,6 +64,19 @@ pub enum SessionKeying {
 }
 
 /// Settings of an ingress's UDP sessions.
+///
+/// **Memory under a flood.** However many sources send and however fast, a table holds at most
+/// `S = min(session_capacity, max_sockets)` sessions (`max_sockets` with a socket budget, as a
+/// tunnel has; each one outbound socket) and at most `queue_budget + S` queued client datagrams
+/// (the budget, plus the first datagram of each session, which starts it), each no larger than
+/// the ingress's largest datagram `D` (a tunnel's MTU minus 28 bytes of IPv4 and UDP headers;
+/// 65,507 bytes for SOCKS). So the resident memory a flood can add to one table is bounded by
+/// `(queue_budget + S) x (D + 64)` bytes for the queued datagrams (64: a queue slot) plus
+/// `S x` the memory of one session: its task, tracker entry, queue blocks and table slot, which
+/// is a few KiB (`tests/tun/udp_flood.rs` allows 16 KiB); the socket buffers are kernel memory,
+/// not the process's. With the defaults and a 1,500-byte MTU: (4096 + 1024) x 1,536 B = 7.5 MiB
+/// plus 1024 x 16 KiB = 16 MiB, 23.5 MiB in all (a 9,000-byte MTU: 61 MiB in all).
+/// `tests/tun/udp_flood.rs` checks it with small settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UdpSettings {
@@ -61,8 +84,11 @@ pub struct UdpSettings {
     pub timeouts: UdpTimeouts,
     /// Maximum number of sessions (config `udp_session_capacity`). Default 1024; at least 1.
     pub session_capacity: usize,
-    /// Client datagrams queued per session before drops. Default 64; at least 1.
+    /// Client datagrams queued per session before drops. Default 1024; at least 1.
     pub queue_len: usize,
+    /// Client datagrams queued across all sessions of one table before drops (see the memory
+    /// bound above). Default 4096; at least 1.
+    pub queue_budget: usize,
     /// How datagrams are grouped into sessions. Default per destination.
     pub keying: SessionKeying,
     /// SOCKS5 ingress: UDP associations open at once (config `udp_max_associations`); a request
@@ -80,6 +106,7 @@ impl Default for UdpSettings {
             timeouts: UdpTimeouts::default(),
             session_capacity: DEFAULT_SESSION_CAPACITY,
             queue_len: DEFAULT_QUEUE_LEN,
+            queue_budget: DEFAULT_QUEUE_BUDGET,
             keying: SessionKeying::default(),
             max_associations: DEFAULT_MAX_ASSOCIATIONS,
             max_sockets: DEFAULT_MAX_SOCKETS,
@@ -125,12 +152,60 @@ struct Slot {
     sender: mpsc::Sender<Datagram>,
     entry: Option<Arc<Entry>>,
     last_used: u64,
+    /// How many datagrams its queue held when the table last looked (counted in `queued`).
+    queued: usize,
+}
+
+impl Slot {
+    /// How many datagrams its queue holds now.
+    fn queue_len(&self) -> usize {
+        self.sender.max_capacity() - self.sender.capacity()
+    }
 }
 
 #[derive(Default)]
 struct Sessions {
     slots: HashMap<SessionKey, Slot>,
     clock: u64,
+    /// The sum of the slots' `queued`: at least what their queues hold (they only drain).
+    queued: usize,
+    /// When every queue was last looked at.
+    recounted: Option<std::time::Instant>,
+}
+
+impl Sessions {
+    fn insert(&mut self, key: SessionKey, slot: Slot) -> Option<Slot> {
+        self.queued += slot.queued;
+        let old = self.slots.insert(key, slot)?;
+        self.queued -= old.queued;
+        Some(old)
+    }
+
+    fn remove(&mut self, key: &SessionKey) -> Option<Slot> {
+        let slot = self.slots.remove(key)?;
+        self.queued -= slot.queued;
+        Some(slot)
+    }
+
+    /// Whether one more datagram fits the table's `budget`, looking at every queue again (at
+    /// most every [`RECOUNT_EVERY`]) when the last counts say it does not.
+    fn has_room(&mut self, budget: usize) -> bool {
+        if self.queued < budget {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        if self.recounted.is_some_and(|at| now.duration_since(at) < RECOUNT_EVERY) {
+            return false;
+        }
+        self.recounted = Some(now);
+        let mut total = 0;
+        for slot in self.slots.values_mut() {
+            slot.queued = slot.queue_len();
+            total += slot.queued;
+        }
+        self.queued = total;
+        total < budget
+    }
 }
 
 /// A bounded table of UDP sessions feeding a [`ConnectionManager`] (see the module docs).
@@ -235,12 +310,13 @@ impl UdpSessionTable {
                 if let Some(table) = table.upgrade() {
                     let mut sessions = lock(&table);
                     if sessions.slots.get(&removal_key).is_some_and(|slot| slot.id == closed.id) {
-                        sessions.slots.remove(&removal_key);
+                        sessions.remove(&removal_key);
                     }
                 }
             });
         let entry = self.manager.tracker().entry(id);
-        let replaced = lock(&self.sessions).slots.insert(key, Slot { id, sender, entry, last_used: now });
+        let slot = Slot { id, sender, entry, last_used: now, queued: 1 };
+        let replaced = lock(&self.sessions).insert(key, slot);
         if let Some(old) = replaced {
             // A concurrent dispatch created the same key: keep the newest, end the other.
             self.manager.close(old.id);
@@ -267,24 +343,37 @@ impl UdpSessionTable {
         datagram: Datagram,
         now: u64,
     ) -> Result<Dispatched, Datagram> {
+        let budget = self.settings.queue_budget.max(1);
         let Some(slot) = sessions.slots.get_mut(key) else { return Err(datagram) };
         slot.last_used = now;
-        match slot.sender.try_send(datagram) {
-            Ok(()) => Ok(Dispatched::Queued { id: slot.id, created: false, evicted: None }),
+        // What the session's queue holds now (it only drains between two looks).
+        let queued = slot.queue_len();
+        let drained = slot.queued - queued.min(slot.queued);
+        slot.queued -= drained;
+        sessions.queued -= drained;
+        let room = sessions.has_room(budget);
+        let Some(slot) = sessions.slots.get_mut(key) else { return Err(datagram) };
+        let sent = if room { slot.sender.try_send(datagram) } else { Err(TrySendError::Full(datagram)) };
+        match sent {
+            Ok(()) => {
+                slot.queued += 1;
+                sessions.queued += 1;
+                Ok(Dispatched::Queued { id: slot.id, created: false, evicted: None })
+            }
             Err(TrySendError::Full(_)) => {
                 let total = self.overflow_drops.fetch_add(1, Ordering::Relaxed) + 1;
                 if let Some(entry) = &slot.entry {
                     entry.drops.fetch_add(1, Ordering::Relaxed);
                 }
                 tracing::debug!(
-                    id = slot.id, client = %key.client, drops = total,
+                    id = slot.id, client = %key.client, drops = total, table_full = !room,
                     "UDP session queue full: datagram dropped"
                 );
                 Ok(Dispatched::Dropped { id: slot.id })
             }
             // The session ended and has not removed itself yet: the caller may start a new one.
             Err(TrySendError::Closed(datagram)) => {
-                sessions.slots.remove(key);
+                sessions.remove(key);
                 Err(datagram)
             }
         }
@@ -312,7 +401,11 @@ impl UdpSessionTable {
 
     /// Closes every session of the table (each ends with `Closed`) and empties it; returns how many.
     pub fn close_all(&self) -> usize {
-        let slots: Vec<Slot> = lock(&self.sessions).slots.drain().map(|(_, slot)| slot).collect();
+        let slots: Vec<Slot> = {
+            let mut sessions = lock(&self.sessions);
+            sessions.queued = 0;
+            sessions.slots.drain().map(|(_, slot)| slot).collect()
+        };
         for slot in &slots {
             self.manager.close(slot.id);
         }
@@ -336,7 +429,7 @@ fn evict_one(sessions: &mut Sessions, manager: &ConnectionManager) -> Option<Con
         .min_by_key(|(_, slot)| slot.last_used)
         .or_else(|| sessions.slots.iter().min_by_key(|(_, slot)| slot.last_used))
         .map(|(key, _)| key.clone())?;
-    let slot = sessions.slots.remove(&victim)?;
+    let slot = sessions.remove(&victim)?;
     tracing::debug!(id = slot.id, client = %victim.client, "UDP session table full: evicting least recently used session");
     manager.close(slot.id);
     Some(slot.id)
@@ -364,5 +457,69 @@ impl UdpLimits {
             associations: Budget::new("SOCKS UDP associations", settings.max_associations),
             sockets: Budget::new("outbound UDP sockets of SOCKS associations", settings.max_sockets),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dial::{BoxFuture, DialError, DialedStream, DialedUdp};
+    use crate::manager::RelaySettings;
+    use std::time::Duration;
+
+    /// An outbound that never finishes opening: a session's queue cannot drain (its task takes
+    /// only the first datagram).
+    struct Stuck;
+
+    impl Outbound for Stuck {
+        fn dial_tcp<'a>(&'a self, _: &'a Metadata) -> BoxFuture<'a, Result<DialedStream, DialError>> {
+            Box::pin(std::future::pending())
+        }
+        fn open_udp<'a>(&'a self, _: &'a Metadata) -> BoxFuture<'a, Result<DialedUdp, DialError>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    struct NoReplies;
+
+    impl PacketSink for NoReplies {
+        fn send_to_client<'a>(
+            &'a self,
+            _: &'a [u8],
+            _: &'a Destination,
+        ) -> crate::dial::BoxFuture<'a, std::io::Result<()>> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    /// The sessions of a table share its queue budget: past it a datagram is dropped and counted
+    /// even though its own session's queue has room, and a session whose queue drained gives its
+    /// share back.
+    #[tokio::test]
+    async fn sessions_share_the_queue_budget() {
+        let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+        let settings = UdpSettings { queue_len: 10, queue_budget: 5, ..UdpSettings::default() };
+        let table = UdpSessionTable::new(manager.clone(), Arc::new(Stuck), settings);
+        let send = |port: u16, byte: u8| {
+            let datagram = Datagram { destination: "127.0.0.1:9".parse().unwrap(), payload: vec![byte] };
+            let client = SocketAddr::from(([127, 0, 0, 1], port));
+            table.dispatch(client, datagram, |d| Metadata::new(d.clone()), || Arc::new(NoReplies))
+        };
+        let queued = |d: Dispatched| matches!(d, Dispatched::Queued { .. });
+        // (The sessions' tasks have not run yet: every datagram is still queued.)
+        assert!(matches!(send(1, 0), Dispatched::Queued { created: true, .. }));
+        for byte in 1..5 {
+            assert!(queued(send(1, byte)), "datagram {byte} fits the budget of 5");
+        }
+        assert!(matches!(send(1, 5), Dispatched::Dropped { .. }), "the budget is spent");
+        assert!(matches!(send(2, 0), Dispatched::Queued { created: true, .. }), "a session's first");
+        assert!(matches!(send(2, 1), Dispatched::Dropped { .. }), "its own queue has room, the table not");
+        // Each session's task takes its first datagram (then waits for its socket forever).
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(queued(send(1, 6)), "two datagrams left the queues: room again");
+        assert!(matches!(send(1, 7), Dispatched::Dropped { .. }), "4 + 1 queued: spent again");
+        assert_eq!(table.overflow_drops(), 3);
+        let drops: u64 = manager.list().iter().map(|c| c.drops).sum();
+        assert_eq!(drops, 3, "counted on the sessions too");
     }
 }

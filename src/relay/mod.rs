@@ -5,6 +5,7 @@ pub(crate) mod first_write;
 pub mod nat;
 pub mod pool;
 pub(crate) mod recv_batch;
+pub(crate) mod send_batch;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 pub(crate) mod splice;
 #[cfg(any(target_os = "linux", target_os = "android"))]

@@ -12,7 +12,9 @@
 //!   destination that stays unreachable ends with the timeout;
 //! - any other I/O error ends the session with that (root-cause) error;
 //! - a datagram to a domain the session has not resolved waits for its lookup outside the relay
-//!   loop ([`super::udp_lookups`]): replies to other destinations keep flowing meanwhile.
+//!   loop ([`super::udp_lookups`]): replies to other destinations keep flowing meanwhile;
+//! - the client's queued datagrams are sent in order, several per system call
+//!   ([`super::send_batch`], up to its `BATCH`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -26,6 +28,7 @@ use tokio::time::Instant;
 
 use super::nat::Nat;
 use super::recv_batch::Batch;
+use super::send_batch;
 use super::udp_lookups::{pick_for_socket, Route, UdpLookups};
 use super::{ConnectionError, Side};
 use crate::client::{Datagram, PacketInbound, PacketSink};
@@ -92,6 +95,7 @@ async fn run_session(
         lookups: UdpLookups::new(resolver, local, lookup_timeout),
         downlink,
         last_activity: Instant::now(),
+        pending: Vec::new(),
     };
     session.send_up(first).await?;
     session.relay(&mut uplink, idle).await
@@ -173,6 +177,8 @@ struct Session<'e> {
     lookups: UdpLookups,
     downlink: Arc<dyn PacketSink>,
     last_activity: Instant,
+    /// Client datagrams with their target (`None`: the connected peer) waiting for one send call.
+    pending: Vec<(Datagram, Option<SocketAddr>)>,
 }
 
 impl Session<'_> {
@@ -195,7 +201,7 @@ impl Session<'_> {
                     sleep.as_mut().reset(deadline);
                 }
                 datagram = uplink.recv() => match datagram {
-                    Some(datagram) => self.send_up(datagram).await?,
+                    Some(datagram) => self.send_up_queued(datagram, uplink).await?,
                     None => return Ok(()),
                 },
                 ready = self.socket.readable() => {
@@ -228,6 +234,68 @@ impl Session<'_> {
             Host::Ip(_) => Route::Drop(datagram, "no address for the destination"),
         };
         self.send_routed(route).await
+    }
+
+    /// Sends `first` and what else the client queued (up to [`send_batch::BATCH`] in all), in
+    /// order: datagrams whose target is known go out several per system call; one that needs
+    /// a lookup goes through [`Session::send_up`] after those before it.
+    async fn send_up_queued(
+        &mut self,
+        first: Datagram,
+        uplink: &mut mpsc::Receiver<Datagram>,
+    ) -> Result<(), ConnectionError> {
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(datagram) = next.take() {
+            taken += 1;
+            let target =
+                if self.connected { Some(None) } else { self.nat.outgoing(&datagram.destination).map(Some) };
+            match target {
+                Some(target) => self.pending.push((datagram, target)),
+                None => {
+                    self.flush().await?;
+                    self.send_up(datagram).await?;
+                }
+            }
+            if taken < send_batch::BATCH {
+                next = uplink.try_recv().ok();
+            }
+        }
+        self.flush().await
+    }
+
+    /// Sends every pending datagram, in order (see [`Session::send_to`] for the errors).
+    async fn flush(&mut self) -> Result<(), ConnectionError> {
+        let mut sent = 0;
+        while sent < self.pending.len() {
+            match send_batch::try_send_batch(&self.socket, &self.pending[sent..]) {
+                Ok(count) => {
+                    let bytes: usize =
+                        self.pending[sent..sent + count].iter().map(|(d, _)| d.payload.len()).sum();
+                    self.entry.packets_up.fetch_add(count as u64, Ordering::Relaxed);
+                    self.entry.bytes_up.fetch_add(bytes as u64, Ordering::Relaxed);
+                    self.last_activity = Instant::now();
+                    sent += count;
+                }
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    if let Err(source) = self.socket.writable().await {
+                        self.pending.clear();
+                        return Err(ConnectionError::Io { side: Side::Remote, operation: "write", source });
+                    }
+                }
+                Err(error) if is_transient(&error) => {
+                    let destination = self.pending[sent].0.destination.clone();
+                    self.drop_datagram("send to destination failed", &destination, Some(&error));
+                    sent += 1;
+                }
+                Err(source) => {
+                    self.pending.clear();
+                    return Err(ConnectionError::Io { side: Side::Remote, operation: "write", source });
+                }
+            }
+        }
+        self.pending.clear();
+        Ok(())
     }
 
     async fn send_routed(&mut self, route: Route) -> Result<(), ConnectionError> {

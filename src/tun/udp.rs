@@ -29,26 +29,61 @@ struct TunSink {
     client: SocketAddr,
 }
 
+impl TunSink {
+    /// Builds the reply packet in this thread's packet buffer and writes it to the device: no
+    /// allocation per reply once the buffer has grown to the largest reply.
+    fn send_now(&self, payload: &[u8], source: &Destination) -> io::Result<()> {
+        thread_local! {
+            static PACKET: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let send = |packet: &mut Vec<u8>| {
+            packet.clear();
+            write_reply(packet, payload, source, self.client)?;
+            if self.io.send(packet) {
+                Ok(())
+            } else {
+                // Counted by `send`; a full device queue loses the reply like a full link.
+                Err(io::Error::from_raw_os_error(libc::ENOBUFS))
+            }
+        };
+        PACKET
+            .try_with(|packet| match packet.try_borrow_mut() {
+                Ok(mut packet) => send(&mut packet),
+                Err(_) => send(&mut Vec::new()),
+            })
+            .unwrap_or_else(|_| send(&mut Vec::new()))
+    }
+}
+
 impl PacketSink for TunSink {
     fn send_to_client<'a>(
         &'a self,
         payload: &'a [u8],
         source: &'a Destination,
     ) -> BoxFuture<'a, io::Result<()>> {
-        Box::pin(async move {
-            let packet = reply_packet(payload, source, self.client)?;
-            if self.io.send(&packet) {
-                Ok(())
-            } else {
-                // Counted by `send`; a full device queue loses the reply like a full link.
-                Err(io::Error::from_raw_os_error(libc::ENOBUFS))
-            }
-        })
+        Box::pin(async move { self.send_now(payload, source) })
+    }
+
+    /// Writing to the device never waits: always `Some`.
+    fn try_send_to_client(&self, payload: &[u8], source: &Destination) -> Option<io::Result<()>> {
+        Some(self.send_now(payload, source))
     }
 }
 
 /// The IP/UDP packet of a reply from `source` to the app's `client`.
 pub(crate) fn reply_packet(payload: &[u8], source: &Destination, client: SocketAddr) -> io::Result<Vec<u8>> {
+    let mut packet = Vec::new();
+    write_reply(&mut packet, payload, source, client)?;
+    Ok(packet)
+}
+
+/// Appends the IP/UDP packet of a reply from `source` to the app's `client` to `packet`.
+fn write_reply(
+    packet: &mut Vec<u8>,
+    payload: &[u8],
+    source: &Destination,
+    client: SocketAddr,
+) -> io::Result<()> {
     let Host::Ip(ip) = &source.host else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("UDP reply from a name: {source}")));
     };
@@ -63,10 +98,9 @@ pub(crate) fn reply_packet(payload: &[u8], source: &Destination, client: SocketA
         }
     };
     let builder = builder.udp(source.port, client.port());
-    let mut packet = Vec::with_capacity(builder.size(payload.len()));
+    packet.reserve(builder.size(payload.len()));
     // Too large for one IP packet: dropped as a transient error (EMSGSIZE), the session lives on.
-    builder.write(&mut packet, payload).map_err(|_| io::Error::from_raw_os_error(libc::EMSGSIZE))?;
-    Ok(packet)
+    builder.write(packet, payload).map_err(|_| io::Error::from_raw_os_error(libc::EMSGSIZE))
 }
 
 /// Hands one app datagram to its source's session (created on its first datagram; with a

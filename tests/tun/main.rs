@@ -20,6 +20,7 @@ mod dns;
 mod icmp;
 mod scale;
 mod server;
+mod udp_flood;
 mod userspace;
 
 use std::io::{ErrorKind, Read, Write};

@@ -123,6 +123,7 @@ pub fn serve() {
     udp(SocketAddr::from(([10, 200, 9, 1], WHOAMI_A)), |_, from| from.to_string().into_bytes());
     udp(SocketAddr::from(([10, 200, 9, 1], WHOAMI_B)), |_, from| from.to_string().into_bytes());
     crate::scale::server::serve();
+    crate::udp_flood::serve();
     println!("listening");
     let _ = std::io::stdout().flush();
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
