@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use etherparse::{Icmpv4Slice, Icmpv4Type, Icmpv6Slice, Icmpv6Type, Ipv4HeaderSlice};
 use netswitch::network::{InterfaceSnapshot, NetworkType};
-use netswitch::tun::TunCounters;
+use netswitch::tun::{Stack, TunCounters};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::topology::{Link, SERVER_V4, SERVER_V6};
@@ -171,10 +171,15 @@ fn tun_icmp_echo_goes_out_over_the_chosen_network() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("icmp::tun_icmp_echo_goes_out_over_the_chosen_network");
     }
+    echo_goes_out_over_the_chosen_network(Stack::System);
+}
+
+/// The body of [`tun_icmp_echo_goes_out_over_the_chosen_network`], TCP ending in `stack`.
+pub(super) fn echo_goes_out_over_the_chosen_network(stack: Stack) {
     allow_ping_sockets(true);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let device = Device::up().await;
+        let device = Device::up_with(|settings| settings.stack = stack).await;
         device._topology.set_blackhole(Link::Cell, true).unwrap();
         let (wifi, cell) = (tx_packets(Link::Wifi), tx_packets(Link::Cell));
         let replies = blocking(|| {

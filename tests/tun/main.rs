@@ -21,6 +21,8 @@ mod icmp;
 mod scale;
 mod server;
 mod userspace;
+mod userspace_loss;
+mod userspace_suite;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -122,6 +124,16 @@ impl Device {
     }
 
     async fn up_config(config: Config, adjust: impl FnOnce(&mut TunSettings)) -> Device {
+        Device::up_through(config, adjust, |fd| fd).await
+    }
+
+    /// [`Device::up_config`] where `through` gets tun0's fd and returns the one netswitch reads
+    /// (a test's packet mover between the two).
+    async fn up_through(
+        config: Config,
+        adjust: impl FnOnce(&mut TunSettings),
+        through: impl FnOnce(std::os::fd::OwnedFd) -> std::os::fd::OwnedFd,
+    ) -> Device {
         let topology = Topology::up(server_command()).unwrap();
         let mut settings =
             TunSettings::inet4("172.19.0.1".parse().unwrap(), 30).with_inet6("fdfe::1".parse().unwrap(), 126);
@@ -150,7 +162,7 @@ impl Device {
         )
         .unwrap();
         netswitch.manager().update_interfaces(snapshot);
-        let tun = netswitch.start_tun(fd, settings).unwrap();
+        let tun = netswitch.start_tun(through(fd), settings).unwrap();
         Device { _topology: topology, netswitch, tun }
     }
 
