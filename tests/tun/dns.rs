@@ -144,7 +144,11 @@ async fn up(config: Config, hijack: impl FnOnce(&TunSettings) -> DnsHijack) -> D
 }
 
 /// [`up`] with TCP ending in `stack`.
-async fn up_with_stack(config: Config, stack: Stack, hijack: impl FnOnce(&TunSettings) -> DnsHijack) -> Device {
+async fn up_with_stack(
+    config: Config,
+    stack: Stack,
+    hijack: impl FnOnce(&TunSettings) -> DnsHijack,
+) -> Device {
     let topology = Topology::up(dns_server_command()).unwrap();
     let fd = device::create_linux("tun0").unwrap();
     topology::run("ip", &["addr", "add", "172.19.0.1/30", "dev", "tun0"]).unwrap();
@@ -260,7 +264,8 @@ fn queries_to_the_dns_address_are_resolved_over_wifi() {
 /// The body of [`queries_to_the_dns_address_are_resolved_over_wifi`], TCP ending in `stack`.
 pub(super) fn resolved_over_wifi(stack: Stack) {
     runtime().block_on(async {
-        let device = up_with_stack(Config::default(), stack, |s| DnsHijack::Addresses(s.nat_addresses())).await;
+        let device =
+            up_with_stack(Config::default(), stack, |s| DnsHijack::Addresses(s.nat_addresses())).await;
         let (v4, v6, nx, tcp) = blocking(|| {
             let started = Instant::now();
             let v4 = ask_udp(DNS_V4.parse().unwrap(), NAME, RecordType::A)?;
@@ -343,7 +348,8 @@ pub(super) fn curl_by_name(stack: Stack) {
         return eprintln!("skipped curl_by_name ({stack:?}): `curl` is not available");
     }
     runtime().block_on(async {
-        let device = up_with_stack(Config::default(), stack, |s| DnsHijack::Addresses(s.nat_addresses())).await;
+        let device =
+            up_with_stack(Config::default(), stack, |s| DnsHijack::Addresses(s.nat_addresses())).await;
         // curl resolves with the system's resolver (getaddrinfo): /etc/resolv.conf, in a mount
         // namespace of its own, names the tunnel's DNS address and nothing else.
         let resolv = std::env::temp_dir().join(format!("netswitch-tun-dns-{}.conf", std::process::id()));

@@ -100,7 +100,9 @@ pub(super) fn bulk_both_ways(framing: Framing, stack: Stack) {
         let took = started.elapsed();
         assert_eq!(read, (64 * MIB, true), "the app's 64 MiB download (bytes, intact)");
         assert_eq!(record, format!("{} ok sent", 64 * MIB), "the server's 64 MiB upload");
-        println!("{framing:?} {stack:?}: 64 MiB each way at once in {took:?}, every byte checked at both ends");
+        println!(
+            "{framing:?} {stack:?}: 64 MiB each way at once in {took:?}, every byte checked at both ends"
+        );
 
         // The app's FIN first while the server still sends, and the server's first.
         let app_first = blocking(|| both_ways(MIB, 8 * MIB, 2));

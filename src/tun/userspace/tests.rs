@@ -147,9 +147,11 @@ fn stack(wire: &Arc<Wire>) -> (Arc<Userspace>, Arc<ConnectionManager>) {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
     let sink: Arc<dyn PacketSink> = wire.clone();
     let counters = Arc::<crate::tun::counters::Counters>::default();
-    let dns = Arc::new(crate::tun::dns_hijack::Hijack::new(crate::tun::DnsHijack::Off, None, counters.clone()));
+    let dns =
+        Arc::new(crate::tun::dns_hijack::Hijack::new(crate::tun::DnsHijack::Off, None, counters.clone()));
     let hooks = AcceptHooks { decider: None, dns };
-    let stack = Userspace::new(sink, MTU, manager.clone(), Arc::new(DirectOutbound::default()), counters, hooks);
+    let stack =
+        Userspace::new(sink, MTU, manager.clone(), Arc::new(DirectOutbound::default()), counters, hooks);
     (Arc::new(stack), manager)
 }
 
