@@ -238,7 +238,7 @@ impl Inner {
     /// Gives the rings' pages back if the connection has been idle long enough with both rings
     /// empty; with bytes still in a ring, looks again after another idle period.
     fn release_if_idle(&mut self, now: Instant) {
-        if !self.release_at().is_some_and(|at| now >= at) {
+        if self.release_at().is_none_or(|at| now < at) {
             return;
         }
         let socket = self.sockets.get_mut::<tcp::Socket>(self.handle);
