@@ -28,8 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
 
 use super::counters::{bump, Counters};
@@ -219,7 +218,11 @@ impl Hijack {
     }
 
     /// Serves the accepted `stream` as DNS over TCP on a task; `on_end` runs when it closes.
-    pub fn serve_tcp(self: &Arc<Self>, stream: TcpStream, on_end: impl FnOnce() + Send + 'static) {
+    /// (`stream`: the system stack's accepted socket, or a userspace stack's stream.)
+    pub fn serve_tcp<S>(self: &Arc<Self>, stream: S, on_end: impl FnOnce() + Send + 'static)
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (hijack, mut stopped) = (self.clone(), self.stopped.subscribe());
         tokio::spawn(async move {
             tokio::select! {
@@ -235,7 +238,7 @@ impl Hijack {
         self.stopped.send_replace(true);
     }
 
-    async fn serve_connection(&self, mut stream: TcpStream) {
+    async fn serve_connection(&self, mut stream: impl AsyncRead + AsyncWrite + Unpin) {
         loop {
             let length = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
                 Ok(Ok(length)) => usize::from(length),
@@ -291,6 +294,7 @@ mod tests {
     use hickory_proto::op::{Message, ResponseCode};
     use hickory_proto::rr::RecordType;
     use std::sync::atomic::Ordering;
+    use tokio::net::TcpStream;
 
     /// Answers `svc.test` with 192.0.2.7 / 2001:db8::7 (TTL 30), `slow.test` never, NXDOMAIN
     /// otherwise.

@@ -301,7 +301,15 @@ impl Tun {
         let icmp = Arc::new(IcmpTable::new(outbound.clone(), local));
         let userspace = (settings.stack == Stack::Userspace).then(|| {
             let sink: Arc<dyn userspace::PacketSink> = io.clone();
-            Arc::new(Userspace::new(sink, settings.mtu, manager.clone(), outbound.clone(), counters.clone()))
+            let hooks = system::AcceptHooks { decider: asker.clone(), dns: dns.clone() };
+            Arc::new(Userspace::new(
+                sink,
+                settings.mtu,
+                manager.clone(),
+                outbound.clone(),
+                counters.clone(),
+                hooks,
+            ))
         });
         let sweeper = Arc::new(Notify::new());
         let mut tasks = Vec::new();

@@ -6,7 +6,7 @@
 
 use std::ops::RangeInclusive;
 
-use netswitch::tun::{BlockingDecider, DecisionHook, TunDecision, TunFlow};
+use netswitch::tun::{BlockingDecider, DecisionHook, Stack, TunDecision, TunFlow};
 use netswitch::TransportProtocol;
 
 use super::*;
@@ -78,11 +78,17 @@ fn tun_decider_blocks_reroutes_and_defaults() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("decide::tun_decider_blocks_reroutes_and_defaults");
     }
+    blocks_reroutes_and_defaults(Stack::System);
+}
+
+/// The body of [`tun_decider_blocks_reroutes_and_defaults`], TCP ending in `stack`.
+pub(super) fn blocks_reroutes_and_defaults(stack: Stack) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let device = Device::up_with(|settings| {
             let hook = DecisionHook::new(Arc::new(BlockingDecider::new(decide))).with_deadline(DEADLINE);
             settings.decision = Some(hook);
+            settings.stack = stack;
         })
         .await;
 

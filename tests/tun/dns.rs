@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use netswitch::network::{InterfaceSnapshot, NetworkInterface, NetworkType};
-use netswitch::tun::{device, BindDefault, DnsHijack, TunSettings};
+use netswitch::tun::{device, BindDefault, DnsHijack, Stack, TunSettings};
 use netswitch::{os_binder, Config, Netswitch};
 
 use super::topology::{self, Link, Topology};
@@ -140,6 +140,15 @@ fn with_dns(link: Link, network_type: NetworkType) -> NetworkInterface {
 
 /// The device namespace as `Device::up` builds it, with the DNS servers and `hijack`.
 async fn up(config: Config, hijack: impl FnOnce(&TunSettings) -> DnsHijack) -> Device {
+    up_with_stack(config, Stack::System, hijack).await
+}
+
+/// [`up`] with TCP ending in `stack`.
+async fn up_with_stack(
+    config: Config,
+    stack: Stack,
+    hijack: impl FnOnce(&TunSettings) -> DnsHijack,
+) -> Device {
     let topology = Topology::up(dns_server_command()).unwrap();
     let fd = device::create_linux("tun0").unwrap();
     topology::run("ip", &["addr", "add", "172.19.0.1/30", "dev", "tun0"]).unwrap();
@@ -160,6 +169,7 @@ async fn up(config: Config, hijack: impl FnOnce(&TunSettings) -> DnsHijack) -> D
     let mut settings =
         TunSettings::inet4("172.19.0.1".parse().unwrap(), 30).with_inet6("fdfe::1".parse().unwrap(), 126);
     settings.dns_hijack = hijack(&settings);
+    settings.stack = stack;
     let tun = netswitch.start_tun(fd, settings).unwrap();
     Device { _topology: topology, netswitch, tun }
 }
@@ -248,8 +258,14 @@ fn queries_to_the_dns_address_are_resolved_over_wifi() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("dns::queries_to_the_dns_address_are_resolved_over_wifi");
     }
+    resolved_over_wifi(Stack::System);
+}
+
+/// The body of [`queries_to_the_dns_address_are_resolved_over_wifi`], TCP ending in `stack`.
+pub(super) fn resolved_over_wifi(stack: Stack) {
     runtime().block_on(async {
-        let device = up(Config::default(), |s| DnsHijack::Addresses(s.nat_addresses())).await;
+        let device =
+            up_with_stack(Config::default(), stack, |s| DnsHijack::Addresses(s.nat_addresses())).await;
         let (v4, v6, nx, tcp) = blocking(|| {
             let started = Instant::now();
             let v4 = ask_udp(DNS_V4.parse().unwrap(), NAME, RecordType::A)?;
@@ -323,11 +339,17 @@ fn curl_by_name_through_the_hijack() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("dns::curl_by_name_through_the_hijack");
     }
+    curl_by_name(Stack::System);
+}
+
+/// The body of [`curl_by_name_through_the_hijack`], TCP ending in `stack`.
+pub(super) fn curl_by_name(stack: Stack) {
     if !Command::new("curl").arg("--version").output().is_ok_and(|o| o.status.success()) {
-        return eprintln!("skipped curl_by_name_through_the_hijack: `curl` is not available");
+        return eprintln!("skipped curl_by_name ({stack:?}): `curl` is not available");
     }
     runtime().block_on(async {
-        let device = up(Config::default(), |s| DnsHijack::Addresses(s.nat_addresses())).await;
+        let device =
+            up_with_stack(Config::default(), stack, |s| DnsHijack::Addresses(s.nat_addresses())).await;
         // curl resolves with the system's resolver (getaddrinfo): /etc/resolv.conf, in a mount
         // namespace of its own, names the tunnel's DNS address and nothing else.
         let resolv = std::env::temp_dir().join(format!("netswitch-tun-dns-{}.conf", std::process::id()));
@@ -364,8 +386,13 @@ fn all_port_53_answers_any_address_and_relays_the_rest() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("dns::all_port_53_answers_any_address_and_relays_the_rest");
     }
+    all_port_53(Stack::System);
+}
+
+/// The body of [`all_port_53_answers_any_address_and_relays_the_rest`], TCP ending in `stack`.
+pub(super) fn all_port_53(stack: Stack) {
     runtime().block_on(async {
-        let device = up(Config::default(), |_| DnsHijack::AllPort53).await;
+        let device = up_with_stack(Config::default(), stack, |_| DnsHijack::AllPort53).await;
         let (udp, tcp, echo) = blocking(|| {
             // No DNS server exists at 10.200.9.53 (nor that address).
             let udp = ask_udp("10.200.9.53:53".parse().unwrap(), NAME, RecordType::A)?;

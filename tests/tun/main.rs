@@ -22,6 +22,8 @@ mod scale;
 mod server;
 mod udp_flood;
 mod userspace;
+mod userspace_loss;
+mod userspace_suite;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream, UdpSocket};
@@ -123,6 +125,16 @@ impl Device {
     }
 
     async fn up_config(config: Config, adjust: impl FnOnce(&mut TunSettings)) -> Device {
+        Device::up_through(config, adjust, |fd| fd).await
+    }
+
+    /// [`Device::up_config`] where `through` gets tun0's fd and returns the one netswitch reads
+    /// (a test's packet mover between the two).
+    async fn up_through(
+        config: Config,
+        adjust: impl FnOnce(&mut TunSettings),
+        through: impl FnOnce(std::os::fd::OwnedFd) -> std::os::fd::OwnedFd,
+    ) -> Device {
         let topology = Topology::up(server_command()).unwrap();
         let mut settings =
             TunSettings::inet4("172.19.0.1".parse().unwrap(), 30).with_inet6("fdfe::1".parse().unwrap(), 126);
@@ -151,7 +163,7 @@ impl Device {
         )
         .unwrap();
         netswitch.manager().update_interfaces(snapshot);
-        let tun = netswitch.start_tun(fd, settings).unwrap();
+        let tun = netswitch.start_tun(through(fd), settings).unwrap();
         Device { _topology: topology, netswitch, tun }
     }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use netswitch::network::strategy::NetworkStrategy;
 use netswitch::network::{InterfaceSnapshot, NetworkType};
-use netswitch::tun::Framing;
+use netswitch::tun::{Framing, Stack};
 use netswitch::{Config, TransportProtocol};
 
 use self::server::{read_checked, send_checked, DOWN_SEED, UP_SEED};
@@ -35,7 +35,7 @@ fn runtime() -> tokio::runtime::Runtime {
 /// One [`server::BOTH_WAYS`] transfer: `up` bytes from the app and `down` from the server at
 /// once, each side half-closing when it has sent its share and reading the other's rest.
 /// Returns the app's (bytes read, intact) and the server's record.
-fn both_ways(up: u64, down: u64, token: u64) -> std::io::Result<((u64, bool), String)> {
+pub(super) fn both_ways(up: u64, down: u64, token: u64) -> std::io::Result<((u64, bool), String)> {
     let mut stream = connect(server::BOTH_WAYS)?;
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     stream.set_write_timeout(Some(Duration::from_secs(30)))?;
@@ -74,7 +74,7 @@ fn tun_64_mib_each_way_at_once_with_half_closes_and_a_reset() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("scale::tun_64_mib_each_way_at_once_with_half_closes_and_a_reset");
     }
-    bulk_both_ways(Framing::Raw);
+    bulk_both_ways(Framing::Raw, Stack::System);
 }
 
 /// The same through a device with offloads (TCP super-packets of up to 64 KiB with partial
@@ -84,18 +84,25 @@ fn tun_offload_64_mib_each_way_at_once_with_half_closes_and_a_reset() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("scale::tun_offload_64_mib_each_way_at_once_with_half_closes_and_a_reset");
     }
-    bulk_both_ways(Framing::VirtioNet);
+    bulk_both_ways(Framing::VirtioNet, Stack::System);
 }
 
-fn bulk_both_ways(framing: Framing) {
+/// The body of the two tests above, TCP ending in `stack`.
+pub(super) fn bulk_both_ways(framing: Framing, stack: Stack) {
     runtime().block_on(async {
-        let device = Device::up_with(|settings| settings.framing = framing).await;
+        let device = Device::up_with(|settings| {
+            settings.framing = framing;
+            settings.stack = stack;
+        })
+        .await;
         let started = Instant::now();
         let (read, record) = blocking(|| both_ways(64 * MIB, 64 * MIB, 1)).await.unwrap();
         let took = started.elapsed();
         assert_eq!(read, (64 * MIB, true), "the app's 64 MiB download (bytes, intact)");
         assert_eq!(record, format!("{} ok sent", 64 * MIB), "the server's 64 MiB upload");
-        println!("{framing:?}: 64 MiB each way at once in {took:?}, every byte checked at both ends");
+        println!(
+            "{framing:?} {stack:?}: 64 MiB each way at once in {took:?}, every byte checked at both ends"
+        );
 
         // The app's FIN first while the server still sends, and the server's first.
         let app_first = blocking(|| both_ways(MIB, 8 * MIB, 2));
@@ -153,12 +160,17 @@ fn tun_thousand_connections_at_once_leave_nothing_behind() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("scale::tun_thousand_connections_at_once_leave_nothing_behind");
     }
+    thousand_connections_at_once(Stack::System);
+}
+
+/// The body of [`tun_thousand_connections_at_once_leave_nothing_behind`], TCP ending in `stack`.
+pub(super) fn thousand_connections_at_once(stack: Stack) {
     const CONNECTIONS: usize = 1000;
     let limit = raise_open_files_limit();
     assert!(limit >= 4 * CONNECTIONS as u64, "open-files hard limit {limit} is too low");
     runtime().block_on(async {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let device = Device::up().await;
+        let device = Device::up_with(|settings| settings.stack = stack).await;
         blocking(|| connect(super::server::PEER).unwrap().read_to_end(&mut Vec::new()).unwrap()).await;
         blocking(|| {
             connect_to(server_v6(super::server::PEER)).unwrap().read_to_end(&mut Vec::new()).unwrap()

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub const PEER: u16 = 7000;
 /// TCP: echoes until the client's FIN, then closes.
 pub const ECHO: u16 = 7001;
+/// TCP: echoes like [`ECHO`] without a read timeout (connections held idle by measurements).
+pub const ECHO_IDLE: u16 = 7008;
 /// TCP: sends 200,000 bytes and half-closes first, then reads the client's bytes until its FIN
 /// and records how many and their digest for [`LAST_COUNT`].
 pub const SERVER_FIRST: u16 = 7003;
@@ -89,13 +91,18 @@ pub fn serve() {
             let _ = stream.write_all(format!("peer={}\n", peer.ip().to_canonical()).as_bytes());
         }
     });
-    tcp(ECHO, |mut stream| {
+    let echo = |mut stream: TcpStream| {
         let mut buf = [0u8; 65536];
         while let Ok(n) = stream.read(&mut buf) {
             if n == 0 || stream.write_all(&buf[..n]).is_err() {
                 break;
             }
         }
+    };
+    tcp(ECHO, echo);
+    tcp(ECHO_IDLE, move |stream| {
+        let _ = stream.set_read_timeout(None);
+        echo(stream)
     });
     let last = Arc::new(Mutex::new(String::from("none")));
     let record = last.clone();

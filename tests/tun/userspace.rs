@@ -256,7 +256,6 @@ fn echo_seconds(stream: std::net::TcpStream, len: usize) -> f64 {
 /// socket bound to wifi0) for comparison. Prints; asserts only that every byte came back.
 async fn measure(stack: Stack) {
     const BULK: usize = 256 << 20;
-    const IDLE: usize = 1000;
     let device = up(stack).await;
     blocking(|| connect(super::server::PEER).unwrap().read_to_end(&mut Vec::new()).unwrap()).await;
     let vpn = blocking(|| echo_seconds(connect(super::server::ECHO).unwrap(), BULK)).await;
@@ -276,28 +275,97 @@ async fn measure(stack: Stack) {
         direct / vpn
     );
     device.wait_idle().await;
-    let before = rss();
-    let mut streams = Vec::new();
-    for i in 0..IDLE {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let connect = tokio::net::TcpStream::connect(server(super::server::ECHO));
-        let mut stream = tokio::time::timeout(TIMEOUT, connect).await.unwrap().unwrap();
-        let message = format!("idle {i:05}");
-        stream.write_all(message.as_bytes()).await.unwrap();
-        let mut echoed = vec![0u8; message.len()];
-        stream.read_exact(&mut echoed).await.unwrap();
-        streams.push(stream);
+    idle_memory(&device, stack, 1000).await;
+}
+
+/// Raises this process's soft open-files limit to the hard one; returns it.
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write one rlimit we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0, "{}", std::io::Error::last_os_error());
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    limit.rlim_cur
+}
+
+/// Opens `count` connections through the tunnel (100 handshakes at a time), each echoing one
+/// message, and prints the process's RSS growth per connection once they have been idle for
+/// longer than the userspace stack's ring release. Asserts only that every echo came back.
+async fn idle_memory(device: &Device, stack: Stack, count: usize) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The app's socket and the outbound one; the system stack's accepted socket too.
+    let per_connection = if stack == Stack::System { 3 } else { 2 };
+    let fit = (raise_open_files_limit().saturating_sub(1000) / per_connection) as usize;
+    if fit < count {
+        println!("MEASURE {stack:?}: the open-files limit fits {fit} connections, not {count}");
+    }
+    let count = count.min(fit);
+    let before = rss();
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
+    let opening: Vec<_> = (0..count)
+        .map(|i| {
+            let gate = gate.clone();
+            tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                let connect = tokio::net::TcpStream::connect(server(super::server::ECHO_IDLE));
+                let mut stream = tokio::time::timeout(TIMEOUT, connect).await.unwrap().unwrap();
+                let message = format!("idle {i:05}");
+                stream.write_all(message.as_bytes()).await.unwrap();
+                let mut echoed = vec![0u8; message.len()];
+                tokio::time::timeout(TIMEOUT, stream.read_exact(&mut echoed)).await.unwrap().unwrap();
+                assert_eq!(echoed, message.as_bytes());
+                stream
+            })
+        })
+        .collect();
+    let mut streams = Vec::with_capacity(count);
+    for task in opening {
+        streams.push(task.await.unwrap());
+    }
+    assert_eq!(device.netswitch.manager().len(), count);
+    // Longer than the userspace stack's idle release of its rings.
+    tokio::time::sleep(netswitch::tun::userspace::IDLE_RELEASE + Duration::from_secs(1)).await;
     let after = rss();
     println!(
-        "MEASURE {stack:?}: {IDLE} idle connections (one echo each): RSS {} -> {} KiB, {:.1} KiB per connection (process, app side included)",
+        "MEASURE {stack:?}: {count} idle connections (one echo each): RSS {} -> {} KiB, {:.1} KiB per connection (process, app side included)",
         before >> 10,
         after >> 10,
-        (after.saturating_sub(before)) as f64 / IDLE as f64 / 1024.0
+        (after.saturating_sub(before)) as f64 / count as f64 / 1024.0
     );
     drop(streams);
     device.wait_idle().await;
+}
+
+/// Idle memory at 10,000 connections (the figure) for `stack`, or as many as the
+/// open-files limit allows (printed).
+fn measure_idle_10000(stack: Stack) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let device = up(stack).await;
+        blocking(|| connect(super::server::PEER).unwrap().read_to_end(&mut Vec::new()).unwrap()).await;
+        device.wait_idle().await;
+        idle_memory(&device, stack, 10_000).await;
+    });
+}
+
+#[test]
+#[ignore = "measurement (about 20 s): cargo test --test tun measure_ -- --ignored --nocapture"]
+fn tun_measure_idle_10000_system_stack() {
+    if role().as_deref() != Some("device") {
+        return measure_in_namespace("userspace::tun_measure_idle_10000_system_stack");
+    }
+    measure_idle_10000(Stack::System);
+}
+
+#[test]
+#[ignore = "measurement (about 20 s): cargo test --test tun measure_ -- --ignored --nocapture"]
+fn tun_measure_idle_10000_userspace_stack() {
+    if role().as_deref() != Some("device") {
+        return measure_in_namespace("userspace::tun_measure_idle_10000_userspace_stack");
+    }
+    measure_idle_10000(Stack::Userspace);
 }
 
 #[test]

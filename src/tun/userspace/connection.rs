@@ -6,7 +6,12 @@
 //! socket of its set, and here a set holds one. The interface is polled where something happens:
 //! a packet from the app ([`Connection::input`]), a read or write of the relay
 //! ([`super::stream`]), and by the [`drive`] task when smoltcp asks for a timer (retransmission,
-//! delayed ACK, zero-window probe). Outgoing packets go straight to the tunnel.
+//! delayed ACK, zero-window probe, releasing idle rings). Outgoing packets go straight to the
+//! tunnel.
+//!
+//! The socket's rings live in [`Rings`]: once the connection has been idle for
+//! [`IDLE_RELEASE`] with both rings empty, the driver gives their pages back, so an idle
+//! connection costs no ring memory (see `rings.rs`).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -19,6 +24,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 use tokio::sync::Notify;
 
 use super::link::{Link, PacketSink};
+use super::rings::Rings;
 
 /// Bytes buffered per connection from the app (the receive window the app sees).
 pub const RECEIVE_BUFFER: usize = 64 * 1024;
@@ -29,6 +35,21 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a connection the relay let go may wait for the app's FIN (FIN-WAIT-2 has no timer
 /// in smoltcp) before it is reset.
 const LINGER: Duration = Duration::from_secs(60);
+/// While bytes wait to be sent, a probe (a keep-alive segment) this often when nothing is in
+/// flight: smoltcp 0.12 sends no zero-window probes, so without it a lost window update from an
+/// app that had a full receive window would stall the connection for good.
+const PROBE: Duration = Duration::from_millis(500);
+/// A connection idle this long with both rings empty gives the rings' pages back.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(2);
+
+/// Why a SYN did not make a connection.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// smoltcp did not take the packet as a SYN opening the socket.
+    NotSyn,
+    /// The rings could not be mapped (out of memory or address space).
+    Memory(std::io::Error),
+}
 
 /// The state under the connection's lock.
 pub(crate) struct Inner {
@@ -43,6 +64,14 @@ pub(crate) struct Inner {
     linger_until: Option<Instant>,
     /// The stream asked for its close to be a reset.
     pub(super) reset_on_close: bool,
+    /// The rings may hold touched pages (bytes went through since the last release).
+    dirty: bool,
+    /// The last time something happened on the connection (a packet, a read, a write).
+    active_at: Instant,
+    /// Keep-alive probes are on (bytes wait to be sent).
+    probing: bool,
+    /// The socket's ring memory. Declared after `sockets`: dropped after the socket.
+    rings: Rings,
 }
 
 impl Inner {
@@ -64,13 +93,13 @@ pub(crate) struct Connection {
 impl Connection {
     /// A connection for the app's SYN `packet` from `app` to `destination`: the socket listens on
     /// the destination and the SYN is fed to it, so the SYN-ACK is on its way when this returns.
-    /// `None` when smoltcp did not take the SYN (the socket is then not synchronised).
+    /// Refused when smoltcp did not take the SYN, or the rings could not be mapped.
     pub fn accept(
         packet: &[u8],
         destination: SocketAddr,
         mtu: usize,
         sink: Arc<dyn PacketSink>,
-    ) -> Option<Arc<Connection>> {
+    ) -> Result<Arc<Connection>, Refused> {
         let address = IpAddress::from(destination.ip());
         let mut link = Link { incoming: None, sink: &*sink, mtu };
         let mut config = Config::new(HardwareAddress::Ip);
@@ -80,16 +109,19 @@ impl Connection {
         iface.update_ip_addrs(|addresses| {
             let _ = addresses.push(IpCidr::new(address, prefix));
         });
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0u8; RECEIVE_BUFFER]),
-            tcp::SocketBuffer::new(vec![0u8; SEND_BUFFER]),
-        );
+        let rings = Rings::new(RECEIVE_BUFFER, SEND_BUFFER).map_err(Refused::Memory)?;
+        // SAFETY: called once; the socket lives in `Inner::sockets`, dropped before
+        // `Inner::rings`; `release` runs only with both rings empty (see `drive`).
+        let (receive, send) = unsafe { rings.slices() };
+        let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(receive), tcp::SocketBuffer::new(send));
         socket.set_congestion_control(tcp::CongestionControl::Cubic);
         // The relay writes what it read in one piece; Nagle would hold a small answer back
         // waiting for the app's delayed ACK (the relay sets TCP_NODELAY on kernel clients too).
         socket.set_nagle_enabled(false);
         socket.set_timeout(Some(ACK_TIMEOUT.into()));
-        socket.listen(IpListenEndpoint { addr: Some(address), port: destination.port() }).ok()?;
+        socket
+            .listen(IpListenEndpoint { addr: Some(address), port: destination.port() })
+            .map_err(|_| Refused::NotSyn)?;
         let mut sockets = SocketSet::new(Vec::with_capacity(1));
         let handle = sockets.add(socket);
         let inner = Inner {
@@ -100,11 +132,19 @@ impl Connection {
             stream_gone: false,
             linger_until: None,
             reset_on_close: false,
+            dirty: false,
+            active_at: now(),
+            probing: false,
+            rings,
         };
         let connection = Arc::new(Connection { inner: Mutex::new(inner), sink, mtu, driver: Notify::new() });
         connection.input(packet);
         let synchronised = connection.lock().socket().state() == tcp::State::SynReceived;
-        synchronised.then_some(connection)
+        if synchronised {
+            Ok(connection)
+        } else {
+            Err(Refused::NotSyn)
+        }
     }
 
     /// Feeds one packet of the app's flow to the socket.
@@ -117,7 +157,13 @@ impl Connection {
     pub fn with<R>(&self, op: impl FnOnce(&mut Inner) -> R, packet: Option<&[u8]>) -> R {
         let mut inner = self.lock();
         let result = op(&mut inner);
-        let next = self.poll(&mut inner, packet);
+        let (now, next) = self.poll(&mut inner, packet);
+        inner.active_at = now;
+        let socket = inner.socket();
+        if socket.recv_queue() > 0 || socket.send_queue() > 0 {
+            inner.dirty = true;
+        }
+        let next = earliest(next, inner.release_at());
         let earlier = match (next, inner.wake_at) {
             (Some(next), Some(at)) => next < at,
             (Some(_), None) => true,
@@ -155,12 +201,53 @@ impl Connection {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Polls the interface once; returns when smoltcp wants the next poll.
-    fn poll(&self, inner: &mut Inner, packet: Option<&[u8]>) -> Option<Instant> {
+    /// Polls the interface once; returns the time of the poll and when smoltcp wants the next.
+    fn poll(&self, inner: &mut Inner, packet: Option<&[u8]>) -> (Instant, Option<Instant>) {
         let now = now();
         let mut link = Link { incoming: packet, sink: &*self.sink, mtu: self.mtu };
         inner.iface.poll(now, &mut link, &mut inner.sockets);
-        inner.iface.poll_at(now, &inner.sockets)
+        inner.probe_while_queued();
+        (now, inner.iface.poll_at(now, &inner.sockets))
+    }
+
+    /// Resident pages of the rings (for tests).
+    #[cfg(test)]
+    pub fn rings_resident(&self) -> usize {
+        self.lock().rings.resident()
+    }
+}
+
+impl Inner {
+    /// Turns keep-alive probes on while bytes wait to be sent and off otherwise: a keep-alive
+    /// (sent only when nothing is in flight) makes the app answer with its current window, so it
+    /// stands in for the zero-window probe smoltcp 0.12 lacks. Idle connections send nothing.
+    fn probe_while_queued(&mut self) {
+        let socket = self.sockets.get_mut::<tcp::Socket>(self.handle);
+        let queued = socket.send_queue() > 0;
+        if queued != self.probing {
+            socket.set_keep_alive(queued.then(|| PROBE.into()));
+            self.probing = queued;
+        }
+    }
+
+    /// When the rings' pages go back if nothing happens until then (`None`: nothing to give).
+    fn release_at(&self) -> Option<Instant> {
+        self.dirty.then(|| self.active_at + IDLE_RELEASE.into())
+    }
+
+    /// Gives the rings' pages back if the connection has been idle long enough with both rings
+    /// empty; with bytes still in a ring, looks again after another idle period.
+    fn release_if_idle(&mut self, now: Instant) {
+        if self.release_at().is_none_or(|at| now < at) {
+            return;
+        }
+        let socket = self.sockets.get_mut::<tcp::Socket>(self.handle);
+        if socket.recv_queue() == 0 && socket.send_queue() == 0 {
+            // A refused remap leaves the pages: the connection only stays as it was.
+            self.dirty = !self.rings.release();
+        } else {
+            self.active_at = now;
+        }
     }
 }
 
@@ -179,14 +266,12 @@ pub(crate) async fn drive(connection: Arc<Connection>) {
             if inner.linger_until.is_some_and(|until| now() >= until) {
                 inner.socket().abort();
             }
-            let at = connection.poll(&mut inner, None);
+            let (now, at) = connection.poll(&mut inner, None);
             if inner.stream_gone && is_closed(inner.socket().state()) {
                 return;
             }
-            let at = match (at, inner.linger_until) {
-                (Some(at), Some(until)) => Some(at.min(until)),
-                (at, until) => at.or(until),
-            };
+            inner.release_if_idle(now);
+            let at = earliest(earliest(at, inner.linger_until), inner.release_at());
             inner.wake_at = at;
             at
         };
@@ -198,6 +283,14 @@ pub(crate) async fn drive(connection: Arc<Connection>) {
             }
             None => notified.await,
         }
+    }
+}
+
+/// The earlier of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

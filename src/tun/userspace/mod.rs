@@ -9,13 +9,14 @@
 //! a failed dial resets it (the app sees a RST), a FIN either way is carried through. Later
 //! packets of the flow go to its connection; packets of no flow are dropped and counted.
 //!
-//! Costs: each connection holds [`RECEIVE_BUFFER`] + [`SEND_BUFFER`] bytes of smoltcp ring
-//! buffers for its whole life (smoltcp's sockets cannot give them back while idle), an interface
-//! and a timer task. At most [`MAX_CONNECTIONS`] at once: a SYN past that is dropped and counted.
+//! Costs: each connection reserves [`RECEIVE_BUFFER`] + [`SEND_BUFFER`] bytes of address space
+//! for smoltcp's rings, resident only while traffic uses them (given back after
+//! [`IDLE_RELEASE`] idle with both rings empty), plus an interface and a timer task. At most [`MAX_CONNECTIONS`] at once: a SYN past that is dropped and counted.
 //! See docs/userspace-stack.md for the choice of smoltcp and the measurements.
 
 mod connection;
 mod link;
+mod rings;
 mod stream;
 #[cfg(test)]
 mod tests;
@@ -24,18 +25,21 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use connection::Connection;
-pub use connection::{RECEIVE_BUFFER, SEND_BUFFER};
+use connection::{Connection, Refused};
+pub use connection::{IDLE_RELEASE, RECEIVE_BUFFER, SEND_BUFFER};
 pub(crate) use link::PacketSink;
 pub(crate) use stream::UserspaceStream;
 
 use super::counters::{bump, Counters};
+use super::decide::TunFlow;
 use super::packet::Tcp;
+use super::system::AcceptHooks;
 use crate::client::{ClientStream, Inbound};
 use crate::dial::Outbound;
 use crate::manager::ConnectionManager;
 use crate::metadata::{Destination, Metadata};
 use crate::tracker::ConnectionId;
+use crate::TransportProtocol;
 
 /// Connections the userspace stack holds at most at once.
 pub const MAX_CONNECTIONS: usize = 16 * 1024;
@@ -57,19 +61,23 @@ pub(crate) struct Userspace {
     manager: Arc<ConnectionManager>,
     outbound: Arc<dyn Outbound>,
     counters: Arc<Counters>,
+    /// The DNS hijack (DNS over TCP to its address is served, not dialed) and the decision hook.
+    hooks: AcceptHooks,
 }
 
 impl Userspace {
     /// A stack writing its packets to `sink`, of at most `mtu` bytes, and handing connections
-    /// to `manager`.
+    /// to `manager` — after the decision hook, if any, allowed them; connections to the DNS
+    /// hijack's address on port 53 are served as DNS over TCP instead (as the system stack does).
     pub fn new(
         sink: Arc<dyn PacketSink>,
         mtu: usize,
         manager: Arc<ConnectionManager>,
         outbound: Arc<dyn Outbound>,
         counters: Arc<Counters>,
+        hooks: AcceptHooks,
     ) -> Userspace {
-        Userspace { flows: Mutex::default(), sink, mtu, manager, outbound, counters }
+        Userspace { flows: Mutex::default(), sink, mtu, manager, outbound, counters, hooks }
     }
 
     /// Handles one TCP packet from the app (`packet` holds the IP packet, `tcp` its parse).
@@ -90,10 +98,14 @@ impl Userspace {
             bump(&self.counters.dropped_nat_full);
             return;
         }
-        let Some(connection) = Connection::accept(packet, tcp.destination, self.mtu, self.sink.clone())
-        else {
-            bump(&self.counters.dropped_unsupported);
-            return;
+        let connection = match Connection::accept(packet, tcp.destination, self.mtu, self.sink.clone()) {
+            Ok(connection) => connection,
+            Err(Refused::NotSyn) => return bump(&self.counters.dropped_unsupported),
+            // No memory for the connection: like a full table (the app retries its SYN).
+            Err(Refused::Memory(error)) => {
+                tracing::debug!(%error, destination = %tcp.destination, "userspace TCP: no memory for a connection");
+                return bump(&self.counters.dropped_nat_full);
+            }
         };
         self.lock().insert(key, Flow { connection: connection.clone(), id: None });
         let stack = Arc::downgrade(self);
@@ -107,12 +119,41 @@ impl Userspace {
                 }
             }
         });
+        let stream = UserspaceStream::new(connection.clone());
+        let (app, original) = (tcp.source, tcp.destination);
+        if self.hooks.dns.serves_tcp(original) {
+            // DNS over TCP to the tunnel's DNS address: answered here, not dialed. The flow
+            // leaves when the connection closes (its driver ends).
+            self.hooks.dns.serve_tcp(stream, || {});
+            return;
+        }
+        let mut metadata = Metadata::new(Destination::from(original)).with_source(app);
+        let Some(decider) = self.hooks.decider.clone() else {
+            return self.hand_over(key, &connection, stream, metadata);
+        };
+        // The app's handshake is already answered; the connection waits (its window fills) until
+        // the decider decided, then is dialed or reset, as with the system stack.
+        let stack = self.clone();
+        tokio::spawn(async move {
+            let decided = decider.ask(TunFlow::new(TransportProtocol::Tcp, app, original)).await;
+            if decided.blocks() {
+                bump(&stack.counters.tcp_blocked);
+                crate::socket::stream::StreamSocket::reset(&stream);
+                drop(stream);
+            } else {
+                decided.apply(&mut metadata);
+                stack.hand_over(key, &connection, stream, metadata);
+            }
+        });
+    }
+
+    /// Hands the connection of flow `key` to the manager.
+    fn hand_over(&self, key: Key, connection: &Arc<Connection>, stream: UserspaceStream, metadata: Metadata) {
         bump(&self.counters.tcp_connections);
-        let stream = ClientStream::userspace(UserspaceStream::new(connection.clone()));
-        let metadata = Metadata::new(Destination::from(tcp.destination)).with_source(tcp.source);
+        let stream = ClientStream::userspace(stream);
         let id = self.manager.new_connection(Inbound::plain(stream), metadata, self.outbound.clone(), |_| {});
         if let Some(flow) = self.lock().get_mut(&key) {
-            if Arc::ptr_eq(&flow.connection, &connection) {
+            if Arc::ptr_eq(&flow.connection, connection) {
                 flow.id = Some(id);
             }
         }

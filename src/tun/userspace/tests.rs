@@ -146,8 +146,12 @@ impl App {
 fn stack(wire: &Arc<Wire>) -> (Arc<Userspace>, Arc<ConnectionManager>) {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
     let sink: Arc<dyn PacketSink> = wire.clone();
+    let counters = Arc::<crate::tun::counters::Counters>::default();
+    let dns =
+        Arc::new(crate::tun::dns_hijack::Hijack::new(crate::tun::DnsHijack::Off, None, counters.clone()));
+    let hooks = AcceptHooks { decider: None, dns };
     let stack =
-        Userspace::new(sink, MTU, manager.clone(), Arc::new(DirectOutbound::default()), Arc::default());
+        Userspace::new(sink, MTU, manager.clone(), Arc::new(DirectOutbound::default()), counters, hooks);
     (Arc::new(stack), manager)
 }
 
@@ -266,6 +270,53 @@ async fn packets_of_no_flow_are_dropped_and_counted() {
     assert_eq!(stack.counters.snapshot().dropped_no_flow, 1);
     assert_eq!(stack.connections(), 0);
     assert!(wire.packets.lock().unwrap().is_empty(), "nothing answered");
+}
+
+/// An echo through the stack touches ring pages; idle with both rings empty for
+/// [`IDLE_RELEASE`], the connection gives them back; the next echo works and touches them again.
+#[tokio::test]
+async fn idle_rings_give_their_pages_back() {
+    let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let address = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = server.accept().await.unwrap();
+        let (mut reader, mut writer) = socket.split();
+        tokio::io::copy(&mut reader, &mut writer).await.unwrap();
+    });
+    let wire = Arc::new(Wire::default());
+    let (stack, _manager) = stack(&wire);
+    let mut app = App::connect(stack.clone(), wire, address, 40005);
+    let message = pattern(100_000);
+    let connection = || stack.lock().values().next().map(|flow| flow.connection.clone()).unwrap();
+    echo(&mut app, &message).await;
+    let touched = connection().rings_resident();
+    assert!(touched > 0, "the echo touched ring pages");
+    // Idle: the app's ACKs still have to arrive, then nothing happens.
+    let deadline = std::time::Instant::now() + IDLE_RELEASE * 3;
+    while connection().rings_resident() > 0 {
+        assert!(std::time::Instant::now() < deadline, "ring pages still resident after idling");
+        app.run(|_| true).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    echo(&mut app, &message).await;
+    assert!(connection().rings_resident() > 0, "the next echo touched pages again");
+    println!("an echo of 100000 bytes left {touched} ring pages resident; idle, they went back");
+}
+
+/// Sends `message` and reads it back (from an echo server).
+async fn echo(app: &mut App, message: &[u8]) {
+    let (mut sent, mut received) = (0, Vec::new());
+    app.run(|socket| {
+        if socket.can_send() && sent < message.len() {
+            sent += socket.send_slice(&message[sent..]).unwrap();
+        }
+        while socket.can_recv() {
+            socket.recv(|bytes| (bytes.len(), received.extend_from_slice(bytes))).unwrap();
+        }
+        received.len() == message.len()
+    })
+    .await;
+    assert!(received == message, "echoed bytes differ");
 }
 
 async fn wait_until(mut done: impl FnMut() -> bool) {
