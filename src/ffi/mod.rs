@@ -45,4 +45,4 @@ pub use events::Subscription;
 pub use logs::set_log_level;
 pub use manager::ConnectionManager;
 pub use socks::SocksServer;
-pub use tun::{TunHandle, TunOptions};
+pub use tun::{TunHandle, TunOptions, TunStack};

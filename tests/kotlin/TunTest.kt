@@ -237,6 +237,71 @@ class TunTest {
         }
     }
 
+    /**
+     * `TunOptions.stack = USERSPACE`: smoltcp inside netswitch terminates the app's TCP (no
+     * listener on the tunnel address), with the same TCP echo and UDP datagram as the kernel stack.
+     */
+    @Test fun theUserspaceStackCarriesTcpAndUdp() {
+        if (System.getProperty(NETNS_PROPERTY) != "private") {
+            cannotRun()?.let { reason ->
+                println("SKIP: TunTest.theUserspaceStackCarriesTcpAndUdp: $reason")
+                Assume.assumeTrue(reason, false)
+            }
+            return runInNamespace()
+        }
+        println(RAN_MARKER)
+        runCommand("ip", "link", "set", "lo", "up")
+        val server = "10.77.2.2"
+        EchoNamespace(server).use { echo ->
+            val tunFd = createTun("tunu0")
+            runCommand("ip", "addr", "add", "172.19.0.5/30", "dev", "tunu0")
+            runCommand("ip", "link", "set", "tunu0", "up")
+            runCommand("ip", "route", "add", "$server/32", "dev", "tunu0")
+            runCommand("ip", "link", "add", "vethu0", "type", "veth", "peer", "name", "vethu1", "netns", "${echo.tid}")
+            runCommand("ip", "addr", "add", "10.77.2.1/24", "dev", "vethu0")
+            runCommand("ip", "link", "set", "vethu0", "up")
+            echo.run("ip", "link", "set", "lo", "up")
+            echo.run("ip", "addr", "add", "$server/24", "dev", "vethu1")
+            echo.run("ip", "link", "set", "vethu1", "up")
+            echo.listen()
+            ConnectionManager(NetswitchConfig(connectTimeoutMs = 5000uL), VethPlatform("vethu0")).use { m ->
+                val index = java.net.NetworkInterface.getByName("vethu0").index.toUInt()
+                m.updateInterfaces(InterfaceSnapshot(
+                    interfaces = listOf(NetworkInterface(name = "vethu0", index = index, networkType = NetworkType.WIFI, addresses = listOf("10.77.2.1/24"))),
+                    defaultIndex = index,
+                ))
+                val tun = m.startTun(tunFd, TunOptions(ipv4 = "172.19.0.5/30", mtu = 1500u, stack = TunStack.USERSPACE))
+                Socket().use { app ->
+                    app.soTimeout = 10_000
+                    app.connect(InetSocketAddress(server, PORT), 10_000)
+                    assertEquals("/172.19.0.5", app.localAddress.toString(), "the app's side is the tunnel")
+                    val sent = ByteArray(256 * 1024) { (it * 13 + 5).toByte() }
+                    val writer = thread(name = "tun-userspace-writer") { app.getOutputStream().write(sent); app.shutdownOutput() }
+                    val back = ByteArray(sent.size).also { DataInputStream(app.getInputStream()).readFully(it) }
+                    writer.join()
+                    assertContentEquals(sent, back, "the echo came back through smoltcp")
+                    assertEquals(-1, app.getInputStream().read(), "the server's FIN reached the app after its own")
+                }
+                assertEquals(listOf("/10.77.2.1"), echo.tcpPeers.map { it.toString() }, "netswitch dialed over vethu0")
+                DatagramSocket().use { udp ->
+                    udp.soTimeout = 10_000
+                    val ping = "userspace stack".toByteArray()
+                    udp.send(DatagramPacket(ping, ping.size, InetSocketAddress(server, PORT)))
+                    val reply = DatagramPacket(ByteArray(2048), 2048)
+                    udp.receive(reply)
+                    assertEquals("userspace stack", String(reply.data, 0, reply.length))
+                }
+                val counters = tun.counters()
+                println("userspace TUN counters: $counters")
+                assertEquals(1uL, counters.tcpConnections, "$counters")
+                assertEquals(1uL, counters.udpDatagrams, "$counters")
+                tun.stop()
+                assertTrue(waitFor(10_000) { tun.isFinished() }, "the tunnel still reads after stop()")
+                assertTrue(waitFor(10_000) { !File("/sys/class/net/tunu0").exists() }, "tunu0 still exists: the fd was not closed")
+            }
+        }
+    }
+
     /** Why the real tunnel cannot be tested here, or null. */
     private fun cannotRun(): String? {
         if (libc.geteuid() != 0) return "needs root (a TUN device and network namespaces)"
@@ -306,11 +371,11 @@ private class VethPlatform(private val device: String) : PlatformInterface {
 }
 
 /**
- * A thread in a network namespace of its own with TCP and UDP echo on $SERVER:$PORT (once
+ * A thread in a network namespace of its own with TCP and UDP echo on [server]:$PORT (once
  * [listen] is called, after its vethk1 is configured with [run]). Every socket it opens lives in
  * that namespace.
  */
-private class EchoNamespace : AutoCloseable {
+private class EchoNamespace(private val server: String = SERVER) : AutoCloseable {
     private val ready = CompletableFuture<Int>()
     private val sockets = CompletableFuture<Pair<ServerSocket, DatagramSocket>>()
     private val go = CompletableFuture<Unit>()
@@ -327,7 +392,7 @@ private class EchoNamespace : AutoCloseable {
             ready.complete(libc.gettid())
             go.get()
             val bound = runCatching {
-                ServerSocket(PORT, 50, InetAddress.getByName(SERVER)) to DatagramSocket(InetSocketAddress(SERVER, PORT))
+                ServerSocket(PORT, 50, InetAddress.getByName(server)) to DatagramSocket(InetSocketAddress(server, PORT))
             }
             bound.exceptionOrNull()?.let { sockets.completeExceptionally(it); return@thread }
             val (tcp, udp) = bound.getOrThrow()

@@ -20,6 +20,7 @@ mod dns;
 mod icmp;
 mod scale;
 mod server;
+mod stack_option;
 mod userspace;
 
 use std::io::{ErrorKind, Read, Write};
