@@ -297,9 +297,9 @@ impl TunOptions {
     }
 }
 
-/// Maps a start failure to the public error: a setting names its option, the rest names the fd
-/// or the listener's address.
-pub(crate) fn start_error(fd: RawFd, error: TunError) -> NetswitchError {
+/// Maps a start failure to the public error: a setting names its option, the rest names the
+/// tunnel's link (`tunnel`: "TUN device fd 5", "packet flow") or the listener's address.
+pub(crate) fn start_error(tunnel: &str, error: TunError) -> NetswitchError {
     match error {
         TunError::NoAddress => invalid("options.ipv4", error.to_string()),
         TunError::NoRoomForNat { address, .. } => {
@@ -310,7 +310,7 @@ pub(crate) fn start_error(fd: RawFd, error: TunError) -> NetswitchError {
         TunError::DnsHijack(_) => invalid("options.dns_hijack", error.to_string()),
         TunError::OffloadWithUserspace => invalid("options.stack", error.to_string()),
         TunError::Device(source) => {
-            NetswitchError::Io { context: format!("TUN device fd {fd}"), reason: source.to_string() }
+            NetswitchError::Io { context: tunnel.to_string(), reason: source.to_string() }
         }
         TunError::Listen { address, source } => NetswitchError::Io {
             context: format!("TUN TCP listener on {}", listener_address(address)),
@@ -561,8 +561,9 @@ mod tests {
         assert_eq!(error(zero), "options.udp_timeout_ms: 0 must be > 0");
         // What only the core checks is mapped to the option too.
         let nat = TunError::NoRoomForNat { address: "fdfe::3".parse().unwrap(), prefix: 126 };
-        assert!(argument(start_error(3, nat)).starts_with("options.ipv6: tunnel address fdfe::3/126"));
-        assert!(argument(start_error(3, TunError::OffloadWithUserspace))
+        assert!(argument(start_error("TUN device fd 3", nat))
+            .starts_with("options.ipv6: tunnel address fdfe::3/126"));
+        assert!(argument(start_error("packet flow", TunError::OffloadWithUserspace))
             .starts_with("options.stack: the userspace stack"));
     }
 
