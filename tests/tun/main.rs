@@ -18,6 +18,7 @@ mod topology;
 mod decide;
 mod dns;
 mod icmp;
+mod packet_flow;
 mod scale;
 mod server;
 mod stack_option;
