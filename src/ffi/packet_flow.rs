@@ -155,8 +155,11 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
+    /// One call: the packets and their families.
+    type Batch = (Vec<Vec<u8>>, Vec<i32>);
+
     #[derive(Default)]
-    struct Recorder(Mutex<Vec<(Vec<Vec<u8>>, Vec<i32>)>>);
+    struct Recorder(Mutex<Vec<Batch>>);
 
     impl PacketWriter for Recorder {
         fn write_packets(&self, packets: Vec<Vec<u8>>, families: Vec<i32>) {

@@ -184,10 +184,13 @@ mod tests {
     use std::sync::Mutex;
     use std::time::Duration;
 
+    /// One call: the packets and their families.
+    type Batch = (Vec<Vec<u8>>, Vec<i32>);
+
     /// A writer that records its batches and, while `hold` is locked, blocks (a busy host).
     #[derive(Default)]
     struct Recorder {
-        batches: Mutex<Vec<(Vec<Vec<u8>>, Vec<i32>)>>,
+        batches: Mutex<Vec<Batch>>,
         hold: Mutex<()>,
     }
 
