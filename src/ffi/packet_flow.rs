@@ -39,9 +39,11 @@ impl PacketFlowWriter for HostWriter {
 }
 
 /// A running packet tunnel on the host's packet flow (`ConnectionManager.start_packet_flow`).
-/// Like `TunHandle`, the manager owns the tunnel: it runs until `stop()` or the manager's
-/// `shutdown()`, whether or not the host keeps this handle; releasing the handle stops nothing.
-/// The counters stay readable after `stop()`.
+/// Like `TunHandle`, the manager owns the tunnel: its connections live until `stop()` or the
+/// manager's `shutdown()`, whether or not the host keeps this handle. But this handle is the
+/// tunnel's only input: once the host releases it (Kotlin `close()`, garbage collection, Swift's
+/// last reference) no packet can come in and the tunnel reads no more (`is_finished()` would
+/// turn true); call `stop()` first. The counters stay readable after `stop()`. Thread-safe.
 #[derive(uniffi::Object)]
 pub struct PacketFlowHandle {
     tunnel: Arc<TunHandle>,
