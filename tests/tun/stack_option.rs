@@ -10,6 +10,17 @@ use std::time::Duration;
 use super::topology::{self, Link, Topology};
 use super::{connect_to, pattern, role, run_in_namespace, server, server_command, server_v6, udp_roundtrip};
 
+/// The CLI, killed if the test fails before it is stopped (else it would outlive the test and
+/// keep the outer test waiting on its output).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn tun_cli_relays_through_the_userspace_stack() {
     if role().as_deref() != Some("device") {
@@ -17,14 +28,17 @@ fn tun_cli_relays_through_the_userspace_stack() {
     }
     let _topology = Topology::up(server_command()).unwrap();
     topology::run("ip", &["route", "add", "default", "via", "10.200.1.1", "dev", "wifi0"]).unwrap();
-    let mut cli = Command::new(env!("CARGO_BIN_EXE_netswitch"))
-        .args(["tun", "--name", "tun2", "--address", "172.19.0.9/30", "--address", "fdfe::9/126"])
-        .args(["--route", "10.200.9.0/24", "--route", "2001:db8:9::/64", "--mtu", "1500"])
-        .args(["--interface-type", "wifi0=wifi", "--interface-type", "cell0=cellular"])
-        .args(["--stack", "userspace"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cli = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_netswitch"))
+            .args(["tun", "--name", "tun2", "--address", "172.19.0.9/30", "--address", "fdfe::9/126"])
+            .args(["--route", "10.200.9.0/24", "--route", "2001:db8:9::/64", "--mtu", "1500"])
+            .args(["--interface-type", "wifi0=wifi", "--interface-type", "cell0=cellular"])
+            .args(["--stack", "userspace"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let cli = &mut cli.0;
     let stderr = cli.stderr.take().unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let log = std::thread::spawn(move || {
