@@ -15,8 +15,8 @@ use crate::tun::{PacketFlowError, PacketFlowInput, PacketFlowWriter};
 /// Where a packet-flow tunnel's outgoing packets go (iOS: `packetFlow.writePackets(packets,
 /// withProtocols: families)`).
 ///
-/// Threading: called on a netswitch thread (a blocking-pool thread of its runtime, never the
-/// host's threads), one call at a time per tunnel, in order. It may block while it passes the
+/// Threading: called on the tunnel's own netswitch thread (`netswitch-flow`, never the host's
+/// threads), one call at a time per tunnel, in order. It may block while it passes the
 /// batch on, but not for long: meanwhile netswitch queues at most 1,024 packets and drops (and
 /// counts, `dropped_write`) the rest. It must not throw; a call that fails loses its batch
 /// (counted as `dropped_write`).
@@ -56,9 +56,9 @@ impl PacketFlowHandle {
     /// packets, no header) to the tunnel, in one crossing. netswitch takes them over (the host
     /// keeps nothing). Blocks the calling thread while 16 earlier batches still wait — the
     /// backpressure: call it from the read loop, then read again. Returns false once the tunnel
-    /// stopped (the host should end its read loop), true otherwise. Any thread; not from a
-    /// `PacketWriter` call (that thread belongs to netswitch's runtime: there a full queue would
-    /// refuse the batch instead of waiting, and it is lost).
+    /// stopped (the host should end its read loop), true otherwise. Any thread; on a thread of
+    /// netswitch's own runtime (a `TunFlowDecider` or `PlatformInterface` call) it does not wait:
+    /// a full queue refuses the batch there, and it is lost.
     pub fn write_packets(&self, packets: Vec<Vec<u8>>) -> bool {
         match self.input.write_packets(packets) {
             Ok(()) => true,

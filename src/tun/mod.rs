@@ -239,7 +239,7 @@ pub struct Tun {
     /// The userspace TCP stack, when the settings chose it.
     userspace: Option<Arc<Userspace>>,
     /// A packet flow's flusher ([`flow`]): stopped with the reader.
-    flusher: Option<tokio::task::AbortHandle>,
+    flusher: Option<flow::Flusher>,
 }
 
 /// What a tunnel reads and writes.
@@ -280,7 +280,7 @@ impl Tun {
 
     /// Starts a tunnel without a TUN device, on the host's packet flow ([`flow`]): the host
     /// hands the packets it reads to the returned [`PacketFlowInput`] in batches, and `writer`
-    /// gets the packets going back in batches, on a blocking thread. Otherwise as
+    /// gets the packets going back in batches, on a thread of the tunnel's own. Otherwise as
     /// [`Tun::start_with_resolver`] (`settings.framing` is ignored: packets are whole IP packets).
     /// With the system stack the host's system must deliver the packets of the tunnel's address
     /// to netswitch's listener, so a flow without a kernel device wants [`Stack::Userspace`].
@@ -351,8 +351,9 @@ impl Tun {
             }
             Start::Flow(batches, writer) => {
                 let (link, queue) = flow::output();
-                let flusher = runtime.spawn(flow::flush(queue, writer, counters.clone()));
-                (link, Some(batches), Some(flusher.abort_handle()))
+                let flusher =
+                    flow::start_flusher(&link, queue, writer, counters.clone()).map_err(TunError::Device)?;
+                (link, Some(batches), Some(flusher))
             }
         };
         let io = Arc::new(Io { link, counters: counters.clone() });
@@ -459,7 +460,7 @@ impl Tun {
             tokio::time::sleep(STOP_GRACE).await;
             reader.abort();
             if let Some(flusher) = flusher {
-                flusher.abort();
+                flusher.stop();
             }
         });
     }
