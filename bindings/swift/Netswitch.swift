@@ -1591,9 +1591,11 @@ public func FfiConverterTypeEventListener_lower(_ value: EventListener) -> UInt6
 
 /**
  * A running packet tunnel on the host's packet flow (`ConnectionManager.start_packet_flow`).
- * Like `TunHandle`, the manager owns the tunnel: it runs until `stop()` or the manager's
- * `shutdown()`, whether or not the host keeps this handle; releasing the handle stops nothing.
- * The counters stay readable after `stop()`.
+ * Like `TunHandle`, the manager owns the tunnel: its connections live until `stop()` or the
+ * manager's `shutdown()`, whether or not the host keeps this handle. But this handle is the
+ * tunnel's only input: once the host releases it (Kotlin `close()`, garbage collection, Swift's
+ * last reference) no packet can come in and the tunnel reads no more (`is_finished()` would
+ * turn true); call `stop()` first. The counters stay readable after `stop()`. Thread-safe.
  */
 public protocol PacketFlowHandleProtocol: AnyObject, Sendable {
     
@@ -1632,18 +1634,20 @@ public protocol PacketFlowHandleProtocol: AnyObject, Sendable {
      * packets, no header) to the tunnel, in one crossing. netswitch takes them over (the host
      * keeps nothing). Blocks the calling thread while 16 earlier batches still wait — the
      * backpressure: call it from the read loop, then read again. Returns false once the tunnel
-     * stopped (the host should end its read loop), true otherwise. Any thread; not from a
-     * `PacketWriter` call (that thread belongs to netswitch's runtime: there a full queue would
-     * refuse the batch instead of waiting, and it is lost).
+     * stopped (the host should end its read loop), true otherwise. Any thread; on a thread of
+     * netswitch's own runtime (a `TunFlowDecider` or `PlatformInterface` call) it does not wait:
+     * a full queue refuses the batch there, and it is lost.
      */
     func writePackets(packets: [Data])  -> Bool
     
 }
 /**
  * A running packet tunnel on the host's packet flow (`ConnectionManager.start_packet_flow`).
- * Like `TunHandle`, the manager owns the tunnel: it runs until `stop()` or the manager's
- * `shutdown()`, whether or not the host keeps this handle; releasing the handle stops nothing.
- * The counters stay readable after `stop()`.
+ * Like `TunHandle`, the manager owns the tunnel: its connections live until `stop()` or the
+ * manager's `shutdown()`, whether or not the host keeps this handle. But this handle is the
+ * tunnel's only input: once the host releases it (Kotlin `close()`, garbage collection, Swift's
+ * last reference) no packet can come in and the tunnel reads no more (`is_finished()` would
+ * turn true); call `stop()` first. The counters stay readable after `stop()`. Thread-safe.
  */
 open class PacketFlowHandle: PacketFlowHandleProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1767,9 +1771,9 @@ open func udpSessions() -> UInt64  {
      * packets, no header) to the tunnel, in one crossing. netswitch takes them over (the host
      * keeps nothing). Blocks the calling thread while 16 earlier batches still wait — the
      * backpressure: call it from the read loop, then read again. Returns false once the tunnel
-     * stopped (the host should end its read loop), true otherwise. Any thread; not from a
-     * `PacketWriter` call (that thread belongs to netswitch's runtime: there a full queue would
-     * refuse the batch instead of waiting, and it is lost).
+     * stopped (the host should end its read loop), true otherwise. Any thread; on a thread of
+     * netswitch's own runtime (a `TunFlowDecider` or `PlatformInterface` call) it does not wait:
+     * a full queue refuses the batch there, and it is lost.
      */
 open func writePackets(packets: [Data]) -> Bool  {
     return try!  FfiConverterBool.lift(try! rustCall() {
@@ -1835,8 +1839,8 @@ public func FfiConverterTypePacketFlowHandle_lower(_ value: PacketFlowHandle) ->
  * Where a packet-flow tunnel's outgoing packets go (iOS: `packetFlow.writePackets(packets,
  * withProtocols: families)`).
  *
- * Threading: called on a netswitch thread (a blocking-pool thread of its runtime, never the
- * host's threads), one call at a time per tunnel, in order. It may block while it passes the
+ * Threading: called on the tunnel's own netswitch thread (`netswitch-flow`, never the host's
+ * threads), one call at a time per tunnel, in order. It may block while it passes the
  * batch on, but not for long: meanwhile netswitch queues at most 1,024 packets and drops (and
  * counts, `dropped_write`) the rest. It must not throw; a call that fails loses its batch
  * (counted as `dropped_write`).
@@ -1856,8 +1860,8 @@ public protocol PacketWriter: AnyObject, Sendable {
  * Where a packet-flow tunnel's outgoing packets go (iOS: `packetFlow.writePackets(packets,
  * withProtocols: families)`).
  *
- * Threading: called on a netswitch thread (a blocking-pool thread of its runtime, never the
- * host's threads), one call at a time per tunnel, in order. It may block while it passes the
+ * Threading: called on the tunnel's own netswitch thread (`netswitch-flow`, never the host's
+ * threads), one call at a time per tunnel, in order. It may block while it passes the
  * batch on, but not for long: meanwhile netswitch queues at most 1,024 packets and drops (and
  * counts, `dropped_write`) the rest. It must not throw; a call that fails loses its batch
  * (counted as `dropped_write`).
@@ -7991,7 +7995,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_packetflowhandle_udp_sessions() != 25249) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_packetflowhandle_write_packets() != 63111) {
+    if (uniffi_netswitch_checksum_method_packetflowhandle_write_packets() != 61759) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_packetwriter_write_packets() != 18305) {

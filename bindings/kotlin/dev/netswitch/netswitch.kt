@@ -1263,7 +1263,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_packetflowhandle_udp_sessions() and 0xFFFF) != 25249) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_packetflowhandle_write_packets() and 0xFFFF) != 63111) {
+    if ((lib.uniffi_netswitch_checksum_method_packetflowhandle_write_packets() and 0xFFFF) != 61759) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_packetwriter_write_packets() and 0xFFFF) != 18305) {
@@ -3199,9 +3199,11 @@ public object FfiConverterTypeEventListener: FfiConverter<EventListener, Long> {
 
 /**
  * A running packet tunnel on the host's packet flow (`ConnectionManager.start_packet_flow`).
- * Like `TunHandle`, the manager owns the tunnel: it runs until `stop()` or the manager's
- * `shutdown()`, whether or not the host keeps this handle; releasing the handle stops nothing.
- * The counters stay readable after `stop()`.
+ * Like `TunHandle`, the manager owns the tunnel: its connections live until `stop()` or the
+ * manager's `shutdown()`, whether or not the host keeps this handle. But this handle is the
+ * tunnel's only input: once the host releases it (Kotlin `close()`, garbage collection, Swift's
+ * last reference) no packet can come in and the tunnel reads no more (`is_finished()` would
+ * turn true); call `stop()` first. The counters stay readable after `stop()`. Thread-safe.
  */
 public interface PacketFlowHandleInterface {
     
@@ -3240,9 +3242,9 @@ public interface PacketFlowHandleInterface {
      * packets, no header) to the tunnel, in one crossing. netswitch takes them over (the host
      * keeps nothing). Blocks the calling thread while 16 earlier batches still wait — the
      * backpressure: call it from the read loop, then read again. Returns false once the tunnel
-     * stopped (the host should end its read loop), true otherwise. Any thread; not from a
-     * `PacketWriter` call (that thread belongs to netswitch's runtime: there a full queue would
-     * refuse the batch instead of waiting, and it is lost).
+     * stopped (the host should end its read loop), true otherwise. Any thread; on a thread of
+     * netswitch's own runtime (a `TunFlowDecider` or `PlatformInterface` call) it does not wait:
+     * a full queue refuses the batch there, and it is lost.
      */
     fun `writePackets`(`packets`: List<kotlin.ByteArray>): kotlin.Boolean
     
@@ -3251,9 +3253,11 @@ public interface PacketFlowHandleInterface {
 
 /**
  * A running packet tunnel on the host's packet flow (`ConnectionManager.start_packet_flow`).
- * Like `TunHandle`, the manager owns the tunnel: it runs until `stop()` or the manager's
- * `shutdown()`, whether or not the host keeps this handle; releasing the handle stops nothing.
- * The counters stay readable after `stop()`.
+ * Like `TunHandle`, the manager owns the tunnel: its connections live until `stop()` or the
+ * manager's `shutdown()`, whether or not the host keeps this handle. But this handle is the
+ * tunnel's only input: once the host releases it (Kotlin `close()`, garbage collection, Swift's
+ * last reference) no packet can come in and the tunnel reads no more (`is_finished()` would
+ * turn true); call `stop()` first. The counters stay readable after `stop()`. Thread-safe.
  */
 open class PacketFlowHandle: Disposable, AutoCloseable, PacketFlowHandleInterface
 {
@@ -3446,9 +3450,9 @@ open class PacketFlowHandle: Disposable, AutoCloseable, PacketFlowHandleInterfac
      * packets, no header) to the tunnel, in one crossing. netswitch takes them over (the host
      * keeps nothing). Blocks the calling thread while 16 earlier batches still wait — the
      * backpressure: call it from the read loop, then read again. Returns false once the tunnel
-     * stopped (the host should end its read loop), true otherwise. Any thread; not from a
-     * `PacketWriter` call (that thread belongs to netswitch's runtime: there a full queue would
-     * refuse the batch instead of waiting, and it is lost).
+     * stopped (the host should end its read loop), true otherwise. Any thread; on a thread of
+     * netswitch's own runtime (a `TunFlowDecider` or `PlatformInterface` call) it does not wait:
+     * a full queue refuses the batch there, and it is lost.
      */override fun `writePackets`(`packets`: List<kotlin.ByteArray>): kotlin.Boolean {
             return FfiConverterBoolean.lift(
     callWithHandle {
@@ -3601,8 +3605,8 @@ public object FfiConverterTypePacketFlowHandle: FfiConverter<PacketFlowHandle, L
  * Where a packet-flow tunnel's outgoing packets go (iOS: `packetFlow.writePackets(packets,
  * withProtocols: families)`).
  *
- * Threading: called on a netswitch thread (a blocking-pool thread of its runtime, never the
- * host's threads), one call at a time per tunnel, in order. It may block while it passes the
+ * Threading: called on the tunnel's own netswitch thread (`netswitch-flow`, never the host's
+ * threads), one call at a time per tunnel, in order. It may block while it passes the
  * batch on, but not for long: meanwhile netswitch queues at most 1,024 packets and drops (and
  * counts, `dropped_write`) the rest. It must not throw; a call that fails loses its batch
  * (counted as `dropped_write`).
@@ -3624,8 +3628,8 @@ public interface PacketWriter {
  * Where a packet-flow tunnel's outgoing packets go (iOS: `packetFlow.writePackets(packets,
  * withProtocols: families)`).
  *
- * Threading: called on a netswitch thread (a blocking-pool thread of its runtime, never the
- * host's threads), one call at a time per tunnel, in order. It may block while it passes the
+ * Threading: called on the tunnel's own netswitch thread (`netswitch-flow`, never the host's
+ * threads), one call at a time per tunnel, in order. It may block while it passes the
  * batch on, but not for long: meanwhile netswitch queues at most 1,024 packets and drops (and
  * counts, `dropped_write`) the rest. It must not throw; a call that fails loses its batch
  * (counted as `dropped_write`).
