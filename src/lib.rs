@@ -18,7 +18,7 @@
 //! | `ffi` | the uniffi façade, the Kotlin and Swift API (feature `ffi`, on by default); core code never uses its types |
 //! | [`stack`] | the composition root: [`Netswitch`] wires manager, network state, binder and outbound from a [`Config`] |
 //! | [`config`] | the JSON configuration shared by the CLI and the host API: keys, defaults, validation, limits |
-//! | [`tun`] | the packet-tunnel ingress: TUN packet I/O (offloads on Linux), the kernel-TCP (system) stack and its NAT, the userspace (smoltcp) stack, UDP flows from packets, DNS hijack, ICMP echo, the decision hook, the Apple utun fd finder |
+//! | [`tun`] | the packet-tunnel ingress: TUN packet I/O (offloads on Linux) or a host's packet flow in batches, the kernel-TCP (system) stack and its NAT, the userspace (smoltcp) stack, UDP flows from packets, DNS hijack, ICMP echo, the decision hook, the Apple utun fd finder |
 //! | [`inbound`] | ingresses: the SOCKS5 server (CONNECT, UDP ASSOCIATE, auth), its UDP session table, budgets |
 //! | [`manager`] | [`ConnectionManager`]: takes connections, runs them, closes them on request and on network changes |
 //! | [`relay`] | the copy engine (splice on Linux), UDP sessions and their NAT, what a closed connection reports |

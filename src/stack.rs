@@ -101,6 +101,28 @@ impl Netswitch {
     }
 }
 
+impl Netswitch {
+    /// Starts a packet tunnel on the host's packet flow instead of a TUN fd (see
+    /// [`Tun::start_packet_flow`] and [`crate::tun::flow`]): the host feeds the returned input with
+    /// the packets it reads, `writer` gets the packets going back. Must be called inside the
+    /// manager's runtime. Hijacked DNS queries are resolved as in [`Netswitch::start_tun`].
+    pub fn start_packet_flow(
+        &self,
+        settings: TunSettings,
+        writer: Arc<dyn crate::tun::PacketFlowWriter>,
+    ) -> Result<(Tun, crate::tun::PacketFlowInput), TunError> {
+        let resolver =
+            crate::tun::StrategyResolver::new(self.outbound.clone(), self.manager.networks().clone());
+        Tun::start_packet_flow(
+            settings,
+            self.manager.clone(),
+            self.outbound.clone(),
+            Some(Arc::new(resolver)),
+            writer,
+        )
+    }
+}
+
 /// Builds a [`Netswitch`]; see [`Netswitch::builder`]. Every setter is optional.
 #[must_use = "a builder does nothing until build() is called"]
 pub struct NetswitchBuilder {

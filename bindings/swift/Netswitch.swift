@@ -605,6 +605,24 @@ fileprivate struct FfiConverterString: FfiConverter {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterData: FfiConverterRustBuffer {
+    typealias SwiftType = Data
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Data {
+        let len: Int32 = try readInt(&buf)
+        return Data(try readBytes(&buf, count: Int(len)))
+    }
+
+    public static func write(_ value: Data, into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        writeBytes(&buf, value)
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterTimestamp: FfiConverterRustBuffer {
     typealias SwiftType = Date
 
@@ -783,6 +801,23 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
      * `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
      */
     func updateInterfaces(snapshot: InterfaceSnapshot) throws  -> InterfaceChange
+    
+    /**
+     * Starts a packet tunnel without a TUN fd, on the host's packet flow (iOS:
+     * `NEPacketTunnelProvider.packetFlow`): the host passes every batch `readPackets` gives it
+     * to `PacketFlowHandle.write_packets` and then reads again; netswitch hands the packets going
+     * back to `writer` in batches. `options` as for `start_tun`, except that `framing` is
+     * ignored (whole IP packets, the family separate) and the stack should be `Userspace` (the
+     * default on Apple platforms; the system stack needs the kernel to deliver the tunnel
+     * address's packets to a listener of netswitch). Errors: `InvalidArgument` naming the
+     * option, `Io`, `ShutDown`. The manager owns the tunnel until `stop()` or `shutdown()`.
+     */
+    func startPacketFlow(options: TunOptions, writer: PacketWriter) throws  -> PacketFlowHandle
+    
+    /**
+     * `start_packet_flow` with a decision hook, as `start_tun_with_decider`.
+     */
+    func startPacketFlowWithDecider(options: TunOptions, writer: PacketWriter, decider: TunFlowDecider) throws  -> PacketFlowHandle
     
 }
 /**
@@ -1102,6 +1137,42 @@ open func updateInterfaces(snapshot: InterfaceSnapshot)throws  -> InterfaceChang
     uniffi_netswitch_fn_method_connectionmanager_update_interfaces(
             self.uniffiCloneHandle(),
         FfiConverterTypeInterfaceSnapshot_lower(snapshot),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Starts a packet tunnel without a TUN fd, on the host's packet flow (iOS:
+     * `NEPacketTunnelProvider.packetFlow`): the host passes every batch `readPackets` gives it
+     * to `PacketFlowHandle.write_packets` and then reads again; netswitch hands the packets going
+     * back to `writer` in batches. `options` as for `start_tun`, except that `framing` is
+     * ignored (whole IP packets, the family separate) and the stack should be `Userspace` (the
+     * default on Apple platforms; the system stack needs the kernel to deliver the tunnel
+     * address's packets to a listener of netswitch). Errors: `InvalidArgument` naming the
+     * option, `Io`, `ShutDown`. The manager owns the tunnel until `stop()` or `shutdown()`.
+     */
+open func startPacketFlow(options: TunOptions, writer: PacketWriter)throws  -> PacketFlowHandle  {
+    return try  FfiConverterTypePacketFlowHandle_lift(try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_connectionmanager_start_packet_flow(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeTunOptions_lower(options),
+        FfiConverterTypePacketWriter_lower(writer),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * `start_packet_flow` with a decision hook, as `start_tun_with_decider`.
+     */
+open func startPacketFlowWithDecider(options: TunOptions, writer: PacketWriter, decider: TunFlowDecider)throws  -> PacketFlowHandle  {
+    return try  FfiConverterTypePacketFlowHandle_lift(try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_connectionmanager_start_packet_flow_with_decider(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeTunOptions_lower(options),
+        FfiConverterTypePacketWriter_lower(writer),
+        FfiConverterTypeTunFlowDecider_lower(decider),uniffiCallStatus
     )
 })
 }
@@ -1511,6 +1582,485 @@ public func FfiConverterTypeEventListener_lift(_ handle: UInt64) throws -> Event
 #endif
 public func FfiConverterTypeEventListener_lower(_ value: EventListener) -> UInt64 {
     return FfiConverterTypeEventListener.lower(value)
+}
+
+
+
+
+
+
+/**
+ * A running packet tunnel on the host's packet flow (`ConnectionManager.start_packet_flow`).
+ * Like `TunHandle`, the manager owns the tunnel: its connections live until `stop()` or the
+ * manager's `shutdown()`, whether or not the host keeps this handle. But this handle is the
+ * tunnel's only input: once the host releases it (Kotlin `close()`, garbage collection, Swift's
+ * last reference) no packet can come in and the tunnel reads no more (`is_finished()` would
+ * turn true); call `stop()` first. The counters stay readable after `stop()`. Thread-safe.
+ */
+public protocol PacketFlowHandleProtocol: AnyObject, Sendable {
+    
+    /**
+     * As `TunHandle.counters()`. `packets_out` counts packets queued for the `PacketWriter`;
+     * `dropped_write` the ones that found the queue full (the host too slow) or were lost in a
+     * failed call.
+     */
+    func counters()  -> TunCounters
+    
+    /**
+     * True once the tunnel no longer reads packets: shortly after `stop()` or the manager's
+     * shutdown.
+     */
+    func isFinished()  -> Bool
+    
+    /**
+     * As `TunHandle.nat_entries()` (with the userspace stack: the connections it holds).
+     */
+    func natEntries()  -> UInt64
+    
+    /**
+     * As `TunHandle.stop()`: stops the tunnel and closes its connections; the flusher keeps
+     * handing packets (the resets) to the `PacketWriter` for 200 ms, then stops: no call to the
+     * writer starts after that. Idempotent.
+     */
+    func stop() 
+    
+    /**
+     * As `TunHandle.udp_sessions()`.
+     */
+    func udpSessions()  -> UInt64
+    
+    /**
+     * Hands the packets the host read (iOS: what `packetFlow.readPackets` gave it; whole IP
+     * packets, no header) to the tunnel, in one crossing. netswitch takes them over (the host
+     * keeps nothing). Blocks the calling thread while 16 earlier batches still wait — the
+     * backpressure: call it from the read loop, then read again. Returns false once the tunnel
+     * stopped (the host should end its read loop), true otherwise. Any thread; on a thread of
+     * netswitch's own runtime (a `TunFlowDecider` or `PlatformInterface` call) it does not wait:
+     * a full queue refuses the batch there, and it is lost.
+     */
+    func writePackets(packets: [Data])  -> Bool
+    
+}
+/**
+ * A running packet tunnel on the host's packet flow (`ConnectionManager.start_packet_flow`).
+ * Like `TunHandle`, the manager owns the tunnel: its connections live until `stop()` or the
+ * manager's `shutdown()`, whether or not the host keeps this handle. But this handle is the
+ * tunnel's only input: once the host releases it (Kotlin `close()`, garbage collection, Swift's
+ * last reference) no packet can come in and the tunnel reads no more (`is_finished()` would
+ * turn true); call `stop()` first. The counters stay readable after `stop()`. Thread-safe.
+ */
+open class PacketFlowHandle: PacketFlowHandleProtocol, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_netswitch_fn_clone_packetflowhandle(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_netswitch_fn_free_packetflowhandle(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * As `TunHandle.counters()`. `packets_out` counts packets queued for the `PacketWriter`;
+     * `dropped_write` the ones that found the queue full (the host too slow) or were lost in a
+     * failed call.
+     */
+open func counters() -> TunCounters  {
+    return try!  FfiConverterTypeTunCounters_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_packetflowhandle_counters(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * True once the tunnel no longer reads packets: shortly after `stop()` or the manager's
+     * shutdown.
+     */
+open func isFinished() -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_packetflowhandle_is_finished(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * As `TunHandle.nat_entries()` (with the userspace stack: the connections it holds).
+     */
+open func natEntries() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_packetflowhandle_nat_entries(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * As `TunHandle.stop()`: stops the tunnel and closes its connections; the flusher keeps
+     * handing packets (the resets) to the `PacketWriter` for 200 ms, then stops: no call to the
+     * writer starts after that. Idempotent.
+     */
+open func stop()  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_packetflowhandle_stop(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * As `TunHandle.udp_sessions()`.
+     */
+open func udpSessions() -> UInt64  {
+    return try!  FfiConverterUInt64.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_packetflowhandle_udp_sessions(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Hands the packets the host read (iOS: what `packetFlow.readPackets` gave it; whole IP
+     * packets, no header) to the tunnel, in one crossing. netswitch takes them over (the host
+     * keeps nothing). Blocks the calling thread while 16 earlier batches still wait — the
+     * backpressure: call it from the read loop, then read again. Returns false once the tunnel
+     * stopped (the host should end its read loop), true otherwise. Any thread; on a thread of
+     * netswitch's own runtime (a `TunFlowDecider` or `PlatformInterface` call) it does not wait:
+     * a full queue refuses the batch there, and it is lost.
+     */
+open func writePackets(packets: [Data]) -> Bool  {
+    return try!  FfiConverterBool.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_packetflowhandle_write_packets(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceData.lower(packets),uniffiCallStatus
+    )
+})
+}
+    
+
+    
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePacketFlowHandle: FfiConverter {
+    typealias FfiType = UInt64
+    typealias SwiftType = PacketFlowHandle
+
+    public static func lift(_ handle: UInt64) throws -> PacketFlowHandle {
+        return PacketFlowHandle(unsafeFromHandle: handle)
+    }
+
+    public static func lower(_ value: PacketFlowHandle) -> UInt64 {
+        return value.uniffiCloneHandle()
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PacketFlowHandle {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: PacketFlowHandle, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePacketFlowHandle_lift(_ handle: UInt64) throws -> PacketFlowHandle {
+    return try FfiConverterTypePacketFlowHandle.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePacketFlowHandle_lower(_ value: PacketFlowHandle) -> UInt64 {
+    return FfiConverterTypePacketFlowHandle.lower(value)
+}
+
+
+
+
+
+
+/**
+ * Where a packet-flow tunnel's outgoing packets go (iOS: `packetFlow.writePackets(packets,
+ * withProtocols: families)`).
+ *
+ * Threading: called on the tunnel's own netswitch thread (`netswitch-flow`, never the host's
+ * threads), one call at a time per tunnel, in order. It may block while it passes the
+ * batch on, but not for long: meanwhile netswitch queues at most 1,024 packets and drops (and
+ * counts, `dropped_write`) the rest. It must not throw; a call that fails loses its batch
+ * (counted as `dropped_write`).
+ */
+public protocol PacketWriter: AnyObject, Sendable {
+    
+    /**
+     * Takes `packets` (whole IP packets, no header; never empty, at most 256) and, at the same
+     * index, each one's address family as the platform numbers it (`AF_INET` / `AF_INET6`: 2 /
+     * 30 on Apple, 2 / 10 on Linux and Android) — the `protocols` argument of
+     * `NEPacketTunnelFlow.writePackets(_:withProtocols:)`.
+     */
+    func writePackets(packets: [Data], families: [Int32]) 
+    
+}
+/**
+ * Where a packet-flow tunnel's outgoing packets go (iOS: `packetFlow.writePackets(packets,
+ * withProtocols: families)`).
+ *
+ * Threading: called on the tunnel's own netswitch thread (`netswitch-flow`, never the host's
+ * threads), one call at a time per tunnel, in order. It may block while it passes the
+ * batch on, but not for long: meanwhile netswitch queues at most 1,024 packets and drops (and
+ * counts, `dropped_write`) the rest. It must not throw; a call that fails loses its batch
+ * (counted as `dropped_write`).
+ */
+open class PacketWriterImpl: PacketWriter, @unchecked Sendable {
+    fileprivate let handle: UInt64
+
+    /// Used to instantiate a [FFIObject] without an actual handle, for fakes in tests, mostly.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public struct NoHandle {
+        public init() {}
+    }
+
+    // TODO: We'd like this to be `private` but for Swifty reasons,
+    // we can't implement `FfiConverter` without making this `required` and we can't
+    // make it `required` without making it `public`.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    required public init(unsafeFromHandle handle: UInt64) {
+        self.handle = handle
+    }
+
+    // This constructor can be used to instantiate a fake object.
+    // - Parameter noHandle: Placeholder value so we can have a constructor separate from the default empty one that may be implemented for classes extending [FFIObject].
+    //
+    // - Warning:
+    //     Any object instantiated with this constructor cannot be passed to an actual Rust-backed object. Since there isn't a backing handle the FFI lower functions will crash.
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public init(noHandle: NoHandle) {
+        self.handle = 0
+    }
+
+#if swift(>=5.8)
+    @_documentation(visibility: private)
+#endif
+    public func uniffiCloneHandle() -> UInt64 {
+        return try! rustCall { uniffi_netswitch_fn_clone_packetwriter(self.handle, $0) }
+    }
+    // No primary constructor declared for this class.
+
+    deinit {
+        if handle == 0 {
+            // Mock objects have handle=0 don't try to free them
+            return
+        }
+
+        try! rustCall { uniffi_netswitch_fn_free_packetwriter(handle, $0) }
+    }
+
+    
+
+    
+    /**
+     * Takes `packets` (whole IP packets, no header; never empty, at most 256) and, at the same
+     * index, each one's address family as the platform numbers it (`AF_INET` / `AF_INET6`: 2 /
+     * 30 on Apple, 2 / 10 on Linux and Android) — the `protocols` argument of
+     * `NEPacketTunnelFlow.writePackets(_:withProtocols:)`.
+     */
+open func writePackets(packets: [Data], families: [Int32])  {try! rustCall() {
+        uniffiCallStatus in
+    uniffi_netswitch_fn_method_packetwriter_write_packets(
+            self.uniffiCloneHandle(),
+        FfiConverterSequenceData.lower(packets),
+        FfiConverterSequenceInt32.lower(families),uniffiCallStatus
+    )
+}
+}
+    
+
+    
+}
+
+
+
+// Put the implementation in a struct so we don't pollute the top-level namespace
+fileprivate struct UniffiCallbackInterfacePacketWriter {
+
+    // Create the VTable using a series of closures.
+    // Swift automatically converts these into C callback functions.
+    //
+    // Store the vtable directly.
+    static let vtable: UniffiVTableCallbackInterfacePacketWriter = UniffiVTableCallbackInterfacePacketWriter(
+        uniffiFree: { (uniffiHandle: UInt64) -> () in
+            do {
+                try FfiConverterTypePacketWriter.handleMap.remove(handle: uniffiHandle)
+            } catch {
+                print("Uniffi callback interface PacketWriter: handle missing in uniffiFree")
+            }
+        },
+        uniffiClone: { (uniffiHandle: UInt64) -> UInt64 in
+            do {
+                return try FfiConverterTypePacketWriter.handleMap.clone(handle: uniffiHandle)
+            } catch {
+                fatalError("Uniffi callback interface PacketWriter: handle missing in uniffiClone")
+            }
+        },
+        writePackets: { (
+            uniffiHandle: UInt64,
+            packets: RustBuffer,
+            families: RustBuffer,
+            uniffiOutReturn: UnsafeMutableRawPointer,
+            uniffiCallStatus: UnsafeMutablePointer<RustCallStatus>
+        ) in
+            let makeCall = {
+                () throws -> () in
+                guard let uniffiObj = try? FfiConverterTypePacketWriter.handleMap.get(handle: uniffiHandle) else {
+                    throw UniffiInternalError.unexpectedStaleHandle
+                }
+                return uniffiObj.writePackets(
+                     packets: try FfiConverterSequenceData.lift(packets),
+                     families: try FfiConverterSequenceInt32.lift(families)
+                )
+            }
+
+            
+            let writeReturn = { () }
+            uniffiTraitInterfaceCall(
+                callStatus: uniffiCallStatus,
+                makeCall: makeCall,
+                writeReturn: writeReturn
+            )
+        }
+    )
+
+    // Rust stores this pointer for future callback invocations, so it must live
+    // for the process lifetime (not just for the init function call).
+    //
+    // `nonisolated(unsafe)` is needed under Swift 6 strict concurrency.
+    // This is safe because the pointee is initialized once during static init
+    // and never mutated by either side of the FFI.  Its fields are C function pointers.
+    nonisolated(unsafe) static let vtablePtr: UnsafePointer<UniffiVTableCallbackInterfacePacketWriter> = {
+        let ptr = UnsafeMutablePointer<UniffiVTableCallbackInterfacePacketWriter>.allocate(capacity: 1)
+        ptr.initialize(to: vtable)
+        return UnsafePointer(ptr)
+    }()
+}
+
+private func uniffiCallbackInitPacketWriter() {
+    uniffi_netswitch_fn_init_callback_vtable_packetwriter(UniffiCallbackInterfacePacketWriter.vtablePtr)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypePacketWriter: FfiConverter {
+    fileprivate static let handleMap = UniffiHandleMap<PacketWriter>()
+
+    typealias FfiType = UInt64
+    typealias SwiftType = PacketWriter
+
+    public static func lift(_ handle: UInt64) throws -> PacketWriter {
+        if ((handle & 1) == 0) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return PacketWriterImpl(unsafeFromHandle: handle)
+        } else {
+            // Swift-generated handle, get the object from the handle map
+            return try handleMap.remove(handle: handle)
+        }
+    }
+
+    public static func lower(_ value: PacketWriter) -> UInt64 {
+         if let rustImpl = value as? PacketWriterImpl {
+             // Rust-implemented object.  Clone the handle and return it
+            return rustImpl.uniffiCloneHandle()
+         } else {
+            // Swift object, generate a new vtable handle and return that.
+            return handleMap.insert(obj: value)
+         }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> PacketWriter {
+        let handle: UInt64 = try readInt(&buf)
+        return try lift(handle)
+    }
+
+    public static func write(_ value: PacketWriter, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePacketWriter_lift(_ handle: UInt64) throws -> PacketWriter {
+    return try FfiConverterTypePacketWriter.lift(handle)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypePacketWriter_lower(_ value: PacketWriter) -> UInt64 {
+    return FfiConverterTypePacketWriter.lower(value)
 }
 
 
@@ -4861,6 +5411,11 @@ public struct TunOptions: Equatable, Hashable {
      */
     public var framing: TunFraming?
     /**
+     * Which TCP stack terminates the apps' connections; `None` (the default) = the platform's:
+     * `Userspace` on Apple platforms, `System` elsewhere.
+     */
+    public var stack: TunStack?
+    /**
      * UDP sessions (one per app source address and port) kept at once; past it the least
      * recently used one is closed. `None` = the config's `udp_session_capacity`.
      */
@@ -4929,6 +5484,10 @@ public struct TunOptions: Equatable, Hashable {
          * on Apple platforms, `RawIp` elsewhere.
          */framing: TunFraming? = nil, 
         /**
+         * Which TCP stack terminates the apps' connections; `None` (the default) = the platform's:
+         * `Userspace` on Apple platforms, `System` elsewhere.
+         */stack: TunStack? = nil, 
+        /**
          * UDP sessions (one per app source address and port) kept at once; past it the least
          * recently used one is closed. `None` = the config's `udp_session_capacity`.
          */udpSessionCapacity: UInt32? = nil, 
@@ -4971,6 +5530,7 @@ public struct TunOptions: Equatable, Hashable {
         self.ipv6 = ipv6
         self.mtu = mtu
         self.framing = framing
+        self.stack = stack
         self.udpSessionCapacity = udpSessionCapacity
         self.udpMaxSockets = udpMaxSockets
         self.udpQueueLen = udpQueueLen
@@ -5003,6 +5563,7 @@ public struct FfiConverterTypeTunOptions: FfiConverterRustBuffer {
                 ipv6: FfiConverterOptionString.read(from: &buf), 
                 mtu: FfiConverterUInt32.read(from: &buf), 
                 framing: FfiConverterOptionTypeTunFraming.read(from: &buf), 
+                stack: FfiConverterOptionTypeTunStack.read(from: &buf), 
                 udpSessionCapacity: FfiConverterOptionUInt32.read(from: &buf), 
                 udpMaxSockets: FfiConverterOptionUInt32.read(from: &buf), 
                 udpQueueLen: FfiConverterOptionUInt32.read(from: &buf), 
@@ -5021,6 +5582,7 @@ public struct FfiConverterTypeTunOptions: FfiConverterRustBuffer {
         FfiConverterOptionString.write(value.ipv6, into: &buf)
         FfiConverterUInt32.write(value.mtu, into: &buf)
         FfiConverterOptionTypeTunFraming.write(value.framing, into: &buf)
+        FfiConverterOptionTypeTunStack.write(value.stack, into: &buf)
         FfiConverterOptionUInt32.write(value.udpSessionCapacity, into: &buf)
         FfiConverterOptionUInt32.write(value.udpMaxSockets, into: &buf)
         FfiConverterOptionUInt32.write(value.udpQueueLen, into: &buf)
@@ -6408,6 +6970,85 @@ public func FfiConverterTypeTunFraming_lower(_ value: TunFraming) -> RustBuffer 
 }
 
 
+
+/**
+ * Which TCP stack terminates the apps' connections of a tunnel (`TunOptions.stack`). UDP, DNS
+ * hijack, ICMP and the decision hook work the same with either.
+ */
+
+public enum TunStack: Equatable, Hashable {
+    
+    /**
+     * The kernel's TCP: each flow is NAT-rewritten to a listener netswitch opens on the tunnel's
+     * address. Needs the right to listen there: Linux and Android (the default there).
+     */
+    case system
+    /**
+     * A TCP/IP stack inside netswitch (smoltcp): needs nothing from the kernel but the packets.
+     * The default on Apple platforms (where `includeAllNetworks` makes a listener on the tunnel
+     * address unreachable) and the only choice for a packet flow without a kernel device.
+     */
+    case userspace
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension TunStack: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTunStack: FfiConverterRustBuffer {
+    typealias SwiftType = TunStack
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TunStack {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .system
+        
+        case 2: return .userspace
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TunStack, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .system:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .userspace:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunStack_lift(_ buf: RustBuffer) throws -> TunStack {
+    return try FfiConverterTypeTunStack.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTunStack_lower(_ value: TunStack) -> RustBuffer {
+    return FfiConverterTypeTunStack.lower(value)
+}
+
+
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
@@ -6771,6 +7412,30 @@ fileprivate struct FfiConverterOptionTypeTunFraming: FfiConverterRustBuffer {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterOptionTypeTunStack: FfiConverterRustBuffer {
+    typealias SwiftType = TunStack?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeTunStack.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeTunStack.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterOptionSequenceTypeSocksUser: FfiConverterRustBuffer {
     typealias SwiftType = [SocksUser]?
 
@@ -6819,6 +7484,31 @@ fileprivate struct FfiConverterOptionSequenceTypeNetworkType: FfiConverterRustBu
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterSequenceInt32: FfiConverterRustBuffer {
+    typealias SwiftType = [Int32]
+
+    public static func write(_ value: [Int32], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterInt32.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Int32] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Int32]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterInt32.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
     typealias SwiftType = [String]
 
@@ -6836,6 +7526,31 @@ fileprivate struct FfiConverterSequenceString: FfiConverterRustBuffer {
         seq.reserveCapacity(Int(len))
         for _ in 0 ..< len {
             seq.append(try FfiConverterString.read(from: &buf))
+        }
+        return seq
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterSequenceData: FfiConverterRustBuffer {
+    typealias SwiftType = [Data]
+
+    public static func write(_ value: [Data], into buf: inout [UInt8]) {
+        let len = Int32(value.count)
+        writeInt(&buf, len)
+        for item in value {
+            FfiConverterData.write(item, into: &buf)
+        }
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> [Data] {
+        let len: Int32 = try readInt(&buf)
+        var seq = [Data]()
+        seq.reserveCapacity(Int(len))
+        for _ in 0 ..< len {
+            seq.append(try FfiConverterData.read(from: &buf))
         }
         return seq
     }
@@ -7301,6 +8016,33 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_connectionmanager_update_interfaces() != 1743) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_netswitch_checksum_method_connectionmanager_start_packet_flow() != 16648) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_connectionmanager_start_packet_flow_with_decider() != 23618) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_packetflowhandle_counters() != 8801) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_packetflowhandle_is_finished() != 52026) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_packetflowhandle_nat_entries() != 6251) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_packetflowhandle_stop() != 44157) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_packetflowhandle_udp_sessions() != 25249) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_packetflowhandle_write_packets() != 61759) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_netswitch_checksum_method_packetwriter_write_packets() != 18305) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_netswitch_checksum_method_socksserver_credentials() != 39398) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -7339,6 +8081,7 @@ private let initializationResult: InitializationResult = {
     }
 
     uniffiCallbackInitEventListener()
+    uniffiCallbackInitPacketWriter()
     uniffiCallbackInitPlatformInterface()
     uniffiCallbackInitTunFlowDecider()
     return InitializationResult.ok

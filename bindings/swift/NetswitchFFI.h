@@ -284,6 +284,13 @@ typedef void (*UniffiCallbackInterfacePlatformInterfaceMethod1)(uint64_t, RustBu
     );
 
 #endif
+#ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_PACKET_WRITER_METHOD0
+#define UNIFFI_FFIDEF_CALLBACK_INTERFACE_PACKET_WRITER_METHOD0
+typedef void (*UniffiCallbackInterfacePacketWriterMethod0)(uint64_t, RustBuffer, RustBuffer, void* _Nonnull, 
+        RustCallStatus *_Nonnull uniffiCallStatus
+    );
+
+#endif
 #ifndef UNIFFI_FFIDEF_CALLBACK_INTERFACE_TUN_FLOW_DECIDER_METHOD0
 #define UNIFFI_FFIDEF_CALLBACK_INTERFACE_TUN_FLOW_DECIDER_METHOD0
 typedef void (*UniffiCallbackInterfaceTunFlowDeciderMethod0)(uint64_t, RustBuffer, RustBuffer* _Nonnull, 
@@ -311,6 +318,15 @@ typedef struct UniffiVTableCallbackInterfacePlatformInterface {
     UniffiCallbackInterfacePlatformInterfaceMethod0 _Nonnull bindSocket;
     UniffiCallbackInterfacePlatformInterfaceMethod1 _Nonnull resolve;
 } UniffiVTableCallbackInterfacePlatformInterface;
+
+#endif
+#ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_PACKET_WRITER
+#define UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_PACKET_WRITER
+typedef struct UniffiVTableCallbackInterfacePacketWriter {
+    UniffiCallbackInterfaceFree _Nonnull uniffiFree;
+    UniffiCallbackInterfaceClone _Nonnull uniffiClone;
+    UniffiCallbackInterfacePacketWriterMethod0 _Nonnull writePackets;
+} UniffiVTableCallbackInterfacePacketWriter;
 
 #endif
 #ifndef UNIFFI_FFIDEF_V_TABLE_CALLBACK_INTERFACE_TUN_FLOW_DECIDER
@@ -485,6 +501,76 @@ RustBuffer uniffi_netswitch_fn_method_connectionmanager_traffic(uint64_t ptr, Ru
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_UPDATE_INTERFACES
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_UPDATE_INTERFACES
 RustBuffer uniffi_netswitch_fn_method_connectionmanager_update_interfaces(uint64_t ptr, RustBuffer snapshot, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_START_PACKET_FLOW
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_START_PACKET_FLOW
+uint64_t uniffi_netswitch_fn_method_connectionmanager_start_packet_flow(uint64_t ptr, RustBuffer options, uint64_t writer, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_START_PACKET_FLOW_WITH_DECIDER
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_CONNECTIONMANAGER_START_PACKET_FLOW_WITH_DECIDER
+uint64_t uniffi_netswitch_fn_method_connectionmanager_start_packet_flow_with_decider(uint64_t ptr, RustBuffer options, uint64_t writer, uint64_t decider, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_PACKETFLOWHANDLE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_PACKETFLOWHANDLE
+uint64_t uniffi_netswitch_fn_clone_packetflowhandle(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_PACKETFLOWHANDLE
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_PACKETFLOWHANDLE
+void uniffi_netswitch_fn_free_packetflowhandle(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_COUNTERS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_COUNTERS
+RustBuffer uniffi_netswitch_fn_method_packetflowhandle_counters(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_IS_FINISHED
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_IS_FINISHED
+int8_t uniffi_netswitch_fn_method_packetflowhandle_is_finished(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_NAT_ENTRIES
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_NAT_ENTRIES
+uint64_t uniffi_netswitch_fn_method_packetflowhandle_nat_entries(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_STOP
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_STOP
+void uniffi_netswitch_fn_method_packetflowhandle_stop(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_UDP_SESSIONS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_UDP_SESSIONS
+uint64_t uniffi_netswitch_fn_method_packetflowhandle_udp_sessions(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_WRITE_PACKETS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETFLOWHANDLE_WRITE_PACKETS
+int8_t uniffi_netswitch_fn_method_packetflowhandle_write_packets(uint64_t ptr, RustBuffer packets, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_PACKETWRITER
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_PACKETWRITER
+uint64_t uniffi_netswitch_fn_clone_packetwriter(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_PACKETWRITER
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_FREE_PACKETWRITER
+void uniffi_netswitch_fn_free_packetwriter(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_INIT_CALLBACK_VTABLE_PACKETWRITER
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_INIT_CALLBACK_VTABLE_PACKETWRITER
+void uniffi_netswitch_fn_init_callback_vtable_packetwriter(const UniffiVTableCallbackInterfacePacketWriter* _Nonnull vtable
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETWRITER_WRITE_PACKETS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_METHOD_PACKETWRITER_WRITE_PACKETS
+void uniffi_netswitch_fn_method_packetwriter_write_packets(uint64_t ptr, RustBuffer packets, RustBuffer families, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_FN_CLONE_SOCKSSERVER
@@ -1012,6 +1098,60 @@ uint16_t uniffi_netswitch_checksum_method_connectionmanager_traffic(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_UPDATE_INTERFACES
 #define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_UPDATE_INTERFACES
 uint16_t uniffi_netswitch_checksum_method_connectionmanager_update_interfaces(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_START_PACKET_FLOW
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_START_PACKET_FLOW
+uint16_t uniffi_netswitch_checksum_method_connectionmanager_start_packet_flow(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_START_PACKET_FLOW_WITH_DECIDER
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_CONNECTIONMANAGER_START_PACKET_FLOW_WITH_DECIDER
+uint16_t uniffi_netswitch_checksum_method_connectionmanager_start_packet_flow_with_decider(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_COUNTERS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_COUNTERS
+uint16_t uniffi_netswitch_checksum_method_packetflowhandle_counters(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_IS_FINISHED
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_IS_FINISHED
+uint16_t uniffi_netswitch_checksum_method_packetflowhandle_is_finished(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_NAT_ENTRIES
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_NAT_ENTRIES
+uint16_t uniffi_netswitch_checksum_method_packetflowhandle_nat_entries(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_STOP
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_STOP
+uint16_t uniffi_netswitch_checksum_method_packetflowhandle_stop(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_UDP_SESSIONS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_UDP_SESSIONS
+uint16_t uniffi_netswitch_checksum_method_packetflowhandle_udp_sessions(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_WRITE_PACKETS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETFLOWHANDLE_WRITE_PACKETS
+uint16_t uniffi_netswitch_checksum_method_packetflowhandle_write_packets(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETWRITER_WRITE_PACKETS
+#define UNIFFI_FFIDEF_UNIFFI_NETSWITCH_CHECKSUM_METHOD_PACKETWRITER_WRITE_PACKETS
+uint16_t uniffi_netswitch_checksum_method_packetwriter_write_packets(void
     
 );
 #endif

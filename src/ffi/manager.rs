@@ -340,6 +340,20 @@ impl ConnectionManager {
         decider: Option<Arc<dyn super::tun_decider::TunFlowDecider>>,
     ) -> Result<Arc<TunHandle>, NetswitchError> {
         let raw = fd.as_raw_fd();
+        let tunnel = format!("TUN device fd {raw}");
+        self.start_tunnel(&options, decider, &tunnel, |netswitch, settings| netswitch.start_tun(fd, settings))
+    }
+
+    /// Starts a tunnel with `start` on `options` (and the host's decision hook, if any) inside
+    /// the runtime, and hands it to the manager's tunnels. `tunnel` names its link in errors
+    /// and logs. Shared by `start_tun` and `start_packet_flow`.
+    pub(crate) fn start_tunnel(
+        &self,
+        options: &TunOptions,
+        decider: Option<Arc<dyn super::tun_decider::TunFlowDecider>>,
+        tunnel: &str,
+        start: impl FnOnce(&Netswitch, crate::tun::TunSettings) -> Result<crate::tun::Tun, crate::tun::TunError>,
+    ) -> Result<Arc<TunHandle>, NetswitchError> {
         self.check_running()?;
         let mut settings = options.to_core(&self.netswitch.socks_settings().udp)?;
         if let Some(decider) = decider {
@@ -349,9 +363,9 @@ impl ConnectionManager {
         }
         let tun = {
             let _entered = self.runtime.enter();
-            self.netswitch.start_tun(fd, settings).map_err(|e| super::tun::start_error(raw, e))?
+            start(&self.netswitch, settings).map_err(|e| super::tun::start_error(tunnel, e))?
         };
-        tracing::info!(fd = raw, ipv4 = %options.ipv4, ipv6 = ?options.ipv6, "packet tunnel started");
+        tracing::info!(tunnel, ipv4 = %options.ipv4, ipv6 = ?options.ipv6, "packet tunnel started");
         self.tunnels.adopt(tun)
     }
 

@@ -5,6 +5,9 @@
 //! - [`socks::SocksServer`]: a running SOCKS5 ingress, owned by its manager until `stop()`;
 //! - [`tun::TunHandle`]: a running packet tunnel on the host's TUN fd (`start_tun` with
 //!   `TunOptions`), owned by its manager until `stop()`;
+//! - [`packet_flow::PacketFlowHandle`]: a tunnel on the host's packet flow instead of an fd
+//!   (`start_packet_flow`; iOS `NEPacketTunnelFlow`), packets in batches both ways through the
+//!   host's `PacketWriter`;
 //! - [`events::Subscription`]: a live subscription of an `EventListener`, until `cancel()`;
 //! - [`callbacks`]: the foreign traits `PlatformInterface` (protect / bind every socket) and
 //!   `EventListener` (connections opened and closed, network changes, batched logs);
@@ -32,6 +35,7 @@ mod fd;
 pub mod logs;
 pub mod manager;
 pub mod network;
+pub mod packet_flow;
 pub(crate) mod runtime;
 pub mod socks;
 mod traffic;
@@ -46,6 +50,7 @@ pub use error::NetswitchError;
 pub use events::Subscription;
 pub use logs::set_log_level;
 pub use manager::ConnectionManager;
+pub use packet_flow::{PacketFlowHandle, PacketWriter};
 pub use socks::SocksServer;
-pub use tun::{TunHandle, TunOptions};
+pub use tun::{TunHandle, TunOptions, TunStack};
 pub use utun::find_utun_fd;

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::error::NetswitchError;
 use crate::inbound::udp_sessions::UdpSettings;
-use crate::tun::{DnsHijack, Framing, Tun, TunError, TunSettings};
+use crate::tun::{DnsHijack, Framing, Stack, Tun, TunError, TunSettings};
 
 /// What precedes each IP packet on the tunnel's file descriptor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -20,6 +20,19 @@ pub enum TunFraming {
     RawIp,
     /// A 4-byte address family in network byte order before every packet (Apple utun).
     AppleUtun,
+}
+
+/// Which TCP stack terminates the apps' connections of a tunnel (`TunOptions.stack`). UDP, DNS
+/// hijack, ICMP and the decision hook work the same with either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum TunStack {
+    /// The kernel's TCP: each flow is NAT-rewritten to a listener netswitch opens on the tunnel's
+    /// address. Needs the right to listen there: Linux and Android (the default there).
+    System,
+    /// A TCP/IP stack inside netswitch (smoltcp): needs nothing from the kernel but the packets.
+    /// The default on Apple platforms (where `includeAllNetworks` makes a listener on the tunnel
+    /// address unreachable) and the only choice for a packet flow without a kernel device.
+    Userspace,
 }
 
 /// How `ConnectionManager.start_tun` sets up a tunnel. Only `ipv4` has no default:
@@ -45,6 +58,10 @@ pub struct TunOptions {
     /// on Apple platforms, `RawIp` elsewhere.
     #[uniffi(default = None)]
     pub framing: Option<TunFraming>,
+    /// Which TCP stack terminates the apps' connections; `None` (the default) = the platform's:
+    /// `Userspace` on Apple platforms, `System` elsewhere.
+    #[uniffi(default = None)]
+    pub stack: Option<TunStack>,
     /// UDP sessions (one per app source address and port) kept at once; past it the least
     /// recently used one is closed. `None` = the config's `udp_session_capacity`.
     #[uniffi(default = None)]
@@ -239,6 +256,11 @@ impl TunOptions {
             Some(TunFraming::RawIp) => Framing::Raw,
             Some(TunFraming::AppleUtun) => Framing::AddressFamily,
         };
+        settings.stack = match self.stack {
+            None => Stack::default(),
+            Some(TunStack::System) => Stack::System,
+            Some(TunStack::Userspace) => Stack::Userspace,
+        };
         let mut udp = udp.clone();
         let count = |value: Option<u32>| value.map(|v| v as usize);
         let ms = |value: Option<u64>| value.map(Duration::from_millis);
@@ -275,9 +297,9 @@ impl TunOptions {
     }
 }
 
-/// Maps a start failure to the public error: a setting names its option, the rest names the fd
-/// or the listener's address.
-pub(crate) fn start_error(fd: RawFd, error: TunError) -> NetswitchError {
+/// Maps a start failure to the public error: a setting names its option, the rest names the
+/// tunnel's link (`tunnel`: "TUN device fd 5", "packet flow") or the listener's address.
+pub(crate) fn start_error(tunnel: &str, error: TunError) -> NetswitchError {
     match error {
         TunError::NoAddress => invalid("options.ipv4", error.to_string()),
         TunError::NoRoomForNat { address, .. } => {
@@ -286,8 +308,9 @@ pub(crate) fn start_error(fd: RawFd, error: TunError) -> NetswitchError {
         }
         TunError::Mtu(_) => invalid("options.mtu", error.to_string()),
         TunError::DnsHijack(_) => invalid("options.dns_hijack", error.to_string()),
+        TunError::OffloadWithUserspace => invalid("options.stack", error.to_string()),
         TunError::Device(source) => {
-            NetswitchError::Io { context: format!("TUN device fd {fd}"), reason: source.to_string() }
+            NetswitchError::Io { context: tunnel.to_string(), reason: source.to_string() }
         }
         TunError::Listen { address, source } => NetswitchError::Io {
             context: format!("TUN TCP listener on {}", listener_address(address)),
@@ -449,6 +472,7 @@ mod tests {
             ipv6: None,
             mtu: 9000,
             framing: None,
+            stack: None,
             udp_session_capacity: None,
             udp_max_sockets: None,
             udp_queue_len: None,
@@ -484,6 +508,7 @@ mod tests {
         all.ipv6 = Some("fdfe::1/126".into());
         all.mtu = 1500;
         all.framing = Some(TunFraming::AppleUtun);
+        all.stack = Some(TunStack::Userspace);
         all.udp_session_capacity = Some(3);
         all.udp_max_sockets = Some(4);
         all.udp_queue_len = Some(5);
@@ -492,7 +517,12 @@ mod tests {
         all.udp_long_timeout_ms = Some(8000);
         let settings = all.to_core(&udp).unwrap();
         assert_eq!(settings.inet6, Some(("fdfe::1".parse().unwrap(), 126)));
-        assert_eq!((settings.mtu, settings.framing), (1500, Framing::AddressFamily));
+        assert_eq!(
+            (settings.mtu, settings.framing, settings.stack),
+            (1500, Framing::AddressFamily, Stack::Userspace)
+        );
+        all.stack = Some(TunStack::System);
+        assert_eq!(all.to_core(&udp).unwrap().stack, Stack::System);
         let u = &settings.udp;
         assert_eq!((u.session_capacity, u.max_sockets, u.queue_len), (3, 4, 5));
         assert_eq!(
@@ -531,7 +561,10 @@ mod tests {
         assert_eq!(error(zero), "options.udp_timeout_ms: 0 must be > 0");
         // What only the core checks is mapped to the option too.
         let nat = TunError::NoRoomForNat { address: "fdfe::3".parse().unwrap(), prefix: 126 };
-        assert!(argument(start_error(3, nat)).starts_with("options.ipv6: tunnel address fdfe::3/126"));
+        assert!(argument(start_error("TUN device fd 3", nat))
+            .starts_with("options.ipv6: tunnel address fdfe::3/126"));
+        assert!(argument(start_error("packet flow", TunError::OffloadWithUserspace))
+            .starts_with("options.stack: the userspace stack"));
     }
 
     #[test]

@@ -429,7 +429,7 @@ mod tests {
             (0..MAX_IN_FLIGHT).map(|_| hijack.slots.clone().try_acquire_owned().unwrap()).collect();
         let (fd, peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
         let device = super::super::TunDevice::new(fd.into(), super::super::Framing::Raw).unwrap();
-        let io = Arc::new(Io { device, counters: counters.clone() });
+        let io = Arc::new(Io::on_device(device, counters.clone()));
         let payload = dns_reply::query_bytes("svc.test", RecordType::A, None);
         let datagram = Udp {
             source: "172.19.0.1:40000".parse().unwrap(),

@@ -526,7 +526,7 @@ mod tests {
     fn io() -> (Arc<Io>, UnixDatagram) {
         let (device, app) = UnixDatagram::pair().unwrap();
         let device = TunDevice::new(OwnedFd::from(device), Framing::Raw).unwrap();
-        (Arc::new(Io { device, counters: Arc::new(Counters::default()) }), app)
+        (Arc::new(Io::on_device(device, Arc::new(Counters::default()))), app)
     }
 
     fn echo(packet: &[u8]) -> Echo<'_> {

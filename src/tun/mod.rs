@@ -19,8 +19,9 @@
 //! [`TunSettings::stack`] (DNS over TCP to the hijack address is answered with the system stack
 //! only). An optional decision hook ([`decide`], [`TunSettings::with_decider`]) blocks a
 //! connection or picks its networks before it is dialed; DNS to the tunnel's DNS address can be
-//! answered by netswitch's resolver ([`DnsHijack`]). Not done yet: the packet-flow API (iOS
-//! hosts without an fd).
+//! answered by netswitch's resolver ([`DnsHijack`]). A host without a TUN fd (iOS
+//! `NEPacketTunnelFlow`) hands the packets over in batches instead: [`Tun::start_packet_flow`]
+//! ([`flow`]).
 //!
 //! The tunnel's traffic must not come back into it: the outbound's sockets must leave through
 //! a physical interface (bound, or protected on Android), and the tunnel's own interface must
@@ -35,6 +36,7 @@ pub mod decide;
 pub mod device;
 pub mod dns_hijack;
 mod dns_reply;
+pub mod flow;
 pub mod icmp;
 pub mod nat;
 pub mod packet;
@@ -59,6 +61,8 @@ pub use decide::{BlockingDecider, DecisionHook, TunDecider, TunDecision, TunFlow
 pub use device::{Framing, TunDevice};
 use dns_hijack::Hijack;
 pub use dns_hijack::{DnsHijack, HijackResolver, StrategyResolver};
+use flow::Link;
+pub use flow::{PacketFlowError, PacketFlowInput, PacketFlowWriter};
 use icmp::IcmpTable;
 use packet::Packet;
 pub use stack::Stack;
@@ -90,6 +94,7 @@ pub struct TunSettings {
     /// The device's MTU: the largest packet read. Default [`DEFAULT_MTU`]; 576 to 65535.
     pub mtu: usize,
     /// What precedes each packet on the fd. Default: the platform's ([`Framing::default`]).
+    /// A packet flow ([`Tun::start_packet_flow`]) has none: it ignores this.
     pub framing: Framing,
     /// UDP sessions: capacity (`session_capacity`, the least recently used one is evicted past
     /// it), queue, timeouts, and `max_sockets` outbound sockets at once (a datagram that would
@@ -166,6 +171,11 @@ pub enum TunError {
     /// The DNS hijack settings cannot work (the reason says why), or it has no resolver.
     #[error("TUN DNS hijack: {0}")]
     DnsHijack(String),
+    /// The userspace stack was asked for with [`Framing::VirtioNet`]: it cannot take the
+    /// device's TCP super-packets (up to 64 KiB, partial checksums). Use [`Framing::Raw`] (a device
+    /// without `IFF_VNET_HDR`: [`device::create_linux`]) or the system stack.
+    #[error("the userspace stack cannot take a virtio-net (offload) TUN device's super-packets: use raw framing (a device without offloads) or the system stack")]
+    OffloadWithUserspace,
     /// The listener on the tunnel address could not be bound.
     #[error("TUN TCP listener on {address}: {source}")]
     Listen {
@@ -177,14 +187,21 @@ pub enum TunError {
     },
 }
 
-/// The device and the counters, shared by the reader and the UDP sessions' reply sinks.
+/// The link (a device, or the host's packet flow) and the counters, shared by the reader and
+/// every sender (UDP sessions' reply sinks, ICMP, DNS, the NAT, the userspace stack).
 #[derive(Debug)]
 pub(crate) struct Io {
-    device: TunDevice,
+    link: Link,
     counters: Arc<Counters>,
 }
 
 impl Io {
+    /// The I/O of a tunnel on `device` (tests build it directly).
+    #[cfg(test)]
+    pub(crate) fn on_device(device: TunDevice, counters: Arc<Counters>) -> Io {
+        Io { link: Link::Device(device), counters }
+    }
+
     /// Writes one packet to the device and counts it; false (counted as a drop) when the
     /// device refused it.
     pub(crate) fn send(&self, packet: &[u8]) -> bool {
@@ -193,7 +210,7 @@ impl Io {
 
     /// [`Io::send`] of a packet with its offload state as read.
     pub(crate) fn send_with(&self, packet: &[u8], offload: &device::Offload) -> bool {
-        match self.device.send_with(packet, offload) {
+        match self.link.send_with(packet, offload) {
             Ok(()) => {
                 bump(&self.counters.packets_out);
                 self.counters.bytes_out.fetch_add(packet.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -201,7 +218,7 @@ impl Io {
             }
             Err(error) => {
                 bump(&self.counters.dropped_write);
-                tracing::trace!(%error, "TUN device refused a packet");
+                tracing::trace!(%error, "TUN link refused a packet");
                 false
             }
         }
@@ -222,6 +239,16 @@ pub struct Tun {
     decisions: Option<Arc<UdpDecisions>>,
     /// The userspace TCP stack, when the settings chose it.
     userspace: Option<Arc<Userspace>>,
+    /// A packet flow's flusher ([`flow`]): stopped with the reader.
+    flusher: Option<flow::Flusher>,
+}
+
+/// What a tunnel reads and writes.
+enum Start {
+    /// A TUN device's fd.
+    Device(OwnedFd),
+    /// The host's packet flow: its batches in, its writer out.
+    Flow(flow::InputBatches, Arc<dyn PacketFlowWriter>),
 }
 
 impl Tun {
@@ -249,6 +276,37 @@ impl Tun {
         outbound: Arc<dyn Outbound>,
         resolver: Option<Arc<dyn HijackResolver>>,
     ) -> Result<Tun, TunError> {
+        Tun::start_on(Start::Device(fd), settings, manager, outbound, resolver)
+    }
+
+    /// Starts a tunnel without a TUN device, on the host's packet flow ([`flow`]): the host
+    /// hands the packets it reads to the returned [`PacketFlowInput`] in batches, and `writer`
+    /// gets the packets going back in batches, on a thread of the tunnel's own. Otherwise as
+    /// [`Tun::start_with_resolver`] (`settings.framing` is ignored: packets are whole IP packets).
+    /// With the system stack the host's system must deliver the packets of the tunnel's address
+    /// to netswitch's listener, so a flow without a kernel device wants [`Stack::Userspace`].
+    /// [`Tun::stop`] stops the flusher too; the tunnel also stops reading (and
+    /// [`Tun::is_finished`] turns true) once every clone of the input is dropped.
+    pub fn start_packet_flow(
+        settings: TunSettings,
+        manager: Arc<ConnectionManager>,
+        outbound: Arc<dyn Outbound>,
+        resolver: Option<Arc<dyn HijackResolver>>,
+        writer: Arc<dyn PacketFlowWriter>,
+    ) -> Result<(Tun, PacketFlowInput), TunError> {
+        let (input, batches) = flow::input();
+        let settings = TunSettings { framing: Framing::Raw, ..settings };
+        let tun = Tun::start_on(Start::Flow(batches, writer), settings, manager, outbound, resolver)?;
+        Ok((tun, input))
+    }
+
+    fn start_on(
+        start: Start,
+        settings: TunSettings,
+        manager: Arc<ConnectionManager>,
+        outbound: Arc<dyn Outbound>,
+        resolver: Option<Arc<dyn HijackResolver>>,
+    ) -> Result<Tun, TunError> {
         // Listeners and the device register with the reactor: fail, not panic, without one.
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|error| TunError::Device(std::io::Error::other(error)))?;
@@ -270,6 +328,9 @@ impl Tun {
         if settings.dns_hijack != DnsHijack::Off && resolver.is_none() {
             return Err(TunError::DnsHijack("no resolver given (Tun::start_with_resolver)".into()));
         }
+        if settings.stack == Stack::Userspace && settings.framing == Framing::VirtioNet {
+            return Err(TunError::OffloadWithUserspace);
+        }
         if settings.stack == Stack::Userspace {
             addresses.clear(); // no listener, no NAT address: TCP ends in `userspace`
         }
@@ -284,9 +345,19 @@ impl Tun {
             families.push(Arc::new(family));
             listeners.push(listener);
         }
-        let device = TunDevice::new(fd, settings.framing).map_err(TunError::Device)?;
         let counters = Arc::new(Counters::default());
-        let io = Arc::new(Io { device, counters: counters.clone() });
+        let (link, input, flusher) = match start {
+            Start::Device(fd) => {
+                (Link::Device(TunDevice::new(fd, settings.framing).map_err(TunError::Device)?), None, None)
+            }
+            Start::Flow(batches, writer) => {
+                let (link, queue) = flow::output();
+                let flusher =
+                    flow::start_flusher(&link, queue, writer, counters.clone()).map_err(TunError::Device)?;
+                (link, Some(batches), Some(flusher))
+            }
+        };
+        let io = Arc::new(Io { link, counters: counters.clone() });
         let dns = Arc::new(Hijack::new(settings.dns_hijack.clone(), resolver, counters.clone()));
         let mut udp_settings = settings.udp.clone();
         udp_settings.keying = SessionKeying::PerClient;
@@ -336,8 +407,8 @@ impl Tun {
             dns: dns.clone(),
             userspace: userspace.clone(),
         };
-        tasks.push(runtime.spawn(reader.run(settings.framing.buffer_len(settings.mtu))));
-        Ok(Tun { tasks, counters, families, udp, icmp, dns, manager, runtime, decisions, userspace })
+        tasks.push(runtime.spawn(reader.run(settings.framing.buffer_len(settings.mtu), input)));
+        Ok(Tun { tasks, counters, families, udp, icmp, dns, manager, runtime, decisions, userspace, flusher })
     }
 
     /// The counters so far.
@@ -362,7 +433,8 @@ impl Tun {
         self.icmp.len()
     }
 
-    /// True once the tunnel stopped: stopped by [`Tun::stop`], or the device failed.
+    /// True once the tunnel stopped: stopped by [`Tun::stop`], or the device failed (a packet
+    /// flow: every [`PacketFlowInput`] was dropped).
     pub fn is_finished(&self) -> bool {
         self.tasks.last().is_none_or(|reader| reader.is_finished())
     }
@@ -370,7 +442,8 @@ impl Tun {
     /// Stops reading the device and accepting connections, and closes every connection and
     /// UDP session that came through the tunnel (without the tunnel they cannot move packets).
     /// The device fd is closed once the reader and the last UDP session let it go.
-    /// The reader keeps going for [`STOP_GRACE`] so that the resets reach the apps.
+    /// The reader (and a packet flow's flusher) keeps going for [`STOP_GRACE`] so that the resets
+    /// reach the apps.
     pub fn stop(&self) {
         let Some((reader, others)) = self.tasks.split_last() else { return };
         for task in others {
@@ -391,9 +464,13 @@ impl Tun {
             self.manager.close(id);
         }
         let reader = reader.abort_handle();
+        let flusher = self.flusher.clone();
         self.runtime.spawn(async move {
             tokio::time::sleep(STOP_GRACE).await;
             reader.abort();
+            if let Some(flusher) = flusher {
+                flusher.stop();
+            }
         });
     }
 }
@@ -418,11 +495,23 @@ struct Reader {
 }
 
 impl Reader {
-    async fn run(self, buffer_len: usize) {
+    /// Reads the device, or with `input` the host's batches, until the device fails or the
+    /// input's every sender is gone (or the task is aborted).
+    async fn run(self, buffer_len: usize, input: Option<flow::InputBatches>) {
+        if let Some(mut batches) = input {
+            while let Some(batch) = batches.recv().await {
+                for mut packet in batch {
+                    self.handle(&mut packet, device::Offload::NONE);
+                }
+            }
+            tracing::info!("the packet flow's input was dropped: the tunnel stops reading");
+            return;
+        }
+        let Link::Device(device) = &self.io.link else { return };
         let mut buffer = vec![0u8; buffer_len];
         loop {
             if let Err(error) =
-                self.io.device.read_batch(&mut buffer, |packet, offload| self.handle(packet, offload)).await
+                device.read_batch(&mut buffer, |packet, offload| self.handle(packet, offload)).await
             {
                 tracing::warn!(%error, "TUN device failed: the tunnel stops reading");
                 return;
@@ -526,7 +615,15 @@ mod tests {
             Tun::start_with_resolver(fd.into(), hijack, manager.clone(), outbound.clone(), Some(resolver))
                 .unwrap_err();
         assert!(error.to_string().contains("127.0.0.5 is the tunnel's own address"), "{error}");
-        // A datagram socket pair stands in for the device: it starts, counts nothing, stops.
+        let mut offload = loopback.clone();
+        (offload.stack, offload.framing) = (Stack::Userspace, Framing::VirtioNet);
+        assert!(
+            matches!(start(offload.clone()), Err(TunError::OffloadWithUserspace)),
+            "no super-packets into smoltcp"
+        );
+        offload.stack = Stack::System;
+        start(offload).unwrap().stop(); // the system stack takes them
+                                        // A datagram socket pair stands in for the device: it starts, counts nothing, stops.
         let tun = start(loopback).unwrap();
         assert_eq!((tun.counters(), tun.nat_entries(), tun.udp_sessions()), (TunCounters::default(), 0, 0));
         tun.stop();

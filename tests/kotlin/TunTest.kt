@@ -67,12 +67,12 @@ interface TunLibC : Library {
 }
 
 /** Set (to "private") on the JVM this test starts inside its own network namespace. */
-private const val NETNS_PROPERTY = "netswitch.test.netns"
+internal const val NETNS_PROPERTY = "netswitch.test.netns"
 /** Printed by the real test in the namespace; the outer test checks that it ran, not skipped. */
-private const val RAN_MARKER = "TUN-TEST-RAN-IN-NAMESPACE"
+internal const val RAN_MARKER = "TUN-TEST-RAN-IN-NAMESPACE"
 
-private const val SERVER = "10.77.1.2"
-private const val PORT = 7007
+internal const val SERVER = "10.77.1.2"
+internal const val PORT = 7007
 
 class TunTest {
     private val libc = TunLibC.INSTANCE
@@ -126,8 +126,9 @@ class TunTest {
                 println("SKIP: TunTest.aRealTunCarriesTcpAndUdpAndStopClosesIt: $reason")
                 Assume.assumeTrue(reason, false)
             }
-            return runInNamespace()
+            return runInNamespace("TunTest", "aRealTunCarriesTcpAndUdpAndStopClosesIt")
         }
+        if (!selected("aRealTunCarriesTcpAndUdpAndStopClosesIt")) return
         println(RAN_MARKER)
         runCommand("ip", "link", "set", "lo", "up")
         EchoNamespace().use { server ->
@@ -204,8 +205,11 @@ class TunTest {
                 // A blocked flow: the kernel accepted it for the app, netswitch resets it.
                 Socket().use { blocked ->
                     blocked.soTimeout = 10_000
-                    blocked.connect(InetSocketAddress(SERVER, PORT + 1), 10_000)
-                    val read = try { blocked.getInputStream().read() } catch (e: SocketException) { -1 }
+                    // The reset may even beat the app's wakeup from connect(): then connect reports it.
+                    val read = try {
+                        blocked.connect(InetSocketAddress(SERVER, PORT + 1), 10_000)
+                        blocked.getInputStream().read()
+                    } catch (e: SocketException) { -1 }
                     assertEquals(-1, read, "the blocked connection was reset")
                 }
                 assertTrue(waitFor(10_000) { tun.counters().tcpBlocked == 1uL }, "${tun.counters()}")
@@ -237,59 +241,131 @@ class TunTest {
         }
     }
 
-    /** Why the real tunnel cannot be tested here, or null. */
-    private fun cannotRun(): String? {
-        if (libc.geteuid() != 0) return "needs root (a TUN device and network namespaces)"
-        if (!File("/dev/net/tun").exists()) return "/dev/net/tun does not exist"
-        for (tool in listOf(listOf("ip", "-V"), listOf("unshare", "--version"), listOf("nsenter", "--version"))) {
-            val ok = runCatching { ProcessBuilder(tool).redirectErrorStream(true).start().waitFor() == 0 }.getOrDefault(false)
-            if (!ok) return "`${tool[0]}` is not available"
+    /**
+     * `TunOptions.stack = USERSPACE`: smoltcp inside netswitch terminates the app's TCP (no
+     * listener on the tunnel address), with the same TCP echo and UDP datagram as the kernel stack.
+     */
+    @Test fun theUserspaceStackCarriesTcpAndUdp() {
+        if (System.getProperty(NETNS_PROPERTY) != "private") {
+            cannotRun()?.let { reason ->
+                println("SKIP: TunTest.theUserspaceStackCarriesTcpAndUdp: $reason")
+                Assume.assumeTrue(reason, false)
+            }
+            return runInNamespace("TunTest", "theUserspaceStackCarriesTcpAndUdp")
         }
-        return null
-    }
-
-    /** Runs this class again in a JVM inside a new network namespace and checks that its real test ran and passed. */
-    private fun runInNamespace() {
-        val java = File(System.getProperty("java.home"), "bin/java").path
-        val command = listOf("unshare", "-n", "--", java, "-D$NETNS_PROPERTY=private",
-            "-Djna.library.path=${System.getProperty("jna.library.path") ?: ""}",
-            "-cp", System.getProperty("java.class.path"), "org.junit.runner.JUnitCore", "TunTest")
-        val process = ProcessBuilder(command).redirectErrorStream(true).start()
-        val output = StringBuilder()
-        val reader = thread(name = "tun-netns-output") {
-            process.inputStream.bufferedReader().forEachLine { line -> println("  [netns] $line"); output.appendLine(line) }
+        if (!selected("theUserspaceStackCarriesTcpAndUdp")) return
+        println(RAN_MARKER)
+        runCommand("ip", "link", "set", "lo", "up")
+        val server = "10.77.2.2"
+        EchoNamespace(server).use { echo ->
+            val tunFd = createTun("tunu0")
+            runCommand("ip", "addr", "add", "172.19.0.5/30", "dev", "tunu0")
+            runCommand("ip", "link", "set", "tunu0", "up")
+            runCommand("ip", "route", "add", "$server/32", "dev", "tunu0")
+            runCommand("ip", "link", "add", "vethu0", "type", "veth", "peer", "name", "vethu1", "netns", "${echo.tid}")
+            runCommand("ip", "addr", "add", "10.77.2.1/24", "dev", "vethu0")
+            runCommand("ip", "link", "set", "vethu0", "up")
+            echo.run("ip", "link", "set", "lo", "up")
+            echo.run("ip", "addr", "add", "$server/24", "dev", "vethu1")
+            echo.run("ip", "link", "set", "vethu1", "up")
+            echo.listen()
+            ConnectionManager(NetswitchConfig(connectTimeoutMs = 5000uL), VethPlatform("vethu0")).use { m ->
+                val index = java.net.NetworkInterface.getByName("vethu0").index.toUInt()
+                m.updateInterfaces(InterfaceSnapshot(
+                    interfaces = listOf(NetworkInterface(name = "vethu0", index = index, networkType = NetworkType.WIFI, addresses = listOf("10.77.2.1/24"))),
+                    defaultIndex = index,
+                ))
+                val tun = m.startTun(tunFd, TunOptions(ipv4 = "172.19.0.5/30", mtu = 1500u, stack = TunStack.USERSPACE))
+                Socket().use { app ->
+                    app.soTimeout = 10_000
+                    app.connect(InetSocketAddress(server, PORT), 10_000)
+                    assertEquals("/172.19.0.5", app.localAddress.toString(), "the app's side is the tunnel")
+                    val sent = ByteArray(256 * 1024) { (it * 13 + 5).toByte() }
+                    val writer = thread(name = "tun-userspace-writer") { app.getOutputStream().write(sent); app.shutdownOutput() }
+                    val back = ByteArray(sent.size).also { DataInputStream(app.getInputStream()).readFully(it) }
+                    writer.join()
+                    assertContentEquals(sent, back, "the echo came back through smoltcp")
+                    assertEquals(-1, app.getInputStream().read(), "the server's FIN reached the app after its own")
+                }
+                assertEquals(listOf("/10.77.2.1"), echo.tcpPeers.map { it.toString() }, "netswitch dialed over vethu0")
+                DatagramSocket().use { udp ->
+                    udp.soTimeout = 10_000
+                    val ping = "userspace stack".toByteArray()
+                    udp.send(DatagramPacket(ping, ping.size, InetSocketAddress(server, PORT)))
+                    val reply = DatagramPacket(ByteArray(2048), 2048)
+                    udp.receive(reply)
+                    assertEquals("userspace stack", String(reply.data, 0, reply.length))
+                }
+                val counters = tun.counters()
+                println("userspace TUN counters: $counters")
+                assertEquals(1uL, counters.tcpConnections, "$counters")
+                assertEquals(1uL, counters.udpDatagrams, "$counters")
+                tun.stop()
+                assertTrue(waitFor(10_000) { tun.isFinished() }, "the tunnel still reads after stop()")
+                assertTrue(waitFor(10_000) { !File("/sys/class/net/tunu0").exists() }, "tunu0 still exists: the fd was not closed")
+            }
         }
-        val finished = process.waitFor(300, TimeUnit.SECONDS)
-        if (!finished) process.destroyForcibly()
-        reader.join(5000)
-        assertTrue(finished, "the namespaced TunTest did not finish in 300 s")
-        assertTrue(output.contains(RAN_MARKER), "the namespaced TunTest did not run the real tunnel")
-        assertEquals(0, process.exitValue(), "the namespaced TunTest failed (output above)")
-    }
-
-    /** Creates the TUN device `name` (raw IP: IFF_TUN | IFF_NO_PI) and returns its fd; the device goes away with the fd. */
-    private fun createTun(name: String): Int {
-        val fd = libc.open("/dev/net/tun", TunLibC.O_RDWR or TunLibC.O_CLOEXEC)
-        check(fd >= 0) { "open /dev/net/tun: errno ${Native.getLastError()}" }
-        val ifreq = ByteArray(40)
-        name.toByteArray().copyInto(ifreq)
-        val flags = (TunLibC.IFF_TUN.toInt() or TunLibC.IFF_NO_PI.toInt())
-        ifreq[16] = (flags and 0xff).toByte()
-        ifreq[17] = (flags shr 8).toByte()
-        check(libc.ioctl(fd, NativeLong(TunLibC.TUNSETIFF.toLong()), ifreq) == 0) { "TUNSETIFF $name: errno ${Native.getLastError()}" }
-        return fd
     }
 }
 
+/** Why the real tunnel cannot be tested here, or null. */
+internal fun cannotRun(): String? {
+    if (TunLibC.INSTANCE.geteuid() != 0) return "needs root (a TUN device and network namespaces)"
+    if (!File("/dev/net/tun").exists()) return "/dev/net/tun does not exist"
+    for (tool in listOf(listOf("ip", "-V"), listOf("unshare", "--version"), listOf("nsenter", "--version"))) {
+        val ok = runCatching { ProcessBuilder(tool).redirectErrorStream(true).start().waitFor() == 0 }.getOrDefault(false)
+        if (!ok) return "`${tool[0]}` is not available"
+    }
+    return null
+}
+
+/** Set on the namespaced JVM: the one root test it runs (the others return at once). */
+internal const val ONLY_PROPERTY = "netswitch.test.only"
+
+/** In the namespaced JVM: whether `test` is the root test it was started for. */
+internal fun selected(test: String): Boolean = System.getProperty(ONLY_PROPERTY).let { it == null || it == test }
+
+/** Runs the root test `test` of `testClass` again in a JVM inside a new network namespace and checks that it ran and passed. */
+internal fun runInNamespace(testClass: String, test: String) {
+    val java = File(System.getProperty("java.home"), "bin/java").path
+    val command = listOf("unshare", "-n", "--", java, "-D$NETNS_PROPERTY=private", "-D$ONLY_PROPERTY=$test",
+        "-Djna.library.path=${System.getProperty("jna.library.path") ?: ""}",
+        "-cp", System.getProperty("java.class.path"), "org.junit.runner.JUnitCore", testClass)
+    val process = ProcessBuilder(command).redirectErrorStream(true).start()
+    val output = StringBuilder()
+    val reader = thread(name = "tun-netns-output") {
+        process.inputStream.bufferedReader().forEachLine { line -> println("  [netns] $line"); output.appendLine(line) }
+    }
+    val finished = process.waitFor(300, TimeUnit.SECONDS)
+    if (!finished) process.destroyForcibly()
+    reader.join(5000)
+    assertTrue(finished, "the namespaced $testClass did not finish in 300 s")
+    assertTrue(output.contains(RAN_MARKER), "the namespaced $testClass did not run the real tunnel")
+    assertEquals(0, process.exitValue(), "the namespaced $testClass failed (output above)")
+}
+
+/** Creates the TUN device `name` (raw IP: IFF_TUN | IFF_NO_PI) and returns its fd; the device goes away with the fd. */
+internal fun createTun(name: String): Int {
+    val fd = TunLibC.INSTANCE.open("/dev/net/tun", TunLibC.O_RDWR or TunLibC.O_CLOEXEC)
+    check(fd >= 0) { "open /dev/net/tun: errno ${Native.getLastError()}" }
+    val ifreq = ByteArray(40)
+    name.toByteArray().copyInto(ifreq)
+    val flags = (TunLibC.IFF_TUN.toInt() or TunLibC.IFF_NO_PI.toInt())
+    ifreq[16] = (flags and 0xff).toByte()
+    ifreq[17] = (flags shr 8).toByte()
+    check(TunLibC.INSTANCE.ioctl(fd, NativeLong(TunLibC.TUNSETIFF.toLong()), ifreq) == 0) { "TUNSETIFF $name: errno ${Native.getLastError()}" }
+    return fd
+}
+
 /** Runs a command and fails the test with its output when it fails. */
-private fun runCommand(vararg command: String) {
+internal fun runCommand(vararg command: String) {
     val process = ProcessBuilder(*command).redirectErrorStream(true).start()
     val output = process.inputStream.bufferedReader().readText()
     check(process.waitFor() == 0) { "${command.joinToString(" ")}: $output" }
 }
 
 /** Binds every socket netswitch offers to `device` (SO_BINDTODEVICE), as a host binds to its physical network. */
-private class VethPlatform(private val device: String) : PlatformInterface {
+internal class VethPlatform(private val device: String) : PlatformInterface {
     val offered: MutableList<String> = Collections.synchronizedList(mutableListOf())
 
     override fun bindSocket(fd: Int, `interface`: NetworkInterface, action: BindAction): BindDecision {
@@ -306,11 +382,11 @@ private class VethPlatform(private val device: String) : PlatformInterface {
 }
 
 /**
- * A thread in a network namespace of its own with TCP and UDP echo on $SERVER:$PORT (once
+ * A thread in a network namespace of its own with TCP and UDP echo on [server]:$PORT (once
  * [listen] is called, after its vethk1 is configured with [run]). Every socket it opens lives in
  * that namespace.
  */
-private class EchoNamespace : AutoCloseable {
+internal class EchoNamespace(private val server: String = SERVER) : AutoCloseable {
     private val ready = CompletableFuture<Int>()
     private val sockets = CompletableFuture<Pair<ServerSocket, DatagramSocket>>()
     private val go = CompletableFuture<Unit>()
@@ -327,7 +403,7 @@ private class EchoNamespace : AutoCloseable {
             ready.complete(libc.gettid())
             go.get()
             val bound = runCatching {
-                ServerSocket(PORT, 50, InetAddress.getByName(SERVER)) to DatagramSocket(InetSocketAddress(SERVER, PORT))
+                ServerSocket(PORT, 50, InetAddress.getByName(server)) to DatagramSocket(InetSocketAddress(server, PORT))
             }
             bound.exceptionOrNull()?.let { sockets.completeExceptionally(it); return@thread }
             val (tcp, udp) = bound.getOrThrow()

@@ -7,10 +7,10 @@ import Foundation
 /// `.bindYourself`. (Passing `nil` as the platform has the same effect; this type exists so the
 /// wiring reads the same on both platforms and as a place to add logging.)
 ///
-/// Packet tunnel: `ConnectionManager.startTun(fd:options:)` takes a utun file descriptor (framing
-/// `.appleUtun`, the default on Apple) and owns it from then on. An `NEPacketTunnelProvider`
-/// offers `packetFlow`, not that fd, and the system stack does not work with
-/// `includeAllNetworks`: a packet-flow API is a separate issue (the userspace stack).
+/// Packet tunnel: an `NEPacketTunnelProvider` offers `packetFlow`, not a file descriptor:
+/// `ConnectionManager.startPacketFlow(options:writer:)` takes its packets in batches (see
+/// `NetswitchPacketTunnelProvider`). `startTun(fd:options:)` takes a utun file descriptor instead
+/// (framing `.appleUtun`, the default on Apple) and owns it from then on.
 public final class ApplePlatform: PlatformInterface {
     public init() {}
 

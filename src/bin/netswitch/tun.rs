@@ -20,7 +20,7 @@ use std::time::Duration;
 use clap::Args;
 use netswitch::logging::{init_logging, LogLevel};
 use netswitch::network::InterfaceSnapshot;
-use netswitch::tun::{device, BindDefault, DnsHijack, TunSettings};
+use netswitch::tun::{device, BindDefault, DnsHijack, Stack, TunSettings};
 use netswitch::{os_binder, Config, Netswitch};
 
 use super::tun_device::{self, Cidr};
@@ -64,9 +64,15 @@ pub struct TunArgs {
     mtu: usize,
 
     /// Turn the device's offloads off: one read and one write per MTU-sized packet instead of
-    /// TCP super-packets of up to 64 KiB (for comparison; on by default).
+    /// TCP super-packets of up to 64 KiB (for comparison; on by default with the system stack,
+    /// always off with the userspace stack, which cannot take super-packets).
     #[arg(long)]
     no_offload: bool,
+
+    /// The TCP stack that terminates the apps' connections: `system` (the kernel's, through a
+    /// NAT to a listener on the tunnel address) or `userspace` (smoltcp inside netswitch).
+    #[arg(long, value_enum, default_value_t = StackArg::System)]
+    stack: StackArg,
 
     /// JSON config file (strategy keys, timeouts, UDP limits, interface_types, log.level).
     /// Flags override it.
@@ -79,6 +85,29 @@ pub struct TunArgs {
 
     #[command(flatten)]
     network: networks::NetworkArgs,
+}
+
+/// `--stack`: [`Stack`] on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StackArg {
+    /// The kernel's TCP ([`Stack::System`]).
+    System,
+    /// smoltcp inside netswitch ([`Stack::Userspace`]).
+    Userspace,
+}
+
+impl StackArg {
+    fn stack(self) -> Stack {
+        match self {
+            StackArg::System => Stack::System,
+            StackArg::Userspace => Stack::Userspace,
+        }
+    }
+
+    /// Whether the device is created with offloads (virtio-net header, TCP super-packets).
+    fn offload(self, no_offload: bool) -> bool {
+        self == StackArg::System && !no_offload
+    }
 }
 
 /// `netswitch tun`.
@@ -109,9 +138,9 @@ pub fn run_tun(args: TunArgs) -> ExitCode {
         Ok(snapshot) => snapshot.default_interface().map(|interface| interface.name.clone()),
         Err(error) => return fail(&format!("read the host's interfaces: {error}"), EXIT_FAILURE),
     };
-    let created = match args.no_offload {
-        true => device::create_linux(&args.name),
-        false => device::create_linux_offload(&args.name),
+    let created = match args.stack.offload(args.no_offload) {
+        false => device::create_linux(&args.name),
+        true => device::create_linux_offload(&args.name),
     };
     let fd = match created {
         Ok(fd) => fd,
@@ -152,7 +181,7 @@ pub fn run_tun(args: TunArgs) -> ExitCode {
             DnsHijack::AllPort53 => tracing::info!("DNS hijack: port 53 of every address (UDP and TCP)"),
             _ => {}
         }
-        tracing::info!(device = %args.name, addresses = ?args.address, routes = ?routes, "netswitch tunnel running");
+        tracing::info!(device = %args.name, addresses = ?args.address, routes = ?routes, stack = ?args.stack, "netswitch tunnel running");
         let signal = loop {
             tokio::select! {
                 signal = signals.recv() => break signal?,
@@ -204,7 +233,8 @@ fn tun_settings(args: &TunArgs) -> Result<TunSettings, String> {
     } else {
         DnsHijack::Off
     };
-    if !args.no_offload {
+    settings.stack = args.stack.stack();
+    if args.stack.offload(args.no_offload) {
         settings.framing = netswitch::tun::Framing::VirtioNet;
     }
     Ok(settings)
@@ -282,5 +312,13 @@ mod tests {
         ]);
         assert_eq!(dns_routes(&hijack, &addresses), [cidr("10.53.0.1/32"), cidr("fd00::53/128")]);
         assert!(dns_routes(&DnsHijack::AllPort53, &addresses).is_empty());
+    }
+
+    #[test]
+    fn the_userspace_stack_never_gets_an_offload_device() {
+        assert!(StackArg::System.offload(false));
+        assert!(!StackArg::System.offload(true));
+        assert!(!StackArg::Userspace.offload(false), "smoltcp cannot take super-packets");
+        assert!(!StackArg::Userspace.offload(true));
     }
 }

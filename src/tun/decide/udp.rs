@@ -239,7 +239,7 @@ mod tests {
         app.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let counters = Arc::new(Counters::default());
         let io =
-            Arc::new(Io { device: TunDevice::new(OwnedFd::from(device), Framing::Raw).unwrap(), counters });
+            Arc::new(Io::on_device(TunDevice::new(OwnedFd::from(device), Framing::Raw).unwrap(), counters));
         let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
         let mut settings = UdpSettings { keying: SessionKeying::PerClient, ..UdpSettings::default() };
         settings.timeouts.default = Duration::from_millis(200);

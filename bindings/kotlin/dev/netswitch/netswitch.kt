@@ -677,6 +677,9 @@ internal interface UniffiCallbackInterfacePlatformInterfaceMethod0 : com.sun.jna
 internal interface UniffiCallbackInterfacePlatformInterfaceMethod1 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`name`: RustBuffer.ByValue,`interface`: RustBuffer.ByValue,`wantIpv4`: Byte,`wantIpv6`: Byte,`uniffiFutureCallback`: UniffiForeignFutureCompleteRustBuffer,`uniffiCallbackData`: Long,`uniffiOutDroppedCallback`: UniffiForeignFutureDroppedCallbackStruct,)
 }
+internal interface UniffiCallbackInterfacePacketWriterMethod0 : com.sun.jna.Callback {
+    fun callback(`uniffiHandle`: Long,`packets`: RustBuffer.ByValue,`families`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,)
+}
 internal interface UniffiCallbackInterfaceTunFlowDeciderMethod0 : com.sun.jna.Callback {
     fun callback(`uniffiHandle`: Long,`flow`: RustBuffer.ByValue,`uniffiOutReturn`: RustBuffer,uniffiCallStatus: UniffiRustCallStatus,)
 }
@@ -727,6 +730,25 @@ internal open class UniffiVTableCallbackInterfacePlatformInterface(
         `uniffiClone` = other.`uniffiClone`
         `bindSocket` = other.`bindSocket`
         `resolve` = other.`resolve`
+    }
+
+}
+@Structure.FieldOrder("uniffiFree", "uniffiClone", "writePackets")
+internal open class UniffiVTableCallbackInterfacePacketWriter(
+    @JvmField internal var `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+    @JvmField internal var `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+    @JvmField internal var `writePackets`: UniffiCallbackInterfacePacketWriterMethod0? = null,
+) : Structure() {
+    class UniffiByValue(
+        `uniffiFree`: UniffiCallbackInterfaceFree? = null,
+        `uniffiClone`: UniffiCallbackInterfaceClone? = null,
+        `writePackets`: UniffiCallbackInterfacePacketWriterMethod0? = null,
+    ): UniffiVTableCallbackInterfacePacketWriter(`uniffiFree`,`uniffiClone`,`writePackets`,), Structure.ByValue
+
+   internal fun uniffiSetValue(other: UniffiVTableCallbackInterfacePacketWriter) {
+        `uniffiFree` = other.`uniffiFree`
+        `uniffiClone` = other.`uniffiClone`
+        `writePackets` = other.`writePackets`
     }
 
 }
@@ -826,6 +848,24 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_netswitch_checksum_method_connectionmanager_update_interfaces(
     ): Int
+    external fun uniffi_netswitch_checksum_method_connectionmanager_start_packet_flow(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_connectionmanager_start_packet_flow_with_decider(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_packetflowhandle_counters(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_packetflowhandle_is_finished(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_packetflowhandle_nat_entries(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_packetflowhandle_stop(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_packetflowhandle_udp_sessions(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_packetflowhandle_write_packets(
+    ): Int
+    external fun uniffi_netswitch_checksum_method_packetwriter_write_packets(
+    ): Int
     external fun uniffi_netswitch_checksum_method_socksserver_credentials(
     ): Int
     external fun uniffi_netswitch_checksum_method_socksserver_is_running(
@@ -867,6 +907,7 @@ internal object UniffiLib {
     init {
         Native.register(UniffiLib::class.java, findLibraryName(componentName = "netswitch"))
         uniffiCallbackInterfaceEventListener.register(this)
+        uniffiCallbackInterfacePacketWriter.register(this)
         uniffiCallbackInterfacePlatformInterface.register(this)
         uniffiCallbackInterfaceTunFlowDecider.register(this)
         
@@ -939,6 +980,34 @@ internal object UniffiLib {
     ): RustBuffer.ByValue
     external fun uniffi_netswitch_fn_method_connectionmanager_update_interfaces(`ptr`: Long,`snapshot`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
+    external fun uniffi_netswitch_fn_method_connectionmanager_start_packet_flow(`ptr`: Long,`options`: RustBuffer.ByValue,`writer`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_method_connectionmanager_start_packet_flow_with_decider(`ptr`: Long,`options`: RustBuffer.ByValue,`writer`: Long,`decider`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_clone_packetflowhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_free_packetflowhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_netswitch_fn_method_packetflowhandle_counters(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_netswitch_fn_method_packetflowhandle_is_finished(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_netswitch_fn_method_packetflowhandle_nat_entries(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_method_packetflowhandle_stop(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_netswitch_fn_method_packetflowhandle_udp_sessions(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_method_packetflowhandle_write_packets(`ptr`: Long,`packets`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Byte
+    external fun uniffi_netswitch_fn_clone_packetwriter(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_netswitch_fn_free_packetwriter(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_netswitch_fn_init_callback_vtable_packetwriter(`vtable`: UniffiVTableCallbackInterfacePacketWriter,
+    ): Unit
+    external fun uniffi_netswitch_fn_method_packetwriter_write_packets(`ptr`: Long,`packets`: RustBuffer.ByValue,`families`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
     external fun uniffi_netswitch_fn_clone_socksserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_netswitch_fn_free_socksserver(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -1178,6 +1247,33 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_update_interfaces() and 0xFFFF) != 1743) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_packet_flow() and 0xFFFF) != 16648) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_packet_flow_with_decider() and 0xFFFF) != 23618) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_packetflowhandle_counters() and 0xFFFF) != 8801) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_packetflowhandle_is_finished() and 0xFFFF) != 52026) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_packetflowhandle_nat_entries() and 0xFFFF) != 6251) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_packetflowhandle_stop() and 0xFFFF) != 44157) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_packetflowhandle_udp_sessions() and 0xFFFF) != 25249) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_packetflowhandle_write_packets() and 0xFFFF) != 61759) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_netswitch_checksum_method_packetwriter_write_packets() and 0xFFFF) != 18305) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_socksserver_credentials() and 0xFFFF) != 39398) {
@@ -1709,6 +1805,25 @@ public object FfiConverterString: FfiConverter<String, RustBuffer.ByValue> {
     }
 }
 
+/**
+ * @suppress
+ */
+public object FfiConverterByteArray: FfiConverterRustBuffer<ByteArray> {
+    override fun read(buf: ByteBuffer): ByteArray {
+        val len = buf.getInt()
+        val byteArr = ByteArray(len)
+        buf.get(byteArr)
+        return byteArr
+    }
+    override fun allocationSize(value: ByteArray): ULong {
+        return 4UL + value.size.toULong()
+    }
+    override fun write(value: ByteArray, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        buf.put(value)
+    }
+}
+
 
 /**
  * @suppress
@@ -1983,6 +2098,23 @@ public interface ConnectionManagerInterface {
      * `snapshot`) for duplicate names/indexes, index 0, a bad address, or an unknown default.
      */
     fun `updateInterfaces`(`snapshot`: InterfaceSnapshot): InterfaceChange
+    
+    /**
+     * Starts a packet tunnel without a TUN fd, on the host's packet flow (iOS:
+     * `NEPacketTunnelProvider.packetFlow`): the host passes every batch `readPackets` gives it
+     * to `PacketFlowHandle.write_packets` and then reads again; netswitch hands the packets going
+     * back to `writer` in batches. `options` as for `start_tun`, except that `framing` is
+     * ignored (whole IP packets, the family separate) and the stack should be `Userspace` (the
+     * default on Apple platforms; the system stack needs the kernel to deliver the tunnel
+     * address's packets to a listener of netswitch). Errors: `InvalidArgument` naming the
+     * option, `Io`, `ShutDown`. The manager owns the tunnel until `stop()` or `shutdown()`.
+     */
+    fun `startPacketFlow`(`options`: TunOptions, `writer`: PacketWriter): PacketFlowHandle
+    
+    /**
+     * `start_packet_flow` with a decision hook, as `start_tun_with_decider`.
+     */
+    fun `startPacketFlowWithDecider`(`options`: TunOptions, `writer`: PacketWriter, `decider`: TunFlowDecider): PacketFlowHandle
     
     companion object
 }
@@ -2413,6 +2545,52 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
         it,
         
         FfiConverterTypeInterfaceSnapshot.lower(`snapshot`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Starts a packet tunnel without a TUN fd, on the host's packet flow (iOS:
+     * `NEPacketTunnelProvider.packetFlow`): the host passes every batch `readPackets` gives it
+     * to `PacketFlowHandle.write_packets` and then reads again; netswitch hands the packets going
+     * back to `writer` in batches. `options` as for `start_tun`, except that `framing` is
+     * ignored (whole IP packets, the family separate) and the stack should be `Userspace` (the
+     * default on Apple platforms; the system stack needs the kernel to deliver the tunnel
+     * address's packets to a listener of netswitch). Errors: `InvalidArgument` naming the
+     * option, `Io`, `ShutDown`. The manager owns the tunnel until `stop()` or `shutdown()`.
+     */
+    @Throws(NetswitchException::class)override fun `startPacketFlow`(`options`: TunOptions, `writer`: PacketWriter): PacketFlowHandle {
+            return FfiConverterTypePacketFlowHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(NetswitchException) { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_connectionmanager_start_packet_flow(
+        it,
+        
+        FfiConverterTypeTunOptions.lower(`options`),
+        FfiConverterTypePacketWriter.lower(`writer`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * `start_packet_flow` with a decision hook, as `start_tun_with_decider`.
+     */
+    @Throws(NetswitchException::class)override fun `startPacketFlowWithDecider`(`options`: TunOptions, `writer`: PacketWriter, `decider`: TunFlowDecider): PacketFlowHandle {
+            return FfiConverterTypePacketFlowHandle.lift(
+    callWithHandle {
+    uniffiRustCallWithError(NetswitchException) { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_connectionmanager_start_packet_flow_with_decider(
+        it,
+        
+        FfiConverterTypeTunOptions.lower(`options`),
+        FfiConverterTypePacketWriter.lower(`writer`),
+        FfiConverterTypeTunFlowDecider.lower(`decider`),_status)
 }
     }
     )
@@ -2926,6 +3104,755 @@ public object FfiConverterTypeEventListener: FfiConverter<EventListener, Long> {
     override fun allocationSize(value: EventListener) = 8UL
 
     override fun write(value: EventListener, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * A running packet tunnel on the host's packet flow (`ConnectionManager.start_packet_flow`).
+ * Like `TunHandle`, the manager owns the tunnel: its connections live until `stop()` or the
+ * manager's `shutdown()`, whether or not the host keeps this handle. But this handle is the
+ * tunnel's only input: once the host releases it (Kotlin `close()`, garbage collection, Swift's
+ * last reference) no packet can come in and the tunnel reads no more (`is_finished()` would
+ * turn true); call `stop()` first. The counters stay readable after `stop()`. Thread-safe.
+ */
+public interface PacketFlowHandleInterface {
+    
+    /**
+     * As `TunHandle.counters()`. `packets_out` counts packets queued for the `PacketWriter`;
+     * `dropped_write` the ones that found the queue full (the host too slow) or were lost in a
+     * failed call.
+     */
+    fun `counters`(): TunCounters
+    
+    /**
+     * True once the tunnel no longer reads packets: shortly after `stop()` or the manager's
+     * shutdown.
+     */
+    fun `isFinished`(): kotlin.Boolean
+    
+    /**
+     * As `TunHandle.nat_entries()` (with the userspace stack: the connections it holds).
+     */
+    fun `natEntries`(): kotlin.ULong
+    
+    /**
+     * As `TunHandle.stop()`: stops the tunnel and closes its connections; the flusher keeps
+     * handing packets (the resets) to the `PacketWriter` for 200 ms, then stops: no call to the
+     * writer starts after that. Idempotent.
+     */
+    fun `stop`()
+    
+    /**
+     * As `TunHandle.udp_sessions()`.
+     */
+    fun `udpSessions`(): kotlin.ULong
+    
+    /**
+     * Hands the packets the host read (iOS: what `packetFlow.readPackets` gave it; whole IP
+     * packets, no header) to the tunnel, in one crossing. netswitch takes them over (the host
+     * keeps nothing). Blocks the calling thread while 16 earlier batches still wait — the
+     * backpressure: call it from the read loop, then read again. Returns false once the tunnel
+     * stopped (the host should end its read loop), true otherwise. Any thread; on a thread of
+     * netswitch's own runtime (a `TunFlowDecider` or `PlatformInterface` call) it does not wait:
+     * a full queue refuses the batch there, and it is lost.
+     */
+    fun `writePackets`(`packets`: List<kotlin.ByteArray>): kotlin.Boolean
+    
+    companion object
+}
+
+/**
+ * A running packet tunnel on the host's packet flow (`ConnectionManager.start_packet_flow`).
+ * Like `TunHandle`, the manager owns the tunnel: its connections live until `stop()` or the
+ * manager's `shutdown()`, whether or not the host keeps this handle. But this handle is the
+ * tunnel's only input: once the host releases it (Kotlin `close()`, garbage collection, Swift's
+ * last reference) no packet can come in and the tunnel reads no more (`is_finished()` would
+ * turn true); call `stop()` first. The counters stay readable after `stop()`. Thread-safe.
+ */
+open class PacketFlowHandle: Disposable, AutoCloseable, PacketFlowHandleInterface
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_netswitch_fn_free_packetflowhandle(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_netswitch_fn_clone_packetflowhandle(handle, status)
+        }
+    }
+
+    
+    /**
+     * As `TunHandle.counters()`. `packets_out` counts packets queued for the `PacketWriter`;
+     * `dropped_write` the ones that found the queue full (the host too slow) or were lost in a
+     * failed call.
+     */override fun `counters`(): TunCounters {
+            return FfiConverterTypeTunCounters.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_packetflowhandle_counters(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * True once the tunnel no longer reads packets: shortly after `stop()` or the manager's
+     * shutdown.
+     */override fun `isFinished`(): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_packetflowhandle_is_finished(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * As `TunHandle.nat_entries()` (with the userspace stack: the connections it holds).
+     */override fun `natEntries`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_packetflowhandle_nat_entries(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * As `TunHandle.stop()`: stops the tunnel and closes its connections; the flusher keeps
+     * handing packets (the resets) to the `PacketWriter` for 200 ms, then stops: no call to the
+     * writer starts after that. Idempotent.
+     */override fun `stop`()
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_packetflowhandle_stop(
+        it,
+        _status)
+}
+    }
+    
+    
+
+    
+    /**
+     * As `TunHandle.udp_sessions()`.
+     */override fun `udpSessions`(): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_packetflowhandle_udp_sessions(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Hands the packets the host read (iOS: what `packetFlow.readPackets` gave it; whole IP
+     * packets, no header) to the tunnel, in one crossing. netswitch takes them over (the host
+     * keeps nothing). Blocks the calling thread while 16 earlier batches still wait — the
+     * backpressure: call it from the read loop, then read again. Returns false once the tunnel
+     * stopped (the host should end its read loop), true otherwise. Any thread; on a thread of
+     * netswitch's own runtime (a `TunFlowDecider` or `PlatformInterface` call) it does not wait:
+     * a full queue refuses the batch there, and it is lost.
+     */override fun `writePackets`(`packets`: List<kotlin.ByteArray>): kotlin.Boolean {
+            return FfiConverterBoolean.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_packetflowhandle_write_packets(
+        it,
+        
+        FfiConverterSequenceByteArray.lower(`packets`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePacketFlowHandle: FfiConverter<PacketFlowHandle, Long> {
+    override fun lower(value: PacketFlowHandle): Long {
+        return value.uniffiCloneHandle()
+    }
+
+    override fun lift(value: Long): PacketFlowHandle {
+        return PacketFlowHandle(UniffiWithHandle, value)
+    }
+
+    override fun read(buf: ByteBuffer): PacketFlowHandle {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: PacketFlowHandle) = 8UL
+
+    override fun write(value: PacketFlowHandle, buf: ByteBuffer) {
+        buf.putLong(lower(value))
+    }
+}
+
+
+// This template implements a class for working with a Rust struct via a handle
+// to the live Rust struct on the other side of the FFI.
+//
+// There's some subtlety here, because we have to be careful not to operate on a Rust
+// struct after it has been dropped, and because we must expose a public API for freeing
+// theq Kotlin wrapper object in lieu of reliable finalizers. The core requirements are:
+//
+//   * Each instance holds an opaque handle to the underlying Rust struct.
+//     Method calls need to read this handle from the object's state and pass it in to
+//     the Rust FFI.
+//
+//   * When an instance is no longer needed, its handle should be passed to a
+//     special destructor function provided by the Rust FFI, which will drop the
+//     underlying Rust struct.
+//
+//   * Given an instance, calling code is expected to call the special
+//     `destroy` method in order to free it after use, either by calling it explicitly
+//     or by using a higher-level helper like the `use` method. Failing to do so risks
+//     leaking the underlying Rust struct.
+//
+//   * We can't assume that calling code will do the right thing, and must be prepared
+//     to handle Kotlin method calls executing concurrently with or even after a call to
+//     `destroy`, and to handle multiple (possibly concurrent!) calls to `destroy`.
+//
+//   * We must never allow Rust code to operate on the underlying Rust struct after
+//     the destructor has been called, and must never call the destructor more than once.
+//     Doing so may trigger memory unsafety.
+//
+//   * To mitigate many of the risks of leaking memory and use-after-free unsafety, a `Cleaner`
+//     is implemented to call the destructor when the Kotlin object becomes unreachable.
+//     This is done in a background thread. This is not a panacea, and client code should be aware that
+//      1. the thread may starve if some there are objects that have poorly performing
+//     `drop` methods or do significant work in their `drop` methods.
+//      2. the thread is shared across the whole library. This can be tuned by using `android_cleaner = true`,
+//         or `android = true` in the [`kotlin` section of the `uniffi.toml` file](https://mozilla.github.io/uniffi-rs/kotlin/configuration.html).
+//
+// If we try to implement this with mutual exclusion on access to the handle, there is the
+// possibility of a race between a method call and a concurrent call to `destroy`:
+//
+//    * Thread A starts a method call, reads the value of the handle, but is interrupted
+//      before it can pass the handle over the FFI to Rust.
+//    * Thread B calls `destroy` and frees the underlying Rust struct.
+//    * Thread A resumes, passing the already-read handle value to Rust and triggering
+//      a use-after-free.
+//
+// One possible solution would be to use a `ReadWriteLock`, with each method call taking
+// a read lock (and thus allowed to run concurrently) and the special `destroy` method
+// taking a write lock (and thus blocking on live method calls). However, we aim not to
+// generate methods with any hidden blocking semantics, and a `destroy` method that might
+// block if called incorrectly seems to meet that bar.
+//
+// So, we achieve our goals by giving each instance an associated `AtomicLong` counter to track
+// the number of in-flight method calls, and an `AtomicBoolean` flag to indicate whether `destroy`
+// has been called. These are updated according to the following rules:
+//
+//    * The initial value of the counter is 1, indicating a live object with no in-flight calls.
+//      The initial value for the flag is false.
+//
+//    * At the start of each method call, we atomically check the counter.
+//      If it is 0 then the underlying Rust struct has already been destroyed and the call is aborted.
+//      If it is nonzero them we atomically increment it by 1 and proceed with the method call.
+//
+//    * At the end of each method call, we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+//    * When `destroy` is called, we atomically flip the flag from false to true.
+//      If the flag was already true we silently fail.
+//      Otherwise we atomically decrement and check the counter.
+//      If it has reached zero then we destroy the underlying Rust struct.
+//
+// Astute readers may observe that this all sounds very similar to the way that Rust's `Arc<T>` works,
+// and indeed it is, with the addition of a flag to guard against multiple calls to `destroy`.
+//
+// The overall effect is that the underlying Rust struct is destroyed only when `destroy` has been
+// called *and* all in-flight method calls have completed, avoiding violating any of the expectations
+// of the underlying Rust code.
+//
+// This makes a cleaner a better alternative to _not_ calling `destroy()` as
+// and when the object is finished with, but the abstraction is not perfect: if the Rust object's `drop`
+// method is slow, and/or there are many objects to cleanup, and it's on a low end Android device, then the cleaner
+// thread may be starved, and the app will leak memory.
+//
+// In this case, `destroy`ing manually may be a better solution.
+//
+// The cleaner can live side by side with the manual calling of `destroy`. In the order of responsiveness, uniffi objects
+// with Rust peers are reclaimed:
+//
+// 1. By calling the `destroy` method of the object, which calls `rustObject.free()`. If that doesn't happen:
+// 2. When the object becomes unreachable, AND the Cleaner thread gets to call `rustObject.free()`. If the thread is starved then:
+// 3. The memory is reclaimed when the process terminates.
+//
+// [1] https://stackoverflow.com/questions/24376768/can-java-finalize-an-object-when-it-is-still-in-scope/24380219
+//
+
+
+/**
+ * Where a packet-flow tunnel's outgoing packets go (iOS: `packetFlow.writePackets(packets,
+ * withProtocols: families)`).
+ *
+ * Threading: called on the tunnel's own netswitch thread (`netswitch-flow`, never the host's
+ * threads), one call at a time per tunnel, in order. It may block while it passes the
+ * batch on, but not for long: meanwhile netswitch queues at most 1,024 packets and drops (and
+ * counts, `dropped_write`) the rest. It must not throw; a call that fails loses its batch
+ * (counted as `dropped_write`).
+ */
+public interface PacketWriter {
+    
+    /**
+     * Takes `packets` (whole IP packets, no header; never empty, at most 256) and, at the same
+     * index, each one's address family as the platform numbers it (`AF_INET` / `AF_INET6`: 2 /
+     * 30 on Apple, 2 / 10 on Linux and Android) — the `protocols` argument of
+     * `NEPacketTunnelFlow.writePackets(_:withProtocols:)`.
+     */
+    fun `writePackets`(`packets`: List<kotlin.ByteArray>, `families`: List<kotlin.Int>)
+    
+    companion object
+}
+
+/**
+ * Where a packet-flow tunnel's outgoing packets go (iOS: `packetFlow.writePackets(packets,
+ * withProtocols: families)`).
+ *
+ * Threading: called on the tunnel's own netswitch thread (`netswitch-flow`, never the host's
+ * threads), one call at a time per tunnel, in order. It may block while it passes the
+ * batch on, but not for long: meanwhile netswitch queues at most 1,024 packets and drops (and
+ * counts, `dropped_write`) the rest. It must not throw; a call that fails loses its batch
+ * (counted as `dropped_write`).
+ */
+open class PacketWriterImpl: Disposable, AutoCloseable, PacketWriter
+{
+
+    @Suppress("UNUSED_PARAMETER")
+    /**
+     * @suppress
+     */
+    constructor(withHandle: UniffiWithHandle, handle: Long) {
+        this.handle = handle
+        this.cleanable = UniffiLib.CLEANER.register(this, UniffiCleanAction(handle))
+    }
+
+    /**
+     * @suppress
+     *
+     * This constructor can be used to instantiate a fake object. Only used for tests. Any
+     * attempt to actually use an object constructed this way will fail as there is no
+     * connected Rust object.
+     */
+    @Suppress("UNUSED_PARAMETER")
+    constructor(noHandle: NoHandle) {
+        this.handle = 0
+        this.cleanable = null
+    }
+
+    protected val handle: Long
+    protected val cleanable: UniffiCleaner.Cleanable?
+
+    private val wasDestroyed = AtomicBoolean(false)
+    private val callCounter = AtomicLong(1)
+
+    /**
+     * Whether the current object has been destroyed and its reference is gone in the Rust side.
+     */
+    val uniffiIsDestroyed: Boolean get() = wasDestroyed.get()
+
+    override fun destroy() {
+        // Only allow a single call to this method.
+        // TODO: maybe we should log a warning if called more than once?
+        if (this.wasDestroyed.compareAndSet(false, true)) {
+            // This decrement always matches the initial count of 1 given at creation time.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    @Synchronized
+    override fun close() {
+        this.destroy()
+    }
+
+    internal inline fun <R> callWithHandle(block: (handle: Long) -> R): R {
+        // Check and increment the call counter, to keep the object alive.
+        // This needs a compare-and-set retry loop in case of concurrent updates.
+        do {
+            val c = this.callCounter.get()
+            if (c == 0L) {
+                throw IllegalStateException("${this.javaClass.simpleName} object has already been destroyed")
+            }
+            if (c == Long.MAX_VALUE) {
+                throw IllegalStateException("${this.javaClass.simpleName} call counter would overflow")
+            }
+        } while (! this.callCounter.compareAndSet(c, c + 1L))
+        // Now we can safely do the method call without the handle being freed concurrently.
+        try {
+            return block(this.uniffiCloneHandle())
+        } finally {
+            // This decrement always matches the increment we performed above.
+            if (this.callCounter.decrementAndGet() == 0L) {
+                cleanable?.clean()
+            }
+        }
+    }
+
+    // Use a static inner class instead of a closure so as not to accidentally
+    // capture `this` as part of the cleanable's action.
+    private class UniffiCleanAction(private val handle: Long) : Runnable {
+        override fun run() {
+            if (handle == 0.toLong()) {
+                // Fake object created with `NoHandle`, don't try to free.
+                return;
+            }
+            uniffiRustCall { status ->
+                UniffiLib.uniffi_netswitch_fn_free_packetwriter(handle, status)
+            }
+        }
+    }
+
+    /**
+     * @suppress
+     */
+    fun uniffiCloneHandle(): Long {
+        if (handle == 0.toLong()) {
+            throw InternalException("uniffiCloneHandle() called on NoHandle object");
+        }
+        return uniffiRustCall() { status ->
+            UniffiLib.uniffi_netswitch_fn_clone_packetwriter(handle, status)
+        }
+    }
+
+    
+    /**
+     * Takes `packets` (whole IP packets, no header; never empty, at most 256) and, at the same
+     * index, each one's address family as the platform numbers it (`AF_INET` / `AF_INET6`: 2 /
+     * 30 on Apple, 2 / 10 on Linux and Android) — the `protocols` argument of
+     * `NEPacketTunnelFlow.writePackets(_:withProtocols:)`.
+     */override fun `writePackets`(`packets`: List<kotlin.ByteArray>, `families`: List<kotlin.Int>)
+        = 
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_netswitch_fn_method_packetwriter_write_packets(
+        it,
+        
+        FfiConverterSequenceByteArray.lower(`packets`),
+        FfiConverterSequenceInt.lower(`families`),_status)
+}
+    }
+    
+    
+
+    
+
+    
+
+
+    
+    
+    /**
+     * @suppress
+     */
+    companion object
+    
+}
+
+
+
+// Put the implementation in an object so we don't pollute the top-level namespace
+internal object uniffiCallbackInterfacePacketWriter {
+    internal object `writePackets`: UniffiCallbackInterfacePacketWriterMethod0 {
+        override fun callback(`uniffiHandle`: Long,`packets`: RustBuffer.ByValue,`families`: RustBuffer.ByValue,`uniffiOutReturn`: Pointer,uniffiCallStatus: UniffiRustCallStatus,) {
+            val uniffiObj = FfiConverterTypePacketWriter.handleMap.get(uniffiHandle)
+            val makeCall = { ->
+                uniffiObj.`writePackets`(
+                    FfiConverterSequenceByteArray.lift(`packets`),
+                    FfiConverterSequenceInt.lift(`families`),
+                )
+            }
+            val writeReturn = { _: Unit -> Unit }
+            uniffiTraitInterfaceCall(uniffiCallStatus, makeCall, writeReturn)
+        }
+    }
+
+    internal object uniffiFree: UniffiCallbackInterfaceFree {
+        override fun callback(handle: Long) {
+            FfiConverterTypePacketWriter.handleMap.remove(handle)
+        }
+    }
+
+    internal object uniffiClone: UniffiCallbackInterfaceClone {
+        override fun callback(handle: Long): Long {
+            return FfiConverterTypePacketWriter.handleMap.clone(handle)
+        }
+    }
+
+    internal var vtable = UniffiVTableCallbackInterfacePacketWriter.UniffiByValue(
+        uniffiFree,
+        uniffiClone,
+        `writePackets`,
+    )
+
+    // Registers the foreign callback with the Rust side.
+    // This method is generated for each callback interface.
+    internal fun register(lib: UniffiLib) {
+        lib.uniffi_netswitch_fn_init_callback_vtable_packetwriter(vtable)
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypePacketWriter: FfiConverter<PacketWriter, Long> {
+    internal val handleMap = UniffiHandleMap<PacketWriter>()
+
+    override fun lower(value: PacketWriter): Long {
+        if (value is PacketWriterImpl) {
+             // Rust-implemented object.  Clone the handle and return it
+            return value.uniffiCloneHandle()
+         } else {
+            // Kotlin object, generate a new vtable handle and return that.
+            return handleMap.insert(value)
+         }
+    }
+
+    override fun lift(value: Long): PacketWriter {
+        if ((value and 1.toLong()) == 0.toLong()) {
+            // Rust-generated handle, construct a new class that uses the handle to implement the
+            // interface
+            return PacketWriterImpl(UniffiWithHandle, value)
+        } else {
+            // Kotlin-generated handle, get the object from the handle map
+            return handleMap.remove(value)
+        }
+    }
+
+    override fun read(buf: ByteBuffer): PacketWriter {
+        return lift(buf.getLong())
+    }
+
+    override fun allocationSize(value: PacketWriter) = 8UL
+
+    override fun write(value: PacketWriter, buf: ByteBuffer) {
         buf.putLong(lower(value))
     }
 }
@@ -6375,6 +7302,12 @@ data class TunOptions (
     var `framing`: TunFraming? = null 
     , 
     /**
+     * Which TCP stack terminates the apps' connections; `None` (the default) = the platform's:
+     * `Userspace` on Apple platforms, `System` elsewhere.
+     */
+    var `stack`: TunStack? = null 
+    , 
+    /**
      * UDP sessions (one per app source address and port) kept at once; past it the least
      * recently used one is closed. `None` = the config's `udp_session_capacity`.
      */
@@ -6452,6 +7385,7 @@ public object FfiConverterTypeTunOptions: FfiConverterRustBuffer<TunOptions> {
             FfiConverterOptionalString.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterOptionalTypeTunFraming.read(buf),
+            FfiConverterOptionalTypeTunStack.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
@@ -6470,6 +7404,7 @@ public object FfiConverterTypeTunOptions: FfiConverterRustBuffer<TunOptions> {
             FfiConverterOptionalString.allocationSize(value.`ipv6`) +
             FfiConverterUInt.allocationSize(value.`mtu`) +
             FfiConverterOptionalTypeTunFraming.allocationSize(value.`framing`) +
+            FfiConverterOptionalTypeTunStack.allocationSize(value.`stack`) +
             FfiConverterOptionalUInt.allocationSize(value.`udpSessionCapacity`) +
             FfiConverterOptionalUInt.allocationSize(value.`udpMaxSockets`) +
             FfiConverterOptionalUInt.allocationSize(value.`udpQueueLen`) +
@@ -6487,6 +7422,7 @@ public object FfiConverterTypeTunOptions: FfiConverterRustBuffer<TunOptions> {
             FfiConverterOptionalString.write(value.`ipv6`, buf)
             FfiConverterUInt.write(value.`mtu`, buf)
             FfiConverterOptionalTypeTunFraming.write(value.`framing`, buf)
+            FfiConverterOptionalTypeTunStack.write(value.`stack`, buf)
             FfiConverterOptionalUInt.write(value.`udpSessionCapacity`, buf)
             FfiConverterOptionalUInt.write(value.`udpMaxSockets`, buf)
             FfiConverterOptionalUInt.write(value.`udpQueueLen`, buf)
@@ -7577,6 +8513,53 @@ public object FfiConverterTypeTunFraming: FfiConverterRustBuffer<TunFraming> {
 
 
 
+/**
+ * Which TCP stack terminates the apps' connections of a tunnel (`TunOptions.stack`). UDP, DNS
+ * hijack, ICMP and the decision hook work the same with either.
+ */
+
+enum class TunStack {
+    
+    /**
+     * The kernel's TCP: each flow is NAT-rewritten to a listener netswitch opens on the tunnel's
+     * address. Needs the right to listen there: Linux and Android (the default there).
+     */
+    SYSTEM,
+    /**
+     * A TCP/IP stack inside netswitch (smoltcp): needs nothing from the kernel but the packets.
+     * The default on Apple platforms (where `includeAllNetworks` makes a listener on the tunnel
+     * address unreachable) and the only choice for a packet flow without a kernel device.
+     */
+    USERSPACE;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTunStack: FfiConverterRustBuffer<TunStack> {
+    override fun read(buf: ByteBuffer) = try {
+        TunStack.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: TunStack) = 4UL
+
+    override fun write(value: TunStack, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
 
 /**
  * @suppress
@@ -8061,6 +9044,38 @@ public object FfiConverterOptionalTypeTunFraming: FfiConverterRustBuffer<TunFram
 /**
  * @suppress
  */
+public object FfiConverterOptionalTypeTunStack: FfiConverterRustBuffer<TunStack?> {
+    override fun read(buf: ByteBuffer): TunStack? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeTunStack.read(buf)
+    }
+
+    override fun allocationSize(value: TunStack?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeTunStack.allocationSize(value)
+        }
+    }
+
+    override fun write(value: TunStack?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeTunStack.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterOptionalSequenceTypeSocksUser: FfiConverterRustBuffer<List<SocksUser>?> {
     override fun read(buf: ByteBuffer): List<SocksUser>? {
         if (buf.get().toInt() == 0) {
@@ -8125,6 +9140,34 @@ public object FfiConverterOptionalSequenceTypeNetworkType: FfiConverterRustBuffe
 /**
  * @suppress
  */
+public object FfiConverterSequenceInt: FfiConverterRustBuffer<List<kotlin.Int>> {
+    override fun read(buf: ByteBuffer): List<kotlin.Int> {
+        val len = buf.getInt()
+        return List<kotlin.Int>(len) {
+            FfiConverterInt.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.Int>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterInt.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.Int>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterInt.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
 public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.String>> {
     override fun read(buf: ByteBuffer): List<kotlin.String> {
         val len = buf.getInt()
@@ -8143,6 +9186,34 @@ public object FfiConverterSequenceString: FfiConverterRustBuffer<List<kotlin.Str
         buf.putInt(value.size)
         value.iterator().forEach {
             FfiConverterString.write(it, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterSequenceByteArray: FfiConverterRustBuffer<List<kotlin.ByteArray>> {
+    override fun read(buf: ByteBuffer): List<kotlin.ByteArray> {
+        val len = buf.getInt()
+        return List<kotlin.ByteArray>(len) {
+            FfiConverterByteArray.read(buf)
+        }
+    }
+
+    override fun allocationSize(value: List<kotlin.ByteArray>): ULong {
+        val sizeForLength = 4UL
+        val sizeForItems = value.map { FfiConverterByteArray.allocationSize(it) }.sum()
+        return sizeForLength + sizeForItems
+    }
+
+    override fun write(value: List<kotlin.ByteArray>, buf: ByteBuffer) {
+        buf.putInt(value.size)
+        value.iterator().forEach {
+            FfiConverterByteArray.write(it, buf)
         }
     }
 }
