@@ -5426,7 +5426,7 @@ public struct TunOptions: Equatable, Hashable {
      */
     public var udpMaxSockets: UInt32?
     /**
-     * App datagrams queued per session before drops (`dropped_udp`). `None` = 64.
+     * App datagrams queued per session before drops (`dropped_udp`). `None` = 1024.
      */
     public var udpQueueLen: UInt32?
     /**
@@ -5496,7 +5496,7 @@ public struct TunOptions: Equatable, Hashable {
          * is dropped and counted (`dropped_udp`). `None` = 1024.
          */udpMaxSockets: UInt32? = nil, 
         /**
-         * App datagrams queued per session before drops (`dropped_udp`). `None` = 64.
+         * App datagrams queued per session before drops (`dropped_udp`). `None` = 1024.
          */udpQueueLen: UInt32? = nil, 
         /**
          * Idle timeout of UDP sessions of no recognised protocol, in ms. `None` = the config's

@@ -70,7 +70,7 @@ pub struct TunOptions {
     /// is dropped and counted (`dropped_udp`). `None` = 1024.
     #[uniffi(default = None)]
     pub udp_max_sockets: Option<u32>,
-    /// App datagrams queued per session before drops (`dropped_udp`). `None` = 64.
+    /// App datagrams queued per session before drops (`dropped_udp`). `None` = 1024.
     #[uniffi(default = None)]
     pub udp_queue_len: Option<u32>,
     /// Idle timeout of UDP sessions of no recognised protocol, in ms. `None` = the config's

@@ -7320,7 +7320,7 @@ data class TunOptions (
     var `udpMaxSockets`: kotlin.UInt? = null 
     , 
     /**
-     * App datagrams queued per session before drops (`dropped_udp`). `None` = 64.
+     * App datagrams queued per session before drops (`dropped_udp`). `None` = 1024.
      */
     var `udpQueueLen`: kotlin.UInt? = null 
     , 
