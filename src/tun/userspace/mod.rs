@@ -39,7 +39,7 @@ use crate::dial::Outbound;
 use crate::manager::ConnectionManager;
 use crate::metadata::{Destination, Metadata};
 use crate::tracker::ConnectionId;
-use crate::TransportProtocol;
+use crate::tracker::TransportProtocol;
 
 /// Connections the userspace stack holds at most at once.
 pub const MAX_CONNECTIONS: usize = 16 * 1024;
