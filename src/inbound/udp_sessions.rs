@@ -76,7 +76,8 @@ pub enum SessionKeying {
 /// is a few KiB (`tests/tun/udp_flood.rs` allows 16 KiB); the socket buffers are kernel memory,
 /// not the process's. With the defaults and a 1,500-byte MTU: (4096 + 1024) x 1,536 B = 7.5 MiB
 /// plus 1024 x 16 KiB = 16 MiB, 23.5 MiB in all (a 9,000-byte MTU: 61 MiB in all).
-/// `tests/tun/udp_flood.rs` checks it with small settings.
+/// `tests/tun/udp_flood.rs` checks it with small settings. A tunnel's decision hook holds at most
+/// `session_capacity + queue_budget` more datagrams while their sources are being decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct UdpSettings {

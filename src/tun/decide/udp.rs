@@ -29,6 +29,8 @@ enum Flow {
 #[derive(Default)]
 struct Flows {
     by_source: HashMap<SocketAddr, Flow>,
+    /// Datagrams waiting across every source, not counting each source's first one.
+    waiting: usize,
     stopped: bool,
 }
 
@@ -41,6 +43,10 @@ pub(crate) struct UdpDecisions {
     capacity: usize,
     /// Most datagrams of one source waiting for its decision (the sessions' queue length).
     queue_len: usize,
+    /// Most datagrams waiting across every source besides each one's first (the sessions'
+    /// queue budget): what waits is at most `capacity + budget` datagrams, the bound the
+    /// sessions' table states for its own queues ([`UdpSettings`]).
+    budget: usize,
     timeouts: UdpTimeouts,
     runtime: tokio::runtime::Handle,
 }
@@ -59,6 +65,7 @@ impl UdpDecisions {
             flows: Mutex::default(),
             capacity: settings.session_capacity.max(1),
             queue_len: settings.queue_len.max(1),
+            budget: settings.queue_budget.max(1),
             timeouts: settings.timeouts,
             runtime,
         }
@@ -82,8 +89,12 @@ impl UdpDecisions {
             bump(&counters.dropped_udp);
             return;
         }
-        match flows.by_source.get_mut(&client) {
-            Some(Flow::Deciding(queue)) if queue.len() < self.queue_len => return queue.push(datagram),
+        let state = &mut *flows; // the fields borrowed apart
+        match state.by_source.get_mut(&client) {
+            Some(Flow::Deciding(queue)) if queue.len() < self.queue_len && state.waiting < self.budget => {
+                state.waiting += 1;
+                return queue.push(datagram);
+            }
             Some(Flow::Deciding(_)) => return bump(&counters.dropped_udp),
             Some(Flow::Blocked { idle, last }) if now.duration_since(*last) < *idle => {
                 *last = now;
@@ -120,6 +131,7 @@ impl UdpDecisions {
         let client = flow.source;
         let mut flows = lock(&self.flows);
         let Some(Flow::Deciding(queue)) = flows.by_source.remove(&client) else { return };
+        flows.waiting -= queue.len() - 1;
         if decided.blocks() {
             let first = queue.first().map_or(&[][..], |datagram| &datagram.payload[..]);
             let (idle, _) = self.timeouts.choose(None, first, flow.destination.port());
@@ -141,6 +153,7 @@ impl UdpDecisions {
     pub fn stop(&self) {
         let mut flows = lock(&self.flows);
         flows.stopped = true;
+        flows.waiting = 0;
         let waiting: usize = flows
             .by_source
             .drain()
@@ -314,5 +327,51 @@ mod tests {
         let started = manager.list().iter().filter(|c| c.metadata.source == Some(client(1003))).count();
         assert_eq!((started, decisions.sources()), (0, 0));
         assert_eq!(io.counters.snapshot().udp_datagrams, 3);
+    }
+
+    /// What waits for decisions is bounded across sources by the sessions' queue budget (each
+    /// source's first datagram aside), and a decision gives its share back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiting_datagrams_share_the_queue_budget() {
+        let (device, _app) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let io = Arc::new(Io::on_device(
+            TunDevice::new(OwnedFd::from(device), Framing::Raw).unwrap(),
+            Arc::new(Counters::default()),
+        ));
+        let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+        let settings =
+            UdpSettings { keying: SessionKeying::PerClient, queue_budget: 3, ..UdpSettings::default() };
+        let table =
+            Arc::new(UdpSessionTable::new(manager.clone(), Arc::new(DirectOutbound::default()), settings));
+        let gates = [Arc::new(Notify::new()), Arc::new(Notify::new())];
+        let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let decider = Gated { gates: gates.clone(), answered: answered.clone() };
+        let hook = DecisionHook::new(Arc::new(decider)).with_deadline(Duration::from_secs(30));
+        let asker = Arc::new(Asker::new(hook, io.counters.clone()));
+        let decisions =
+            Arc::new(UdpDecisions::new(asker, table.settings(), tokio::runtime::Handle::current()));
+        // Nobody listens there: the datagrams that get a session are sent and lost, which is fine.
+        let server = SocketAddr::from(([127, 0, 0, 1], 9));
+        let send = |port: u16| {
+            let datagram = Datagram { destination: server.into(), payload: b"x".to_vec() };
+            decisions.dispatch(client(port), server, datagram, &table, &io);
+        };
+        for _ in 0..5 {
+            send(1002); // the first, then three within the budget, then one dropped
+        }
+        assert_eq!(io.counters.snapshot().dropped_udp, 1);
+        send(1003); // another source's first datagram still waits
+        send(1003); // but no more than the budget
+        assert_eq!((io.counters.snapshot().dropped_udp, decisions.sources()), (2, 2));
+        gates[0].notify_one();
+        eventually("1002 decided", || answered.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+        eventually("1002 handed on", || decisions.sources() == 1).await;
+        // (What the table then did with 1002's datagrams is the table's business and counted.)
+        let dropped = io.counters.snapshot().dropped_udp;
+        send(1003); // the budget is free again
+        send(1003);
+        assert_eq!(io.counters.snapshot().dropped_udp, dropped, "{:?}", io.counters.snapshot());
+        decisions.stop();
+        gates[1].notify_one();
     }
 }
