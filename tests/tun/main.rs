@@ -493,6 +493,17 @@ async fn malformed_packets_are_counted(device: &Device) {
     assert_eq!(echoed, b"still alive");
 }
 
+/// The CLI, killed if the test fails before it is stopped (else it would outlive the test and
+/// keep the outer test waiting on its output).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `netswitch tun` creates and configures its device, carries the app's connections over the
 /// physical default (wifi0) with the default strategy — its own sockets never enter the tunnel
 /// — and removes the device when it stops on SIGINT.
@@ -503,13 +514,16 @@ fn tun_cli_creates_the_device_and_relays() {
     }
     let _topology = Topology::up(server_command()).unwrap();
     topology::run("ip", &["route", "add", "default", "via", "10.200.1.1", "dev", "wifi0"]).unwrap();
-    let mut cli = Command::new(env!("CARGO_BIN_EXE_netswitch"))
-        .args(["tun", "--name", "tun1", "--address", "172.19.0.5/30", "--address", "fdfe::5/126"])
-        .args(["--route", "10.200.9.0/24", "--route", "2001:db8:9::/64", "--mtu", "1500"])
-        .args(["--interface-type", "wifi0=wifi", "--interface-type", "cell0=cellular"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut cli = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_netswitch"))
+            .args(["tun", "--name", "tun1", "--address", "172.19.0.5/30", "--address", "fdfe::5/126"])
+            .args(["--route", "10.200.9.0/24", "--route", "2001:db8:9::/64", "--mtu", "1500"])
+            .args(["--interface-type", "wifi0=wifi", "--interface-type", "cell0=cellular"])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let cli = &mut cli.0;
     let stderr = cli.stderr.take().unwrap();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let log = std::thread::spawn(move || {

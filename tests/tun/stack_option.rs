@@ -8,18 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use super::topology::{self, Link, Topology};
-use super::{connect_to, pattern, role, run_in_namespace, server, server_command, server_v6, udp_roundtrip};
-
-/// The CLI, killed if the test fails before it is stopped (else it would outlive the test and
-/// keep the outer test waiting on its output).
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::{
+    connect_to, pattern, role, run_in_namespace, server, server_command, server_v6, udp_roundtrip, KillOnDrop,
+};
 
 #[test]
 fn tun_cli_relays_through_the_userspace_stack() {
