@@ -14,7 +14,7 @@
 //! - a datagram to a domain the session has not resolved waits for its lookup outside the relay
 //!   loop ([`super::udp_lookups`]): replies to other destinations keep flowing meanwhile;
 //! - the client's queued datagrams are sent in order, several per system call
-//!   ([`super::send_batch`], up to its `BATCH`).
+//!   (`relay::send_batch`, up to its `BATCH`).
 
 use std::io;
 use std::net::SocketAddr;
