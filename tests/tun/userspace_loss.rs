@@ -80,7 +80,7 @@ impl Mover {
                 };
                 seen += 1;
                 let every = every.load(Ordering::Relaxed);
-                if every > 0 && seen % every == 0 {
+                if every > 0 && seen.is_multiple_of(every) {
                     dropped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -170,13 +170,10 @@ fn transfers_under_loss(stack: Stack, fin: AppFin) {
     });
 }
 
-/// Fails today (a stall at 1 %): smoltcp 0.12 resets the retransmission timer on *any* ACK in
-/// CLOSE-WAIT (`(State::CloseWait, TcpControl::None) => self.timer.set_for_idle(..)` in
-/// `socket/tcp.rs`), so once the app has half-closed, a duplicate ACK cancels the timer with
-/// data in flight and the lost segment is never sent again. smoltcp 0.14 fixed it (that arm is
-/// empty there); 0.14 needs Rust 1.91. See docs/userspace-stack.md.
+/// The app half-closes after its upload, while netswitch still sends: smoltcp 0.12 stalled here
+/// (it reset the retransmission timer on *any* ACK in CLOSE-WAIT, so a lost segment was never
+/// sent again); 0.14 keeps the timer.
 #[test]
-#[ignore = "smoltcp 0.12 bug: retransmission timer cancelled by ACKs in CLOSE-WAIT (docs/userspace-stack.md)"]
 fn tun_userspace_16_mib_each_way_at_1_and_5_percent_loss() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("userspace_loss::tun_userspace_16_mib_each_way_at_1_and_5_percent_loss");
@@ -184,8 +181,8 @@ fn tun_userspace_16_mib_each_way_at_1_and_5_percent_loss() {
     transfers_under_loss(Stack::Userspace, AppFin::AfterUpload);
 }
 
-/// The same with the app's FIN only after the whole download: passes with smoltcp 0.12 (no
-/// CLOSE-WAIT while netswitch sends), which narrows the stall above to that state.
+/// The same with the app's FIN only after the whole download (no CLOSE-WAIT while netswitch
+/// sends): passed with smoltcp 0.12 too, which narrowed the stall above to that state.
 #[test]
 fn tun_userspace_16_mib_each_way_at_1_and_5_percent_loss_app_fin_last() {
     if role().as_deref() != Some("device") {

@@ -36,7 +36,7 @@ const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// in smoltcp) before it is reset.
 const LINGER: Duration = Duration::from_secs(60);
 /// While bytes wait to be sent, a probe (a keep-alive segment) this often when nothing is in
-/// flight: smoltcp 0.12 sends no zero-window probes, so without it a lost window update from an
+/// flight: smoltcp 0.12 sent no zero-window probes (0.14 does; this stays as a second guard), so without it a lost window update from an
 /// app that had a full receive window would stall the connection for good.
 const PROBE: Duration = Duration::from_millis(500);
 /// A connection idle this long with both rings empty gives the rings' pages back.
@@ -220,7 +220,7 @@ impl Connection {
 impl Inner {
     /// Turns keep-alive probes on while bytes wait to be sent and off otherwise: a keep-alive
     /// (sent only when nothing is in flight) makes the app answer with its current window, so it
-    /// stands in for the zero-window probe smoltcp 0.12 lacks. Idle connections send nothing.
+    /// stands in for the zero-window probe smoltcp 0.12 lacked (a second guard with 0.14). Idle connections send nothing.
     fn probe_while_queued(&mut self) {
         let socket = self.sockets.get_mut::<tcp::Socket>(self.handle);
         let queued = socket.send_queue() > 0;
