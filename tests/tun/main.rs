@@ -268,20 +268,7 @@ fn tun_tcp_and_udp_through_the_kernel_stack() {
         // Echo, the app half-closes first: every byte back, then the server's FIN.
         let sent = pattern(1 << 20, 7);
         let expected = sent.clone();
-        let echoed = blocking(move || {
-            let mut stream = connect(server::ECHO)?;
-            let mut writer = stream.try_clone()?;
-            let writing = std::thread::spawn(move || {
-                writer.write_all(&sent)?;
-                writer.shutdown(Shutdown::Write)
-            });
-            let mut echoed = Vec::new();
-            stream.read_to_end(&mut echoed)?;
-            writing.join().unwrap()?;
-            std::io::Result::Ok(echoed)
-        })
-        .await
-        .unwrap();
+        let echoed = blocking(move || echo_app_fin_first(&sent)).await.unwrap();
         assert!(echoed == expected, "echo differs: {} bytes back of {}", echoed.len(), expected.len());
         println!("1 MiB echoed through the tunnel, app half-closed first");
 
@@ -491,6 +478,22 @@ async fn malformed_packets_are_counted(device: &Device) {
     .await
     .unwrap();
     assert_eq!(echoed, b"still alive");
+}
+
+/// Sends `sent` to the echo server through the tunnel while reading, half-closes after the last
+/// byte (the app's FIN first), and returns everything echoed until the server's FIN.
+pub(crate) fn echo_app_fin_first(sent: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = connect(server::ECHO)?;
+    let mut writer = stream.try_clone()?;
+    let sent = sent.to_vec();
+    let writing = std::thread::spawn(move || {
+        writer.write_all(&sent)?;
+        writer.shutdown(Shutdown::Write)
+    });
+    let mut echoed = Vec::new();
+    stream.read_to_end(&mut echoed)?;
+    writing.join().map_err(|_| std::io::Error::other("the writer thread panicked"))??;
+    Ok(echoed)
 }
 
 /// The CLI, killed if the test fails before it is stopped (else it would outlive the test and

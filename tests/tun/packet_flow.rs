@@ -162,20 +162,7 @@ async fn carries_the_tun_suite(stack: Stack) {
 
     let sent = pattern(1 << 20, 7);
     let expected = sent.clone();
-    let echoed = blocking(move || {
-        let mut stream = connect(super::server::ECHO)?;
-        let mut writer = stream.try_clone()?;
-        let writing = std::thread::spawn(move || {
-            writer.write_all(&sent)?;
-            writer.shutdown(Shutdown::Write)
-        });
-        let mut echoed = Vec::new();
-        stream.read_to_end(&mut echoed)?;
-        writing.join().unwrap()?;
-        std::io::Result::Ok(echoed)
-    })
-    .await
-    .unwrap();
+    let echoed = blocking(move || super::echo_app_fin_first(&sent)).await.unwrap();
     assert!(echoed == expected, "echo differs: {} bytes back of {}", echoed.len(), expected.len());
 
     let (received, answer) = blocking(|| {

@@ -58,20 +58,7 @@ fn tun_tcp_and_udp_through_the_userspace_stack() {
         // Echo, the app half-closes first.
         let sent = pattern(1 << 20, 7);
         let expected = sent.clone();
-        let echoed = blocking(move || {
-            let mut stream = connect(super::server::ECHO)?;
-            let mut writer = stream.try_clone()?;
-            let writing = std::thread::spawn(move || {
-                writer.write_all(&sent)?;
-                writer.shutdown(Shutdown::Write)
-            });
-            let mut echoed = Vec::new();
-            stream.read_to_end(&mut echoed)?;
-            writing.join().unwrap()?;
-            std::io::Result::Ok(echoed)
-        })
-        .await
-        .unwrap();
+        let echoed = blocking(move || super::echo_app_fin_first(&sent)).await.unwrap();
         assert!(echoed == expected, "echo differs: {} bytes back of {}", echoed.len(), expected.len());
         println!("userspace: 1 MiB echoed, app half-closed first");
 

@@ -216,8 +216,9 @@ fn fin_after_download(up: u64, down: u64, token: u64) -> std::io::Result<((u64, 
     let read = read_checked(&mut stream, DOWN_SEED)?;
     writing.join().unwrap()?;
     stream.shutdown(std::net::Shutdown::Write)?;
-    // The server records its side once it saw the app's FIN.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // The server records its side once it saw the app's FIN (under loss its last segments may take
+    // several retransmission timeouts: wait as long as the socket timeouts).
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let mut query = connect(RESULT)?;
         query.write_all(&token.to_be_bytes())?;
