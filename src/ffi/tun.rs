@@ -308,7 +308,6 @@ pub(crate) fn start_error(tunnel: &str, error: TunError) -> NetswitchError {
         }
         TunError::Mtu(_) => invalid("options.mtu", error.to_string()),
         TunError::DnsHijack(_) => invalid("options.dns_hijack", error.to_string()),
-        TunError::OffloadWithUserspace => invalid("options.stack", error.to_string()),
         TunError::Device(source) => {
             NetswitchError::Io { context: tunnel.to_string(), reason: source.to_string() }
         }
@@ -563,8 +562,6 @@ mod tests {
         let nat = TunError::NoRoomForNat { address: "fdfe::3".parse().unwrap(), prefix: 126 };
         assert!(argument(start_error("TUN device fd 3", nat))
             .starts_with("options.ipv6: tunnel address fdfe::3/126"));
-        assert!(argument(start_error("packet flow", TunError::OffloadWithUserspace))
-            .starts_with("options.stack: the userspace stack"));
     }
 
     #[test]

@@ -74,6 +74,11 @@ impl Framing {
 pub const VNET_HDR_LEN: usize = 10;
 /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`: the checksum at `csum_start + csum_offset` is partial.
 const NEEDS_CSUM: u8 = 1;
+/// `VIRTIO_NET_HDR_GSO_TCPV4` and `_TCPV6`: TCP super-packets to be cut into MSS-sized segments.
+const GSO_TCPV4: u8 = 1;
+const GSO_TCPV6: u8 = 4;
+/// Where the checksum sits in a TCP header.
+const TCP_CHECKSUM_OFFSET: u16 = 16;
 
 /// The offload state of one packet read from a [`Framing::VirtioNet`] device: none, or a TCP
 /// super-packet with a partial checksum that the kernel segments and completes. Written back
@@ -91,6 +96,22 @@ impl Offload {
     /// inverted), and the kernel adds the rest. A NAT then adjusts it for the addresses only.
     pub fn partial_checksum(&self) -> bool {
         self.header[0] & NEEDS_CSUM != 0
+    }
+
+    /// A TCP packet netswitch built whose checksum field holds the pseudo-header sum from
+    /// `checksum_start` (the TCP header's offset) on, for the kernel to complete; with `gso`
+    /// (IPv6?, length of the IP and TCP headers, MSS) a super-packet of MSS-byte segments.
+    pub(crate) fn partial_tcp(checksum_start: usize, gso: Option<(bool, usize, u16)>) -> Offload {
+        let mut header = [0u8; VNET_HDR_LEN];
+        header[0] = NEEDS_CSUM;
+        if let Some((ipv6, headers, mss)) = gso {
+            header[1] = if ipv6 { GSO_TCPV6 } else { GSO_TCPV4 };
+            header[2..4].copy_from_slice(&(headers as u16).to_ne_bytes());
+            header[4..6].copy_from_slice(&mss.to_ne_bytes());
+        }
+        header[6..8].copy_from_slice(&(checksum_start as u16).to_ne_bytes());
+        header[8..10].copy_from_slice(&TCP_CHECKSUM_OFFSET.to_ne_bytes());
+        Offload { header }
     }
 
     fn word(&self, at: usize) -> usize {

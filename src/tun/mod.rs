@@ -171,11 +171,6 @@ pub enum TunError {
     /// The DNS hijack settings cannot work (the reason says why), or it has no resolver.
     #[error("TUN DNS hijack: {0}")]
     DnsHijack(String),
-    /// The userspace stack was asked for with [`Framing::VirtioNet`]: it cannot take the
-    /// device's TCP super-packets (up to 64 KiB, partial checksums). Use [`Framing::Raw`] (a device
-    /// without `IFF_VNET_HDR`: [`device::create_linux`]) or the system stack.
-    #[error("the userspace stack cannot take a virtio-net (offload) TUN device's super-packets: use raw framing (a device without offloads) or the system stack")]
-    OffloadWithUserspace,
     /// The listener on the tunnel address could not be bound.
     #[error("TUN TCP listener on {address}: {source}")]
     Listen {
@@ -328,9 +323,6 @@ impl Tun {
         if settings.dns_hijack != DnsHijack::Off && resolver.is_none() {
             return Err(TunError::DnsHijack("no resolver given (Tun::start_with_resolver)".into()));
         }
-        if settings.stack == Stack::Userspace && settings.framing == Framing::VirtioNet {
-            return Err(TunError::OffloadWithUserspace);
-        }
         if settings.stack == Stack::Userspace {
             addresses.clear(); // no listener, no NAT address: TCP ends in `userspace`
         }
@@ -376,6 +368,7 @@ impl Tun {
             Arc::new(Userspace::new(
                 sink,
                 settings.mtu,
+                settings.framing == Framing::VirtioNet,
                 manager.clone(),
                 outbound.clone(),
                 counters.clone(),
@@ -615,15 +608,13 @@ mod tests {
             Tun::start_with_resolver(fd.into(), hijack, manager.clone(), outbound.clone(), Some(resolver))
                 .unwrap_err();
         assert!(error.to_string().contains("127.0.0.5 is the tunnel's own address"), "{error}");
-        let mut offload = loopback.clone();
-        (offload.stack, offload.framing) = (Stack::Userspace, Framing::VirtioNet);
-        assert!(
-            matches!(start(offload.clone()), Err(TunError::OffloadWithUserspace)),
-            "no super-packets into smoltcp"
-        );
-        offload.stack = Stack::System;
-        start(offload).unwrap().stop(); // the system stack takes them
-                                        // A datagram socket pair stands in for the device: it starts, counts nothing, stops.
+        // Both stacks take an offloading device.
+        for stack in [Stack::Userspace, Stack::System] {
+            let mut offload = loopback.clone();
+            (offload.stack, offload.framing) = (stack, Framing::VirtioNet);
+            start(offload).unwrap().stop();
+        }
+        // A datagram socket pair stands in for the device: it starts, counts nothing, stops.
         let tun = start(loopback).unwrap();
         assert_eq!((tun.counters(), tun.nat_entries(), tun.udp_sessions()), (TunCounters::default(), 0, 0));
         tun.stop();

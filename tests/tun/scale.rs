@@ -87,7 +87,18 @@ fn tun_offload_64_mib_each_way_at_once_with_half_closes_and_a_reset() {
     bulk_both_ways(Framing::VirtioNet, Stack::System);
 }
 
-/// The body of the two tests above, TCP ending in `stack`.
+/// The same through the userspace stack on a device with offloads (super-packets both ways).
+#[test]
+fn tun_userspace_offload_64_mib_each_way_at_once_with_half_closes_and_a_reset() {
+    if role().as_deref() != Some("device") {
+        return run_in_namespace(
+            "scale::tun_userspace_offload_64_mib_each_way_at_once_with_half_closes_and_a_reset",
+        );
+    }
+    bulk_both_ways(Framing::VirtioNet, Stack::Userspace);
+}
+
+/// The body of the tests above, TCP ending in `stack`.
 pub(super) fn bulk_both_ways(framing: Framing, stack: Stack) {
     runtime().block_on(async {
         let device = Device::up_with(|settings| {

@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, UdpSocket};
 use std::time::{Duration, Instant};
 
-use netswitch::tun::Stack;
+use netswitch::tun::{Framing, Stack};
 
 use super::{
     blocking, connect, connect_to, pattern, role, run_in_namespace, server, server_v6, udp_echo,
@@ -239,11 +239,12 @@ fn echo_seconds(stream: std::net::TcpStream, len: usize) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// Bulk echo and idle memory per connection for one stack, and the no-VPN path (the app's
-/// socket bound to wifi0) for comparison. Prints; asserts only that every byte came back.
-async fn measure(stack: Stack) {
+/// Bulk echo and idle memory per connection for one stack on a device with `framing`, and the
+/// no-VPN path (the app's socket bound to wifi0) for comparison. Prints; asserts only that every
+/// byte came back.
+async fn measure(stack: Stack, framing: Framing) {
     const BULK: usize = 256 << 20;
-    let device = up(stack).await;
+    let device = Device::up_with(|settings| (settings.stack, settings.framing) = (stack, framing)).await;
     blocking(|| connect(super::server::PEER).unwrap().read_to_end(&mut Vec::new()).unwrap()).await;
     let vpn = blocking(|| echo_seconds(connect(super::server::ECHO).unwrap(), BULK)).await;
     let direct = blocking(|| {
@@ -255,7 +256,7 @@ async fn measure(stack: Stack) {
     .await;
     let rate = |seconds: f64| BULK as f64 * 8.0 / seconds / 1e9;
     println!(
-        "MEASURE {stack:?}: echo {} MiB each way at once: {:.2} Gbit/s each way through tun0, {:.2} without the VPN ({:.2}x)",
+        "MEASURE {stack:?} ({framing:?}): echo {} MiB each way at once: {:.2} Gbit/s each way through tun0, {:.2} without the VPN ({:.2}x)",
         BULK >> 20,
         rate(vpn),
         rate(direct),
@@ -372,7 +373,7 @@ fn tun_measure_system_stack() {
         return measure_in_namespace("userspace::tun_measure_system_stack");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(measure(Stack::System));
+    runtime.block_on(measure(Stack::System, Framing::Raw));
 }
 
 #[test]
@@ -382,5 +383,25 @@ fn tun_measure_userspace_stack() {
         return measure_in_namespace("userspace::tun_measure_userspace_stack");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(measure(Stack::Userspace));
+    runtime.block_on(measure(Stack::Userspace, Framing::Raw));
+}
+
+#[test]
+#[ignore = "measurement (about 20 s): cargo test --test tun measure_ -- --ignored --nocapture"]
+fn tun_measure_system_stack_offload() {
+    if role().as_deref() != Some("device") {
+        return measure_in_namespace("userspace::tun_measure_system_stack_offload");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(measure(Stack::System, Framing::VirtioNet));
+}
+
+#[test]
+#[ignore = "measurement (about 20 s): cargo test --test tun measure_ -- --ignored --nocapture"]
+fn tun_measure_userspace_stack_offload() {
+    if role().as_deref() != Some("device") {
+        return measure_in_namespace("userspace::tun_measure_userspace_stack_offload");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(measure(Stack::Userspace, Framing::VirtioNet));
 }

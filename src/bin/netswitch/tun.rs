@@ -64,8 +64,8 @@ pub struct TunArgs {
     mtu: usize,
 
     /// Turn the device's offloads off: one read and one write per MTU-sized packet instead of
-    /// TCP super-packets of up to 64 KiB (for comparison; on by default with the system stack,
-    /// always off with the userspace stack, which cannot take super-packets).
+    /// TCP super-packets of up to 64 KiB both ways (for comparison; on by default, with
+    /// either stack).
     #[arg(long)]
     no_offload: bool,
 
@@ -103,11 +103,6 @@ impl StackArg {
             StackArg::Userspace => Stack::Userspace,
         }
     }
-
-    /// Whether the device is created with offloads (virtio-net header, TCP super-packets).
-    fn offload(self, no_offload: bool) -> bool {
-        self == StackArg::System && !no_offload
-    }
 }
 
 /// `netswitch tun`.
@@ -138,7 +133,7 @@ pub fn run_tun(args: TunArgs) -> ExitCode {
         Ok(snapshot) => snapshot.default_interface().map(|interface| interface.name.clone()),
         Err(error) => return fail(&format!("read the host's interfaces: {error}"), EXIT_FAILURE),
     };
-    let created = match args.stack.offload(args.no_offload) {
+    let created = match !args.no_offload {
         false => device::create_linux(&args.name),
         true => device::create_linux_offload(&args.name),
     };
@@ -234,7 +229,7 @@ fn tun_settings(args: &TunArgs) -> Result<TunSettings, String> {
         DnsHijack::Off
     };
     settings.stack = args.stack.stack();
-    if args.stack.offload(args.no_offload) {
+    if !args.no_offload {
         settings.framing = netswitch::tun::Framing::VirtioNet;
     }
     Ok(settings)
@@ -312,13 +307,5 @@ mod tests {
         ]);
         assert_eq!(dns_routes(&hijack, &addresses), [cidr("10.53.0.1/32"), cidr("fd00::53/128")]);
         assert!(dns_routes(&DnsHijack::AllPort53, &addresses).is_empty());
-    }
-
-    #[test]
-    fn the_userspace_stack_never_gets_an_offload_device() {
-        assert!(StackArg::System.offload(false));
-        assert!(!StackArg::System.offload(true));
-        assert!(!StackArg::Userspace.offload(false), "smoltcp cannot take super-packets");
-        assert!(!StackArg::Userspace.offload(true));
     }
 }

@@ -30,6 +30,9 @@ use super::rings::Rings;
 pub const RECEIVE_BUFFER: usize = 64 * 1024;
 /// Bytes buffered per connection towards the app (sent and not yet acknowledged, or not sent).
 pub const SEND_BUFFER: usize = 64 * 1024;
+/// [`RECEIVE_BUFFER`] and [`SEND_BUFFER`] on an offloading device, where one segment may be
+/// 64 KiB: room for several in flight each way.
+pub const OFFLOAD_BUFFER: usize = 256 * 1024;
 /// A connection whose app acknowledges nothing for this long is aborted (smoltcp's timeout).
 const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a connection the relay let go may wait for the app's FIN (FIN-WAIT-2 has no timer
@@ -86,6 +89,8 @@ pub(crate) struct Connection {
     inner: Mutex<Inner>,
     sink: Arc<dyn PacketSink>,
     mtu: usize,
+    /// On an offloading device: the app's MSS (see [`Link::segment`]).
+    segment: Option<u16>,
     /// Wakes the driver when a poll moved its deadline earlier or the stream went away.
     driver: Notify,
 }
@@ -93,15 +98,17 @@ pub(crate) struct Connection {
 impl Connection {
     /// A connection for the app's SYN `packet` from `app` to `destination`: the socket listens on
     /// the destination and the SYN is fed to it, so the SYN-ACK is on its way when this returns.
-    /// Refused when smoltcp did not take the SYN, or the rings could not be mapped.
+    /// Refused when smoltcp did not take the SYN, or the rings could not be mapped. `segment`:
+    /// the app's MSS on an offloading device (its SYN's MSS already raised, see `offload.rs`).
     pub fn accept(
         packet: &[u8],
         destination: SocketAddr,
         mtu: usize,
+        segment: Option<u16>,
         sink: Arc<dyn PacketSink>,
     ) -> Result<Arc<Connection>, Refused> {
         let address = IpAddress::from(destination.ip());
-        let mut link = Link { incoming: None, sink: &*sink, mtu };
+        let mut link = Link { incoming: None, sink: &*sink, mtu, segment };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = random_seed();
         let mut iface = Interface::new(config, &mut link, now());
@@ -109,7 +116,11 @@ impl Connection {
         iface.update_ip_addrs(|addresses| {
             let _ = addresses.push(IpCidr::new(address, prefix));
         });
-        let rings = Rings::new(RECEIVE_BUFFER, SEND_BUFFER).map_err(Refused::Memory)?;
+        let (receive, send) = match segment {
+            Some(_) => (OFFLOAD_BUFFER, OFFLOAD_BUFFER),
+            None => (RECEIVE_BUFFER, SEND_BUFFER),
+        };
+        let rings = Rings::new(receive, send).map_err(Refused::Memory)?;
         // SAFETY: called once; the socket lives in `Inner::sockets`, dropped before
         // `Inner::rings`; `release` runs only with both rings empty (see `drive`).
         let (receive, send) = unsafe { rings.slices() };
@@ -137,7 +148,8 @@ impl Connection {
             probing: false,
             rings,
         };
-        let connection = Arc::new(Connection { inner: Mutex::new(inner), sink, mtu, driver: Notify::new() });
+        let connection =
+            Arc::new(Connection { inner: Mutex::new(inner), sink, mtu, segment, driver: Notify::new() });
         connection.input(packet);
         let synchronised = connection.lock().socket().state() == tcp::State::SynReceived;
         if synchronised {
@@ -204,7 +216,7 @@ impl Connection {
     /// Polls the interface once; returns the time of the poll and when smoltcp wants the next.
     fn poll(&self, inner: &mut Inner, packet: Option<&[u8]>) -> (Instant, Option<Instant>) {
         let now = now();
-        let mut link = Link { incoming: packet, sink: &*self.sink, mtu: self.mtu };
+        let mut link = Link { incoming: packet, sink: &*self.sink, mtu: self.mtu, segment: self.segment };
         inner.iface.poll(now, &mut link, &mut inner.sockets);
         inner.probe_while_queued();
         (now, inner.iface.poll_at(now, &inner.sockets))

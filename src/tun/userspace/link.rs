@@ -1,22 +1,28 @@
 //! The link between one connection's smoltcp interface and the tunnel: at most one packet in
 //! (the app's segment being processed), every packet out written straight to the tunnel through
 //! a [`PacketSink`]. No queue: a packet the sink refuses is lost like on a full device queue, and
-//! TCP retransmits it.
+//! TCP retransmits it. On an offloading device the link has the app's MSS ([`Link::segment`]):
+//! smoltcp's MTU is then 64 KiB, it neither sums nor verifies TCP checksums, and every packet
+//! goes out with a virtio-net header (see `offload.rs`).
 
 use std::cell::RefCell;
 
-use smoltcp::phy::{self, ChecksumCapabilities, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
+
+use super::offload;
+use crate::tun::device::Offload;
 
 /// Where the stack's outgoing IP packets go: the tunnel device, or a test's client.
 pub(crate) trait PacketSink: Send + Sync {
-    /// Sends one IP packet; false when it was dropped (counted by the sink).
-    fn send(&self, packet: &[u8]) -> bool;
+    /// Sends one IP packet with its offload state ([`Offload::NONE`] unless the device
+    /// offloads); false when it was dropped (counted by the sink).
+    fn send(&self, packet: &[u8], offload: &Offload) -> bool;
 }
 
 impl PacketSink for super::super::Io {
-    fn send(&self, packet: &[u8]) -> bool {
-        super::super::Io::send(self, packet)
+    fn send(&self, packet: &[u8], offload: &Offload) -> bool {
+        super::super::Io::send_with(self, packet, offload)
     }
 }
 
@@ -34,6 +40,8 @@ pub(crate) struct Link<'a> {
     pub sink: &'a dyn PacketSink,
     /// The tunnel's MTU.
     pub mtu: usize,
+    /// On an offloading device: the app's MSS, the size of the segments a super-packet is cut into.
+    pub segment: Option<u16>,
 }
 
 impl phy::Device for Link<'_> {
@@ -48,20 +56,24 @@ impl phy::Device for Link<'_> {
 
     fn receive(&mut self, _: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
         let packet = self.incoming.take()?;
-        Some((Rx(packet), Tx(self.sink)))
+        Some((Rx(packet), Tx(self.sink, self.segment)))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        Some(Tx(self.sink))
+        Some(Tx(self.sink, self.segment))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut capabilities = DeviceCapabilities::default();
         capabilities.medium = Medium::Ip;
-        capabilities.max_transmission_unit = self.mtu;
         // The tunnel's parser already dropped IPv4 packets with a bad header checksum; TCP
-        // checksums are verified and computed by smoltcp.
+        // checksums are verified and computed by smoltcp, except on an offloading device.
         capabilities.checksum = ChecksumCapabilities::default();
+        capabilities.max_transmission_unit = self.mtu;
+        if self.segment.is_some() {
+            capabilities.max_transmission_unit = offload::MTU;
+            capabilities.checksum.tcp = Checksum::None;
+        }
         capabilities
     }
 }
@@ -75,8 +87,9 @@ impl phy::RxToken for Rx<'_> {
     }
 }
 
-/// One outgoing packet, built in the thread's scratch buffer and handed to the sink.
-pub(crate) struct Tx<'a>(&'a dyn PacketSink);
+/// One outgoing packet, built in the thread's scratch buffer and handed to the sink (prepared
+/// for the device's offloads when there is an MSS).
+pub(crate) struct Tx<'a>(&'a dyn PacketSink, Option<u16>);
 
 impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
@@ -87,7 +100,11 @@ impl phy::TxToken for Tx<'_> {
             }
             let packet = &mut scratch[..len];
             let result = f(packet);
-            self.0.send(packet);
+            let offload = match self.1 {
+                Some(mss) => offload::prepare(packet, mss),
+                None => Offload::NONE,
+            };
+            self.0.send(packet, &offload);
             result
         })
     }

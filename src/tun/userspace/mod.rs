@@ -16,6 +16,7 @@
 
 mod connection;
 mod link;
+mod offload;
 mod rings;
 mod stream;
 #[cfg(test)]
@@ -26,7 +27,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use connection::{Connection, Refused};
-pub use connection::{IDLE_RELEASE, RECEIVE_BUFFER, SEND_BUFFER};
+pub use connection::{IDLE_RELEASE, OFFLOAD_BUFFER, RECEIVE_BUFFER, SEND_BUFFER};
 pub(crate) use link::PacketSink;
 pub(crate) use stream::UserspaceStream;
 
@@ -58,6 +59,8 @@ pub(crate) struct Userspace {
     flows: Mutex<HashMap<Key, Flow>>,
     sink: Arc<dyn PacketSink>,
     mtu: usize,
+    /// The device offloads (virtio-net framing): 64 KiB segments both ways (`offload.rs`).
+    offload: bool,
     manager: Arc<ConnectionManager>,
     outbound: Arc<dyn Outbound>,
     counters: Arc<Counters>,
@@ -69,21 +72,25 @@ impl Userspace {
     /// A stack writing its packets to `sink`, of at most `mtu` bytes, and handing connections
     /// to `manager` — after the decision hook, if any, allowed them; connections to the DNS
     /// hijack's address on port 53 are served as DNS over TCP instead (as the system stack does).
+    /// With `offload` the sink is an offloading device (see `offload.rs`).
     pub fn new(
         sink: Arc<dyn PacketSink>,
         mtu: usize,
+        offload: bool,
         manager: Arc<ConnectionManager>,
         outbound: Arc<dyn Outbound>,
         counters: Arc<Counters>,
         hooks: AcceptHooks,
     ) -> Userspace {
-        Userspace { flows: Mutex::default(), sink, mtu, manager, outbound, counters, hooks }
+        Userspace { flows: Mutex::default(), sink, mtu, offload, manager, outbound, counters, hooks }
     }
 
     /// Handles one TCP packet from the app (`packet` holds the IP packet, `tcp` its parse).
-    /// Must run inside the tokio runtime (a new connection spawns its timer task).
-    pub fn input(self: &Arc<Self>, packet: &[u8], tcp: &Tcp) {
-        let packet = &packet[..tcp.len.min(packet.len())];
+    /// Must run inside the tokio runtime (a new connection spawns its timer task). On an
+    /// offloading device a SYN's MSS option is raised in `packet` (see `offload.rs`).
+    pub fn input(self: &Arc<Self>, packet: &mut [u8], tcp: &Tcp) {
+        let len = tcp.len.min(packet.len());
+        let packet = &mut packet[..len];
         let key = (tcp.source, tcp.destination);
         let known = self.lock().get(&key).map(|flow| flow.connection.clone());
         if let Some(connection) = known {
@@ -98,7 +105,14 @@ impl Userspace {
             bump(&self.counters.dropped_nat_full);
             return;
         }
-        let connection = match Connection::accept(packet, tcp.destination, self.mtu, self.sink.clone()) {
+        let segment = self.offload.then(|| offload::raise_mss(packet, tcp));
+        let connection = match Connection::accept(
+            packet,
+            tcp.destination,
+            self.mtu,
+            segment,
+            self.sink.clone(),
+        ) {
             Ok(connection) => connection,
             Err(Refused::NotSyn) => return bump(&self.counters.dropped_unsupported),
             // No memory for the connection: like a full table (the app retries its SYN).

@@ -32,7 +32,8 @@ struct Wire {
 }
 
 impl PacketSink for Wire {
-    fn send(&self, packet: &[u8]) -> bool {
+    fn send(&self, packet: &[u8], offload: &crate::tun::device::Offload) -> bool {
+        assert_eq!(*offload, crate::tun::device::Offload::NONE, "the wire has no offloads");
         self.packets.lock().unwrap().push_back(packet.to_vec());
         self.arrived.notify_one();
         true
@@ -120,9 +121,9 @@ impl App {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             self.iface.poll(Instant::now(), &mut self.device, &mut self.sockets);
-            for sent in self.device.sent.drain(..) {
+            for mut sent in self.device.sent.drain(..) {
                 match packet::parse(&sent) {
-                    Packet::Tcp(tcp) => self.stack.input(&sent, &tcp),
+                    Packet::Tcp(tcp) => self.stack.input(&mut sent, &tcp),
                     other => panic!("the client sent something else than TCP: {other:?}"),
                 }
             }
@@ -150,8 +151,15 @@ fn stack(wire: &Arc<Wire>) -> (Arc<Userspace>, Arc<ConnectionManager>) {
     let dns =
         Arc::new(crate::tun::dns_hijack::Hijack::new(crate::tun::DnsHijack::Off, None, counters.clone()));
     let hooks = AcceptHooks { decider: None, dns };
-    let stack =
-        Userspace::new(sink, MTU, manager.clone(), Arc::new(DirectOutbound::default()), counters, hooks);
+    let stack = Userspace::new(
+        sink,
+        MTU,
+        false,
+        manager.clone(),
+        Arc::new(DirectOutbound::default()),
+        counters,
+        hooks,
+    );
     (Arc::new(stack), manager)
 }
 
@@ -266,7 +274,7 @@ async fn packets_of_no_flow_are_dropped_and_counted() {
     // not checked before the flow lookup.
     syn[tcp.offset + 13] = 0x10;
     let Packet::Tcp(ack) = packet::parse(&syn) else { panic!("not TCP") };
-    stack.input(&syn, &ack);
+    stack.input(&mut syn, &ack);
     assert_eq!(stack.counters.snapshot().dropped_no_flow, 1);
     assert_eq!(stack.connections(), 0);
     assert!(wire.packets.lock().unwrap().is_empty(), "nothing answered");
