@@ -18,6 +18,7 @@ mod topology;
 mod decide;
 mod dns;
 mod icmp;
+mod idle_apps;
 mod packet_flow;
 mod scale;
 mod server;
