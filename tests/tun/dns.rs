@@ -138,12 +138,8 @@ fn with_dns(link: Link, network_type: NetworkType) -> NetworkInterface {
     interface
 }
 
-/// The device namespace as `Device::up` builds it, with the DNS servers and `hijack`.
-async fn up(config: Config, hijack: impl FnOnce(&TunSettings) -> DnsHijack) -> Device {
-    up_with_stack(config, Stack::System, hijack).await
-}
-
-/// [`up`] with TCP ending in `stack`.
+/// The device namespace as `Device::up` builds it, with the DNS servers and `hijack`, TCP
+/// ending in `stack`.
 async fn up_with_stack(
     config: Config,
     stack: Stack,
@@ -321,10 +317,15 @@ fn without_the_hijack_the_dns_address_does_not_answer() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("dns::without_the_hijack_the_dns_address_does_not_answer");
     }
+    without_the_hijack(Stack::System);
+}
+
+/// The body of [`without_the_hijack_the_dns_address_does_not_answer`], TCP ending in `stack`.
+pub(super) fn without_the_hijack(stack: Stack) {
     runtime().block_on(async {
-        let device = up(Config::default(), |_| DnsHijack::Off).await;
+        let device = up_with_stack(Config::default(), stack, |_| DnsHijack::Off).await;
         let error = blocking(|| ask_udp(DNS_V4.parse().unwrap(), NAME, RecordType::A)).await.unwrap_err();
-        println!("hijack off: UDP A {NAME} via {DNS_V4}: {error}");
+        println!("{stack:?}: hijack off: UDP A {NAME} via {DNS_V4}: {error}");
         let counters = device.tun.counters();
         assert_eq!(
             (counters.udp_datagrams, counters.dns_answered),
@@ -423,16 +424,22 @@ fn the_fallback_network_resolves_when_wifi_drops_everything() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("dns::the_fallback_network_resolves_when_wifi_drops_everything");
     }
+    fallback_resolves(Stack::System);
+}
+
+/// The body of [`the_fallback_network_resolves_when_wifi_drops_everything`], TCP ending in
+/// `stack`.
+pub(super) fn fallback_resolves(stack: Stack) {
     runtime().block_on(async {
         let mut config = Config::default();
         config.network_strategy = netswitch::network::strategy::NetworkStrategy::Fallback;
         config.network_type = vec![NetworkType::Wifi];
         config.fallback_network_type = vec![NetworkType::Cellular];
         config.fallback_delay = Duration::from_millis(300);
-        let device = up(config, |s| DnsHijack::Addresses(s.nat_addresses())).await;
+        let device = up_with_stack(config, stack, |s| DnsHijack::Addresses(s.nat_addresses())).await;
         device._topology.set_blackhole(Link::Wifi, true).unwrap();
         let answer = blocking(|| ask_udp(DNS_V4.parse().unwrap(), NAME, RecordType::A)).await.unwrap();
-        println!("Wi-Fi blackholed: A {NAME} -> {:?} (cellular's answer)", addresses(&answer));
+        println!("{stack:?}: Wi-Fi blackholed: A {NAME} -> {:?} (cellular's answer)", addresses(&answer));
         assert_eq!(addresses(&answer).0, [ip(CELL_V4)], "cellular's server answered over cell0");
     });
 }
@@ -444,6 +451,12 @@ fn tun_cli_dns_hijack_answers_on_the_nat_address() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("dns::tun_cli_dns_hijack_answers_on_the_nat_address");
     }
+    cli_dns_hijack(Stack::System);
+}
+
+/// The body of [`tun_cli_dns_hijack_answers_on_the_nat_address`], TCP ending in `stack`
+/// (`--stack`).
+pub(super) fn cli_dns_hijack(stack: Stack) {
     let _topology = Topology::up(dns_server_command()).unwrap();
     topology::run("ip", &["route", "add", "default", "via", "10.200.1.1", "dev", "wifi0"]).unwrap();
     wait_for_dns_servers();
@@ -457,6 +470,7 @@ fn tun_cli_dns_hijack_answers_on_the_nat_address() {
             "--interface-dns",
             &format!("cell0={CELL_DNS}"),
         ])
+        .args(super::stack_flag(stack))
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -466,16 +480,17 @@ fn tun_cli_dns_hijack_answers_on_the_nat_address() {
         let mut lines = Vec::new();
         for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok) {
             if line.contains("tunnel running") {
-                let _ = ready_tx.send(());
+                let _ = ready_tx.send(line.clone());
             }
             lines.push(line);
         }
         lines
     });
-    if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
+    let Ok(running) = ready_rx.recv_timeout(Duration::from_secs(10)) else {
         let _ = cli.kill();
         panic!("netswitch tun did not start: {:?}", log.join().unwrap());
-    }
+    };
+    super::usable_addresses("tun1");
     let asked = (|| {
         let v4 = ask_udp("172.19.0.6:53".parse().unwrap(), NAME, RecordType::A)?;
         let v6 = ask_tcp("[fdfe::6]:53".parse().unwrap(), &[(NAME, RecordType::AAAA)])?;
@@ -487,6 +502,7 @@ fn tun_cli_dns_hijack_answers_on_the_nat_address() {
     let log = log.join().unwrap();
     assert!(status.success(), "{status}: {log:?}");
     let (v4, v6) = asked.unwrap_or_else(|error| panic!("no DNS answer from the tunnel: {error}; {log:?}"));
+    assert!(running.contains(&format!("stack={stack:?}")), "the CLI chose the {stack:?} stack: {running}");
     assert_eq!(addresses(&v4).0, [ip(WIFI_V4)]);
     assert_eq!(addresses(&v6[0]).0, [ip(WIFI_V6)]);
     let told = log.iter().find(|line| line.contains("DNS hijack")).cloned().unwrap_or_default();
@@ -495,6 +511,6 @@ fn tun_cli_dns_hijack_answers_on_the_nat_address() {
         "the log names the DNS addresses: {log:?}"
     );
     println!(
-        "netswitch tun --dns-hijack: UDP 172.19.0.6 and TCP fdfe::6 answered with Wi-Fi's answers; {told}"
+        "netswitch tun --dns-hijack ({stack:?}): UDP 172.19.0.6 and TCP fdfe::6 answered with Wi-Fi's answers; {told}"
     );
 }

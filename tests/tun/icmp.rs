@@ -258,16 +258,22 @@ fn tun_icmp_echo_without_ping_sockets_is_dropped_and_counted() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("icmp::tun_icmp_echo_without_ping_sockets_is_dropped_and_counted");
     }
+    without_ping_sockets(Stack::System);
+}
+
+/// The body of [`tun_icmp_echo_without_ping_sockets_is_dropped_and_counted`], TCP ending in
+/// `stack`.
+pub(super) fn without_ping_sockets(stack: Stack) {
     allow_ping_sockets(false);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let device = Device::up().await;
+        let device = Device::up_with(|settings| settings.stack = stack).await;
         let replies = blocking(|| {
             ping(ip(TUN_V4), ip(SERVER_V4), 0x6161, 2) + ping(ip(TUN_V6), ip(SERVER_V6), 0x6161, 1)
         })
         .await;
         let counters = device.tun.counters();
-        println!("ping sockets denied: {replies} replies; {counters:?}");
+        println!("{stack:?}: ping sockets denied: {replies} replies; {counters:?}");
         assert_eq!(replies, 0);
         assert_eq!(
             (counters.dropped_icmp_denied, counters.icmp_echoes, counters.icmp_replies),

@@ -263,9 +263,19 @@ fn tun_udp_echo_100000_datagrams_accounted_for() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("scale::tun_udp_echo_100000_datagrams_accounted_for");
     }
+    // With offloads: the kernel's partial UDP checksums are completed on reading.
+    udp_echo_100000(Framing::VirtioNet, Stack::System);
+}
+
+/// The body of [`tun_udp_echo_100000_datagrams_accounted_for`] on a device with `framing`, TCP
+/// (the server's counter queries) ending in `stack`.
+pub(super) fn udp_echo_100000(framing: Framing, stack: Stack) {
     runtime().block_on(async {
-        // With offloads: the kernel's partial UDP checksums are completed on reading.
-        let device = Device::up_with(|settings| settings.framing = Framing::VirtioNet).await;
+        let device = Device::up_with(|settings| {
+            settings.framing = framing;
+            settings.stack = stack;
+        })
+        .await;
         for size in [64usize, 1200] {
             udp_echo_accounted(&device, size, 100_000).await;
         }
@@ -282,13 +292,23 @@ fn tun_strategy_fallback_and_wifi_loss() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("scale::tun_strategy_fallback_and_wifi_loss");
     }
+    strategy_fallback_and_wifi_loss(Framing::VirtioNet, Stack::System);
+}
+
+/// The body of [`tun_strategy_fallback_and_wifi_loss`] on a device with `framing`, TCP ending
+/// in `stack`.
+pub(super) fn strategy_fallback_and_wifi_loss(framing: Framing, stack: Stack) {
     let mut config = Config::default();
     config.network_strategy = NetworkStrategy::Fallback;
     config.network_type = vec![NetworkType::Wifi];
     config.fallback_network_type = vec![NetworkType::Cellular];
     config.fallback_delay = Duration::from_millis(300);
     runtime().block_on(async {
-        let device = Device::up_config(config, |settings| settings.framing = Framing::VirtioNet).await;
+        let device = Device::up_config(config, |settings| {
+            settings.framing = framing;
+            settings.stack = stack;
+        })
+        .await;
         let peer = || {
             let mut line = String::new();
             connect(super::server::PEER)?.read_to_string(&mut line)?;
@@ -303,7 +323,10 @@ fn tun_strategy_fallback_and_wifi_loss() {
         device._topology.set_blackhole(Link::Wifi, true).unwrap();
         let started = Instant::now();
         assert_eq!(blocking(peer).await.unwrap(), format!("peer={}", Link::Cell.client_v4()));
-        println!("Wi-Fi blackholed: a TUN connection fell back to cell0 in {:?}", started.elapsed());
+        println!(
+            "{stack:?}: Wi-Fi blackholed: a TUN connection fell back to cell0 in {:?}",
+            started.elapsed()
+        );
         let mut cell = blocking(echo_three).await.unwrap();
         cell = blocking(move || echo_all(cell, b"over cell")).await;
         device._topology.set_blackhole(Link::Wifi, false).unwrap();
@@ -344,7 +367,7 @@ fn tun_strategy_fallback_and_wifi_loss() {
             .map(|c| c.egress.interface.unwrap_or_default())
             .collect();
         assert_eq!(left, vec!["cell0"; 3], "only the cellular connections are left");
-        println!("Wi-Fi gone: its 3 TUN connections reset, the 3 over cell0 still echo");
+        println!("{stack:?}: Wi-Fi gone: its 3 TUN connections reset, the 3 over cell0 still echo");
         drop(cell);
         device.tun.stop();
     });

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
+use netswitch::tun::Stack;
 use netswitch::TransportProtocol;
 
 use crate::scale::server::SNMP;
@@ -168,6 +169,12 @@ fn tun_udp_flood_memory_is_bounded_and_every_datagram_counted() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("udp_flood::tun_udp_flood_memory_is_bounded_and_every_datagram_counted");
     }
+    flood_is_bounded_and_counted(Stack::System);
+}
+
+/// The body of [`tun_udp_flood_memory_is_bounded_and_every_datagram_counted`], TCP (the
+/// server's counter queries) ending in `stack`.
+pub(crate) fn flood_is_bounded_and_counted(stack: Stack) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let device = Device::up_with(|settings| {
@@ -176,6 +183,7 @@ fn tun_udp_flood_memory_is_bounded_and_every_datagram_counted() {
             settings.udp.max_sockets = SESSIONS;
             settings.udp.queue_len = QUEUE_LEN;
             settings.udp.queue_budget = QUEUE_BUDGET;
+            settings.stack = stack;
         })
         .await;
         // The bound stated on `UdpSettings` for these settings: S sessions, (budget + S)
@@ -225,7 +233,7 @@ fn tun_udp_flood_memory_is_bounded_and_every_datagram_counted() {
         let server_errors = delta(|s| s.server_errors);
         let growth = peak.saturating_sub(baseline);
         println!(
-            "UDP flood for {FLOOD:?}: {sent} datagrams sent; arrived {arrived}, dropped: tun0 queue \
+            "{stack:?}: UDP flood for {FLOOD:?}: {sent} datagrams sent; arrived {arrived}, dropped: tun0 queue \
              {tun_queue_drops}, netswitch {dropped_udp} (queued {}), sessions {session_drops}, device \
              sends {device_send_drops}, server {server_errors}; {} sessions; RSS {baseline} -> peak \
              {peak} (+{growth} bytes, bound {bound})",

@@ -2,187 +2,36 @@
 //! connections instead of the kernel. The assertions are the kernel stack's, and a measurement
 //! puts both stacks side by side (figures printed, nothing timed asserted).
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Shutdown, UdpSocket};
+use std::io::{Read, Write};
+use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
 use netswitch::tun::{Framing, Stack};
 
-use super::{
-    blocking, connect, connect_to, pattern, role, run_in_namespace, server, server_v6, udp_echo,
-    udp_roundtrip, Device, Link, TIMEOUT,
-};
+use super::{blocking, connect, pattern, role, run_in_namespace, server, Device, Link, TIMEOUT};
 
 async fn up(stack: Stack) -> Device {
     Device::up_with(|settings| settings.stack = stack).await
 }
 
+/// [`super::tun_tcp_and_udp_through_the_kernel_stack`] with the userspace stack.
 #[test]
 fn tun_tcp_and_udp_through_the_userspace_stack() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("userspace::tun_tcp_and_udp_through_the_userspace_stack");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let device = up(Stack::Userspace).await;
-
-        let peer = blocking(|| {
-            let mut stream = connect(super::server::PEER)?;
-            assert_eq!(stream.local_addr()?.ip(), "172.19.0.1".parse::<IpAddr>().unwrap());
-            let mut line = String::new();
-            stream.read_to_string(&mut line)?;
-            std::io::Result::Ok(line)
-        })
-        .await
-        .unwrap();
-        assert_eq!(peer.trim(), format!("peer={}", Link::Wifi.client_v4()));
-        assert_eq!(device.tun.counters().tcp_connections, 1);
-        println!("userspace: TCP through tun0 arrives from wifi0 ({})", peer.trim());
-
-        let (peer, echoed) = blocking(|| {
-            let mut peer = String::new();
-            connect_to(server_v6(super::server::PEER))?.read_to_string(&mut peer)?;
-            let mut stream = connect_to(server_v6(super::server::ECHO))?;
-            stream.write_all(&pattern(100_000, 9))?;
-            stream.shutdown(Shutdown::Write)?;
-            let mut echoed = Vec::new();
-            stream.read_to_end(&mut echoed)?;
-            std::io::Result::Ok((peer, echoed))
-        })
-        .await
-        .unwrap();
-        assert_eq!(peer.trim(), format!("peer={}", Link::Wifi.client_v6()));
-        assert!(echoed == pattern(100_000, 9), "IPv6 echo differs ({} bytes)", echoed.len());
-        println!("userspace IPv6: TCP from wifi0, 100000 bytes echoed");
-
-        // Echo, the app half-closes first.
-        let sent = pattern(1 << 20, 7);
-        let expected = sent.clone();
-        let echoed = blocking(move || super::echo_app_fin_first(&sent)).await.unwrap();
-        assert!(echoed == expected, "echo differs: {} bytes back of {}", echoed.len(), expected.len());
-        println!("userspace: 1 MiB echoed, app half-closed first");
-
-        // The server half-closes first; the app still sends, and the server counts it.
-        let (received, answer) = blocking(|| {
-            let mut stream = connect(super::server::SERVER_FIRST)?;
-            let mut received = Vec::new();
-            stream.read_to_end(&mut received)?;
-            stream.write_all(&pattern(300_000, 3))?;
-            stream.shutdown(Shutdown::Write)?;
-            let deadline = Instant::now() + TIMEOUT;
-            loop {
-                let mut answer = String::new();
-                connect(super::server::LAST_COUNT)?.read_to_string(&mut answer)?;
-                if answer.trim() != "none" || Instant::now() > deadline {
-                    return std::io::Result::Ok((received, answer));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-        .await
-        .unwrap();
-        assert!(received == pattern(200_000, 5), "server-first bytes differ ({} bytes)", received.len());
-        assert_eq!(answer.trim(), format!("{} {}", 300_000, super::server::digest(&pattern(300_000, 3))));
-        println!("userspace: server half-closed first, 200000 bytes down, then 300000 up after the FIN");
-
-        // A reset from the server, and a refused dial, reach the app as resets.
-        let error = blocking(|| {
-            let mut stream = connect(super::server::RESET).unwrap();
-            stream.write_all(b"reset me\n").unwrap();
-            match stream.read(&mut [0u8; 16]) {
-                Ok(n) => panic!("read {n} bytes instead of a reset"),
-                Err(error) => error,
-            }
-        })
-        .await;
-        assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
-        let error = blocking(|| {
-            let mut stream = match connect(super::server::CLOSED) {
-                Ok(stream) => stream,
-                Err(error) => return error,
-            };
-            match stream.read(&mut [0u8; 16]) {
-                Ok(n) => panic!("read {n} bytes instead of a reset"),
-                Err(error) => error,
-            }
-        })
-        .await;
-        assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
-        println!("userspace: server reset and refused dial read ConnectionReset");
-
-        // UDP takes the same packet path with either stack.
-        let (sent, received) = blocking(udp_echo).await;
-        assert_eq!(received, sent, "UDP datagrams echoed");
-        let (answer, _) = blocking(|| {
-            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
-            udp_roundtrip(&socket, b"who", server(super::server::WHOAMI_A))
-        })
-        .await;
-        assert!(String::from_utf8_lossy(&answer).starts_with(&Link::Wifi.client_v4()));
-
-        device.wait_idle().await;
-        let counters = device.tun.counters();
-        println!("userspace counters after the traffic: {counters:?}");
-        assert_eq!(
-            counters.dropped_nat_full + counters.dropped_write + counters.dropped_udp,
-            0,
-            "{counters:?}"
-        );
-
-        // Stopping the tunnel resets its open connections.
-        let mut stream = blocking(|| connect(super::server::ECHO).unwrap()).await;
-        let mut stream = blocking(move || {
-            stream.write_all(b"ping").unwrap();
-            let mut buf = [0u8; 4];
-            stream.read_exact(&mut buf).unwrap();
-            assert_eq!(&buf, b"ping");
-            stream
-        })
-        .await;
-        device.tun.stop();
-        let error = blocking(move || match stream.read(&mut [0u8; 4]) {
-            Ok(n) => panic!("read {n} bytes after the tunnel stopped instead of a reset"),
-            Err(error) => error,
-        })
-        .await;
-        assert_eq!(error.kind(), ErrorKind::ConnectionReset, "{error}");
-        println!("userspace: tunnel stopped, its open connection was reset");
-    });
+    super::tcp_and_udp(Stack::Userspace);
 }
 
 /// 300 connections open at once through the userspace stack, each echoing, then closed: the
-/// stack and the manager are empty again.
+/// stack and the manager are empty again, and the file descriptors back to the baseline
+/// ([`super::tun_many_connections_leave_nothing_behind`] with the userspace stack).
 #[test]
 fn tun_userspace_many_connections_leave_nothing_behind() {
     if role().as_deref() != Some("device") {
         return run_in_namespace("userspace::tun_userspace_many_connections_leave_nothing_behind");
     }
-    const CONNECTIONS: usize = 300;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    runtime.block_on(async {
-        let device = up(Stack::Userspace).await;
-        let mut streams = Vec::new();
-        for _ in 0..CONNECTIONS {
-            let connect = tokio::net::TcpStream::connect(server(super::server::ECHO));
-            streams.push(tokio::time::timeout(TIMEOUT, connect).await.unwrap().unwrap());
-        }
-        for (i, stream) in streams.iter_mut().enumerate() {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let message = format!("connection {i:04}");
-            stream.write_all(message.as_bytes()).await.unwrap();
-            let mut echoed = vec![0u8; message.len()];
-            tokio::time::timeout(TIMEOUT, stream.read_exact(&mut echoed)).await.unwrap().unwrap();
-            assert_eq!(echoed, message.as_bytes());
-        }
-        assert_eq!(device.tun.nat_entries(), CONNECTIONS, "one userspace connection per app connection");
-        assert_eq!(device.netswitch.manager().len(), CONNECTIONS);
-        drop(streams);
-        device.wait_idle().await;
-        assert_eq!(device.netswitch.manager().len(), 0);
-        let counters = device.tun.counters();
-        println!("userspace: {CONNECTIONS} connections at once, all gone after the close; {counters:?}");
-        assert_eq!(counters.dropped_nat_full + counters.dropped_write, 0, "{counters:?}");
-    });
+    super::many_connections(Stack::Userspace);
 }
 
 /// Runs the ignored measurement `name` inside a new network namespace (root only).

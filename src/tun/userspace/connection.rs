@@ -82,6 +82,15 @@ impl Inner {
     pub fn socket(&mut self) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(self.handle)
     }
+
+    /// Closes the socket (a FIN after the queued bytes). From now on every segment of the app
+    /// is acknowledged at once: the app's FIN takes the socket to TIME-WAIT, where the flow
+    /// leaves, and a delayed ACK would leave with it (the app would resend its FIN for good).
+    pub fn close(&mut self) {
+        let socket = self.socket();
+        socket.set_ack_delay(None);
+        socket.close();
+    }
 }
 
 /// One connection (see the module docs).
@@ -196,11 +205,10 @@ impl Connection {
             |inner| {
                 inner.stream_gone = true;
                 inner.linger_until = Some(now() + LINGER.into());
-                let socket = inner.sockets.get_mut::<tcp::Socket>(inner.handle);
-                if inner.reset_on_close || socket.recv_queue() > 0 {
-                    socket.abort();
+                if inner.reset_on_close || inner.socket().recv_queue() > 0 {
+                    inner.socket().abort();
                 } else {
-                    socket.close();
+                    inner.close();
                 }
             },
             None,

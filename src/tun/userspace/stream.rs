@@ -118,14 +118,11 @@ impl StreamSocket for UserspaceStream {
 
     fn shutdown_write(&self) -> io::Result<()> {
         self.0.with(
-            |inner| {
-                let socket = inner.socket();
-                match socket.state() {
-                    State::Closed | State::Listen => Err(reset_error()),
-                    _ => {
-                        socket.close();
-                        Ok(())
-                    }
+            |inner| match inner.socket().state() {
+                State::Closed | State::Listen => Err(reset_error()),
+                _ => {
+                    inner.close();
+                    Ok(())
                 }
             },
             None,

@@ -213,6 +213,39 @@ async fn bytes_both_ways_and_a_half_close_each_way() {
     wait_until(|| stack.connections() == 0 && manager.is_empty()).await;
 }
 
+/// The server closes first; the app's FIN comes after netswitch's: the stack acknowledges it
+/// before the flow leaves, so the app's socket closes (else it stays in LAST-ACK, resending its
+/// FIN to a flow that is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_apps_fin_after_the_servers_is_acknowledged() {
+    let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let address = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut socket, _) = server.accept().await.unwrap();
+        socket.write_all(b"bye").await.unwrap();
+        socket.shutdown().await.unwrap();
+        socket.read_to_end(&mut Vec::new()).await.unwrap();
+    });
+    let wire = Arc::new(Wire::default());
+    let (stack, manager) = stack(&wire);
+    let mut app = App::connect(stack.clone(), wire, address, 40006);
+    let mut received = Vec::new();
+    app.run(|socket| {
+        while socket.can_recv() {
+            socket.recv(|bytes| (bytes.len(), received.extend_from_slice(bytes))).unwrap();
+        }
+        matches!(socket.recv_slice(&mut [0u8; 1]), Err(tcp::RecvError::Finished))
+    })
+    .await;
+    assert_eq!(received, b"bye");
+    // The app's last bytes and its FIN in one segment.
+    app.socket().send_slice(&pattern(1000)).unwrap();
+    app.socket().close();
+    app.run(|socket| socket.state() == tcp::State::Closed).await;
+    wait_until(|| stack.connections() == 0 && manager.is_empty()).await;
+    assert_eq!(stack.counters.snapshot().dropped_no_flow, 0, "no FIN resent to a flow that left");
+}
+
 #[tokio::test]
 async fn a_refused_dial_resets_the_apps_connection() {
     let closed = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
