@@ -13,7 +13,8 @@
 //! per idle TUN connection at 1,000 and 9,000; RSS under a UDP flood). Within a netswitch run the
 //! no-VPN path and the tunnel alternate trial by trial; the no-VPN samples of all runs are
 //! pooled. `--stack` keeps one stack's columns. Figures only; nothing is asserted.
-//! `scripts/tun-bench` runs it; everything with both stacks takes about 10 minutes on 2 cores.
+//! `scripts/tun-bench` runs it; every section with both stacks took
+//! 3 minutes on 2 shared cores.
 //!
 //! `cargo bench --bench tun -- --churn SECONDS` runs only the churn: connections opened and
 //! closed one after another through the tunnel (the system stack, or `--stack`'s) for that long,
@@ -69,11 +70,13 @@ fn run(args: &common::args::Args) -> Result<(), String> {
         net::TUN_MTU
     );
     if let Some(duration) = args.churn {
+        net.begin("churn");
         net.switch(churn_mode)?;
         tcp::churn(duration, churn_mode)?;
         return net.down();
     }
     for section in &args.sections {
+        net.begin(section);
         let modes = Mode::of(modes(section), args.stack);
         match *section {
             "tun-bulk" => tcp::bulk(&mut net, &modes)?,
@@ -82,19 +85,7 @@ fn run(args: &common::args::Args) -> Result<(), String> {
             "tun-idle" => idle::run(&mut net, &modes)?,
             other => return Err(format!("no section {other}")),
         }
-        // The counters each netswitch run stopped here logged; then the other lines, if any.
-        let (counters, lines): (Vec<_>, Vec<_>) =
-            net.new_log_lines().into_iter().partition(|l| l.contains("counters"));
-        for line in counters {
-            println!("  netswitch {line}");
-        }
-        if !lines.is_empty() {
-            println!(
-                "  netswitch wrote {} more log lines, first: {}",
-                lines.len(),
-                lines[..lines.len().min(3)].join(" | ")
-            );
-        }
+        net.print_log();
     }
     net.down()
 }

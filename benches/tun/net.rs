@@ -154,8 +154,10 @@ pub struct Net {
     mode: Mode,
     /// Log lines of the netswitch runs stopped since [`Net::new_log_lines`] last ran.
     stopped: Vec<String>,
-    /// Whether a section has used the running netswitch.
-    used: bool,
+    /// The section running now ([`Net::begin`]).
+    section: &'static str,
+    /// The sections that used the running netswitch (none: fresh).
+    served: Vec<&'static str>,
 }
 
 /// Starts `netswitch tun` in `mode` and waits until it runs.
@@ -200,6 +202,15 @@ fn start_netswitch(mode: Mode) -> Result<(Child, mpsc::Receiver<String>), String
     }
 }
 
+/// The non-zero fields of the counters netswitch logs as it stops (`counters=TunCounters { .. }`).
+fn non_zero_counters(line: &str) -> String {
+    let fields = line.split_once("counters=TunCounters {").map_or("", |(_, rest)| rest);
+    let fields = fields.split('}').next().unwrap_or_default();
+    let kept: Vec<&str> =
+        fields.split(',').map(str::trim).filter(|f| !f.is_empty() && !f.ends_with(": 0")).collect();
+    kept.join(", ")
+}
+
 /// Stops a `netswitch tun` with SIGINT (it removes tun0 and its routes).
 fn stop_netswitch(netswitch: &mut Child) -> Result<(), String> {
     // SAFETY: kill with the pid of a child this process started.
@@ -240,7 +251,15 @@ impl Net {
         inside(&["link", "set", "wifi0-peer", "up"])?;
         run("ip", &["route", "add", "default", "via", "10.200.1.1", "dev", "wifi0"])?;
         let (netswitch, log) = start_netswitch(mode)?;
-        let net = Net { server: Some(server), netswitch, log, mode, stopped: Vec::new(), used: false };
+        let net = Net {
+            server: Some(server),
+            netswitch,
+            log,
+            mode,
+            stopped: Vec::new(),
+            section: "",
+            served: Vec::new(),
+        };
         Ok(net)
     }
 
@@ -254,13 +273,38 @@ impl Net {
         self.server.as_ref().map(RelayProcess::pid).ok_or_else(|| String::from("the server is stopped"))
     }
 
+    /// Says which section runs now (netswitch's log lines name the sections each run served).
+    pub fn begin(&mut self, section: &'static str) {
+        self.section = section;
+    }
+
     /// netswitch's log lines since the last call (warnings, errors, the counters it logs as it
-    /// stops), each after its mode's name, of the runs stopped since and of the running one.
-    pub fn new_log_lines(&mut self) -> Vec<String> {
-        let running = self.log.try_iter().map(|line| format!("{}: {line}", self.mode.name()));
+    /// stops), of the runs stopped since and of the running one, each after the run's mode and
+    /// the sections it served.
+    fn new_log_lines(&mut self) -> Vec<String> {
+        let run = format!("{} for {}", self.mode.name(), self.served.join(", "));
+        let running = self.log.try_iter().map(|line| format!("{run}: {line}"));
         let mut lines = std::mem::take(&mut self.stopped);
         lines.extend(running);
         lines
+    }
+
+    /// Prints netswitch's log lines since the last call: the counters each stopped run logged
+    /// (the non-zero ones), then how many other lines and the first three.
+    pub fn print_log(&mut self) {
+        let (counters, lines): (Vec<_>, Vec<_>) =
+            self.new_log_lines().into_iter().partition(|l| l.contains("counters="));
+        for line in counters {
+            let run = line.split(": ").next().unwrap_or_default();
+            println!("  netswitch {run} stopped; counters: {}", non_zero_counters(&line));
+        }
+        if !lines.is_empty() {
+            println!(
+                "  netswitch wrote {} more log lines, first: {}",
+                lines.len(),
+                lines[..lines.len().min(3)].join(" | ")
+            );
+        }
     }
 
     /// Stops netswitch and starts a fresh one in `mode`.
@@ -271,7 +315,8 @@ impl Net {
         let old = self.new_log_lines();
         self.stopped = old;
         let (netswitch, log) = start_netswitch(mode)?;
-        (self.netswitch, self.log, self.mode, self.used) = (netswitch, log, mode, false);
+        (self.netswitch, self.log, self.mode) = (netswitch, log, mode);
+        self.served.clear();
         Ok(())
     }
 
@@ -280,18 +325,24 @@ impl Net {
         if self.mode != mode {
             self.restart(mode)?;
         }
-        self.used = true;
+        self.serve();
         Ok(())
     }
 
     /// Makes a fresh netswitch run in `mode` for a section: restarted unless it runs so and no
     /// section has used it yet.
     pub fn fresh(&mut self, mode: Mode) -> Result<(), String> {
-        if self.mode != mode || self.used {
+        if self.mode != mode || !self.served.is_empty() {
             self.restart(mode)?;
         }
-        self.used = true;
+        self.serve();
         Ok(())
+    }
+
+    fn serve(&mut self) {
+        if !self.served.contains(&self.section) {
+            self.served.push(self.section);
+        }
     }
 
     /// Stops netswitch (SIGINT: it removes tun0) and the server.
@@ -299,9 +350,7 @@ impl Net {
         let stopped = stop_netswitch(&mut self.netswitch);
         // Its counters, logged as it stops (packets, and drops by reason).
         std::thread::sleep(Duration::from_millis(100));
-        for line in self.new_log_lines().iter().filter(|l| l.contains("counters")) {
-            println!("netswitch {line}");
-        }
+        self.print_log();
         let server = self.server.take().map_or(Ok(()), RelayProcess::stop);
         stopped.and(server)
     }
