@@ -1,5 +1,5 @@
 //! The benchmarks' command line: `cargo bench [--bench NAME] -- [SECTION...] [--window SECONDS]
-//! [--churn SECONDS]`.
+//! [--churn SECONDS] [--stack system|userspace]`.
 
 use std::time::Duration;
 
@@ -20,7 +20,13 @@ pub struct Args {
     /// `--churn SECONDS` (the tun benchmark): open and close connections through the tunnel for
     /// that long instead of the default sections.
     pub churn: Option<Duration>,
+    /// `--stack system|userspace` (the tun benchmark): only that TCP stack's columns (and the
+    /// stack the churn runs on); `None`: both.
+    pub stack: Option<&'static str>,
 }
+
+/// The values `--stack` takes.
+pub const STACKS: [&str; 2] = ["system", "userspace"];
 
 impl Args {
     /// Parses this process's arguments. `own` lists this binary's sections in run order;
@@ -30,11 +36,18 @@ impl Args {
         let mut named = Vec::new();
         let mut window = DEFAULT_WINDOW;
         let mut churn = None;
+        let mut stack = None;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             if arg == "--churn" {
                 let text = args.next().ok_or("--churn needs a number of seconds")?;
                 churn = Some(parse_window(&text).map_err(|e| e.replace("--window", "--churn"))?);
+                continue;
+            }
+            if arg == "--stack" {
+                let text = args.next().ok_or("--stack needs system or userspace")?;
+                let known = STACKS.iter().find(|s| **s == text);
+                stack = Some(*known.ok_or_else(|| format!("--stack: {text:?} is not system or userspace"))?);
                 continue;
             }
             let window_text = match arg.strip_prefix("--window") {
@@ -48,7 +61,8 @@ impl Args {
                 (None, section) if ALL_SECTIONS.contains(&section) => named.push(arg),
                 (None, _) => {
                     return Err(format!(
-                        "unknown argument {arg:?}; sections: {}; options: --window SECONDS, --churn SECONDS",
+                        "unknown argument {arg:?}; sections: {}; options: --window SECONDS, --churn SECONDS, \
+                         --stack system|userspace",
                         ALL_SECTIONS.join(" ")
                     ))
                 }
@@ -59,7 +73,7 @@ impl Args {
         } else {
             own.iter().copied().filter(|s| named.iter().any(|n| n == s)).collect()
         };
-        Ok(Args { sections, named: !named.is_empty(), window, churn })
+        Ok(Args { sections, named: !named.is_empty(), window, churn, stack })
     }
 
     /// Whether `section` was selected.

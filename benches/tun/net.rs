@@ -2,7 +2,8 @@
 //! namespace with a `wifi0` veth to the server's namespace (10.200.9.1, its default route via
 //! wifi0), and `netswitch tun` runs in it with tun0 172.19.0.1/30 routing 10.200.9.0/24 into the
 //! tunnel (its own sockets bound to wifi0). The same traffic without the VPN comes from sockets
-//! bound to wifi0, which the tunnel's route does not capture.
+//! bound to wifi0, which the tunnel's route does not capture. One netswitch runs at a time, in
+//! one [`Mode`] (stack and offloads); sections restart it to measure the next.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -27,9 +28,6 @@ pub enum Path {
 }
 
 impl Path {
-    /// Both, in measuring order.
-    pub const BOTH: [Path; 2] = [Path::Direct, Path::Tun];
-
     /// Column name.
     pub fn name(self) -> &'static str {
         match self {
@@ -96,16 +94,74 @@ pub fn cannot_run() -> Option<String> {
     None
 }
 
+/// How `netswitch tun` runs: its TCP stack, and whether tun0 has the device's offloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The kernel's TCP (NAT to a listener), tun0 with its offloads: netswitch's default.
+    SystemOffload,
+    /// The kernel's TCP, tun0 without offloads (`--no-offload`): one packet per read and write.
+    SystemNoOffload,
+    /// smoltcp inside netswitch (`--stack userspace`; tun0 never has offloads then).
+    Userspace,
+}
+
+impl Mode {
+    /// Column name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::SystemOffload => "system",
+            Mode::SystemNoOffload => "system no offload",
+            Mode::Userspace => "userspace",
+        }
+    }
+
+    /// The `--stack` value this mode belongs to.
+    pub fn stack(self) -> &'static str {
+        match self {
+            Mode::SystemOffload | Mode::SystemNoOffload => "system",
+            Mode::Userspace => "userspace",
+        }
+    }
+
+    /// Of `modes`, those of `stack` (all of them when `None`), in order.
+    pub fn of(modes: &[Mode], stack: Option<&str>) -> Vec<Mode> {
+        modes.iter().copied().filter(|m| stack.is_none_or(|s| m.stack() == s)).collect()
+    }
+
+    /// The descriptors netswitch holds per idle TCP connection: the accepted socket and the
+    /// outbound one with the system stack; the outbound one only with the userspace stack.
+    pub fn fds_per_connection(self) -> usize {
+        match self {
+            Mode::SystemOffload | Mode::SystemNoOffload => 2,
+            Mode::Userspace => 1,
+        }
+    }
+
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Mode::SystemOffload => &[],
+            Mode::SystemNoOffload => &["--no-offload"],
+            Mode::Userspace => &["--stack", "userspace"],
+        }
+    }
+}
+
 /// The running topology; dropping it stops netswitch and the server.
 pub struct Net {
     server: Option<RelayProcess>,
     netswitch: Child,
     log: mpsc::Receiver<String>,
-    offload: bool,
+    mode: Mode,
+    /// Log lines of the netswitch runs stopped since [`Net::new_log_lines`] last ran.
+    stopped: Vec<String>,
+    /// The section running now ([`Net::begin`]).
+    section: &'static str,
+    /// The sections that used the running netswitch (none: fresh).
+    served: Vec<&'static str>,
 }
 
-/// Starts `netswitch tun` (with or without the device's offloads) and waits until it runs.
-fn start_netswitch(offload: bool) -> Result<(Child, mpsc::Receiver<String>), String> {
+/// Starts `netswitch tun` in `mode` and waits until it runs.
+fn start_netswitch(mode: Mode) -> Result<(Child, mpsc::Receiver<String>), String> {
     let binary = netswitch_binary()?;
     let mut command = Command::new(&binary);
     command.args(["tun", "--name", "tun0", "--address", "172.19.0.1/30", "--route", "10.200.9.0/24"]).args([
@@ -114,9 +170,7 @@ fn start_netswitch(offload: bool) -> Result<(Child, mpsc::Receiver<String>), Str
         "--interface-type",
         "wifi0=wifi",
     ]);
-    if !offload {
-        command.arg("--no-offload");
-    }
+    command.args(mode.args());
     let mut netswitch = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -148,6 +202,15 @@ fn start_netswitch(offload: bool) -> Result<(Child, mpsc::Receiver<String>), Str
     }
 }
 
+/// The non-zero fields of the counters netswitch logs as it stops (`counters=TunCounters { .. }`).
+fn non_zero_counters(line: &str) -> String {
+    let fields = line.split_once("counters=TunCounters {").map_or("", |(_, rest)| rest);
+    let fields = fields.split('}').next().unwrap_or_default();
+    let kept: Vec<&str> =
+        fields.split(',').map(str::trim).filter(|f| !f.is_empty() && !f.ends_with(": 0")).collect();
+    kept.join(", ")
+}
+
 /// Stops a `netswitch tun` with SIGINT (it removes tun0 and its routes).
 fn stop_netswitch(netswitch: &mut Child) -> Result<(), String> {
     // SAFETY: kill with the pid of a child this process started.
@@ -160,9 +223,9 @@ fn stop_netswitch(netswitch: &mut Child) -> Result<(), String> {
 }
 
 impl Net {
-    /// Moves this process into a new network namespace and builds the topology (call it before
-    /// any other thread exists: a namespace change is per thread).
-    pub fn up() -> Result<Net, String> {
+    /// Moves this process into a new network namespace and builds the topology with netswitch
+    /// in `mode` (call it before any other thread exists: a namespace change is per thread).
+    pub fn up(mode: Mode) -> Result<Net, String> {
         crate::common::procfs::raise_open_files_limit()?;
         // SAFETY: unshare reads its flag only.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
@@ -187,8 +250,16 @@ impl Net {
         inside(&["addr", "add", "10.200.1.1/24", "dev", "wifi0-peer"])?;
         inside(&["link", "set", "wifi0-peer", "up"])?;
         run("ip", &["route", "add", "default", "via", "10.200.1.1", "dev", "wifi0"])?;
-        let (netswitch, log) = start_netswitch(true)?;
-        let net = Net { server: Some(server), netswitch, log, offload: true };
+        let (netswitch, log) = start_netswitch(mode)?;
+        let net = Net {
+            server: Some(server),
+            netswitch,
+            log,
+            mode,
+            stopped: Vec::new(),
+            section: "",
+            served: Vec::new(),
+        };
         Ok(net)
     }
 
@@ -202,22 +273,76 @@ impl Net {
         self.server.as_ref().map(RelayProcess::pid).ok_or_else(|| String::from("the server is stopped"))
     }
 
-    /// netswitch's log lines since the last call (warnings, errors).
-    pub fn new_log_lines(&self) -> Vec<String> {
-        self.log.try_iter().collect()
+    /// Says which section runs now (netswitch's log lines name the sections each run served).
+    pub fn begin(&mut self, section: &'static str) {
+        self.section = section;
     }
 
-    /// Whether the running netswitch has the device's offloads on.
-    pub fn offload(&self) -> bool {
-        self.offload
+    /// netswitch's log lines since the last call (warnings, errors, the counters it logs as it
+    /// stops), of the runs stopped since and of the running one, each after the run's mode and
+    /// the sections it served.
+    fn new_log_lines(&mut self) -> Vec<String> {
+        let run = format!("{} for {}", self.mode.name(), self.served.join(", "));
+        let running = self.log.try_iter().map(|line| format!("{run}: {line}"));
+        let mut lines = std::mem::take(&mut self.stopped);
+        lines.extend(running);
+        lines
     }
 
-    /// Restarts netswitch with the device's offloads on or off.
-    pub fn restart(&mut self, offload: bool) -> Result<(), String> {
+    /// Prints netswitch's log lines since the last call: the counters each stopped run logged
+    /// (the non-zero ones), then how many other lines and the first three.
+    pub fn print_log(&mut self) {
+        let (counters, lines): (Vec<_>, Vec<_>) =
+            self.new_log_lines().into_iter().partition(|l| l.contains("counters="));
+        for line in counters {
+            let run = line.split(": ").next().unwrap_or_default();
+            println!("  netswitch {run} stopped; counters: {}", non_zero_counters(&line));
+        }
+        if !lines.is_empty() {
+            println!(
+                "  netswitch wrote {} more log lines, first: {}",
+                lines.len(),
+                lines[..lines.len().min(3)].join(" | ")
+            );
+        }
+    }
+
+    /// Stops netswitch and starts a fresh one in `mode`.
+    fn restart(&mut self, mode: Mode) -> Result<(), String> {
         stop_netswitch(&mut self.netswitch)?;
-        let (netswitch, log) = start_netswitch(offload)?;
-        (self.netswitch, self.log, self.offload) = (netswitch, log, offload);
+        // The stderr reader ends with the process: its last lines (the counters) are queued.
+        std::thread::sleep(Duration::from_millis(100));
+        let old = self.new_log_lines();
+        self.stopped = old;
+        let (netswitch, log) = start_netswitch(mode)?;
+        (self.netswitch, self.log, self.mode) = (netswitch, log, mode);
+        self.served.clear();
         Ok(())
+    }
+
+    /// Makes netswitch run in `mode` for a section: restarted unless it already runs so.
+    pub fn switch(&mut self, mode: Mode) -> Result<(), String> {
+        if self.mode != mode {
+            self.restart(mode)?;
+        }
+        self.serve();
+        Ok(())
+    }
+
+    /// Makes a fresh netswitch run in `mode` for a section: restarted unless it runs so and no
+    /// section has used it yet.
+    pub fn fresh(&mut self, mode: Mode) -> Result<(), String> {
+        if self.mode != mode || !self.served.is_empty() {
+            self.restart(mode)?;
+        }
+        self.serve();
+        Ok(())
+    }
+
+    fn serve(&mut self) {
+        if !self.served.contains(&self.section) {
+            self.served.push(self.section);
+        }
     }
 
     /// Stops netswitch (SIGINT: it removes tun0) and the server.
@@ -225,9 +350,7 @@ impl Net {
         let stopped = stop_netswitch(&mut self.netswitch);
         // Its counters, logged as it stops (packets, and drops by reason).
         std::thread::sleep(Duration::from_millis(100));
-        for line in self.new_log_lines().iter().filter(|l| l.contains("counters")) {
-            println!("netswitch at the end: {line}");
-        }
+        self.print_log();
         let server = self.server.take().map_or(Ok(()), RelayProcess::stop);
         stopped.and(server)
     }

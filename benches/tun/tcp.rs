@@ -1,5 +1,6 @@
 //! `tun-bulk` (1 and 4 streams each way, Gbit/s) and `tun-conn` (connections per second, RTT
-//! p50/p99), through the tunnel and without it, the paths alternating within each trial.
+//! p50/p99), through the tunnel with each stack and without it: per netswitch mode, the no-VPN
+//! path and the tunnel alternate within each trial; the no-VPN samples of all modes are pooled.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::table::{number, ratio, Table};
 use crate::common::{median, percentile};
-use crate::net::{Net, Path};
+use crate::net::{Mode, Net, Path};
 use crate::server::{at, ECHO, SINK, SOURCE};
 
 const MIB: u64 = 1 << 20;
@@ -69,45 +70,54 @@ fn bulk_trial(path: Path, upload: bool, streams: usize, bytes: u64) -> Result<f6
     Ok((streams as u64 * bytes * 8) as f64 / started.elapsed().as_secs_f64() / 1e9)
 }
 
-/// `tun-bulk`: each shape without the VPN and through netswitch with the device's offloads off,
-/// then again with them on (netswitch restarted in between; the no-VPN samples of both halves
-/// pooled).
-pub fn bulk(net: &mut Net) -> Result<(), String> {
-    let mut table = Table::new(
+/// Column names: no VPN, each mode, then each mode's ratio to no VPN.
+fn columns(modes: &[Mode], extra: &[&str]) -> Vec<String> {
+    let mut columns = vec![String::from("no VPN")];
+    columns.extend(modes.iter().map(|m| m.name().to_string()));
+    columns.extend(modes.iter().map(|m| format!("{}/no VPN", m.name())));
+    for suffix in extra {
+        columns.extend(modes.iter().map(|m| format!("{}{suffix}", m.name())));
+    }
+    columns
+}
+
+/// A table whose columns are `columns`.
+fn table(title: String, columns: &[String]) -> Table {
+    Table::new(title, &columns.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// `tun-bulk`: each shape without the VPN and through netswitch in each of `modes` (netswitch
+/// restarted in between).
+pub fn bulk(net: &mut Net, modes: &[Mode]) -> Result<(), String> {
+    let table_columns = columns(modes, &[]);
+    let mut table = table(
         format!(
-            "Bulk TCP, Gbit/s, median of {TRIALS} trials per netswitch run, paths alternating; tun0 MTU {}",
+            "Bulk TCP, Gbit/s, median of {TRIALS} trials per netswitch stack, paths alternating (no VPN \
+             pooled); tun0 MTU {}; system = the kernel's TCP, tun0 offloads on unless \"no offload\"; \
+             userspace = smoltcp, no offloads",
             crate::net::TUN_MTU
         ),
-        &["no VPN", "tun no offload", "tun offload", "no-offload/no VPN", "offload/no VPN"],
+        &table_columns,
     );
-    // [shape][no VPN, tun without offloads, tun with offloads]
-    let mut samples: Vec<[Vec<f64>; 3]> = SHAPES.iter().map(|_| Default::default()).collect();
-    for (column, offload) in [(1, false), (2, true)] {
-        if net.offload() != offload {
-            net.restart(offload)?;
-        }
+    // [shape][no VPN, then one per mode]
+    let mut samples: Vec<Vec<Vec<f64>>> = SHAPES.iter().map(|_| vec![Vec::new(); modes.len() + 1]).collect();
+    for (m, mode) in modes.iter().enumerate() {
+        net.switch(*mode)?;
         for (shape, (upload, streams, bytes)) in SHAPES.into_iter().enumerate() {
             for _ in 0..TRIALS {
                 samples[shape][0].push(bulk_trial(Path::Direct, upload, streams, bytes)?);
-                samples[shape][column].push(bulk_trial(Path::Tun, upload, streams, bytes)?);
+                samples[shape][m + 1].push(bulk_trial(Path::Tun, upload, streams, bytes)?);
             }
         }
     }
     for ((upload, streams, bytes), samples) in SHAPES.into_iter().zip(samples) {
-        let [direct, plain, offload] = samples.map(median);
+        let medians: Vec<f64> = samples.into_iter().map(median).collect();
         let label = format!("{} {streams} x {} MiB", if upload { "upload" } else { "download" }, bytes / MIB);
-        table.row(
-            label,
-            vec![
-                number(direct, 2),
-                number(plain, 2),
-                number(offload, 2),
-                ratio(plain, direct),
-                ratio(offload, direct),
-            ],
-        );
+        let mut cells: Vec<String> = medians.iter().map(|v| number(*v, 2)).collect();
+        cells.extend(medians[1..].iter().map(|v| ratio(*v, medians[0])));
+        table.row(label, cells);
     }
-    table.print("cargo bench --bench tun -- tun-bulk");
+    table.print(&crate::command("tun-bulk", modes));
     Ok(())
 }
 
@@ -142,33 +152,44 @@ fn rtt(path: Path) -> Result<Vec<f64>, String> {
     Ok(samples)
 }
 
-/// `tun-conn`.
-pub fn conn() -> Result<(), String> {
-    let mut rates = [Vec::new(), Vec::new()];
-    let mut rtts = [Vec::new(), Vec::new()];
-    for _ in 0..TRIALS {
-        for (i, path) in Path::BOTH.into_iter().enumerate() {
-            rates[i].push(conn_trial(path)?);
-            rtts[i].extend(rtt(path)?);
+/// `tun-conn`: per mode, trials of connections/s and RTTs alternating the no-VPN path and the
+/// tunnel.
+pub fn conn(net: &mut Net, modes: &[Mode]) -> Result<(), String> {
+    // [no VPN, then one per mode]
+    let mut rates = vec![Vec::new(); modes.len() + 1];
+    let mut rtts = vec![Vec::new(); modes.len() + 1];
+    for (m, mode) in modes.iter().enumerate() {
+        net.switch(*mode)?;
+        for _ in 0..TRIALS {
+            for (i, path) in [(0, Path::Direct), (m + 1, Path::Tun)] {
+                rates[i].push(conn_trial(path)?);
+                rtts[i].extend(rtt(path)?);
+            }
         }
     }
-    let [direct, tun] = rates.map(median);
-    let [mut rtt_direct, mut rtt_tun] = rtts;
-    let mut table = Table::new(
+    let table_columns = columns(modes, &[" - no VPN"]);
+    let mut table = table(
         format!(
-            "Connections and latency, paths alternating: connections/s one at a time (connect, 1 byte \
-             echoed, close; median of {TRIALS} x {CONN_TIME:?}); RTT of 1 byte, {} round trips",
+            "Connections and latency, paths alternating (no VPN pooled): connections/s one at a time \
+             (connect, 1 byte echoed, close; median of {TRIALS} x {CONN_TIME:?} per stack); RTT of 1 \
+             byte, {} round trips per stack; \"- no VPN\": added us",
             TRIALS * PINGS
         ),
-        &["no VPN", "netswitch tun", "tun/no VPN", "tun - no VPN"],
+        &table_columns,
     );
-    table
-        .row("connections/s", vec![number(direct, 0), number(tun, 0), ratio(tun, direct), String::from("-")]);
+    let rates: Vec<f64> = rates.into_iter().map(median).collect();
+    let mut cells: Vec<String> = rates.iter().map(|v| number(*v, 0)).collect();
+    cells.extend(rates[1..].iter().map(|v| ratio(*v, rates[0])));
+    cells.extend(modes.iter().map(|_| String::from("-")));
+    table.row("connections/s", cells);
     for p in [50, 99] {
-        let (d, t) = (percentile(&mut rtt_direct, p), percentile(&mut rtt_tun, p));
-        table.row(format!("RTT p{p}, us"), vec![number(d, 0), number(t, 0), ratio(t, d), number(t - d, 0)]);
+        let at: Vec<f64> = rtts.iter_mut().map(|samples| percentile(samples, p)).collect();
+        let mut cells: Vec<String> = at.iter().map(|v| number(*v, 0)).collect();
+        cells.extend(at[1..].iter().map(|v| ratio(*v, at[0])));
+        cells.extend(at[1..].iter().map(|v| number(v - at[0], 0)));
+        table.row(format!("RTT p{p}, us"), cells);
     }
-    table.print("cargo bench --bench tun -- tun-conn");
+    table.print(&crate::command("tun-conn", modes));
     Ok(())
 }
 
@@ -230,11 +251,12 @@ fn churn_run(path: Path, duration: Duration, print: bool) -> Churn {
     churn
 }
 
-/// `--churn SECONDS`: connection churn through the tunnel for `duration`, then the no-VPN
-/// reference for 30 s.
-pub fn churn(duration: Duration) -> Result<(), String> {
+/// `--churn SECONDS`: connection churn through the tunnel (netswitch running in `mode`) for
+/// `duration`, then the no-VPN reference for 30 s.
+pub fn churn(duration: Duration, mode: Mode) -> Result<(), String> {
     println!(
-        "churn through the tunnel for {} s (connect, 1 byte echoed, close; one at a time):",
+        "churn through the tunnel ({} stack) for {} s (connect, 1 byte echoed, close; one at a time):",
+        mode.stack(),
         duration.as_secs()
     );
     let tun = churn_run(Path::Tun, duration, true);
@@ -242,8 +264,9 @@ pub fn churn(duration: Duration) -> Result<(), String> {
     let direct = churn_run(Path::Direct, CHURN_REFERENCE, true);
     let mut table = Table::new(
         format!(
-            "Connection churn: {} s through the tunnel, {} s without the VPN; per {} s window",
+            "Connection churn: {} s through the tunnel ({} stack), {} s without the VPN; per {} s window",
             duration.as_secs(),
+            mode.stack(),
             CHURN_REFERENCE.as_secs(),
             CHURN_WINDOW.as_secs()
         ),
@@ -260,6 +283,7 @@ pub fn churn(duration: Duration) -> Result<(), String> {
     table.row("stalls (connect > 1 s)", vec![count(direct.stalls), count(tun.stalls), String::from("-")]);
     table.row("failed connections", vec![count(direct.failures), count(tun.failures), String::from("-")]);
     table.row("connections", vec![count(direct.connections), count(tun.connections), String::from("-")]);
-    table.print(&format!("cargo bench --bench tun -- --churn {}", duration.as_secs()));
+    let stack = if mode == Mode::Userspace { " --stack userspace" } else { "" };
+    table.print(&format!("cargo bench --bench tun -- --churn {}{stack}", duration.as_secs()));
     Ok(())
 }

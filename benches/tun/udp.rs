@@ -1,12 +1,13 @@
-//! `tun-udp`: a download at a fixed rate (loss %) and echoed datagrams per second at 64 and
-//! 1,200 bytes, through the tunnel and without it.
+//! `tun-udp`: a download and an upload at a fixed rate (loss %) and echoed datagrams per second
+//! at 64 and 1,200 bytes, through the tunnel with each stack and without it (per netswitch mode,
+//! the paths alternating within each trial; the no-VPN samples of all modes pooled).
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use crate::common::median;
 use crate::common::table::{number, ratio, Table};
-use crate::net::{Net, Path};
+use crate::net::{Mode, Net, Path};
 use crate::server::{at, COUNT_QUERY, UDP_BLAST, UDP_COUNT, UDP_ECHO};
 
 /// The fixed-rate download: 500 Mbit/s of 1,200-byte datagrams for 2 s (the issue's target).
@@ -194,68 +195,89 @@ fn settle() {
     std::thread::sleep(Duration::from_millis(200));
 }
 
+/// The rows, in order: loss each way, then echo at each size.
+const DIRECTIONS: [&str; 2] = ["download", "upload"];
+const ECHO_SIZES: [usize; 2] = [64, 1200];
+
 /// `tun-udp`.
-pub fn run(net: &Net) -> Result<(), String> {
+pub fn run(net: &mut Net, modes: &[Mode]) -> Result<(), String> {
     let rate = RATE_BITS / (RATE_SIZE as f64 * 8.0);
     let count = (rate * RATE_TIME) as u64;
     let server = net.server_pid()?;
+    let columns = modes.len() + 1; // no VPN, then one per mode
+                                   // [row: DIRECTIONS then ECHO_SIZES][column]
+    let mut samples = vec![vec![Vec::new(); columns]; DIRECTIONS.len() + ECHO_SIZES.len()];
+    // [direction][column]
+    let mut drops = vec![vec![Drops::default(); columns]; DIRECTIONS.len()];
+    let mut trial = 0u32;
+    for (m, mode) in modes.iter().enumerate() {
+        net.switch(*mode)?;
+        let paths = [(0, Path::Direct), (m + 1, Path::Tun)];
+        for (d, direction) in DIRECTIONS.into_iter().enumerate() {
+            for _ in 0..TRIALS {
+                for (column, path) in paths {
+                    let before = Drops::read(server);
+                    trial += 1;
+                    samples[d][column].push(match direction {
+                        "download" => rate_trial(path, count, rate)?,
+                        _ => upload_trial(path, trial, count, rate)?,
+                    });
+                    settle();
+                    drops[d][column].add_since(&before, &Drops::read(server));
+                }
+            }
+        }
+        for (e, size) in ECHO_SIZES.into_iter().enumerate() {
+            for _ in 0..TRIALS {
+                for (column, path) in paths {
+                    samples[DIRECTIONS.len() + e][column].push(echo_trial(path, size)?);
+                    settle();
+                }
+            }
+        }
+    }
+    let mut names = vec![String::from("no VPN")];
+    names.extend(modes.iter().map(|m| m.name().to_string()));
+    let mut header = names.clone();
+    header.extend(modes.iter().map(|m| format!("{}/no VPN", m.name())));
     let mut table = Table::new(
         format!(
-            "UDP, paths alternating: loss at {:.0} Mbit/s ({RATE_SIZE} B datagrams, {RATE_TIME} s, \
-             median of {TRIALS}) down and up, and where the kernel counted drops (all trials); \
-             echoed datagrams/s with {WINDOW} in flight (median of {TRIALS} x {ECHO_TIME:?})",
+            "UDP, paths alternating (no VPN pooled over the stacks' runs): loss at {:.0} Mbit/s \
+             ({RATE_SIZE} B datagrams, {RATE_TIME} s, median of {TRIALS} per stack) down and up, and \
+             where the kernel counted drops (all trials); echoed datagrams/s with {WINDOW} in flight \
+             (median of {TRIALS} x {ECHO_TIME:?} per stack)",
             RATE_BITS / 1e6
         ),
-        &["no VPN", "netswitch tun", "tun/no VPN"],
+        &header.iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    let mut trial = 0u32;
+    let all = |l: &Vec<f64>| l.iter().map(|v| number(*v, 2)).collect::<Vec<_>>().join(" ");
     let mut notes = Vec::new();
-    for direction in ["download", "upload"] {
-        let mut losses = [Vec::new(), Vec::new()];
-        let mut drops = [Drops::default(); 2];
-        for _ in 0..TRIALS {
-            for (i, path) in Path::BOTH.into_iter().enumerate() {
-                let before = Drops::read(server);
-                trial += 1;
-                losses[i].push(match direction {
-                    "download" => rate_trial(path, count, rate)?,
-                    _ => upload_trial(path, trial, count, rate)?,
-                });
-                settle();
-                drops[i].add_since(&before, &Drops::read(server));
+    for (row, samples) in samples.iter().enumerate() {
+        let medians: Vec<f64> = samples.iter().cloned().map(median).collect();
+        let (label, mut cells) = match DIRECTIONS.get(row) {
+            Some(direction) => {
+                for (column, name) in names.iter().enumerate() {
+                    notes.push(format!(
+                        "  {direction} {name}: losses {}; kernel drops: {}",
+                        all(&samples[column]),
+                        drops[row][column].describe()
+                    ));
+                }
+                let cells: Vec<String> = medians.iter().map(|v| number(*v, 2)).collect();
+                (format!("{direction} loss at {:.0} Mbit/s, %", RATE_BITS / 1e6), cells)
             }
-        }
-        let all = |l: &Vec<f64>| l.iter().map(|v| number(*v, 2)).collect::<Vec<_>>().join(" ");
-        let losses_kept = losses.clone();
-        let [direct, tun] = losses.map(median);
-        table.row(
-            format!("{direction} loss at {:.0} Mbit/s, %", RATE_BITS / 1e6),
-            vec![number(direct, 2), number(tun, 2), String::from("-")],
-        );
-        for (i, path) in Path::BOTH.into_iter().enumerate() {
-            notes.push(format!(
-                "  {direction} {}: losses {trials_of}; kernel drops: {}",
-                path.name(),
-                drops[i].describe(),
-                trials_of = all(&losses_kept[i])
-            ));
-        }
-    }
-    for size in [64, 1200] {
-        let mut rates = [Vec::new(), Vec::new()];
-        for _ in 0..TRIALS {
-            for (i, path) in Path::BOTH.into_iter().enumerate() {
-                rates[i].push(echo_trial(path, size)?);
-                settle();
+            None => {
+                let size = ECHO_SIZES[row - DIRECTIONS.len()];
+                (format!("echo {size} B, datagrams/s"), medians.iter().map(|v| number(*v, 0)).collect())
             }
-        }
-        let [direct, tun] = rates.map(median);
-        table.row(
-            format!("echo {size} B, datagrams/s"),
-            vec![number(direct, 0), number(tun, 0), ratio(tun, direct)],
+        };
+        let loss = row < DIRECTIONS.len();
+        cells.extend(
+            medians[1..].iter().map(|v| if loss { String::from("-") } else { ratio(*v, medians[0]) }),
         );
+        table.row(label, cells);
     }
-    table.print("cargo bench --bench tun -- tun-udp");
+    table.print(&crate::command("tun-udp", modes));
     for note in notes {
         println!("{note}");
     }
