@@ -38,7 +38,9 @@ const OWN: [&str; 4] = ["tun-bulk", "tun-conn", "tun-udp", "tun-idle"];
 /// The modes each section measures, in order (before `--stack` filters them).
 fn modes(section: &str) -> &'static [Mode] {
     match section {
-        "tun-bulk" => &[Mode::SystemNoOffload, Mode::SystemOffload, Mode::Userspace],
+        "tun-bulk" => {
+            &[Mode::SystemNoOffload, Mode::SystemOffload, Mode::UserspaceNoOffload, Mode::Userspace]
+        }
         _ => &[Mode::SystemOffload, Mode::Userspace],
     }
 }

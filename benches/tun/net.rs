@@ -101,8 +101,12 @@ pub enum Mode {
     SystemOffload,
     /// The kernel's TCP, tun0 without offloads (`--no-offload`): one packet per read and write.
     SystemNoOffload,
-    /// smoltcp inside netswitch (`--stack userspace`; tun0 never has offloads then).
+    /// smoltcp inside netswitch (`--stack userspace`), tun0 with its offloads (64 KiB segments
+    /// both ways).
     Userspace,
+    /// smoltcp, tun0 without offloads (`--stack userspace --no-offload`): what an iOS packet
+    /// flow or an Android `VpnService` fd (no virtio-net header) gets.
+    UserspaceNoOffload,
 }
 
 impl Mode {
@@ -112,6 +116,7 @@ impl Mode {
             Mode::SystemOffload => "system",
             Mode::SystemNoOffload => "system no offload",
             Mode::Userspace => "userspace",
+            Mode::UserspaceNoOffload => "userspace no offload",
         }
     }
 
@@ -119,7 +124,7 @@ impl Mode {
     pub fn stack(self) -> &'static str {
         match self {
             Mode::SystemOffload | Mode::SystemNoOffload => "system",
-            Mode::Userspace => "userspace",
+            Mode::Userspace | Mode::UserspaceNoOffload => "userspace",
         }
     }
 
@@ -133,7 +138,7 @@ impl Mode {
     pub fn fds_per_connection(self) -> usize {
         match self {
             Mode::SystemOffload | Mode::SystemNoOffload => 2,
-            Mode::Userspace => 1,
+            Mode::Userspace | Mode::UserspaceNoOffload => 1,
         }
     }
 
@@ -142,6 +147,7 @@ impl Mode {
             Mode::SystemOffload => &[],
             Mode::SystemNoOffload => &["--no-offload"],
             Mode::Userspace => &["--stack", "userspace"],
+            Mode::UserspaceNoOffload => &["--stack", "userspace", "--no-offload"],
         }
     }
 }

@@ -94,7 +94,7 @@ pub fn bulk(net: &mut Net, modes: &[Mode]) -> Result<(), String> {
         format!(
             "Bulk TCP, Gbit/s, median of {TRIALS} trials per netswitch stack, paths alternating (no VPN \
              pooled); tun0 MTU {}; system = the kernel's TCP, tun0 offloads on unless \"no offload\"; \
-             userspace = smoltcp, no offloads",
+             userspace = smoltcp, tun0 offloads on unless \"no offload\"",
             crate::net::TUN_MTU
         ),
         &table_columns,
