@@ -182,6 +182,9 @@ fn query(id: u16, name: &str, kind: RecordType) -> Vec<u8> {
 
 /// One query over UDP to `server`, sent up to three times 2 s apart as a stub resolver does
 /// (the machine is shared and slow at times); its answer, or the last error.
+/// Queries [`ask_udp`] sent again after 2 s without an answer (each may be answered too).
+static RESENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 fn ask_udp(server: SocketAddr, name: &str, kind: RecordType) -> std::io::Result<Message> {
     let socket = UdpSocket::bind(if server.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
     socket.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -190,7 +193,10 @@ fn ask_udp(server: SocketAddr, name: &str, kind: RecordType) -> std::io::Result<
     let bytes = query(id, name, kind);
     let mut buf = vec![0u8; 4096];
     let mut last = None;
-    for _ in 0..3 {
+    for attempt in 0..3 {
+        if attempt > 0 {
+            RESENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         socket.send(&bytes)?;
         match socket.recv(&mut buf) {
             Ok(n) => {
@@ -302,7 +308,10 @@ pub(super) fn resolved_over_wifi(stack: Stack) {
         );
         let counters = device.tun.counters();
         println!("counters: {counters:?}");
-        assert_eq!((counters.dns_answered, counters.dns_failed, counters.dropped_dns), (7, 0, 0));
+        // Seven queries; a query resent on a slow machine may be answered twice.
+        let resent = RESENT.load(std::sync::atomic::Ordering::Relaxed);
+        assert!((7..=7 + resent).contains(&counters.dns_answered), "{counters:?}, {resent} resent");
+        assert_eq!((counters.dns_failed, counters.dropped_dns), (0, 0));
         assert_eq!(counters.udp_datagrams, 0, "no query was relayed as a UDP flow");
         assert_eq!(counters.tcp_connections, 0, "the TCP connection was served, not dialed");
         // The DNS connection's NAT entry leaves with it.

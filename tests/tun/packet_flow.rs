@@ -218,9 +218,12 @@ async fn carries_the_tun_suite(stack: Stack) {
     );
 
     device.wait_idle().await;
-    let counters = device.tun.counters();
     let (batches, packets) =
         (flow.writer.batches.load(Ordering::Relaxed), flow.writer.packets.load(Ordering::Relaxed));
+    // A packet is counted in `packets_out` just after it was queued, so the host's writer may
+    // already hold one the counter has not seen yet: read the counters a moment later.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let counters = device.tun.counters();
     println!(
         "{stack:?} over the packet flow: {packets} packets to the host in {batches} batches; {counters:?}"
     );

@@ -37,8 +37,8 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Returns the app's (bytes read, intact) and the server's record.
 pub(super) fn both_ways(up: u64, down: u64, token: u64) -> std::io::Result<((u64, bool), String)> {
     let mut stream = connect(server::BOTH_WAYS)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(server::READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(server::READ_TIMEOUT))?;
     let mut header = Vec::new();
     for word in [down, up, token] {
         header.extend_from_slice(&word.to_be_bytes());

@@ -47,6 +47,8 @@ pub fn serve() {
 /// The tunnel's settings under test.
 const MTU: usize = 1500;
 const SESSIONS: usize = 64;
+/// Packets other than the flood's that tun0's drop counter may also count (see the assertion).
+const OTHER_PACKETS: u64 = 8;
 const QUEUE_LEN: usize = 32;
 const QUEUE_BUDGET: usize = 256;
 /// What one session may hold besides its queued datagrams, as the bound on `UdpSettings` states.
@@ -247,10 +249,13 @@ pub(crate) fn flood_is_bounded_and_counted(stack: Stack) {
         // or dropped and counted.
         let queued = delta(|s| s.queued);
         let sent_up = delta(|s| s.sent_up);
-        assert_eq!(
-            tun_queue_drops + queued + dropped_udp,
-            sent,
-            "read or lost in tun0: {before:?} -> {after:?}"
+        // (tun0's drop counter also counts the device's few other packets that met the full
+        // queue: IPv6 router solicitations and MLD reports of the kernel, a control
+        // connection's segment; at most a handful in a flood of tens of thousands.)
+        let accounted = tun_queue_drops + queued + dropped_udp;
+        assert!(
+            (sent..=sent + OTHER_PACKETS).contains(&accounted),
+            "read or lost in tun0: {accounted} of {sent} sent: {before:?} -> {after:?}"
         );
         // Every datagram the sessions sent: received by the server, or dropped by a kernel on the
         // way (counted).

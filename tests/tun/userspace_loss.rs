@@ -205,10 +205,12 @@ fn tun_system_16_mib_each_way_at_1_and_5_percent_loss() {
 /// app half-closing only after it has read the whole download. Returns the app's (bytes read,
 /// intact) and the server's record.
 fn fin_after_download(up: u64, down: u64, token: u64) -> std::io::Result<((u64, bool), String)> {
-    use super::scale::server::{read_checked, send_checked, BOTH_WAYS, DOWN_SEED, RESULT, UP_SEED};
+    use super::scale::server::{
+        read_checked, send_checked, BOTH_WAYS, DOWN_SEED, READ_TIMEOUT, RESULT, UP_SEED,
+    };
     let mut stream = connect(BOTH_WAYS)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+    stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
     let header: Vec<u8> = [down, up, token].iter().flat_map(|word| word.to_be_bytes()).collect();
     stream.write_all(&header)?;
     let mut writer = stream.try_clone()?;
@@ -218,7 +220,7 @@ fn fin_after_download(up: u64, down: u64, token: u64) -> std::io::Result<((u64, 
     stream.shutdown(std::net::Shutdown::Write)?;
     // The server records its side once it saw the app's FIN (under loss its last segments may take
     // several retransmission timeouts: wait as long as the socket timeouts).
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + READ_TIMEOUT;
     loop {
         let mut query = connect(RESULT)?;
         query.write_all(&token.to_be_bytes())?;
