@@ -8,6 +8,7 @@ pub mod race;
 mod route;
 pub mod socks5;
 mod udp;
+pub use udp::UDP_RECV_BUFFER;
 
 use std::fmt;
 use std::future::Future;

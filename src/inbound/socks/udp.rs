@@ -44,7 +44,7 @@ use tokio::net::{TcpStream, UdpSocket};
 
 use super::context::Context;
 use crate::client::{Datagram, PacketSink};
-use crate::dial::BoxFuture;
+use crate::dial::{BoxFuture, UDP_RECV_BUFFER};
 use crate::inbound::udp_sessions::{Dispatched, UdpSessionTable};
 use crate::metadata::{Destination, Host, Metadata};
 use crate::relay::recv_batch::Batch;
@@ -159,10 +159,7 @@ pub(super) async fn associate(
             return;
         }
     };
-    let socket = match UdpSocket::bind(SocketAddr::new(bind_ip, 0))
-        .await
-        .and_then(|s| Ok((s.local_addr()?, s)))
-    {
+    let socket = match bind_relay_socket(SocketAddr::new(bind_ip, 0)).and_then(|s| Ok((s.local_addr()?, s))) {
         Ok((bound, socket)) => {
             if let Err(error) = reply(&control, ReplyCode::Succeeded, bound).await {
                 tracing::debug!(client = %peer, %error, "SOCKS UDP ASSOCIATE: could not send the reply");
@@ -330,4 +327,18 @@ impl<'a> Association<'a> {
 
 async fn reply(control: &TcpStream, code: ReplyCode, bound: SocketAddr) -> io::Result<()> {
     crate::socket::io::write_all(control, &socks5::encode_reply(code, bound)).await
+}
+
+/// The association's relay socket on `address`, asking for a receive buffer of
+/// [`UDP_RECV_BUFFER`] (as outbound UDP sockets do) so that a client's burst waits in the kernel
+/// while the association's task waits for a CPU, instead of being dropped at the usual 208 KiB.
+/// Best effort: the kernel caps it at `net.core.rmem_max`.
+fn bind_relay_socket(address: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::DGRAM, None)?;
+    socket.set_nonblocking(true)?;
+    if let Err(error) = socket.set_recv_buffer_size(UDP_RECV_BUFFER) {
+        tracing::debug!(%address, %error, "SOCKS UDP relay socket receive buffer not raised");
+    }
+    socket.bind(&address.into())?;
+    UdpSocket::from_std(socket.into())
 }
