@@ -26,6 +26,7 @@ mod stack_option;
 mod udp_flood;
 mod userspace;
 mod userspace_loss;
+mod userspace_offload;
 mod userspace_suite;
 
 use std::io::{ErrorKind, Read, Write};
@@ -492,7 +493,12 @@ async fn malformed_packets_are_counted(device: &Device) {
 /// Sends `sent` to the echo server through the tunnel while reading, half-closes after the last
 /// byte (the app's FIN first), and returns everything echoed until the server's FIN.
 pub(crate) fn echo_app_fin_first(sent: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut stream = connect(server::ECHO)?;
+    echo_app_fin_first_to(server(server::ECHO), sent)
+}
+
+/// [`echo_app_fin_first`] to the echo service at `address`.
+pub(crate) fn echo_app_fin_first_to(address: SocketAddr, sent: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut stream = connect_to(address)?;
     let mut writer = stream.try_clone()?;
     let sent = sent.to_vec();
     let writing = std::thread::spawn(move || {
