@@ -194,6 +194,43 @@ mod tests {
         assert_eq!(packet, before);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any option bytes in a SYN (an app's bytes): no panic; an MSS found is raised with
+        /// the checksum still verifying, else the packet is left alone.
+        #[test]
+        fn any_syn_options_never_panic(
+            mut options in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..41),
+            mss_at in proptest::option::of(0..37usize),
+        ) {
+            // Often an MSS option somewhere (random bytes seldom make one).
+            if let Some(at) = mss_at.filter(|at| at + 4 <= options.len()) {
+                options[at..at + 4].copy_from_slice(&[MSS, 4, 0x05, 0xb4]);
+            }
+            let mut packet = syn(&[]);
+            let words = options.len() / 4;
+            packet.splice(40..40, options[..words * 4].iter().copied());
+            packet[32] = ((5 + words) as u8) << 4; // data offset
+            let total = (packet.len() as u16).to_be_bytes();
+            packet[2..4].copy_from_slice(&total);
+            let mut ip = etherparse::Ipv4HeaderSlice::from_slice(&packet).unwrap().to_header();
+            packet[10..12].copy_from_slice(&ip.calc_header_checksum().to_be_bytes());
+            ip.header_checksum = ip.calc_header_checksum();
+            let tcp_header = etherparse::TcpSlice::from_slice(&packet[20..]).map(|t| t.to_header());
+            let Ok(header) = tcp_header else { return Ok(()) };
+            let sum = header.calc_checksum_ipv4(&ip, &[]).unwrap();
+            packet[36..38].copy_from_slice(&sum.to_be_bytes());
+            let crate::tun::packet::Packet::Tcp(tcp) = crate::tun::packet::parse(&packet) else { return Ok(()) };
+            let before = packet.clone();
+            raise_mss(&mut packet, &tcp);
+            proptest::prop_assert!(checksum_ok(&packet));
+            if mss_option(&before, tcp.offset).is_none() {
+                proptest::prop_assert_eq!(packet, before);
+            }
+        }
+    }
+
     #[test]
     fn a_long_segment_becomes_a_super_packet_with_the_pseudo_header_sum() {
         let payload = vec![7u8; 20_000];
