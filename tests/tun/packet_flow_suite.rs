@@ -8,7 +8,8 @@
 //!
 //! Not here: the CLI tests (the CLI opens its own device and reads its fd), the offload tests
 //! (`Framing::VirtioNet`: the packet flow carries whole IP packets only, so the bodies taking a
-//! framing run with `Framing::Raw`), the loss tests (their mover is the fd), and the measurements.
+//! framing run with `Framing::Raw`), and the measurements. The loss body runs too: its lossy
+//! mover sits between tun0 and the fd the test host moves through the packet flow.
 
 use netswitch::tun::{Framing, Stack};
 
@@ -327,5 +328,18 @@ fn tun_packet_flow_system_decider_blocks_reroutes_and_defaults() {
         "tun_packet_flow_system_decider_blocks_reroutes_and_defaults",
         Stack::System,
         super::decide::blocks_reroutes_and_defaults,
+    );
+}
+
+/// 16 MiB each way at once at 1 % and 5 % loss (the loss mover between tun0 and the test host),
+/// the app's FIN after its upload, while netswitch still sends.
+#[test]
+fn tun_packet_flow_userspace_16_mib_each_way_at_1_and_5_percent_loss() {
+    over_the_flow(
+        "tun_packet_flow_userspace_16_mib_each_way_at_1_and_5_percent_loss",
+        Stack::Userspace,
+        |stack| {
+            super::userspace_loss::transfers_under_loss(stack, super::userspace_loss::AppFin::AfterUpload)
+        },
     );
 }
