@@ -56,8 +56,11 @@ impl PacketFlowWriter for TunWriter {
     }
 }
 
-/// The test host's read loop: reads the fd in batches (up to 64 packets per wakeup) and hands
-/// each batch to the input, until the tunnel stops or `stop` is set.
+/// The most packets the test host reads per wakeup and hands over as one batch.
+pub(crate) const HOST_BATCH: usize = 64;
+
+/// The test host's read loop: reads the fd in batches (up to [`HOST_BATCH`] packets per wakeup)
+/// and hands each batch to the input, until the tunnel stops or `stop` is set.
 fn read_loop(fd: Arc<OwnedFd>, input: PacketFlowInput, stop: Arc<AtomicBool>) {
     let mut buffer = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
@@ -67,7 +70,7 @@ fn read_loop(fd: Arc<OwnedFd>, input: PacketFlowInput, stop: Arc<AtomicBool>) {
             continue; // timeout or EINTR: check `stop`
         }
         let mut batch = Vec::new();
-        while batch.len() < 64 {
+        while batch.len() < HOST_BATCH {
             match nix::unistd::read(fd.as_fd(), &mut buffer) {
                 Ok(n) if n > 0 => batch.push(buffer[..n].to_vec()),
                 _ => break, // EAGAIN: the batch is complete
