@@ -166,8 +166,8 @@ async fn up_with_stack(
         TunSettings::inet4("172.19.0.1".parse().unwrap(), 30).with_inet6("fdfe::1".parse().unwrap(), 126);
     settings.dns_hijack = hijack(&settings);
     settings.stack = stack;
-    let tun = netswitch.start_tun(fd, settings).unwrap();
-    Device { _topology: topology, netswitch, tun }
+    let (tun, host) = super::flow_host::start(&netswitch, fd, settings);
+    Device { host, _topology: topology, netswitch, tun }
 }
 
 fn query(id: u16, name: &str, kind: RecordType) -> Vec<u8> {

@@ -2,135 +2,39 @@
 //! packets between a real TUN fd (tun0 in the device namespace) and the API, as an iOS
 //! `NEPacketTunnelProvider` moves them between `packetFlow` and netswitch — a thread reads tun0
 //! in batches into `PacketFlowInput::write_packets`, the `PacketFlowWriter` writes every packet
-//! it is handed back into tun0. The kernel-TUN test's assertions run through it with both stacks,
+//! it is handed back into tun0 (the test host: [`super::flow_host`]). The kernel-TUN test's assertions run through it with both stacks,
 //! and an ignored measurement compares 1,200-byte UDP datagrams per second with the fd path.
 //!
 //! [`Tun::start_packet_flow`]: netswitch::tun::Tun::start_packet_flow
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, UdpSocket};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use netswitch::network::{InterfaceSnapshot, NetworkType};
-use netswitch::tun::{device, BindDefault, PacketFlowInput, PacketFlowWriter, Stack, TunSettings};
-use netswitch::{os_binder, Config, Netswitch};
+use netswitch::tun::Stack;
 
-use super::topology::{self, Link, Topology};
+use super::flow_host::{self, run_in_namespace_over_flow, TunWriter};
+use super::topology::Link;
 use super::{
-    blocking, connect, connect_to, interface, pattern, role, run_in_namespace, server, server_command,
-    server_v6, udp_echo, udp_roundtrip, Device, TIMEOUT,
+    blocking, connect, connect_to, pattern, role, server, server_v6, udp_echo, udp_roundtrip, Device, TIMEOUT,
 };
 
-/// The test host's writer: every packet netswitch hands back goes into tun0 (one `write` each).
-struct TunWriter {
-    fd: Arc<OwnedFd>,
-    batches: AtomicU64,
-    packets: AtomicU64,
-}
-
-impl PacketFlowWriter for TunWriter {
-    fn write_packets(&self, packets: Vec<Vec<u8>>, families: Vec<i32>) {
-        assert_eq!(packets.len(), families.len());
-        self.batches.fetch_add(1, Ordering::Relaxed);
-        self.packets.fetch_add(packets.len() as u64, Ordering::Relaxed);
-        for (packet, family) in packets.iter().zip(&families) {
-            let expected = if packet[0] >> 4 == 6 { libc::AF_INET6 } else { libc::AF_INET };
-            assert_eq!(*family, expected, "the family of each packet");
-            // A full device queue drops the packet, as a link would.
-            let _ = nix::unistd::write(self.fd.as_fd(), packet);
-        }
-    }
-}
-
-/// The test host's read loop: reads tun0 in batches (up to 64 packets per wakeup) and hands each
-/// batch to the input, until the tunnel stops or `stop` is set.
-fn read_loop(fd: Arc<OwnedFd>, input: PacketFlowInput, stop: Arc<AtomicBool>) {
-    let mut buffer = vec![0u8; 65536];
-    while !stop.load(Ordering::Relaxed) {
-        let mut poll = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one pollfd that outlives the call.
-        if unsafe { libc::poll(&mut poll, 1, 100) } <= 0 {
-            continue; // timeout or EINTR: check `stop`
-        }
-        let mut batch = Vec::new();
-        while batch.len() < 64 {
-            match nix::unistd::read(fd.as_fd(), &mut buffer) {
-                Ok(n) if n > 0 => batch.push(buffer[..n].to_vec()),
-                _ => break, // EAGAIN: the batch is complete
-            }
-        }
-        if input.write_packets(batch).is_err() {
-            return; // the tunnel stopped
-        }
-    }
-}
-
-/// A tunnel on the packet flow of tun0, and the test host moving its packets.
-struct Flow {
-    device: Device,
-    writer: Arc<TunWriter>,
-    stop: Arc<AtomicBool>,
-    mover: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Flow {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(mover) = self.mover.take() {
-            let _ = mover.join();
-        }
-    }
-}
-
-/// The kernel-TUN test's topology (tun0 172.19.0.1/30 and fdfe::1/126, routes to the server
-/// into it), with netswitch on tun0's packet flow instead of its fd.
-async fn up(stack: Stack) -> Flow {
-    let topology = Topology::up(server_command()).unwrap();
-    let fd = device::create_linux("tun0").unwrap();
-    topology::run("ip", &["addr", "add", "172.19.0.1/30", "dev", "tun0"]).unwrap();
-    topology::run("ip", &["link", "set", "tun0", "mtu", "9000", "up"]).unwrap();
-    topology::run("ip", &["route", "add", "10.200.9.0/24", "dev", "tun0", "metric", "10"]).unwrap();
-    topology::run("ip", &["route", "add", "default", "dev", "tun0"]).unwrap();
-    topology::run("ip", &["-6", "addr", "add", "fdfe::1/126", "dev", "tun0", "nodad"]).unwrap();
-    topology::run("ip", &["-6", "route", "add", "2001:db8:9::/64", "dev", "tun0", "metric", "10"]).unwrap();
-    // SAFETY: fcntl on an fd this test owns, integer arguments only.
-    unsafe {
-        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-        assert_eq!(libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK), 0);
-    }
-    let fd = Arc::new(fd);
-
-    let netswitch =
-        Netswitch::builder(Config::default()).binder(Arc::new(BindDefault(os_binder()))).build().unwrap();
-    let wifi = interface(Link::Wifi, NetworkType::Wifi);
-    let wifi_index = wifi.index;
-    let snapshot =
-        InterfaceSnapshot::new(vec![wifi, interface(Link::Cell, NetworkType::Cellular)], Some(wifi_index))
-            .unwrap();
-    netswitch.manager().update_interfaces(snapshot);
-    let mut settings =
-        TunSettings::inet4("172.19.0.1".parse().unwrap(), 30).with_inet6("fdfe::1".parse().unwrap(), 126);
-    settings.stack = stack;
-    let writer =
-        Arc::new(TunWriter { fd: fd.clone(), batches: AtomicU64::new(0), packets: AtomicU64::new(0) });
-    let (tun, input) = netswitch.start_packet_flow(settings, writer.clone()).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mover = {
-        let stop = stop.clone();
-        std::thread::spawn(move || read_loop(fd, input, stop))
-    };
-    Flow { device: Device { _topology: topology, netswitch, tun }, writer, stop, mover: Some(mover) }
+/// The kernel-TUN test's topology with netswitch on tun0's packet flow (this process runs over
+/// the flow: [`run_in_namespace_over_flow`]) and the test host's writer.
+async fn up(stack: Stack) -> (Device, Arc<TunWriter>) {
+    assert!(flow_host::over_flow(), "run with run_in_namespace_over_flow");
+    let device = Device::up_with(|settings| settings.stack = stack).await;
+    let writer = device.host.as_ref().expect("the packet-flow host").writer.clone();
+    (device, writer)
 }
 
 /// The kernel-TUN test's traffic: TCP from wifi0 (v4 and v6), 1 MiB echoed with the app
 /// half-closing first, the server half-closing first, resets, UDP echo and endpoint-independent
 /// mapping; then stopping the tunnel resets an open connection.
 async fn carries_the_tun_suite(stack: Stack) {
-    let flow = up(stack).await;
-    let device = &flow.device;
+    let (device, writer) = up(stack).await;
     let peer = blocking(|| {
         let mut stream = connect(super::server::PEER)?;
         assert_eq!(stream.local_addr()?.ip(), "172.19.0.1".parse::<IpAddr>().unwrap());
@@ -218,8 +122,7 @@ async fn carries_the_tun_suite(stack: Stack) {
     );
 
     device.wait_idle().await;
-    let (batches, packets) =
-        (flow.writer.batches.load(Ordering::Relaxed), flow.writer.packets.load(Ordering::Relaxed));
+    let (batches, packets) = (writer.batches.load(Ordering::Relaxed), writer.packets.load(Ordering::Relaxed));
     // A packet is counted in `packets_out` just after it was queued, so the host's writer may
     // already hold one the counter has not seen yet: read the counters a moment later.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -254,9 +157,9 @@ async fn carries_the_tun_suite(stack: Stack) {
         assert!(Instant::now() < deadline, "the tunnel still reads after stop()");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let delivered = flow.writer.packets.load(Ordering::Relaxed);
+    let delivered = writer.packets.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(flow.writer.packets.load(Ordering::Relaxed), delivered, "the flusher stopped with the tunnel");
+    assert_eq!(writer.packets.load(Ordering::Relaxed), delivered, "the flusher stopped with the tunnel");
     println!("{stack:?} over the packet flow: stop() reset the open connection, then the flusher stopped");
 }
 
@@ -267,7 +170,7 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn tun_packet_flow_with_the_system_stack() {
     if role().as_deref() != Some("device") {
-        return run_in_namespace("packet_flow::tun_packet_flow_with_the_system_stack");
+        return run_in_namespace_over_flow("packet_flow::tun_packet_flow_with_the_system_stack");
     }
     runtime().block_on(carries_the_tun_suite(Stack::System));
 }
@@ -275,7 +178,7 @@ fn tun_packet_flow_with_the_system_stack() {
 #[test]
 fn tun_packet_flow_with_the_userspace_stack() {
     if role().as_deref() != Some("device") {
-        return run_in_namespace("packet_flow::tun_packet_flow_with_the_userspace_stack");
+        return run_in_namespace_over_flow("packet_flow::tun_packet_flow_with_the_userspace_stack");
     }
     runtime().block_on(carries_the_tun_suite(Stack::Userspace));
 }
@@ -315,17 +218,10 @@ fn udp_rate(seconds: u64) -> f64 {
 fn packet_flow_rate_probe() {
     let Ok(path) = std::env::var(RATE_PATH) else { return };
     runtime().block_on(async {
-        let rate = if path == "flow" {
-            let flow = up(Stack::System).await;
-            let rate = blocking(|| udp_rate(5)).await;
-            println!("counters: {:?}", flow.device.tun.counters());
-            rate
-        } else {
-            let device = Device::up().await;
-            let rate = blocking(|| udp_rate(5)).await;
-            println!("counters: {:?}", device.tun.counters());
-            rate
-        };
+        assert_eq!(flow_host::over_flow(), path == "flow");
+        let device = Device::up().await;
+        let rate = blocking(|| udp_rate(5)).await;
+        println!("counters: {:?}", device.tun.counters());
         println!("RATE {path} {rate:.0}");
     });
 }
@@ -354,6 +250,7 @@ fn measure_packet_flow_udp_rate() {
             ])
             .env(super::ROLE, "device")
             .env(RATE_PATH, path)
+            .env(flow_host::LINK, path)
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).to_string();

@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etherparse::PacketBuilder;
+use netswitch::tun::flow::INPUT_BATCHES;
 use netswitch::tun::Stack;
 use netswitch::TransportProtocol;
 
+use crate::flow_host::HOST_BATCH;
 use crate::scale::server::SNMP;
 use crate::{blocking, connect, role, run_in_namespace, server, Device};
 
@@ -192,7 +194,15 @@ pub(crate) fn flood_is_bounded_and_counted(stack: Stack) {
         // datagrams of at most MTU - 28 bytes plus a 64-byte queue slot, S x 16 KiB.
         let sessions = SESSIONS as u64;
         let datagram = (MTU - 28 + 64) as u64;
-        let bound = (QUEUE_BUDGET as u64 + sessions) * datagram + sessions * PER_SESSION + OWN;
+        // Over the packet flow the link holds packets a device's queue would: the batches waiting
+        // in the flow's input (`INPUT_BATCHES`, the module docs' memory bound), one more in the
+        // reader's hands, of the test host's batch size, each packet at most the MTU. (On the fd,
+        // tun0's queue is the kernel's memory, not this process's.)
+        let flow = match device.host {
+            Some(_) => ((INPUT_BATCHES + 1) * HOST_BATCH * MTU) as u64,
+            None => 0,
+        };
+        let bound = (QUEUE_BUDGET as u64 + sessions) * datagram + sessions * PER_SESSION + OWN + flow;
         // Warm up: the server answers SNMP queries through the tunnel (TCP), the runtime's
         // threads and the sampler exist before the baseline.
         let before = stages(&device).await;

@@ -119,7 +119,7 @@ fn read_tun(tun: &std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// How the app ends its side of the transfer.
 #[derive(Debug, Clone, Copy)]
-enum AppFin {
+pub(super) enum AppFin {
     /// Right after its 16 MiB upload, while the download goes on (the server's side is then in
     /// CLOSE-WAIT while it sends).
     AfterUpload,
@@ -128,7 +128,7 @@ enum AppFin {
 }
 
 /// 16 MiB each way at once through `stack` at 1 % and 5 % loss, every byte checked.
-fn transfers_under_loss(stack: Stack, fin: AppFin) {
+pub(super) fn transfers_under_loss(stack: Stack, fin: AppFin) {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let mut mover = None;
