@@ -4,8 +4,9 @@
 //!
 //! The kernel does not check that an index passed to `SO_BINDTOIFINDEX` exists (a ghost index
 //! only fails later, at `connect`), so the binder first checks that the interface's name still
-//! has its index (`if_nametoindex`): a missing interface or a stale snapshot fails the bind,
-//! naming the interface.
+//! has its index (`SIOCGIFINDEX`, asked on the socket being bound: what `if_nametoindex` does
+//! without the socket it opens and closes for each call, two system calls per dial): a missing
+//! interface or a stale snapshot fails the bind, naming the interface.
 //!
 //! On Android this binder is what [`super::HostBinder`] falls back to when the host answers
 //! "bind it yourself"; binding there may need `CAP_NET_RAW` on old kernels, which is why the host
@@ -49,8 +50,7 @@ impl SocketBinder for LinuxBinder {
         interface: &NetworkInterface,
         _destination: SocketAddr,
     ) -> Result<(), BindError> {
-        let lookup = nix::net::if_::if_nametoindex(interface.name.as_str()).map_err(io::Error::from);
-        verify_index(interface, lookup)?;
+        verify_index(interface, index_of(socket, &interface.name))?;
         bind_with_fallback(
             &BIND_BY_NAME,
             interface,
@@ -58,6 +58,32 @@ impl SocketBinder for LinuxBinder {
             || socket.bind_device(Some(interface.name.as_bytes())),
         )
     }
+}
+
+/// The index the system has for the interface `name` (`SIOCGIFINDEX` on `socket`: any socket
+/// answers it). `ENODEV` for a name no interface can have (too long, or with a NUL byte), as
+/// `if_nametoindex` answers.
+fn index_of(socket: &Socket, name: &str) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+
+    // SAFETY: `ifreq` is plain data; all zeroes is a valid value (an empty name).
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= request.ifr_name.len() || bytes.contains(&0) {
+        return Err(io::Error::from_raw_os_error(libc::ENODEV));
+    }
+    for (slot, byte) in request.ifr_name.iter_mut().zip(bytes) {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: the fd is owned by `socket` and open for the call; SIOCGIFINDEX reads the
+    // NUL-terminated name of `request` and writes only its index field.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFINDEX as _, &mut request) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a successful SIOCGIFINDEX filled the index member of the union.
+    let index = unsafe { request.ifr_ifru.ifru_ifindex };
+    Ok(index as u32)
 }
 
 /// Fails when the system has no interface of that name (`ENODEV`/`ENXIO`) or gives it another
@@ -196,6 +222,22 @@ mod tests {
         assert_eq!(err.to_string(), "interface wlan0 (index 4) does not exist on this system");
         assert_eq!(io::Error::from(err).kind(), io::ErrorKind::NetworkUnreachable);
         assert!(verify_index(&wlan(), Err(io::Error::from_raw_os_error(libc::EACCES))).is_ok());
+    }
+
+    #[test]
+    fn reads_the_index_on_the_socket_itself() {
+        use socket2::{Domain, Type};
+        let expected = nix::net::if_::if_nametoindex("lo").unwrap();
+        for (domain, kind) in
+            [(Domain::IPV4, Type::STREAM), (Domain::IPV6, Type::STREAM), (Domain::IPV4, Type::DGRAM)]
+        {
+            let Ok(socket) = Socket::new(domain, kind, None) else { continue }; // no IPv6 here
+            assert_eq!(index_of(&socket, "lo").unwrap(), expected, "{domain:?} {kind:?}");
+            for missing in ["netswitch-none", "a-name-far-too-long-for-ifnamsiz", "l\0o"] {
+                let error = index_of(&socket, missing).unwrap_err();
+                assert_eq!(error.raw_os_error(), Some(libc::ENODEV), "{missing:?}: {error}");
+            }
+        }
     }
 
     #[test]

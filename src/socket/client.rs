@@ -14,7 +14,16 @@ use super::stream::StreamSocket;
 /// [`ClientStream::write_all`] and ends after a final one with [`ClientStream::close_gracefully`].
 ///
 /// Dropping it closes the socket.
-pub struct ClientStream(Kind);
+pub struct ClientStream {
+    kind: Kind,
+    /// True when `TCP_NODELAY` is known to be on already (inherited from the listener that
+    /// accepted the socket): [`ClientStream::set_nodelay`] then has nothing to do.
+    nodelay_on: bool,
+}
+
+/// Whether a socket accepted by a listener that has `TCP_NODELAY` has it too (Linux copies the
+/// listener's TCP options to the sockets it accepts).
+const ACCEPTED_INHERIT_NODELAY: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 enum Kind {
     /// A kernel TCP socket (or any stream socket registered with tokio, e.g. a Unix socketpair
@@ -35,26 +44,33 @@ impl<T: StreamSocket + std::fmt::Debug + Send + Sync> UserspaceSocket for T {}
 
 impl From<TcpStream> for ClientStream {
     fn from(stream: TcpStream) -> ClientStream {
-        ClientStream(Kind::Tcp(stream))
+        ClientStream { kind: Kind::Tcp(stream), nodelay_on: false }
     }
 }
 
 #[cfg(test)]
 impl From<super::pipe::PipeEnd> for ClientStream {
     fn from(end: super::pipe::PipeEnd) -> ClientStream {
-        ClientStream(Kind::Pipe(end))
+        ClientStream { kind: Kind::Pipe(end), nodelay_on: false }
     }
 }
 
 impl ClientStream {
     /// The app's side of a connection of a userspace TCP stack.
     pub(crate) fn userspace(stream: impl UserspaceSocket + 'static) -> ClientStream {
-        ClientStream(Kind::Userspace(Box::new(stream)))
+        ClientStream { kind: Kind::Userspace(Box::new(stream)), nodelay_on: false }
+    }
+
+    /// A socket accepted by a listener of netswitch's own that has `TCP_NODELAY` on
+    /// ([`set_listener_nodelay`]): where accepted sockets inherit it, no system call per
+    /// connection sets it again.
+    pub(crate) fn accepted_with_nodelay(stream: TcpStream) -> ClientStream {
+        ClientStream { kind: Kind::Tcp(stream), nodelay_on: ACCEPTED_INHERIT_NODELAY }
     }
 
     /// The kernel TCP socket, when the client is one.
     pub fn as_tcp(&self) -> Option<&TcpStream> {
-        match &self.0 {
+        match &self.kind {
             Kind::Tcp(stream) => Some(stream),
             Kind::Userspace(_) => None,
             #[cfg(test)]
@@ -78,7 +94,10 @@ impl ClientStream {
     /// Turns Nagle's algorithm off on a TCP client (a relayed answer written in two pieces must
     /// not wait for the client's delayed ACK). Other streams have no such option: `Ok`.
     pub(crate) fn set_nodelay(&self) -> io::Result<()> {
-        match &self.0 {
+        if self.nodelay_on {
+            return Ok(());
+        }
+        match &self.kind {
             Kind::Tcp(stream) => stream.set_nodelay(true),
             Kind::Userspace(_) => Ok(()),
             #[cfg(test)]
@@ -87,10 +106,16 @@ impl ClientStream {
     }
 }
 
+/// Turns `TCP_NODELAY` on for a listener, so that the sockets it accepts have it from the start
+/// (see [`ClientStream::accepted_with_nodelay`]).
+pub(crate) fn set_listener_nodelay(listener: &socket2::Socket) -> io::Result<()> {
+    listener.set_tcp_nodelay(true)
+}
+
 /// Forwards every call to the stream behind it.
 macro_rules! each_kind {
     ($self:ident, $stream:ident => $call:expr) => {
-        match &$self.0 {
+        match &$self.kind {
             Kind::Tcp($stream) => $call,
             Kind::Userspace(boxed) => {
                 let $stream = &**boxed;
@@ -144,11 +169,34 @@ impl StreamSocket for ClientStream {
 
 impl std::fmt::Debug for ClientStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
+        match &self.kind {
             Kind::Tcp(stream) => f.debug_tuple("ClientStream").field(stream).finish(),
             Kind::Userspace(stream) => f.debug_tuple("ClientStream").field(stream).finish(),
             #[cfg(test)]
             Kind::Pipe(end) => f.debug_tuple("ClientStream").field(end).finish(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What [`ClientStream::accepted_with_nodelay`] relies on: a socket accepted by a listener
+    /// with `TCP_NODELAY` has it too, without a call of its own.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_the_listeners_nodelay() {
+        let listener = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        set_listener_nodelay(&listener).unwrap();
+        listener.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+        listener.listen(8).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener.into()).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let client = ClientStream::accepted_with_nodelay(accepted);
+        assert_eq!(client.nodelay_on, ACCEPTED_INHERIT_NODELAY);
+        client.set_nodelay().unwrap();
+        assert!(client.as_tcp().unwrap().nodelay().unwrap(), "TCP_NODELAY on the accepted socket");
     }
 }

@@ -10,4 +10,5 @@ pub(crate) mod io;
 pub(crate) mod pipe;
 pub(crate) mod stream;
 
+pub(crate) use client::set_listener_nodelay;
 pub use client::ClientStream;

@@ -67,8 +67,25 @@ impl StreamSocket for TcpStream {
         TcpStream::poll_write_ready(self, cx)
     }
 
+    /// A short read (fewer bytes than `buf` holds, not end of file) emptied the socket's receive
+    /// queue: the readiness is cleared with it, as tokio's own `poll_read` does, so the next
+    /// [`StreamSocket::poll_read_ready`] waits for new bytes instead of the caller paying a
+    /// `recv` that can only answer `WouldBlock` (two per short connection).
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        TcpStream::try_read(self, buf)
+        let mut read = None;
+        let result = self.try_io(tokio::io::Interest::READABLE, || {
+            let n = std::io::Read::read(&mut &*socket2::SockRef::from(self), buf)?;
+            if n > 0 && n < buf.len() {
+                read = Some(n);
+                // Clears the readiness (only if no newer event arrived meanwhile).
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        });
+        match read {
+            Some(n) => Ok(n),
+            None => result,
+        }
     }
 
     fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
@@ -96,5 +113,44 @@ impl StreamSocket for TcpStream {
         op: &mut dyn FnMut() -> io::Result<usize>,
     ) -> io::Result<usize> {
         self.try_io(interest, op)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+    use std::task::Poll;
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::StreamSocket;
+
+    /// Whether `stream` is readable now (without waiting).
+    async fn ready(stream: &TcpStream) -> bool {
+        poll_fn(|cx| Poll::Ready(StreamSocket::poll_read_ready(stream, cx).is_ready())).await
+    }
+
+    /// A short read leaves the stream waiting for new bytes (no `recv` that can only answer
+    /// `WouldBlock`); a full one keeps it readable; new bytes make it readable again.
+    #[tokio::test]
+    async fn a_short_read_waits_for_new_bytes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut writer = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (reader, _) = listener.accept().await.unwrap();
+        writer.write_all(b"abcd").await.unwrap();
+        poll_fn(|cx| StreamSocket::poll_read_ready(&reader, cx)).await.unwrap();
+        let mut two = [0u8; 2];
+        assert_eq!(StreamSocket::try_read(&reader, &mut two).unwrap(), 2, "a full read");
+        assert!(ready(&reader).await, "bytes may remain after a full read");
+        let mut big = [0u8; 64];
+        assert_eq!(StreamSocket::try_read(&reader, &mut big).unwrap(), 2, "a short read");
+        assert!(!ready(&reader).await, "a short read emptied the socket");
+        writer.write_all(b"e").await.unwrap();
+        poll_fn(|cx| StreamSocket::poll_read_ready(&reader, cx)).await.unwrap();
+        assert_eq!(StreamSocket::try_read(&reader, &mut big).unwrap(), 1);
+        drop(writer);
+        poll_fn(|cx| StreamSocket::poll_read_ready(&reader, cx)).await.unwrap();
+        assert_eq!(StreamSocket::try_read(&reader, &mut big).unwrap(), 0, "end of file");
     }
 }

@@ -35,6 +35,7 @@ use crate::dial::Outbound;
 use crate::manager::ConnectionManager;
 use crate::metadata::{Destination, Metadata};
 use crate::socket::stream::StreamSocket;
+use crate::socket::ClientStream;
 use crate::tracker::TransportProtocol;
 
 /// How often lingering and pending NAT entries are looked at while there are any.
@@ -69,6 +70,8 @@ impl Family {
             socket.set_freebind_v6(true)?;
         }
         socket.set_nonblocking(true)?;
+        // Every accepted socket inherits it: not set again per connection.
+        crate::socket::set_listener_nodelay(&socket)?;
         socket.bind(&address.into())?;
         socket.listen(1024)?;
         let listener = TcpListener::from_std(socket.into())?;
@@ -231,7 +234,8 @@ fn hand_over(
 ) {
     bump(&counters.tcp_connections);
     let (weak, sweeper) = (Arc::downgrade(family), sweeper.clone());
-    let id = manager.new_connection(Inbound::plain(stream), metadata, outbound.clone(), move |_| {
+    let client = ClientStream::accepted_with_nodelay(stream);
+    let id = manager.new_connection(Inbound::plain(client), metadata, outbound.clone(), move |_| {
         if let Some(family) = weak.upgrade() {
             lock(&family.table).close(port, Instant::now());
             sweeper.notify_one();

@@ -259,11 +259,14 @@ impl SocksServer {
     }
 }
 
-/// Binds a listener on `address` with [`LISTEN_BACKLOG`] (`SO_REUSEADDR` as `TcpListener::bind`).
+/// Binds a listener on `address` with [`LISTEN_BACKLOG`] (`SO_REUSEADDR` as `TcpListener::bind`)
+/// and `TCP_NODELAY` (for the clients it accepts).
 fn listen(address: SocketAddr) -> io::Result<TcpListener> {
     let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     #[cfg(unix)]
     socket.set_reuseaddr(true)?;
+    // Every accepted client inherits it: not set again per connection.
+    socket.set_nodelay(true)?;
     socket.bind(address)?;
     socket.listen(LISTEN_BACKLOG)
 }

@@ -140,7 +140,8 @@ async fn serve_client(mut stream: TcpStream, peer: SocketAddr, context: Arc<Cont
         return;
     }
     let reply = SocksReply { client: peer, destination: destination.clone() };
-    let inbound = Inbound { stream: stream.into(), early_data, handshake: Some(Box::new(reply)) };
+    let stream = crate::socket::ClientStream::accepted_with_nodelay(stream);
+    let inbound = Inbound { stream, early_data, handshake: Some(Box::new(reply)) };
     let id = context.manager.new_connection(
         inbound,
         Metadata::new(destination.clone()),
