@@ -19,7 +19,7 @@ fn tun_idle_apps_entry() {
         return;
     }
     let count: usize = std::env::var(COUNT).unwrap().parse().unwrap();
-    raise_soft_open_files_limit();
+    super::userspace::raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let streams = runtime.block_on(open(count));
     println!("READY {}", streams.len());
@@ -29,7 +29,7 @@ fn tun_idle_apps_entry() {
 }
 
 /// Opens `count` connections (100 handshakes at a time), each echoing one message.
-async fn open(count: usize) -> Vec<tokio::net::TcpStream> {
+pub(super) async fn open(count: usize) -> Vec<tokio::net::TcpStream> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
     let opening: Vec<_> = (0..count)
@@ -53,16 +53,6 @@ async fn open(count: usize) -> Vec<tokio::net::TcpStream> {
         streams.push(task.await.unwrap());
     }
     streams
-}
-
-fn raise_soft_open_files_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit read and write one rlimit we own.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
-    }
 }
 
 /// The apps process, holding its connections open until dropped.

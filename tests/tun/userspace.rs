@@ -120,7 +120,7 @@ const WANTED_OPEN_FILES: u64 = 40_000;
 
 /// Raises this process's open-files limit: the hard limit to [`WANTED_OPEN_FILES`] where the
 /// process may (root), the soft limit to the hard one; returns the soft limit.
-fn raise_open_files_limit() -> u64 {
+pub(super) fn raise_open_files_limit() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit and setrlimit read and write one rlimit we own.
     unsafe {
@@ -141,7 +141,6 @@ fn raise_open_files_limit() -> u64 {
 /// message, and prints the process's RSS growth per connection once they have been idle for
 /// longer than the userspace stack's ring release. Asserts only that every echo came back.
 async fn idle_memory(device: &Device, stack: Stack, count: usize) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // The app's socket and the outbound one; the system stack's accepted socket too.
     let per_connection = if stack == Stack::System { 3 } else { 2 };
     let fit = (raise_open_files_limit().saturating_sub(1000) / per_connection) as usize;
@@ -150,27 +149,7 @@ async fn idle_memory(device: &Device, stack: Stack, count: usize) {
     }
     let count = count.min(fit);
     let before = rss();
-    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(100));
-    let opening: Vec<_> = (0..count)
-        .map(|i| {
-            let gate = gate.clone();
-            tokio::spawn(async move {
-                let _permit = gate.acquire().await.unwrap();
-                let connect = tokio::net::TcpStream::connect(server(super::server::ECHO_IDLE));
-                let mut stream = tokio::time::timeout(TIMEOUT, connect).await.unwrap().unwrap();
-                let message = format!("idle {i:05}");
-                stream.write_all(message.as_bytes()).await.unwrap();
-                let mut echoed = vec![0u8; message.len()];
-                tokio::time::timeout(TIMEOUT, stream.read_exact(&mut echoed)).await.unwrap().unwrap();
-                assert_eq!(echoed, message.as_bytes());
-                stream
-            })
-        })
-        .collect();
-    let mut streams = Vec::with_capacity(count);
-    for task in opening {
-        streams.push(task.await.unwrap());
-    }
+    let streams = super::idle_apps::open(count).await;
     assert_eq!(device.netswitch.manager().len(), count);
     // Longer than the userspace stack's idle release of its rings.
     tokio::time::sleep(netswitch::tun::userspace::IDLE_RELEASE + Duration::from_secs(1)).await;
