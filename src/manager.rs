@@ -173,15 +173,8 @@ impl ConnectionManager {
             entry.request_close();
         }
         let observer = self.close_observer.clone();
-        let report = CloseReport::new(entry.clone(), guard, observer, on_close, self.shut_down.clone());
-        self.runtime.spawn(tasks::tcp(
-            report,
-            entry,
-            inbound,
-            outbound,
-            half_close_timeout,
-            fragment_defaults,
-        ));
+        let report = CloseReport::new(entry, guard, observer, on_close, self.shut_down.clone());
+        self.runtime.spawn(tasks::tcp(report, inbound, outbound, half_close_timeout, fragment_defaults));
         id
     }
 

@@ -42,6 +42,11 @@ impl<F: FnOnce(ClosedConnection)> CloseReport<F> {
         CloseReport { entry, guard: Some(guard), observer, on_close: Some(on_close), shut_down }
     }
 
+    /// The connection's tracker entry.
+    pub(super) fn entry(&self) -> &Arc<Entry> {
+        &self.entry
+    }
+
     /// True once the manager was shut down.
     pub(super) fn is_shut_down(&self) -> bool {
         self.shut_down.load(Ordering::Acquire)
@@ -83,11 +88,18 @@ pub(super) async fn catch_panic<F>(mut work: Pin<&mut F>) -> Result<(), Connecti
 where
     F: Future<Output = Result<(), ConnectionError>> + ?Sized,
 {
-    poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+    poll_fn(|cx| poll_catching_panic(|| work.as_mut().poll(cx))).await
+}
+
+/// Calls `poll` (one poll of a connection's work); a panic in it becomes a ready
+/// [`ConnectionError::Panicked`] instead of unwinding into the runtime.
+pub(super) fn poll_catching_panic(
+    poll: impl FnOnce() -> Poll<Result<(), ConnectionError>>,
+) -> Poll<Result<(), ConnectionError>> {
+    match catch_unwind(AssertUnwindSafe(poll)) {
         Ok(poll) => poll,
         Err(payload) => Poll::Ready(Err(ConnectionError::Panicked(panic_message(payload.as_ref())))),
-    })
-    .await
+    }
 }
 
 fn panic_message(payload: &(dyn Any + Send)) -> String {

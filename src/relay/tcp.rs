@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -22,17 +22,146 @@ use crate::socket::stream::StreamSocket;
 use crate::tls_fragment::FragmentSettings;
 use crate::tracker::Entry;
 
-/// Runs one connection to its end and returns the root-cause error, if any. `fragment_defaults`
-/// (the configuration's TLS fragmentation settings) are merged with the connection's options.
-/// The sockets are closed when this returns: gracefully after a clean end or a failure reported
-/// to the client, with a reset otherwise.
+/// One TCP connection, driven by [`Connection::poll`] until it ended: the setup (dial, tell the
+/// client, kick a lazy outbound handshake, first write) runs in a heap allocation that is freed
+/// once the connection is established; the steady state (the two streams, both copy directions
+/// and the half-close drain timer) is kept inline and small, since every idle connection holds it.
+///
+/// The sockets are closed when it ends: gracefully after a clean end or a failure reported to the
+/// client, with a reset otherwise.
+pub(crate) struct Connection {
+    state: State,
+}
+
+enum State {
+    /// Not polled yet.
+    Start {
+        inbound: Inbound,
+        outbound: Arc<dyn Outbound>,
+        half_close_timeout: Option<Duration>,
+        fragment_defaults: FragmentSettings,
+    },
+    /// Dial, reply, lazy handshake, first write (and, with TLS fragmentation, the first read).
+    Setup(Pin<Box<dyn Future<Output = Result<Relay, ConnectionError>> + Send>>),
+    /// Established: relaying.
+    Relay(Relay),
+    /// Ended.
+    Done,
+}
+
+/// The steady state of an established connection.
+struct Relay {
+    client: ClientStream,
+    remote: TcpStream,
+    copy: Copy,
+}
+
+impl Connection {
+    /// Connection `inbound`, to be dialed through `outbound`. `fragment_defaults` (the
+    /// configuration's TLS fragmentation settings) are merged with the connection's options.
+    pub(crate) fn new(
+        inbound: Inbound,
+        outbound: Arc<dyn Outbound>,
+        half_close_timeout: Option<Duration>,
+        fragment_defaults: FragmentSettings,
+    ) -> Connection {
+        Connection { state: State::Start { inbound, outbound, half_close_timeout, fragment_defaults } }
+    }
+
+    /// True once polled.
+    pub(crate) fn is_started(&self) -> bool {
+        !matches!(self.state, State::Start { .. })
+    }
+
+    /// Ends a connection that was not polled yet (the manager shut down first): its client is
+    /// reset.
+    pub(crate) fn refuse(&mut self) {
+        if let State::Start { inbound, .. } = &self.state {
+            inbound.stream.reset();
+        }
+        self.state = State::Done;
+    }
+
+    /// Drops whatever the connection holds (after a panic while polling it): the sockets close.
+    pub(crate) fn abandon(&mut self) {
+        self.state = State::Done;
+    }
+
+    /// Drives connection `entry` (the tracker's entry this connection was made for, always the
+    /// same one); ready with the root-cause error, if any, once it ended. A close request ends it
+    /// at any point with [`ConnectionError::Closed`].
+    pub(crate) fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        entry: &Arc<Entry>,
+    ) -> Poll<Result<(), ConnectionError>> {
+        loop {
+            match &mut self.state {
+                State::Start { .. } => {
+                    let State::Start { inbound, outbound, half_close_timeout, fragment_defaults } =
+                        std::mem::replace(&mut self.state, State::Done)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    self.state = State::Setup(Box::pin(setup(
+                        entry.clone(),
+                        inbound,
+                        outbound,
+                        half_close_timeout,
+                        fragment_defaults,
+                    )));
+                }
+                State::Setup(setup) => match setup.as_mut().poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(relay)) => self.state = State::Relay(relay),
+                    Poll::Ready(Err(error)) => {
+                        self.state = State::Done;
+                        return Poll::Ready(Err(error));
+                    }
+                },
+                State::Relay(relay) => {
+                    let result = match entry.poll_close_requested(cx) {
+                        Poll::Ready(()) => Err(ConnectionError::Closed),
+                        Poll::Pending => {
+                            ready!(relay.copy.poll(cx, entry, &relay.client, &relay.remote, false))
+                        }
+                    };
+                    if result.is_err() {
+                        relay.client.reset();
+                        relay.remote.reset();
+                    }
+                    self.state = State::Done;
+                    return Poll::Ready(result);
+                }
+                State::Done => panic!("a connection polled after it ended"),
+            }
+        }
+    }
+}
+
+/// Runs connection `entry` to its end (see [`Connection`]).
+#[cfg(test)]
 pub(crate) async fn run(
-    entry: &Entry,
+    entry: &Arc<Entry>,
     inbound: Inbound,
     outbound: Arc<dyn Outbound>,
     half_close_timeout: Option<Duration>,
     fragment_defaults: FragmentSettings,
 ) -> Result<(), ConnectionError> {
+    let mut connection = Connection::new(inbound, outbound, half_close_timeout, fragment_defaults);
+    poll_fn(|cx| connection.poll(cx, entry)).await
+}
+
+/// The setup of a connection, up to the steady state: the dial (ended by a close request), then
+/// the steps after it (see [`Steps::run`]).
+async fn setup(
+    entry: Arc<Entry>,
+    inbound: Inbound,
+    outbound: Arc<dyn Outbound>,
+    half_close_timeout: Option<Duration>,
+    fragment_defaults: FragmentSettings,
+) -> Result<Relay, ConnectionError> {
+    let entry = &*entry;
     let Inbound { stream: client, early_data, handshake } = inbound;
     // Every client stream passes here (SOCKS, a socket handed over by the host). Without
     // TCP_NODELAY an answer relayed in two small writes waits ~40 ms for the client's delayed ACK.
@@ -67,7 +196,7 @@ pub(crate) async fn run(
         result = work => result,
     };
     match result {
-        Ok(()) => Ok(()),
+        Ok(copy) => Ok(Relay { client, remote, copy }),
         Err(Failure::Reported(error)) => {
             remote.reset();
             Err(error)
@@ -123,7 +252,9 @@ struct Steps<'a> {
 
 impl Steps<'_> {
     /// Reports success to the client, kicks a lazy outbound handshake, writes the first payload
-    /// (fragmented when asked), then copies both ways.
+    /// (fragmented when asked); returns the copy state to relay with. With TLS fragmentation and
+    /// no early data, the client's first bytes are read and fragmented here, while the download
+    /// direction already runs.
     ///
     /// With a lazy handshake, when there is no payload to wait for (the ingress holds early data,
     /// or fragmentation is on so the handshake completes alone), it is completed *before* the
@@ -136,7 +267,7 @@ impl Steps<'_> {
         reply: Option<Box<dyn InboundHandshake>>,
         lazy: Option<Box<dyn LazyHandshake>>,
         early_data: Vec<u8>,
-    ) -> Result<(), Failure> {
+    ) -> Result<Copy, Failure> {
         let fragmenting = self.fragment.is_enabled();
         // With fragmentation on, a lazy handshake completes alone and the early data is fragmented.
         let handshake_payload: &[u8] = if fragmenting { &[] } else { &early_data };
@@ -169,7 +300,7 @@ impl Steps<'_> {
         if let Some(handshake) = lazy {
             Box::pin(first_write::kick(self.entry, self.client, self.remote, handshake)).await?;
         }
-        let mut first_read = None;
+        let mut copy = Copy::new(self.half_close_timeout);
         if !pending.is_empty() {
             if fragmenting {
                 Box::pin(first_write::write_fragmented(self.entry, self.remote, pending, &self.fragment))
@@ -184,14 +315,20 @@ impl Steps<'_> {
             }
         } else if fragmenting {
             // Boxed: the fragmenter's state is only paid for by connections that use it.
-            first_read = Some(Box::pin(first_write::fragment_first_read(
+            let mut first_read = Box::pin(first_write::fragment_first_read(
                 self.entry,
                 self.client,
                 self.remote,
                 self.fragment,
-            )));
+            ));
+            // Until it finished, the upload direction waits; the download copy runs meanwhile.
+            poll_fn(|cx| match first_read.as_mut().poll(cx) {
+                Poll::Ready(result) => Poll::Ready(result),
+                Poll::Pending => copy.poll(cx, self.entry, self.client, self.remote, true),
+            })
+            .await?;
         }
-        Ok(copy_both_ways(self.entry, self.client, self.remote, self.half_close_timeout, first_read).await?)
+        Ok(copy)
     }
 
     async fn succeed(&self, mut reply: Box<dyn InboundHandshake>) -> Result<(), ConnectionError> {
@@ -209,6 +346,7 @@ impl Steps<'_> {
 ///
 /// `first_read`, when given, handles the upload direction's first read and write (the TLS
 /// fragmenter); the normal upload copy starts once it finished. The download copy runs meanwhile.
+#[cfg(test)]
 pub(super) async fn copy_both_ways<C, R, F>(
     entry: &Entry,
     client: &C,
@@ -221,10 +359,7 @@ where
     R: StreamSocket + ?Sized,
     F: Future<Output = Result<(), ConnectionError>>,
 {
-    let mut up = Direction::default();
-    let mut down = Direction::default();
-    // Armed only once one direction has ended; reset whenever the other one moves bytes.
-    let mut drain: Option<(Pin<Box<Sleep>>, u64)> = None;
+    let mut copy = Copy::new(half_close_timeout);
     poll_fn(|cx| {
         if let Some(first) = first_read.as_mut() {
             match first.as_mut().poll(cx) {
@@ -233,7 +368,42 @@ where
                 Poll::Pending => {}
             }
         }
-        if first_read.is_none() && !up.is_done() {
+        copy.poll(cx, entry, client, remote, first_read.is_some())
+    })
+    .await
+}
+
+/// Both copy directions of a connection and its half-close drain timer.
+pub(super) struct Copy {
+    up: Direction,
+    down: Direction,
+    /// Armed only once one direction has ended; reset whenever the other one moves bytes.
+    drain: Option<(Pin<Box<Sleep>>, u64)>,
+    half_close_timeout: Option<Duration>,
+}
+
+impl Copy {
+    fn new(half_close_timeout: Option<Duration>) -> Copy {
+        Copy { up: Direction::default(), down: Direction::default(), drain: None, half_close_timeout }
+    }
+
+    /// Copies both ways; ready once both directions ended, one failed, or the half-closed
+    /// remainder stayed silent for the half-close timeout. With `upload_held` the upload
+    /// direction is not polled (its first read is in other hands) and counts as not ended.
+    fn poll<C, R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        entry: &Entry,
+        client: &C,
+        remote: &R,
+        upload_held: bool,
+    ) -> Poll<Result<(), ConnectionError>>
+    where
+        C: StreamSocket + ?Sized,
+        R: StreamSocket + ?Sized,
+    {
+        let Copy { up, down, drain, half_close_timeout } = self;
+        if !upload_held && !up.is_done() {
             if let Poll::Ready(Err((failed, source))) = up.poll_copy(cx, client, remote, &entry.bytes_up) {
                 return Poll::Ready(Err(io_error(failed, Side::Client, Side::Remote, source)));
             }
@@ -247,10 +417,10 @@ where
         let remaining = match (up.is_done(), down.is_done()) {
             (true, true) => return Poll::Ready(Ok(())),
             (false, false) => return Poll::Pending,
-            (true, false) => &down,
-            (false, true) => &up,
+            (true, false) => &*down,
+            (false, true) => &*up,
         };
-        let Some(timeout) = half_close_timeout else { return Poll::Pending };
+        let Some(timeout) = *half_close_timeout else { return Poll::Pending };
         let moved = remaining.transferred();
         let (sleep, seen) = drain.get_or_insert_with(|| (Box::pin(tokio::time::sleep(timeout)), moved));
         if *seen != moved {
@@ -264,8 +434,7 @@ where
             Poll::Ready(()) => Poll::Ready(Err(ConnectionError::HalfCloseTimeout(timeout))),
             Poll::Pending => Poll::Pending,
         }
-    })
-    .await
+    }
 }
 
 fn io_error(failed: Failed, source_side: Side, destination_side: Side, source: io::Error) -> ConnectionError {
