@@ -90,16 +90,18 @@ mod tests {
     use super::super::close_report::CloseReport;
     use crate::relay::ClosedConnection;
     use crate::tracker::Tracker;
-    use crate::{DirectOutbound, Inbound, Metadata};
+    use crate::{ClientStream, DirectOutbound, Inbound, Metadata};
 
     /// What tokio adds around a task's future in its task cell (header, scheduler, id, stage,
     /// trailer; tokio 1.54), which it then rounds up to a multiple of 128 bytes.
     const TASK_CELL_OVERHEAD: usize = 104;
 
-    /// Every idle connection holds its task: the close report and the steady state of the
-    /// relay, nothing of the setup (dial, replies, handshakes: boxed, freed once established) and
-    /// not the task's arguments. (As an `async fn` it was 1,856 bytes, a 2,048-byte task cell.)
-    /// The closure is the SOCKS server's (it captures the client's address).
+    /// Every idle connection holds its task: the close report and the steady state of the relay,
+    /// nothing of the setup (dial, replies, handshakes: boxed, freed once established) and not the
+    /// task's arguments. In a release build the future is 272 bytes, a 384-byte task cell (as an
+    /// `async fn` it was 1,856 bytes, a 2,048-byte cell). The two sockets are left out of the
+    /// bound: a debug build of mio adds 8 bytes to each. The closure is like the SOCKS server's
+    /// (it captures the client's address).
     #[tokio::test]
     async fn the_task_of_an_idle_connection_stays_small() {
         let tracker = Arc::new(Tracker::default());
@@ -112,8 +114,9 @@ mod tests {
         let outbound = Arc::new(DirectOutbound::default());
         let task = super::tcp(report, Inbound::plain(client), outbound, None, Default::default());
         let size = std::mem::size_of_val(&task);
+        let sockets = std::mem::size_of::<ClientStream>() + std::mem::size_of::<tokio::net::TcpStream>();
         let cell = (size + TASK_CELL_OVERHEAD).next_multiple_of(128);
-        println!("task future: {size} bytes; task cell: {cell} bytes");
-        assert!(cell <= 384, "the task cell of a connection grew to {cell} bytes (future: {size})");
+        println!("task future: {size} bytes ({sockets} of them the two sockets); task cell: {cell} bytes");
+        assert!(size - sockets <= 200, "the task of a connection grew to {size} bytes ({sockets} sockets)");
     }
 }

@@ -32,10 +32,12 @@ pub enum Failed {
 
 enum State {
     Reading,
+    /// `start..end` of `buffer` is still to be written. 32-bit offsets (a buffer holds at most
+    /// `pool::LARGE` bytes): every idle connection holds two directions.
     Writing {
         buffer: pool::Buffer,
-        start: usize,
-        end: usize,
+        start: u32,
+        end: u32,
     },
     /// Bulk flow on Linux/Android: bytes go socket → pipe → socket with `splice(2)`.
     #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -47,6 +49,8 @@ enum State {
 pub struct Direction {
     state: State,
     transferred: u64,
+    /// Bytes were written since [`Direction::take_moved`] last looked.
+    moved: bool,
     /// False once a pipe could not be made (e.g. out of descriptors): stay on buffers.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     may_splice: bool,
@@ -57,6 +61,7 @@ impl Default for Direction {
         Direction {
             state: State::Reading,
             transferred: 0,
+            moved: false,
             #[cfg(any(target_os = "linux", target_os = "android"))]
             may_splice: true,
         }
@@ -64,9 +69,9 @@ impl Default for Direction {
 }
 
 impl Direction {
-    /// Bytes written to the destination so far.
-    pub fn transferred(&self) -> u64 {
-        self.transferred
+    /// True if bytes were written since the last call (or since the start).
+    pub fn take_moved(&mut self) -> bool {
+        std::mem::take(&mut self.moved)
     }
 
     /// True once the source reached end of file and the destination was shut down for writing.
@@ -121,7 +126,7 @@ impl Direction {
                             pool::give(buffer);
                             return Poll::Ready(self.finish(destination));
                         }
-                        Ok(end) => self.state = State::Writing { buffer, start: 0, end },
+                        Ok(end) => self.state = State::Writing { buffer, start: 0, end: end as u32 },
                         Err(e) if is_retry(&e) => pool::give(buffer),
                         Err(e) => {
                             pool::give(buffer);
@@ -167,10 +172,10 @@ impl Direction {
                 }
                 State::Writing { buffer, start, end } => {
                     ready!(destination.poll_write_ready(cx)).map_err(|e| (Failed::Write, e))?;
-                    match destination.try_write(&buffer[*start..*end]) {
+                    match destination.try_write(&buffer[*start as usize..*end as usize]) {
                         Ok(0) => return Poll::Ready(Err((Failed::Write, io::ErrorKind::WriteZero.into()))),
                         Ok(written) => {
-                            *start += written;
+                            *start += written as u32;
                             let emptied = *start == *end;
                             self.count(written, counter);
                             if emptied {
@@ -191,6 +196,7 @@ impl Direction {
 
     fn count(&mut self, written: usize, counter: &AtomicU64) {
         self.transferred += written as u64;
+        self.moved = true;
         counter.fetch_add(written as u64, Ordering::Relaxed);
     }
 
