@@ -111,8 +111,17 @@ async fn counters_are_live_and_tracker_shows_connection() {
     s.read_exact(&mut buf).await.unwrap();
     s.write_all(&[2u8; 300]).await.unwrap();
     client.read_exact(&mut buf[..300]).await.unwrap();
+    // The relay counts bytes once its write returned: the client may have read them just before.
+    let counted = || {
+        let info = h.manager.get(id).expect("live connection is tracked");
+        (info.bytes_up, info.bytes_down)
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while counted() != (1000, 300) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(counted(), (1000, 300));
     let info = h.manager.get(id).expect("live connection is tracked");
-    assert_eq!((info.bytes_up, info.bytes_down), (1000, 300));
     assert_eq!(info.metadata.destination, Destination::from(server_addr));
     assert_eq!(h.manager.len(), 1);
     assert_eq!(h.manager.list().len(), 1);
