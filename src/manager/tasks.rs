@@ -36,8 +36,10 @@ pub(super) fn tcp<F: FnOnce(ClosedConnection)>(
 
 /// The future of [`tcp`].
 pub(super) struct TcpTask<F: FnOnce(ClosedConnection)> {
-    report: CloseReport<F>,
+    // Declared first, dropped first: when the runtime drops the task, the sockets close before
+    // the report's `Drop` reports the close (as after any other end).
     connection: tcp::Connection,
+    report: CloseReport<F>,
 }
 
 // Nothing in the task is pinned in place: `on_close` is only ever moved out and called.
@@ -47,7 +49,7 @@ impl<F: FnOnce(ClosedConnection)> Future for TcpTask<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let TcpTask { report, connection } = self.get_mut();
+        let TcpTask { connection, report } = self.get_mut();
         let result = if !connection.is_started() && report.is_shut_down() {
             connection.refuse();
             Err(ConnectionError::ShutDown)
