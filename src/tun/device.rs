@@ -1,6 +1,7 @@
-//! Packet I/O on a TUN file descriptor: whole IP packets in and out, non-blocking on the tokio
-//! reactor, read in batches (up to [`READ_BATCH`] packets per readiness event) into one buffer
-//! of the MTU plus the framing.
+//! Packet I/O on a TUN file descriptor: whole IP packets in and out, never blocking, read in
+//! batches (up to [`READ_BATCH`] packets per call) into one buffer of the MTU plus the framing.
+//! The tunnel reads the device on a thread of its own ([`TunDevice::wait_readable`] between
+//! batches), not on the tokio reactor: a packet then costs no reactor wakeup and no task switch.
 //!
 //! Framing ([`Framing`]): Linux and Android TUN devices (`IFF_TUN | IFF_NO_PI`, what
 //! `VpnService.establish()` returns) carry raw IP packets; Apple's utun puts a 4-byte address
@@ -19,11 +20,11 @@
 //! over like a raw packet.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use tokio::io::unix::AsyncFd;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 
-/// How many packets one readiness event of the device reads before other tasks get a turn.
+/// How many packets one [`TunDevice::read_batch`] reads at most.
 pub const READ_BATCH: usize = 64;
 
 /// What precedes each IP packet on the file descriptor.
@@ -148,24 +149,33 @@ fn complete_checksum(packet: &mut [u8], offload: &Offload) -> bool {
     true
 }
 
-/// A TUN device's file descriptor registered with the tokio reactor.
+/// A TUN device's file descriptor, non-blocking.
 #[derive(Debug)]
 pub struct TunDevice {
-    fd: AsyncFd<OwnedFd>,
+    fd: OwnedFd,
     framing: Framing,
 }
 
+/// How a [`TunDevice::read_batch`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchEnd {
+    /// The device had nothing more to read: wait for it ([`TunDevice::wait_readable`]).
+    Drained,
+    /// [`READ_BATCH`] packets were read: read again.
+    Full,
+}
+
 impl TunDevice {
-    /// Takes ownership of `fd` (closed when the device is dropped), makes it non-blocking and
-    /// registers it with the current tokio runtime. Errors: the fd is not valid, or no runtime.
+    /// Takes ownership of `fd` (closed when the device is dropped) and makes it non-blocking.
+    /// Errors: the fd is not valid.
     pub fn new(fd: OwnedFd, framing: Framing) -> io::Result<TunDevice> {
         set_nonblocking(&fd)?;
-        // `register` panics outside a runtime: fail instead.
-        tokio::runtime::Handle::try_current().map_err(io::Error::other)?;
-        // SAFETY: the AsyncFd owns the OwnedFd, which stays open, and is the same descriptor,
-        // until the AsyncFd is dropped.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(|error| error.into_parts().1)?;
         Ok(TunDevice { fd, framing })
+    }
+
+    /// A second descriptor of the device (e.g. to register its readiness with a reactor).
+    pub fn try_clone_fd(&self) -> io::Result<OwnedFd> {
+        self.fd.try_clone()
     }
 
     /// The framing of this device's packets.
@@ -173,21 +183,20 @@ impl TunDevice {
         self.framing
     }
 
-    /// Waits until packets can be read, then reads up to [`READ_BATCH`] of them into `buffer`
-    /// (at least [`Framing::buffer_len`] bytes) and hands each IP packet (framing removed) and
-    /// its [`Offload`] to `packet`. Returns when the batch is done or the device has nothing
-    /// more; an error is the device's (it was closed, or the interface was removed).
-    pub async fn read_batch(
+    /// Reads up to [`READ_BATCH`] packets into `buffer` (at least [`Framing::buffer_len`]
+    /// bytes) and hands each IP packet (framing removed) and its [`Offload`] to `packet`. Never
+    /// waits; says whether the device ran dry. An error is the device's (it was closed, or the
+    /// interface was removed).
+    pub fn read_batch(
         &self,
         buffer: &mut [u8],
         mut packet: impl FnMut(&mut [u8], Offload),
-    ) -> io::Result<()> {
-        let mut guard = self.fd.readable().await?;
+    ) -> io::Result<BatchEnd> {
         let skip = self.framing.header_len();
         for _ in 0..READ_BATCH {
-            match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), buffer).map_err(io::Error::from)) {
-                Ok(Ok(0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TUN device closed")),
-                Ok(Ok(length)) if length > skip => {
+            match nix::unistd::read(&self.fd, buffer).map_err(io::Error::from) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "TUN device closed")),
+                Ok(length) if length > skip => {
                     let (header, ip) = buffer[..length].split_at_mut(skip);
                     let mut offload = Offload::NONE;
                     if self.framing == Framing::VirtioNet {
@@ -201,13 +210,37 @@ impl TunDevice {
                     }
                     packet(ip, offload)
                 }
-                Ok(Ok(_)) => {} // only a framing header: nothing to parse
-                Ok(Err(error)) if error.kind() == io::ErrorKind::Interrupted => {}
-                Ok(Err(error)) => return Err(error),
-                Err(_would_block) => break,
+                Ok(_) => {} // only a framing header: nothing to parse
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(BatchEnd::Drained),
+                Err(error) => return Err(error),
             }
         }
-        Ok(())
+        Ok(BatchEnd::Full)
+    }
+
+    /// Blocks the calling thread until the device has a packet to read (true) or `stop` becomes
+    /// readable (false). Not for a runtime's threads: the tunnel calls it on its reader thread.
+    pub fn wait_readable(&self, stop: BorrowedFd<'_>) -> io::Result<bool> {
+        let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN), PollFd::new(stop, PollFlags::POLLIN)];
+        loop {
+            match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(errno) => return Err(errno.into()),
+            }
+            let stop_ready = fds[1].revents().is_some_and(|events| !events.is_empty());
+            if stop_ready {
+                return Ok(false);
+            }
+            let events = fds[0].revents().unwrap_or(PollFlags::empty());
+            if events.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                return Err(io::Error::other(format!("TUN device poll: {events:?}")));
+            }
+            if !events.is_empty() {
+                return Ok(true);
+            }
+        }
     }
 
     /// Writes one complete IP packet (framing added). Never waits: a full device queue is an
@@ -219,7 +252,7 @@ impl TunDevice {
     /// Writes one IP packet with its offload state (as read; ignored unless the framing is
     /// [`Framing::VirtioNet`]), like [`TunDevice::send`].
     pub fn send_with(&self, packet: &[u8], offload: &Offload) -> io::Result<()> {
-        let fd = self.fd.get_ref().as_fd();
+        let fd = self.fd.as_fd();
         let written = match self.framing {
             Framing::Raw => nix::unistd::write(fd, packet),
             Framing::VirtioNet => {
@@ -355,7 +388,7 @@ mod tests {
     use std::os::unix::net::UnixDatagram;
 
     /// A datagram socket pair stands in for the device: one packet per datagram, like a TUN fd.
-    async fn roundtrip(framing: Framing, packet: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
+    fn roundtrip(framing: Framing, packet: &[u8]) -> (Vec<u8>, Vec<Vec<u8>>) {
         let (ours, theirs) = UnixDatagram::pair().unwrap();
         let device = TunDevice::new(OwnedFd::from(ours), framing).unwrap();
         device.send(packet).unwrap();
@@ -372,22 +405,22 @@ mod tests {
         let mut buffer = vec![0u8; 256];
         let mut read = Vec::new();
         while read.len() < 2 {
-            device.read_batch(&mut buffer, |p, _| read.push(p.to_vec())).await.unwrap();
+            device.read_batch(&mut buffer, |p, _| read.push(p.to_vec())).unwrap();
         }
         (written, read)
     }
 
-    #[tokio::test]
-    async fn frames_packets_raw_or_with_the_address_family() {
+    #[test]
+    fn frames_packets_raw_or_with_the_address_family() {
         let v4 = [0x45u8, 0, 0, 20, 1, 2, 3, 4];
         let v6 = [0x60u8, 0, 0, 0, 9, 9];
-        let (written, read) = roundtrip(Framing::Raw, &v4).await;
+        let (written, read) = roundtrip(Framing::Raw, &v4);
         assert_eq!((written.as_slice(), read), (&v4[..], vec![v4.to_vec(), v4.to_vec()]));
 
-        let (written, read) = roundtrip(Framing::AddressFamily, &v4).await;
+        let (written, read) = roundtrip(Framing::AddressFamily, &v4);
         assert_eq!(written[..4], (libc::AF_INET as u32).to_be_bytes());
         assert_eq!((&written[4..], read), (&v4[..], vec![v4.to_vec(), v4.to_vec()]));
-        let (written, read) = roundtrip(Framing::AddressFamily, &v6).await;
+        let (written, read) = roundtrip(Framing::AddressFamily, &v6);
         assert_eq!(written[..4], (libc::AF_INET6 as u32).to_be_bytes());
         assert_eq!((&written[4..], read), (&v6[..], vec![v6.to_vec(), v6.to_vec()]));
     }
@@ -395,8 +428,8 @@ mod tests {
     /// With the virtio-net header: a packet that only needs its checksum is completed on reading
     /// and handed over as a plain one; a super-packet keeps its header, which is written back
     /// with it.
-    #[tokio::test]
-    async fn virtio_net_headers_complete_checksums_and_carry_super_packets() {
+    #[test]
+    fn virtio_net_headers_complete_checksums_and_carry_super_packets() {
         use crate::tun::packet::{parse, Packet};
         let (ours, theirs) = UnixDatagram::pair().unwrap();
         let device = TunDevice::new(OwnedFd::from(ours), Framing::VirtioNet).unwrap();
@@ -429,7 +462,7 @@ mod tests {
         let mut buffer = vec![0u8; Framing::VirtioNet.buffer_len(1500)];
         let mut read = Vec::new();
         while read.len() < 2 {
-            device.read_batch(&mut buffer, |p, offload| read.push((p.to_vec(), offload))).await.unwrap();
+            device.read_batch(&mut buffer, |p, offload| read.push((p.to_vec(), offload))).unwrap();
         }
         assert_eq!(read[0].1, Offload::NONE);
         assert_eq!(u16::from_be_bytes([read[0].0[26], read[0].0[27]]), full, "completed");
@@ -444,9 +477,34 @@ mod tests {
         assert_eq!(&written[..n], [&[0u8; VNET_HDR_LEN][..], b"plain"].concat().as_slice());
     }
 
+    /// Reading never waits: an empty device says so at once. Waiting ends with a packet (true)
+    /// or with the stop signal (false), whichever is there.
     #[test]
-    fn needs_a_runtime_and_never_panics_without_one() {
-        let (ours, _theirs) = UnixDatagram::pair().unwrap();
-        assert!(TunDevice::new(OwnedFd::from(ours), Framing::Raw).is_err());
+    fn reads_never_wait_and_waiting_ends_with_a_packet_or_the_stop_signal() {
+        let (ours, theirs) = UnixDatagram::pair().unwrap();
+        let (stop, stopper) = UnixDatagram::pair().unwrap();
+        let device = TunDevice::new(OwnedFd::from(ours), Framing::Raw).unwrap();
+        let mut buffer = vec![0u8; 256];
+        let mut read = Vec::new();
+        let end = device.read_batch(&mut buffer, |p, _| read.push(p.to_vec())).unwrap();
+        assert_eq!((end, read.len()), (BatchEnd::Drained, 0));
+        let waiter = std::thread::spawn(move || {
+            let woke = device.wait_readable(stop.as_fd()).unwrap();
+            (woke, device, stop)
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(!waiter.is_finished(), "waits while there is nothing");
+        theirs.send(&[0x45, 0, 0, 20]).unwrap();
+        let (woke, device, stop) = waiter.join().unwrap();
+        assert!(woke, "a packet ends the wait");
+        let end = device.read_batch(&mut buffer, |p, _| read.push(p.to_vec())).unwrap();
+        assert_eq!((end, read), (BatchEnd::Drained, vec![vec![0x45, 0, 0, 20]]));
+        stopper.send(b"x").unwrap();
+        assert!(!device.wait_readable(stop.as_fd()).unwrap(), "the stop signal ends the wait");
+        for _ in 0..READ_BATCH + 1 {
+            theirs.send(&[0x45]).unwrap();
+        }
+        assert_eq!(device.read_batch(&mut buffer, |_, _| {}).unwrap(), BatchEnd::Full);
+        assert_eq!(device.read_batch(&mut buffer, |_, _| {}).unwrap(), BatchEnd::Drained);
     }
 }

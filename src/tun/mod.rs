@@ -40,6 +40,7 @@ pub mod flow;
 pub mod icmp;
 pub mod nat;
 pub mod packet;
+mod reader;
 mod stack;
 pub mod system;
 pub mod udp;
@@ -64,7 +65,7 @@ pub use dns_hijack::{DnsHijack, HijackResolver, StrategyResolver};
 use flow::Link;
 pub use flow::{PacketFlowError, PacketFlowInput, PacketFlowWriter};
 use icmp::IcmpTable;
-use packet::Packet;
+use reader::{ReadThread, Reader, Stopper};
 pub use stack::Stack;
 use system::Family;
 use userspace::Userspace;
@@ -223,7 +224,10 @@ impl Io {
 /// A running packet tunnel (see the module docs). Dropping it stops it like [`Tun::stop`].
 #[derive(Debug)]
 pub struct Tun {
+    /// The accept and sweep tasks of the system stack.
     tasks: Vec<JoinHandle<()>>,
+    /// What reads the packets: a thread for a device, a task for a packet flow.
+    reading: Reading,
     counters: Arc<Counters>,
     families: Vec<Arc<Family>>,
     udp: Arc<UdpSessionTable>,
@@ -236,6 +240,15 @@ pub struct Tun {
     userspace: Option<Arc<Userspace>>,
     /// A packet flow's flusher ([`flow`]): stopped with the reader.
     flusher: Option<flow::Flusher>,
+}
+
+/// What reads a tunnel's packets (see [`reader`]).
+#[derive(Debug)]
+enum Reading {
+    /// A thread (a device with the system stack).
+    Thread(ReadThread),
+    /// A task (a device with the userspace stack, a packet flow).
+    Task(JoinHandle<()>),
 }
 
 /// What a tunnel reads and writes.
@@ -400,8 +413,30 @@ impl Tun {
             dns: dns.clone(),
             userspace: userspace.clone(),
         };
-        tasks.push(runtime.spawn(reader.run(settings.framing.buffer_len(settings.mtu), input)));
-        Ok(Tun { tasks, counters, families, udp, icmp, dns, manager, runtime, decisions, userspace, flusher })
+        let buffer_len = settings.framing.buffer_len(settings.mtu);
+        let reading = match input {
+            Some(batches) => Reading::Task(runtime.spawn(reader.run_flow(batches))),
+            None if settings.stack == Stack::Userspace => {
+                Reading::Task(runtime.spawn(reader.run_device(buffer_len)))
+            }
+            None => Reading::Thread(
+                ReadThread::start(reader, buffer_len, runtime.clone()).map_err(TunError::Device)?,
+            ),
+        };
+        Ok(Tun {
+            tasks,
+            reading,
+            counters,
+            families,
+            udp,
+            icmp,
+            dns,
+            manager,
+            runtime,
+            decisions,
+            userspace,
+            flusher,
+        })
     }
 
     /// The counters so far.
@@ -429,7 +464,10 @@ impl Tun {
     /// True once the tunnel stopped: stopped by [`Tun::stop`], or the device failed (a packet
     /// flow: every [`PacketFlowInput`] was dropped).
     pub fn is_finished(&self) -> bool {
-        self.tasks.last().is_none_or(|reader| reader.is_finished())
+        match &self.reading {
+            Reading::Thread(thread) => thread.is_finished(),
+            Reading::Task(task) => task.is_finished(),
+        }
     }
 
     /// Stops reading the device and accepting connections, and closes every connection and
@@ -438,8 +476,7 @@ impl Tun {
     /// The reader (and a packet flow's flusher) keeps going for [`STOP_GRACE`] so that the resets
     /// reach the apps.
     pub fn stop(&self) {
-        let Some((reader, others)) = self.tasks.split_last() else { return };
-        for task in others {
+        for task in &self.tasks {
             task.abort();
         }
         if let Some(decisions) = &self.decisions {
@@ -456,11 +493,14 @@ impl Tun {
         for id in self.userspace.iter().flat_map(|stack| stack.connection_ids()) {
             self.manager.close(id);
         }
-        let reader = reader.abort_handle();
+        let reader = match &self.reading {
+            Reading::Thread(thread) => thread.stopper(),
+            Reading::Task(task) => Stopper::Task(task.abort_handle()),
+        };
         let flusher = self.flusher.clone();
         self.runtime.spawn(async move {
             tokio::time::sleep(STOP_GRACE).await;
-            reader.abort();
+            drop(reader);
             if let Some(flusher) = flusher {
                 flusher.stop();
             }
@@ -471,72 +511,6 @@ impl Tun {
 impl Drop for Tun {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// The packet reader: one task per tunnel.
-struct Reader {
-    io: Arc<Io>,
-    families: Vec<Arc<Family>>,
-    udp: Arc<UdpSessionTable>,
-    icmp: Arc<IcmpTable>,
-    sweeper: Arc<Notify>,
-    decisions: Option<Arc<UdpDecisions>>,
-    dns: Arc<Hijack>,
-    /// The userspace TCP stack, when the settings chose it (else TCP takes the NAT).
-    userspace: Option<Arc<Userspace>>,
-}
-
-impl Reader {
-    /// Reads the device, or with `input` the host's batches, until the device fails or the
-    /// input's every sender is gone (or the task is aborted).
-    async fn run(self, buffer_len: usize, input: Option<flow::InputBatches>) {
-        if let Some(mut batches) = input {
-            while let Some(batch) = batches.recv().await {
-                for mut packet in batch {
-                    self.handle(&mut packet, device::Offload::NONE);
-                }
-            }
-            tracing::info!("the packet flow's input was dropped: the tunnel stops reading");
-            return;
-        }
-        let Link::Device(device) = &self.io.link else { return };
-        let mut buffer = vec![0u8; buffer_len];
-        loop {
-            if let Err(error) =
-                device.read_batch(&mut buffer, |packet, offload| self.handle(packet, offload)).await
-            {
-                tracing::warn!(%error, "TUN device failed: the tunnel stops reading");
-                return;
-            }
-        }
-    }
-
-    fn handle(&self, packet: &mut [u8], offload: device::Offload) {
-        let counters = &self.io.counters;
-        bump(&counters.packets_in);
-        counters.bytes_in.fetch_add(packet.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        match packet::parse(packet) {
-            Packet::Dropped(reason) => counters.dropped(reason),
-            Packet::Tcp(tcp) if self.userspace.is_some() => {
-                if let Some(stack) = &self.userspace {
-                    stack.input(packet, &tcp);
-                }
-            }
-            Packet::Tcp(tcp) => {
-                let family = self.families.iter().find(|f| f.listener().is_ipv4() == tcp.source.is_ipv4());
-                match family {
-                    Some(family) => family.translate(packet, &tcp, &offload, &self.io, &self.sweeper),
-                    None => bump(&counters.dropped_unsupported),
-                }
-            }
-            Packet::Udp(udp) => {
-                if !self.dns.intercept_udp(&udp, &self.io) {
-                    udp::dispatch(&udp, &self.udp, &self.io, self.decisions.as_ref())
-                }
-            }
-            Packet::Icmp(echo) => self.icmp.dispatch(&echo, &self.io),
-        }
     }
 }
 
