@@ -156,8 +156,13 @@ impl ReadThread {
         let (done, asked) = (finished.clone(), signal.clone());
         std::thread::Builder::new().name("netswitch-tun".into()).spawn(move || {
             let _inside = runtime.enter();
-            if let Err(error) = read_device(&reader, buffer_len, &asked.stopping, &woken) {
-                tracing::warn!(%error, "TUN device failed: the tunnel stops reading");
+            let read =
+                std::panic::AssertUnwindSafe(|| read_device(&reader, buffer_len, &asked.stopping, &woken));
+            match std::panic::catch_unwind(read) {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "TUN device failed: the tunnel stops reading"),
+                // As a reader task's panic would end the task: the tunnel reports itself finished.
+                Err(_) => tracing::error!("the TUN reader panicked: the tunnel stops reading"),
             }
             done.store(true, Ordering::Release);
         })?;
@@ -212,4 +217,53 @@ fn read_device(
     }
     tracing::debug!("TUN reader stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::os::fd::OwnedFd;
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::dial::direct::DirectOutbound;
+    use crate::manager::{ConnectionManager, RelaySettings};
+    use crate::tun::{Stack, Tun, TunSettings, STOP_GRACE};
+
+    /// Waits up to 5 s for `done`.
+    async fn eventually(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// With either stack the device is read (by a thread with the system stack, a task with the
+    /// userspace one) until the tunnel stops; then the reader ends after the grace period and the
+    /// device's descriptor is closed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_device_is_read_until_the_tunnel_stops_then_closed() {
+        for stack in [Stack::System, Stack::Userspace] {
+            let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+            let (ours, device) = UnixDatagram::pair().unwrap();
+            let mut settings = TunSettings::inet4(Ipv4Addr::new(127, 0, 0, 5), 8);
+            settings.stack = stack;
+            let tun =
+                Tun::start(OwnedFd::from(ours), settings, manager, Arc::new(DirectOutbound::default())).unwrap();
+            for _ in 0..3 {
+                device.send(&[0x45, 0, 0]).unwrap(); // a truncated IPv4 header
+            }
+            eventually("three malformed packets read", || tun.counters().dropped_malformed == 3).await;
+            assert!(!tun.is_finished(), "{stack:?}: still reading");
+            tun.stop();
+            device.send(&[0x45]).unwrap();
+            eventually("the reader to finish", || tun.is_finished()).await;
+            assert_eq!(tun.counters().dropped_malformed, 4, "{stack:?}: read during the grace period");
+            drop(tun);
+            tokio::time::sleep(STOP_GRACE).await;
+            eventually("the device to be closed", || device.send(&[0x45]).is_err()).await;
+        }
+    }
 }
