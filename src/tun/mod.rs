@@ -226,7 +226,7 @@ impl Io {
 pub struct Tun {
     /// The accept and sweep tasks of the system stack.
     tasks: Vec<JoinHandle<()>>,
-    /// What reads the packets: a thread for a device, a task for a packet flow.
+    /// What reads the packets: a thread (a device with the system stack) or a task.
     reading: Reading,
     counters: Arc<Counters>,
     families: Vec<Arc<Family>>,
