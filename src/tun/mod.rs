@@ -43,6 +43,8 @@ pub mod packet;
 mod reader;
 mod stack;
 pub mod system;
+#[cfg(test)]
+mod test_support;
 pub mod udp;
 pub mod userspace;
 pub mod utun;

@@ -229,20 +229,11 @@ mod tests {
     use std::os::fd::OwnedFd;
     use std::os::unix::net::UnixDatagram;
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
 
     use crate::dial::direct::DirectOutbound;
     use crate::manager::{ConnectionManager, RelaySettings};
+    use crate::tun::test_support::eventually;
     use crate::tun::{Stack, Tun, TunSettings, STOP_GRACE};
-
-    /// Waits up to 5 s for `done`.
-    async fn eventually(what: &str, done: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !done() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
 
     /// With either stack the device is read (by a thread with the system stack, a task with the
     /// userspace one) until the tunnel stops; then the reader ends after the grace period and the

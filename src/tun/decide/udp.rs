@@ -189,6 +189,7 @@ mod tests {
     use crate::tun::counters::Counters;
     use crate::tun::device::{Framing, TunDevice};
     use crate::tun::packet::{parse, Packet};
+    use crate::tun::test_support::eventually;
     use std::os::fd::OwnedFd;
     use tokio::sync::Notify;
 
@@ -224,14 +225,6 @@ mod tests {
 
     fn client(port: u16) -> SocketAddr {
         SocketAddr::from(([172, 19, 0, 1], port))
-    }
-
-    async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !done() {
-            assert!(Instant::now() < deadline, "not within 10 s: {what}");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
     }
 
     /// Datagrams wait for their source's decision and then reach a session with the decided
