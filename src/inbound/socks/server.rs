@@ -48,7 +48,11 @@ pub(super) async fn accept_loop(listener: TcpListener, context: Arc<Context>) {
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
             },
-            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+            // Finished handshakes are reaped at the top of the loop; waiting on them is needed
+            // only while they hold every slot. Waking this loop for each one would move the new
+            // connection's task to another worker (the wakeup takes the spawning worker's next
+            // slot): a thread wakeup more per connection.
+            Some(_) = handshakes.join_next(), if !admission.may_accept() && !handshakes.is_empty() => {}
             () = sleep_until_some(admission.recheck_at()) => {}
         }
     }
