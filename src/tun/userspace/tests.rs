@@ -20,6 +20,7 @@ use super::*;
 use crate::dial::direct::DirectOutbound;
 use crate::manager::RelaySettings;
 use crate::tun::packet::{self, Packet};
+use crate::tun::test_support::eventually;
 
 const MTU: usize = 1500;
 const APP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
@@ -210,7 +211,10 @@ async fn bytes_both_ways_and_a_half_close_each_way() {
     // The manager saw the original destination and the app's source.
     assert_eq!(peer.ip(), Ipv4Addr::LOCALHOST);
     app.run(|socket| matches!(socket.state(), tcp::State::TimeWait | tcp::State::Closed)).await;
-    wait_until(|| stack.connections() == 0 && manager.is_empty()).await;
+    eventually("the flow and the manager's connection left", || {
+        stack.connections() == 0 && manager.is_empty()
+    })
+    .await;
 }
 
 /// The server closes first; the app's FIN comes after netswitch's: the stack acknowledges it
@@ -242,7 +246,10 @@ async fn the_apps_fin_after_the_servers_is_acknowledged() {
     app.socket().send_slice(&pattern(1000)).unwrap();
     app.socket().close();
     app.run(|socket| socket.state() == tcp::State::Closed).await;
-    wait_until(|| stack.connections() == 0 && manager.is_empty()).await;
+    eventually("the flow and the manager's connection left", || {
+        stack.connections() == 0 && manager.is_empty()
+    })
+    .await;
     assert_eq!(stack.counters.snapshot().dropped_no_flow, 0, "no FIN resent to a flow that left");
 }
 
@@ -265,7 +272,7 @@ async fn a_refused_dial_resets_the_apps_connection() {
         matches!(app.socket().recv_slice(&mut [0u8; 1]), Err(tcp::RecvError::InvalidState)),
         "closed by a reset, not a FIN"
     );
-    wait_until(|| stack.connections() == 0).await;
+    eventually("the flow left", || stack.connections() == 0).await;
 }
 
 #[tokio::test]
@@ -291,7 +298,7 @@ async fn a_reset_from_the_server_reaches_the_app_as_a_reset() {
     })
     .await;
     assert!(matches!(app.socket().recv_slice(&mut [0u8; 1]), Err(tcp::RecvError::InvalidState)));
-    wait_until(|| stack.connections() == 0).await;
+    eventually("the flow left", || stack.connections() == 0).await;
 }
 
 #[tokio::test]
@@ -358,14 +365,4 @@ async fn echo(app: &mut App, message: &[u8]) {
     })
     .await;
     assert!(received == message, "echoed bytes differ");
-}
-
-async fn wait_until(mut done: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("condition not reached in 10 s");
 }
