@@ -60,10 +60,8 @@ pub async fn run(server: &Server) -> Result<(), String> {
                 ratio(ours, base),
             ],
         );
-        if matches!(direction, Direction::Download) {
-            let per_core = |i: usize| samples.bytes as f64 * 8.0 / samples.cpu_ns[i] as f64;
-            efficiency.push((label, per_core(1), per_core(2)));
-        }
+        let per_core = |i: usize| samples.bytes as f64 * 8.0 / samples.cpu_ns[i] as f64;
+        efficiency.push((label, per_core(1), per_core(2)));
     }
     for (label, base, ours) in efficiency {
         table.row(
