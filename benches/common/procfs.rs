@@ -10,6 +10,16 @@ pub fn rss_bytes(pid: u32) -> Result<u64, String> {
     status_field(&status, "VmRSS:").map(|kib| kib * 1024).ok_or_else(|| format!("no VmRSS line in {path}"))
 }
 
+/// `pid`'s anonymous resident memory (`RssAnon`: heap, stacks, private dirty pages; no code or
+/// other file-backed pages), in bytes.
+pub fn anon_rss_bytes(pid: u32) -> Result<u64, String> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).map_err(|e| format!("read {path}: {e}"))?;
+    status_field(&status, "RssAnon:")
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| format!("no RssAnon line in {path}"))
+}
+
 fn status_field(status: &str, name: &str) -> Option<u64> {
     status.lines().find_map(|line| line.strip_prefix(name))?.trim().trim_end_matches("kB").trim().parse().ok()
 }

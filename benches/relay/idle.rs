@@ -1,4 +1,5 @@
-//! `idle`: what an idle relay costs. RSS of a fresh process; RSS per idle relayed connection at
+//! `idle`: what an idle relay costs. RSS of a fresh process, and the anonymous part of it (what
+//! is left without the binary's and libraries' code pages, which are clean and shared); RSS per idle relayed connection at
 //! 1,000 and 9,000 (the relay's VmRSS before and after opening them, after a warm-up of 8
 //! connections); CPU time and context switches (all threads, /proc/PID/task/*) of the idle
 //! process over the window, with 0 and with 1,000 idle connections. Both relays are watched
@@ -14,7 +15,7 @@ use tokio::task::block_in_place;
 
 use crate::client::{echo, open, Route};
 use crate::common::args::Args;
-use crate::common::procfs::{open_fds, raise_open_files_limit, rss_bytes, Spent, Usage};
+use crate::common::procfs::{anon_rss_bytes, open_fds, raise_open_files_limit, rss_bytes, Spent, Usage};
 use crate::common::table::{number, ratio, Table};
 use crate::server::Server;
 use crate::{bounded, log_note, wait_async, Relays, Setup};
@@ -36,6 +37,7 @@ pub async fn run(server: &Server, args: &Args) -> Result<(), String> {
     let pids = RELAYS.map(|s| relays.pid(s).unwrap_or(0));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fresh = [rss_bytes(pids[0])?, rss_bytes(pids[1])?];
+    let fresh_anon = [anon_rss_bytes(pids[0])?, anon_rss_bytes(pids[1])?];
     let idle_empty = watch(pids, window).await?;
 
     let mut per_connection = Vec::new();
@@ -111,6 +113,12 @@ pub async fn run(server: &Server, args: &Args) -> Result<(), String> {
         table.row(label, vec![number(v[0], decimals), number(v[1], decimals), ratio(v[1], v[0])]);
     };
     pair(&mut table, "RSS of a fresh process, KiB".into(), fresh.map(|b| b as f64 / 1024.0), 0);
+    pair(
+        &mut table,
+        "  of it anonymous (no code pages), KiB".into(),
+        fresh_anon.map(|b| b as f64 / 1024.0),
+        0,
+    );
     let small = [per_connection[0], per_connection[1]];
     pair(&mut table, format!("RSS per idle relayed connection at {}, B", number(SMALL as f64, 0)), small, 0);
     pair(&mut table, format!("RSS per idle relayed connection at {}, B", number(LARGE as f64, 0)), large, 0);
