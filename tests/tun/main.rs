@@ -17,6 +17,7 @@ mod topology;
 
 mod decide;
 mod dns;
+mod early_dial;
 mod flow_host;
 mod icmp;
 mod idle_apps;
