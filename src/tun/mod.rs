@@ -36,7 +36,6 @@ pub mod decide;
 pub mod device;
 pub mod dns_hijack;
 mod dns_reply;
-mod early_dial;
 pub mod flow;
 pub mod icmp;
 pub mod nat;
@@ -342,24 +341,18 @@ impl Tun {
         if settings.stack == Stack::Userspace {
             addresses.clear(); // no listener, no NAT address: TCP ends in `userspace`
         }
-        let counters = Arc::new(Counters::default());
-        let dns = Arc::new(Hijack::new(settings.dns_hijack.clone(), resolver, counters.clone()));
         let mut families = Vec::new();
         let mut listeners = Vec::new();
         let mut local = Vec::new();
         for (address, prefix, nat) in addresses {
             let nat = nat.ok_or(TunError::NoRoomForNat { address, prefix })?;
             local.extend([address, nat]);
-            // With a decision hook the decision comes before the dial: no early dials.
-            let early = settings
-                .decision
-                .is_none()
-                .then(|| early_dial::EarlyDialer::new(outbound.clone(), dns.clone()));
             let (family, listener) =
-                Family::listen(address, nat, early).map_err(|source| TunError::Listen { address, source })?;
+                Family::listen(address, nat).map_err(|source| TunError::Listen { address, source })?;
             families.push(Arc::new(family));
             listeners.push(listener);
         }
+        let counters = Arc::new(Counters::default());
         let (link, input, flusher) = match start {
             Start::Device(fd) => {
                 (Link::Device(TunDevice::new(fd, settings.framing).map_err(TunError::Device)?), None, None)
@@ -372,6 +365,7 @@ impl Tun {
             }
         };
         let io = Arc::new(Io { link, counters: counters.clone() });
+        let dns = Arc::new(Hijack::new(settings.dns_hijack.clone(), resolver, counters.clone()));
         let mut udp_settings = settings.udp.clone();
         udp_settings.keying = SessionKeying::PerClient;
         let sockets = Budget::new("outbound UDP sockets of the tunnel", udp_settings.max_sockets);
@@ -494,7 +488,6 @@ impl Tun {
         self.dns.stop();
         self.icmp.close_all();
         for family in &self.families {
-            family.drop_dials();
             for id in family.connections() {
                 self.manager.close(id);
             }

@@ -6,16 +6,13 @@
 //! connection, then *open*; the connection's end marks them *closed*. A closed entry stays for
 //! [`LINGER`] so the last packets of the close (the final ACK, a reset the relay sent) are still
 //! translated, then it goes; a pending entry that was never accepted goes after
-//! [`PENDING_TIMEOUT`]. [`NatTable::sweep`] removes them; nothing else expires. A pending entry
-//! may hold its flow's early dial ([`super::early_dial`]) until the accept takes it; the entry
-//! drops it when it closes or leaves.
+//! [`PENDING_TIMEOUT`]. [`NatTable::sweep`] removes them; nothing else expires.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::checksum;
-use super::early_dial::EarlyDial;
 use super::packet::Tcp;
 use crate::tracker::ConnectionId;
 
@@ -40,8 +37,6 @@ struct Entry {
     state: State,
     /// The manager's connection, once accepted.
     connection: Option<ConnectionId>,
-    /// The flow's early dial, from its SYN until the accept takes it.
-    dial: Option<EarlyDial>,
 }
 
 /// The NAT entries of one address family (see the module docs).
@@ -73,10 +68,8 @@ impl NatTable {
             return None;
         }
         let port = self.free_port()?;
-        self.by_port.insert(
-            port,
-            Entry { source, destination, state: State::Pending(now), connection: None, dial: None },
-        );
+        self.by_port
+            .insert(port, Entry { source, destination, state: State::Pending(now), connection: None });
         self.by_flow.insert((source, destination), port);
         Some(port)
     }
@@ -97,33 +90,6 @@ impl NatTable {
         Some((entry.source, entry.destination))
     }
 
-    /// True when the entry of `port` is pending without an early dial: one may start.
-    pub(crate) fn wants_dial(&self, port: u16) -> bool {
-        self.by_port.get(&port).is_some_and(|e| matches!(e.state, State::Pending(_)) && e.dial.is_none())
-    }
-
-    /// Gives the pending entry of `port` its early dial (dropped, so aborted, when the entry is
-    /// not pending any more).
-    pub(crate) fn set_dial(&mut self, port: u16, dial: EarlyDial) {
-        if let Some(entry) = self.by_port.get_mut(&port) {
-            if matches!(entry.state, State::Pending(_)) {
-                entry.dial = Some(dial);
-            }
-        }
-    }
-
-    /// Takes the early dial of the entry of `port`, if it has one.
-    pub(crate) fn take_dial(&mut self, port: u16) -> Option<EarlyDial> {
-        self.by_port.get_mut(&port).and_then(|entry| entry.dial.take())
-    }
-
-    /// Drops every early dial the entries hold (the tunnel stopped).
-    pub(crate) fn drop_dials(&mut self) {
-        for entry in self.by_port.values_mut() {
-            entry.dial = None;
-        }
-    }
-
     /// Records the manager's connection of the (open) entry of `port`.
     pub fn set_connection(&mut self, port: u16, id: ConnectionId) {
         if let Some(entry) = self.by_port.get_mut(&port) {
@@ -142,7 +108,6 @@ impl NatTable {
     pub fn close(&mut self, port: u16, now: Instant) {
         if let Some(entry) = self.by_port.get_mut(&port) {
             entry.state = State::Closed(now);
-            entry.dial = None;
         }
     }
 

@@ -9,10 +9,9 @@
 //! and the app's source `A:a` in its metadata. The kernel's answers leave through the device as
 //! `S:L -> N:n` and are rewritten to `D:d -> A:a`. Checksums are updated incrementally.
 //!
-//! The app sees its connection established by the kernel while netswitch dials: the dial starts
-//! at the app's SYN ([`super::early_dial`]; after the accept when the flow is not dialed early).
-//! A dial that fails resets the accepted socket, and the reset reaches the app through the NAT
-//! (its entry lingers for that, see [`super::nat`]). When the connection ends its entry leaves.
+//! The app sees its connection established by the kernel before netswitch dials; a dial that
+//! fails resets the accepted socket, and the reset reaches the app through the NAT (its entry
+//! lingers for that, see [`super::nat`]). When the connection ends its entry leaves.
 //!
 //! A connection whose original destination the DNS hijack takes (port 53 of the tunnel's DNS
 //! address) is not dialed: it is served as DNS over TCP ([`super::dns_hijack`]).
@@ -28,14 +27,13 @@ use tokio::task::JoinSet;
 use super::counters::{bump, Counters};
 use super::decide::{Asker, TunFlow};
 use super::device::Offload;
-use super::early_dial::{self, EarlyDial, EarlyDialed, EarlyDialer};
 use super::nat::{self, NatTable};
 use super::packet::Tcp;
 use super::Io;
 use crate::client::Inbound;
 use crate::dial::Outbound;
 use crate::manager::ConnectionManager;
-use crate::metadata::Metadata;
+use crate::metadata::{Destination, Metadata};
 use crate::socket::stream::StreamSocket;
 use crate::socket::ClientStream;
 use crate::tracker::TransportProtocol;
@@ -55,18 +53,11 @@ pub(crate) struct Family {
     /// The listener's port.
     port: u16,
     table: Mutex<NatTable>,
-    /// Starts the early dials (none with a decision hook).
-    early: Option<EarlyDialer>,
 }
 
 impl Family {
-    /// Binds the listener on `server` (any free port) and returns it with its family state; new
-    /// flows are dialed early by `early`, if given.
-    pub fn listen(
-        server: IpAddr,
-        nat: IpAddr,
-        early: Option<EarlyDialer>,
-    ) -> std::io::Result<(Family, TcpListener)> {
+    /// Binds the listener on `server` (any free port) and returns it with its family state.
+    pub fn listen(server: IpAddr, nat: IpAddr) -> std::io::Result<(Family, TcpListener)> {
         let address = SocketAddr::new(server, 0);
         let socket =
             socket2::Socket::new(socket2::Domain::for_address(address), socket2::Type::STREAM, None)?;
@@ -85,7 +76,7 @@ impl Family {
         socket.listen(1024)?;
         let listener = TcpListener::from_std(socket.into())?;
         let port = listener.local_addr()?.port();
-        Ok((Family { server, nat, port, table: Mutex::default(), early }, listener))
+        Ok((Family { server, nat, port, table: Mutex::default() }, listener))
     }
 
     /// The listener's address.
@@ -114,21 +105,12 @@ impl Family {
             };
             (original, app)
         } else {
-            let (port, dial) = {
-                let mut table = lock(&self.table);
-                let port = table.outbound(tcp.source, tcp.destination, tcp.opens, Instant::now());
-                (port, port.is_some_and(|port| tcp.opens && table.wants_dial(port)))
-            };
+            let port = lock(&self.table).outbound(tcp.source, tcp.destination, tcp.opens, Instant::now());
             let Some(port) = port else {
                 bump(if tcp.opens { &io.counters.dropped_nat_full } else { &io.counters.dropped_no_flow });
                 return;
             };
             if tcp.opens {
-                // Started before the SYN goes on to the kernel (outside the lock: it spawns).
-                let early = self.early.as_ref().filter(|_| dial);
-                if let Some(dial) = early.and_then(|early| early.start(tcp.source, tcp.destination)) {
-                    lock(&self.table).set_dial(port, dial);
-                }
                 sweeper.notify_one();
             }
             (SocketAddr::new(self.nat, port), self.listener())
@@ -143,19 +125,6 @@ impl Family {
     /// The manager's connections that came through this family and are still open.
     pub fn connections(&self) -> Vec<crate::tracker::ConnectionId> {
         lock(&self.table).connections()
-    }
-
-    /// Marks the pending entry of NAT port `port` open (the listener accepted its connection) and
-    /// returns its flow (app, original destination) with its early dial, if it has one.
-    fn accept(&self, port: u16) -> Option<(SocketAddr, SocketAddr, Option<EarlyDial>)> {
-        let mut table = lock(&self.table);
-        let (app, original) = table.accept(port)?;
-        Some((app, original, table.take_dial(port)))
-    }
-
-    /// Drops the early dials that no connection took (the tunnel stopped).
-    pub fn drop_dials(&self) {
-        lock(&self.table).drop_dials();
     }
 
     /// Removes NAT entries that are done; returns how many still wait to leave.
@@ -201,10 +170,10 @@ pub(crate) async fn accept(
             }
         };
         let flow = match peer.ip() == family.nat {
-            true => family.accept(peer.port()),
+            true => lock(&family.table).accept(peer.port()),
             false => None,
         };
-        let Some((app, original, dial)) = flow else {
+        let Some((app, original)) = flow else {
             // Not a connection the NAT made (another local process reached the listener).
             tracing::debug!(listener = %family.listener(), %peer, "TUN TCP listener: stranger refused");
             drop(stream);
@@ -221,14 +190,9 @@ pub(crate) async fn accept(
             });
             continue;
         }
-        let mut metadata = early_dial::metadata(app, original);
+        let mut metadata = Metadata::new(Destination::from(original)).with_source(app);
         let port = peer.port();
         let Some(decider) = &decider else {
-            // The dial started at the SYN, or starts now.
-            let outbound: Arc<dyn Outbound> = match dial {
-                Some(dial) => Arc::new(EarlyDialed::new(dial)),
-                None => outbound.clone(),
-            };
             hand_over(&family, &manager, &outbound, &counters, &sweeper, stream, port, metadata);
             continue;
         };

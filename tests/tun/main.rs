@@ -17,7 +17,6 @@ mod topology;
 
 mod decide;
 mod dns;
-mod early_dial;
 mod flow_host;
 mod icmp;
 mod idle_apps;
