@@ -342,7 +342,8 @@ impl Steps<'_> {
 }
 
 /// Copies client → remote and remote → client until both directions ended, one failed, or the
-/// half-closed remainder stayed silent for `half_close_timeout`.
+/// half-closed remainder stayed silent for `half_close_timeout` (waiting for its source: bytes it
+/// holds for a slow destination are not silence).
 ///
 /// `first_read`, when given, handles the upload direction's first read and write (the TLS
 /// fragmenter); the normal upload copy starts once it finished. The download copy runs meanwhile.
@@ -434,6 +435,11 @@ impl Copy {
                 sleep
             }
         };
+        // Bytes waiting for a slow destination (the client paused reading): the remainder is not
+        // silent. The timer is not looked at until they are written, which resets it.
+        if remaining.holds_bytes() {
+            return Poll::Pending;
+        }
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(ConnectionError::HalfCloseTimeout(timeout))),
             Poll::Pending => Poll::Pending,
