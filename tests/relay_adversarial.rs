@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
-use netswitch::dial::{BoxFuture, DialError, DialedStream};
+use netswitch::dial::{BoxFuture, DialError, DialedStream, LazyHandshake};
 use netswitch::relay::Side;
 use netswitch::tracker::ConnectionState;
 use netswitch::{
@@ -55,7 +55,8 @@ serial_tests!(
     a_slow_reader_after_a_half_close_gets_the_whole_answer,
     early_data_and_fin_before_the_dial_completes_reach_the_server,
     a_client_reset_in_a_spliced_download_ends_the_connection_once,
-    closes_racing_the_task_from_another_thread_are_never_lost
+    closes_racing_the_task_from_another_thread_are_never_lost,
+    a_panic_in_the_setup_resets_both_sockets,
 );
 
 /// How long a close request may take to end a connection and report it.
@@ -107,6 +108,28 @@ impl Outbound for SlowDial {
             tokio::time::sleep(self.0).await;
             DirectOutbound::default().dial_tcp(metadata).await
         })
+    }
+}
+
+/// The direct outbound with a lazy handshake that panics when it is completed (after the dial,
+/// once the client's first bytes were read).
+struct PanickingHandshake;
+
+impl Outbound for PanickingHandshake {
+    fn dial_tcp<'a>(&'a self, metadata: &'a Metadata) -> BoxFuture<'a, Result<DialedStream, DialError>> {
+        Box::pin(async move {
+            let mut dialed = DirectOutbound::default().dial_tcp(metadata).await?;
+            dialed.handshake = Some(Box::new(PanicsInComplete));
+            Ok(dialed)
+        })
+    }
+}
+
+struct PanicsInComplete;
+
+impl LazyHandshake for PanicsInComplete {
+    fn complete<'a>(self: Box<Self>, _: &'a TcpStream, _: &'a [u8]) -> BoxFuture<'a, Result<(), DialError>> {
+        panic!("lazy handshake panicked on purpose")
     }
 }
 
@@ -414,5 +437,31 @@ async fn closes_racing_the_task_from_another_thread_are_never_lost() {
     }
     echo.abort();
     let _ = echo.await;
+    assert_fds_back(baseline).await;
+}
+
+/// Code run in the setup (here an outbound's lazy handshake, after the client's first bytes were
+/// read) panics: the connection ends with `Panicked`, and both sockets are reset, as after any
+/// failure that was not reported to the client. A plain close would look like a clean end of an
+/// empty answer to the client, and like a clean end of the request to the server.
+async fn a_panic_in_the_setup_resets_both_sockets() {
+    let mut h = Harness::new(RelaySettings::default()).await;
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let baseline = fds();
+    let metadata = Metadata::new(server_addr.into());
+    let (mut client, id) = h.connect_via(metadata, Arc::new(PanickingHandshake)).await;
+    let (mut s, _) = timeout(WAIT, server.accept()).await.unwrap().unwrap();
+    client.write_all(b"first bytes, read by the kick").await.unwrap();
+    let closed = h.next_closed().await;
+    assert_eq!(closed.id, id);
+    assert!(matches!(error_of(&closed), ConnectionError::Panicked(_)), "{:?}", closed.error);
+    let mut buf = [0u8; 16];
+    let client_read = timeout(WAIT, client.read(&mut buf)).await.unwrap();
+    assert_eq!(client_read.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset), "client");
+    let server_read = timeout(WAIT, s.read(&mut buf)).await.unwrap();
+    assert_eq!(server_read.map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset), "server");
+    h.assert_no_more_closed().await;
+    drop((client, s));
     assert_fds_back(baseline).await;
 }
