@@ -50,6 +50,11 @@ impl<F: FnOnce(ClosedConnection)> Future for TcpTask<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let TcpTask { connection, report } = self.get_mut();
+        // Polled again after it was ready (the runtime never does; a hand-written caller might):
+        // nothing left to run.
+        if report.is_finished() {
+            return Poll::Ready(());
+        }
         let result = if !connection.is_started() && report.is_shut_down() {
             connection.refuse();
             Err(ConnectionError::ShutDown)
@@ -104,6 +109,54 @@ mod tests {
     /// `async fn` it was 1,856 bytes, a 2,048-byte cell). The two sockets are left out of the
     /// bound: a debug build of mio adds 8 bytes to each. The closure is like the SOCKS server's
     /// (it captures the client's address).
+    thread_local! {
+        /// Panics on this thread so far, counted by the hook [`count_panics`] installs.
+        static PANICS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Panics on the calling thread so far, caught or not (the panic hook sees every one).
+    fn count_panics() -> usize {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                PANICS.with(|count| count.set(count.get() + 1));
+                previous(info);
+            }));
+        });
+        PANICS.with(|count| count.get())
+    }
+
+    /// A task polled again after it was ready (as a hand-written caller may) stays ready, without
+    /// a panic (caught or not) and without a second report.
+    #[tokio::test]
+    async fn a_task_polled_after_it_ended_stays_ready_without_a_panic() {
+        use std::future::Future;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Poll, Waker};
+
+        let tracker = Arc::new(Tracker::default());
+        let (entry, guard) = tracker.insert(Metadata::new("127.0.0.1:1".parse().unwrap()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let reports = Arc::new(AtomicUsize::new(0));
+        let counted = reports.clone();
+        let on_close = move |_: ClosedConnection| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        };
+        // Shut down already: the first poll ends the connection.
+        let report = CloseReport::new(entry, guard, None, on_close, Arc::new(AtomicBool::new(true)));
+        let outbound = Arc::new(DirectOutbound::default());
+        let mut task = super::tcp(report, Inbound::plain(client), outbound, None, Default::default());
+        let mut cx = Context::from_waker(Waker::noop());
+        let panics = count_panics();
+        assert_eq!(std::pin::Pin::new(&mut task).poll(&mut cx), Poll::Ready(()));
+        assert_eq!(std::pin::Pin::new(&mut task).poll(&mut cx), Poll::Ready(()));
+        assert_eq!(count_panics(), panics, "polling the ended task panicked");
+        assert_eq!(reports.load(Ordering::SeqCst), 1, "on_close calls");
+        assert!(tracker.is_empty());
+    }
+
     #[tokio::test]
     async fn the_task_of_an_idle_connection_stays_small() {
         let tracker = Arc::new(Tracker::default());
