@@ -133,17 +133,6 @@ impl LazyHandshake for PanicsInComplete {
     }
 }
 
-/// Waits until connection `id` has been dialed (or is gone).
-async fn wait_relaying(manager: &ConnectionManager, id: ConnectionId) {
-    timeout(WAIT, async {
-        while manager.get(id).is_some_and(|c| c.state != ConnectionState::Relaying) {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    })
-    .await
-    .expect("connection relaying in time");
-}
-
 /// Reads what `stream` still gives until it ends (end of file or an error); true if it ended.
 async fn ends(stream: &mut TcpStream) -> bool {
     let mut buf = vec![0u8; 256 * 1024];

@@ -103,12 +103,6 @@ mod tests {
     /// trailer; tokio 1.54), which it then rounds up to a multiple of 128 bytes.
     const TASK_CELL_OVERHEAD: usize = 104;
 
-    /// Every idle connection holds its task: the close report and the steady state of the relay,
-    /// nothing of the setup (dial, replies, handshakes: boxed, freed once established) and not the
-    /// task's arguments. In a release build the future is 272 bytes, a 384-byte task cell (as an
-    /// `async fn` it was 1,856 bytes, a 2,048-byte cell). The two sockets are left out of the
-    /// bound: a debug build of mio adds 8 bytes to each. The closure is like the SOCKS server's
-    /// (it captures the client's address).
     thread_local! {
         /// Panics on this thread so far, counted by the hook [`count_panics`] installs.
         static PANICS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -157,6 +151,12 @@ mod tests {
         assert!(tracker.is_empty());
     }
 
+    /// Every idle connection holds its task: the close report and the steady state of the relay,
+    /// nothing of the setup (dial, replies, handshakes: boxed, freed once established) and not the
+    /// task's arguments. In a release build the future is 272 bytes, a 384-byte task cell (as an
+    /// `async fn` it was 1,856 bytes, a 2,048-byte cell). The two sockets are left out of the
+    /// bound: a debug build of mio adds 8 bytes to each. The closure is like the SOCKS server's
+    /// (it captures the client's address).
     #[tokio::test]
     async fn the_task_of_an_idle_connection_stays_small() {
         let tracker = Arc::new(Tracker::default());

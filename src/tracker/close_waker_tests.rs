@@ -70,20 +70,15 @@ fn a_request_racing_a_poll_is_never_lost() {
                 entry.request_close();
             })
         };
-        let mut last = None;
-        loop {
+        // The counter of the last poll's waker if that poll was pending.
+        let last = loop {
             let (counter, waker) = counting();
             match entry.poll_close_requested(&mut Context::from_waker(&waker)) {
-                Poll::Ready(()) => {
-                    last = None;
-                    break;
-                }
-                Poll::Pending => last = Some(counter),
+                Poll::Ready(()) => break None,
+                Poll::Pending if requester.is_finished() => break Some(counter),
+                Poll::Pending => {}
             }
-            if requester.is_finished() {
-                break;
-            }
-        }
+        };
         requester.join().unwrap();
         if let Some(counter) = last {
             assert_eq!(counter.0.load(Ordering::SeqCst), 1, "round {round}: the request was lost");
