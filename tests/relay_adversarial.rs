@@ -454,3 +454,55 @@ async fn a_panic_in_the_setup_resets_both_sockets() {
     drop((client, s));
     assert_fds_back(baseline).await;
 }
+
+/// The runtime running an established connection is dropped (the host stopped it): the
+/// connection is reported once with `ShutDown`, and both peers see a reset, as after a
+/// `shutdown()` of the manager, rather than a clean end of what they were sent.
+#[test]
+fn a_runtime_dropped_while_relaying_resets_both_sockets() {
+    use std::io::{Read, Write};
+
+    let _serial: MutexGuard<'_, ()> = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let front = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let baseline = fds();
+    let manager = ConnectionManager::with_runtime(RelaySettings::default(), runtime.handle().clone());
+    let reports: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let mut client = std::net::TcpStream::connect(front.local_addr().unwrap()).unwrap();
+    let (accepted, _) = front.accept().unwrap();
+    accepted.set_nonblocking(true).unwrap();
+    let accepted = {
+        let _entered = runtime.enter();
+        TcpStream::from_std(accepted).unwrap()
+    };
+    let recorded = reports.clone();
+    manager.new_connection(
+        Inbound::plain(accepted),
+        Metadata::new(server.local_addr().unwrap().into()),
+        Arc::new(DirectOutbound::default()),
+        move |closed: ClosedConnection| {
+            recorded.lock().unwrap().push(closed.error.as_ref().map(|e| format!("{e:?}")));
+        },
+    );
+    let (mut s, _) = server.accept().unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client.write_all(b"ping").unwrap();
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf).unwrap();
+    s.write_all(b"pong").unwrap();
+    client.read_exact(&mut buf).unwrap(); // relaying
+    drop(runtime);
+    assert_eq!(*reports.lock().unwrap(), [Some("ShutDown".to_string())]);
+    assert_eq!(
+        client.read(&mut buf).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "client"
+    );
+    assert_eq!(s.read(&mut buf).map_err(|e| e.kind()), Err(std::io::ErrorKind::ConnectionReset), "server");
+    assert!(manager.is_empty());
+    drop((client, s));
+    let now = fds();
+    assert!(now.1 <= baseline.1, "descriptors: {} now, {} before (pipes apart)", now.1, baseline.1);
+}

@@ -89,6 +89,9 @@ pub(super) async fn udp<F: FnOnce(ClosedConnection)>(
 }
 
 #[cfg(test)]
+mod relay_panic_tests;
+
+#[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::AtomicBool;

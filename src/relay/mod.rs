@@ -3,8 +3,6 @@
 pub(crate) mod copy;
 pub(crate) mod first_write;
 pub mod nat;
-#[cfg(test)]
-mod panic_tests;
 pub mod pool;
 pub(crate) mod recv_batch;
 pub(crate) mod send_batch;

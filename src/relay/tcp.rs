@@ -82,8 +82,9 @@ impl Connection {
         self.state = State::Done;
     }
 
-    /// Drops whatever the connection holds (after a panic while polling it): the sockets close
-    /// with a reset, as after any failure not reported to the client (the setup resets its own).
+    /// Drops whatever the connection holds (after a panic while polling it, or when it is dropped
+    /// before it ended): the sockets close with a reset, as after any failure not reported to the
+    /// client (the setup's steps reset their own).
     pub(crate) fn abandon(&mut self) {
         if let State::Relay(relay) = &self.state {
             relay.client.reset();
@@ -141,6 +142,14 @@ impl Connection {
                 State::Done => panic!("a connection polled after it ended"),
             }
         }
+    }
+}
+
+/// A connection dropped before it ended (the runtime dropped its task) resets its sockets, as any
+/// failure not reported to the client (the setup's steps reset their own).
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 

@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
-use super::{ClosedConnection, ConnectionError};
+use crate::relay::{ClosedConnection, ConnectionError};
 use crate::socket::pipe::{pipe, PipeEnd};
 use crate::socket::stream::StreamSocket;
 use crate::socket::ClientStream;
