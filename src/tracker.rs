@@ -11,6 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::metadata::Metadata;
 use crate::network::Egress;
 
+#[cfg(test)]
+mod close_waker_tests;
+
 /// Identifies one connection for the lifetime of its manager. Never reused.
 pub type ConnectionId = u64;
 

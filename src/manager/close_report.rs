@@ -47,6 +47,11 @@ impl<F: FnOnce(ClosedConnection)> CloseReport<F> {
         &self.entry
     }
 
+    /// True once the close was reported.
+    pub(super) fn is_finished(&self) -> bool {
+        self.on_close.is_none()
+    }
+
     /// True once the manager was shut down.
     pub(super) fn is_shut_down(&self) -> bool {
         self.shut_down.load(Ordering::Acquire)

@@ -50,6 +50,11 @@ impl<F: FnOnce(ClosedConnection)> Future for TcpTask<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let TcpTask { connection, report } = self.get_mut();
+        // Polled again after it was ready (the runtime never does; a hand-written caller might):
+        // nothing left to run.
+        if report.is_finished() {
+            return Poll::Ready(());
+        }
         let result = if !connection.is_started() && report.is_shut_down() {
             connection.refuse();
             Err(ConnectionError::ShutDown)
@@ -84,6 +89,9 @@ pub(super) async fn udp<F: FnOnce(ClosedConnection)>(
 }
 
 #[cfg(test)]
+mod relay_panic_tests;
+
+#[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::AtomicBool;
@@ -97,6 +105,54 @@ mod tests {
     /// What tokio adds around a task's future in its task cell (header, scheduler, id, stage,
     /// trailer; tokio 1.54), which it then rounds up to a multiple of 128 bytes.
     const TASK_CELL_OVERHEAD: usize = 104;
+
+    thread_local! {
+        /// Panics on this thread so far, counted by the hook [`count_panics`] installs.
+        static PANICS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Panics on the calling thread so far, caught or not (the panic hook sees every one).
+    fn count_panics() -> usize {
+        static HOOK: std::sync::Once = std::sync::Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                PANICS.with(|count| count.set(count.get() + 1));
+                previous(info);
+            }));
+        });
+        PANICS.with(|count| count.get())
+    }
+
+    /// A task polled again after it was ready (as a hand-written caller may) stays ready, without
+    /// a panic (caught or not) and without a second report.
+    #[tokio::test]
+    async fn a_task_polled_after_it_ended_stays_ready_without_a_panic() {
+        use std::future::Future;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Context, Poll, Waker};
+
+        let tracker = Arc::new(Tracker::default());
+        let (entry, guard) = tracker.insert(Metadata::new("127.0.0.1:1".parse().unwrap()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let reports = Arc::new(AtomicUsize::new(0));
+        let counted = reports.clone();
+        let on_close = move |_: ClosedConnection| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        };
+        // Shut down already: the first poll ends the connection.
+        let report = CloseReport::new(entry, guard, None, on_close, Arc::new(AtomicBool::new(true)));
+        let outbound = Arc::new(DirectOutbound::default());
+        let mut task = super::tcp(report, Inbound::plain(client), outbound, None, Default::default());
+        let mut cx = Context::from_waker(Waker::noop());
+        let panics = count_panics();
+        assert_eq!(std::pin::Pin::new(&mut task).poll(&mut cx), Poll::Ready(()));
+        assert_eq!(std::pin::Pin::new(&mut task).poll(&mut cx), Poll::Ready(()));
+        assert_eq!(count_panics(), panics, "polling the ended task panicked");
+        assert_eq!(reports.load(Ordering::SeqCst), 1, "on_close calls");
+        assert!(tracker.is_empty());
+    }
 
     /// Every idle connection holds its task: the close report and the steady state of the relay,
     /// nothing of the setup (dial, replies, handshakes: boxed, freed once established) and not the

@@ -79,6 +79,17 @@ impl Direction {
         matches!(self.state, State::Done)
     }
 
+    /// True while bytes read from the source wait for the destination to take them (a buffer or a
+    /// splice pipe that is not empty): the direction is not silent, its destination is slow.
+    pub fn holds_bytes(&self) -> bool {
+        match &self.state {
+            State::Writing { .. } => true,
+            #[cfg(any(target_os = "linux", target_os = "android"))]
+            State::Splicing(pipe) => pipe.held > 0,
+            State::Reading | State::Done => false,
+        }
+    }
+
     /// True while the direction holds a splice pipe.
     #[cfg(all(test, any(target_os = "linux", target_os = "android")))]
     pub(crate) fn holds_pipe(&self) -> bool {

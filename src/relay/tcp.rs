@@ -5,7 +5,7 @@ use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -82,8 +82,14 @@ impl Connection {
         self.state = State::Done;
     }
 
-    /// Drops whatever the connection holds (after a panic while polling it): the sockets close.
+    /// Drops whatever the connection holds (after a panic while polling it, or when it is dropped
+    /// before it ended): the sockets close with a reset, as after any failure not reported to the
+    /// client (the setup's steps reset their own).
     pub(crate) fn abandon(&mut self) {
+        if let State::Relay(relay) = &self.state {
+            relay.client.reset();
+            relay.remote.reset();
+        }
         self.state = State::Done;
     }
 
@@ -139,6 +145,14 @@ impl Connection {
     }
 }
 
+/// A connection dropped before it ended (the runtime dropped its task) resets its sockets, as any
+/// failure not reported to the client (the setup's steps reset their own).
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
 /// Runs connection `entry` to its end (see [`Connection`]).
 #[cfg(test)]
 pub(crate) async fn run(
@@ -188,13 +202,23 @@ async fn setup(
     let local = remote.local_addr().ok();
     entry.set_egress(egress.with_local_address(local));
     let fragment = fragment_defaults.for_connection(&entry.metadata.options);
-    let steps = Steps { entry, client: &client, remote: &remote, local, fragment, half_close_timeout };
+    let steps = Steps {
+        entry,
+        client: &client,
+        remote: &remote,
+        local,
+        fragment,
+        half_close_timeout,
+        ended: AtomicBool::new(false),
+    };
     let work = steps.run(handshake, lazy, early_data);
     let result = tokio::select! {
         biased;
         _ = entry.close_requested() => Err(Failure::Other(ConnectionError::Closed)),
         result = work => result,
     };
+    steps.ended.store(true, Ordering::Relaxed);
+    drop(steps);
     match result {
         Ok(copy) => Ok(Relay { client, remote, copy }),
         Err(Failure::Reported(error)) => {
@@ -248,6 +272,20 @@ struct Steps<'a> {
     local: Option<SocketAddr>,
     fragment: FragmentSettings,
     half_close_timeout: Option<Duration>,
+    /// False until the steps ended on one of their paths (which close the sockets their own way).
+    ended: AtomicBool,
+}
+
+/// Steps dropped before they ended (a panic in the code they run, the runtime dropping the task)
+/// reset both sockets, as any failure not reported to the client: a plain close would look like a
+/// clean end to both peers.
+impl Drop for Steps<'_> {
+    fn drop(&mut self) {
+        if !self.ended.load(Ordering::Relaxed) {
+            self.client.reset();
+            self.remote.reset();
+        }
+    }
 }
 
 impl Steps<'_> {
@@ -342,7 +380,8 @@ impl Steps<'_> {
 }
 
 /// Copies client → remote and remote → client until both directions ended, one failed, or the
-/// half-closed remainder stayed silent for `half_close_timeout`.
+/// half-closed remainder stayed silent for `half_close_timeout` (waiting for its source: bytes it
+/// holds for a slow destination are not silence).
 ///
 /// `first_read`, when given, handles the upload direction's first read and write (the TLS
 /// fragmenter); the normal upload copy starts once it finished. The download copy runs meanwhile.
@@ -434,6 +473,11 @@ impl Copy {
                 sleep
             }
         };
+        // Bytes waiting for a slow destination (the client paused reading): the remainder is not
+        // silent. The timer is not looked at until they are written, which resets it.
+        if remaining.holds_bytes() {
+            return Poll::Pending;
+        }
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(ConnectionError::HalfCloseTimeout(timeout))),
             Poll::Pending => Poll::Pending,
