@@ -23,17 +23,20 @@ thread_local! {
 /// A buffer borrowed from the pool. Give it back with [`give`].
 pub type Buffer = Box<[u8]>;
 
-/// Borrows a buffer sized for a direction that has moved `transferred` bytes so far.
+/// Borrows a buffer sized for a direction that has moved `transferred` bytes so far. A new one
+/// when the pool is empty or this thread's pool is already gone (the thread is exiting).
 pub fn take(transferred: u64) -> Buffer {
     let (size, shelf) =
         if transferred >= GROW_AFTER { (LARGE, &LARGE_BUFFERS) } else { (SMALL, &SMALL_BUFFERS) };
-    shelf.with(|s| s.borrow_mut().pop()).unwrap_or_else(|| vec![0u8; size].into_boxed_slice())
+    let kept = shelf.try_with(|s| s.borrow_mut().pop()).ok().flatten();
+    kept.unwrap_or_else(|| vec![0u8; size].into_boxed_slice())
 }
 
-/// Returns a buffer to this thread's pool (or frees it when the pool is full).
+/// Returns a buffer to this thread's pool, or frees it when the pool is full or already gone (a
+/// connection dropped while its thread exits: no panic in a thread-local destructor).
 pub fn give(buffer: Buffer) {
     let shelf = if buffer.len() == LARGE { &LARGE_BUFFERS } else { &SMALL_BUFFERS };
-    shelf.with(|s| {
+    let _ = shelf.try_with(|s| {
         let mut kept = s.borrow_mut();
         if kept.len() < KEPT_PER_SIZE {
             kept.push(buffer);
@@ -54,5 +57,31 @@ mod tests {
         let reused = take(GROW_AFTER - 1);
         assert_eq!(reused.as_ptr(), pointer, "a returned buffer is reused");
         assert_eq!(take(GROW_AFTER).len(), LARGE);
+    }
+
+    /// Drops a buffer into the pool from its own thread-local destructor.
+    struct GivesBackOnDrop;
+
+    impl Drop for GivesBackOnDrop {
+        fn drop(&mut self) {
+            give(take(0));
+        }
+    }
+
+    thread_local! {
+        static GIVES_BACK: GivesBackOnDrop = const { GivesBackOnDrop };
+    }
+
+    /// A connection dropped while its thread exits gives its buffer back after the pool's own
+    /// thread-local is destroyed: that must not panic (a panic in a thread-local destructor
+    /// aborts the process).
+    #[test]
+    fn a_buffer_given_back_while_the_thread_exits_is_freed() {
+        let thread = std::thread::spawn(|| {
+            // Registered first, so destroyed after the pool (destructors run in reverse order).
+            GIVES_BACK.with(|_| {});
+            give(take(0));
+        });
+        assert!(thread.join().is_ok(), "the exiting thread panicked");
     }
 }
