@@ -161,6 +161,25 @@ async fn wait_stalled(read: impl Fn() -> u64) {
     }
 }
 
+/// A listener for the scenario's server, and its address.
+async fn listen_for_server() -> (TcpListener, std::net::SocketAddr) {
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = server.local_addr().unwrap();
+    (server, address)
+}
+
+/// Asks the manager to close connection `id` and returns its report, asserting that it came
+/// within [`PROMPT`] and says `Closed`.
+async fn close_promptly(h: &mut Harness, id: ConnectionId) -> ClosedConnection {
+    let started = Instant::now();
+    assert!(h.manager.close(id));
+    let closed = h.next_closed().await;
+    assert!(started.elapsed() < PROMPT, "closed after {:?}", started.elapsed());
+    assert_eq!(closed.id, id);
+    assert!(matches!(error_of(&closed), ConnectionError::Closed), "{:?}", closed.error);
+    closed
+}
+
 async fn close_while_dialing_ends_the_connection_promptly() {
     let mut h = Harness::new(RelaySettings::default()).await;
     let baseline = fds();
@@ -168,12 +187,7 @@ async fn close_while_dialing_ends_the_connection_promptly() {
     let (mut client, id) = h.connect_via(metadata, Arc::new(NeverConnects)).await;
     tokio::time::sleep(Duration::from_millis(50)).await; // the task is parked in the dial
     assert_eq!(h.manager.get(id).map(|c| c.state), Some(ConnectionState::Dialing));
-    let started = Instant::now();
-    assert!(h.manager.close(id));
-    let closed = h.next_closed().await;
-    assert!(started.elapsed() < PROMPT, "closed after {:?}", started.elapsed());
-    assert_eq!(closed.id, id);
-    assert!(matches!(error_of(&closed), ConnectionError::Closed), "{:?}", closed.error);
+    close_promptly(&mut h, id).await;
     assert!(ends(&mut client).await, "the client sees the close");
     assert!(h.manager.is_empty());
     h.assert_no_more_closed().await;
@@ -185,8 +199,7 @@ async fn close_while_dialing_ends_the_connection_promptly() {
 /// on Linux it holds a pipe with bytes in it, parked on the client's writability.
 async fn close_while_a_backed_up_direction_splices_ends_it_promptly() {
     let mut h = Harness::new(RelaySettings::default()).await;
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = server.local_addr().unwrap();
+    let (server, server_addr) = listen_for_server().await;
     let baseline = fds();
     let (mut client, id) = h.connect(server_addr).await;
     let (s, _) = server.accept().await.unwrap();
@@ -195,11 +208,7 @@ async fn close_while_a_backed_up_direction_splices_ends_it_promptly() {
     let mut first = vec![0u8; 1024 * 1024];
     timeout(WAIT, client.read_exact(&mut first)).await.unwrap().unwrap();
     wait_stalled(|| h.manager.get(id).map_or(0, |c| c.bytes_down)).await;
-    let started = Instant::now();
-    assert!(h.manager.close(id));
-    let closed = h.next_closed().await;
-    assert!(started.elapsed() < PROMPT, "closed after {:?}", started.elapsed());
-    assert!(matches!(error_of(&closed), ConnectionError::Closed), "{:?}", closed.error);
+    close_promptly(&mut h, id).await;
     assert!(ends(&mut client).await, "the client sees the close");
     assert!(timeout(WAIT, sender).await.unwrap().unwrap().is_err(), "the server's writes fail");
     let mut buf = [0u8; 1];
@@ -214,8 +223,7 @@ async fn close_during_the_half_close_drain_ends_it_promptly() {
     let mut settings = RelaySettings::default();
     settings.half_close_timeout = Some(Duration::from_secs(30));
     let mut h = Harness::new(settings).await;
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = server.local_addr().unwrap();
+    let (server, server_addr) = listen_for_server().await;
     let baseline = fds();
     let (mut client, id) = h.connect(server_addr).await;
     let (mut s, _) = server.accept().await.unwrap();
@@ -223,11 +231,7 @@ async fn close_during_the_half_close_drain_ends_it_promptly() {
     let mut buf = [0u8; 16];
     assert_eq!(timeout(WAIT, s.read(&mut buf)).await.unwrap().unwrap(), 0, "the server sees the FIN");
     tokio::time::sleep(Duration::from_millis(50)).await; // the task is parked on the drain timer
-    let started = Instant::now();
-    assert!(h.manager.close(id));
-    let closed = h.next_closed().await;
-    assert!(started.elapsed() < PROMPT, "closed after {:?}", started.elapsed());
-    assert!(matches!(error_of(&closed), ConnectionError::Closed), "{:?}", closed.error);
+    close_promptly(&mut h, id).await;
     assert!(ends(&mut client).await);
     assert!(ends(&mut s).await);
     h.assert_no_more_closed().await;
@@ -244,8 +248,7 @@ async fn a_slow_reader_after_a_half_close_gets_the_whole_answer() {
     let mut settings = RelaySettings::default();
     settings.half_close_timeout = Some(Duration::from_millis(300));
     let mut h = Harness::new(settings).await;
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = server.local_addr().unwrap();
+    let (server, server_addr) = listen_for_server().await;
     let baseline = fds();
     let server_task = tokio::spawn(async move {
         let (mut s, _) = server.accept().await.unwrap();
@@ -281,8 +284,7 @@ async fn a_slow_reader_after_a_half_close_gets_the_whole_answer() {
 /// server, then the FIN, and the server's answer still reaches the client.
 async fn early_data_and_fin_before_the_dial_completes_reach_the_server() {
     let mut h = Harness::new(RelaySettings::default()).await;
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = server.local_addr().unwrap();
+    let (server, server_addr) = listen_for_server().await;
     let baseline = fds();
     let metadata = Metadata::new(server_addr.into());
     let (mut client, id) = h.connect_via(metadata, Arc::new(SlowDial(Duration::from_millis(300)))).await;
@@ -310,8 +312,7 @@ async fn early_data_and_fin_before_the_dial_completes_reach_the_server() {
 /// client's error, the server sees the end, nothing leaks.
 async fn a_client_reset_in_a_spliced_download_ends_the_connection_once() {
     let mut h = Harness::new(RelaySettings::default()).await;
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = server.local_addr().unwrap();
+    let (server, server_addr) = listen_for_server().await;
     let baseline = fds();
     let (mut client, id) = h.connect(server_addr).await;
     let (s, _) = server.accept().await.unwrap();
@@ -343,8 +344,7 @@ async fn closes_racing_the_task_from_another_thread_are_never_lost() {
     const CONNECTIONS: u64 = 200;
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
     let front = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = server.local_addr().unwrap();
+    let (server, server_addr) = listen_for_server().await;
     let baseline = fds();
     // An echo server: every connection is busy both ways until it is closed.
     let echo = tokio::spawn(async move {
@@ -435,8 +435,7 @@ async fn closes_racing_the_task_from_another_thread_are_never_lost() {
 /// empty answer to the client, and like a clean end of the request to the server.
 async fn a_panic_in_the_setup_resets_both_sockets() {
     let mut h = Harness::new(RelaySettings::default()).await;
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = server.local_addr().unwrap();
+    let (server, server_addr) = listen_for_server().await;
     let baseline = fds();
     let metadata = Metadata::new(server_addr.into());
     let (mut client, id) = h.connect_via(metadata, Arc::new(PanickingHandshake)).await;

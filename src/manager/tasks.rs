@@ -99,7 +99,7 @@ mod tests {
 
     use super::super::close_report::CloseReport;
     use crate::relay::ClosedConnection;
-    use crate::tracker::Tracker;
+    use crate::tracker::{Entry, EntryGuard, Tracker};
     use crate::{ClientStream, DirectOutbound, Inbound, Metadata};
 
     /// What tokio adds around a task's future in its task cell (header, scheduler, id, stage,
@@ -109,6 +109,17 @@ mod tests {
     thread_local! {
         /// Panics on this thread so far, counted by the hook [`count_panics`] installs.
         static PANICS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// A tracker with one connection's entry, and a client socket connected to a listener (kept
+    /// open by the caller) for that connection.
+    async fn tracked_client(
+    ) -> (Arc<Tracker>, Arc<Entry>, EntryGuard, std::net::TcpListener, tokio::net::TcpStream) {
+        let tracker = Arc::new(Tracker::default());
+        let (entry, guard) = tracker.insert(Metadata::new("127.0.0.1:1".parse().unwrap()));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        (tracker, entry, guard, listener, client)
     }
 
     /// Panics on the calling thread so far, caught or not (the panic hook sees every one).
@@ -132,10 +143,7 @@ mod tests {
         use std::sync::atomic::{AtomicUsize, Ordering};
         use std::task::{Context, Poll, Waker};
 
-        let tracker = Arc::new(Tracker::default());
-        let (entry, guard) = tracker.insert(Metadata::new("127.0.0.1:1".parse().unwrap()));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (tracker, entry, guard, _listener, client) = tracked_client().await;
         let reports = Arc::new(AtomicUsize::new(0));
         let counted = reports.clone();
         let on_close = move |_: ClosedConnection| {
@@ -162,10 +170,7 @@ mod tests {
     /// (it captures the client's address).
     #[tokio::test]
     async fn the_task_of_an_idle_connection_stays_small() {
-        let tracker = Arc::new(Tracker::default());
-        let (entry, guard) = tracker.insert(Metadata::new("127.0.0.1:1".parse().unwrap()));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (_tracker, entry, guard, _listener, client) = tracked_client().await;
         let peer: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let on_close = move |closed: ClosedConnection| tracing::debug!(id = closed.id, %peer, "closed");
         let report = CloseReport::new(entry, guard, None, on_close, Arc::new(AtomicBool::new(false)));
