@@ -3,10 +3,14 @@
 //!
 //! A new flow (a SYN without ACK) gets a free port of the NAT address ([`FIRST_PORT`] and up,
 //! round robin, never one in use). Entries are *pending* until the listener accepts their
-//! connection, then *open*; the connection's end marks them *closed*. A closed entry stays for
-//! [`LINGER`] so the last packets of the close (the final ACK, a reset the relay sent) are still
-//! translated, then it goes; a pending entry that was never accepted goes after
-//! [`PENDING_TIMEOUT`]. [`NatTable::sweep`] removes them; nothing else expires.
+//! connection, then *open*; the connection's end marks them *closed*. The kernel may still hold
+//! the end of the answer for the app then (the relay is done once its last bytes are in the
+//! accepted socket's buffer; an app that reads late takes them later): a closed entry stays
+//! until the app has acknowledged the kernel's FIN (everything was delivered) or a reset passed,
+//! and [`LINGER`] more so the last packets of the close (the final ACK, a retransmitted FIN) are
+//! still translated; an app that never takes the rest lets it go after [`DRAIN_TIMEOUT`]. A
+//! pending entry that was never accepted goes after [`PENDING_TIMEOUT`]. [`NatTable::sweep`]
+//! removes them; nothing else expires.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,8 +22,12 @@ use crate::tracker::ConnectionId;
 
 /// The first port of the NAT address handed to flows.
 pub const FIRST_PORT: u16 = 1024;
-/// How long a closed entry still translates the last packets of its connection.
+/// How long a closed entry still translates the last packets of its connection once everything
+/// was delivered (or reset).
 pub const LINGER: Duration = Duration::from_secs(2);
+/// How long a closed entry waits at most for the app to take what the kernel still holds for it
+/// (the kernel gives up on an orphaned connection within about as long).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an entry waits for the listener to accept its connection.
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +45,41 @@ struct Entry {
     state: State,
     /// The manager's connection, once accepted.
     connection: Option<ConnectionId>,
+    /// The sequence number after the kernel's FIN, once it sent one.
+    fin_end: Option<u32>,
+    /// When the app acknowledged the kernel's FIN, or a reset passed: nothing more to deliver.
+    done: Option<Instant>,
+}
+
+/// What the NAT reads of a TCP segment to know when its connection has delivered everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    seq: u32,
+    /// The acknowledgment number, when ACK is set.
+    ack: Option<u32>,
+    fin: bool,
+    rst: bool,
+    /// Payload bytes.
+    len: u32,
+}
+
+impl Segment {
+    /// The segment of `packet`, parsed as `tcp` (its header is whole: [`super::packet::parse`]).
+    pub fn read(packet: &[u8], tcp: &Tcp) -> Segment {
+        let header = &packet[tcp.offset..tcp.offset + 20];
+        let word =
+            |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+        let flags = header[13];
+        let header_len = usize::from(header[12] >> 4) * 4;
+        let len = tcp.len.saturating_sub(tcp.offset + header_len);
+        Segment {
+            seq: word(4),
+            ack: (flags & 0x10 != 0).then(|| word(8)),
+            fin: flags & 0x01 != 0,
+            rst: flags & 0x04 != 0,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// The NAT entries of one address family (see the module docs).
@@ -68,8 +111,17 @@ impl NatTable {
             return None;
         }
         let port = self.free_port()?;
-        self.by_port
-            .insert(port, Entry { source, destination, state: State::Pending(now), connection: None });
+        self.by_port.insert(
+            port,
+            Entry {
+                source,
+                destination,
+                state: State::Pending(now),
+                connection: None,
+                fin_end: None,
+                done: None,
+            },
+        );
         self.by_flow.insert((source, destination), port);
         Some(port)
     }
@@ -77,6 +129,37 @@ impl NatTable {
     /// The app flow (source, original destination) of NAT port `port`, in any state.
     pub fn flow(&self, port: u16) -> Option<(SocketAddr, SocketAddr)> {
         self.by_port.get(&port).map(|entry| (entry.source, entry.destination))
+    }
+
+    /// The app flow (source, original destination) of NAT port `port`, in any state, for the
+    /// kernel's `segment` to it: notes its FIN or reset (see the module docs).
+    pub fn inbound(
+        &mut self,
+        port: u16,
+        segment: &Segment,
+        now: Instant,
+    ) -> Option<(SocketAddr, SocketAddr)> {
+        let entry = self.by_port.get_mut(&port)?;
+        if segment.rst {
+            entry.done.get_or_insert(now);
+        } else if segment.fin {
+            entry.fin_end = Some(segment.seq.wrapping_add(segment.len).wrapping_add(1));
+        }
+        Some((entry.source, entry.destination))
+    }
+
+    /// Notes the app's `segment` to NAT port `port`: its acknowledgment of the kernel's FIN, or
+    /// its reset (see the module docs).
+    pub fn from_app(&mut self, port: u16, segment: &Segment, now: Instant) {
+        let Some(entry) = self.by_port.get_mut(&port) else { return };
+        let acknowledged = match (entry.fin_end, segment.ack) {
+            // (Sequence numbers wrap: "at or after" is a signed distance.)
+            (Some(end), Some(ack)) => ack.wrapping_sub(end) as i32 >= 0,
+            _ => false,
+        };
+        if segment.rst || acknowledged {
+            entry.done.get_or_insert(now);
+        }
     }
 
     /// Marks the entry of `port` open (its connection was accepted) and returns its flow; `None`
@@ -104,21 +187,26 @@ impl NatTable {
         self.by_port.values().filter(|e| e.state == State::Open).filter_map(|e| e.connection).collect()
     }
 
-    /// Marks the entry of `port` closed at `now` (it leaves after [`LINGER`]).
+    /// Marks the entry of `port` closed at `now` (it leaves [`LINGER`] after everything was
+    /// delivered, see the module docs).
     pub fn close(&mut self, port: u16, now: Instant) {
         if let Some(entry) = self.by_port.get_mut(&port) {
             entry.state = State::Closed(now);
         }
     }
 
-    /// Removes closed entries older than [`LINGER`] and pending ones older than
-    /// [`PENDING_TIMEOUT`]. Returns how many entries still wait to leave (closed or pending).
+    /// Removes closed entries that delivered everything [`LINGER`] ago (or waited
+    /// [`DRAIN_TIMEOUT`] for the app) and pending ones older than [`PENDING_TIMEOUT`]. Returns
+    /// how many entries still wait to leave (closed or pending).
     pub fn sweep(&mut self, now: Instant) -> usize {
         let expired: Vec<u16> = self
             .by_port
             .iter()
             .filter(|(_, entry)| match entry.state {
-                State::Closed(at) => now.saturating_duration_since(at) >= LINGER,
+                State::Closed(at) => match entry.done {
+                    Some(done) => now.saturating_duration_since(at.max(done)) >= LINGER,
+                    None => now.saturating_duration_since(at) >= DRAIN_TIMEOUT,
+                },
                 State::Pending(at) => now.saturating_duration_since(at) >= PENDING_TIMEOUT,
                 State::Open => false,
             })
@@ -227,6 +315,11 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// A segment with these flags (`ack` set: ACK too), sequence number and payload length.
+    fn segment(seq: u32, ack: Option<u32>, fin: bool, rst: bool, len: u32) -> Segment {
+        Segment { seq, ack, fin, rst, len }
+    }
+
     #[test]
     fn flows_get_ports_and_leave_after_their_linger() {
         let mut table = NatTable::default();
@@ -240,6 +333,12 @@ mod tests {
         assert_ne!(port, other);
         assert_eq!(table.accept(port), Some((app, server)));
         assert_eq!(table.accept(port), None, "accepted once");
+        // The kernel's FIN after 100 bytes, acknowledged by the app: everything was delivered.
+        assert_eq!(
+            table.inbound(port, &segment(u32::MAX - 50, Some(1), true, false, 100), now),
+            Some((app, server))
+        );
+        table.from_app(port, &segment(1, Some(50), false, false, 0), now);
         table.close(port, now);
         assert_eq!(table.sweep(now + LINGER / 2), 2, "lingering and pending");
         assert_eq!(table.flow(port), Some((app, server)), "still translates while lingering");
@@ -247,6 +346,38 @@ mod tests {
         assert_eq!(table.flow(port), None);
         assert_eq!(table.sweep(now + PENDING_TIMEOUT), 0, "the never accepted one left too");
         assert!(table.is_empty());
+    }
+
+    /// A connection that ended while the kernel still held part of the answer for the app: its
+    /// entry stays until the app acknowledged the kernel's FIN, or a reset passed, or at most
+    /// [`DRAIN_TIMEOUT`].
+    #[test]
+    fn a_closed_flow_stays_until_the_app_took_everything() {
+        let mut table = NatTable::default();
+        let now = Instant::now();
+        let (app, server) = (addr("172.19.0.1:40000"), addr("10.200.9.1:80"));
+        let ports: Vec<u16> = (0..3)
+            .map(|i| {
+                let port = table.outbound(app, SocketAddr::new(server.ip(), 80 + i), true, now).unwrap();
+                table.accept(port);
+                table.close(port, now);
+                port
+            })
+            .collect();
+        assert_eq!(table.sweep(now + LINGER * 10), 3, "nothing acknowledged yet");
+        let later = now + LINGER * 10;
+        // The first: the kernel's FIN (seq 1000, 500 bytes), acknowledged only in part, then in full.
+        table.inbound(ports[0], &segment(1000, Some(7), true, false, 500), later);
+        table.from_app(ports[0], &segment(7, Some(1400), false, false, 0), later);
+        assert_eq!(table.sweep(later + LINGER), 3, "the FIN is not acknowledged yet");
+        table.from_app(ports[0], &segment(7, Some(1501), false, false, 0), later);
+        // The second: the app resets it.
+        table.from_app(ports[1], &segment(7, None, false, true, 0), later);
+        assert_eq!(table.sweep(later + LINGER / 2), 3, "both linger");
+        assert_eq!(table.sweep(later + LINGER), 1);
+        assert_eq!((table.flow(ports[0]), table.flow(ports[1])), (None, None));
+        // The third: the app never takes the rest.
+        assert_eq!(table.sweep(now + DRAIN_TIMEOUT), 0);
     }
 
     #[test]
