@@ -1,7 +1,8 @@
 //! The TCP NAT of the system stack: which app flow (source, original destination) a port of the
 //! NAT address stands for, and the in-place rewrite of a packet's addresses and ports.
 //!
-//! A new flow (a SYN without ACK) gets a free port of the NAT address ([`FIRST_PORT`] and up,
+//! A new flow (a SYN without ACK; also one that reuses the addresses of a flow that is over)
+//! gets a free port of the NAT address ([`FIRST_PORT`] and up,
 //! round robin, never one in use). Entries are *pending* until the listener accepts their
 //! connection, then *open*; the connection's end marks them *closed*. The kernel may still hold
 //! the end of the answer for the app then (the relay is done once its last bytes are in the
@@ -92,8 +93,9 @@ pub struct NatTable {
 
 impl NatTable {
     /// The NAT port of an app's packet from `source` to `destination`; a new one for a packet
-    /// that `opens` a flow with none (or only a closed one). `None`: no flow and not an opening
-    /// packet, or every port is taken.
+    /// that `opens` a flow with none, or only one that is over: closed, or reset, or whose FIN
+    /// from the kernel the app acknowledged (the app may then reuse its port at once, before
+    /// the relay saw the end). `None`: no flow and not an opening packet, or every port is taken.
     pub fn outbound(
         &mut self,
         source: SocketAddr,
@@ -102,8 +104,11 @@ impl NatTable {
         now: Instant,
     ) -> Option<u16> {
         if let Some(&port) = self.by_flow.get(&(source, destination)) {
-            let closed = self.by_port.get(&port).is_some_and(|e| matches!(e.state, State::Closed(_)));
-            if !(opens && closed) {
+            let over = self
+                .by_port
+                .get(&port)
+                .is_some_and(|e| matches!(e.state, State::Closed(_)) || e.done.is_some());
+            if !(opens && over) {
                 return Some(port);
             }
         }
@@ -394,6 +399,12 @@ mod tests {
         table.sweep(now + LINGER);
         assert_eq!(table.flow(again), Some((app, server)), "the new flow stays");
         assert_eq!(table.outbound(app, server, false, now), Some(again));
+        // Reset by the app while still open (the relay has not seen it yet): a SYN is a new flow.
+        table.accept(again);
+        table.from_app(again, &segment(1, None, false, true, 0), now);
+        let third = table.outbound(app, server, true, now).unwrap();
+        assert_ne!(third, again);
+        assert_eq!(table.outbound(app, server, true, now), Some(third), "a retransmitted SYN");
     }
 
     /// An offloaded super-packet's partial checksum (the pseudo-header's sum, not inverted):

@@ -1,7 +1,7 @@
 //! The system stack against apps that behave badly or just slowly (root; skipped with a printed
 //! reason otherwise). Each test names the defect it once showed.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::Duration;
 
@@ -38,6 +38,57 @@ fn tun_a_late_reader_gets_the_whole_answer_after_the_connection_ended() {
             (200_000, None),
             "the app got only part of the answer"
         );
+        device.wait_idle().await;
+    });
+}
+
+/// An app that resets its connection and at once connects again from the same port to the same
+/// server (a client bound to a fixed port, SO_REUSEADDR, abortive close): the new connection is
+/// a new flow. It found the old flow's NAT entry still open (the relay had not yet seen the
+/// reset), took its port, and the listener refused it as a stranger: the app's connection was
+/// closed at once.
+#[test]
+fn tun_a_reset_and_reconnect_from_the_same_port_is_a_new_connection() {
+    if role().as_deref() != Some("device") {
+        return run_in_namespace(
+            "adversarial::tun_a_reset_and_reconnect_from_the_same_port_is_a_new_connection",
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let device = Device::up().await;
+        let failures = blocking(|| {
+            let mut local = None;
+            let mut failures = Vec::new();
+            for round in 0..20 {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                socket.set_reuse_address(true).unwrap();
+                let at = local.unwrap_or_else(|| "172.19.0.1:0".parse().unwrap());
+                socket.bind(&socket2::SockAddr::from(at)).unwrap();
+                local = socket.local_addr().unwrap().as_socket();
+                let echoed = (|| {
+                    socket.connect_timeout(&server(server::ECHO).into(), crate::TIMEOUT)?;
+                    socket.set_read_timeout(Some(crate::TIMEOUT))?;
+                    let mut stream = std::net::TcpStream::from(socket.try_clone()?);
+                    let message = format!("round {round}");
+                    stream.write_all(message.as_bytes())?;
+                    let mut echoed = vec![0u8; message.len()];
+                    stream.read_exact(&mut echoed)?;
+                    std::io::Result::Ok(echoed == message.as_bytes())
+                })();
+                if !matches!(echoed, Ok(true)) {
+                    failures.push((round, echoed.map_err(|e| e.to_string())));
+                }
+                // The abortive close: a reset, and the port is free at once.
+                socket.set_linger(Some(Duration::ZERO)).unwrap();
+                drop(socket);
+            }
+            failures
+        })
+        .await;
+        println!("counters: {:?}", device.tun.counters());
+        assert!(failures.is_empty(), "rounds that failed: {failures:?}");
         device.wait_idle().await;
     });
 }
