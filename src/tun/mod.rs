@@ -451,7 +451,8 @@ impl Tun {
         self.counters.snapshot()
     }
 
-    /// How many TCP NAT entries are held (open connections, plus closed ones for a short linger).
+    /// How many TCP NAT entries are held (open connections, plus closed ones until the app took
+    /// the rest of their bytes, and a short linger: [`nat`]).
     /// With the userspace stack: how many connections it holds (open ones, plus closing ones).
     pub fn nat_entries(&self) -> usize {
         let held = self.userspace.as_ref().map_or(0, |stack| stack.connections());

@@ -92,3 +92,38 @@ fn tun_a_reset_and_reconnect_from_the_same_port_is_a_new_connection() {
         device.wait_idle().await;
     });
 }
+
+/// A packet longer than the tunnel's MTU (the device's own MTU is larger than the settings say,
+/// or a bug in the host): the kernel hands over its first MTU bytes, the reader drops it as
+/// malformed, counted, and the tunnel goes on.
+#[test]
+fn tun_a_packet_longer_than_the_mtu_is_dropped_and_the_tunnel_goes_on() {
+    if role().as_deref() != Some("device") {
+        return run_in_namespace(
+            "adversarial::tun_a_packet_longer_than_the_mtu_is_dropped_and_the_tunnel_goes_on",
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        // tun0's MTU is 9000 (see `Device::up_through`).
+        let device = Device::up_with(|settings| settings.mtu = 1500).await;
+        let app = std::net::UdpSocket::bind("172.19.0.1:0").unwrap();
+        app.set_read_timeout(Some(crate::TIMEOUT)).unwrap();
+        let before = device.tun.counters();
+        app.send_to(&vec![7u8; 4000], server(server::UDP_ECHO)).unwrap();
+        let deadline = std::time::Instant::now() + crate::TIMEOUT;
+        while device.tun.counters().dropped_malformed == before.dropped_malformed {
+            assert!(std::time::Instant::now() < deadline, "not counted: {:?}", device.tun.counters());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!device.tun.is_finished(), "the reader stopped");
+        let echoed = blocking(move || {
+            app.send_to(b"small", server(server::UDP_ECHO)).unwrap();
+            let mut buffer = [0u8; 64];
+            app.recv(&mut buffer).map(|n| buffer[..n].to_vec())
+        })
+        .await
+        .unwrap();
+        assert_eq!(echoed, b"small");
+    });
+}
