@@ -127,3 +127,54 @@ fn tun_a_packet_longer_than_the_mtu_is_dropped_and_the_tunnel_goes_on() {
         assert_eq!(echoed, b"small");
     });
 }
+
+/// TCP from sockets whose packets carry IPv4 options or an IPv6 destination-options header: the
+/// NAT finds the TCP header behind them and rewrites the right bytes; the echo comes back whole.
+#[test]
+fn tun_tcp_with_ip_options_and_ipv6_extension_headers() {
+    if role().as_deref() != Some("device") {
+        return run_in_namespace("adversarial::tun_tcp_with_ip_options_and_ipv6_extension_headers");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let device = Device::up().await;
+        let echoes = blocking(|| {
+            use std::os::fd::AsRawFd;
+            // IPv4: NOP, NOP, NOP, end of options (the header grows to 24 bytes).
+            let nops = [1u8, 1, 1, 0];
+            // IPv6: a destination-options header holding one PadN option (8 bytes).
+            let padn = [0u8, 0, 1, 4, 0, 0, 0, 0];
+            let cases = [
+                (crate::server(server::ECHO), libc::IPPROTO_IP, libc::IP_OPTIONS, &nops[..]),
+                (crate::server_v6(server::ECHO), libc::IPPROTO_IPV6, libc::IPV6_DSTOPTS, &padn[..]),
+            ];
+            cases.map(|(to, level, name, value)| {
+                let socket =
+                    socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None)?;
+                // SAFETY: a valid socket and a buffer of the length given.
+                let set = unsafe {
+                    libc::setsockopt(
+                        socket.as_raw_fd(),
+                        level,
+                        name,
+                        value.as_ptr().cast(),
+                        value.len() as u32,
+                    )
+                };
+                assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+                socket.connect_timeout(&to.into(), crate::TIMEOUT)?;
+                socket.set_read_timeout(Some(crate::TIMEOUT))?;
+                let mut stream = std::net::TcpStream::from(socket);
+                let sent = crate::pattern(100_000, 3);
+                stream.write_all(&sent)?;
+                stream.shutdown(Shutdown::Write)?;
+                let mut echoed = Vec::new();
+                stream.read_to_end(&mut echoed)?;
+                std::io::Result::Ok(echoed == sent)
+            })
+        })
+        .await;
+        println!("counters: {:?}", device.tun.counters());
+        assert!(echoes.iter().all(|e| matches!(e, Ok(true))), "{echoes:?}");
+    });
+}
