@@ -10,8 +10,9 @@
 //! until the app has acknowledged the kernel's FIN (everything was delivered) or a reset passed,
 //! and [`LINGER`] more so the last packets of the close (the final ACK, a retransmitted FIN) are
 //! still translated; an app that never takes the rest lets it go after [`DRAIN_TIMEOUT`]. A
-//! pending entry that was never accepted goes after [`PENDING_TIMEOUT`]. [`NatTable::sweep`]
-//! removes them; nothing else expires.
+//! pending entry that was never accepted goes after [`PENDING_TIMEOUT`], or [`LINGER`] after a
+//! reset (a SYN scan from the device takes every port, and resets every flow at once).
+//! [`NatTable::sweep`] removes them; nothing else expires.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -201,7 +202,8 @@ impl NatTable {
     }
 
     /// Removes closed entries that delivered everything [`LINGER`] ago (or waited
-    /// [`DRAIN_TIMEOUT`] for the app) and pending ones older than [`PENDING_TIMEOUT`]. Returns
+    /// [`DRAIN_TIMEOUT`] for the app) and pending ones older than [`PENDING_TIMEOUT`] or reset
+    /// [`LINGER`] ago. Returns
     /// how many entries still wait to leave (closed or pending).
     pub fn sweep(&mut self, now: Instant) -> usize {
         let expired: Vec<u16> = self
@@ -212,7 +214,12 @@ impl NatTable {
                     Some(done) => now.saturating_duration_since(at.max(done)) >= LINGER,
                     None => now.saturating_duration_since(at) >= DRAIN_TIMEOUT,
                 },
-                State::Pending(at) => now.saturating_duration_since(at) >= PENDING_TIMEOUT,
+                // A flow reset before it was accepted (a scanner's SYN, an app that gave up):
+                // only its last packets are left to translate.
+                State::Pending(at) => {
+                    now.saturating_duration_since(at) >= PENDING_TIMEOUT
+                        || entry.done.is_some_and(|done| now.saturating_duration_since(done) >= LINGER)
+                }
                 State::Open => false,
             })
             .map(|(port, _)| *port)
@@ -240,6 +247,9 @@ impl NatTable {
 
     fn free_port(&mut self) -> Option<u16> {
         let span = u32::from(u16::MAX - FIRST_PORT) + 1;
+        if self.by_port.len() >= span as usize {
+            return None; // (not a scan of every port for each SYN of a flood)
+        }
         for _ in 0..span {
             let port = self.next_port.max(FIRST_PORT);
             self.next_port = port.checked_add(1).unwrap_or(FIRST_PORT);
@@ -383,6 +393,12 @@ mod tests {
         assert_eq!((table.flow(ports[0]), table.flow(ports[1])), (None, None));
         // The third: the app never takes the rest.
         assert_eq!(table.sweep(now + DRAIN_TIMEOUT), 0);
+        // A pending one the app reset (a scanner's SYN): gone after a linger, not the timeout.
+        let scanned = table.outbound(app, server, true, now).unwrap();
+        table.from_app(scanned, &segment(2, None, false, true, 0), now);
+        let kept = table.outbound(app, addr("10.200.9.1:81"), true, now).unwrap();
+        assert_eq!(table.sweep(now + LINGER), 1);
+        assert_eq!((table.flow(scanned), table.flow(kept).is_some()), (None, true));
     }
 
     #[test]

@@ -178,3 +178,71 @@ fn tun_tcp_with_ip_options_and_ipv6_extension_headers() {
         assert!(echoes.iter().all(|e| matches!(e, Ok(true))), "{echoes:?}");
     });
 }
+
+/// A SYN scan from the device (a raw-socket scanner: every SYN from a new port, the kernel
+/// resetting each answer): it takes every NAT port. Each entry's flow was reset at once, yet the
+/// entries stayed pending for [`netswitch::tun::nat::PENDING_TIMEOUT`], and every app's new TCP
+/// connection failed meanwhile. They now leave [`netswitch::tun::nat::LINGER`] after the reset.
+#[test]
+fn tun_a_syn_scan_that_fills_the_nat_lets_go_of_it_after_the_resets() {
+    if role().as_deref() != Some("device") {
+        return run_in_namespace(
+            "adversarial::tun_a_syn_scan_that_fills_the_nat_lets_go_of_it_after_the_resets",
+        );
+    }
+    use netswitch::tun::nat::{FIRST_PORT, LINGER, PENDING_TIMEOUT};
+    use socket2::{Domain, Protocol, Socket, Type};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let device = Device::up().await;
+        let raw = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW))).unwrap();
+        let target = server(9);
+        let syn = |port: u16| {
+            let mut packet = Vec::new();
+            etherparse::PacketBuilder::ipv4([172, 19, 0, 1], [10, 200, 9, 1], 64)
+                .tcp(port, target.port(), 1, 1000)
+                .syn()
+                .write(&mut packet, &[])
+                .unwrap();
+            packet
+        };
+        let started = std::time::Instant::now();
+        let before = device.tun.counters().packets_in;
+        let mut most = 0;
+        // One SYN from each port, in rounds the reader keeps up with (tun0's queue would drop a
+        // burst): each SYN, its answer and the reset of the answer read before the next round.
+        for round in (1..=u16::MAX).collect::<Vec<_>>().chunks(1000) {
+            for &port in round {
+                raw.send_to(&syn(port), &target.into()).unwrap();
+            }
+            let want = before + 3 * u64::from(*round.last().unwrap());
+            let deadline = std::time::Instant::now() + Duration::from_millis(300);
+            while device.tun.counters().packets_in < want && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            most = most.max(device.tun.nat_entries());
+        }
+        let scanned = started.elapsed();
+        println!(
+            "a SYN from each of {} ports in {scanned:?}, at most {most} of {} NAT entries held: {:?}",
+            u16::MAX,
+            usize::from(u16::MAX - FIRST_PORT) + 1,
+            device.tun.counters()
+        );
+        assert!(scanned < PENDING_TIMEOUT - LINGER * 2, "the scan is too slow to show anything");
+        // The scanner's SYNs were all reset: a linger (and a sweep) after the scan, the ports
+        // are free.
+        let deadline = std::time::Instant::now() + LINGER + Duration::from_secs(1);
+        while device.tun.nat_entries() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} NAT entries of reset flows still held {:?} after the scan",
+                device.tun.nat_entries(),
+                started.elapsed() - scanned
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let echoed = blocking(|| crate::echo_app_fin_first(b"after the scan")).await.unwrap();
+        assert_eq!(echoed, b"after the scan");
+    });
+}
