@@ -35,7 +35,8 @@ pub struct TunCounters {
     pub dropped_no_flow: u64,
     /// Dropped: a SYN that found every NAT port taken.
     pub dropped_nat_full: u64,
-    /// Dropped: UDP datagrams that found their session's queue full or the socket budget spent.
+    /// Dropped: UDP datagrams that found their session's queue full or the socket budget spent,
+    /// or came after the tunnel stopped.
     pub dropped_udp: u64,
     /// Dropped: packets the device refused to take (its queue was full).
     pub dropped_write: u64,
@@ -62,8 +63,8 @@ pub struct TunCounters {
     pub icmp_echoes: u64,
     /// ICMP echo replies written back to the tunnel.
     pub icmp_replies: u64,
-    /// Dropped: echo requests that found no network, the echo flows or their queue full, or
-    /// that their socket refused.
+    /// Dropped: echo requests that found no network, the echo flows or their queue full, that
+    /// their socket refused, or that came after the tunnel stopped.
     pub dropped_icmp: u64,
     /// Dropped: echo requests with no ping socket to take them (Linux: the process's group is
     /// not in `net.ipv4.ping_group_range`; an outbound without ICMP).

@@ -7,14 +7,15 @@
 //! answered with an IP/UDP packet from the address it was sent to; a TCP connection to a
 //! hijacked address and port is accepted by the system stack as usual (the NAT steers it to the
 //! listener), then served as DNS over TCP (2-byte length prefix, several queries one after the
-//! other, closed after [`TCP_IDLE`] without a query) instead of being dialed. The messages are
-//! `dns_reply`'s.
+//! other, closed after [`TCP_IDLE`] without a query or with a reply not taken) instead of being
+//! dialed. The messages are `dns_reply`'s.
 //!
 //! Lookups go through a [`HijackResolver`]; [`StrategyResolver`] is the dialer's own path
 //! ([`DirectOutbound::lookup_name`], as `ConnectionManager.resolve`): each network the strategy
 //! picks resolves with its own resolver, an answer from Wi-Fi is never one from cellular. At most
 //! [`MAX_IN_FLIGHT`] queries are looked up at once; a UDP query past that is dropped and counted
-//! (`dropped_dns`), a TCP one waits for a slot. Nothing blocks the packet reader.
+//! (`dropped_dns`), a TCP one waits for a slot (held for the lookup only, not while its reply is
+//! written). Nothing blocks the packet reader.
 //!
 //! Which DNS address to give the apps: any address the tunnel's routes capture except the
 //! tunnel's own (packets to a local address never enter the device). The NAT address
@@ -47,7 +48,8 @@ use crate::network::DomainStrategy;
 pub const DNS_PORT: u16 = 53;
 /// Lookups of hijacked queries running at once, per tunnel.
 pub const MAX_IN_FLIGHT: usize = 256;
-/// How long a DNS-over-TCP connection may stay without a query before it is closed.
+/// How long a DNS-over-TCP connection may stay without a query, or with a reply the client does
+/// not take, before it is closed.
 pub const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Which DNS packets from the apps the tunnel answers itself (see the module docs).
@@ -173,6 +175,8 @@ pub(crate) struct Hijack {
     slots: Arc<Semaphore>,
     counters: Arc<Counters>,
     stopped: watch::Sender<bool>,
+    /// [`TCP_IDLE`] (tests shorten it).
+    tcp_idle: Duration,
 }
 
 impl Hijack {
@@ -183,7 +187,14 @@ impl Hijack {
         counters: Arc<Counters>,
     ) -> Hijack {
         let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-        Hijack { mode, resolver, slots, counters, stopped: watch::Sender::new(false) }
+        Hijack { mode, resolver, slots, counters, stopped: watch::Sender::new(false), tcp_idle: TCP_IDLE }
+    }
+
+    /// This hijack with DNS-over-TCP connections closed after `idle` instead of [`TCP_IDLE`].
+    #[cfg(test)]
+    fn with_tcp_idle(mut self, idle: Duration) -> Hijack {
+        self.tcp_idle = idle;
+        self
     }
 
     /// Takes the UDP datagram if it is a hijacked query (true): answers it on a task, or drops
@@ -240,21 +251,26 @@ impl Hijack {
 
     async fn serve_connection(&self, mut stream: impl AsyncRead + AsyncWrite + Unpin) {
         loop {
-            let length = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            let length = match tokio::time::timeout(self.tcp_idle, stream.read_u16()).await {
                 Ok(Ok(length)) => usize::from(length),
                 _ => return, // idle, closed or reset
             };
             let mut query = vec![0u8; length];
-            if !matches!(tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query)).await, Ok(Ok(_))) {
+            if !matches!(tokio::time::timeout(self.tcp_idle, stream.read_exact(&mut query)).await, Ok(Ok(_)))
+            {
                 return;
             }
-            let Ok(_slot) = self.slots.acquire().await else { return };
-            let Some(reply) = self.answer(&query, false).await else { continue };
+            // The slot is the lookup's only: a client slow to take its reply keeps none.
+            let Ok(slot) = self.slots.acquire().await else { return };
+            let reply = self.answer(&query, false).await;
+            drop(slot);
+            let Some(reply) = reply else { continue };
             let Ok(length) = u16::try_from(reply.len()) else { return };
             let mut framed = Vec::with_capacity(reply.len() + 2);
             framed.extend_from_slice(&length.to_be_bytes());
             framed.extend_from_slice(&reply);
-            if stream.write_all(&framed).await.is_err() {
+            // A client that does not take its reply within the idle timeout is gone too.
+            if !matches!(tokio::time::timeout(self.tcp_idle, stream.write_all(&framed)).await, Ok(Ok(()))) {
                 return;
             }
         }
@@ -457,5 +473,79 @@ mod tests {
         let message = Message::from_vec(reply.payload).unwrap();
         assert_eq!(message.answers()[0].data().ip_addr(), Some("192.0.2.7".parse().unwrap()));
         assert_eq!(counters.dns_answered.load(Ordering::Relaxed), 1);
+    }
+
+    /// A DNS-over-TCP client that sends queries and never reads the replies (a hostile or hung
+    /// app): the server's writes stall. The stalled connection must not keep a lookup slot (with
+    /// every slot held that way, every app's UDP query would be dropped), and it is closed once
+    /// a reply waited the idle timeout to be taken (else its socket and NAT entry stay forever).
+    #[tokio::test]
+    async fn a_client_that_never_reads_holds_no_lookup_slot_and_is_closed() {
+        let counters = Arc::new(Counters::default());
+        let idle = Duration::from_secs(2);
+        let hijack = Arc::new(
+            Hijack::new(DnsHijack::AllPort53, Some(Arc::new(Fake)), counters.clone()).with_tcp_idle(idle),
+        );
+        let (fd, peer) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let device = super::super::TunDevice::new(fd.into(), super::super::Framing::Raw).unwrap();
+        let io = Arc::new(Io::on_device(device, counters.clone()));
+        let udp_query = |name: &str| dns_reply::query_bytes(name, RecordType::A, None);
+        let (slow, svc) = (udp_query("slow.test"), udp_query("svc.test"));
+        let datagram = |payload| Udp {
+            source: "172.19.0.1:40000".parse().unwrap(),
+            destination: "10.0.0.1:53".parse().unwrap(),
+            payload,
+        };
+        // Every slot but one held by lookups that never end.
+        for _ in 1..MAX_IN_FLIGHT {
+            assert!(hijack.intercept_udp(&datagram(&slow), &io));
+        }
+        assert_eq!(counters.dropped_dns.load(Ordering::Relaxed), 0);
+        // The client: small buffers (the stall comes after a few hundred replies), never reads.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+        let (ended_tx, mut ended) = tokio::sync::oneshot::channel();
+        hijack.serve_tcp(server, move || {
+            let _ = ended_tx.send(());
+        });
+        let query = dns_reply::query_bytes("nx.test", RecordType::A, None);
+        let mut framed = Vec::new();
+        for _ in 0..64 {
+            framed.extend_from_slice(&u16::try_from(query.len()).unwrap().to_be_bytes());
+            framed.extend_from_slice(&query);
+        }
+        // Queries until the server stops reading them (it is stuck writing replies).
+        let mut sent = 0;
+        while tokio::time::timeout(Duration::from_millis(300), client.write_all(&framed)).await.is_ok() {
+            sent += 1;
+            assert!(sent < 100_000, "the server never stalled");
+        }
+        assert!(ended.try_recv().is_err(), "still open while stalled");
+        // Another app's UDP query finds a free slot and is answered.
+        assert!(hijack.intercept_udp(&datagram(&svc), &io));
+        assert_eq!(
+            counters.dropped_dns.load(Ordering::Relaxed),
+            0,
+            "a stalled TCP client holds a lookup slot"
+        );
+        let peer = tokio::net::UnixDatagram::from_std({
+            peer.set_nonblocking(true).unwrap();
+            peer
+        })
+        .unwrap();
+        let mut packet = vec![0u8; 2048];
+        let length =
+            tokio::time::timeout(Duration::from_secs(5), peer.recv(&mut packet)).await.unwrap().unwrap();
+        assert!(matches!(
+            super::super::packet::parse(&packet[..length]),
+            super::super::packet::Packet::Udp(_)
+        ));
+        // The stalled connection is closed within the idle timeout (and a bit).
+        let closed = tokio::time::timeout(idle * 3, ended).await;
+        assert!(closed.is_ok(), "the stalled DNS-over-TCP connection was never closed");
     }
 }

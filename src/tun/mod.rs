@@ -242,6 +242,8 @@ pub struct Tun {
     userspace: Option<Arc<Userspace>>,
     /// A packet flow's flusher ([`flow`]): stopped with the reader.
     flusher: Option<flow::Flusher>,
+    /// Set by [`Tun::stop`]: the reader opens no UDP session or echo flow any more.
+    stopped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What reads a tunnel's packets (see [`reader`]).
@@ -391,6 +393,7 @@ impl Tun {
             ))
         });
         let sweeper = Arc::new(Notify::new());
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
         for (family, listener) in families.iter().zip(listeners) {
             tracing::info!(listener = %family.listener(), "TUN system stack listening");
@@ -414,6 +417,7 @@ impl Tun {
             decisions: decisions.clone(),
             dns: dns.clone(),
             userspace: userspace.clone(),
+            stopped: stopped.clone(),
         };
         let buffer_len = settings.framing.buffer_len(settings.mtu);
         let reading = match input {
@@ -438,6 +442,7 @@ impl Tun {
             decisions,
             userspace,
             flusher,
+            stopped,
         })
     }
 
@@ -446,7 +451,8 @@ impl Tun {
         self.counters.snapshot()
     }
 
-    /// How many TCP NAT entries are held (open connections, plus closed ones for a short linger).
+    /// How many TCP NAT entries are held (open connections, plus closed ones until the app took
+    /// the rest of their bytes, and a short linger: [`nat`]).
     /// With the userspace stack: how many connections it holds (open ones, plus closing ones).
     pub fn nat_entries(&self) -> usize {
         let held = self.userspace.as_ref().map_or(0, |stack| stack.connections());
@@ -478,6 +484,8 @@ impl Tun {
     /// The reader (and a packet flow's flusher) keeps going for [`STOP_GRACE`] so that the resets
     /// reach the apps.
     pub fn stop(&self) {
+        // First: what the reader reads from now on opens nothing that the closes below miss.
+        self.stopped.store(true, std::sync::atomic::Ordering::Release);
         for task in &self.tasks {
             task.abort();
         }
@@ -500,9 +508,13 @@ impl Tun {
             Reading::Task(task) => Stopper::Task(task.abort_handle()),
         };
         let flusher = self.flusher.clone();
+        let (udp, icmp) = (self.udp.clone(), self.icmp.clone());
         self.runtime.spawn(async move {
             tokio::time::sleep(STOP_GRACE).await;
             drop(reader);
+            // A datagram the reader was handling as the tunnel stopped may have opened one.
+            udp.close_all();
+            icmp.close_all();
             if let Some(flusher) = flusher {
                 flusher.stop();
             }

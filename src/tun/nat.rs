@@ -1,12 +1,18 @@
 //! The TCP NAT of the system stack: which app flow (source, original destination) a port of the
 //! NAT address stands for, and the in-place rewrite of a packet's addresses and ports.
 //!
-//! A new flow (a SYN without ACK) gets a free port of the NAT address ([`FIRST_PORT`] and up,
+//! A new flow (a SYN without ACK; also one that reuses the addresses of a flow that is over)
+//! gets a free port of the NAT address ([`FIRST_PORT`] and up,
 //! round robin, never one in use). Entries are *pending* until the listener accepts their
-//! connection, then *open*; the connection's end marks them *closed*. A closed entry stays for
-//! [`LINGER`] so the last packets of the close (the final ACK, a reset the relay sent) are still
-//! translated, then it goes; a pending entry that was never accepted goes after
-//! [`PENDING_TIMEOUT`]. [`NatTable::sweep`] removes them; nothing else expires.
+//! connection, then *open*; the connection's end marks them *closed*. The kernel may still hold
+//! the end of the answer for the app then (the relay is done once its last bytes are in the
+//! accepted socket's buffer; an app that reads late takes them later): a closed entry stays
+//! until the app has acknowledged the kernel's FIN (everything was delivered) or a reset passed,
+//! and [`LINGER`] more so the last packets of the close (the final ACK, a retransmitted FIN) are
+//! still translated; an app that never takes the rest lets it go after [`DRAIN_TIMEOUT`]. A
+//! pending entry that was never accepted goes after [`PENDING_TIMEOUT`], or [`LINGER`] after a
+//! reset (a SYN scan from the device takes every port, and resets every flow at once).
+//! [`NatTable::sweep`] removes them; nothing else expires.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -18,8 +24,12 @@ use crate::tracker::ConnectionId;
 
 /// The first port of the NAT address handed to flows.
 pub const FIRST_PORT: u16 = 1024;
-/// How long a closed entry still translates the last packets of its connection.
+/// How long a closed entry still translates the last packets of its connection once everything
+/// was delivered (or reset).
 pub const LINGER: Duration = Duration::from_secs(2);
+/// How long a closed entry waits at most for the app to take what the kernel still holds for it
+/// (the kernel gives up on an orphaned connection within about as long).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an entry waits for the listener to accept its connection.
 pub const PENDING_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -37,6 +47,41 @@ struct Entry {
     state: State,
     /// The manager's connection, once accepted.
     connection: Option<ConnectionId>,
+    /// The sequence number after the kernel's FIN, once it sent one.
+    fin_end: Option<u32>,
+    /// When the app acknowledged the kernel's FIN, or a reset passed: nothing more to deliver.
+    done: Option<Instant>,
+}
+
+/// What the NAT reads of a TCP segment to know when its connection has delivered everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    seq: u32,
+    /// The acknowledgment number, when ACK is set.
+    ack: Option<u32>,
+    fin: bool,
+    rst: bool,
+    /// Payload bytes.
+    len: u32,
+}
+
+impl Segment {
+    /// The segment of `packet`, parsed as `tcp` (its header is whole: [`super::packet::parse`]).
+    pub fn read(packet: &[u8], tcp: &Tcp) -> Segment {
+        let header = &packet[tcp.offset..tcp.offset + 20];
+        let word =
+            |at: usize| u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]]);
+        let flags = header[13];
+        let header_len = usize::from(header[12] >> 4) * 4;
+        let len = tcp.len.saturating_sub(tcp.offset + header_len);
+        Segment {
+            seq: word(4),
+            ack: (flags & 0x10 != 0).then(|| word(8)),
+            fin: flags & 0x01 != 0,
+            rst: flags & 0x04 != 0,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 /// The NAT entries of one address family (see the module docs).
@@ -49,8 +94,9 @@ pub struct NatTable {
 
 impl NatTable {
     /// The NAT port of an app's packet from `source` to `destination`; a new one for a packet
-    /// that `opens` a flow with none (or only a closed one). `None`: no flow and not an opening
-    /// packet, or every port is taken.
+    /// that `opens` a flow with none, or only one that is over: closed, or reset, or whose FIN
+    /// from the kernel the app acknowledged (the app may then reuse its port at once, before
+    /// the relay saw the end). `None`: no flow and not an opening packet, or every port is taken.
     pub fn outbound(
         &mut self,
         source: SocketAddr,
@@ -59,8 +105,11 @@ impl NatTable {
         now: Instant,
     ) -> Option<u16> {
         if let Some(&port) = self.by_flow.get(&(source, destination)) {
-            let closed = self.by_port.get(&port).is_some_and(|e| matches!(e.state, State::Closed(_)));
-            if !(opens && closed) {
+            let over = self
+                .by_port
+                .get(&port)
+                .is_some_and(|e| matches!(e.state, State::Closed(_)) || e.done.is_some());
+            if !(opens && over) {
                 return Some(port);
             }
         }
@@ -68,8 +117,17 @@ impl NatTable {
             return None;
         }
         let port = self.free_port()?;
-        self.by_port
-            .insert(port, Entry { source, destination, state: State::Pending(now), connection: None });
+        self.by_port.insert(
+            port,
+            Entry {
+                source,
+                destination,
+                state: State::Pending(now),
+                connection: None,
+                fin_end: None,
+                done: None,
+            },
+        );
         self.by_flow.insert((source, destination), port);
         Some(port)
     }
@@ -77,6 +135,37 @@ impl NatTable {
     /// The app flow (source, original destination) of NAT port `port`, in any state.
     pub fn flow(&self, port: u16) -> Option<(SocketAddr, SocketAddr)> {
         self.by_port.get(&port).map(|entry| (entry.source, entry.destination))
+    }
+
+    /// The app flow (source, original destination) of NAT port `port`, in any state, for the
+    /// kernel's `segment` to it: notes its FIN or reset (see the module docs).
+    pub fn inbound(
+        &mut self,
+        port: u16,
+        segment: &Segment,
+        now: Instant,
+    ) -> Option<(SocketAddr, SocketAddr)> {
+        let entry = self.by_port.get_mut(&port)?;
+        if segment.rst {
+            entry.done.get_or_insert(now);
+        } else if segment.fin {
+            entry.fin_end = Some(segment.seq.wrapping_add(segment.len).wrapping_add(1));
+        }
+        Some((entry.source, entry.destination))
+    }
+
+    /// Notes the app's `segment` to NAT port `port`: its acknowledgment of the kernel's FIN, or
+    /// its reset (see the module docs).
+    pub fn from_app(&mut self, port: u16, segment: &Segment, now: Instant) {
+        let Some(entry) = self.by_port.get_mut(&port) else { return };
+        let acknowledged = match (entry.fin_end, segment.ack) {
+            // (Sequence numbers wrap: "at or after" is a signed distance.)
+            (Some(end), Some(ack)) => ack.wrapping_sub(end) as i32 >= 0,
+            _ => false,
+        };
+        if segment.rst || acknowledged {
+            entry.done.get_or_insert(now);
+        }
     }
 
     /// Marks the entry of `port` open (its connection was accepted) and returns its flow; `None`
@@ -104,22 +193,33 @@ impl NatTable {
         self.by_port.values().filter(|e| e.state == State::Open).filter_map(|e| e.connection).collect()
     }
 
-    /// Marks the entry of `port` closed at `now` (it leaves after [`LINGER`]).
+    /// Marks the entry of `port` closed at `now` (it leaves [`LINGER`] after everything was
+    /// delivered, see the module docs).
     pub fn close(&mut self, port: u16, now: Instant) {
         if let Some(entry) = self.by_port.get_mut(&port) {
             entry.state = State::Closed(now);
         }
     }
 
-    /// Removes closed entries older than [`LINGER`] and pending ones older than
-    /// [`PENDING_TIMEOUT`]. Returns how many entries still wait to leave (closed or pending).
+    /// Removes closed entries that delivered everything [`LINGER`] ago (or waited
+    /// [`DRAIN_TIMEOUT`] for the app) and pending ones older than [`PENDING_TIMEOUT`] or reset
+    /// [`LINGER`] ago. Returns
+    /// how many entries still wait to leave (closed or pending).
     pub fn sweep(&mut self, now: Instant) -> usize {
         let expired: Vec<u16> = self
             .by_port
             .iter()
             .filter(|(_, entry)| match entry.state {
-                State::Closed(at) => now.saturating_duration_since(at) >= LINGER,
-                State::Pending(at) => now.saturating_duration_since(at) >= PENDING_TIMEOUT,
+                State::Closed(at) => match entry.done {
+                    Some(done) => now.saturating_duration_since(at.max(done)) >= LINGER,
+                    None => now.saturating_duration_since(at) >= DRAIN_TIMEOUT,
+                },
+                // A flow reset before it was accepted (a scanner's SYN, an app that gave up):
+                // only its last packets are left to translate.
+                State::Pending(at) => {
+                    now.saturating_duration_since(at) >= PENDING_TIMEOUT
+                        || entry.done.is_some_and(|done| now.saturating_duration_since(done) >= LINGER)
+                }
                 State::Open => false,
             })
             .map(|(port, _)| *port)
@@ -147,6 +247,9 @@ impl NatTable {
 
     fn free_port(&mut self) -> Option<u16> {
         let span = u32::from(u16::MAX - FIRST_PORT) + 1;
+        if self.by_port.len() >= span as usize {
+            return None; // (not a scan of every port for each SYN of a flood)
+        }
         for _ in 0..span {
             let port = self.next_port.max(FIRST_PORT);
             self.next_port = port.checked_add(1).unwrap_or(FIRST_PORT);
@@ -227,6 +330,11 @@ mod tests {
         text.parse().unwrap()
     }
 
+    /// A segment with these flags (`ack` set: ACK too), sequence number and payload length.
+    fn segment(seq: u32, ack: Option<u32>, fin: bool, rst: bool, len: u32) -> Segment {
+        Segment { seq, ack, fin, rst, len }
+    }
+
     #[test]
     fn flows_get_ports_and_leave_after_their_linger() {
         let mut table = NatTable::default();
@@ -240,6 +348,12 @@ mod tests {
         assert_ne!(port, other);
         assert_eq!(table.accept(port), Some((app, server)));
         assert_eq!(table.accept(port), None, "accepted once");
+        // The kernel's FIN after 100 bytes, acknowledged by the app: everything was delivered.
+        assert_eq!(
+            table.inbound(port, &segment(u32::MAX - 50, Some(1), true, false, 100), now),
+            Some((app, server))
+        );
+        table.from_app(port, &segment(1, Some(50), false, false, 0), now);
         table.close(port, now);
         assert_eq!(table.sweep(now + LINGER / 2), 2, "lingering and pending");
         assert_eq!(table.flow(port), Some((app, server)), "still translates while lingering");
@@ -247,6 +361,44 @@ mod tests {
         assert_eq!(table.flow(port), None);
         assert_eq!(table.sweep(now + PENDING_TIMEOUT), 0, "the never accepted one left too");
         assert!(table.is_empty());
+    }
+
+    /// A connection that ended while the kernel still held part of the answer for the app: its
+    /// entry stays until the app acknowledged the kernel's FIN, or a reset passed, or at most
+    /// [`DRAIN_TIMEOUT`].
+    #[test]
+    fn a_closed_flow_stays_until_the_app_took_everything() {
+        let mut table = NatTable::default();
+        let now = Instant::now();
+        let (app, server) = (addr("172.19.0.1:40000"), addr("10.200.9.1:80"));
+        let ports: Vec<u16> = (0..3)
+            .map(|i| {
+                let port = table.outbound(app, SocketAddr::new(server.ip(), 80 + i), true, now).unwrap();
+                table.accept(port);
+                table.close(port, now);
+                port
+            })
+            .collect();
+        assert_eq!(table.sweep(now + LINGER * 10), 3, "nothing acknowledged yet");
+        let later = now + LINGER * 10;
+        // The first: the kernel's FIN (seq 1000, 500 bytes), acknowledged only in part, then in full.
+        table.inbound(ports[0], &segment(1000, Some(7), true, false, 500), later);
+        table.from_app(ports[0], &segment(7, Some(1400), false, false, 0), later);
+        assert_eq!(table.sweep(later + LINGER), 3, "the FIN is not acknowledged yet");
+        table.from_app(ports[0], &segment(7, Some(1501), false, false, 0), later);
+        // The second: the app resets it.
+        table.from_app(ports[1], &segment(7, None, false, true, 0), later);
+        assert_eq!(table.sweep(later + LINGER / 2), 3, "both linger");
+        assert_eq!(table.sweep(later + LINGER), 1);
+        assert_eq!((table.flow(ports[0]), table.flow(ports[1])), (None, None));
+        // The third: the app never takes the rest.
+        assert_eq!(table.sweep(now + DRAIN_TIMEOUT), 0);
+        // A pending one the app reset (a scanner's SYN): gone after a linger, not the timeout.
+        let scanned = table.outbound(app, server, true, now).unwrap();
+        table.from_app(scanned, &segment(2, None, false, true, 0), now);
+        let kept = table.outbound(app, addr("10.200.9.1:81"), true, now).unwrap();
+        assert_eq!(table.sweep(now + LINGER), 1);
+        assert_eq!((table.flow(scanned), table.flow(kept).is_some()), (None, true));
     }
 
     #[test]
@@ -263,6 +415,12 @@ mod tests {
         table.sweep(now + LINGER);
         assert_eq!(table.flow(again), Some((app, server)), "the new flow stays");
         assert_eq!(table.outbound(app, server, false, now), Some(again));
+        // Reset by the app while still open (the relay has not seen it yet): a SYN is a new flow.
+        table.accept(again);
+        table.from_app(again, &segment(1, None, false, true, 0), now);
+        let third = table.outbound(app, server, true, now).unwrap();
+        assert_ne!(third, again);
+        assert_eq!(table.outbound(app, server, true, now), Some(third), "a retransmitted SYN");
     }
 
     /// An offloaded super-packet's partial checksum (the pseudo-header's sum, not inverted):

@@ -47,6 +47,9 @@ pub(super) struct Reader {
     pub dns: Arc<Hijack>,
     /// The userspace TCP stack, when the settings chose it (else TCP takes the NAT).
     pub userspace: Option<Arc<Userspace>>,
+    /// Set when the tunnel stops: UDP and ICMP are dropped (counted) from then on, so that the
+    /// grace period's reading opens no session or echo flow that would outlive the tunnel.
+    pub stopped: Arc<AtomicBool>,
 }
 
 impl Reader {
@@ -108,6 +111,8 @@ impl Reader {
                     None => bump(&counters.dropped_unsupported),
                 }
             }
+            Packet::Udp(_) if self.stopped.load(Ordering::Acquire) => bump(&counters.dropped_udp),
+            Packet::Icmp(_) if self.stopped.load(Ordering::Acquire) => bump(&counters.dropped_icmp),
             Packet::Udp(udp) => {
                 if !self.dns.intercept_udp(&udp, &self.io) {
                     udp::dispatch(&udp, &self.udp, &self.io, self.decisions.as_ref())
@@ -260,5 +265,43 @@ mod tests {
             tokio::time::sleep(STOP_GRACE).await;
             eventually("the device to be closed", || device.send(&[0x45]).is_err()).await;
         }
+    }
+
+    /// A datagram an app sends while a stopped tunnel still reads (the grace period, for the
+    /// resets) opens no UDP session: one would live on for its idle timeout (five minutes by
+    /// default) as a connection of a tunnel that is gone, holding the device's descriptor open.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_tunnel_opens_no_udp_session_and_lets_the_device_go() {
+        use etherparse::PacketBuilder;
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        server.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let datagram = |source_port: u16| {
+            let mut packet = Vec::new();
+            PacketBuilder::ipv4([127, 0, 0, 5], [127, 0, 0, 1], 64)
+                .udp(source_port, port)
+                .write(&mut packet, b"hello")
+                .unwrap();
+            packet
+        };
+        let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+        let (ours, device) = UnixDatagram::pair().unwrap();
+        let settings = TunSettings::inet4(Ipv4Addr::new(127, 0, 0, 5), 8);
+        let tun =
+            Tun::start(OwnedFd::from(ours), settings, manager.clone(), Arc::new(DirectOutbound::default()))
+                .unwrap();
+        // A running tunnel carries the datagram (so the path under test works).
+        device.send(&datagram(40000)).unwrap();
+        let mut buffer = [0u8; 64];
+        assert_eq!(server.recv(&mut buffer).unwrap(), 5);
+        assert_eq!(tun.udp_sessions(), 1);
+        tun.stop();
+        device.send(&datagram(40001)).unwrap();
+        eventually("the datagram read in the grace period", || tun.counters().packets_in == 2).await;
+        eventually("the reader to finish", || tun.is_finished()).await;
+        assert_eq!(tun.udp_sessions(), 0, "a session opened after the stop");
+        assert!(manager.list().is_empty(), "connections left: {:?}", manager.list());
+        drop(tun);
+        eventually("the device to be closed", || device.send(&[0x45]).is_err()).await;
     }
 }

@@ -93,10 +93,11 @@ impl Family {
     /// with its offload state (a super-packet stays one).
     pub fn translate(&self, packet: &mut [u8], tcp: &Tcp, offload: &Offload, io: &Io, sweeper: &Notify) {
         let packet = &mut packet[..tcp.len];
+        let segment = nat::Segment::read(packet, tcp);
         let (source, destination) = if tcp.source == self.listener() {
             // The kernel's answer to NAT port n: back to the app, from the original destination.
             let flow = match tcp.destination.ip() == self.nat {
-                true => lock(&self.table).flow(tcp.destination.port()),
+                true => lock(&self.table).inbound(tcp.destination.port(), &segment, Instant::now()),
                 false => None,
             };
             let Some((app, original)) = flow else {
@@ -105,7 +106,15 @@ impl Family {
             };
             (original, app)
         } else {
-            let port = lock(&self.table).outbound(tcp.source, tcp.destination, tcp.opens, Instant::now());
+            let now = Instant::now();
+            let port = {
+                let mut table = lock(&self.table);
+                let port = table.outbound(tcp.source, tcp.destination, tcp.opens, now);
+                if let Some(port) = port {
+                    table.from_app(port, &segment, now);
+                }
+                port
+            };
             let Some(port) = port else {
                 bump(if tcp.opens { &io.counters.dropped_nat_full } else { &io.counters.dropped_no_flow });
                 return;

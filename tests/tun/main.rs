@@ -15,6 +15,7 @@
 #[allow(dead_code)]
 mod topology;
 
+mod adversarial;
 mod decide;
 mod dns;
 mod flow_host;
