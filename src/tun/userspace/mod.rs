@@ -4,16 +4,19 @@
 //!
 //! A SYN of a new flow `A:a -> D:d` gets its own `Connection`: a smoltcp interface whose
 //! address is `D` with one socket listening on `D:d`, fed the SYN at once (the app's handshake
-//! completes before netswitch dials, like the system stack). Its stream (`UserspaceStream`)
-//! goes to the manager as a plain inbound with `D:d` as the destination and `A:a` as the source;
-//! a failed dial resets it (the app sees a RST), a FIN either way is carried through. Later
-//! packets of the flow go to its connection; packets of no flow are dropped and counted.
+//! completes before netswitch dials, like the system stack). Once the app acknowledged the
+//! SYN-ACK, its stream (`UserspaceStream`) goes to the manager as a plain inbound with `D:d` as
+//! the destination and `A:a` as the source; a failed dial resets it (the app sees a RST), a FIN
+//! either way is carried through. Later packets of the flow go to its connection; packets of no
+//! flow are dropped and counted.
 //!
 //! Costs: each connection reserves [`RECEIVE_BUFFER`] + [`SEND_BUFFER`] bytes of address space
 //! for smoltcp's rings, resident only while traffic uses them (given back after
 //! [`IDLE_RELEASE`] idle with both rings empty), plus an interface and a timer task. At most [`MAX_CONNECTIONS`] at once: a SYN past that is dropped and counted.
 //! See docs/userspace-stack.md for the choice of smoltcp and the measurements.
 
+#[cfg(test)]
+mod adversarial_tests;
 mod connection;
 mod link;
 mod offload;
@@ -134,7 +137,29 @@ impl Userspace {
             }
         });
         let stream = UserspaceStream::new(connection.clone());
+        let stack = self.clone();
         let (app, original) = (tcp.source, tcp.destination);
+        tokio::spawn(async move {
+            // Nothing is dialed, asked or served before the app's handshake completed (the
+            // system stack's kernel accepts only then too): SYNs from many ports that are never
+            // acknowledged cost their slots in the table until they time out, and nothing else.
+            if stream.handshake().await {
+                stack.admit(key, &connection, stream, app, original).await;
+            }
+        });
+    }
+
+    /// Takes the connection of flow `key` (its handshake complete) from `app` to `original`: to
+    /// the DNS hijack if it serves `original`, else to the manager, after the decision hook
+    /// allowed it.
+    async fn admit(
+        &self,
+        key: Key,
+        connection: &Arc<Connection>,
+        stream: UserspaceStream,
+        app: SocketAddr,
+        original: SocketAddr,
+    ) {
         if self.hooks.dns.serves_tcp(original) {
             // DNS over TCP to the tunnel's DNS address: answered here, not dialed. The flow
             // leaves when the connection closes (its driver ends).
@@ -143,22 +168,19 @@ impl Userspace {
         }
         let mut metadata = Metadata::new(Destination::from(original)).with_source(app);
         let Some(decider) = self.hooks.decider.clone() else {
-            return self.hand_over(key, &connection, stream, metadata);
+            return self.hand_over(key, connection, stream, metadata);
         };
-        // The app's handshake is already answered; the connection waits (its window fills) until
-        // the decider decided, then is dialed or reset, as with the system stack.
-        let stack = self.clone();
-        tokio::spawn(async move {
-            let decided = decider.ask(TunFlow::new(TransportProtocol::Tcp, app, original)).await;
-            if decided.blocks() {
-                bump(&stack.counters.tcp_blocked);
-                crate::socket::stream::StreamSocket::reset(&stream);
-                drop(stream);
-            } else {
-                decided.apply(&mut metadata);
-                stack.hand_over(key, &connection, stream, metadata);
-            }
-        });
+        // The connection waits (its window fills) until the decider decided, then is dialed or
+        // reset, as with the system stack.
+        let decided = decider.ask(TunFlow::new(TransportProtocol::Tcp, app, original)).await;
+        if decided.blocks() {
+            bump(&self.counters.tcp_blocked);
+            crate::socket::stream::StreamSocket::reset(&stream);
+            drop(stream);
+        } else {
+            decided.apply(&mut metadata);
+            self.hand_over(key, connection, stream, metadata);
+        }
     }
 
     /// Hands the connection of flow `key` to the manager.

@@ -1,0 +1,201 @@
+//! The userspace stack against a hostile or odd app: crafted segments (a SYN never acknowledged,
+//! random segments of every kind on a live flow), an app silent for longer than smoltcp's
+//! timeouts. Same in-memory harness as `tests.rs` (its client, wire and stack); the manager
+//! dials real servers on loopback.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use etherparse::{PacketBuilder, TcpSlice};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use super::connection::{Connection, ACK_TIMEOUT};
+use super::tests::{echo, pattern, stack, App, Wire, APP};
+use super::Userspace;
+use crate::tun::packet::{self, Packet};
+use crate::tun::test_support::eventually;
+
+/// An echo server on loopback: every connection echoes until its client's FIN.
+async fn echo_server() -> SocketAddr {
+    let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let address = server.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = server.accept().await {
+            tokio::spawn(async move {
+                let (mut reader, mut writer) = socket.split();
+                let _ = tokio::io::copy(&mut reader, &mut writer).await;
+            });
+        }
+    });
+    address
+}
+
+/// The stack's only connection.
+fn only_connection(stack: &Userspace) -> Arc<Connection> {
+    let flows = stack.lock();
+    assert_eq!(flows.len(), 1, "one connection");
+    flows.values().next().map(|flow| flow.connection.clone()).unwrap()
+}
+
+/// TCP flags of a crafted segment.
+#[derive(Clone, Copy, Default)]
+struct Flags {
+    syn: bool,
+    ack: bool,
+    fin: bool,
+    rst: bool,
+    psh: bool,
+}
+
+/// An IPv4 TCP segment from the app's `port` to `to` (checksums right).
+fn segment(
+    port: u16,
+    to: SocketAddr,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    flags: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
+    let SocketAddr::V4(to) = to else { panic!("IPv4 only") };
+    let mut builder =
+        PacketBuilder::ipv4(APP.octets(), to.ip().octets(), 64).tcp(port, to.port(), seq, window);
+    if flags.syn {
+        builder = builder.syn();
+    }
+    if flags.ack {
+        builder = builder.ack(ack);
+    }
+    if flags.fin {
+        builder = builder.fin();
+    }
+    if flags.rst {
+        builder = builder.rst();
+    }
+    if flags.psh {
+        builder = builder.psh();
+    }
+    let mut packet = Vec::new();
+    builder.write(&mut packet, payload).unwrap();
+    packet
+}
+
+/// Hands one IP packet of the app to the stack, as the tunnel's reader does.
+fn feed(stack: &Arc<Userspace>, mut packet: Vec<u8>) {
+    match packet::parse(&packet) {
+        Packet::Tcp(tcp) => stack.input(&mut packet, &tcp),
+        other => panic!("not a TCP packet: {other:?}"),
+    }
+}
+
+/// The sequence number of the next segment of the stack on the wire to the app's `port`, and
+/// its flags (SYN, ACK, RST, FIN), skipping others.
+fn next_from_stack(wire: &Wire, port: u16) -> Option<(u32, [bool; 4])> {
+    let mut packets = wire.packets.lock().unwrap();
+    while let Some(packet) = packets.pop_front() {
+        let tcp = TcpSlice::from_slice(&packet[20..]).unwrap();
+        if tcp.destination_port() == port {
+            return Some((tcp.sequence_number(), [tcp.syn(), tcp.ack(), tcp.rst(), tcp.fin()]));
+        }
+    }
+    None
+}
+
+/// Completes a handshake with crafted segments from the app's `port`: returns the app's next
+/// sequence number and the stack's.
+fn handshake(stack: &Arc<Userspace>, wire: &Wire, port: u16, to: SocketAddr) -> (u32, u32) {
+    let syn = Flags { syn: true, ..Flags::default() };
+    feed(stack, segment(port, to, 1000, 0, 64240, syn, &[]));
+    let (theirs, [is_syn, is_ack, ..]) = next_from_stack(wire, port).expect("a SYN-ACK");
+    assert!(is_syn && is_ack, "a SYN-ACK");
+    let ack = Flags { ack: true, ..Flags::default() };
+    feed(stack, segment(port, to, 1001, theirs.wrapping_add(1), 64240, ack, &[]));
+    (1001, theirs.wrapping_add(1))
+}
+
+/// An app idle for longer than smoltcp's ACK timeout (nothing queued either way, nothing in
+/// flight) keeps its connection, as with a kernel socket: the timeout is for an app that stops
+/// acknowledging our bytes, not for silence.
+#[tokio::test]
+async fn an_idle_connection_outlives_the_ack_timeout() {
+    let address = echo_server().await;
+    let wire = Arc::new(Wire::default());
+    let (stack, _manager) = stack(&wire);
+    let mut app = App::connect(stack.clone(), wire, address, 41001);
+    echo(&mut app, b"hello").await;
+    // The app's last ACK arrives; then nothing happens for longer than the timeout.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.run(|_| true).await;
+    let connection = only_connection(&stack);
+    connection.skip(ACK_TIMEOUT + Duration::from_secs(1));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let state = connection.lock().socket().state();
+    assert_eq!(state, smoltcp::socket::tcp::State::Established, "an idle connection was aborted");
+    echo(&mut app, &pattern(10_000)).await;
+}
+
+/// A SYN the app never acknowledges makes no outbound connection: the manager dials once the
+/// app's handshake completed (as with the system stack, where the kernel accepts only then), so
+/// a flood of SYNs from many ports dials nothing.
+#[tokio::test]
+async fn a_half_open_connection_dials_nothing_until_the_handshake_completes() {
+    let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let address = server.local_addr().unwrap();
+    let wire = Arc::new(Wire::default());
+    let (stack, manager) = stack(&wire);
+    // Half-open flows from 20 ports: their SYN-ACKs go out, no ACK comes back.
+    for port in 42000..42020 {
+        let syn = Flags { syn: true, ..Flags::default() };
+        feed(&stack, segment(port, address, 7, 0, 64240, syn, &[]));
+    }
+    assert_eq!(stack.connections(), 20);
+    let accepted = tokio::time::timeout(Duration::from_millis(300), server.accept()).await;
+    assert!(accepted.is_err(), "a half-open connection was dialed");
+    assert_eq!(manager.len(), 0, "no connection in the manager before the handshake completed");
+    // One app completes its handshake: now (and only now) its connection is dialed.
+    wire.packets.lock().unwrap().clear();
+    let (seq, ack) = handshake(&stack, &wire, 42100, address);
+    let (mut socket, _) =
+        tokio::time::timeout(Duration::from_secs(5), server.accept()).await.unwrap().unwrap();
+    let push = Flags { ack: true, psh: true, ..Flags::default() };
+    feed(&stack, segment(42100, address, seq, ack, 64240, push, b"ping"));
+    let mut got = [0u8; 4];
+    socket.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping");
+    socket.write_all(b"pong").await.unwrap();
+    eventually("one connection in the manager", || manager.len() == 1).await;
+}
+
+/// An app that stops acknowledging our bytes is still given up on after [`ACK_TIMEOUT`], and so
+/// is a SYN never acknowledged: the connection is reset and its flow leaves (the timeout that an
+/// idle connection must not see is still there for these).
+#[tokio::test]
+async fn an_app_that_stops_acknowledging_is_given_up_after_the_ack_timeout() {
+    let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let address = server.local_addr().unwrap();
+    let wire = Arc::new(Wire::default());
+    let (stack, manager) = stack(&wire);
+    let syn = Flags { syn: true, ..Flags::default() };
+    feed(&stack, segment(43000, address, 7, 0, 64240, syn, &[]));
+    wire.packets.lock().unwrap().clear();
+    handshake(&stack, &wire, 43001, address);
+    let (mut socket, _) =
+        tokio::time::timeout(Duration::from_secs(5), server.accept()).await.unwrap().unwrap();
+    socket.write_all(b"are you there?").await.unwrap();
+    eventually("the server's bytes sent to the app", || {
+        next_from_stack(&wire, 43001).is_some_and(|(_, [.., rst, _])| !rst)
+    })
+    .await;
+    // Neither app answers: both connections are given up once the timeout passed.
+    let connections: Vec<_> = stack.lock().values().map(|flow| flow.connection.clone()).collect();
+    for connection in &connections {
+        connection.skip(ACK_TIMEOUT + Duration::from_secs(1));
+    }
+    eventually("both flows left", || stack.connections() == 0).await;
+    eventually("the manager's connection ended", || manager.is_empty()).await;
+    let mut rest = Vec::new();
+    let ended = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await.unwrap();
+    assert!(ended.is_err() || rest.is_empty(), "the server's connection ended: {ended:?}");
+}
