@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use etherparse::{PacketBuilder, TcpSlice};
+use rand::Rng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -198,4 +199,78 @@ async fn an_app_that_stops_acknowledging_is_given_up_after_the_ack_timeout() {
     let mut rest = Vec::new();
     let ended = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest)).await.unwrap();
     assert!(ended.is_err() || rest.is_empty(), "the server's connection ended: {ended:?}");
+}
+
+/// A random segment from the app's `port` to `to`: any flags, sequence and acknowledgement
+/// numbers near `seq`/`ack` or anywhere, any window, options of random bytes, payloads up to
+/// past the MTU (checksums right, so that smoltcp reads it).
+fn random_segment(rng: &mut rand::rngs::StdRng, port: u16, to: SocketAddr, seq: u32, ack: u32) -> Vec<u8> {
+    let SocketAddr::V4(to) = to else { panic!("IPv4 only") };
+    let near = |rng: &mut rand::rngs::StdRng, base: u32| match rng.random_range(0..6) {
+        0 => rng.random(),
+        1 => base.wrapping_add(rng.random_range(0..200_000)),
+        2 => base.wrapping_sub(rng.random_range(0..200_000)),
+        3 => base.wrapping_add(1u32 << 31),
+        _ => base.wrapping_add(rng.random_range(0..3)),
+    };
+    let mut header = etherparse::TcpHeader::new(port, to.port(), near(rng, seq), rng.random());
+    header.acknowledgment_number = near(rng, ack);
+    header.syn = rng.random_ratio(1, 8);
+    header.ack = rng.random_ratio(3, 4);
+    header.fin = rng.random_ratio(1, 6);
+    header.rst = rng.random_ratio(1, 10);
+    header.psh = rng.random();
+    header.urg = rng.random_ratio(1, 10);
+    header.urgent_pointer = rng.random();
+    header.ece = rng.random_ratio(1, 10);
+    header.cwr = rng.random_ratio(1, 10);
+    if rng.random_ratio(1, 3) {
+        let words = rng.random_range(0..=10);
+        let options: Vec<u8> = (0..words * 4).map(|_| rng.random()).collect();
+        header.set_options_raw(&options).unwrap();
+    }
+    let len = match rng.random_range(0..4) {
+        0 => 0,
+        1 => rng.random_range(0..20),
+        2 => rng.random_range(0..1460),
+        _ => rng.random_range(1460..4000),
+    };
+    let payload: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+    let mut packet = Vec::new();
+    PacketBuilder::ipv4(APP.octets(), to.ip().octets(), 64).tcp_header(header).write(&mut packet, &payload).unwrap();
+    packet
+}
+
+/// Thousands of random segments (out of the window, RST and FIN and SYN anywhere, data after a
+/// FIN, odd options, zero windows, segments past the MTU) on half-open and established flows
+/// whose relay runs: nothing panics, and afterwards a well-behaved app still gets its echo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_segments_on_live_flows_panic_nothing() {
+    use rand::SeedableRng;
+    let address = echo_server().await;
+    let wire = Arc::new(Wire::default());
+    let (stack, _manager) = stack(&wire);
+    let seed = rand::random();
+    println!("seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for port in 44000..44040 {
+        let (seq, ack) = if port % 4 == 0 {
+            let syn = Flags { syn: true, ..Flags::default() };
+            feed(&stack, segment(port, address, 7, 0, 64240, syn, &[]));
+            let (theirs, _) = next_from_stack(&wire, port).unwrap_or_default();
+            (8, theirs.wrapping_add(1))
+        } else {
+            let (seq, ack) = handshake(&stack, &wire, port, address);
+            let push = Flags { ack: true, psh: true, ..Flags::default() };
+            feed(&stack, segment(port, address, seq, ack, 64240, push, b"hello"));
+            (seq + 5, ack)
+        };
+        for _ in 0..400 {
+            feed(&stack, random_segment(&mut rng, port, address, seq, ack));
+        }
+        tokio::task::yield_now().await;
+        wire.packets.lock().unwrap().clear();
+    }
+    let mut app = App::connect(stack.clone(), wire, address, 45000);
+    echo(&mut app, &pattern(50_000)).await;
 }
