@@ -237,7 +237,10 @@ fn random_segment(rng: &mut rand::rngs::StdRng, port: u16, to: SocketAddr, seq: 
     };
     let payload: Vec<u8> = (0..len).map(|_| rng.random()).collect();
     let mut packet = Vec::new();
-    PacketBuilder::ipv4(APP.octets(), to.ip().octets(), 64).tcp_header(header).write(&mut packet, &payload).unwrap();
+    PacketBuilder::ipv4(APP.octets(), to.ip().octets(), 64)
+        .tcp_header(header)
+        .write(&mut packet, &payload)
+        .unwrap();
     packet
 }
 

@@ -232,6 +232,12 @@ impl Connection {
         self.driver.notify_one();
     }
 
+    /// Resets the connection now (a RST to the app), whoever holds its stream: the stream then
+    /// reads and writes a reset.
+    pub fn abort(&self) {
+        self.with(|inner| inner.socket().abort(), None);
+    }
+
     /// Locks the state (a panic elsewhere while holding it does not make it unusable).
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)

@@ -18,6 +18,8 @@
 #[cfg(test)]
 mod adversarial_tests;
 mod connection;
+#[cfg(test)]
+mod flow_tests;
 mod link;
 mod offload;
 mod rings;
@@ -27,6 +29,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use connection::{Connection, Refused};
@@ -69,6 +72,8 @@ pub(crate) struct Userspace {
     counters: Arc<Counters>,
     /// The DNS hijack (DNS over TCP to its address is served, not dialed) and the decision hook.
     hooks: AcceptHooks,
+    /// [`Userspace::stop`] was called: no new connection.
+    stopped: AtomicBool,
 }
 
 impl Userspace {
@@ -85,7 +90,17 @@ impl Userspace {
         counters: Arc<Counters>,
         hooks: AcceptHooks,
     ) -> Userspace {
-        Userspace { flows: Mutex::default(), sink, mtu, offload, manager, outbound, counters, hooks }
+        Userspace {
+            flows: Mutex::default(),
+            sink,
+            mtu,
+            offload,
+            manager,
+            outbound,
+            counters,
+            hooks,
+            stopped: AtomicBool::new(false),
+        }
     }
 
     /// Handles one TCP packet from the app (`packet` holds the IP packet, `tcp` its parse).
@@ -100,7 +115,7 @@ impl Userspace {
             connection.input(packet);
             return;
         }
-        if !tcp.opens {
+        if !tcp.opens || self.stopped.load(Ordering::Acquire) {
             bump(&self.counters.dropped_no_flow);
             return;
         }
@@ -183,8 +198,11 @@ impl Userspace {
         }
     }
 
-    /// Hands the connection of flow `key` to the manager.
+    /// Hands the connection of flow `key` to the manager (a stopped stack resets it instead).
     fn hand_over(&self, key: Key, connection: &Arc<Connection>, stream: UserspaceStream, metadata: Metadata) {
+        if self.stopped.load(Ordering::Acquire) {
+            return crate::socket::stream::StreamSocket::reset(&stream);
+        }
         bump(&self.counters.tcp_connections);
         let stream = ClientStream::userspace(stream);
         let id = self.manager.new_connection(Inbound::plain(stream), metadata, self.outbound.clone(), |_| {});
@@ -192,6 +210,18 @@ impl Userspace {
             if Arc::ptr_eq(&flow.connection, connection) {
                 flow.id = Some(id);
             }
+        }
+    }
+
+    /// Stops the stack with its tunnel: resets every connection it holds — the manager's, and
+    /// those still in their handshake or waiting for the decision hook, which the manager does
+    /// not know — and takes no new one. The resets leave at once (the tunnel still writes during
+    /// its grace period); each connection's task ends as its stream goes.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        let connections: Vec<_> = self.lock().values().map(|flow| flow.connection.clone()).collect();
+        for connection in connections {
+            connection.abort();
         }
     }
 
