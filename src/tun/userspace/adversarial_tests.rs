@@ -277,3 +277,126 @@ async fn random_segments_on_live_flows_panic_nothing() {
     let mut app = App::connect(stack.clone(), wire, address, 45000);
     echo(&mut app, &pattern(50_000)).await;
 }
+
+/// A server for one connection: accepts it and hands it over.
+async fn one_connection() -> (SocketAddr, tokio::sync::oneshot::Receiver<tokio::net::TcpStream>) {
+    let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let address = server.local_addr().unwrap();
+    let (give, taken) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (socket, _) = server.accept().await.unwrap();
+        let _ = give.send(socket);
+    });
+    (address, taken)
+}
+
+/// The app resets its connection: the server's side ends at once (a reset or an end of file,
+/// not a connection left open), the flow leaves, and so does the manager's connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apps_reset_ends_the_servers_connection_at_once() {
+    let (address, taken) = one_connection().await;
+    let wire = Arc::new(Wire::default());
+    let (stack, manager) = stack(&wire);
+    let mut app = App::connect(stack.clone(), wire, address, 46000);
+    let mut said = false;
+    app.run(|socket| {
+        if socket.can_send() && !said {
+            said = socket.send_slice(b"hello").unwrap() == 5;
+        }
+        said && socket.send_queue() == 0
+    })
+    .await;
+    let mut socket = tokio::time::timeout(Duration::from_secs(5), taken).await.unwrap().unwrap();
+    let mut hello = [0u8; 5];
+    socket.read_exact(&mut hello).await.unwrap();
+    app.socket().abort();
+    app.run(|_| true).await;
+    let ended = tokio::time::timeout(Duration::from_secs(2), socket.read(&mut [0u8; 16])).await;
+    assert!(matches!(ended, Ok(Ok(0)) | Ok(Err(_))), "the server's connection still open: {ended:?}");
+    eventually("the flow and the manager's connection left", || {
+        stack.connections() == 0 && manager.is_empty()
+    })
+    .await;
+}
+
+/// The manager closes a connection (the host's `close(id)`, a network change): the app's side is
+/// reset at once and the flow leaves, while the app is idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_managers_close_resets_the_apps_connection_at_once() {
+    let address = echo_server().await;
+    let wire = Arc::new(Wire::default());
+    let (stack, manager) = stack(&wire);
+    let mut app = App::connect(stack.clone(), wire, address, 46001);
+    echo(&mut app, b"hello").await;
+    let ids = stack.connection_ids();
+    assert_eq!(ids.len(), 1);
+    assert!(manager.close(ids[0]));
+    let started = std::time::Instant::now();
+    app.run(|socket| socket.state() == smoltcp::socket::tcp::State::Closed).await;
+    assert!(started.elapsed() < Duration::from_secs(2), "closed after {:?}", started.elapsed());
+    eventually("the flow and the manager's connection left", || {
+        stack.connections() == 0 && manager.is_empty()
+    })
+    .await;
+}
+
+/// An app that holds a zero window for minutes (it reads nothing) while the server has more to
+/// send: the server's writes stall (nothing between them grows without bound), the app's
+/// answers to the stack's probes keep the connection alive past [`ACK_TIMEOUT`], and once the
+/// app reads again every byte arrives in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_holding_a_zero_window_stalls_the_server_and_keeps_its_connection() {
+    const TOTAL: usize = 2 << 20;
+    let (address, taken) = one_connection().await;
+    let wire = Arc::new(Wire::default());
+    let (stack, _manager) = stack(&wire);
+    let mut app = App::connect(stack.clone(), wire, address, 46002);
+    app.run(|socket| socket.state() == smoltcp::socket::tcp::State::Established).await;
+    let mut socket = tokio::time::timeout(Duration::from_secs(5), taken).await.unwrap().unwrap();
+    // The server's kernel buffers little, so that a stall shows well before TOTAL.
+    socket2::SockRef::from(&socket).set_send_buffer_size(64 * 1024).unwrap();
+    let written = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = written.clone();
+    tokio::spawn(async move {
+        let bytes = pattern(TOTAL);
+        for chunk in bytes.chunks(16 * 1024) {
+            socket.write_all(chunk).await.unwrap();
+            counted.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        }
+        socket.shutdown().await.unwrap();
+    });
+    // The app reads nothing: its receive buffer fills, its window closes, the server stalls.
+    // (Full to the window's granularity: its scale may leave a few bytes unannounced.)
+    let closed =
+        |socket: &mut smoltcp::socket::tcp::Socket| socket.recv_capacity() - socket.recv_queue() < 1024;
+    app.run(closed).await;
+    let mut last = usize::MAX;
+    loop {
+        let until = std::time::Instant::now() + Duration::from_millis(300);
+        app.run(|_| std::time::Instant::now() > until).await;
+        let now = written.load(std::sync::atomic::Ordering::Relaxed);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    assert!(last < TOTAL, "the server wrote everything to an app that reads nothing");
+    println!("stalled after {last} bytes of {TOTAL}");
+    // Minutes pass on the stack's clock, a second at a time; the app answers the probes.
+    let connection = only_connection(&stack);
+    for _ in 0..(ACK_TIMEOUT.as_secs() + 10) {
+        connection.skip(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        app.run(|_| true).await;
+    }
+    assert_eq!(connection.lock().socket().state(), smoltcp::socket::tcp::State::Established);
+    let mut received = Vec::new();
+    app.run(|socket| {
+        while socket.can_recv() {
+            socket.recv(|bytes| (bytes.len(), received.extend_from_slice(bytes))).unwrap();
+        }
+        matches!(socket.recv_slice(&mut [0u8; 1]), Err(smoltcp::socket::tcp::RecvError::Finished))
+    })
+    .await;
+    assert!(received == pattern(TOTAL), "{} bytes of {TOTAL}, or not in order", received.len());
+}
