@@ -60,9 +60,27 @@ fn segment(
     flags: Flags,
     payload: &[u8],
 ) -> Vec<u8> {
-    let SocketAddr::V4(to) = to else { panic!("IPv4 only") };
-    let mut builder =
-        PacketBuilder::ipv4(APP.octets(), to.ip().octets(), 64).tcp(port, to.port(), seq, window);
+    let from = SocketAddr::new(Ipv4Addr::from(APP.octets()).into(), port);
+    segment_from(from, to, (seq, ack, window), flags, payload)
+}
+
+/// [`segment`] from any address (one the app's client does not have: what the stack sends there
+/// reaches nobody), with its sequence number, acknowledgement number and window.
+fn segment_from(
+    from: SocketAddr,
+    to: SocketAddr,
+    numbers: (u32, u32, u16),
+    flags: Flags,
+    payload: &[u8],
+) -> Vec<u8> {
+    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else { panic!("IPv4 only") };
+    let (seq, ack, window) = numbers;
+    let mut builder = PacketBuilder::ipv4(from.ip().octets(), to.ip().octets(), 64).tcp(
+        from.port(),
+        to.port(),
+        seq,
+        window,
+    );
     if flags.syn {
         builder = builder.syn();
     }
@@ -399,4 +417,47 @@ async fn an_app_holding_a_zero_window_stalls_the_server_and_keeps_its_connection
     })
     .await;
     assert!(received == pattern(TOTAL), "{} bytes of {TOTAL}, or not in order", received.len());
+}
+
+/// Resident memory of this process, in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap_or("VmRSS: 0 kB");
+    line.split_whitespace().nth(1).and_then(|kib| kib.parse().ok()).unwrap_or(0)
+}
+
+/// SYNs from as many ports as the stack holds connections, none ever acknowledged (a SYN flood,
+/// a buggy scanner): a well-behaved app still connects and gets its echo, and the half-open
+/// connections cost bounded memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_syn_flood_does_not_lock_out_a_well_behaved_app() {
+    let address = echo_server().await;
+    let wire = Arc::new(Wire::default());
+    let (stack, manager) = stack(&wire);
+    let before = rss_kib();
+    let started = std::time::Instant::now();
+    let syn = Flags { syn: true, ..Flags::default() };
+    for i in 0..super::MAX_CONNECTIONS + 100 {
+        // From addresses the app's client does not have: no RST answers the SYN-ACKs.
+        let from = SocketAddr::new(Ipv4Addr::new(10, 0, 1, (i % 200) as u8).into(), 1024 + (i / 200) as u16);
+        feed(&stack, segment_from(from, address, (7, 0, 64240), syn, &[]));
+        if i % 1024 == 0 {
+            wire.packets.lock().unwrap().clear();
+        }
+    }
+    wire.packets.lock().unwrap().clear();
+    let held = stack.connections();
+    println!(
+        "{} SYNs in {:?}: {held} connections held, RSS {} -> {} KiB",
+        super::MAX_CONNECTIONS + 100,
+        started.elapsed(),
+        before,
+        rss_kib()
+    );
+    assert_eq!(manager.len(), 0, "nothing dialed");
+    // The oldest half-open connections were reset to make room; their flows leave.
+    eventually("half-open connections within their cap", || stack.connections() <= super::MAX_HANDSHAKES)
+        .await;
+    let mut app = App::connect(stack.clone(), wire, address, 60500);
+    echo(&mut app, b"still welcome").await;
 }

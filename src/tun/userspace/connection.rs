@@ -238,6 +238,11 @@ impl Connection {
         self.with(|inner| inner.socket().abort(), None);
     }
 
+    /// True while the app has not acknowledged the SYN-ACK yet.
+    pub fn in_handshake(&self) -> bool {
+        self.lock().socket().state() == tcp::State::SynReceived
+    }
+
     /// Locks the state (a panic elsewhere while holding it does not make it unusable).
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)

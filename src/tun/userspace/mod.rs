@@ -12,7 +12,11 @@
 //!
 //! Costs: each connection reserves [`RECEIVE_BUFFER`] + [`SEND_BUFFER`] bytes of address space
 //! for smoltcp's rings, resident only while traffic uses them (given back after
-//! [`IDLE_RELEASE`] idle with both rings empty), plus an interface and a timer task. At most [`MAX_CONNECTIONS`] at once: a SYN past that is dropped and counted.
+//! [`IDLE_RELEASE`] idle with both rings empty), plus an interface and a timer task. At most
+//! [`MAX_CONNECTIONS`] at once: a SYN past that is dropped and counted. Of those, at most
+//! [`MAX_HANDSHAKES`] in their handshake: a SYN past that resets the oldest one still waiting for
+//! the app's ACK, so that SYNs never acknowledged (a flood) cannot hold the table for the two
+//! minutes of their timeout.
 //! See docs/userspace-stack.md for the choice of smoltcp and the measurements.
 
 #[cfg(test)]
@@ -27,7 +31,7 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -50,6 +54,12 @@ use crate::tracker::TransportProtocol;
 
 /// Connections the userspace stack holds at most at once.
 pub const MAX_CONNECTIONS: usize = 16 * 1024;
+
+/// Connections in their handshake (the SYN-ACK sent, the app's ACK not yet in) the stack holds
+/// at most: a SYN past that resets the oldest of them (counted in `dropped_nat_full`). The
+/// kernel's SYN queue is of this order; an app's ACK arrives within its round trip, far sooner
+/// than a thousand other SYNs of a working app.
+pub const MAX_HANDSHAKES: usize = 1024;
 
 /// A flow: the app's address and the destination it asked for.
 type Key = (SocketAddr, SocketAddr);
@@ -74,6 +84,18 @@ pub(crate) struct Userspace {
     hooks: AcceptHooks,
     /// [`Userspace::stop`] was called: no new connection.
     stopped: AtomicBool,
+    /// The connections in their handshake, oldest first (see [`MAX_HANDSHAKES`]).
+    handshakes: Mutex<Handshakes>,
+}
+
+/// The connections in their handshake.
+#[derive(Default)]
+struct Handshakes {
+    /// How many (their tasks count them out when the handshake ended).
+    count: usize,
+    /// Their flows, oldest first, with flows whose handshake ended among them (skipped, and
+    /// dropped when the queue grows past twice the cap).
+    order: VecDeque<Key>,
 }
 
 impl Userspace {
@@ -100,6 +122,7 @@ impl Userspace {
             counters,
             hooks,
             stopped: AtomicBool::new(false),
+            handshakes: Mutex::default(),
         }
     }
 
@@ -140,6 +163,10 @@ impl Userspace {
             }
         };
         self.lock().insert(key, Flow { connection: connection.clone(), id: None });
+        if let Some(oldest) = self.count_in_handshake(key) {
+            bump(&self.counters.dropped_nat_full);
+            oldest.abort();
+        }
         let stack = Arc::downgrade(self);
         let driven = connection.clone();
         tokio::spawn(async move {
@@ -158,10 +185,42 @@ impl Userspace {
             // Nothing is dialed, asked or served before the app's handshake completed (the
             // system stack's kernel accepts only then too): SYNs from many ports that are never
             // acknowledged cost their slots in the table until they time out, and nothing else.
-            if stream.handshake().await {
+            let established = stream.handshake().await;
+            stack.lock_handshakes().count -= 1;
+            if established {
                 stack.admit(key, &connection, stream, app, original).await;
             }
         });
+    }
+
+    /// Counts the new connection of flow `key` in its handshake; past [`MAX_HANDSHAKES`], returns
+    /// the oldest connection still in its handshake, to be reset.
+    fn count_in_handshake(&self, key: Key) -> Option<Arc<Connection>> {
+        let mut handshakes = self.lock_handshakes();
+        handshakes.count += 1;
+        handshakes.order.push_back(key);
+        if handshakes.order.len() > 2 * MAX_HANDSHAKES {
+            handshakes.order.retain(|key| self.in_handshake(key).is_some());
+        }
+        if handshakes.count <= MAX_HANDSHAKES {
+            return None;
+        }
+        while let Some(key) = handshakes.order.pop_front() {
+            if let Some(connection) = self.in_handshake(&key) {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    /// The connection of flow `key` if it is in its handshake.
+    fn in_handshake(&self, key: &Key) -> Option<Arc<Connection>> {
+        let connection = self.lock().get(key).map(|flow| flow.connection.clone())?;
+        connection.in_handshake().then_some(connection)
+    }
+
+    fn lock_handshakes(&self) -> MutexGuard<'_, Handshakes> {
+        self.handshakes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes the connection of flow `key` (its handshake complete) from `app` to `original`: to
