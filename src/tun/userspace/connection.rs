@@ -24,6 +24,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 use tokio::sync::Notify;
 
 use super::link::{Link, PacketSink};
+use super::reorder::Reordering;
 use super::rings::Rings;
 
 /// Bytes buffered per connection from the app (the receive window the app sees).
@@ -79,6 +80,8 @@ pub(crate) struct Inner {
     probing: bool,
     /// smoltcp's timeout is on (bytes or the SYN-ACK wait for the app's acknowledgement).
     timing: bool,
+    /// Whether the receive ring may hold bytes out of order (then its pages stay).
+    reordering: Reordering,
     /// The socket's ring memory. Declared after `sockets`: dropped after the socket.
     rings: Rings,
 }
@@ -116,17 +119,20 @@ pub(crate) struct Connection {
 impl Connection {
     /// A connection for the app's SYN `packet` from `app` to `destination`: the socket listens on
     /// the destination and the SYN is fed to it, so the SYN-ACK is on its way when this returns.
-    /// Refused when smoltcp did not take the SYN, or the rings could not be mapped. `segment`:
-    /// the app's MSS on an offloading device (its SYN's MSS already raised, see `offload.rs`).
+    /// Refused when smoltcp did not take the SYN, or the rings could not be mapped. `offset`: where
+    /// the SYN's TCP header starts in `packet`. `segment`: the app's MSS on an offloading device
+    /// (its SYN's MSS already raised, see `offload.rs`).
     pub fn accept(
         packet: &[u8],
+        offset: usize,
         destination: SocketAddr,
         mtu: usize,
         segment: Option<u16>,
         sink: Arc<dyn PacketSink>,
     ) -> Result<Arc<Connection>, Refused> {
         let address = IpAddress::from(destination.ip());
-        let mut link = Link { incoming: None, sink: &*sink, mtu, segment };
+        let mut reordering = Reordering::default(); // nothing is sent here
+        let mut link = Link { incoming: None, sink: &*sink, mtu, segment, reordering: &mut reordering };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = random_seed();
         let mut iface = Interface::new(config, &mut link, clock());
@@ -164,6 +170,7 @@ impl Connection {
             active_at: clock(),
             probing: false,
             timing: false,
+            reordering: Reordering::default(),
             rings,
         };
         let connection = Arc::new(Connection {
@@ -175,7 +182,7 @@ impl Connection {
             #[cfg(test)]
             skipped: Default::default(),
         });
-        connection.input(packet);
+        connection.input(packet, offset);
         let synchronised = connection.lock().socket().state() == tcp::State::SynReceived;
         if synchronised {
             Ok(connection)
@@ -184,9 +191,14 @@ impl Connection {
         }
     }
 
-    /// Feeds one packet of the app's flow to the socket.
-    pub fn input(&self, packet: &[u8]) {
-        self.with(|_| (), Some(packet));
+    /// Feeds one packet of the app's flow to the socket (`packet` the IP packet, its TCP header
+    /// at `offset`).
+    pub fn input(&self, packet: &[u8], offset: usize) {
+        let note = |inner: &mut Inner| {
+            let window = inner.socket().recv_capacity();
+            inner.reordering.received(packet, offset, window);
+        };
+        self.with(note, Some(packet));
     }
 
     /// Runs `op` on the socket, then polls the interface (with `packet`, if any) so that what
@@ -251,8 +263,10 @@ impl Connection {
     /// Polls the interface once; returns the time of the poll and when smoltcp wants the next.
     fn poll(&self, inner: &mut Inner, packet: Option<&[u8]>) -> (Instant, Option<Instant>) {
         let now = self.now();
-        let mut link = Link { incoming: packet, sink: &*self.sink, mtu: self.mtu, segment: self.segment };
-        inner.iface.poll(now, &mut link, &mut inner.sockets);
+        let Inner { iface, sockets, reordering, .. } = inner;
+        let (sink, mtu, segment) = (&*self.sink, self.mtu, self.segment);
+        let mut link = Link { incoming: packet, sink, mtu, segment, reordering };
+        iface.poll(now, &mut link, sockets);
         inner.arm_timers();
         (now, inner.iface.poll_at(now, &inner.sockets))
     }
@@ -315,13 +329,14 @@ impl Inner {
     }
 
     /// Gives the rings' pages back if the connection has been idle long enough with both rings
-    /// empty; with bytes still in a ring, looks again after another idle period.
+    /// empty (bytes received out of order included, see `reorder.rs`); with bytes still in a
+    /// ring, looks again after another idle period.
     fn release_if_idle(&mut self, now: Instant) {
         if self.release_at().is_none_or(|at| now < at) {
             return;
         }
         let socket = self.sockets.get_mut::<tcp::Socket>(self.handle);
-        if socket.recv_queue() == 0 && socket.send_queue() == 0 {
+        if socket.recv_queue() == 0 && socket.send_queue() == 0 && !self.reordering.holds_bytes() {
             // A refused remap leaves the pages: the connection only stays as it was.
             self.dirty = !self.rings.release();
         } else {

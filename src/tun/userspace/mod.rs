@@ -26,6 +26,7 @@ mod connection;
 mod flow_tests;
 mod link;
 mod offload;
+mod reorder;
 mod rings;
 mod stream;
 #[cfg(test)]
@@ -135,7 +136,7 @@ impl Userspace {
         let key = (tcp.source, tcp.destination);
         let known = self.lock().get(&key).map(|flow| flow.connection.clone());
         if let Some(connection) = known {
-            connection.input(packet);
+            connection.input(packet, tcp.offset);
             return;
         }
         if !tcp.opens || self.stopped.load(Ordering::Acquire) {
@@ -149,6 +150,7 @@ impl Userspace {
         let segment = self.offload.then(|| offload::raise_mss(packet, tcp));
         let connection = match Connection::accept(
             packet,
+            tcp.offset,
             tcp.destination,
             self.mtu,
             segment,
