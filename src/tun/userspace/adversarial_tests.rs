@@ -492,3 +492,42 @@ async fn bytes_received_out_of_order_survive_an_idle_release() {
     let zeros = received.iter().zip(&message).filter(|(got, sent)| got != sent).count();
     assert_eq!(zeros, 0, "{zeros} of 2000 bytes changed on their way");
 }
+
+/// The app opens a new connection on the ports of one the stack still holds (its reset of the old
+/// one was lost, or it reuses the port after forgetting it): a SYN with a new sequence number.
+/// The old connection is reset and the new one answered at once, as the kernel's challenge ACK
+/// and the app's reset would end the old one there; a duplicate of the first SYN changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_syn_on_the_ports_of_a_held_connection_replaces_it() {
+    let address = echo_server().await;
+    let wire = Arc::new(Wire::default());
+    let (stack, manager) = stack(&wire);
+    let (seq, ack) = handshake(&stack, &wire, 48000, address);
+    let push = Flags { ack: true, psh: true, ..Flags::default() };
+    feed(&stack, segment(48000, address, seq, ack, 64240, push, b"first"));
+    eventually("the echo of the first connection", || {
+        wire.packets.lock().unwrap().iter().any(|packet| packet.ends_with(b"first"))
+    })
+    .await;
+    let old = only_connection(&stack);
+    // A duplicate of the first SYN: nothing changes.
+    let syn = Flags { syn: true, ..Flags::default() };
+    feed(&stack, segment(48000, address, 1000, 0, 64240, syn, &[]));
+    assert!(Arc::ptr_eq(&old, &only_connection(&stack)), "a duplicate SYN replaced the connection");
+    wire.packets.lock().unwrap().clear();
+    // A new SYN: the old connection is reset, the new one answered and carried.
+    feed(&stack, segment(48000, address, 500_000, 0, 64240, syn, &[]));
+    let (_, [.., rst, _]) = next_from_stack(&wire, 48000).expect("a reset of the old connection");
+    assert!(rst, "the old connection reset first");
+    let (theirs, [is_syn, is_ack, ..]) = next_from_stack(&wire, 48000).expect("an answer to the new SYN");
+    assert!(is_syn && is_ack, "a SYN-ACK for the new connection");
+    assert_eq!(old.lock().socket().state(), smoltcp::socket::tcp::State::Closed, "the old one was reset");
+    let ack_only = Flags { ack: true, ..Flags::default() };
+    feed(&stack, segment(48000, address, 500_001, theirs.wrapping_add(1), 64240, ack_only, &[]));
+    feed(&stack, segment(48000, address, 500_001, theirs.wrapping_add(1), 64240, push, b"second"));
+    eventually("the echo of the new connection", || {
+        wire.packets.lock().unwrap().iter().any(|packet| packet.ends_with(b"second"))
+    })
+    .await;
+    eventually("one connection left in the manager", || manager.len() == 1).await;
+}

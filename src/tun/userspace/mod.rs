@@ -67,6 +67,9 @@ type Key = (SocketAddr, SocketAddr);
 
 struct Flow {
     connection: Arc<Connection>,
+    /// The sequence number of the SYN that opened it (a SYN with another one opens a new
+    /// connection on the same ports).
+    syn: u32,
     /// The manager's connection, once handed over.
     id: Option<ConnectionId>,
 }
@@ -134,10 +137,20 @@ impl Userspace {
         let len = tcp.len.min(packet.len());
         let packet = &mut packet[..len];
         let key = (tcp.source, tcp.destination);
-        let known = self.lock().get(&key).map(|flow| flow.connection.clone());
-        if let Some(connection) = known {
-            connection.input(packet, tcp.offset);
-            return;
+        let seq = sequence(packet, tcp);
+        let known = self.lock().get(&key).map(|flow| (flow.connection.clone(), flow.syn));
+        if let Some((connection, syn)) = known {
+            if !tcp.opens || seq == syn {
+                return connection.input(packet, tcp.offset);
+            }
+            // A SYN with a new sequence number: the app opens a new connection on these ports
+            // (it forgot the old one, its reset lost on the way). Where a kernel's challenge ACK
+            // would make the app reset the old one, it is reset here at once.
+            connection.abort();
+            let mut flows = self.lock();
+            if flows.get(&key).is_some_and(|flow| Arc::ptr_eq(&flow.connection, &connection)) {
+                flows.remove(&key);
+            }
         }
         if !tcp.opens || self.stopped.load(Ordering::Acquire) {
             bump(&self.counters.dropped_no_flow);
@@ -164,7 +177,7 @@ impl Userspace {
                 return bump(&self.counters.dropped_nat_full);
             }
         };
-        self.lock().insert(key, Flow { connection: connection.clone(), id: None });
+        self.lock().insert(key, Flow { connection: connection.clone(), syn: seq, id: None });
         if let Some(oldest) = self.count_in_handshake(key) {
             bump(&self.counters.dropped_nat_full);
             oldest.abort();
@@ -299,6 +312,12 @@ impl Userspace {
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Flow>> {
         self.flows.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// The sequence number of the TCP segment `tcp` in `packet` (0 if cut short: the parser checked it).
+fn sequence(packet: &[u8], tcp: &Tcp) -> u32 {
+    let field = packet.get(tcp.offset + 4..tcp.offset + 8).and_then(|bytes| bytes.try_into().ok());
+    field.map_or(0, u32::from_be_bytes)
 }
 
 impl std::fmt::Debug for Userspace {
