@@ -531,3 +531,30 @@ async fn a_new_syn_on_the_ports_of_a_held_connection_replaces_it() {
     .await;
     eventually("one connection left in the manager", || manager.len() == 1).await;
 }
+
+/// A burst of SYNs past [`super::MAX_HANDSHAKES`] at once (an app opening more connections than
+/// that in one go): the ones past the cap are dropped and counted, none of the handshakes under
+/// way is reset; once the oldest waited [`super::HANDSHAKE_GRACE`], a new SYN takes its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_syns_past_the_cap_resets_no_handshake_under_way() {
+    let address = echo_server().await;
+    let wire = Arc::new(Wire::default());
+    let (stack, _manager) = stack(&wire);
+    let syn = Flags { syn: true, ..Flags::default() };
+    let from =
+        |i: usize| SocketAddr::new(Ipv4Addr::new(10, 0, 2, (i % 200) as u8).into(), 1024 + (i / 200) as u16);
+    for i in 0..super::MAX_HANDSHAKES + 76 {
+        feed(&stack, segment_from(from(i), address, (7, 0, 64240), syn, &[]));
+    }
+    let resets = |wire: &Wire| {
+        let packets = wire.packets.lock().unwrap();
+        packets.iter().filter(|packet| TcpSlice::from_slice(&packet[20..]).unwrap().rst()).count()
+    };
+    assert_eq!(stack.connections(), super::MAX_HANDSHAKES);
+    assert_eq!(stack.counters.snapshot().dropped_nat_full, 76);
+    assert_eq!(resets(&wire), 0, "a handshake under way was reset");
+    tokio::time::sleep(super::HANDSHAKE_GRACE).await;
+    feed(&stack, segment_from(from(5000), address, (7, 0, 64240), syn, &[]));
+    eventually("the oldest handshake reset", || resets(&wire) == 1).await;
+    eventually("its flow left", || stack.connections() == super::MAX_HANDSHAKES).await;
+}

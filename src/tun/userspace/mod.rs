@@ -14,9 +14,8 @@
 //! for smoltcp's rings, resident only while traffic uses them (given back after
 //! [`IDLE_RELEASE`] idle with both rings empty), plus an interface and a timer task. At most
 //! [`MAX_CONNECTIONS`] at once: a SYN past that is dropped and counted. Of those, at most
-//! [`MAX_HANDSHAKES`] in their handshake: a SYN past that resets the oldest one still waiting for
-//! the app's ACK, so that SYNs never acknowledged (a flood) cannot hold the table for the two
-//! minutes of their timeout.
+//! [`MAX_HANDSHAKES`] in their handshake, so that SYNs never acknowledged (a flood) cannot hold
+//! the table for the two minutes of their timeout (see `handshakes.rs`).
 //! See docs/userspace-stack.md for the choice of smoltcp and the measurements.
 
 #[cfg(test)]
@@ -24,6 +23,7 @@ mod adversarial_tests;
 mod connection;
 #[cfg(test)]
 mod flow_tests;
+mod handshakes;
 mod link;
 mod offload;
 mod reorder;
@@ -32,13 +32,15 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use connection::{Connection, Refused};
 pub use connection::{IDLE_RELEASE, OFFLOAD_BUFFER, RECEIVE_BUFFER, SEND_BUFFER};
+use handshakes::{Handshakes, Room};
+pub use handshakes::{GRACE as HANDSHAKE_GRACE, MAX_HANDSHAKES};
 pub(crate) use link::PacketSink;
 pub(crate) use stream::UserspaceStream;
 
@@ -55,12 +57,6 @@ use crate::tracker::TransportProtocol;
 
 /// Connections the userspace stack holds at most at once.
 pub const MAX_CONNECTIONS: usize = 16 * 1024;
-
-/// Connections in their handshake (the SYN-ACK sent, the app's ACK not yet in) the stack holds
-/// at most: a SYN past that resets the oldest of them (counted in `dropped_nat_full`). The
-/// kernel's SYN queue is of this order; an app's ACK arrives within its round trip, far sooner
-/// than a thousand other SYNs of a working app.
-pub const MAX_HANDSHAKES: usize = 1024;
 
 /// A flow: the app's address and the destination it asked for.
 type Key = (SocketAddr, SocketAddr);
@@ -88,18 +84,8 @@ pub(crate) struct Userspace {
     hooks: AcceptHooks,
     /// [`Userspace::stop`] was called: no new connection.
     stopped: AtomicBool,
-    /// The connections in their handshake, oldest first (see [`MAX_HANDSHAKES`]).
-    handshakes: Mutex<Handshakes>,
-}
-
-/// The connections in their handshake.
-#[derive(Default)]
-struct Handshakes {
-    /// How many (their tasks count them out when the handshake ended).
-    count: usize,
-    /// Their flows, oldest first, with flows whose handshake ended among them (skipped, and
-    /// dropped when the queue grows past twice the cap).
-    order: VecDeque<Key>,
+    /// The connections in their handshake (see `handshakes.rs`).
+    handshakes: Handshakes<Key>,
 }
 
 impl Userspace {
@@ -126,7 +112,7 @@ impl Userspace {
             counters,
             hooks,
             stopped: AtomicBool::new(false),
-            handshakes: Mutex::default(),
+            handshakes: Handshakes::new(),
         }
     }
 
@@ -160,6 +146,15 @@ impl Userspace {
             bump(&self.counters.dropped_nat_full);
             return;
         }
+        match self.handshakes.room(|flow| self.in_handshake(flow).is_some()) {
+            Room::Free => {}
+            Room::Oldest(flow) => {
+                if let Some(oldest) = self.in_handshake(&flow) {
+                    oldest.abort();
+                }
+            }
+            Room::Full => return bump(&self.counters.dropped_nat_full),
+        }
         let segment = self.offload.then(|| offload::raise_mss(packet, tcp));
         let connection = match Connection::accept(
             packet,
@@ -178,10 +173,7 @@ impl Userspace {
             }
         };
         self.lock().insert(key, Flow { connection: connection.clone(), syn: seq, id: None });
-        if let Some(oldest) = self.count_in_handshake(key) {
-            bump(&self.counters.dropped_nat_full);
-            oldest.abort();
-        }
+        self.handshakes.started(key, |flow| self.in_handshake(flow).is_some());
         let stack = Arc::downgrade(self);
         let driven = connection.clone();
         tokio::spawn(async move {
@@ -201,41 +193,17 @@ impl Userspace {
             // system stack's kernel accepts only then too): SYNs from many ports that are never
             // acknowledged cost their slots in the table until they time out, and nothing else.
             let established = stream.handshake().await;
-            stack.lock_handshakes().count -= 1;
+            stack.handshakes.ended();
             if established {
                 stack.admit(key, &connection, stream, app, original).await;
             }
         });
     }
 
-    /// Counts the new connection of flow `key` in its handshake; past [`MAX_HANDSHAKES`], returns
-    /// the oldest connection still in its handshake, to be reset.
-    fn count_in_handshake(&self, key: Key) -> Option<Arc<Connection>> {
-        let mut handshakes = self.lock_handshakes();
-        handshakes.count += 1;
-        handshakes.order.push_back(key);
-        if handshakes.order.len() > 2 * MAX_HANDSHAKES {
-            handshakes.order.retain(|key| self.in_handshake(key).is_some());
-        }
-        if handshakes.count <= MAX_HANDSHAKES {
-            return None;
-        }
-        while let Some(key) = handshakes.order.pop_front() {
-            if let Some(connection) = self.in_handshake(&key) {
-                return Some(connection);
-            }
-        }
-        None
-    }
-
     /// The connection of flow `key` if it is in its handshake.
     fn in_handshake(&self, key: &Key) -> Option<Arc<Connection>> {
         let connection = self.lock().get(key).map(|flow| flow.connection.clone())?;
         connection.in_handshake().then_some(connection)
-    }
-
-    fn lock_handshakes(&self) -> MutexGuard<'_, Handshakes> {
-        self.handshakes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes the connection of flow `key` (its handshake complete) from `app` to `original`: to
