@@ -117,7 +117,7 @@ mod tests {
         assert!(matches!(handshakes.room(all), Room::Oldest(3)));
         // The queue never grows past twice the cap.
         for flow in 0..3 * MAX_HANDSHAKES {
-            handshakes.started(flow, |flow: &usize| flow % 2 == 0);
+            handshakes.started(flow, |flow: &usize| flow.is_multiple_of(2));
         }
         assert!(handshakes.lock().order.len() <= 2 * MAX_HANDSHAKES);
     }
