@@ -50,7 +50,8 @@ struct Flags {
     psh: bool,
 }
 
-/// An IPv4 TCP segment from the app's `port` to `to` (checksums right).
+/// A TCP segment from the app's `port` to `to` (checksums right), from [`APP`] or, to an IPv6
+/// destination, from [`APP6`].
 fn segment(
     port: u16,
     to: SocketAddr,
@@ -60,8 +61,11 @@ fn segment(
     flags: Flags,
     payload: &[u8],
 ) -> Vec<u8> {
-    let from = SocketAddr::new(Ipv4Addr::from(APP.octets()).into(), port);
-    segment_from(from, to, (seq, ack, window), flags, payload)
+    let app = match to {
+        SocketAddr::V4(_) => Ipv4Addr::from(APP.octets()).into(),
+        SocketAddr::V6(_) => APP6.into(),
+    };
+    segment_from(SocketAddr::new(app, port), to, (seq, ack, window), flags, payload)
 }
 
 /// [`segment`] from any address (one the app's client does not have: what the stack sends there
@@ -73,14 +77,17 @@ fn segment_from(
     flags: Flags,
     payload: &[u8],
 ) -> Vec<u8> {
-    let (SocketAddr::V4(from), SocketAddr::V4(to)) = (from, to) else { panic!("IPv4 only") };
+    let ip = match (from, to) {
+        (SocketAddr::V4(from), SocketAddr::V4(to)) => {
+            PacketBuilder::ipv4(from.ip().octets(), to.ip().octets(), 64)
+        }
+        (SocketAddr::V6(from), SocketAddr::V6(to)) => {
+            PacketBuilder::ipv6(from.ip().octets(), to.ip().octets(), 64)
+        }
+        _ => panic!("one family"),
+    };
     let (seq, ack, window) = numbers;
-    let mut builder = PacketBuilder::ipv4(from.ip().octets(), to.ip().octets(), 64).tcp(
-        from.port(),
-        to.port(),
-        seq,
-        window,
-    );
+    let mut builder = ip.tcp(from.port(), to.port(), seq, window);
     if flags.syn {
         builder = builder.syn();
     }
@@ -101,6 +108,16 @@ fn segment_from(
     packet
 }
 
+/// The app's IPv6 address.
+const APP6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+
+/// The TCP segment of an IP packet the stack sent (smoltcp writes no IPv4 options and no IPv6
+/// extension headers).
+fn tcp_of(packet: &[u8]) -> TcpSlice<'_> {
+    let header = if packet[0] >> 4 == 6 { 40 } else { 20 };
+    TcpSlice::from_slice(&packet[header..]).unwrap()
+}
+
 /// Hands one IP packet of the app to the stack, as the tunnel's reader does.
 fn feed(stack: &Arc<Userspace>, mut packet: Vec<u8>) {
     match packet::parse(&packet) {
@@ -114,7 +131,7 @@ fn feed(stack: &Arc<Userspace>, mut packet: Vec<u8>) {
 fn next_from_stack(wire: &Wire, port: u16) -> Option<(u32, [bool; 4])> {
     let mut packets = wire.packets.lock().unwrap();
     while let Some(packet) = packets.pop_front() {
-        let tcp = TcpSlice::from_slice(&packet[20..]).unwrap();
+        let tcp = tcp_of(&packet);
         if tcp.destination_port() == port {
             return Some((tcp.sequence_number(), [tcp.syn(), tcp.ack(), tcp.rst(), tcp.fin()]));
         }
@@ -298,7 +315,14 @@ async fn random_segments_on_live_flows_panic_nothing() {
 
 /// A server for one connection: accepts it and hands it over.
 async fn one_connection() -> (SocketAddr, tokio::sync::oneshot::Receiver<tokio::net::TcpStream>) {
-    let server = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    one_connection_on(Ipv4Addr::LOCALHOST.into()).await
+}
+
+/// [`one_connection`] on `ip`.
+async fn one_connection_on(
+    ip: std::net::IpAddr,
+) -> (SocketAddr, tokio::sync::oneshot::Receiver<tokio::net::TcpStream>) {
+    let server = TcpListener::bind((ip, 0)).await.unwrap();
     let address = server.local_addr().unwrap();
     let (give, taken) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -468,8 +492,14 @@ async fn a_syn_flood_does_not_lock_out_a_well_behaved_app() {
 /// retransmitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_received_out_of_order_survive_an_idle_release() {
+    out_of_order_through_an_idle_release(Ipv4Addr::LOCALHOST.into()).await;
+    out_of_order_through_an_idle_release(std::net::Ipv6Addr::LOCALHOST.into()).await;
+}
+
+/// The body of [`bytes_received_out_of_order_survive_an_idle_release`], to a server on `ip`.
+async fn out_of_order_through_an_idle_release(ip: std::net::IpAddr) {
     use super::IDLE_RELEASE;
-    let (address, taken) = one_connection().await;
+    let (address, taken) = one_connection_on(ip).await;
     let wire = Arc::new(Wire::default());
     let (stack, _manager) = stack(&wire);
     let (seq, ack) = handshake(&stack, &wire, 47000, address);
@@ -490,7 +520,7 @@ async fn bytes_received_out_of_order_survive_an_idle_release() {
     let mut received = vec![0u8; 2000];
     tokio::time::timeout(Duration::from_secs(5), socket.read_exact(&mut received)).await.unwrap().unwrap();
     let zeros = received.iter().zip(&message).filter(|(got, sent)| got != sent).count();
-    assert_eq!(zeros, 0, "{zeros} of 2000 bytes changed on their way");
+    assert_eq!(zeros, 0, "{ip}: {zeros} of 2000 bytes changed on their way");
 }
 
 /// The app opens a new connection on the ports of one the stack still holds (its reset of the old
@@ -548,7 +578,7 @@ async fn a_burst_of_syns_past_the_cap_resets_no_handshake_under_way() {
     }
     let resets = |wire: &Wire| {
         let packets = wire.packets.lock().unwrap();
-        packets.iter().filter(|packet| TcpSlice::from_slice(&packet[20..]).unwrap().rst()).count()
+        packets.iter().filter(|packet| tcp_of(packet).rst()).count()
     };
     assert_eq!(stack.connections(), super::MAX_HANDSHAKES);
     assert_eq!(stack.counters.snapshot().dropped_nat_full, 76);
