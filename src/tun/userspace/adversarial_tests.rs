@@ -169,6 +169,8 @@ async fn an_idle_connection_outlives_the_ack_timeout() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let state = connection.lock().socket().state();
     assert_eq!(state, smoltcp::socket::tcp::State::Established, "an idle connection was aborted");
+    assert_eq!(connection.wakes_at(), None, "an idle connection holds no timer (its rings given back)");
+    assert_eq!(connection.rings_resident(), 0);
     echo(&mut app, &pattern(10_000)).await;
 }
 

@@ -290,6 +290,12 @@ impl Connection {
         self.driver.notify_one();
     }
 
+    /// When the driver polls next on its own (for tests; `None`: no timer).
+    #[cfg(test)]
+    pub fn wakes_at(&self) -> Option<Instant> {
+        self.lock().wake_at
+    }
+
     /// Resident pages of the rings (for tests).
     #[cfg(test)]
     pub fn rings_resident(&self) -> usize {
