@@ -176,13 +176,9 @@ mod tests {
         })
     }
 
-    /// A UDP datagram to the hijacked DNS address whose answer comes back through the writer:
-    /// the manager has no network (no interface snapshot), so the query for `a` fails locally
-    /// (SERVFAIL) and nothing leaves the machine.
-    #[test]
-    fn packets_in_and_out_and_stop_ends_the_flow() {
-        let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
-        let mut options = TunOptions {
+    /// Userspace-stack options with the DNS hijack on the tunnel's address.
+    fn options() -> TunOptions {
+        TunOptions {
             ipv4: "172.19.0.1/30".into(),
             ipv6: None,
             mtu: 1500,
@@ -198,17 +194,31 @@ mod tests {
             dns_hijack_all: false,
             decision_deadline_ms: 250,
             decision_fail_closed: false,
-        };
-        let recorder = Arc::new(Recorder::default());
-        let flow = manager.start_packet_flow(options.clone(), recorder.clone()).unwrap();
+        }
+    }
+
+    /// A DNS query (id `id`) for `a`, type A, from the app to the hijacked DNS address.
+    fn query(id: u16) -> Vec<u8> {
         let mut query = Vec::new();
-        // A DNS query (id 0x1234) for `a`, type A.
-        let payload = [&[0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0][..], b"\x01a\x00", &[0, 1, 0, 1]].concat();
+        let header = [&id.to_be_bytes()[..], &[1, 0, 0, 1, 0, 0, 0, 0, 0, 0]].concat();
+        let payload = [&header[..], b"\x01a\x00", &[0, 1, 0, 1]].concat();
         etherparse::PacketBuilder::ipv4([172, 19, 0, 1], [172, 19, 0, 2], 64)
             .udp(40000, 53)
             .write(&mut query, &payload)
             .unwrap();
-        assert!(flow.write_packets(vec![query, vec![0x45, 0, 0]]));
+        query
+    }
+
+    /// A UDP datagram to the hijacked DNS address whose answer comes back through the writer:
+    /// the manager has no network (no interface snapshot), so the query for `a` fails locally
+    /// (SERVFAIL) and nothing leaves the machine.
+    #[test]
+    fn packets_in_and_out_and_stop_ends_the_flow() {
+        let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
+        let mut options = options();
+        let recorder = Arc::new(Recorder::default());
+        let flow = manager.start_packet_flow(options.clone(), recorder.clone()).unwrap();
+        assert!(flow.write_packets(vec![query(0x1234), vec![0x45, 0, 0]]));
         assert!(eventually(|| !recorder.0.lock().unwrap().is_empty()), "{:?}", flow.counters());
         let (packets, families) = recorder.0.lock().unwrap()[0].clone();
         assert_eq!(families, vec![libc::AF_INET]);
@@ -226,5 +236,62 @@ mod tests {
             manager.start_packet_flow(options, recorder.clone()),
             Err(NetswitchError::InvalidArgument { argument, .. }) if argument == "options.mtu"
         ));
+    }
+
+    /// A host that misuses the API: empty batches, empty and oversized and truncated packets, a
+    /// TCP segment larger than the MTU, host threads flooding batches while another stops the
+    /// tunnel, `stop()` twice, writes after it. Nothing panics; every odd packet is counted; the
+    /// tunnel answers between the odd ones; every flooding thread returns (false) once the
+    /// tunnel stopped, none stays blocked.
+    #[test]
+    fn a_misbehaving_host_panics_nothing_and_blocks_no_thread_after_stop() {
+        let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
+        let recorder = Arc::new(Recorder::default());
+        let flow = manager.start_packet_flow(options(), recorder.clone()).unwrap();
+        assert!(flow.write_packets(Vec::new()), "an empty batch is taken");
+        let mut truncated = query(1);
+        truncated.truncate(30); // the IPv4 header says more
+        let mut huge_tcp = Vec::new();
+        etherparse::PacketBuilder::ipv4([172, 19, 0, 1], [127, 0, 0, 1], 64)
+            .tcp(40000, 9, 1, 64240)
+            .syn()
+            .write(&mut huge_tcp, &vec![7u8; 60_000])
+            .unwrap();
+        let odd = vec![Vec::new(), vec![0x60], vec![0xff; 100_000], truncated, huge_tcp, query(2)];
+        assert!(flow.write_packets(odd));
+        let answered = || {
+            recorder
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .flat_map(|(packets, _)| packets.clone())
+                .any(|p| p.get(28..30) == Some(&[0, 2][..]))
+        };
+        assert!(eventually(answered), "{:?}", flow.counters());
+        let counters = flow.counters();
+        assert_eq!(counters.packets_in, 6, "{counters:?}");
+        assert!(counters.dropped_malformed >= 3, "{counters:?}");
+
+        let flow = Arc::new(flow);
+        let flooders: Vec<_> = (0..4)
+            .map(|_| {
+                let flow = flow.clone();
+                std::thread::spawn(move || {
+                    let batch = vec![vec![0x45, 0, 0]; 1000];
+                    while flow.write_packets(batch.clone()) {}
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        flow.stop();
+        flow.stop();
+        assert!(
+            eventually(|| flooders.iter().all(|thread| thread.is_finished())),
+            "a host thread stayed blocked"
+        );
+        assert!(flow.is_finished());
+        assert!(!flow.write_packets(vec![query(3)]));
+        assert!(!flow.write_packets(Vec::new()), "an empty batch after stop() says stopped too");
     }
 }

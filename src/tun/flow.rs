@@ -86,10 +86,10 @@ impl PacketFlowInput {
     /// them) to the tunnel. Blocks the calling thread while [`INPUT_BATCHES`] batches wait
     /// already (the backpressure), except on a thread inside a tokio runtime, where it returns
     /// [`PacketFlowError::Full`] instead of blocking. [`PacketFlowError::Stopped`] once the tunnel
-    /// stopped. An empty batch is taken and ignored.
+    /// stopped. An empty batch is taken and ignored (after a stop: [`PacketFlowError::Stopped`] too).
     pub fn write_packets(&self, packets: Vec<Vec<u8>>) -> Result<(), PacketFlowError> {
         if packets.is_empty() {
-            return Ok(());
+            return self.open();
         }
         if tokio::runtime::Handle::try_current().is_ok() {
             return self.batches.try_send(packets).map_err(|error| match error {
@@ -100,10 +100,18 @@ impl PacketFlowInput {
         self.batches.blocking_send(packets).map_err(|_| PacketFlowError::Stopped)
     }
 
+    /// The answer to an empty batch: Ok while the tunnel reads, [`PacketFlowError::Stopped`] after.
+    fn open(&self) -> Result<(), PacketFlowError> {
+        match self.batches.is_closed() {
+            true => Err(PacketFlowError::Stopped),
+            false => Ok(()),
+        }
+    }
+
     /// [`PacketFlowInput::write_packets`] for async code: waits for room instead of blocking.
     pub async fn send(&self, packets: Vec<Vec<u8>>) -> Result<(), PacketFlowError> {
         if packets.is_empty() {
-            return Ok(());
+            return self.open();
         }
         self.batches.send(packets).await.map_err(|_| PacketFlowError::Stopped)
     }

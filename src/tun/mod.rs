@@ -503,6 +503,9 @@ impl Tun {
         for id in self.userspace.iter().flat_map(|stack| stack.connection_ids()) {
             self.manager.close(id);
         }
+        if let Some(stack) = &self.userspace {
+            stack.stop(); // also the connections the manager does not have yet
+        }
         let reader = match &self.reading {
             Reading::Thread(thread) => thread.stopper(),
             Reading::Task(task) => Stopper::Task(task.abort_handle()),

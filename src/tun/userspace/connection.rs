@@ -24,6 +24,7 @@ use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 use tokio::sync::Notify;
 
 use super::link::{Link, PacketSink};
+use super::reorder::Reordering;
 use super::rings::Rings;
 
 /// Bytes buffered per connection from the app (the receive window the app sees).
@@ -35,8 +36,10 @@ pub const SEND_BUFFER: usize = 64 * 1024;
 /// reached 11-13 on the development machine; 4 MiB did no better). Linux only: the iOS and
 /// Android fd paths have no offloads.
 pub const OFFLOAD_BUFFER: usize = 1024 * 1024;
-/// A connection whose app acknowledges nothing for this long is aborted (smoltcp's timeout).
-const ACK_TIMEOUT: Duration = Duration::from_secs(120);
+/// A connection whose app sends nothing for this long while it has bytes of ours to acknowledge
+/// (or our SYN-ACK) is aborted (smoltcp's timeout, armed only then: an idle app keeps its
+/// connection, see [`Inner::arm_timers`]).
+pub(super) const ACK_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a connection the relay let go may wait for the app's FIN (FIN-WAIT-2 has no timer
 /// in smoltcp) before it is reset.
 const LINGER: Duration = Duration::from_secs(60);
@@ -75,6 +78,10 @@ pub(crate) struct Inner {
     active_at: Instant,
     /// Keep-alive probes are on (bytes wait to be sent).
     probing: bool,
+    /// smoltcp's timeout is on (bytes or the SYN-ACK wait for the app's acknowledgement).
+    timing: bool,
+    /// Whether the receive ring may hold bytes out of order (then its pages stay).
+    reordering: Reordering,
     /// The socket's ring memory. Declared after `sockets`: dropped after the socket.
     rings: Rings,
 }
@@ -104,25 +111,31 @@ pub(crate) struct Connection {
     segment: Option<u16>,
     /// Wakes the driver when a poll moved its deadline earlier or the stream went away.
     driver: Notify,
+    /// How far tests moved this connection's clock forward (microseconds, see [`Connection::skip`]).
+    #[cfg(test)]
+    skipped: std::sync::atomic::AtomicI64,
 }
 
 impl Connection {
     /// A connection for the app's SYN `packet` from `app` to `destination`: the socket listens on
     /// the destination and the SYN is fed to it, so the SYN-ACK is on its way when this returns.
-    /// Refused when smoltcp did not take the SYN, or the rings could not be mapped. `segment`:
-    /// the app's MSS on an offloading device (its SYN's MSS already raised, see `offload.rs`).
+    /// Refused when smoltcp did not take the SYN, or the rings could not be mapped. `offset`: where
+    /// the SYN's TCP header starts in `packet`. `segment`: the app's MSS on an offloading device
+    /// (its SYN's MSS already raised, see `offload.rs`).
     pub fn accept(
         packet: &[u8],
+        offset: usize,
         destination: SocketAddr,
         mtu: usize,
         segment: Option<u16>,
         sink: Arc<dyn PacketSink>,
     ) -> Result<Arc<Connection>, Refused> {
         let address = IpAddress::from(destination.ip());
-        let mut link = Link { incoming: None, sink: &*sink, mtu, segment };
+        let mut reordering = Reordering::default(); // nothing is sent here
+        let mut link = Link { incoming: None, sink: &*sink, mtu, segment, reordering: &mut reordering };
         let mut config = Config::new(HardwareAddress::Ip);
         config.random_seed = random_seed();
-        let mut iface = Interface::new(config, &mut link, now());
+        let mut iface = Interface::new(config, &mut link, clock());
         let prefix = if destination.is_ipv4() { 32 } else { 128 };
         iface.update_ip_addrs(|addresses| {
             let _ = addresses.push(IpCidr::new(address, prefix));
@@ -140,7 +153,6 @@ impl Connection {
         // The relay writes what it read in one piece; Nagle would hold a small answer back
         // waiting for the app's delayed ACK (the relay sets TCP_NODELAY on kernel clients too).
         socket.set_nagle_enabled(false);
-        socket.set_timeout(Some(ACK_TIMEOUT.into()));
         socket
             .listen(IpListenEndpoint { addr: Some(address), port: destination.port() })
             .map_err(|_| Refused::NotSyn)?;
@@ -155,13 +167,22 @@ impl Connection {
             linger_until: None,
             reset_on_close: false,
             dirty: false,
-            active_at: now(),
+            active_at: clock(),
             probing: false,
+            timing: false,
+            reordering: Reordering::default(),
             rings,
         };
-        let connection =
-            Arc::new(Connection { inner: Mutex::new(inner), sink, mtu, segment, driver: Notify::new() });
-        connection.input(packet);
+        let connection = Arc::new(Connection {
+            inner: Mutex::new(inner),
+            sink,
+            mtu,
+            segment,
+            driver: Notify::new(),
+            #[cfg(test)]
+            skipped: Default::default(),
+        });
+        connection.input(packet, offset);
         let synchronised = connection.lock().socket().state() == tcp::State::SynReceived;
         if synchronised {
             Ok(connection)
@@ -170,9 +191,14 @@ impl Connection {
         }
     }
 
-    /// Feeds one packet of the app's flow to the socket.
-    pub fn input(&self, packet: &[u8]) {
-        self.with(|_| (), Some(packet));
+    /// Feeds one packet of the app's flow to the socket (`packet` the IP packet, its TCP header
+    /// at `offset`).
+    pub fn input(&self, packet: &[u8], offset: usize) {
+        let note = |inner: &mut Inner| {
+            let window = inner.socket().recv_capacity();
+            inner.reordering.received(packet, offset, window);
+        };
+        self.with(note, Some(packet));
     }
 
     /// Runs `op` on the socket, then polls the interface (with `packet`, if any) so that what
@@ -206,7 +232,7 @@ impl Connection {
         self.with(
             |inner| {
                 inner.stream_gone = true;
-                inner.linger_until = Some(now() + LINGER.into());
+                inner.linger_until = Some(self.now() + LINGER.into());
                 if inner.reset_on_close || inner.socket().recv_queue() > 0 {
                     inner.socket().abort();
                 } else {
@@ -218,6 +244,17 @@ impl Connection {
         self.driver.notify_one();
     }
 
+    /// Resets the connection now (a RST to the app), whoever holds its stream: the stream then
+    /// reads and writes a reset.
+    pub fn abort(&self) {
+        self.with(|inner| inner.socket().abort(), None);
+    }
+
+    /// True while the app has not acknowledged the SYN-ACK yet.
+    pub fn in_handshake(&self) -> bool {
+        self.lock().socket().state() == tcp::State::SynReceived
+    }
+
     /// Locks the state (a panic elsewhere while holding it does not make it unusable).
     pub fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
@@ -225,11 +262,38 @@ impl Connection {
 
     /// Polls the interface once; returns the time of the poll and when smoltcp wants the next.
     fn poll(&self, inner: &mut Inner, packet: Option<&[u8]>) -> (Instant, Option<Instant>) {
-        let now = now();
-        let mut link = Link { incoming: packet, sink: &*self.sink, mtu: self.mtu, segment: self.segment };
-        inner.iface.poll(now, &mut link, &mut inner.sockets);
-        inner.probe_while_queued();
+        let now = self.now();
+        let Inner { iface, sockets, reordering, .. } = inner;
+        let (sink, mtu, segment) = (&*self.sink, self.mtu, self.segment);
+        let mut link = Link { incoming: packet, sink, mtu, segment, reordering };
+        iface.poll(now, &mut link, sockets);
+        inner.arm_timers();
         (now, inner.iface.poll_at(now, &inner.sockets))
+    }
+
+    /// The connection's clock: [`clock`], moved forward by [`Connection::skip`] in tests.
+    fn now(&self) -> Instant {
+        #[cfg(test)]
+        return clock()
+            + smoltcp::time::Duration::from_micros(
+                self.skipped.load(std::sync::atomic::Ordering::Relaxed) as u64
+            );
+        #[cfg(not(test))]
+        clock()
+    }
+
+    /// Moves this connection's clock `by` forward and lets its driver look at its timers (tests
+    /// of timeouts that would otherwise take minutes).
+    #[cfg(test)]
+    pub fn skip(&self, by: Duration) {
+        self.skipped.fetch_add(by.as_micros() as i64, std::sync::atomic::Ordering::Relaxed);
+        self.driver.notify_one();
+    }
+
+    /// When the driver polls next on its own (for tests; `None`: no timer).
+    #[cfg(test)]
+    pub fn wakes_at(&self) -> Option<Instant> {
+        self.lock().wake_at
     }
 
     /// Resident pages of the rings (for tests).
@@ -242,13 +306,26 @@ impl Connection {
 impl Inner {
     /// Turns keep-alive probes on while bytes wait to be sent and off otherwise: a keep-alive
     /// (sent only when nothing is in flight) makes the app answer with its current window, so it
-    /// stands in for the zero-window probe smoltcp 0.12 lacked (a second guard with 0.14). Idle connections send nothing.
-    fn probe_while_queued(&mut self) {
+    /// stands in for the zero-window probe smoltcp 0.12 lacked (a second guard with 0.14). Idle
+    /// connections send nothing.
+    ///
+    /// Arms smoltcp's [`ACK_TIMEOUT`] the same way, and during the handshake: smoltcp's timeout
+    /// counts from the app's last packet whatever is queued, so armed for good it would abort
+    /// every connection whose app stays silent that long (an idle SSH session, a push channel).
+    /// Armed only while something waits for the app's acknowledgement it aborts an app that
+    /// stopped answering, as a kernel's retransmission limit does. smoltcp restarts the count when
+    /// bytes are queued on an empty ring, so arming it then does not count the idle time before.
+    fn arm_timers(&mut self) {
         let socket = self.sockets.get_mut::<tcp::Socket>(self.handle);
         let queued = socket.send_queue() > 0;
         if queued != self.probing {
             socket.set_keep_alive(queued.then(|| PROBE.into()));
             self.probing = queued;
+        }
+        let waiting = queued || socket.state() == tcp::State::SynReceived;
+        if waiting != self.timing {
+            socket.set_timeout(waiting.then(|| ACK_TIMEOUT.into()));
+            self.timing = waiting;
         }
     }
 
@@ -258,13 +335,14 @@ impl Inner {
     }
 
     /// Gives the rings' pages back if the connection has been idle long enough with both rings
-    /// empty; with bytes still in a ring, looks again after another idle period.
+    /// empty (bytes received out of order included, see `reorder.rs`); with bytes still in a
+    /// ring, looks again after another idle period.
     fn release_if_idle(&mut self, now: Instant) {
         if self.release_at().is_none_or(|at| now < at) {
             return;
         }
         let socket = self.sockets.get_mut::<tcp::Socket>(self.handle);
-        if socket.recv_queue() == 0 && socket.send_queue() == 0 {
+        if socket.recv_queue() == 0 && socket.send_queue() == 0 && !self.reordering.holds_bytes() {
             // A refused remap leaves the pages: the connection only stays as it was.
             self.dirty = !self.rings.release();
         } else {
@@ -285,7 +363,7 @@ pub(crate) async fn drive(connection: Arc<Connection>) {
     loop {
         let at = {
             let mut inner = connection.lock();
-            if inner.linger_until.is_some_and(|until| now() >= until) {
+            if inner.linger_until.is_some_and(|until| connection.now() >= until) {
                 inner.socket().abort();
             }
             let (now, at) = connection.poll(&mut inner, None);
@@ -300,7 +378,7 @@ pub(crate) async fn drive(connection: Arc<Connection>) {
         let notified = connection.driver.notified();
         match at {
             Some(at) => {
-                let wait = Duration::from(at - now().min(at));
+                let wait = Duration::from(at - connection.now().min(at));
                 let _ = tokio::time::timeout(wait, notified).await;
             }
             None => notified.await,
@@ -317,7 +395,7 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 }
 
 /// smoltcp's clock: microseconds since the first use.
-fn now() -> Instant {
+fn clock() -> Instant {
     static START: OnceLock<std::time::Instant> = OnceLock::new();
     let start = *START.get_or_init(std::time::Instant::now);
     Instant::from_micros(start.elapsed().as_micros() as i64)

@@ -11,6 +11,7 @@ use smoltcp::phy::{self, Checksum, ChecksumCapabilities, DeviceCapabilities, Med
 use smoltcp::time::Instant;
 
 use super::offload;
+use super::reorder::Reordering;
 use crate::tun::device::Offload;
 
 /// Where the stack's outgoing IP packets go: the tunnel device, or a test's client.
@@ -42,6 +43,8 @@ pub(crate) struct Link<'a> {
     pub mtu: usize,
     /// On an offloading device: the app's MSS, the size of the segments a super-packet is cut into.
     pub segment: Option<u16>,
+    /// Notes the acknowledgement number of every packet sent.
+    pub reordering: &'a mut Reordering,
 }
 
 impl phy::Device for Link<'_> {
@@ -56,11 +59,11 @@ impl phy::Device for Link<'_> {
 
     fn receive(&mut self, _: Instant) -> Option<(Rx<'_>, Tx<'_>)> {
         let packet = self.incoming.take()?;
-        Some((Rx(packet), Tx(self.sink, self.segment)))
+        Some((Rx(packet), Tx(self.sink, self.segment, self.reordering)))
     }
 
     fn transmit(&mut self, _: Instant) -> Option<Tx<'_>> {
-        Some(Tx(self.sink, self.segment))
+        Some(Tx(self.sink, self.segment, self.reordering))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
@@ -88,8 +91,8 @@ impl phy::RxToken for Rx<'_> {
 }
 
 /// One outgoing packet, built in the thread's scratch buffer and handed to the sink (prepared
-/// for the device's offloads when there is an MSS).
-pub(crate) struct Tx<'a>(&'a dyn PacketSink, Option<u16>);
+/// for the device's offloads when there is an MSS), its acknowledgement number noted.
+pub(crate) struct Tx<'a>(&'a dyn PacketSink, Option<u16>, &'a mut Reordering);
 
 impl phy::TxToken for Tx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
@@ -100,6 +103,7 @@ impl phy::TxToken for Tx<'_> {
             }
             let packet = &mut scratch[..len];
             let result = f(packet);
+            self.2.sent(packet);
             let offload = match self.1 {
                 Some(mss) => offload::prepare(packet, mss),
                 None => Offload::NONE,

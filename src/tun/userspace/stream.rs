@@ -27,6 +27,25 @@ impl UserspaceStream {
     pub fn new(connection: Arc<Connection>) -> UserspaceStream {
         UserspaceStream(connection)
     }
+
+    /// Waits until the app's handshake is over: true once it acknowledged the SYN-ACK, false
+    /// when it reset the connection or never answered (smoltcp's timeout closed it).
+    pub async fn handshake(&self) -> bool {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.0.lock();
+            let socket = inner.socket();
+            match socket.state() {
+                State::SynReceived => {
+                    // smoltcp wakes it on every change of state.
+                    socket.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+                State::Closed | State::Listen => Poll::Ready(false),
+                _ => Poll::Ready(true),
+            }
+        })
+        .await
+    }
 }
 
 /// What a socket in `state` with nothing to read or no room to write can still expect.

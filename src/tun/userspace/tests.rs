@@ -23,13 +23,13 @@ use crate::tun::packet::{self, Packet};
 use crate::tun::test_support::eventually;
 
 const MTU: usize = 1500;
-const APP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
+pub(super) const APP: Ipv4Address = Ipv4Address::new(10, 0, 0, 2);
 
 /// The stack's side of the wire: what it sends waits here for the client.
 #[derive(Default)]
-struct Wire {
-    packets: Mutex<VecDeque<Vec<u8>>>,
-    arrived: Notify,
+pub(super) struct Wire {
+    pub(super) packets: Mutex<VecDeque<Vec<u8>>>,
+    pub(super) arrived: Notify,
 }
 
 impl PacketSink for Wire {
@@ -42,13 +42,13 @@ impl PacketSink for Wire {
 }
 
 /// The client's device: reads the wire, collects what the client sends.
-struct ClientDevice {
+pub(super) struct ClientDevice {
     wire: Arc<Wire>,
-    sent: Vec<Vec<u8>>,
+    pub(super) sent: Vec<Vec<u8>>,
 }
 
-struct Rx(Vec<u8>);
-struct Tx<'a>(&'a mut Vec<Vec<u8>>);
+pub(super) struct Rx(Vec<u8>);
+pub(super) struct Tx<'a>(&'a mut Vec<Vec<u8>>);
 
 impl phy::RxToken for Rx {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
@@ -87,16 +87,16 @@ impl Device for ClientDevice {
 }
 
 /// An app with one smoltcp TCP socket, connected through the stack under test.
-struct App {
-    iface: Interface,
-    device: ClientDevice,
-    sockets: SocketSet<'static>,
+pub(super) struct App {
+    pub(super) iface: Interface,
+    pub(super) device: ClientDevice,
+    pub(super) sockets: SocketSet<'static>,
     handle: SocketHandle,
     stack: Arc<Userspace>,
 }
 
 impl App {
-    fn connect(stack: Arc<Userspace>, wire: Arc<Wire>, to: SocketAddr, port: u16) -> App {
+    pub(super) fn connect(stack: Arc<Userspace>, wire: Arc<Wire>, to: SocketAddr, port: u16) -> App {
         let mut device = ClientDevice { wire, sent: Vec::new() };
         let mut iface = Interface::new(Config::new(HardwareAddress::Ip), &mut device, Instant::now());
         iface.update_ip_addrs(|addresses| addresses.push(IpCidr::new(IpAddress::Ipv4(APP), 24)).unwrap());
@@ -112,13 +112,13 @@ impl App {
         App { iface, device, sockets, handle, stack }
     }
 
-    fn socket(&mut self) -> &mut tcp::Socket<'static> {
+    pub(super) fn socket(&mut self) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(self.handle)
     }
 
     /// Moves packets both ways, runs `step` on the socket, and waits for the next packet or
     /// timer, until `step` says done (or 20 s pass: a failure).
-    async fn run(&mut self, mut step: impl FnMut(&mut tcp::Socket<'static>) -> bool) {
+    pub(super) async fn run(&mut self, mut step: impl FnMut(&mut tcp::Socket<'static>) -> bool) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             self.iface.poll(Instant::now(), &mut self.device, &mut self.sockets);
@@ -145,7 +145,7 @@ impl App {
     }
 }
 
-fn stack(wire: &Arc<Wire>) -> (Arc<Userspace>, Arc<ConnectionManager>) {
+pub(super) fn stack(wire: &Arc<Wire>) -> (Arc<Userspace>, Arc<ConnectionManager>) {
     let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
     let sink: Arc<dyn PacketSink> = wire.clone();
     let counters = Arc::<crate::tun::counters::Counters>::default();
@@ -165,7 +165,7 @@ fn stack(wire: &Arc<Wire>) -> (Arc<Userspace>, Arc<ConnectionManager>) {
 }
 
 /// The bytes of the test stream: position-dependent so that a lost or reordered piece shows.
-fn pattern(len: usize) -> Vec<u8> {
+pub(super) fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
@@ -352,7 +352,7 @@ async fn idle_rings_give_their_pages_back() {
 }
 
 /// Sends `message` and reads it back (from an echo server).
-async fn echo(app: &mut App, message: &[u8]) {
+pub(super) async fn echo(app: &mut App, message: &[u8]) {
     let (mut sent, mut received) = (0, Vec::new());
     app.run(|socket| {
         if socket.can_send() && sent < message.len() {
