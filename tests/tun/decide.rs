@@ -11,10 +11,12 @@ use netswitch::TransportProtocol;
 
 use super::*;
 
-/// App source ports the decider sends over cellular.
-const CELL_PORTS: RangeInclusive<u16> = 47000..=47099;
+/// App source ports the decider sends over cellular. Above the kernel's ephemeral range
+/// (32768-60999), so that no other socket of the namespace is given one of them (a bind of
+/// SLOW_PORT once failed with AddrInUse).
+const CELL_PORTS: RangeInclusive<u16> = 61000..=61099;
 /// The app source port whose decision takes longer than the deadline.
-const SLOW_PORT: u16 = 47200;
+const SLOW_PORT: u16 = 61200;
 /// The deadline of every decision in this test.
 const DEADLINE: Duration = Duration::from_secs(1);
 
