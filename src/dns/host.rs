@@ -143,12 +143,15 @@ impl Inner {
         }
         let via = self.via();
         let timed_out = || DnsError::TimedOut { via: self.via(), after: started.elapsed() };
-        let Ok(Ok(_slot)) = timeout_at(deadline, self.in_flight.acquire()).await else {
-            return answer(Err(timed_out()), None);
-        };
-        let reply = match timeout_at(deadline, self.host.resolve(name, &self.interface, family)).await {
-            Err(_) => return answer(Err(timed_out()), None),
-            Ok(reply) => reply,
+        // The slot is given back before a fallback lookup, which takes one of the same bound.
+        let reply = {
+            let Ok(Ok(_slot)) = timeout_at(deadline, self.in_flight.acquire()).await else {
+                return answer(Err(timed_out()), None);
+            };
+            match timeout_at(deadline, self.host.resolve(name, &self.interface, family)).await {
+                Err(_) => return answer(Err(timed_out()), None),
+                Ok(reply) => reply,
+            }
         };
         let now = Instant::now();
         let remember = |value, via: &Via| {
