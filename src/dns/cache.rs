@@ -2,10 +2,12 @@
 //! cap, negative answers (NXDOMAIN, NODATA) for at most the negative cap; flushed per interface
 //! when it goes away or its DNS servers change. Bounded: when full, expired entries go first,
 //! then the one closest to expiry. One cache serves every interface: the key keeps their answers
-//! apart, so cellular never gets Wi-Fi's.
+//! apart, so cellular never gets Wi-Fi's. An answer to a question asked before a flush is not
+//! remembered ([`DnsCache::mark`], [`DnsCache::put_since`]): it may come from the old network.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -75,10 +77,16 @@ struct Entry {
     via: Via,
 }
 
+/// The cache's number of flushes when a resolver chose its servers ([`DnsCache::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark(u64);
+
 /// The cache; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct DnsCache {
     entries: Mutex<HashMap<Key, Entry>>,
+    /// Flushes so far; changed only with `entries` locked.
+    flushes: AtomicU64,
     policy: TtlPolicy,
     capacity: usize,
 }
@@ -87,7 +95,12 @@ impl DnsCache {
     /// An empty cache of at most `capacity` entries (at least 1). Capacity 0 in the settings
     /// turns caching off: see [`crate::dns::DnsSettings::cache_capacity`].
     pub fn new(policy: TtlPolicy, capacity: usize) -> DnsCache {
-        DnsCache { entries: Mutex::new(HashMap::new()), policy, capacity: capacity.max(1) }
+        DnsCache {
+            entries: Mutex::new(HashMap::new()),
+            flushes: AtomicU64::new(0),
+            policy,
+            capacity: capacity.max(1),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
@@ -117,9 +130,43 @@ impl DnsCache {
             .filter(|left| !left.is_zero())
     }
 
+    /// Where the cache stands now: take it when choosing the servers (the route) to ask, and put
+    /// their answers with [`DnsCache::put_since`].
+    pub fn mark(&self) -> Mark {
+        Mark(self.flushes.load(Ordering::Acquire))
+    }
+
+    /// As [`DnsCache::put`], unless an interface was flushed since `mark` was taken: the answer
+    /// may then come from the network that was just forgotten (its old DNS servers, or a route
+    /// of an older snapshot), and is not remembered (returns zero). Any interface's flush
+    /// counts: flushes are rare, and a lost entry only costs a query.
+    pub fn put_since(
+        &self,
+        mark: Mark,
+        key: Key,
+        value: Cached,
+        via: Via,
+        ttl: Option<u32>,
+        now: Instant,
+    ) -> Duration {
+        self.insert(Some(mark), key, value, via, ttl, now)
+    }
+
     /// Remembers `value` (answered by `via`) for `key`; `ttl` is the answer's TTL in seconds
     /// (`None`: no TTL known). Returns how long it will be kept.
     pub fn put(&self, key: Key, value: Cached, via: Via, ttl: Option<u32>, now: Instant) -> Duration {
+        self.insert(None, key, value, via, ttl, now)
+    }
+
+    fn insert(
+        &self,
+        mark: Option<Mark>,
+        key: Key,
+        value: Cached,
+        via: Via,
+        ttl: Option<u32>,
+        now: Instant,
+    ) -> Duration {
         let p = self.policy;
         let keep = match (&value, ttl) {
             (Cached::Addresses(_), Some(ttl)) => {
@@ -131,6 +178,9 @@ impl DnsCache {
         };
         let Some(expires) = now.checked_add(keep).filter(|_| !keep.is_zero()) else { return Duration::ZERO };
         let mut entries = self.lock();
+        if mark.is_some_and(|mark| mark != self.mark()) {
+            return Duration::ZERO;
+        }
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
             entries.retain(|_, entry| entry.expires > now);
             if entries.len() >= self.capacity {
@@ -147,6 +197,7 @@ impl DnsCache {
     /// Forgets everything learnt over `interface`; returns how many entries went.
     pub fn flush_interface(&self, interface: &InterfaceId) -> usize {
         let mut entries = self.lock();
+        self.flushes.fetch_add(1, Ordering::AcqRel);
         let before = entries.len();
         entries.retain(|key, _| key.interface.as_ref() != Some(interface));
         before - entries.len()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::time::{timeout_at, Instant};
 
-use super::cache::{Cached, DnsCache, Key};
+use super::cache::{Cached, DnsCache, Key, Mark};
 use super::lookup::{checked_name, local_answer, FamilyFuture};
 use super::{DnsError, Family, FamilyAnswer, Lookup, Resolve, Source, Via};
 use crate::network::NetworkInterface;
@@ -61,6 +61,8 @@ struct Inner {
     host: Arc<dyn HostDns>,
     interface: NetworkInterface,
     cache: Option<Arc<DnsCache>>,
+    /// The cache when this resolver was made: answers are remembered unless it was flushed since.
+    mark: Option<Mark>,
     in_flight: Arc<Semaphore>,
     fallback: Arc<dyn Resolve>,
     told_fallback: AtomicBool,
@@ -77,7 +79,8 @@ impl std::fmt::Debug for HostResolver {
 
 impl HostResolver {
     /// Asks `host` for names on `interface`; at most `in_flight` questions at once; answers
-    /// cached in `cache`; `fallback` answers when the host says "resolve yourself".
+    /// cached in `cache` (unless it is flushed after this call); `fallback` answers when the host
+    /// says "resolve yourself".
     pub fn new(
         host: Arc<dyn HostDns>,
         interface: NetworkInterface,
@@ -85,8 +88,9 @@ impl HostResolver {
         in_flight: Arc<Semaphore>,
         fallback: Arc<dyn Resolve>,
     ) -> HostResolver {
-        let inner =
-            Inner { host, interface, cache, in_flight, fallback, told_fallback: AtomicBool::new(false) };
+        let mark = cache.as_ref().map(|c| c.mark());
+        let told_fallback = AtomicBool::new(false);
+        let inner = Inner { host, interface, cache, mark, in_flight, fallback, told_fallback };
         HostResolver { inner: Arc::new(inner) }
     }
 }
@@ -155,8 +159,8 @@ impl Inner {
         };
         let now = Instant::now();
         let remember = |value, via: &Via| {
-            if let Some(cache) = &self.cache {
-                cache.put(key.clone(), value, via.clone(), None, now);
+            if let (Some(cache), Some(mark)) = (&self.cache, self.mark) {
+                cache.put_since(mark, key.clone(), value, via.clone(), None, now);
             }
         };
         let result = match reply {
