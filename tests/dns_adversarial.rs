@@ -9,11 +9,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dns_responder::{Responder, Zone};
+use dns_responder::{Mode, Responder, Zone};
 use hickory_proto::op::{Message, MessageType, Query};
 use hickory_proto::rr::rdata::A;
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use netswitch::dns::cache::Key;
+use netswitch::dns::cache::{Cached, Key, MAX_ADDRESSES};
 use netswitch::dns::host::{HostAnswer, HostDns, HostFuture};
 use netswitch::dns::wire::{build_query, parse_name, read_answer, AnswerError};
 use netswitch::dns::{DnsError, DnsSettings, Family, Resolve, ResolverChoice, Resolvers};
@@ -94,16 +94,19 @@ fn a(owner: &Name, ip: [u8; 4]) -> Record {
 /// Before the real answer, the client gets: the right answer from another port of the server's
 /// address, a reply with another id, replies to another name and another type, and a reply of
 /// class CHAOS; the real answer carries unrelated records. Only the real address is used, and
-/// nothing of the unrelated name is cached.
+/// nothing of the unrelated name is cached. Each query has its own id and source port.
 #[tokio::test]
 async fn spoofed_and_unrelated_replies_are_ignored() {
     let server = UdpSocket::bind((localhost(), 0)).await.unwrap();
     let spoofer = UdpSocket::bind((localhost(), 0)).await.unwrap();
     let address = server.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
     tokio::spawn(async move {
         let mut buffer = vec![0u8; 2048];
         while let Ok((length, from)) = server.recv_from(&mut buffer).await {
             let Ok(query) = Message::from_vec(&buffer[..length]) else { continue };
+            log.lock().unwrap().push((query.id(), from.port()));
             let (id, question) = (query.id(), query.queries()[0].clone());
             let owner = question.name().clone();
             let evil = Name::from_ascii("evil.example.test.").unwrap();
@@ -132,6 +135,14 @@ async fn spoofed_and_unrelated_replies_are_ignored() {
     let cache = resolvers.cache().unwrap();
     let evil = Key::new(Some(interface.id()), "evil.example.test", Family::V4);
     assert!(cache.get(&evil, Instant::now()).is_none(), "an unrelated record was cached");
+    for i in 0..4 {
+        assert_eq!(v4(&resolver, &format!("n{i}.{NAME}")).await.unwrap(), ips(&["192.0.2.1"]));
+    }
+    let seen = seen.lock().unwrap().clone();
+    let distinct = |values: Vec<u16>| values.into_iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(seen.len(), 5);
+    assert!(distinct(seen.iter().map(|s| s.0).collect()) > 1, "the same id every time: {seen:?}");
+    assert!(distinct(seen.iter().map(|s| s.1).collect()) > 1, "the same port every time: {seen:?}");
 }
 
 /// Question and records of another class than IN are no answer to an IN question.
@@ -188,6 +199,25 @@ async fn a_tcp_server_that_stalls_after_the_length_fails_by_the_query_timeout() 
     println!("stalled TCP: {error} after {:?}", started.elapsed());
     assert!(matches!(error, DnsError::TimedOut { .. }), "{error}");
     assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+/// A 64 KiB answer over TCP (about 4000 A records) is read whole and given to the dial, but the
+/// cache keeps only the first [`MAX_ADDRESSES`]: 1024 such entries would be about 70 MB.
+#[tokio::test]
+async fn a_huge_answer_is_not_kept_whole_in_the_cache() {
+    let server = Responder::start(localhost(), Zone::new(NAME, &["192.0.2.1"], &[])).await.unwrap();
+    server.set(|z| z.mode = Mode::Huge);
+    let resolvers = Resolvers::default();
+    let interface = wifi("127.0.0.2", &[server.address()]);
+    let found = v4(&route(&resolvers, &interface), NAME).await.unwrap();
+    assert!(found.len() > 3000, "{} addresses", found.len());
+    let key = Key::new(Some(interface.id()), NAME, Family::V4);
+    let Some((Cached::Addresses(kept), _)) = resolvers.cache().unwrap().get(&key, Instant::now()) else {
+        panic!("not cached")
+    };
+    assert_eq!(kept, found[..MAX_ADDRESSES]);
+    let again = v4(&route(&resolvers, &interface), NAME).await.unwrap();
+    assert_eq!(again, kept, "the next dial gets the first ones from the cache");
 }
 
 // ---- The host app's resolver -----------------------------------------------------------------

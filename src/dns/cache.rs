@@ -1,7 +1,7 @@
 //! Answers remembered per (interface, name, family) for their TTL, clamped to a floor and a
 //! cap, negative answers (NXDOMAIN, NODATA) for at most the negative cap; flushed per interface
 //! when it goes away or its DNS servers change. Bounded: when full, expired entries go first,
-//! then the one closest to expiry. One cache serves every interface: the key keeps their answers
+//! then the one closest to expiry; an entry keeps at most [`MAX_ADDRESSES`] addresses. One cache serves every interface: the key keeps their answers
 //! apart, so cellular never gets Wi-Fi's. An answer to a question asked before a flush is not
 //! remembered ([`DnsCache::mark`], [`DnsCache::put_since`]): it may come from the old network.
 
@@ -15,6 +15,11 @@ use tokio::time::Instant;
 
 use super::{Family, Via};
 use crate::network::InterfaceId;
+
+/// Most addresses remembered for one key: the first ones of the answer. A hostile server's 64 KiB
+/// answer (about 4000 addresses, 68 KB) would otherwise make each entry that large; a dial never
+/// gets to try that many addresses before its deadline.
+pub const MAX_ADDRESSES: usize = 64;
 
 /// What is remembered for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +172,14 @@ impl DnsCache {
         ttl: Option<u32>,
         now: Instant,
     ) -> Duration {
+        let value = match value {
+            Cached::Addresses(mut ips) if ips.len() > MAX_ADDRESSES => {
+                ips.truncate(MAX_ADDRESSES);
+                ips.shrink_to_fit();
+                Cached::Addresses(ips)
+            }
+            other => other,
+        };
         let p = self.policy;
         let keep = match (&value, ttl) {
             (Cached::Addresses(_), Some(ttl)) => {
