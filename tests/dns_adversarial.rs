@@ -220,6 +220,44 @@ async fn a_huge_answer_is_not_kept_whole_in_the_cache() {
     assert_eq!(again, kept, "the next dial gets the first ones from the cache");
 }
 
+/// UDP sockets of this network namespace connected to `server` (from `/proc/net/udp`).
+fn sockets_to(server: SocketAddr) -> usize {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let remote = format!("0100007F:{:04X}", server.port());
+    table.lines().filter(|line| line.split_whitespace().nth(2) == Some(remote.as_str())).count()
+}
+
+/// A server that never answers: every query socket closes when its lookup times out, and when
+/// a lookup still waiting is dropped (a dial that won on another network).
+#[tokio::test]
+async fn query_sockets_close_when_lookups_time_out_or_are_dropped() {
+    let server = Responder::start(localhost(), Zone::new(NAME, &["192.0.2.1"], &[])).await.unwrap();
+    server.set(|z| z.mode = Mode::Silent);
+    let resolvers = Resolvers::default();
+    let resolver = route(&resolvers, &wifi("127.0.0.2", &[server.address()]));
+    let both = [Family::V6, Family::V4];
+    let until_soon = Instant::now() + Duration::from_millis(300);
+    let spawn = |name: String, deadline: Instant| {
+        let lookup = resolver.lookup(&name, &both, deadline);
+        tokio::spawn(lookup.all())
+    };
+    let timing_out: Vec<_> = (0..10).map(|i| spawn(format!("t{i}.{NAME}"), until_soon)).collect();
+    for lookup in timing_out {
+        let result = lookup.await.unwrap();
+        assert!(matches!(result, Err(DnsError::TimedOut { .. })), "{result:?}");
+    }
+    assert_eq!(server.seen().len(), 20);
+    assert_eq!(sockets_to(server.address()), 0, "sockets left after the lookups timed out");
+    let waiting: Vec<_> = (0..10).map(|i| spawn(format!("d{i}.{NAME}"), soon(20))).collect();
+    until(|| server.seen().len() == 40).await;
+    assert_eq!(sockets_to(server.address()), 20, "one socket per family and lookup");
+    for lookup in waiting {
+        lookup.abort();
+        assert!(lookup.await.unwrap_err().is_cancelled());
+    }
+    assert_eq!(sockets_to(server.address()), 0, "sockets left after the lookups were dropped");
+}
+
 // ---- The host app's resolver -----------------------------------------------------------------
 
 /// A host that leaves every name to netswitch.
