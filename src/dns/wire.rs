@@ -103,7 +103,8 @@ pub enum AnswerError {
     Rcode(String),
 }
 
-/// Reads `bytes` as the answer to query `id` for `name`/`family`.
+/// Reads `bytes` as the answer to query `id` for `name`/`family`, class IN (a question or a
+/// record of another class answers nothing).
 pub fn read_answer(bytes: &[u8], id: u16, name: &Name, family: Family) -> Result<Outcome, AnswerError> {
     let message = Message::from_vec(bytes).map_err(|e| {
         // A malformed datagram might not even be ours: only trust its id if it has one.
