@@ -1,11 +1,13 @@
 //! Answers remembered per (interface, name, family) for their TTL, clamped to a floor and a
 //! cap, negative answers (NXDOMAIN, NODATA) for at most the negative cap; flushed per interface
 //! when it goes away or its DNS servers change. Bounded: when full, expired entries go first,
-//! then the one closest to expiry. One cache serves every interface: the key keeps their answers
-//! apart, so cellular never gets Wi-Fi's.
+//! then the one closest to expiry; an entry keeps at most [`MAX_ADDRESSES`] addresses. One cache serves every interface: the key keeps their answers
+//! apart, so cellular never gets Wi-Fi's. An answer to a question asked before a flush is not
+//! remembered ([`DnsCache::mark`], [`DnsCache::put_since`]): it may come from the old network.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -13,6 +15,11 @@ use tokio::time::Instant;
 
 use super::{Family, Via};
 use crate::network::InterfaceId;
+
+/// Most addresses remembered for one key: the first ones of the answer. A hostile server's 64 KiB
+/// answer (about 4000 addresses, 68 KB) would otherwise make each entry that large; a dial never
+/// gets to try that many addresses before its deadline.
+pub const MAX_ADDRESSES: usize = 64;
 
 /// What is remembered for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,10 +82,16 @@ struct Entry {
     via: Via,
 }
 
+/// The cache's number of flushes when a resolver chose its servers ([`DnsCache::mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark(u64);
+
 /// The cache; share it behind an `Arc`.
 #[derive(Debug)]
 pub struct DnsCache {
     entries: Mutex<HashMap<Key, Entry>>,
+    /// Flushes so far; changed only with `entries` locked.
+    flushes: AtomicU64,
     policy: TtlPolicy,
     capacity: usize,
 }
@@ -87,7 +100,12 @@ impl DnsCache {
     /// An empty cache of at most `capacity` entries (at least 1). Capacity 0 in the settings
     /// turns caching off: see [`crate::dns::DnsSettings::cache_capacity`].
     pub fn new(policy: TtlPolicy, capacity: usize) -> DnsCache {
-        DnsCache { entries: Mutex::new(HashMap::new()), policy, capacity: capacity.max(1) }
+        DnsCache {
+            entries: Mutex::new(HashMap::new()),
+            flushes: AtomicU64::new(0),
+            policy,
+            capacity: capacity.max(1),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<Key, Entry>> {
@@ -117,9 +135,51 @@ impl DnsCache {
             .filter(|left| !left.is_zero())
     }
 
+    /// Where the cache stands now: take it when choosing the servers (the route) to ask, and put
+    /// their answers with [`DnsCache::put_since`].
+    pub fn mark(&self) -> Mark {
+        Mark(self.flushes.load(Ordering::Acquire))
+    }
+
+    /// As [`DnsCache::put`], unless an interface was flushed since `mark` was taken: the answer
+    /// may then come from the network that was just forgotten (its old DNS servers, or a route
+    /// of an older snapshot), and is not remembered (returns zero). Any interface's flush
+    /// counts: flushes are rare, and a lost entry only costs a query.
+    pub fn put_since(
+        &self,
+        mark: Mark,
+        key: Key,
+        value: Cached,
+        via: Via,
+        ttl: Option<u32>,
+        now: Instant,
+    ) -> Duration {
+        self.insert(Some(mark), key, value, via, ttl, now)
+    }
+
     /// Remembers `value` (answered by `via`) for `key`; `ttl` is the answer's TTL in seconds
     /// (`None`: no TTL known). Returns how long it will be kept.
     pub fn put(&self, key: Key, value: Cached, via: Via, ttl: Option<u32>, now: Instant) -> Duration {
+        self.insert(None, key, value, via, ttl, now)
+    }
+
+    fn insert(
+        &self,
+        mark: Option<Mark>,
+        key: Key,
+        value: Cached,
+        via: Via,
+        ttl: Option<u32>,
+        now: Instant,
+    ) -> Duration {
+        let value = match value {
+            Cached::Addresses(mut ips) if ips.len() > MAX_ADDRESSES => {
+                ips.truncate(MAX_ADDRESSES);
+                ips.shrink_to_fit();
+                Cached::Addresses(ips)
+            }
+            other => other,
+        };
         let p = self.policy;
         let keep = match (&value, ttl) {
             (Cached::Addresses(_), Some(ttl)) => {
@@ -131,6 +191,9 @@ impl DnsCache {
         };
         let Some(expires) = now.checked_add(keep).filter(|_| !keep.is_zero()) else { return Duration::ZERO };
         let mut entries = self.lock();
+        if mark.is_some_and(|mark| mark != self.mark()) {
+            return Duration::ZERO;
+        }
         if entries.len() >= self.capacity && !entries.contains_key(&key) {
             entries.retain(|_, entry| entry.expires > now);
             if entries.len() >= self.capacity {
@@ -147,6 +210,7 @@ impl DnsCache {
     /// Forgets everything learnt over `interface`; returns how many entries went.
     pub fn flush_interface(&self, interface: &InterfaceId) -> usize {
         let mut entries = self.lock();
+        self.flushes.fetch_add(1, Ordering::AcqRel);
         let before = entries.len();
         entries.retain(|key, _| key.interface.as_ref() != Some(interface));
         before - entries.len()

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 use tokio::time::{timeout_at, Instant};
 
-use super::cache::{Cached, DnsCache, Key};
+use super::cache::{Cached, DnsCache, Key, Mark};
 use super::lookup::{checked_name, local_answer, FamilyFuture};
 use super::{DnsError, Family, FamilyAnswer, Lookup, Resolve, Source, Via};
 use crate::network::NetworkInterface;
@@ -61,6 +61,8 @@ struct Inner {
     host: Arc<dyn HostDns>,
     interface: NetworkInterface,
     cache: Option<Arc<DnsCache>>,
+    /// The cache when this resolver was made: answers are remembered unless it was flushed since.
+    mark: Option<Mark>,
     in_flight: Arc<Semaphore>,
     fallback: Arc<dyn Resolve>,
     told_fallback: AtomicBool,
@@ -77,7 +79,8 @@ impl std::fmt::Debug for HostResolver {
 
 impl HostResolver {
     /// Asks `host` for names on `interface`; at most `in_flight` questions at once; answers
-    /// cached in `cache`; `fallback` answers when the host says "resolve yourself".
+    /// cached in `cache` (unless it is flushed after this call); `fallback` answers when the host
+    /// says "resolve yourself".
     pub fn new(
         host: Arc<dyn HostDns>,
         interface: NetworkInterface,
@@ -85,8 +88,9 @@ impl HostResolver {
         in_flight: Arc<Semaphore>,
         fallback: Arc<dyn Resolve>,
     ) -> HostResolver {
-        let inner =
-            Inner { host, interface, cache, in_flight, fallback, told_fallback: AtomicBool::new(false) };
+        let mark = cache.as_ref().map(|c| c.mark());
+        let told_fallback = AtomicBool::new(false);
+        let inner = Inner { host, interface, cache, mark, in_flight, fallback, told_fallback };
         HostResolver { inner: Arc::new(inner) }
     }
 }
@@ -143,17 +147,20 @@ impl Inner {
         }
         let via = self.via();
         let timed_out = || DnsError::TimedOut { via: self.via(), after: started.elapsed() };
-        let Ok(Ok(_slot)) = timeout_at(deadline, self.in_flight.acquire()).await else {
-            return answer(Err(timed_out()), None);
-        };
-        let reply = match timeout_at(deadline, self.host.resolve(name, &self.interface, family)).await {
-            Err(_) => return answer(Err(timed_out()), None),
-            Ok(reply) => reply,
+        // The slot is given back before a fallback lookup, which takes one of the same bound.
+        let reply = {
+            let Ok(Ok(_slot)) = timeout_at(deadline, self.in_flight.acquire()).await else {
+                return answer(Err(timed_out()), None);
+            };
+            match timeout_at(deadline, self.host.resolve(name, &self.interface, family)).await {
+                Err(_) => return answer(Err(timed_out()), None),
+                Ok(reply) => reply,
+            }
         };
         let now = Instant::now();
         let remember = |value, via: &Via| {
-            if let Some(cache) = &self.cache {
-                cache.put(key.clone(), value, via.clone(), None, now);
+            if let (Some(cache), Some(mark)) = (&self.cache, self.mark) {
+                cache.put_since(mark, key.clone(), value, via.clone(), None, now);
             }
         };
         let result = match reply {

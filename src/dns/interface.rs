@@ -16,7 +16,7 @@ use hickory_proto::rr::Name;
 use tokio::sync::Semaphore;
 use tokio::time::{timeout_at, Instant};
 
-use super::cache::{Cached, DnsCache, Key};
+use super::cache::{Cached, DnsCache, Key, Mark};
 use super::lookup::{checked_name, local_answer, FamilyFuture};
 use super::transport::{self, QueryRoute};
 use super::wire::Outcome;
@@ -55,6 +55,8 @@ struct Inner {
     servers: Arc<[SocketAddr]>,
     binder: Option<Arc<dyn SocketBinder>>,
     cache: Option<Arc<DnsCache>>,
+    /// The cache when the servers were chosen: answers are remembered unless it was flushed since.
+    mark: Option<Mark>,
     options: QueryOptions,
     in_flight: Arc<Semaphore>,
 }
@@ -73,7 +75,9 @@ impl InterfaceResolver {
     /// A resolver asking `servers` (in order; `None` when there are none) over `interface`.
     /// Every query socket passes `binder` (protect only when `is_default`, as for dials; no
     /// binder: the routing table decides). `cache` is shared by every interface (`None`: no
-    /// caching); `in_flight` bounds the queries running at once over this interface.
+    /// caching; answers are not remembered once an interface was flushed after this call, as
+    /// `servers` may be the old network's); `in_flight` bounds the queries running at once over
+    /// this interface.
     pub fn new(
         interface: NetworkInterface,
         is_default: bool,
@@ -86,7 +90,8 @@ impl InterfaceResolver {
         if servers.is_empty() {
             return None;
         }
-        let inner = Inner { interface, is_default, servers, binder, cache, options, in_flight };
+        let mark = cache.as_ref().map(|c| c.mark());
+        let inner = Inner { interface, is_default, servers, binder, cache, mark, options, in_flight };
         Some(InterfaceResolver { inner: Arc::new(inner) })
     }
 
@@ -207,8 +212,8 @@ impl Inner {
     }
 
     fn remember(&self, key: Key, value: Cached, via: &Via, ttl: Option<u32>) {
-        if let Some(cache) = &self.cache {
-            cache.put(key, value, via.clone(), ttl, Instant::now());
+        if let (Some(cache), Some(mark)) = (&self.cache, self.mark) {
+            cache.put_since(mark, key, value, via.clone(), ttl, Instant::now());
         }
     }
 }

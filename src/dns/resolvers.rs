@@ -9,11 +9,12 @@
 //! system resolver.
 //!
 //! The cache forgets an interface's answers when the interface goes away (`on_update`, called by
-//! the manager for every snapshot) or when its DNS servers change (noticed on every snapshot and
-//! on every dial).
+//! the manager for every snapshot) or when it may be on another network: its DNS servers changed,
+//! it lost an address, or its validation changed (a captive portal's answers go once the user
+//! logged in). Noticed on every snapshot and on every dial.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Semaphore;
@@ -47,8 +48,30 @@ struct State {
 
 struct Known {
     servers: Vec<SocketAddr>,
+    addresses: Vec<IpAddr>,
+    validated: bool,
     in_flight: Arc<Semaphore>,
     told_system: bool,
+}
+
+impl Known {
+    /// Takes what `now` says of the interface; returns why its answers must go, when they must
+    /// (it may be on another network). A new address alone keeps them (an IPv6 privacy address).
+    fn update(&mut self, now: &NetworkInterface) -> Option<&'static str> {
+        let why = if self.servers != now.dns_servers {
+            Some("its DNS servers changed")
+        } else if self.addresses.iter().any(|ip| !now.addresses.iter().any(|a| a.ip == *ip)) {
+            Some("it lost an address")
+        } else if self.validated != now.validated {
+            Some("its validation changed")
+        } else {
+            None
+        };
+        self.servers.clone_from(&now.dns_servers);
+        self.addresses = now.addresses.iter().map(|a| a.ip).collect();
+        self.validated = now.validated;
+        why
+    }
 }
 
 impl std::fmt::Debug for Resolvers {
@@ -167,16 +190,15 @@ impl Resolvers {
         })
     }
 
-    /// Records `interface` and its servers (flushing its cache entries when the servers
-    /// changed); returns its in-flight bound and whether the system-resolver line was logged
+    /// Records `interface`, its servers and addresses (flushing its cache entries when it may be
+    /// on another network: [`Known::update`]); returns its in-flight bound and whether the system-resolver line was logged
     /// (it counts as logged from now on).
     fn note(&self, interface: &NetworkInterface) -> (Arc<Semaphore>, bool) {
         let mut state = self.lock();
         let id = interface.id();
         if let Some(known) = state.known.get_mut(&id) {
-            if known.servers != interface.dns_servers {
-                self.flush(&id, "its DNS servers changed");
-                known.servers = interface.dns_servers.clone();
+            if let Some(why) = known.update(interface) {
+                self.flush(&id, why);
             }
             let told = std::mem::replace(&mut known.told_system, interface.dns_servers.is_empty());
             return (known.in_flight.clone(), told);
@@ -184,6 +206,8 @@ impl Resolvers {
         let in_flight = Arc::new(Semaphore::new(self.settings.max_concurrent.max(1)));
         let known = Known {
             servers: interface.dns_servers.clone(),
+            addresses: interface.addresses.iter().map(|a| a.ip).collect(),
+            validated: interface.validated,
             in_flight: in_flight.clone(),
             told_system: interface.dns_servers.is_empty(),
         };
@@ -199,7 +223,7 @@ impl Resolvers {
     }
 
     /// Brings the cache in step with `snapshot` when it is not the one last seen: forgets the
-    /// answers of interfaces that are gone and of those whose DNS servers changed. Cheap when
+    /// answers of interfaces that are gone and of those that may be on another network. Cheap when
     /// nothing changed (a pointer comparison); the dialer calls it on every dial.
     pub fn sync(&self, snapshot: &Arc<InterfaceSnapshot>) {
         let mut state = self.lock();
@@ -214,11 +238,11 @@ impl Resolvers {
         for (id, known) in state.known.iter_mut() {
             match snapshot.by_index(id.index).filter(|i| i.name == id.name) {
                 None => gone.push(id.clone()),
-                Some(now) if now.dns_servers != known.servers => {
-                    self.flush(id, "its DNS servers changed");
-                    known.servers = now.dns_servers.clone();
+                Some(now) => {
+                    if let Some(why) = known.update(now) {
+                        self.flush(id, why);
+                    }
                 }
-                Some(_) => {}
             }
         }
         for id in gone {
@@ -229,7 +253,7 @@ impl Resolvers {
 
     /// Called for every interface update (`ConnectionManager::update_interfaces` does it):
     /// forgets the answers of every interface `change` reports removed (even one that came back
-    /// in the same update under a new index) and of those whose servers differ in `snapshot`.
+    /// in the same update under a new index) and of those that may be on another network.
     pub fn on_update(&self, snapshot: &Arc<InterfaceSnapshot>, change: &SnapshotChange) {
         {
             let mut state = self.lock();

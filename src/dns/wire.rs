@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 
 use super::Family;
 
@@ -103,7 +103,8 @@ pub enum AnswerError {
     Rcode(String),
 }
 
-/// Reads `bytes` as the answer to query `id` for `name`/`family`.
+/// Reads `bytes` as the answer to query `id` for `name`/`family`, class IN (a question or a
+/// record of another class answers nothing).
 pub fn read_answer(bytes: &[u8], id: u16, name: &Name, family: Family) -> Result<Outcome, AnswerError> {
     let message = Message::from_vec(bytes).map_err(|e| {
         // A malformed datagram might not even be ours: only trust its id if it has one.
@@ -121,6 +122,7 @@ pub fn read_answer(bytes: &[u8], id: u16, name: &Name, family: Family) -> Result
     }
     let question_matches = message.queries().len() == 1
         && message.queries()[0].query_type() == record_type(family)
+        && message.queries()[0].query_class() == DNSClass::IN
         && message.queries()[0].name().eq_ignore_root_case(name);
     if !question_matches {
         return Err(AnswerError::NotOurs("answer to another question".into()));
@@ -141,7 +143,9 @@ pub fn read_answer(bytes: &[u8], id: u16, name: &Name, family: Family) -> Result
     let mut ttl = u32::MAX;
     for _ in 0..8 {
         let cname = message.answers().iter().find_map(|record| match record.data() {
-            RData::CNAME(target) if record.name().eq_ignore_root_case(&owner) => {
+            RData::CNAME(target)
+                if record.dns_class() == DNSClass::IN && record.name().eq_ignore_root_case(&owner) =>
+            {
                 Some((target.0.clone(), record.ttl()))
             }
             _ => None,
@@ -152,7 +156,7 @@ pub fn read_answer(bytes: &[u8], id: u16, name: &Name, family: Family) -> Result
     }
     let mut ips: Vec<IpAddr> = Vec::new();
     for record in message.answers() {
-        if !record.name().eq_ignore_root_case(&owner) {
+        if record.dns_class() != DNSClass::IN || !record.name().eq_ignore_root_case(&owner) {
             continue;
         }
         let ip = match (record.data(), family) {
