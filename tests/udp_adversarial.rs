@@ -1,0 +1,257 @@
+//! Adversarial review of the UDP relay path, over loopback: a session table whose socket budget
+//! is spent, eviction of a session busy with replies, a zero-length datagram in a batch, and a
+//! SOCKS UDP association when the manager shuts down or closes every connection.
+
+mod common;
+
+use common::udp_echo_server;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netswitch::client::{Datagram, PacketInbound, PacketSink};
+use netswitch::dial::BoxFuture;
+use netswitch::inbound::budget::Budget;
+use netswitch::inbound::socks::{SocksServer, SocksSettings};
+use netswitch::inbound::udp_sessions::{Dispatched, SessionKeying, UdpSessionTable, UdpSettings};
+use netswitch::socks5::{encode_udp_header, parse_udp_header};
+use netswitch::{ConnectionManager, Destination, DirectOutbound, Metadata, RelaySettings, UdpTimeouts};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+use tokio::time::{timeout, Instant};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Replies reach the test through a channel.
+struct ChannelSink(mpsc::UnboundedSender<(Vec<u8>, Destination)>);
+
+impl PacketSink for ChannelSink {
+    fn send_to_client<'a>(
+        &'a self,
+        payload: &'a [u8],
+        source: &'a Destination,
+    ) -> BoxFuture<'a, std::io::Result<()>> {
+        let _ = self.0.send((payload.to_vec(), source.clone()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+fn table(manager: &Arc<ConnectionManager>, capacity: usize) -> UdpSessionTable {
+    let mut settings = UdpSettings::default();
+    settings.session_capacity = capacity;
+    settings.keying = SessionKeying::PerDestination;
+    UdpSessionTable::new(manager.clone(), Arc::new(DirectOutbound::default()), settings)
+}
+
+/// Dispatches `payload` from `client` to `to` in `table`, replies into `replies`.
+fn dispatch(
+    table: &UdpSessionTable,
+    client: SocketAddr,
+    to: SocketAddr,
+    payload: &[u8],
+    replies: &mpsc::UnboundedSender<(Vec<u8>, Destination)>,
+) -> Dispatched {
+    let tx = replies.clone();
+    let datagram = Datagram { destination: to.into(), payload: payload.to_vec() };
+    table.dispatch(client, datagram, |d| Metadata::new(d.clone()), move || Arc::new(ChannelSink(tx)))
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The tunnel's shape: one table with a socket budget smaller than its capacity (by default
+/// both are 1024). When the budget is spent by the table's own sessions, a new flow must evict
+/// the least recently used one, as at capacity, instead of being refused until a session times
+/// out (5 minutes by default).
+#[tokio::test]
+async fn a_table_that_holds_the_whole_socket_budget_evicts_instead_of_refusing() {
+    let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+    let budget = Budget::new("test sockets", 2);
+    let table = table(&manager, 16).with_socket_budget(budget.clone());
+    let servers = [
+        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
+        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
+        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
+    ];
+    let client: SocketAddr = "127.0.0.1:40100".parse().unwrap();
+    let (tx, mut replies) = mpsc::unbounded_channel();
+    let mut ids = Vec::new();
+    for (i, server) in servers[..2].iter().enumerate() {
+        match dispatch(&table, client, *server, &[i as u8], &tx) {
+            Dispatched::Queued { id, created: true, evicted: None } => ids.push(id),
+            other => panic!("flow {i}: {other:?}"),
+        }
+        timeout(WAIT, replies.recv()).await.unwrap().unwrap();
+    }
+    // Flow 0 is used again: flow 1 is the least recently used.
+    assert!(matches!(dispatch(&table, client, servers[0], b"again", &tx), Dispatched::Queued { .. }));
+    timeout(WAIT, replies.recv()).await.unwrap().unwrap();
+    match dispatch(&table, client, servers[2], b"new", &tx) {
+        Dispatched::Queued { created: true, evicted: Some(evicted), .. } => assert_eq!(evicted, ids[1]),
+        other => panic!("a new flow with the budget spent by the table itself: {other:?}"),
+    }
+    let (echo, from) = timeout(WAIT, replies.recv()).await.unwrap().unwrap();
+    assert_eq!((echo.as_slice(), from), (&b"new"[..], Destination::from(servers[2])));
+    wait_until("the evicted session to end", || manager.get(ids[1]).is_none()).await;
+    assert_eq!((budget.in_use(), budget.refused(), table.len(), manager.len()), (2, 0, 2, 2));
+    assert_eq!(table.close_all(), 2);
+    wait_until("every permit back", || budget.in_use() == 0).await;
+}
+
+/// A session whose destination keeps sending (a download, a stream) while its client only sent
+/// once is in use; at capacity the session nobody used since must go first.
+#[tokio::test]
+async fn a_session_busy_with_replies_is_not_evicted_before_an_idle_one() {
+    let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+    let table = table(&manager, 2);
+    // A streamer: after the first datagram, sends to its sender every 10 ms.
+    let streamer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let streamer_address = streamer.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        let (_, from) = streamer.recv_from(&mut buf).await.unwrap();
+        loop {
+            if streamer.send_to(b"stream", from).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let quiet = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let newcomer = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let client: SocketAddr = "127.0.0.1:40101".parse().unwrap();
+    let (tx, mut replies) = mpsc::unbounded_channel();
+    let Dispatched::Queued { id: streaming, .. } = dispatch(&table, client, streamer_address, b"go", &tx) else {
+        panic!("streaming flow not queued")
+    };
+    timeout(WAIT, replies.recv()).await.unwrap().unwrap();
+    let Dispatched::Queued { id: idle, .. } = dispatch(&table, client, quiet, b"once", &tx) else {
+        panic!("quiet flow not queued")
+    };
+    // The quiet flow answers once, then nothing moves on it; the stream goes on.
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        let _ = timeout(Duration::from_millis(50), replies.recv()).await;
+    }
+    match dispatch(&table, client, newcomer, b"new", &tx) {
+        Dispatched::Queued { created: true, evicted: Some(evicted), .. } => {
+            assert_eq!(evicted, idle, "the streaming session {streaming} was evicted, not the idle one")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(manager.get(streaming).is_some());
+    table.close_all();
+}
+
+/// A zero-length datagram is a datagram (keepalives): sent in a batch after datagrams of one
+/// size to the same destination, it must still arrive.
+#[tokio::test]
+async fn a_zero_length_datagram_in_a_batch_is_sent() {
+    let manager = ConnectionManager::new(RelaySettings::default());
+    let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = receiver.local_addr().unwrap();
+    let (tx, _replies) = mpsc::unbounded_channel();
+    let (uplink, inbound) = PacketInbound::channel(Arc::new(ChannelSink(tx)), UdpTimeouts::default(), 64);
+    let sizes = [100, 100, 100, 0, 100, 0];
+    // Queued before the session runs: the first goes alone, the rest in one batch.
+    for (i, size) in sizes.iter().enumerate() {
+        let datagram = Datagram { destination: to.into(), payload: vec![i as u8; *size] };
+        uplink.try_send(datagram).unwrap();
+    }
+    manager.new_packet_connection(
+        inbound,
+        Metadata::new(to.into()),
+        Arc::new(DirectOutbound::default()),
+        |_| {},
+    );
+    let mut buf = [0u8; 256];
+    let mut got = Vec::new();
+    while let Ok(Ok((n, _))) = timeout(Duration::from_millis(500), receiver.recv_from(&mut buf)).await {
+        got.push(n);
+    }
+    assert_eq!(got, sizes, "sizes of the datagrams received, in order");
+}
+
+// SOCKS UDP ASSOCIATE.
+
+struct Proxy {
+    _server: SocksServer,
+    manager: Arc<ConnectionManager>,
+}
+
+async fn proxy() -> Proxy {
+    let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+    let mut settings = SocksSettings::default();
+    settings.listen = "127.0.0.1:0".parse().unwrap();
+    let server =
+        SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
+    Proxy { _server: server, manager }
+}
+
+/// Opens a UDP association for `client` (its address announced); returns the control
+/// connection and the relay address.
+async fn associate(proxy: &Proxy, client: &UdpSocket) -> (TcpStream, SocketAddr) {
+    let mut control = TcpStream::connect(proxy._server.local_addr()).await.unwrap();
+    let SocketAddr::V4(announced) = client.local_addr().unwrap() else { panic!("IPv4 only here") };
+    let mut request = vec![5, 1, 0, 5, 3, 0, 1];
+    request.extend_from_slice(&announced.ip().octets());
+    request.extend_from_slice(&announced.port().to_be_bytes());
+    control.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 12];
+    timeout(WAIT, control.read_exact(&mut reply)).await.unwrap().unwrap();
+    assert_eq!(reply[..6], [5, 0, 5, 0, 0, 1], "method chosen, association open");
+    let relay = SocketAddr::from(([reply[6], reply[7], reply[8], reply[9]], u16::from_be_bytes([reply[10], reply[11]])));
+    (control, relay)
+}
+
+/// Sends `payload` to `destination` through the association; true when its echo comes back.
+async fn echoed(client: &UdpSocket, relay: SocketAddr, destination: SocketAddr, payload: &[u8]) -> bool {
+    let mut datagram = Vec::new();
+    encode_udp_header(&destination.into(), &mut datagram).unwrap();
+    datagram.extend_from_slice(payload);
+    client.send_to(&datagram, relay).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let Ok(Ok((n, _))) = timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await else { return false };
+    let (source, at) = parse_udp_header(&buf[..n]).unwrap();
+    (source, &buf[at..n]) == (Destination::from(destination), payload)
+}
+
+/// When the manager shuts down (the host stops netswitch), an association can relay nothing
+/// any more: it must end, and its client learn it from the control connection closing.
+#[tokio::test]
+async fn a_manager_shutdown_ends_the_association_and_closes_its_control_connection() {
+    let proxy = proxy().await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (mut control, relay) = associate(&proxy, &client).await;
+    assert!(echoed(&client, relay, server, b"before").await);
+    proxy.manager.shutdown();
+    let mut rest = Vec::new();
+    let closed = timeout(Duration::from_secs(2), control.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the control connection stayed open after the manager shut down");
+}
+
+/// A network change closes every session (`close_all`); the association is not a session and
+/// goes on: the client's next datagram opens a new session.
+#[tokio::test]
+async fn after_close_all_the_association_opens_new_sessions() {
+    let proxy = proxy().await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (_control, relay) = associate(&proxy, &client).await;
+    assert!(echoed(&client, relay, server, b"before").await);
+    let first = proxy.manager.list()[0].id;
+    assert_eq!(proxy.manager.close_all(), 1);
+    wait_until("the session to end", || proxy.manager.is_empty()).await;
+    assert!(echoed(&client, relay, server, b"after").await);
+    let sessions = proxy.manager.list();
+    assert_eq!(sessions.len(), 1);
+    assert_ne!(sessions[0].id, first);
+}
