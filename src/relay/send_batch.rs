@@ -20,7 +20,8 @@ pub const BATCH: usize = 32;
 static NO_GSO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// How many datagrams from the start of `batch` can go as one segmented send: same target, same
-/// size (the last may be shorter), at most 65,507 bytes in all.
+/// size (the last may be shorter but not empty: an empty segment would vanish in the split), at
+/// most 65,507 bytes in all.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn segment_run(batch: &[(Datagram, Option<SocketAddr>)]) -> usize {
     let Some((first, target)) = batch.first() else { return 0 };
@@ -32,7 +33,7 @@ fn segment_run(batch: &[(Datagram, Option<SocketAddr>)]) -> usize {
     let mut run = 0;
     for (datagram, to) in batch {
         let len = datagram.payload.len();
-        if to != target || len > size || total + len > 65_507 {
+        if to != target || len > size || len == 0 || total + len > 65_507 {
             break;
         }
         total += len;
@@ -240,6 +241,9 @@ mod tests {
             assert_eq!(segment_run(&mixed), 4, "and after a shorter datagram");
             mixed[1].0.payload.push(0);
             assert_eq!(segment_run(&mixed), 1, "and before a longer one");
+            let mut empty_last = run.clone();
+            empty_last[2].0.payload.clear();
+            assert_eq!(segment_run(&empty_last), 2, "an empty datagram is not a segment");
         }
         let mut sent = 0;
         while sent < run.len() {
