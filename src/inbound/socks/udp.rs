@@ -4,6 +4,9 @@
 //! An association binds one relay UDP socket on the address the client reached the server on and
 //! replies with it. It lives exactly as long as its TCP control connection: when the client
 //! closes it (or it fails), every session of the association is closed and the socket with them.
+//! When the manager shuts down, the association ends too and closes the control connection, so
+//! the client learns it can relay nothing more. Closing sessions (the manager's `close`, a
+//! network change) does not end it: the client's next datagram opens a new session.
 //!
 //! The client's UDP address is learned from the first datagram whose source matches what the
 //! client announced in its request (the IP when not unspecified, the port when not 0) — else the
@@ -177,7 +180,10 @@ pub(super) async fn associate(
     let table = UdpSessionTable::new(context.manager.clone(), context.outbound.clone(), context.udp.clone())
         .with_socket_budget(context.udp_limits.sockets.clone());
     let mut association = Association::new(peer, &announced, &socket, &table);
-    let end = association.relay(control).await;
+    let end = tokio::select! {
+        end = association.relay(control) => end,
+        () = context.manager.wait_shut_down() => "the manager shut down".to_string(),
+    };
     let sessions = table.close_all();
     let counters = association.counters;
     tracing::debug!(
