@@ -1,6 +1,6 @@
-//! Adversarial review of the UDP relay path, over loopback: a session table whose socket budget
-//! is spent, eviction of a session busy with replies, a zero-length datagram in a batch, and a
-//! SOCKS UDP association when the manager shuts down or closes every connection.
+//! Adversarial review of the UDP relay path, over loopback: eviction of a session busy with
+//! replies, a zero-length datagram in a batch, and a SOCKS UDP association when the manager
+//! shuts down or closes every connection.
 
 mod common;
 
@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use netswitch::client::{Datagram, PacketInbound, PacketSink};
 use netswitch::dial::BoxFuture;
-use netswitch::inbound::budget::Budget;
 use netswitch::inbound::socks::{SocksServer, SocksSettings};
 use netswitch::inbound::udp_sessions::{Dispatched, SessionKeying, UdpSessionTable, UdpSettings};
 use netswitch::socks5::{encode_udp_header, parse_udp_header};
@@ -66,45 +65,6 @@ async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-/// The tunnel's shape: one table with a socket budget smaller than its capacity (by default
-/// both are 1024). When the budget is spent by the table's own sessions, a new flow must evict
-/// the least recently used one, as at capacity, instead of being refused until a session times
-/// out (5 minutes by default).
-#[tokio::test]
-async fn a_table_that_holds_the_whole_socket_budget_evicts_instead_of_refusing() {
-    let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
-    let budget = Budget::new("test sockets", 2);
-    let table = table(&manager, 16).with_socket_budget(budget.clone());
-    let servers = [
-        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
-        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
-        udp_echo_server(Ipv4Addr::LOCALHOST.into()).await,
-    ];
-    let client: SocketAddr = "127.0.0.1:40100".parse().unwrap();
-    let (tx, mut replies) = mpsc::unbounded_channel();
-    let mut ids = Vec::new();
-    for (i, server) in servers[..2].iter().enumerate() {
-        match dispatch(&table, client, *server, &[i as u8], &tx) {
-            Dispatched::Queued { id, created: true, evicted: None } => ids.push(id),
-            other => panic!("flow {i}: {other:?}"),
-        }
-        timeout(WAIT, replies.recv()).await.unwrap().unwrap();
-    }
-    // Flow 0 is used again: flow 1 is the least recently used.
-    assert!(matches!(dispatch(&table, client, servers[0], b"again", &tx), Dispatched::Queued { .. }));
-    timeout(WAIT, replies.recv()).await.unwrap().unwrap();
-    match dispatch(&table, client, servers[2], b"new", &tx) {
-        Dispatched::Queued { created: true, evicted: Some(evicted), .. } => assert_eq!(evicted, ids[1]),
-        other => panic!("a new flow with the budget spent by the table itself: {other:?}"),
-    }
-    let (echo, from) = timeout(WAIT, replies.recv()).await.unwrap().unwrap();
-    assert_eq!((echo.as_slice(), from), (&b"new"[..], Destination::from(servers[2])));
-    wait_until("the evicted session to end", || manager.get(ids[1]).is_none()).await;
-    assert_eq!((budget.in_use(), budget.refused(), table.len(), manager.len()), (2, 0, 2, 2));
-    assert_eq!(table.close_all(), 2);
-    wait_until("every permit back", || budget.in_use() == 0).await;
-}
-
 /// A session whose destination keeps sending (a download, a stream) while its client only sent
 /// once is in use; at capacity the session nobody used since must go first.
 #[tokio::test]
@@ -128,7 +88,8 @@ async fn a_session_busy_with_replies_is_not_evicted_before_an_idle_one() {
     let newcomer = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
     let client: SocketAddr = "127.0.0.1:40101".parse().unwrap();
     let (tx, mut replies) = mpsc::unbounded_channel();
-    let Dispatched::Queued { id: streaming, .. } = dispatch(&table, client, streamer_address, b"go", &tx) else {
+    let Dispatched::Queued { id: streaming, .. } = dispatch(&table, client, streamer_address, b"go", &tx)
+    else {
         panic!("streaming flow not queued")
     };
     timeout(WAIT, replies.recv()).await.unwrap().unwrap();
@@ -207,7 +168,10 @@ async fn associate(proxy: &Proxy, client: &UdpSocket) -> (TcpStream, SocketAddr)
     let mut reply = [0u8; 12];
     timeout(WAIT, control.read_exact(&mut reply)).await.unwrap().unwrap();
     assert_eq!(reply[..6], [5, 0, 5, 0, 0, 1], "method chosen, association open");
-    let relay = SocketAddr::from(([reply[6], reply[7], reply[8], reply[9]], u16::from_be_bytes([reply[10], reply[11]])));
+    let relay = SocketAddr::from((
+        [reply[6], reply[7], reply[8], reply[9]],
+        u16::from_be_bytes([reply[10], reply[11]]),
+    ));
     (control, relay)
 }
 
@@ -218,7 +182,9 @@ async fn echoed(client: &UdpSocket, relay: SocketAddr, destination: SocketAddr, 
     datagram.extend_from_slice(payload);
     client.send_to(&datagram, relay).await.unwrap();
     let mut buf = vec![0u8; 65_536];
-    let Ok(Ok((n, _))) = timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await else { return false };
+    let Ok(Ok((n, _))) = timeout(Duration::from_secs(2), client.recv_from(&mut buf)).await else {
+        return false;
+    };
     let (source, at) = parse_udp_header(&buf[..n]).unwrap();
     (source, &buf[at..n]) == (Destination::from(destination), payload)
 }

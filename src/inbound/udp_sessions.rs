@@ -3,13 +3,11 @@
 //! - Key: the client's address and, with [`SessionKeying::PerDestination`] (the default), the
 //!   destination — so each destination gets its own routing and protocol timeout. With
 //!   [`SessionKeying::PerClient`] one session carries every destination of a client (full cone).
-//! - Capacity: at most [`UdpSettings::session_capacity`] sessions (default 1024), and never more
-//!   than the socket budget's limit when the table has one (see below). A new key at capacity
-//!   evicts the least recently used *idle* session (nothing queued), or the least recently used
-//!   one when every session has datagrams queued; the evicted session ends with
-//!   [`crate::ConnectionError::Closed`] and its socket permit goes to the new session at once.
-//!   "Used" means a datagram either way: a session whose destination keeps sending (a stream the
-//!   client rarely answers) is in use.
+//! - Capacity: at most [`UdpSettings::session_capacity`] sessions (default 1024). A new key at
+//!   capacity evicts the least recently used *idle* session (nothing queued), or the least
+//!   recently used one when every session has datagrams queued; the evicted session ends with
+//!   [`crate::ConnectionError::Closed`]. "Used" means a datagram either way: a session whose
+//!   destination keeps sending (a stream the client rarely answers) is in use.
 //! - Queue: each session has a bounded queue ([`UdpSettings::queue_len`], default 1024), and all
 //!   the sessions of a table together hold at most [`UdpSettings::queue_budget`] datagrams
 //!   (default 4096). A datagram that finds its session's queue full, or the table's budget spent,
@@ -22,21 +20,21 @@
 //!   starts a session (one outbound socket) only with a permit from it, held until the session
 //!   ends; without one the datagram is dropped and counted as a refusal
 //!   ([`Dispatched::Refused`], the budget's [`Budget::refused`] and a rate-limited warning).
-//!   Sessions of other tables are not touched; a table whose own sessions hold the whole budget
-//!   (a tunnel's single table) is at capacity and evicts as above.
+//!   Existing sessions are not touched: with a budget no larger than the capacity (the defaults
+//!   are both 1024), the budget refuses before the capacity would evict.
 //! - Expiry is the sessions' own exact idle timer; the table does no sweeping. A session that
 //!   ends removes itself.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::budget::{Budget, Permit};
+use super::budget::Budget;
 use crate::client::{Datagram, PacketInbound, PacketSink, UdpTimeouts};
 use crate::dial::{BoxFuture, Outbound};
 use crate::manager::ConnectionManager;
@@ -159,8 +157,6 @@ struct Slot {
     entry: Option<Arc<Entry>>,
     /// When a datagram last went either way (see [`Used`]).
     used: Arc<Used>,
-    /// The session's socket permit until it ends (taken by the session that evicts it).
-    permit: Arc<Mutex<Option<Permit>>>,
     /// How many datagrams its queue held when the table last looked (counted in `queued`).
     queued: usize,
 }
@@ -334,19 +330,10 @@ impl UdpSessionTable {
                 Ok(dispatched) => return dispatched,
                 Err(datagram) => datagram,
             };
-            // A table never holds more sessions than its budget allows: when its own sessions
-            // hold every permit, it evicts one and the new session takes over its permit.
-            let limit = self.sockets.as_ref().map_or(usize::MAX, |budget| budget.limit());
-            let full = sessions.slots.len() >= self.settings.session_capacity.max(1).min(limit);
-            let (evicted, inherited) = match full.then(|| evict_one(&mut sessions, &self.manager)).flatten() {
-                Some((id, permit)) => (Some(id), permit),
-                None => (None, None),
-            };
             // Held by the new session until it ends (dropped with its `on_close`).
-            let permit = match (&self.sockets, inherited) {
-                (None, _) => None,
-                (Some(_), Some(permit)) => Some(permit),
-                (Some(budget), None) => match budget.try_acquire() {
+            let permit = match &self.sockets {
+                None => None,
+                Some(budget) => match budget.try_acquire() {
                     Some(permit) => Some(permit),
                     None => {
                         tracing::debug!(client = %client, "UDP socket budget spent: datagram dropped");
@@ -354,11 +341,12 @@ impl UdpSessionTable {
                     }
                 },
             };
+            let full = sessions.slots.len() >= self.settings.session_capacity.max(1);
+            let evicted = if full { evict_one(&mut sessions, &self.manager) } else { None };
             (datagram, permit, evicted, sessions.epoch)
         };
         let used = Arc::new(Used { epoch, at: AtomicU64::new(0) });
         used.touch();
-        let permit = Arc::new(Mutex::new(permit));
         // Created without the lock held: `on_close` takes it.
         let sink = Arc::new(TouchingSink { inner: sink(), used: used.clone() });
         let (sender, inbound) = PacketInbound::channel(sink, self.settings.timeouts, self.settings.queue_len);
@@ -367,10 +355,9 @@ impl UdpSessionTable {
         let _ = sender.try_send(datagram);
         let table = Arc::downgrade(&self.sessions);
         let removal_key = key.clone();
-        let held = permit.clone();
         let id =
             self.manager.new_packet_connection(inbound, metadata, self.outbound.clone(), move |closed| {
-                drop(lock(&held).take());
+                drop(permit);
                 if let Some(table) = table.upgrade() {
                     let mut sessions = lock(&table);
                     if sessions.slots.get(&removal_key).is_some_and(|slot| slot.id == closed.id) {
@@ -379,7 +366,7 @@ impl UdpSessionTable {
                 }
             });
         let entry = self.manager.tracker().entry(id);
-        let slot = Slot { id, sender, entry, used, permit, queued: 1 };
+        let slot = Slot { id, sender, entry, used, queued: 1 };
         let replaced = lock(&self.sessions).insert(key, slot);
         if let Some(old) = replaced {
             // A concurrent dispatch created the same key: keep the newest, end the other.
@@ -480,9 +467,8 @@ impl Drop for UdpSessionTable {
     }
 }
 
-/// Removes and closes the least recently used idle session (or the least recently used one);
-/// returns it with its socket permit (if it still held one).
-fn evict_one(sessions: &mut Sessions, manager: &ConnectionManager) -> Option<(ConnectionId, Option<Permit>)> {
+/// Removes and closes the least recently used idle session (or the least recently used one).
+fn evict_one(sessions: &mut Sessions, manager: &ConnectionManager) -> Option<ConnectionId> {
     let idle = |slot: &Slot| slot.sender.capacity() == slot.sender.max_capacity();
     let victim = sessions
         .slots
@@ -493,9 +479,8 @@ fn evict_one(sessions: &mut Sessions, manager: &ConnectionManager) -> Option<(Co
         .map(|(key, _)| key.clone())?;
     let slot = sessions.remove(&victim)?;
     tracing::debug!(id = slot.id, client = %victim.client, "UDP session table full: evicting least recently used session");
-    let permit = lock(&slot.permit).take();
     manager.close(slot.id);
-    Some((slot.id, permit))
+    Some(slot.id)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
