@@ -221,3 +221,60 @@ async fn after_close_all_the_association_opens_new_sessions() {
     assert_eq!(sessions.len(), 1);
     assert_ne!(sessions[0].id, first);
 }
+
+/// Runs `body` on a thread of its own, in a new network namespace whose `lo` has an MTU of
+/// 1,280 (as a tunnel or a cellular link may); skips with the reason when it cannot be made.
+fn with_small_mtu<F: std::future::Future<Output = ()>>(
+    test: &str,
+    body: impl FnOnce() -> F + Send + 'static,
+) {
+    let thread = std::thread::spawn(move || {
+        // SAFETY: unshare only changes the calling thread's namespace (a thread of its own here).
+        if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+            return Err(format!("unshare(CLONE_NEWNET): {} (needs root)", std::io::Error::last_os_error()));
+        }
+        let ip = std::process::Command::new("ip").args(["link", "set", "lo", "mtu", "1280", "up"]).status();
+        if !ip.is_ok_and(|status| status.success()) {
+            return Err("`ip link set lo mtu 1280 up` failed".to_string());
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(body());
+        Ok(())
+    });
+    match thread.join() {
+        Ok(Ok(())) => {}
+        Ok(Err(reason)) => println!("skipped {test}: {reason}"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// Datagrams larger than the outgoing link's MTU are fragmented by the kernel when sent one by
+/// one; several of one size queued together must be too, not dropped because a segmented (GSO)
+/// send of them cannot be (EMSGSIZE).
+#[test]
+fn datagrams_over_the_link_mtu_queued_together_all_arrive() {
+    with_small_mtu("datagrams_over_the_link_mtu_queued_together_all_arrive", || async {
+        let manager = ConnectionManager::new(RelaySettings::default());
+        let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = receiver.local_addr().unwrap();
+        let (tx, _replies) = mpsc::unbounded_channel();
+        let (uplink, inbound) = PacketInbound::channel(Arc::new(ChannelSink(tx)), UdpTimeouts::default(), 64);
+        // Queued before the session runs: the first goes alone, the other three in one batch.
+        for i in 0..4u8 {
+            uplink.try_send(Datagram { destination: to.into(), payload: vec![i; 1400] }).unwrap();
+        }
+        let id = manager.new_packet_connection(
+            inbound,
+            Metadata::new(to.into()),
+            Arc::new(DirectOutbound::default()),
+            |_| {},
+        );
+        let mut buf = [0u8; 2048];
+        let mut got = Vec::new();
+        while let Ok(Ok((n, _))) = timeout(Duration::from_millis(500), receiver.recv_from(&mut buf)).await {
+            got.push((n, buf[0]));
+        }
+        let drops = manager.get(id).map(|c| c.drops);
+        assert_eq!(got, [(1400, 0), (1400, 1), (1400, 2), (1400, 3)], "received; session drops {drops:?}");
+    });
+}
