@@ -278,3 +278,79 @@ fn datagrams_over_the_link_mtu_queued_together_all_arrive() {
         assert_eq!(got, [(1400, 0), (1400, 1), (1400, 2), (1400, 3)], "received; session drops {drops:?}");
     });
 }
+
+/// A connected session whose destination was closed for a while (ICMP port unreachable, then
+/// ECONNREFUSED on the socket) goes on: the refusal costs at most one datagram, counted, and
+/// the rest of a batch sent after it arrives.
+#[tokio::test]
+async fn a_refused_destination_neither_ends_a_connected_session_nor_loses_the_rest_of_a_batch() {
+    let manager = ConnectionManager::new(RelaySettings::default());
+    let to = UdpSocket::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let (tx, _replies) = mpsc::unbounded_channel();
+    let (uplink, inbound) = PacketInbound::channel(Arc::new(ChannelSink(tx)), UdpTimeouts::default(), 64);
+    let mut metadata = Metadata::new(to.into());
+    metadata.options.udp_connect = true;
+    uplink.try_send(Datagram { destination: to.into(), payload: b"nobody".to_vec() }).unwrap();
+    let id = manager.new_packet_connection(inbound, metadata, Arc::new(DirectOutbound::default()), |_| {});
+    wait_until("the first datagram to go", || manager.get(id).is_some_and(|c| c.packets_up == 1)).await;
+    // The port unreachable arrives; only then does the destination come back.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let receiver = UdpSocket::bind(to).await.unwrap();
+    for i in 0..6u8 {
+        uplink.try_send(Datagram { destination: to.into(), payload: vec![i; 100] }).unwrap();
+    }
+    let mut buf = [0u8; 256];
+    let mut got = Vec::new();
+    while let Ok(Ok((n, _))) = timeout(Duration::from_millis(500), receiver.recv_from(&mut buf)).await {
+        got.push(buf[..n].to_vec());
+    }
+    let info = manager.get(id).expect("the session goes on");
+    println!("after the refusal: {} of 6 received, {} dropped", got.len(), info.drops);
+    assert!(got.len() >= 5, "received {} of 6", got.len());
+    assert_eq!(got.len() as u64 + info.drops, 6, "every datagram arrived or was counted");
+    uplink.try_send(Datagram { destination: to.into(), payload: b"later".to_vec() }).unwrap();
+    let (n, _) = timeout(WAIT, receiver.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], b"later");
+}
+
+/// A reply as large as UDP allows cannot carry the SOCKS header on top: it is dropped and
+/// counted, and the association goes on. The largest request whose reply fits is relayed whole.
+#[tokio::test]
+async fn a_reply_too_large_for_the_socks_header_is_dropped_counted_and_the_association_goes_on() {
+    let proxy = proxy().await;
+    let echo = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    // Answers every datagram with one of 65,507 bytes (the IPv4 UDP maximum).
+    let large = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let large_address = large.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        while let Ok((_, from)) = large.recv_from(&mut buf).await {
+            let _ = large.send_to(&vec![9u8; 65_507], from).await;
+        }
+    });
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (_control, relay) = associate(&proxy, &client).await;
+    assert!(echoed(&client, relay, echo, &vec![1u8; 65_507 - 10]).await, "the largest IPv4 request");
+    assert!(!echoed(&client, relay, large_address, b"give me 64 KiB").await);
+    let session =
+        proxy.manager.list().into_iter().find(|c| c.metadata.destination == large_address.into()).unwrap();
+    assert_eq!((session.packets_down, session.drops), (0, 1));
+    assert!(echoed(&client, relay, echo, b"still here").await);
+}
+
+/// The client half-closes its control connection (FIN, still reading): that ends the
+/// association (RFC 1928: it lives as long as the TCP connection; netswitch reads the FIN as the
+/// end), and the server closes its side so the client learns it.
+#[tokio::test]
+async fn a_half_closed_control_connection_ends_the_association() {
+    let proxy = proxy().await;
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (mut control, relay) = associate(&proxy, &client).await;
+    assert!(echoed(&client, relay, server, b"before").await);
+    control.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    timeout(WAIT, control.read_to_end(&mut rest)).await.expect("the server closes its side").unwrap();
+    wait_until("the session to end", || proxy.manager.is_empty()).await;
+    assert!(!echoed(&client, relay, server, b"after").await);
+}
