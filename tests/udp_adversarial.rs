@@ -222,10 +222,12 @@ async fn after_close_all_the_association_opens_new_sessions() {
     assert_ne!(sessions[0].id, first);
 }
 
-/// Runs `body` on a thread of its own, in a new network namespace whose `lo` has an MTU of
-/// 1,280 (as a tunnel or a cellular link may); skips with the reason when it cannot be made.
-fn with_small_mtu<F: std::future::Future<Output = ()>>(
+/// Runs `body` on a thread of its own, in a new network namespace with only `lo` (up, with an
+/// MTU of `mtu`), so nothing it binds is reachable from elsewhere; skips with the reason when the
+/// namespace cannot be made.
+fn in_namespace<F: std::future::Future<Output = ()>>(
     test: &str,
+    mtu: u16,
     body: impl FnOnce() -> F + Send + 'static,
 ) {
     let thread = std::thread::spawn(move || {
@@ -233,9 +235,10 @@ fn with_small_mtu<F: std::future::Future<Output = ()>>(
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
             return Err(format!("unshare(CLONE_NEWNET): {} (needs root)", std::io::Error::last_os_error()));
         }
-        let ip = std::process::Command::new("ip").args(["link", "set", "lo", "mtu", "1280", "up"]).status();
+        let mtu = mtu.to_string();
+        let ip = std::process::Command::new("ip").args(["link", "set", "lo", "mtu", &mtu, "up"]).status();
         if !ip.is_ok_and(|status| status.success()) {
-            return Err("`ip link set lo mtu 1280 up` failed".to_string());
+            return Err(format!("`ip link set lo mtu {mtu} up` failed"));
         }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(body());
@@ -253,7 +256,8 @@ fn with_small_mtu<F: std::future::Future<Output = ()>>(
 /// send of them cannot be (EMSGSIZE).
 #[test]
 fn datagrams_over_the_link_mtu_queued_together_all_arrive() {
-    with_small_mtu("datagrams_over_the_link_mtu_queued_together_all_arrive", || async {
+    // (As a tunnel or a cellular link may have.)
+    in_namespace("datagrams_over_the_link_mtu_queued_together_all_arrive", 1280, || async {
         let manager = ConnectionManager::new(RelaySettings::default());
         let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let to = receiver.local_addr().unwrap();
@@ -353,4 +357,37 @@ async fn a_half_closed_control_connection_ends_the_association() {
     timeout(WAIT, control.read_to_end(&mut rest)).await.expect("the server closes its side").unwrap();
     wait_until("the session to end", || proxy.manager.is_empty()).await;
     assert!(!echoed(&client, relay, server, b"after").await);
+}
+
+/// A server listening on `[::]` (dual-stack) reached over IPv4: the association's relay address
+/// must be an IPv4 one, which an IPv4 client can send to, not `::ffff:a.b.c.d`.
+#[test]
+fn a_dual_stack_listener_gives_an_ipv4_client_an_ipv4_relay_address() {
+    in_namespace("a_dual_stack_listener_gives_an_ipv4_client_an_ipv4_relay_address", 65_535, || async {
+        let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+        let mut settings = SocksSettings::default();
+        settings.listen = "[::]:0".parse().unwrap();
+        settings.allow_non_loopback = true;
+        settings.allow_unauthenticated_non_loopback = true;
+        let server =
+            SocksServer::start(settings, manager.clone(), Arc::new(DirectOutbound::default())).await.unwrap();
+        let proxy = Proxy { _server: server, manager };
+        let echo = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut control = TcpStream::connect(("127.0.0.1", proxy._server.local_addr().port())).await.unwrap();
+        let SocketAddr::V4(announced) = client.local_addr().unwrap() else { unreachable!() };
+        let mut request = vec![5, 1, 0, 5, 3, 0, 1];
+        request.extend_from_slice(&announced.ip().octets());
+        request.extend_from_slice(&announced.port().to_be_bytes());
+        control.write_all(&request).await.unwrap();
+        let mut head = [0u8; 6];
+        timeout(WAIT, control.read_exact(&mut head)).await.unwrap().unwrap();
+        assert_eq!(head[..5], [5, 0, 5, 0, 0], "method chosen, association open");
+        assert_eq!(head[5], 1, "the relay address is IPv4 (ATYP 1), not {}", head[5]);
+        let mut rest = [0u8; 6];
+        control.read_exact(&mut rest).await.unwrap();
+        let relay =
+            SocketAddr::from(([rest[0], rest[1], rest[2], rest[3]], u16::from_be_bytes([rest[4], rest[5]])));
+        assert!(echoed(&client, relay, echo, b"over IPv4").await);
+    });
 }
