@@ -155,8 +155,10 @@ pub(super) async fn associate(
         refuse(&mut control, ReplyCode::GeneralFailure).await;
         return;
     };
+    // An IPv4 client of a dual-stack listener reached it at ::ffff:a.b.c.d: its relay socket is
+    // an IPv4 one on a.b.c.d, an address the client can send to (and is told in IPv4 form).
     let bind_ip = match control.local_addr() {
-        Ok(local) => local.ip(),
+        Ok(local) => local.ip().to_canonical(),
         Err(error) => {
             tracing::debug!(client = %peer, %error, "SOCKS UDP ASSOCIATE: control connection already gone");
             return;
