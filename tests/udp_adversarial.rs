@@ -391,3 +391,32 @@ fn a_dual_stack_listener_gives_an_ipv4_client_an_ipv4_relay_address() {
         assert!(echoed(&client, relay, echo, b"over IPv4").await);
     });
 }
+
+/// An unconnected session's socket takes datagrams from any host (endpoint-independent
+/// filtering, as a full-cone NAT): a host the client never addressed reaches it, shown with its
+/// own address, never as the destination the session was opened for.
+#[tokio::test]
+async fn a_datagram_from_another_host_reaches_the_client_under_its_own_address() {
+    let proxy = proxy().await;
+    // An echo server that also says which address the session sends from.
+    let server = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_address = server.local_addr().unwrap();
+    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = server.recv_from(&mut buf).await {
+            let _ = seen_tx.send(from);
+            let _ = server.send_to(&buf[..n], from).await;
+        }
+    });
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (_control, relay) = associate(&proxy, &client).await;
+    assert!(echoed(&client, relay, server_address, b"hello").await);
+    let session_socket = seen.recv().await.unwrap();
+    let other = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    other.send_to(b"unsolicited", session_socket).await.unwrap();
+    let mut buf = [0u8; 256];
+    let (n, _) = timeout(WAIT, client.recv_from(&mut buf)).await.expect("forwarded").unwrap();
+    let (source, at) = parse_udp_header(&buf[..n]).unwrap();
+    assert_eq!((source, &buf[at..n]), (Destination::from(other.local_addr().unwrap()), &b"unsolicited"[..]));
+}

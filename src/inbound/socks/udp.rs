@@ -1,8 +1,8 @@
 //! SOCKS5 UDP ASSOCIATE (RFC 1928 §7): the association (its datagrams' header is
 //! [`crate::socks5::parse_udp_header`]).
 //!
-//! An association binds one relay UDP socket on the address the client reached the server on and
-//! replies with it. It lives exactly as long as its TCP control connection: when the client
+//! An association binds one relay UDP socket on the address the client reached the server on (in
+//! IPv4 form for an IPv4 client of a dual-stack listener) and replies with it. It lives exactly as long as its TCP control connection: when the client
 //! closes it (or it fails), every session of the association is closed and the socket with them.
 //! When the manager shuts down, the association ends too and closes the control connection, so
 //! the client learns it can relay nothing more. Closing sessions (the manager's `close`, a
@@ -12,7 +12,10 @@
 //! client announced in its request (the IP when not unspecified, the port when not 0) — else the
 //! control connection's peer IP. From then on only that exact address is served. Each datagram
 //! goes to a session of the association's [`UdpSessionTable`] (one per destination); replies carry
-//! the source the client addressed (the domain, when it named one).
+//! the source the client addressed (the domain, when it named one). A session's outbound socket
+//! is unconnected unless `udp_connect`: datagrams to it from any other host reach the client too,
+//! shown with that host's own address (endpoint-independent filtering), and count as traffic for
+//! the session's idle timeout.
 //!
 //! With users configured, a request announcing port 0 is refused (reply 0x02, as RFC 1928 §7
 //! allows): the announced port is the only thing that ties the datagrams to the authenticated
