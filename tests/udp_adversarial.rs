@@ -420,3 +420,27 @@ async fn a_datagram_from_another_host_reaches_the_client_under_its_own_address()
     let (source, at) = parse_udp_header(&buf[..n]).unwrap();
     assert_eq!((source, &buf[at..n]), (Destination::from(other.local_addr().unwrap()), &b"unsolicited"[..]));
 }
+
+/// A datagram that arrives after its session was closed (the manager's `close`, a network
+/// change) but before the session's task ended goes to a new session, instead of into the queue
+/// of the closing one, where it was lost uncounted.
+#[tokio::test]
+async fn a_datagram_right_after_its_session_was_closed_opens_a_new_one() {
+    let manager = Arc::new(ConnectionManager::new(RelaySettings::default()));
+    let table = table(&manager, 16);
+    let server = udp_echo_server(Ipv4Addr::LOCALHOST.into()).await;
+    let client: SocketAddr = "127.0.0.1:40102".parse().unwrap();
+    let (tx, mut replies) = mpsc::unbounded_channel();
+    let Dispatched::Queued { id, .. } = dispatch(&table, client, server, b"one", &tx) else { panic!() };
+    timeout(WAIT, replies.recv()).await.unwrap().unwrap();
+    assert!(manager.close(id));
+    // At once: the closed session's task has not run since.
+    match dispatch(&table, client, server, b"two", &tx) {
+        Dispatched::Queued { id: new, created: true, .. } => assert_ne!(new, id),
+        other => panic!("queued to the closing session: {other:?}"),
+    }
+    let (echo, _) =
+        timeout(Duration::from_secs(2), replies.recv()).await.expect("the datagram was lost").unwrap();
+    assert_eq!(echo, b"two");
+    table.close_all();
+}
