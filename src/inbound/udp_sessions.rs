@@ -23,7 +23,8 @@
 //!   Existing sessions are not touched: with a budget no larger than the capacity (the defaults
 //!   are both 1024), the budget refuses before the capacity would evict.
 //! - Expiry is the sessions' own exact idle timer; the table does no sweeping. A session that
-//!   ends removes itself.
+//!   ends removes itself; one that was asked to close (the manager's `close`, a network change)
+//!   takes no more datagrams: the next one starts a new session.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -393,6 +394,12 @@ impl UdpSessionTable {
     ) -> Result<Dispatched, Datagram> {
         let budget = self.settings.queue_budget.max(1);
         let Some(slot) = sessions.slots.get_mut(key) else { return Err(datagram) };
+        if slot.entry.as_ref().is_some_and(|entry| entry.is_close_requested()) {
+            // Closed (the manager's `close`, a network change) and still ending: its task takes
+            // no more datagrams, so this one starts a new session.
+            sessions.remove(key);
+            return Err(datagram);
+        }
         slot.used.touch();
         // What the session's queue holds now (it only drains between two looks).
         let queued = slot.queue_len();
