@@ -65,6 +65,8 @@ pub struct ConnectionManager {
     settings: RelaySettings,
     runtime: Handle,
     shut_down: Arc<AtomicBool>,
+    /// Wakes [`ConnectionManager::wait_shut_down`] callers.
+    shut_down_signal: tokio::sync::Notify,
 }
 
 impl ConnectionManager {
@@ -88,6 +90,7 @@ impl ConnectionManager {
             settings,
             runtime,
             shut_down: Arc::new(AtomicBool::new(false)),
+            shut_down_signal: tokio::sync::Notify::new(),
         }
     }
 
@@ -216,7 +219,20 @@ impl ConnectionManager {
     pub fn shutdown(&self) {
         if !self.shut_down.swap(true, Ordering::AcqRel) {
             let count = self.tracker.close_all();
+            self.shut_down_signal.notify_waiters();
             tracing::info!(connections = count, "connection manager shut down");
+        }
+    }
+
+    /// Returns once [`ConnectionManager::shutdown`] was called (at once if it was): for what an
+    /// ingress keeps outside the manager, such as a SOCKS UDP association, to end with it.
+    pub async fn wait_shut_down(&self) {
+        let notified = self.shut_down_signal.notified();
+        tokio::pin!(notified);
+        // Registered before the flag is read: a shutdown in between still wakes this.
+        notified.as_mut().enable();
+        if !self.is_shut_down() {
+            notified.await;
         }
     }
 

@@ -116,6 +116,11 @@ impl Entry {
         }
     }
 
+    /// True once a close was requested (the connection may still be ending).
+    pub fn is_close_requested(&self) -> bool {
+        self.close_requested.load(Ordering::Acquire)
+    }
+
     /// Ready once a close was requested (also if it was requested before the first poll). One
     /// waiter: the connection's own task (the waker of the latest poll is the one woken).
     pub fn poll_close_requested(&self, cx: &mut Context<'_>) -> Poll<()> {

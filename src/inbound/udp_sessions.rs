@@ -6,7 +6,8 @@
 //! - Capacity: at most [`UdpSettings::session_capacity`] sessions (default 1024). A new key at
 //!   capacity evicts the least recently used *idle* session (nothing queued), or the least
 //!   recently used one when every session has datagrams queued; the evicted session ends with
-//!   [`crate::ConnectionError::Closed`].
+//!   [`crate::ConnectionError::Closed`]. "Used" means a datagram either way: a session whose
+//!   destination keeps sending (a stream the client rarely answers) is in use.
 //! - Queue: each session has a bounded queue ([`UdpSettings::queue_len`], default 1024), and all
 //!   the sessions of a table together hold at most [`UdpSettings::queue_budget`] datagrams
 //!   (default 4096). A datagram that finds its session's queue full, or the table's budget spent,
@@ -19,21 +20,24 @@
 //!   starts a session (one outbound socket) only with a permit from it, held until the session
 //!   ends; without one the datagram is dropped and counted as a refusal
 //!   ([`Dispatched::Refused`], the budget's [`Budget::refused`] and a rate-limited warning).
-//!   Existing sessions are not touched.
+//!   Existing sessions are not touched: with a budget no larger than the capacity (the defaults
+//!   are both 1024), the budget refuses before the capacity would evict.
 //! - Expiry is the sessions' own exact idle timer; the table does no sweeping. A session that
-//!   ends removes itself.
+//!   ends removes itself; one that was asked to close (the manager's `close`, a network change)
+//!   takes no more datagrams: the next one starts a new session.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::budget::Budget;
 use crate::client::{Datagram, PacketInbound, PacketSink, UdpTimeouts};
-use crate::dial::Outbound;
+use crate::dial::{BoxFuture, Outbound};
 use crate::manager::ConnectionManager;
 use crate::metadata::{Destination, Metadata};
 use crate::tracker::{ConnectionId, Entry};
@@ -152,7 +156,8 @@ struct Slot {
     id: ConnectionId,
     sender: mpsc::Sender<Datagram>,
     entry: Option<Arc<Entry>>,
-    last_used: u64,
+    /// When a datagram last went either way (see [`Used`]).
+    used: Arc<Used>,
     /// How many datagrams its queue held when the table last looked (counted in `queued`).
     queued: usize,
 }
@@ -164,14 +169,60 @@ impl Slot {
     }
 }
 
-#[derive(Default)]
+/// When a session was last used, in nanoseconds since its table was made: stamped by the table
+/// for each client datagram and by the session's sink for each reply.
+struct Used {
+    epoch: Instant,
+    at: AtomicU64,
+}
+
+impl Used {
+    fn touch(&self) {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.at.store(now, Ordering::Relaxed);
+    }
+
+    fn at(&self) -> u64 {
+        self.at.load(Ordering::Relaxed)
+    }
+}
+
+/// A session's sink as the table hands it over: every reply marks the session used.
+struct TouchingSink {
+    inner: Arc<dyn PacketSink>,
+    used: Arc<Used>,
+}
+
+impl PacketSink for TouchingSink {
+    fn send_to_client<'a>(
+        &'a self,
+        payload: &'a [u8],
+        source: &'a Destination,
+    ) -> BoxFuture<'a, std::io::Result<()>> {
+        self.used.touch();
+        self.inner.send_to_client(payload, source)
+    }
+
+    fn try_send_to_client(&self, payload: &[u8], source: &Destination) -> Option<std::io::Result<()>> {
+        self.used.touch();
+        self.inner.try_send_to_client(payload, source)
+    }
+}
+
 struct Sessions {
     slots: HashMap<SessionKey, Slot>,
-    clock: u64,
+    /// What [`Used`] counts from.
+    epoch: Instant,
     /// The sum of the slots' `queued`: at least what their queues hold (they only drain).
     queued: usize,
     /// When every queue was last looked at.
     recounted: Option<std::time::Instant>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions { slots: HashMap::new(), epoch: Instant::now(), queued: 0, recounted: None }
+    }
 }
 
 impl Sessions {
@@ -274,11 +325,9 @@ impl UdpSessionTable {
         sink: impl FnOnce() -> Arc<dyn PacketSink>,
     ) -> Dispatched {
         let key = self.key(client, &datagram.destination);
-        let (datagram, permit, evicted, now) = {
+        let (datagram, permit, evicted, epoch) = {
             let mut sessions = lock(&self.sessions);
-            sessions.clock += 1;
-            let now = sessions.clock;
-            let datagram = match self.queue_existing(&mut sessions, &key, datagram, now) {
+            let datagram = match self.queue_existing(&mut sessions, &key, datagram) {
                 Ok(dispatched) => return dispatched,
                 Err(datagram) => datagram,
             };
@@ -295,11 +344,13 @@ impl UdpSessionTable {
             };
             let full = sessions.slots.len() >= self.settings.session_capacity.max(1);
             let evicted = if full { evict_one(&mut sessions, &self.manager) } else { None };
-            (datagram, permit, evicted, now)
+            (datagram, permit, evicted, sessions.epoch)
         };
+        let used = Arc::new(Used { epoch, at: AtomicU64::new(0) });
+        used.touch();
         // Created without the lock held: `on_close` takes it.
-        let (sender, inbound) =
-            PacketInbound::channel(sink(), self.settings.timeouts, self.settings.queue_len);
+        let sink = Arc::new(TouchingSink { inner: sink(), used: used.clone() });
+        let (sender, inbound) = PacketInbound::channel(sink, self.settings.timeouts, self.settings.queue_len);
         let metadata = metadata(&datagram.destination);
         // The new queue has room for at least one datagram: this cannot fail.
         let _ = sender.try_send(datagram);
@@ -316,7 +367,7 @@ impl UdpSessionTable {
                 }
             });
         let entry = self.manager.tracker().entry(id);
-        let slot = Slot { id, sender, entry, last_used: now, queued: 1 };
+        let slot = Slot { id, sender, entry, used, queued: 1 };
         let replaced = lock(&self.sessions).insert(key, slot);
         if let Some(old) = replaced {
             // A concurrent dispatch created the same key: keep the newest, end the other.
@@ -330,9 +381,7 @@ impl UdpSessionTable {
     pub fn dispatch_existing(&self, client: SocketAddr, datagram: Datagram) -> Result<Dispatched, Datagram> {
         let key = self.key(client, &datagram.destination);
         let mut sessions = lock(&self.sessions);
-        sessions.clock += 1;
-        let now = sessions.clock;
-        self.queue_existing(&mut sessions, &key, datagram, now)
+        self.queue_existing(&mut sessions, &key, datagram)
     }
 
     /// Queues `datagram` to the session of `key` (or drops it, counted, when its queue is full);
@@ -342,11 +391,16 @@ impl UdpSessionTable {
         sessions: &mut Sessions,
         key: &SessionKey,
         datagram: Datagram,
-        now: u64,
     ) -> Result<Dispatched, Datagram> {
         let budget = self.settings.queue_budget.max(1);
         let Some(slot) = sessions.slots.get_mut(key) else { return Err(datagram) };
-        slot.last_used = now;
+        if slot.entry.as_ref().is_some_and(|entry| entry.is_close_requested()) {
+            // Closed (the manager's `close`, a network change) and still ending: its task takes
+            // no more datagrams, so this one starts a new session.
+            sessions.remove(key);
+            return Err(datagram);
+        }
+        slot.used.touch();
         // What the session's queue holds now (it only drains between two looks).
         let queued = slot.queue_len();
         let drained = slot.queued - queued.min(slot.queued);
@@ -427,8 +481,8 @@ fn evict_one(sessions: &mut Sessions, manager: &ConnectionManager) -> Option<Con
         .slots
         .iter()
         .filter(|(_, slot)| idle(slot))
-        .min_by_key(|(_, slot)| slot.last_used)
-        .or_else(|| sessions.slots.iter().min_by_key(|(_, slot)| slot.last_used))
+        .min_by_key(|(_, slot)| slot.used.at())
+        .or_else(|| sessions.slots.iter().min_by_key(|(_, slot)| slot.used.at()))
         .map(|(key, _)| key.clone())?;
     let slot = sessions.remove(&victim)?;
     tracing::debug!(id = slot.id, client = %victim.client, "UDP session table full: evicting least recently used session");

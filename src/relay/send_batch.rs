@@ -1,9 +1,13 @@
 //! Several UDP datagrams per system call: on Linux and Android, a run of datagrams to one target
 //! with one size (the last may be shorter) goes as one segmented send (`UDP_SEGMENT`, GSO: one
 //! trip through the IP stack, split by the kernel as late as it can), anything else with
-//! `sendmmsg(2)`; one `send`/`sendto` per call elsewhere. Where the kernel refuses segmented
-//! sends, they are not tried again. Used by a UDP session to send what its client queued in one
-//! go.
+//! `sendmmsg(2)`; one `send`/`sendto` per call elsewhere. Segmented sends are used only where
+//! the kernel says it has them (`getsockopt(UDP_SEGMENT)`, asked once: a kernel before 4.18
+//! ignores the control message and would send the run as one datagram); where the kernel or the
+//! device refuses them, they are not tried again. A run whose segments are too large for the
+//! path (over the link's MTU: `EMSGSIZE`, `EINVAL` on older kernels) goes by `sendmmsg`, where
+//! the kernel fragments each datagram as a single send would. Used by a UDP session to send
+//! what its client queued in one go.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,8 +23,37 @@ pub const BATCH: usize = 32;
 #[cfg(any(target_os = "linux", target_os = "android"))]
 static NO_GSO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// Whether the kernel knows segmented sends, asked once on the first socket that could use one.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+static HAS_GSO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// True when `getsockopt(SOL_UDP, UDP_SEGMENT)` works on `socket` (Linux 4.18+).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn kernel_has_gso(socket: &UdpSocket) -> bool {
+    use std::os::fd::AsRawFd;
+
+    let mut value: libc::c_int = 0;
+    let mut length = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value and length are live and sized for the int the option reads back.
+    let result = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut length,
+        )
+    };
+    if result != 0 {
+        let error = io::Error::last_os_error();
+        tracing::debug!(%error, "no segmented UDP sends on this kernel: sendmmsg only");
+    }
+    result == 0
+}
+
 /// How many datagrams from the start of `batch` can go as one segmented send: same target, same
-/// size (the last may be shorter), at most 65,507 bytes in all.
+/// size (the last may be shorter but not empty: an empty segment would vanish in the split), at
+/// most 65,507 bytes in all.
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn segment_run(batch: &[(Datagram, Option<SocketAddr>)]) -> usize {
     let Some((first, target)) = batch.first() else { return 0 };
@@ -32,7 +65,7 @@ fn segment_run(batch: &[(Datagram, Option<SocketAddr>)]) -> usize {
     let mut run = 0;
     for (datagram, to) in batch {
         let len = datagram.payload.len();
-        if to != target || len > size || total + len > 65_507 {
+        if to != target || len > size || len == 0 || total + len > 65_507 {
             break;
         }
         total += len;
@@ -119,16 +152,16 @@ pub fn try_send_batch(socket: &UdpSocket, batch: &[(Datagram, Option<SocketAddr>
         return Ok(0);
     }
     let run = segment_run(batch);
-    if run > 1 && !NO_GSO.load(Ordering::Relaxed) {
+    if run > 1 && !NO_GSO.load(Ordering::Relaxed) && *HAS_GSO.get_or_init(|| kernel_has_gso(socket)) {
         match try_send_segmented(socket, batch, run) {
             Ok(sent) => return Ok(sent),
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Err(error),
-            // Refused (an old kernel, a device without it): the same datagrams one by one below.
+            // Segments too large for the path: the same datagrams one by one below, each
+            // fragmented by the kernel as a single send would be.
+            Err(error) if matches!(error.raw_os_error(), Some(libc::EMSGSIZE | libc::EINVAL)) => {}
+            // Refused (a device without it, a protocol that cannot): one by one from now on.
             Err(error)
-                if matches!(
-                    error.raw_os_error(),
-                    Some(libc::EINVAL | libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)
-                ) =>
+                if matches!(error.raw_os_error(), Some(libc::EIO | libc::ENOPROTOOPT | libc::EOPNOTSUPP)) =>
             {
                 tracing::debug!(%error, "segmented UDP sends refused: sendmmsg from now on");
                 NO_GSO.store(true, Ordering::Relaxed);
@@ -240,6 +273,9 @@ mod tests {
             assert_eq!(segment_run(&mixed), 4, "and after a shorter datagram");
             mixed[1].0.payload.push(0);
             assert_eq!(segment_run(&mixed), 1, "and before a longer one");
+            let mut empty_last = run.clone();
+            empty_last[2].0.payload.clear();
+            assert_eq!(segment_run(&empty_last), 2, "an empty datagram is not a segment");
         }
         let mut sent = 0;
         while sent < run.len() {
@@ -256,7 +292,10 @@ mod tests {
             assert_eq!(&big[..n], &run[usize::from(i)].0.payload[..], "datagram {i}");
         }
         #[cfg(target_os = "linux")]
-        assert!(!NO_GSO.load(std::sync::atomic::Ordering::Relaxed), "Linux 4.18+ sends segmented");
+        {
+            assert!(!NO_GSO.load(std::sync::atomic::Ordering::Relaxed), "Linux 4.18+ sends segmented");
+            assert!(kernel_has_gso(&sender), "and says so");
+        }
         // Connected: no target.
         sender.connect(receivers[0].local_addr().unwrap()).await.unwrap();
         let connected = [(

@@ -1,15 +1,21 @@
 //! SOCKS5 UDP ASSOCIATE (RFC 1928 §7): the association (its datagrams' header is
 //! [`crate::socks5::parse_udp_header`]).
 //!
-//! An association binds one relay UDP socket on the address the client reached the server on and
-//! replies with it. It lives exactly as long as its TCP control connection: when the client
+//! An association binds one relay UDP socket on the address the client reached the server on (in
+//! IPv4 form for an IPv4 client of a dual-stack listener) and replies with it. It lives exactly as long as its TCP control connection: when the client
 //! closes it (or it fails), every session of the association is closed and the socket with them.
+//! When the manager shuts down, the association ends too and closes the control connection, so
+//! the client learns it can relay nothing more. Closing sessions (the manager's `close`, a
+//! network change) does not end it: the client's next datagram opens a new session.
 //!
 //! The client's UDP address is learned from the first datagram whose source matches what the
 //! client announced in its request (the IP when not unspecified, the port when not 0) — else the
 //! control connection's peer IP. From then on only that exact address is served. Each datagram
 //! goes to a session of the association's [`UdpSessionTable`] (one per destination); replies carry
-//! the source the client addressed (the domain, when it named one).
+//! the source the client addressed (the domain, when it named one). A session's outbound socket
+//! is unconnected unless `udp_connect`: datagrams to it from any other host reach the client too,
+//! shown with that host's own address (endpoint-independent filtering), and count as traffic for
+//! the session's idle timeout.
 //!
 //! With users configured, a request announcing port 0 is refused (reply 0x02, as RFC 1928 §7
 //! allows): the announced port is the only thing that ties the datagrams to the authenticated
@@ -152,8 +158,10 @@ pub(super) async fn associate(
         refuse(&mut control, ReplyCode::GeneralFailure).await;
         return;
     };
+    // An IPv4 client of a dual-stack listener reached it at ::ffff:a.b.c.d: its relay socket is
+    // an IPv4 one on a.b.c.d, an address the client can send to (and is told in IPv4 form).
     let bind_ip = match control.local_addr() {
-        Ok(local) => local.ip(),
+        Ok(local) => local.ip().to_canonical(),
         Err(error) => {
             tracing::debug!(client = %peer, %error, "SOCKS UDP ASSOCIATE: control connection already gone");
             return;
@@ -177,7 +185,10 @@ pub(super) async fn associate(
     let table = UdpSessionTable::new(context.manager.clone(), context.outbound.clone(), context.udp.clone())
         .with_socket_budget(context.udp_limits.sockets.clone());
     let mut association = Association::new(peer, &announced, &socket, &table);
-    let end = association.relay(control).await;
+    let end = tokio::select! {
+        end = association.relay(control) => end,
+        () = context.manager.wait_shut_down() => "the manager shut down".to_string(),
+    };
     let sessions = table.close_all();
     let counters = association.counters;
     tracing::debug!(
