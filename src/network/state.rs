@@ -147,6 +147,27 @@ impl NetworkState {
         self.inner.read().unwrap_or_else(PoisonError::into_inner).current.clone()
     }
 
+    /// The snapshot the next update is compared with: the current one, or during a "no
+    /// network" pause the last one that had interfaces. A connection records it when it starts,
+    /// so that once its egress is known [`NetworkState::close_reason_since`] can tell whether an
+    /// update made while it dialed took that egress away.
+    pub fn baseline(&self) -> Arc<InterfaceSnapshot> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).last_usable.clone()
+    }
+
+    /// Why a connection that left through `egress`, and that started while `since` was the
+    /// [`NetworkState::baseline`], must be closed because of the updates made since then (see
+    /// [`SnapshotChange::close_reason`]); `None` when no update was made or none affects it. A
+    /// "no network" pause counts as no change (the update that ends it compares with the
+    /// baseline too).
+    pub fn close_reason_since(&self, since: &Arc<InterfaceSnapshot>, egress: &Egress) -> Option<CloseReason> {
+        let now = self.baseline();
+        if Arc::ptr_eq(since, &now) {
+            return None;
+        }
+        diff(since, &now).close_reason(egress)
+    }
+
     /// Replaces the current snapshot and reports what changed. Updates are serialized; an
     /// identical snapshot changes nothing and reports `identical`.
     pub fn update(&self, snapshot: InterfaceSnapshot) -> SnapshotChange {

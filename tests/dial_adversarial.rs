@@ -1,0 +1,137 @@
+//! The strategy dialer and network changes against each other, over simulated networks on
+//! loopback (wifi0 = 127.0.0.2, cell0 = 127.0.0.3, the simulated binder binds each socket to its
+//! network's source address, so the server sees which network a connection used): a network
+//! change that lands while a dial is in flight, and what the dialer says when nothing matches.
+
+mod common;
+#[path = "common/dns_responder.rs"]
+mod dns_responder;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use dns_responder::{Responder, Zone};
+use hickory_proto::rr::RecordType;
+use netswitch::dial::direct::DialSettings;
+use netswitch::metadata::Destination;
+use netswitch::network::{DomainStrategy, InterfaceSnapshot, NetworkInterface, NetworkType};
+use netswitch::platform::SimulatedBinder;
+use netswitch::{ConnectionError, DirectOutbound, Metadata, RelaySettings};
+use tokio::net::TcpListener;
+use tokio::time::timeout;
+
+const WIFI: u32 = 2;
+const CELL: u32 = 3;
+const NAME: &str = "svc.example.test";
+
+fn interface(name: &str, index: u32, kind: NetworkType, last_octet: u8) -> NetworkInterface {
+    NetworkInterface::new(name, index, kind).with_address(IpAddr::from([127, 0, 0, last_octet]), 8)
+}
+
+fn wifi() -> NetworkInterface {
+    interface("wifi0", WIFI, NetworkType::Wifi, 2)
+}
+
+/// cell0, resolving names with `dns`.
+fn cell(dns: SocketAddr) -> NetworkInterface {
+    let mut cell = interface("cell0", CELL, NetworkType::Cellular, 3);
+    cell.dns_servers = vec![dns];
+    cell
+}
+
+fn snapshot(interfaces: Vec<NetworkInterface>) -> InterfaceSnapshot {
+    InterfaceSnapshot::new(interfaces, Some(WIFI)).unwrap()
+}
+
+/// A manager whose outbound binds with the simulated binder, a server on 127.0.0.1 and a DNS
+/// responder (for cell0) that answers `NAME` with 127.0.0.1.
+struct World {
+    h: Harness,
+    outbound: Arc<DirectOutbound>,
+    server: TcpListener,
+    dns: Responder,
+}
+
+impl World {
+    async fn new() -> World {
+        let h = Harness::new(RelaySettings::default()).await;
+        let outbound = Arc::new(
+            DirectOutbound::with_settings(DialSettings::default())
+                .with_networks(h.manager.networks().clone(), Arc::new(SimulatedBinder::new())),
+        );
+        let dns = Responder::start("127.0.0.1".parse().unwrap(), Zone::new(NAME, &["127.0.0.1"], &[]))
+            .await
+            .unwrap();
+        h.manager.update_interfaces(snapshot(vec![wifi(), cell(dns.address())]));
+        World { h, outbound, server: TcpListener::bind("127.0.0.1:0").await.unwrap(), dns }
+    }
+
+    /// `NAME` at the server's port, over cellular only, IPv4.
+    fn over_cellular(&self) -> Metadata {
+        let mut metadata = Metadata::new(Destination::domain(NAME, self.server.local_addr().unwrap().port()));
+        metadata.options.network_type = Some(vec![NetworkType::Cellular]);
+        metadata.options.domain_strategy = Some(DomainStrategy::Ipv4Only);
+        metadata
+    }
+
+    /// Waits until cell0's lookup of `NAME` reached the responder (the dial is in flight, its
+    /// route chosen).
+    async fn until_looked_up(&self) {
+        timeout(WAIT, async {
+            while self.dns.count("udp", RecordType::A) == 0 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .expect("cell0 never looked the name up");
+    }
+}
+
+/// A dial over cellular is in flight (its lookup held by the DNS server) when the host reports
+/// cellular gone, the default unchanged; then the answer comes and the dial connects over the
+/// interface it chose before (the OS still lets it). The connection must be closed like every
+/// other cellular connection, not relay on a network the host said is gone until it dies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_that_connects_over_an_interface_removed_meanwhile_is_closed() {
+    let mut world = World::new().await;
+    world.dns.set(|z| z.hold_a = true);
+    let (_client, id) = world.h.connect_via(world.over_cellular(), world.outbound.clone()).await;
+    world.until_looked_up().await;
+    let change = world.h.manager.update_interfaces(snapshot(vec![wifi()]));
+    assert_eq!(change.removed.len(), 1, "cell0 is gone");
+    assert!(change.default_change.is_none(), "the default stayed");
+    world.dns.set(|z| z.hold_a = false);
+    let (_server_end, peer) = timeout(WAIT, world.server.accept()).await.unwrap().unwrap();
+    assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 3]), "the dial connected over cell0");
+    let closed = timeout(Duration::from_secs(2), world.h.next_closed())
+        .await
+        .unwrap_or_else(|_| panic!("still live over the removed cell0: {:?}", world.h.manager.get(id)));
+    assert_eq!(closed.id, id);
+    assert!(matches!(closed.error, Some(ConnectionError::Closed)), "{:?}", closed.error);
+    assert!(world.h.manager.is_empty());
+}
+
+/// The same with cellular readdressed (same name and index, 127.0.0.3 replaced by 127.0.0.5)
+/// while the dial is in flight: the dial binds the address it chose before, which no interface
+/// has any more, so the connection must be closed (the local address is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dial_that_connects_from_an_address_removed_meanwhile_is_closed() {
+    let mut world = World::new().await;
+    world.dns.set(|z| z.hold_a = true);
+    let (_client, id) = world.h.connect_via(world.over_cellular(), world.outbound.clone()).await;
+    world.until_looked_up().await;
+    let mut readdressed = interface("cell0", CELL, NetworkType::Cellular, 5);
+    readdressed.dns_servers = vec![world.dns.address()];
+    let change = world.h.manager.update_interfaces(snapshot(vec![wifi(), readdressed]));
+    assert_eq!(change.lost_addresses, vec![IpAddr::from([127, 0, 0, 3])]);
+    world.dns.set(|z| z.hold_a = false);
+    let (_server_end, peer) = timeout(WAIT, world.server.accept()).await.unwrap().unwrap();
+    assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 3]), "the dial connected from the old address");
+    let closed = timeout(Duration::from_secs(2), world.h.next_closed())
+        .await
+        .unwrap_or_else(|_| panic!("still live from a dead address: {:?}", world.h.manager.get(id)));
+    assert_eq!(closed.id, id);
+    assert!(matches!(closed.error, Some(ConnectionError::Closed)), "{:?}", closed.error);
+}
