@@ -135,3 +135,51 @@ async fn a_dial_that_connects_from_an_address_removed_meanwhile_is_closed() {
     assert_eq!(closed.id, id);
     assert!(matches!(closed.error, Some(ConnectionError::Closed)), "{:?}", closed.error);
 }
+
+/// Dials over cellular (IP destination, no lookup: each takes well under a millisecond) that
+/// finish at every moment around an update removing cellular: before it, during it, after it.
+/// Whatever the timing, no connection may be left relaying over the removed cell0: each one
+/// either failed its dial (no cellular network any more) or was closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dials_finishing_around_an_update_are_never_left_on_the_removed_interface() {
+    const ROUNDS: u32 = 60;
+    const PER_ROUND: usize = 4;
+    let world = World::new().await;
+    let server_addr = world.server.local_addr().unwrap();
+    let accept = async {
+        let mut ends = Vec::new();
+        while let Ok((end, _)) = world.server.accept().await {
+            ends.push(end);
+        }
+    };
+    tokio::pin!(accept);
+    let mut metadata = Metadata::new(server_addr.into());
+    metadata.options.network_type = Some(vec![NetworkType::Cellular]);
+    let mut clients = Vec::new();
+    for round in 0..ROUNDS {
+        world.h.manager.update_interfaces(snapshot(vec![wifi(), cell(world.dns.address())]));
+        for _ in 0..PER_ROUND {
+            clients.push(world.h.connect_via(metadata.clone(), world.outbound.clone()).await);
+        }
+        // Spread the update over the dials' lifetime: 0 to ~600 µs after they were handed over.
+        let spin = std::time::Instant::now() + Duration::from_micros(u64::from(round) * 10);
+        while std::time::Instant::now() < spin {
+            std::hint::spin_loop();
+        }
+        world.h.manager.update_interfaces(snapshot(vec![wifi()]));
+        let settled = timeout(Duration::from_secs(2), async {
+            loop {
+                tokio::select! {
+                    _ = &mut accept => unreachable!("the listener does not fail"),
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+                if world.h.manager.is_empty() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let left: Vec<_> = world.h.manager.list().into_iter().map(|c| (c.id, c.state, c.egress)).collect();
+        assert!(settled.is_ok(), "round {round}: left on the removed cell0: {left:?}");
+    }
+}
