@@ -16,6 +16,7 @@ use dns_responder::{Responder, Zone};
 use hickory_proto::rr::RecordType;
 use netswitch::dial::direct::DialSettings;
 use netswitch::metadata::Destination;
+use netswitch::network::strategy::NetworkStrategy;
 use netswitch::network::{DomainStrategy, InterfaceSnapshot, NetworkInterface, NetworkType};
 use netswitch::platform::SimulatedBinder;
 use netswitch::{ConnectionError, DirectOutbound, Metadata, RelaySettings};
@@ -56,10 +57,13 @@ struct World {
 
 impl World {
     async fn new() -> World {
+        World::with_binder(DialSettings::default(), Arc::new(SimulatedBinder::new())).await
+    }
+
+    async fn with_binder(settings: DialSettings, binder: Arc<SimulatedBinder>) -> World {
         let h = Harness::new(RelaySettings::default()).await;
         let outbound = Arc::new(
-            DirectOutbound::with_settings(DialSettings::default())
-                .with_networks(h.manager.networks().clone(), Arc::new(SimulatedBinder::new())),
+            DirectOutbound::with_settings(settings).with_networks(h.manager.networks().clone(), binder),
         );
         let dns = Responder::start("127.0.0.1".parse().unwrap(), Zone::new(NAME, &["127.0.0.1"], &[]))
             .await
@@ -182,4 +186,64 @@ async fn dials_finishing_around_an_update_are_never_left_on_the_removed_interfac
         let left: Vec<_> = world.h.manager.list().into_iter().map(|c| (c.id, c.state, c.egress)).collect();
         assert!(settled.is_ok(), "round {round}: left on the removed cell0: {left:?}");
     }
+}
+
+/// `fallback`: Wi-Fi preferred, cellular after a fallback delay (1 s here).
+fn fallback_settings() -> DialSettings {
+    let mut settings = DialSettings::default();
+    settings.network_strategy = NetworkStrategy::Fallback;
+    settings.network_type = vec![NetworkType::Wifi];
+    settings.fallback_network_type = vec![NetworkType::Cellular];
+    settings.fallback_delay = Duration::from_secs(1);
+    settings.domain_strategy = DomainStrategy::Ipv4Only;
+    settings
+}
+
+/// After cellular won once (Wi-Fi refused sockets), the fast-fallback window races cellular
+/// together with Wi-Fi. Wi-Fi then works again and wins outright, well within the fallback delay:
+/// that is a preferred network connecting within the delay, which ends the window (the race's
+/// own contract). The next dial must therefore not touch cellular at all, instead of racing
+/// metered cellular next to Wi-Fi for every dial of the next 15 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preferred_network_winning_outright_ends_the_fast_fallback_window() {
+    let binder = Arc::new(SimulatedBinder::new());
+    let world = World::with_binder(fallback_settings(), binder.clone()).await;
+    let wifi_dns = Responder::start("127.0.0.1".parse().unwrap(), Zone::new(NAME, &["127.0.0.1"], &[]))
+        .await
+        .unwrap();
+    let mut wifi = wifi();
+    wifi.dns_servers = vec![wifi_dns.address()];
+    world.h.manager.update_interfaces(snapshot(vec![wifi, cell(world.dns.address())]));
+    let port = world.server.local_addr().unwrap().port();
+    let by_ip = Metadata::new(world.server.local_addr().unwrap().into());
+    let by_name = Metadata::new(Destination::domain(NAME, port));
+    // Every source address that reached the server since the last call.
+    let sources = || async {
+        let mut seen = Vec::new();
+        while let Ok(Ok((_, peer))) = timeout(Duration::from_millis(100), world.server.accept()).await {
+            seen.push(peer.ip());
+        }
+        seen
+    };
+    let (wifi_ip, cell_ip) = (IpAddr::from([127, 0, 0, 2]), IpAddr::from([127, 0, 0, 3]));
+
+    // Wi-Fi refuses sockets: cellular wins at once and opens the window.
+    binder.set_failing(WIFI, true);
+    let report = world.outbound.dial_with_report(&by_ip).await.unwrap();
+    assert!(report.was_fallback, "cellular won");
+    assert_eq!(sources().await, vec![cell_ip]);
+    binder.set_failing(WIFI, false);
+
+    // In the window cellular starts at once, but its lookup is held: Wi-Fi wins outright.
+    world.dns.set(|z| z.hold_a = true);
+    let report = timeout(WAIT, world.outbound.dial_with_report(&by_name)).await.unwrap().unwrap();
+    assert!(!report.was_fallback, "Wi-Fi won");
+    let raced: Vec<_> = report.abandoned.iter().map(|(name, _)| name.as_deref()).collect();
+    assert_eq!(raced, vec![Some("cell0")], "in the window cellular raced at once");
+    assert_eq!(sources().await, vec![wifi_ip]);
+
+    // Wi-Fi connected within the fallback delay: the window is over, cellular stays unused.
+    let report = timeout(WAIT, world.outbound.dial_with_report(&by_ip)).await.unwrap().unwrap();
+    assert!(!report.was_fallback, "Wi-Fi won");
+    assert_eq!(sources().await, vec![wifi_ip], "cellular raced again although Wi-Fi had just won outright");
 }
