@@ -19,13 +19,17 @@ use netswitch::metadata::Destination;
 use netswitch::network::strategy::NetworkStrategy;
 use netswitch::network::{DomainStrategy, InterfaceSnapshot, NetworkInterface, NetworkType};
 use netswitch::platform::SimulatedBinder;
-use netswitch::{ConnectionError, DirectOutbound, Metadata, RelaySettings};
+use netswitch::network::SelectError;
+use netswitch::{ConnectionError, DialError, DirectOutbound, Metadata, RelaySettings};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
 const WIFI: u32 = 2;
 const CELL: u32 = 3;
 const NAME: &str = "svc.example.test";
+
+/// Serializes the tests of this file: one of them counts the process's file descriptors.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn interface(name: &str, index: u32, kind: NetworkType, last_octet: u8) -> NetworkInterface {
     NetworkInterface::new(name, index, kind).with_address(IpAddr::from([127, 0, 0, last_octet]), 8)
@@ -99,6 +103,7 @@ impl World {
 /// other cellular connection, not relay on a network the host said is gone until it dies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dial_that_connects_over_an_interface_removed_meanwhile_is_closed() {
+    let _serial = SERIAL.lock().await;
     let mut world = World::new().await;
     world.dns.set(|z| z.hold_a = true);
     let (_client, id) = world.h.connect_via(world.over_cellular(), world.outbound.clone()).await;
@@ -122,6 +127,7 @@ async fn a_dial_that_connects_over_an_interface_removed_meanwhile_is_closed() {
 /// has any more, so the connection must be closed (the local address is gone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dial_that_connects_from_an_address_removed_meanwhile_is_closed() {
+    let _serial = SERIAL.lock().await;
     let mut world = World::new().await;
     world.dns.set(|z| z.hold_a = true);
     let (_client, id) = world.h.connect_via(world.over_cellular(), world.outbound.clone()).await;
@@ -146,6 +152,7 @@ async fn a_dial_that_connects_from_an_address_removed_meanwhile_is_closed() {
 /// either failed its dial (no cellular network any more) or was closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dials_finishing_around_an_update_are_never_left_on_the_removed_interface() {
+    let _serial = SERIAL.lock().await;
     const ROUNDS: u32 = 60;
     const PER_ROUND: usize = 4;
     let world = World::new().await;
@@ -206,6 +213,7 @@ fn fallback_settings() -> DialSettings {
 /// metered cellular next to Wi-Fi for every dial of the next 15 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_preferred_network_winning_outright_ends_the_fast_fallback_window() {
+    let _serial = SERIAL.lock().await;
     let binder = Arc::new(SimulatedBinder::new());
     let world = World::with_binder(fallback_settings(), binder.clone()).await;
     let wifi_dns = Responder::start("127.0.0.1".parse().unwrap(), Zone::new(NAME, &["127.0.0.1"], &[]))
@@ -246,4 +254,104 @@ async fn a_preferred_network_winning_outright_ends_the_fast_fallback_window() {
     let report = timeout(WAIT, world.outbound.dial_with_report(&by_ip)).await.unwrap().unwrap();
     assert!(!report.was_fallback, "Wi-Fi won");
     assert_eq!(sources().await, vec![wifi_ip], "cellular raced again although Wi-Fi had just won outright");
+}
+
+/// A connection asking for a network type the host does not have fails at once with a typed
+/// error that says what was asked and lists what exists; nothing reaches the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_interface_of_the_requested_type_names_what_was_asked_and_what_exists() {
+    let _serial = SERIAL.lock().await;
+    let mut world = World::new().await;
+    let mut metadata = Metadata::new(world.server.local_addr().unwrap().into());
+    metadata.options.network_type = Some(vec![NetworkType::Ethernet]);
+    let (_client, id) = world.h.connect_via(metadata, world.outbound.clone()).await;
+    let closed = world.h.next_closed().await;
+    assert_eq!(closed.id, id);
+    let message = closed.error.as_ref().map(ToString::to_string).unwrap_or_default();
+    let Some(ConnectionError::Dial(DialError::Network { source, .. })) = &closed.error else {
+        panic!("not a network selection error: {message}");
+    };
+    let SelectError::NoAvailableInterface { network_types, considered, .. } = source else {
+        panic!("not 'no available interface': {message}");
+    };
+    assert_eq!(network_types, &vec![NetworkType::Ethernet]);
+    let names: Vec<&str> = considered.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, vec!["wifi0", "cell0"]);
+    assert!(message.contains("network_type [ethernet]"), "{message}");
+    assert!(message.contains("wifi0 (wifi), cell0 (cellular)"), "{message}");
+    assert!(timeout(Duration::from_millis(100), world.server.accept()).await.is_err(), "nothing dialed");
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Hybrid: Wi-Fi and cellular race every dial. Cellular's DNS answers an address whose listener
+/// has a full queue, so its connect attempt is still waiting for a SYN-ACK when Wi-Fi wins: each
+/// of those losers must close its socket. After 20 such dials and `close_all`, the process has
+/// exactly the file descriptors it had before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn race_losers_with_a_connect_in_flight_close_their_sockets() {
+    let _serial = SERIAL.lock().await;
+    const N: usize = 20;
+    let mut settings = DialSettings::default();
+    settings.network_strategy = NetworkStrategy::Hybrid;
+    settings.domain_strategy = DomainStrategy::Ipv4Only;
+    let mut world = World::with_binder(settings, Arc::new(SimulatedBinder::new())).await;
+    let port = world.server.local_addr().unwrap().port();
+    let stuck_addr = SocketAddr::from(([127, 0, 0, 10], port));
+    let stuck = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stuck.bind(&stuck_addr.into()).unwrap();
+    stuck.listen(0).unwrap();
+    let _queued = std::net::TcpStream::connect(stuck_addr).unwrap();
+    assert!(
+        std::net::TcpStream::connect_timeout(&stuck_addr, Duration::from_millis(200)).is_err(),
+        "the stuck listener's queue is full: a SYN gets no answer"
+    );
+    let wifi_dns = Responder::start("127.0.0.1".parse().unwrap(), Zone::new(NAME, &["127.0.0.1"], &[]))
+        .await
+        .unwrap();
+    world.dns.set(|z| z.a = vec!["127.0.0.10".parse().unwrap()]);
+    let mut wifi = wifi();
+    wifi.dns_servers = vec![wifi_dns.address()];
+    world.h.manager.update_interfaces(snapshot(vec![wifi, cell(world.dns.address())]));
+    let by_name = Metadata::new(Destination::domain(NAME, port));
+
+    // One dial first (it fills both networks' DNS caches), then the baseline.
+    let report = world.outbound.dial_with_report(&by_name).await.unwrap();
+    assert_eq!(report.stream.egress.interface.as_deref(), Some("wifi0"));
+    drop(report);
+    drop(timeout(WAIT, world.server.accept()).await.unwrap().unwrap());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fds_before = open_fds();
+    // With both answers cached: cellular's attempt is still in flight when Wi-Fi wins.
+    let report = world.outbound.dial_with_report(&by_name).await.unwrap();
+    let abandoned: Vec<_> = report.abandoned.iter().map(|(name, _)| name.as_deref()).collect();
+    assert_eq!(abandoned, vec![Some("cell0")], "cellular was still trying");
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    drop(report);
+    drop(timeout(WAIT, world.server.accept()).await.unwrap().unwrap());
+
+    let mut ends = Vec::new();
+    for _ in 0..N {
+        let (client, id) = world.h.connect_via(by_name.clone(), world.outbound.clone()).await;
+        let (server_end, peer) = timeout(WAIT, world.server.accept()).await.unwrap().unwrap();
+        assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 2]), "Wi-Fi won");
+        ends.push((client, server_end, id));
+    }
+    timeout(WAIT, async {
+        while world.h.manager.list().iter().filter(|c| c.egress.interface.as_deref() == Some("wifi0")).count() < N
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("every connection relaying over wifi0");
+    assert_eq!(world.h.manager.close_all(), N);
+    for _ in 0..N {
+        assert!(matches!(world.h.next_closed().await.error, Some(ConnectionError::Closed)));
+    }
+    drop(ends);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(open_fds(), fds_before, "file descriptors back where they were");
 }
