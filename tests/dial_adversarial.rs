@@ -355,3 +355,53 @@ async fn race_losers_with_a_connect_in_flight_close_their_sockets() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(open_fds(), fds_before, "file descriptors back where they were");
 }
+
+/// Waits until connection `id` relays and returns the interface it left through.
+async fn relaying_over(world: &World, id: u64) -> Option<String> {
+    timeout(WAIT, async {
+        loop {
+            match world.h.manager.get(id) {
+                Some(info) if info.state == netswitch::ConnectionState::Relaying => return info.egress.interface,
+                _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+    })
+    .await
+    .expect("the connection relays")
+}
+
+/// A connection bound to cellular (it asked for cellular while Wi-Fi was the default) keeps
+/// leaving through cellular whatever the default is: the default moving to cellular and back to
+/// Wi-Fi must not close it. What the flip back closes is the connection made while cellular was
+/// the default: that one was protected, not bound, and follows the default route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_change_keeps_connections_bound_to_another_interface() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    let mut world = World::new().await;
+    let cell = cell(world.dns.address());
+    let mut over_cell = Metadata::new(world.server.local_addr().unwrap().into());
+    over_cell.options.network_type = Some(vec![NetworkType::Cellular]);
+
+    // Wi-Fi is the default: this one is bound to cell0.
+    let (mut bound_client, bound) = world.h.connect_via(over_cell.clone(), world.outbound.clone()).await;
+    let (mut bound_server, _) = timeout(WAIT, world.server.accept()).await.unwrap().unwrap();
+    assert_eq!(relaying_over(&world, bound).await.as_deref(), Some("cell0"));
+
+    // Cellular becomes the default: this one is protected, not bound.
+    world.h.manager.update_interfaces(InterfaceSnapshot::new(vec![wifi(), cell.clone()], Some(CELL)).unwrap());
+    let (_client, protected) = world.h.connect_via(over_cell, world.outbound.clone()).await;
+    let (_server_end, _) = timeout(WAIT, world.server.accept()).await.unwrap().unwrap();
+    assert_eq!(relaying_over(&world, protected).await.as_deref(), Some("cell0"));
+
+    // Back to Wi-Fi: only the protected one followed the old default.
+    world.h.manager.update_interfaces(InterfaceSnapshot::new(vec![wifi(), cell], Some(WIFI)).unwrap());
+    let closed = world.h.next_closed().await;
+    assert_eq!(closed.id, protected, "the connection on the old default route is closed");
+    world.h.assert_no_more_closed().await;
+    assert!(world.h.manager.get(bound).is_some(), "the connection bound to cell0 stays");
+    bound_client.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    timeout(WAIT, bound_server.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf, b"ping");
+}

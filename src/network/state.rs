@@ -70,8 +70,8 @@ impl SnapshotChange {
     }
 
     /// Whether a connection that left through `egress` must be closed after this change:
-    /// its interface is gone, its local address is gone, or it went through the old default while
-    /// the default changed. A connection with no recorded interface (system route) went through
+    /// its interface is gone, its local address is gone, or it went through the old default
+    /// (protected, not bound to it: [`Egress::bound`]) while the default changed. A connection with no recorded interface (system route) went through
     /// the old default, so it is closed when a known default changed. Never true for an identical
     /// or "no network" update (a pause closes nothing).
     pub fn closes(&self, egress: &Egress) -> bool {
@@ -86,18 +86,19 @@ impl SnapshotChange {
         if self.identical || self.no_network {
             return None;
         }
-        let bound = egress.interface.is_some() || egress.interface_index.is_some();
-        if bound && self.removed.iter().any(|id| egress_is(egress, id)) {
+        let named = egress.interface.is_some() || egress.interface_index.is_some();
+        if named && self.removed.iter().any(|id| egress_is(egress, id)) {
             return Some(CloseReason::InterfaceGone);
         }
         if egress.local_address.is_some_and(|ip| self.lost_address(ip)) {
             return Some(CloseReason::LocalAddressGone);
         }
         let old_default = self.default_change.as_ref().and_then(|c| c.old.as_ref());
-        if !bound {
+        if !named {
             return old_default.map(|_| CloseReason::DefaultChanged);
         }
-        old_default.filter(|id| egress_is(egress, id)).map(|_| CloseReason::DefaultChanged)
+        // A socket bound to its interface keeps leaving through it: the default is not its route.
+        old_default.filter(|id| !egress.bound && egress_is(egress, id)).map(|_| CloseReason::DefaultChanged)
     }
 
     /// Whether `ip` (a connection's local address) disappeared from every interface.
@@ -301,6 +302,8 @@ mod tests {
         // Matched by name when the egress recorded no index.
         let by_name = Egress { interface: Some("wlan0".into()), ..Default::default() };
         assert!(change.closes(&by_name));
+        // A socket bound to Wi-Fi (dialed while another interface was the default) stays.
+        assert_eq!(change.close_reason(&egress("wlan0", 3).bound()), None);
     }
 
     #[test]
