@@ -17,9 +17,9 @@ use hickory_proto::rr::RecordType;
 use netswitch::dial::direct::DialSettings;
 use netswitch::metadata::Destination;
 use netswitch::network::strategy::NetworkStrategy;
+use netswitch::network::SelectError;
 use netswitch::network::{DomainStrategy, InterfaceSnapshot, NetworkInterface, NetworkType};
 use netswitch::platform::SimulatedBinder;
-use netswitch::network::SelectError;
 use netswitch::{ConnectionError, DialError, DirectOutbound, Metadata, RelaySettings};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
@@ -216,9 +216,8 @@ async fn a_preferred_network_winning_outright_ends_the_fast_fallback_window() {
     let _serial = SERIAL.lock().await;
     let binder = Arc::new(SimulatedBinder::new());
     let world = World::with_binder(fallback_settings(), binder.clone()).await;
-    let wifi_dns = Responder::start("127.0.0.1".parse().unwrap(), Zone::new(NAME, &["127.0.0.1"], &[]))
-        .await
-        .unwrap();
+    let wifi_dns =
+        Responder::start("127.0.0.1".parse().unwrap(), Zone::new(NAME, &["127.0.0.1"], &[])).await.unwrap();
     let mut wifi = wifi();
     wifi.dns_servers = vec![wifi_dns.address()];
     world.h.manager.update_interfaces(snapshot(vec![wifi, cell(world.dns.address())]));
@@ -308,9 +307,8 @@ async fn race_losers_with_a_connect_in_flight_close_their_sockets() {
         std::net::TcpStream::connect_timeout(&stuck_addr, Duration::from_millis(200)).is_err(),
         "the stuck listener's queue is full: a SYN gets no answer"
     );
-    let wifi_dns = Responder::start("127.0.0.1".parse().unwrap(), Zone::new(NAME, &["127.0.0.1"], &[]))
-        .await
-        .unwrap();
+    let wifi_dns =
+        Responder::start("127.0.0.1".parse().unwrap(), Zone::new(NAME, &["127.0.0.1"], &[])).await.unwrap();
     world.dns.set(|z| z.a = vec!["127.0.0.10".parse().unwrap()]);
     let mut wifi = wifi();
     wifi.dns_servers = vec![wifi_dns.address()];
@@ -340,7 +338,8 @@ async fn race_losers_with_a_connect_in_flight_close_their_sockets() {
         ends.push((client, server_end, id));
     }
     timeout(WAIT, async {
-        while world.h.manager.list().iter().filter(|c| c.egress.interface.as_deref() == Some("wifi0")).count() < N
+        while world.h.manager.list().iter().filter(|c| c.egress.interface.as_deref() == Some("wifi0")).count()
+            < N
         {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
@@ -361,7 +360,9 @@ async fn relaying_over(world: &World, id: u64) -> Option<String> {
     timeout(WAIT, async {
         loop {
             match world.h.manager.get(id) {
-                Some(info) if info.state == netswitch::ConnectionState::Relaying => return info.egress.interface,
+                Some(info) if info.state == netswitch::ConnectionState::Relaying => {
+                    return info.egress.interface
+                }
                 _ => tokio::time::sleep(Duration::from_millis(2)).await,
             }
         }
@@ -389,7 +390,10 @@ async fn a_default_change_keeps_connections_bound_to_another_interface() {
     assert_eq!(relaying_over(&world, bound).await.as_deref(), Some("cell0"));
 
     // Cellular becomes the default: this one is protected, not bound.
-    world.h.manager.update_interfaces(InterfaceSnapshot::new(vec![wifi(), cell.clone()], Some(CELL)).unwrap());
+    world
+        .h
+        .manager
+        .update_interfaces(InterfaceSnapshot::new(vec![wifi(), cell.clone()], Some(CELL)).unwrap());
     let (_client, protected) = world.h.connect_via(over_cell, world.outbound.clone()).await;
     let (_server_end, _) = timeout(WAIT, world.server.accept()).await.unwrap().unwrap();
     assert_eq!(relaying_over(&world, protected).await.as_deref(), Some("cell0"));
@@ -404,4 +408,62 @@ async fn a_default_change_keeps_connections_bound_to_another_interface() {
     let mut buf = [0u8; 4];
     timeout(WAIT, bound_server.read_exact(&mut buf)).await.unwrap().unwrap();
     assert_eq!(&buf, b"ping");
+}
+
+/// Cellular flaps (gone, back, gone…) 30 times with a connection over it each time, while one
+/// Wi-Fi connection (the default, untouched) lives through all of it: each cellular connection is
+/// reported exactly once, the Wi-Fi one never until it is closed, and afterwards the process has
+/// the file descriptors it had before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_interface_closes_each_of_its_connections_once_and_leaks_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    const FLAPS: usize = 30;
+    let mut world = World::new().await;
+    let both = || snapshot(vec![wifi(), cell(world.dns.address())]);
+    let server_addr = world.server.local_addr().unwrap();
+    let mut over_cell = Metadata::new(server_addr.into());
+    over_cell.options.network_type = Some(vec![NetworkType::Cellular]);
+    // Warm up (lazy state), then the baseline.
+    let (client, id) = world.h.connect_via(over_cell.clone(), world.outbound.clone()).await;
+    let server_end = timeout(WAIT, world.server.accept()).await.unwrap().unwrap();
+    relaying_over(&world, id).await;
+    world.h.manager.close(id);
+    world.h.next_closed().await;
+    drop((client, server_end));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fds_before = open_fds();
+
+    let (mut wifi_client, wifi_id) =
+        world.h.connect_via(Metadata::new(server_addr.into()), world.outbound.clone()).await;
+    let (mut wifi_server, _) = timeout(WAIT, world.server.accept()).await.unwrap().unwrap();
+    assert_eq!(relaying_over(&world, wifi_id).await.as_deref(), Some("wifi0"));
+    let mut ends = Vec::new();
+    let mut expected = std::collections::BTreeSet::new();
+    for _ in 0..FLAPS {
+        let (client, id) = world.h.connect_via(over_cell.clone(), world.outbound.clone()).await;
+        let (server_end, _) = timeout(WAIT, world.server.accept()).await.unwrap().unwrap();
+        assert_eq!(relaying_over(&world, id).await.as_deref(), Some("cell0"));
+        ends.push((client, server_end));
+        expected.insert(id);
+        world.h.manager.update_interfaces(snapshot(vec![wifi()]));
+        world.h.manager.update_interfaces(both());
+    }
+    let mut reported = std::collections::BTreeSet::new();
+    for _ in 0..FLAPS {
+        let closed = world.h.next_closed().await;
+        assert!(matches!(closed.error, Some(ConnectionError::Closed)), "{:?}", closed.error);
+        assert!(reported.insert(closed.id), "connection {} reported twice", closed.id);
+    }
+    assert_eq!(reported, expected, "exactly the cellular connections were closed");
+    world.h.assert_no_more_closed().await;
+    wifi_client.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 4];
+    timeout(WAIT, wifi_server.read_exact(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(world.h.manager.len(), 1, "only the Wi-Fi connection is left");
+    world.h.manager.close(wifi_id);
+    assert_eq!(world.h.next_closed().await.id, wifi_id);
+    drop((ends, wifi_client, wifi_server));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(open_fds(), fds_before, "file descriptors back where they were");
 }
