@@ -43,7 +43,7 @@ impl Route {
     pub fn egress(&self) -> Egress {
         match &self.interface {
             Some(i) if self.is_default => Egress::through(i),
-            Some(i) => Egress::through(i).bound(),
+            Some(i) => Egress::through(i).as_bound(),
             None => Egress::default(),
         }
     }

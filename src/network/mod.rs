@@ -89,7 +89,7 @@ impl Egress {
     }
 
     /// This egress marked as bound to its interface (see [`Egress::bound`]).
-    pub fn bound(mut self) -> Egress {
+    pub fn as_bound(mut self) -> Egress {
         self.bound = true;
         self
     }

@@ -3,7 +3,8 @@
 //! [`NetworkState::update`] replaces the snapshot and returns a [`SnapshotChange`]; the manager
 //! uses [`SnapshotChange::close_reason`] on each tracked connection's [`Egress`] to decide what to
 //! close: its interface is gone, its local address is gone (an interface readdressed under the same
-//! name and index), or it used the old default when the default changed.
+//! name and index), or it followed the old default route (not bound to an interface) when the
+//! default changed.
 //!
 //! A "no network" snapshot (no interfaces) pauses: nothing is reported as removed, so nothing is
 //! closed. The next usable snapshot is compared with the last *usable* one, so an interface that
@@ -36,7 +37,8 @@ pub enum CloseReason {
     /// stayed (a Wi-Fi that got a new address under the same name and index): the socket is
     /// bound to a dead address.
     LocalAddressGone,
-    /// It left through the default interface (or the system route) and the default changed.
+    /// It left through the default interface without being bound to it (protected only, or the
+    /// system route) and the default changed.
     DefaultChanged,
 }
 
@@ -303,7 +305,7 @@ mod tests {
         let by_name = Egress { interface: Some("wlan0".into()), ..Default::default() };
         assert!(change.closes(&by_name));
         // A socket bound to Wi-Fi (dialed while another interface was the default) stays.
-        assert_eq!(change.close_reason(&egress("wlan0", 3).bound()), None);
+        assert_eq!(change.close_reason(&egress("wlan0", 3).as_bound()), None);
     }
 
     #[test]
