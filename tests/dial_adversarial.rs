@@ -467,3 +467,34 @@ async fn a_flapping_interface_closes_each_of_its_connections_once_and_leaks_noth
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(open_fds(), fds_before, "file descriptors back where they were");
 }
+
+/// `fallback` with cellular both preferred and a fallback type (the selection table lets the two
+/// sets overlap): cellular is raced once, not a second time when the fallback delay passes.
+/// Cellular's lookup is held past the delay; when it is answered, one connection reaches the
+/// server over cellular, and no second cellular attempt was left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interface_in_both_sets_is_raced_once() {
+    let _serial = SERIAL.lock().await;
+    let mut settings = fallback_settings();
+    settings.network_type = vec![NetworkType::Wifi, NetworkType::Cellular];
+    settings.fallback_delay = Duration::from_millis(100);
+    let binder = Arc::new(SimulatedBinder::new());
+    let world = World::with_binder(settings, binder.clone()).await;
+    binder.set_failing(WIFI, true);
+    world.dns.set(|z| z.hold_a = true);
+    let port = world.server.local_addr().unwrap().port();
+    let by_name = Metadata::new(Destination::domain(NAME, port));
+    let dial = world.outbound.dial_with_report(&by_name);
+    tokio::pin!(dial);
+    assert!(timeout(Duration::from_millis(300), &mut dial).await.is_err(), "held past the fallback delay");
+    world.dns.set(|z| z.hold_a = false);
+    let report = timeout(WAIT, dial).await.unwrap().unwrap();
+    assert_eq!(report.stream.egress.interface.as_deref(), Some("cell0"));
+    let abandoned: Vec<_> = report.abandoned.iter().map(|(name, _)| name.as_deref()).collect();
+    assert!(abandoned.is_empty(), "a second cellular lane was racing: {abandoned:?}");
+    let mut sources = Vec::new();
+    while let Ok(Ok((_, peer))) = timeout(Duration::from_millis(100), world.server.accept()).await {
+        sources.push(peer.ip());
+    }
+    assert_eq!(sources, vec![IpAddr::from([127, 0, 0, 3])], "one connection over cellular");
+}
