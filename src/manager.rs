@@ -80,12 +80,13 @@ impl ConnectionManager {
 
     /// A manager whose connections run on the given runtime; usable from any thread.
     pub fn with_runtime(settings: RelaySettings, runtime: Handle) -> ConnectionManager {
+        let networks = Arc::new(NetworkState::default());
         ConnectionManager {
-            tracker: Arc::new(Tracker::default()),
+            tracker: Arc::new(Tracker::watching(networks.clone())),
             close_observer: None,
             open_observer: None,
             network_observer: None,
-            networks: Arc::new(NetworkState::default()),
+            networks,
             dns: None,
             settings,
             runtime,
@@ -250,7 +251,9 @@ impl ConnectionManager {
     /// Replaces the interface snapshot (the host calls this on every network change) and closes,
     /// at once, every connection that left through an interface that is gone, whose local address
     /// is on no interface any more, or that left through the old default interface when the
-    /// default changed. A "no network" snapshot pauses dialing (dials fail fast) and closes
+    /// default changed. A connection still dialing when the update comes is checked the same way
+    /// the moment its dial succeeds (a dial that connects over an interface removed meanwhile is
+    /// closed at once). A "no network" snapshot pauses dialing (dials fail fast) and closes
     /// nothing; an identical snapshot does nothing. Returns what changed.
     pub fn update_interfaces(&self, snapshot: InterfaceSnapshot) -> SnapshotChange {
         let summary = snapshot_summary(&snapshot);

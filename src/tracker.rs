@@ -9,7 +9,8 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::metadata::Metadata;
-use crate::network::Egress;
+use crate::network::state::NetworkState;
+use crate::network::{Egress, InterfaceSnapshot};
 
 #[cfg(test)]
 mod close_waker_tests;
@@ -68,6 +69,16 @@ pub struct ConnectionInfo {
     pub udp_timeout: Option<Duration>,
 }
 
+/// Where a connection left through: not known while it dials (with the network state to check
+/// its egress against once known), then known.
+#[derive(Debug)]
+enum EgressSlot {
+    /// Dialing; the networks of a manager, with their baseline when the connection started.
+    Dialing(Option<(Arc<NetworkState>, Arc<InterfaceSnapshot>)>),
+    /// Dialed.
+    Known(Egress),
+}
+
 /// One connection's shared state: read by the tracker, written by its relay task.
 #[derive(Debug)]
 pub(crate) struct Entry {
@@ -83,7 +94,7 @@ pub(crate) struct Entry {
     pub drops: AtomicU64,
     /// The UDP idle timeout in force, in nanoseconds (saturated); 0 = not chosen yet.
     udp_timeout_nanos: AtomicU64,
-    egress: Mutex<Option<Egress>>,
+    egress: Mutex<EgressSlot>,
     close_requested: AtomicBool,
     /// The connection's task while it waits for a close request (24 bytes, where a `Notify` took
     /// 32 and each wait on it 64 more in the task).
@@ -92,13 +103,31 @@ pub(crate) struct Entry {
 
 impl Entry {
     /// Records the network the connection left through; the connection is relaying from now on.
+    ///
+    /// A network update made while the connection dialed did not see this egress (the
+    /// connection was still dialing): if it took the egress away (the interface is gone, the
+    /// local address is gone, or the default changed under a connection that used it), the
+    /// connection is asked to close here, as the update would have. The egress is stored before
+    /// the network state is read, and an update stores its snapshot before it reads the
+    /// egresses: an update racing with this call is seen by one side or the other.
     pub fn set_egress(&self, egress: Egress) {
-        *lock(&self.egress) = Some(egress);
+        let previous = std::mem::replace(&mut *lock(&self.egress), EgressSlot::Known(egress.clone()));
+        let EgressSlot::Dialing(Some((networks, since))) = previous else { return };
+        if let Some(reason) = networks.close_reason_since(&since, &egress) {
+            tracing::info!(
+                id = self.id, via = %egress, ?reason,
+                "the network changed while the connection dialed and took its egress away: closing"
+            );
+            self.request_close();
+        }
     }
 
     /// The network the connection left through, if dialed.
     pub fn egress(&self) -> Option<Egress> {
-        lock(&self.egress).clone()
+        match &*lock(&self.egress) {
+            EgressSlot::Known(egress) => Some(egress.clone()),
+            EgressSlot::Dialing(_) => None,
+        }
     }
 
     /// Records the UDP idle timeout in force (shown by [`ConnectionInfo::udp_timeout`]).
@@ -174,9 +203,18 @@ impl Entry {
 pub struct Tracker {
     entries: Mutex<HashMap<ConnectionId, Arc<Entry>>>,
     next_id: AtomicU64,
+    /// The manager's networks: each connection's egress is checked against the updates made
+    /// while it dialed (see [`Entry::set_egress`]). `None`: not checked.
+    networks: Option<Arc<NetworkState>>,
 }
 
 impl Tracker {
+    /// A tracker whose connections, once dialed, are checked against the updates `networks`
+    /// got while they dialed (the manager's, which closes connections on network changes).
+    pub(crate) fn watching(networks: Arc<NetworkState>) -> Tracker {
+        Tracker { networks: Some(networks), ..Tracker::default() }
+    }
+
     /// Adds a TCP connection and returns its entry together with a guard that removes it again.
     pub(crate) fn insert(self: &Arc<Self>, metadata: Metadata) -> (Arc<Entry>, EntryGuard) {
         self.insert_as(metadata, TransportProtocol::Tcp)
@@ -201,7 +239,9 @@ impl Tracker {
             packets_down: AtomicU64::new(0),
             drops: AtomicU64::new(0),
             udp_timeout_nanos: AtomicU64::new(0),
-            egress: Mutex::new(None),
+            egress: Mutex::new(EgressSlot::Dialing(
+                self.networks.as_ref().map(|networks| (networks.clone(), networks.baseline())),
+            )),
             close_requested: AtomicBool::new(false),
             close_waker: Mutex::new(None),
         });

@@ -213,7 +213,8 @@ impl DirectOutbound {
         Ok(Plan::Addresses(ordered))
     }
 
-    /// The primary and fallback routes for a connection. Destinations that never leave the host
+    /// The primary and fallback routes for a connection (an interface in both sets of the
+    /// selection only among the primaries). Destinations that never leave the host
     /// (loopback, multicast, `localhost`) take the system route, unless the networks themselves
     /// live on loopback (the simulated binder).
     pub(crate) fn routes(
@@ -242,7 +243,15 @@ impl DirectOutbound {
                 .map(|i| Route { interface: Some(i.clone()), is_default: selection.is_default(i) })
                 .collect()
         };
-        Ok((to_routes(&selection.primary, &selection), to_routes(&selection.fallback, &selection)))
+        // The table lets fallback types overlap the preferred ones: an interface already racing
+        // as a primary is not started a second time when the fallback delay passes.
+        let fallback: Vec<NetworkInterface> = selection
+            .fallback
+            .iter()
+            .filter(|f| !selection.primary.iter().any(|p| p.index == f.index))
+            .cloned()
+            .collect();
+        Ok((to_routes(&selection.primary, &selection), to_routes(&fallback, &selection)))
     }
 
     /// The resolver of `route`.

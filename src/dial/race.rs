@@ -140,6 +140,11 @@ pub async fn race_networks<N: RaceNetwork>(
     let Some((racer, stream, address)) = winner else { return Err(failed) };
     if racer.fallback && !fast {
         memory.set(Some(Instant::now()));
+    } else if fast && !racer.fallback && started.elapsed() <= fallback_delay {
+        // A primary won outright within the fallback delay: it has recovered, the window ends
+        // (as when a losing primary connects in time, see `watch_primary_recovery`).
+        tracing::debug!("a preferred network won within the fallback delay: fast-fallback window ends");
+        memory.set(None);
     }
     let abandoned =
         racers.iter().map(|r| (r.network.name().map(str::to_string), r.started.elapsed())).collect();

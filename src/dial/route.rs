@@ -38,10 +38,12 @@ impl RaceNetwork for Route {
 }
 
 impl Route {
-    /// The egress a socket on this route reports.
+    /// The egress a socket on this route reports: bound to its interface unless that is the
+    /// default (protected, not bound).
     pub fn egress(&self) -> Egress {
         match &self.interface {
-            Some(i) => Egress::through(i),
+            Some(i) if self.is_default => Egress::through(i),
+            Some(i) => Egress::through(i).as_bound(),
             None => Egress::default(),
         }
     }

@@ -68,17 +68,30 @@ pub struct Egress {
     /// from every interface, the connection is closed
     /// ([`CloseReason::LocalAddressGone`]).
     pub local_address: Option<IpAddr>,
+    /// True when the socket was bound to `interface`, so it keeps leaving through it whatever
+    /// the default interface is; false for the default interface (protected, not bound: it
+    /// follows the default route) and the system route. A default change closes only
+    /// connections that are not bound ([`CloseReason::DefaultChanged`]).
+    pub bound: bool,
 }
 
 impl Egress {
-    /// An egress through `interface` (name, index and type); no local address yet.
+    /// An egress through `interface` (name, index and type), not bound to it; no local address
+    /// yet.
     pub fn through(interface: &NetworkInterface) -> Egress {
         Egress {
             interface: Some(interface.name.clone()),
             interface_index: Some(interface.index),
             network_type: Some(interface.network_type),
             local_address: None,
+            bound: false,
         }
+    }
+
+    /// This egress marked as bound to its interface (see [`Egress::bound`]).
+    pub fn as_bound(mut self) -> Egress {
+        self.bound = true;
+        self
     }
 
     /// This egress with `local_address` set from the outbound socket's local address. An

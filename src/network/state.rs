@@ -3,7 +3,8 @@
 //! [`NetworkState::update`] replaces the snapshot and returns a [`SnapshotChange`]; the manager
 //! uses [`SnapshotChange::close_reason`] on each tracked connection's [`Egress`] to decide what to
 //! close: its interface is gone, its local address is gone (an interface readdressed under the same
-//! name and index), or it used the old default when the default changed.
+//! name and index), or it followed the old default route (not bound to an interface) when the
+//! default changed.
 //!
 //! A "no network" snapshot (no interfaces) pauses: nothing is reported as removed, so nothing is
 //! closed. The next usable snapshot is compared with the last *usable* one, so an interface that
@@ -36,7 +37,8 @@ pub enum CloseReason {
     /// stayed (a Wi-Fi that got a new address under the same name and index): the socket is
     /// bound to a dead address.
     LocalAddressGone,
-    /// It left through the default interface (or the system route) and the default changed.
+    /// It left through the default interface without being bound to it (protected only, or the
+    /// system route) and the default changed.
     DefaultChanged,
 }
 
@@ -70,8 +72,8 @@ impl SnapshotChange {
     }
 
     /// Whether a connection that left through `egress` must be closed after this change:
-    /// its interface is gone, its local address is gone, or it went through the old default while
-    /// the default changed. A connection with no recorded interface (system route) went through
+    /// its interface is gone, its local address is gone, or it went through the old default
+    /// (protected, not bound to it: [`Egress::bound`]) while the default changed. A connection with no recorded interface (system route) went through
     /// the old default, so it is closed when a known default changed. Never true for an identical
     /// or "no network" update (a pause closes nothing).
     pub fn closes(&self, egress: &Egress) -> bool {
@@ -86,18 +88,19 @@ impl SnapshotChange {
         if self.identical || self.no_network {
             return None;
         }
-        let bound = egress.interface.is_some() || egress.interface_index.is_some();
-        if bound && self.removed.iter().any(|id| egress_is(egress, id)) {
+        let named = egress.interface.is_some() || egress.interface_index.is_some();
+        if named && self.removed.iter().any(|id| egress_is(egress, id)) {
             return Some(CloseReason::InterfaceGone);
         }
         if egress.local_address.is_some_and(|ip| self.lost_address(ip)) {
             return Some(CloseReason::LocalAddressGone);
         }
         let old_default = self.default_change.as_ref().and_then(|c| c.old.as_ref());
-        if !bound {
+        if !named {
             return old_default.map(|_| CloseReason::DefaultChanged);
         }
-        old_default.filter(|id| egress_is(egress, id)).map(|_| CloseReason::DefaultChanged)
+        // A socket bound to its interface keeps leaving through it: the default is not its route.
+        old_default.filter(|id| !egress.bound && egress_is(egress, id)).map(|_| CloseReason::DefaultChanged)
     }
 
     /// Whether `ip` (a connection's local address) disappeared from every interface.
@@ -145,6 +148,27 @@ impl NetworkState {
     /// The current snapshot (a cheap `Arc` clone; it never changes under the caller).
     pub fn snapshot(&self) -> Arc<InterfaceSnapshot> {
         self.inner.read().unwrap_or_else(PoisonError::into_inner).current.clone()
+    }
+
+    /// The snapshot the next update is compared with: the current one, or during a "no
+    /// network" pause the last one that had interfaces. A connection records it when it starts,
+    /// so that once its egress is known [`NetworkState::close_reason_since`] can tell whether an
+    /// update made while it dialed took that egress away.
+    pub fn baseline(&self) -> Arc<InterfaceSnapshot> {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).last_usable.clone()
+    }
+
+    /// Why a connection that left through `egress`, and that started while `since` was the
+    /// [`NetworkState::baseline`], must be closed because of the updates made since then (see
+    /// [`SnapshotChange::close_reason`]); `None` when no update was made or none affects it. A
+    /// "no network" pause counts as no change (the update that ends it compares with the
+    /// baseline too).
+    pub fn close_reason_since(&self, since: &Arc<InterfaceSnapshot>, egress: &Egress) -> Option<CloseReason> {
+        let now = self.baseline();
+        if Arc::ptr_eq(since, &now) {
+            return None;
+        }
+        diff(since, &now).close_reason(egress)
     }
 
     /// Replaces the current snapshot and reports what changed. Updates are serialized; an
@@ -280,6 +304,8 @@ mod tests {
         // Matched by name when the egress recorded no index.
         let by_name = Egress { interface: Some("wlan0".into()), ..Default::default() };
         assert!(change.closes(&by_name));
+        // A socket bound to Wi-Fi (dialed while another interface was the default) stays.
+        assert_eq!(change.close_reason(&egress("wlan0", 3).as_bound()), None);
     }
 
     #[test]
