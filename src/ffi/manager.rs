@@ -167,12 +167,14 @@ impl ConnectionManager {
     /// Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
     /// TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
     /// connection id at once; the dial's outcome arrives as a close event if it fails.
-    /// `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
-    /// the fd with the caller; after any other error netswitch has closed it.
+    /// `InvalidArgument` (`fd`: not an open, connected stream socket, or one netswitch already
+    /// relays because it was handed over before; `destination`; `options.connect_timeout_ms`,
+    /// `options.fallback_delay_ms`) and `ShutDown` leave the fd with the caller; after any other
+    /// error netswitch has closed it.
     ///
     /// (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
     #[uniffi::method(name = "relay_tcp_fd")]
-    fn relay_tcp_raw_fd(
+    pub(super) fn relay_tcp_raw_fd(
         &self,
         fd: i32,
         destination: String,
@@ -180,9 +182,14 @@ impl ConnectionManager {
     ) -> Result<u64, NetswitchError> {
         self.check_running()?;
         parse_destination(&destination)?;
-        super::fd::check_stream_socket(fd)?;
-        // SAFETY: the FFI contract of this method: the host hands over `fd`, an open stream
-        // socket (checked above) that nothing else will use or close from now on.
+        if let Some(options) = &options {
+            options.validate()?;
+        }
+        super::fd::check_connected_stream_socket(fd)?;
+        super::fd::claim_socket(fd)?;
+        // SAFETY: the FFI contract of this method: the host hands over `fd`, an open connected
+        // stream socket (checked above) that nothing else will use or close from now on, and
+        // that netswitch does not hold already (`claim_socket`).
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         self.relay_tcp_fd(fd, &destination, options)
     }
@@ -250,7 +257,9 @@ impl ConnectionManager {
         options: Option<ConnectionOptions>,
     ) -> Result<ResolveResult, NetswitchError> {
         self.check_running()?;
-        let options = options.unwrap_or_default().to_core();
+        let options = options.unwrap_or_default();
+        options.validate()?;
+        let options = options.to_core();
         let outbound = self.netswitch.outbound().clone();
         let task = self.runtime.spawn(async move { outbound.lookup_name(&name, &options).await });
         let report = task
@@ -314,13 +323,15 @@ impl ConnectionManager {
     ) -> Result<u64, NetswitchError> {
         self.check_running()?;
         let destination = parse_destination(destination)?;
+        let options = options.unwrap_or_default();
+        options.validate()?;
         let stream = {
             let _entered = self.runtime.enter();
             super::fd::adopt_stream_fd(fd)?
         };
         let outbound: Arc<dyn Outbound> = self.netswitch.outbound().clone();
         let mut metadata = Metadata::new(destination);
-        metadata.options = options.unwrap_or_default().to_core();
+        metadata.options = options.to_core();
         let id = self.core().new_connection(Inbound::plain(stream), metadata, outbound, |_| {});
         tracing::debug!(id, "relaying a socket handed over by the host");
         Ok(id)

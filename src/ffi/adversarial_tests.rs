@@ -1,0 +1,239 @@
+//! The façade driven like a buggy host app: the same fd handed over twice, fds that are not
+//! what the contract asks, callbacks that call back into the manager, out-of-range options.
+//! Every test uses loopback only.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, IntoRawFd};
+use std::os::unix::net::{UnixDatagram, UnixStream};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Duration;
+
+use super::config::{ConnectionOptions, NetswitchConfig};
+use super::error::NetswitchError;
+use super::manager::ConnectionManager;
+use super::network::{InterfaceSnapshot, NetworkInterface, NetworkType};
+use super::types::{BindAction, BindDecision, HostResolution};
+use super::PlatformInterface;
+
+/// A loopback server that echoes every byte, one thread per client.
+fn echo_server() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { return };
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 4096];
+                while let Ok(n @ 1..) = client.read(&mut buffer) {
+                    if client.write_all(&buffer[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+fn loopback_snapshot() -> InterfaceSnapshot {
+    // SAFETY: a NUL-terminated literal.
+    let index = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
+    assert_ne!(index, 0, "no loopback interface");
+    InterfaceSnapshot {
+        interfaces: vec![NetworkInterface {
+            name: "lo".into(),
+            index,
+            network_type: NetworkType::Ethernet,
+            addresses: vec!["127.0.0.1/8".into()],
+            dns_servers: vec![],
+            expensive: false,
+            constrained: false,
+            validated: true,
+        }],
+        default_index: Some(index),
+    }
+}
+
+/// Writes `text` into `ours` and reads the echo back (5 s read timeout).
+fn round_trip(ours: &mut UnixStream, text: &[u8]) -> std::io::Result<Vec<u8>> {
+    ours.set_read_timeout(Some(Duration::from_secs(5)))?;
+    ours.write_all(text)?;
+    let mut echoed = vec![0u8; text.len()];
+    ours.read_exact(&mut echoed)?;
+    Ok(echoed)
+}
+
+fn argument_of(result: Result<impl std::fmt::Debug, NetswitchError>) -> String {
+    match result {
+        Err(NetswitchError::InvalidArgument { argument, reason }) => format!("{argument}: {reason}"),
+        other => panic!("not InvalidArgument: {other:?}"),
+    }
+}
+
+fn is_open(fd: i32) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+#[test]
+fn the_same_fd_handed_over_twice_is_refused_and_the_first_connection_keeps_it() {
+    let echo = echo_server();
+    let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
+    manager.update_interfaces(loopback_snapshot()).unwrap();
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    let fd = theirs.into_raw_fd();
+    let destination = format!("127.0.0.1:{echo}");
+    manager.relay_tcp_raw_fd(fd, destination.clone(), None).unwrap();
+    assert_eq!(round_trip(&mut ours, b"first").unwrap(), b"first");
+
+    let again = manager.relay_tcp_raw_fd(fd, destination, None);
+    let reason = argument_of(again);
+    assert!(reason.starts_with("fd: ") && reason.contains("already"), "{reason}");
+    assert_eq!(
+        round_trip(&mut ours, b"still relayed").unwrap(),
+        b"still relayed",
+        "the refused second hand-over closed the first connection's socket"
+    );
+    assert_eq!(manager.connections().len(), 1);
+}
+
+#[test]
+fn fds_that_are_not_connected_stream_sockets_are_refused_and_left_open() {
+    let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
+    let relay = |fd: i32| manager.relay_tcp_raw_fd(fd, "127.0.0.1:9".into(), None);
+    assert_eq!(argument_of(relay(-1)), "fd: -1 is not a file descriptor");
+    assert!(argument_of(relay(i32::MAX)).starts_with("fd: fd 2147483647: "));
+    let file = std::fs::File::open("Cargo.toml").unwrap();
+    assert!(argument_of(relay(file.as_raw_fd())).contains("not a socket"));
+    let (datagram, _peer) = UnixDatagram::pair().unwrap();
+    assert!(argument_of(relay(datagram.as_raw_fd())).contains("not a stream socket"));
+    // A stream socket that is not connected: a listener, a fresh unconnected socket.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    assert!(argument_of(relay(listener.as_raw_fd())).contains("not connected"));
+    let fresh = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    assert!(argument_of(relay(fresh.as_raw_fd())).contains("not connected"));
+    for fd in [file.as_raw_fd(), datagram.as_raw_fd(), listener.as_raw_fd(), fresh.as_raw_fd()] {
+        assert!(is_open(fd), "fd {fd} closed after a refusal");
+    }
+    assert!(manager.connections().is_empty());
+}
+
+/// What a re-entrant platform does from inside `bind_socket`.
+#[derive(Clone, Copy, Debug)]
+enum Reentry {
+    Read,
+    CloseAll,
+    UpdateInterfaces,
+    Shutdown,
+}
+
+/// A platform whose `bind_socket` calls the manager it belongs to.
+struct ReentrantPlatform {
+    manager: OnceLock<Weak<ConnectionManager>>,
+    what: Reentry,
+    returned: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+#[async_trait::async_trait]
+impl PlatformInterface for ReentrantPlatform {
+    fn bind_socket(
+        &self,
+        _fd: i32,
+        _interface: NetworkInterface,
+        _action: BindAction,
+    ) -> Result<BindDecision, NetswitchError> {
+        if let Some(manager) = self.manager.get().and_then(Weak::upgrade) {
+            match self.what {
+                Reentry::Read => {
+                    let _ = (manager.connections(), manager.traffic(), manager.is_shut_down());
+                }
+                Reentry::CloseAll => {
+                    manager.close_all();
+                }
+                Reentry::UpdateInterfaces => {
+                    let _ = manager.update_interfaces(InterfaceSnapshot { interfaces: vec![], default_index: None });
+                    let _ = manager.update_interfaces(loopback_snapshot());
+                }
+                Reentry::Shutdown => manager.shutdown(),
+            }
+        }
+        if let Some(returned) = self.returned.lock().unwrap().take() {
+            let _ = returned.send(());
+        }
+        Ok(BindDecision::Bound)
+    }
+
+    async fn resolve(
+        &self,
+        _name: String,
+        _interface: NetworkInterface,
+        _want_ipv4: bool,
+        _want_ipv6: bool,
+    ) -> Result<HostResolution, NetswitchError> {
+        Ok(HostResolution::ResolveYourself)
+    }
+}
+
+#[test]
+fn a_platform_that_calls_the_manager_from_bind_socket_does_not_deadlock() {
+    let echo = echo_server();
+    for what in [Reentry::Read, Reentry::CloseAll, Reentry::UpdateInterfaces, Reentry::Shutdown] {
+        let (returned, done) = mpsc::channel();
+        let platform = Arc::new(ReentrantPlatform {
+            manager: OnceLock::new(),
+            what,
+            returned: Mutex::new(Some(returned)),
+        });
+        let config = NetswitchConfig { offer_loopback_sockets: true, ..NetswitchConfig::default() };
+        let manager = ConnectionManager::new(config, Some(platform.clone())).unwrap();
+        let _ = platform.manager.set(Arc::downgrade(&manager));
+        manager.update_interfaces(loopback_snapshot()).unwrap();
+        let (_ours, theirs) = UnixStream::pair().unwrap();
+        manager.relay_tcp_raw_fd(theirs.into_raw_fd(), format!("127.0.0.1:{echo}"), None).unwrap();
+        assert!(done.recv_timeout(Duration::from_secs(10)).is_ok(), "{what:?}: bind_socket never returned");
+        // The manager still answers (no lock left held by the re-entrant call).
+        let (answered, answer) = mpsc::channel();
+        let probe = manager.clone();
+        std::thread::spawn(move || {
+            let _ = (probe.connections(), probe.close_all());
+            let _ = answered.send(());
+        });
+        assert!(answer.recv_timeout(Duration::from_secs(10)).is_ok(), "{what:?}: the manager deadlocked");
+    }
+}
+
+#[test]
+fn connection_options_out_of_range_name_the_option() {
+    let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
+    manager.update_interfaces(loopback_snapshot()).unwrap();
+    let cases = [
+        (ConnectionOptions { connect_timeout_ms: Some(0), ..Default::default() }, "options.connect_timeout_ms"),
+        (
+            ConnectionOptions { connect_timeout_ms: Some(u64::MAX), ..Default::default() },
+            "options.connect_timeout_ms",
+        ),
+        (ConnectionOptions { fallback_delay_ms: Some(u64::MAX), ..Default::default() }, "options.fallback_delay_ms"),
+    ];
+    for (options, name) in cases {
+        let (_ours, theirs) = UnixStream::pair().unwrap();
+        let fd = theirs.as_raw_fd();
+        let reason = argument_of(manager.relay_tcp_raw_fd(fd, "127.0.0.1:9".into(), Some(options.clone())));
+        assert!(reason.starts_with(&format!("{name}: ")), "{reason}");
+        assert!(is_open(fd), "an invalid option closed the fd");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let reason = argument_of(runtime.block_on(manager.resolve("127.0.0.1".into(), Some(options))));
+        assert!(reason.starts_with(&format!("{name}: ")), "{reason}");
+    }
+}
+
+#[test]
+fn interface_indexes_no_kernel_can_have_are_refused() {
+    let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
+    let mut snapshot = loopback_snapshot();
+    snapshot.interfaces[0].index = 0x8000_0000;
+    snapshot.default_index = Some(0x8000_0000);
+    let reason = argument_of(manager.update_interfaces(snapshot));
+    assert!(reason.starts_with("snapshot: ") && reason.contains("2147483648"), "{reason}");
+}
