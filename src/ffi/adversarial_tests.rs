@@ -68,7 +68,8 @@ fn round_trip(ours: &mut UnixStream, text: &[u8]) -> std::io::Result<Vec<u8>> {
 fn argument_of(result: Result<impl std::fmt::Debug, NetswitchError>) -> String {
     match result {
         Err(NetswitchError::InvalidArgument { argument, reason }) => format!("{argument}: {reason}"),
-        other => panic!("not InvalidArgument: {other:?}"),
+        Err(other) => panic!("not InvalidArgument: {other:?}"),
+        Ok(_) => panic!("accepted, not InvalidArgument"),
     }
 }
 
@@ -97,6 +98,22 @@ fn the_same_fd_handed_over_twice_is_refused_and_the_first_connection_keeps_it() 
         "the refused second hand-over closed the first connection's socket"
     );
     assert_eq!(manager.connections().len(), 1);
+    manager.close_all();
+}
+
+/// The record of handed-over sockets forgets a descriptor once it names another socket (tested
+/// on a descriptor this test owns throughout: numbers netswitch closes are reused by tests
+/// running in parallel).
+#[test]
+fn a_descriptor_that_names_another_socket_now_may_be_handed_over_again() {
+    let (first, _peer) = UnixStream::pair().unwrap();
+    let fd = first.as_raw_fd();
+    super::fd::claim_socket(fd).unwrap();
+    assert!(argument_of(super::fd::claim_socket(fd).map(|_| ())).contains("already"));
+    let (second, _second_peer) = UnixStream::pair().unwrap();
+    // SAFETY: `fd` is ours (`first`); dup2 atomically makes it name `second`'s socket.
+    assert_eq!(unsafe { libc::dup2(second.as_raw_fd(), fd) }, fd);
+    super::fd::claim_socket(fd).expect("a descriptor naming a new socket refused");
 }
 
 #[test]
@@ -236,4 +253,111 @@ fn interface_indexes_no_kernel_can_have_are_refused() {
     snapshot.default_index = Some(0x8000_0000);
     let reason = argument_of(manager.update_interfaces(snapshot));
     assert!(reason.starts_with("snapshot: ") && reason.contains("2147483648"), "{reason}");
+}
+
+/// A listener that, from inside its close callback, subscribes another listener and cancels it,
+/// changes the log level, shuts the manager down and releases the last reference to it.
+struct ReentrantListener {
+    manager: Mutex<Option<Arc<ConnectionManager>>>,
+    returned: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl super::EventListener for ReentrantListener {
+    fn on_connection_opened(&self, _: super::types::ConnectionInfo) -> Result<(), NetswitchError> {
+        Ok(())
+    }
+    fn on_connection_closed(&self, _: super::types::ClosedConnection) -> Result<(), NetswitchError> {
+        if let Some(manager) = self.manager.lock().unwrap().take() {
+            let quiet = Arc::new(ReentrantListener { manager: Mutex::new(None), returned: Mutex::new(None) });
+            if let Ok(other) = manager.subscribe(quiet) {
+                other.cancel();
+            }
+            super::set_log_level(super::types::LogLevel::Info);
+            manager.shutdown();
+            drop(manager);
+        }
+        if let Some(returned) = self.returned.lock().unwrap().take() {
+            let _ = returned.send(());
+        }
+        Ok(())
+    }
+    fn on_network_changed(&self, _: super::network::NetworkChange) -> Result<(), NetswitchError> {
+        Ok(())
+    }
+    fn on_log(&self, _: Vec<super::types::LogRecord>, _: u64) -> Result<(), NetswitchError> {
+        super::set_log_level(super::types::LogLevel::Info);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_listener_that_shuts_down_and_releases_its_manager_from_a_callback() {
+    let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
+    let (returned, done) = mpsc::channel();
+    let listener = Arc::new(ReentrantListener {
+        manager: Mutex::new(Some(manager.clone())),
+        returned: Mutex::new(Some(returned)),
+    });
+    let subscription = manager.subscribe(listener).unwrap();
+    manager.update_interfaces(loopback_snapshot()).unwrap();
+    let (_ours, theirs) = UnixStream::pair().unwrap();
+    // Port 9 on loopback: refused at once, so a close event follows.
+    manager.relay_tcp_raw_fd(theirs.into_raw_fd(), "127.0.0.1:9".into(), None).unwrap();
+    drop(manager);
+    assert!(done.recv_timeout(Duration::from_secs(10)).is_ok(), "the close callback never returned");
+    for _ in 0..500 {
+        if !subscription.is_active() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!subscription.is_active(), "the manager released inside the callback was not shut down");
+}
+
+#[test]
+fn the_same_tun_fd_handed_over_twice_is_refused() {
+    let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
+    let (device, peer) = UnixDatagram::pair().unwrap();
+    let fd = device.into_raw_fd();
+    let options = tun_options("127.0.0.5/8");
+    let first = manager.start_tun_raw_fd(fd, options.clone()).unwrap();
+    let reason = argument_of(manager.start_tun_raw_fd(fd, options));
+    assert!(reason.starts_with("fd: ") && reason.contains("already"), "{reason}");
+    assert!(!first.is_finished() && peer.send(&[0x45, 0, 0]).is_ok(), "the first tunnel lost its fd");
+    first.stop();
+    // Stopped and finished, its descriptor is free again (checked on a duplicate this test owns:
+    // numbers netswitch closes are reused by tests running in parallel).
+    let (device, _peer) = UnixDatagram::pair().unwrap();
+    let second = manager.start_tun(device.try_clone().unwrap().into(), tun_options("127.0.0.5/8")).unwrap();
+    super::tun::hold(device.as_raw_fd(), &second);
+    assert!(argument_of(super::tun::check_not_held(device.as_raw_fd()).map(|_| ())).contains("already"));
+    second.stop();
+    for _ in 0..500 {
+        if second.is_finished() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(second.is_finished());
+    super::tun::check_not_held(device.as_raw_fd()).expect("a finished tunnel's fd still held");
+}
+
+fn tun_options(ipv4: &str) -> super::TunOptions {
+    super::TunOptions {
+        ipv4: ipv4.into(),
+        ipv6: None,
+        mtu: 9000,
+        framing: None,
+        stack: None,
+        udp_session_capacity: None,
+        udp_max_sockets: None,
+        udp_queue_len: None,
+        udp_timeout_ms: None,
+        udp_short_timeout_ms: None,
+        udp_long_timeout_ms: None,
+        dns_hijack: false,
+        dns_hijack_all: false,
+        decision_deadline_ms: 250,
+        decision_fail_closed: false,
+    }
 }

@@ -89,7 +89,7 @@ struct Handed {
 }
 
 /// Which socket `fd` names now (device, inode); `None` when it is not open.
-fn identity(fd: RawFd) -> Option<(u64, u64)> {
+pub(super) fn identity(fd: RawFd) -> Option<(u64, u64)> {
     // SAFETY: fstat only writes into the zeroed struct we own; a bad fd yields EBADF.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     (unsafe { libc::fstat(fd, &mut stat) } == 0).then_some((stat.st_dev as u64, stat.st_ino as u64))

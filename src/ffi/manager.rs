@@ -207,21 +207,24 @@ impl ConnectionManager {
     /// `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
     /// netswitch still uses, or one already reused for something else. On Apple it must be a
     /// utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
-    /// device or datagram socket) leaves the fd with the caller; after any other error netswitch
-    /// has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
-    /// `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
-    /// address could not be bound), `ShutDown`.
+    /// device or datagram socket, already the device of a running tunnel) leaves the fd with the
+    /// caller; after any other error netswitch has already closed it: `InvalidArgument` naming
+    /// the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
+    /// the listener on the tunnel address could not be bound), `ShutDown`.
     ///
     /// **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
     /// `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
     /// must bind it (the `Protect` action included) to a physical interface.
     #[uniffi::method(name = "start_tun")]
-    fn start_tun_raw_fd(&self, fd: i32, options: TunOptions) -> Result<Arc<TunHandle>, NetswitchError> {
+    pub(super) fn start_tun_raw_fd(&self, fd: i32, options: TunOptions) -> Result<Arc<TunHandle>, NetswitchError> {
         super::tun::check_tun_fd(fd)?;
+        super::tun::check_not_held(fd)?;
         // SAFETY: the FFI contract of this method: the host hands over `fd`, an open descriptor
-        // (checked above) that nothing else will use or close from now on.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        self.start_tun(fd, options)
+        // (checked above, and no running tunnel's) that nothing else will use or close from now on.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let handle = self.start_tun(owned, options)?;
+        super::tun::hold(fd, &handle);
+        Ok(handle)
     }
 
     /// `start_tun` with a decision hook: `decider` is asked about each TCP connection and each
@@ -236,10 +239,13 @@ impl ConnectionManager {
         decider: Arc<dyn super::tun_decider::TunFlowDecider>,
     ) -> Result<Arc<TunHandle>, NetswitchError> {
         super::tun::check_tun_fd(fd)?;
-        // SAFETY: as in `start_tun`: the host hands over `fd`, open (checked above) and unused
-        // by anything else from now on.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        self.start_tun_deciding(fd, options, Some(decider))
+        super::tun::check_not_held(fd)?;
+        // SAFETY: as in `start_tun`: the host hands over `fd`, open (checked above), no running
+        // tunnel's, and unused by anything else from now on.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let handle = self.start_tun_deciding(owned, options, Some(decider))?;
+        super::tun::hold(fd, &handle);
+        Ok(handle)
     }
 
     /// Resolves `name` (a domain or an IP literal) as a dial with `options` would, without

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use super::error::NetswitchError;
@@ -341,6 +341,39 @@ pub(crate) fn check_tun_fd(fd: RawFd) -> Result<(), NetswitchError> {
             format!("fd {fd} is not a TUN device (not a character device or datagram socket)"),
         )),
     }
+}
+
+/// The TUN fds handed over through the FFI whose tunnel still reads them, process-wide: the fd,
+/// what it named then (device, inode) and the tunnel. A TUN character device has the same inode
+/// for every open, so the tunnel's liveness, not the identity alone, tells a descriptor still
+/// held from a reused number.
+static HELD: Mutex<Vec<(RawFd, (u64, u64), Weak<Tun>)>> = Mutex::new(Vec::new());
+
+/// `InvalidArgument` (the caller keeps `fd`) when `fd` is the descriptor of a running tunnel:
+/// two tunnels would read one device and close it twice.
+pub(crate) fn check_not_held(fd: RawFd) -> Result<(), NetswitchError> {
+    let now = super::fd::identity(fd);
+    let held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    let running = held.iter().any(|(held_fd, identity, tun)| {
+        *held_fd == fd
+            && Some(*identity) == now
+            && tun.upgrade().is_some_and(|tun| !tun.is_finished())
+    });
+    if running {
+        return Err(invalid(
+            "fd",
+            format!("fd {fd} is already the device of a running tunnel (hand a descriptor over once)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Records that `handle`'s tunnel reads `fd` (see [`check_not_held`]).
+pub(crate) fn hold(fd: RawFd, handle: &TunHandle) {
+    let Some(identity) = super::fd::identity(fd) else { return };
+    let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    held.retain(|(_, _, tun)| tun.upgrade().is_some_and(|tun| !tun.is_finished()));
+    held.push((fd, identity, Arc::downgrade(&handle.tun)));
 }
 
 /// The running tunnels of one manager.
