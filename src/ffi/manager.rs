@@ -232,7 +232,7 @@ impl ConnectionManager {
     /// `TunFlowDecider`), within `options.decision_deadline_ms`. Same rules and errors as
     /// `start_tun`.
     #[uniffi::method(name = "start_tun_with_decider")]
-    fn start_tun_with_decider_raw_fd(
+    pub(super) fn start_tun_with_decider_raw_fd(
         &self,
         fd: i32,
         options: TunOptions,

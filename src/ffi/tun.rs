@@ -70,7 +70,8 @@ pub struct TunOptions {
     /// is dropped and counted (`dropped_udp`). `None` = 1024.
     #[uniffi(default = None)]
     pub udp_max_sockets: Option<u32>,
-    /// App datagrams queued per session before drops (`dropped_udp`). `None` = 1024.
+    /// App datagrams queued per session before drops (`dropped_udp`): 1 to 1048576. `None` =
+    /// 1024.
     #[uniffi(default = None)]
     pub udp_queue_len: Option<u32>,
     /// Idle timeout of UDP sessions of no recognised protocol, in ms. `None` = the config's
@@ -226,6 +227,11 @@ fn example(max_prefix: u8) -> &'static str {
     }
 }
 
+/// The longest per-session UDP queue `TunOptions.udp_queue_len` accepts: far above any useful
+/// value, and below the bound of tokio's channels on 32-bit targets (2^29 - 1, armeabi-v7a),
+/// where a larger one panics in the tunnel's reader.
+pub const MAX_UDP_QUEUE_LEN: u32 = 1 << 20;
+
 /// An optional limit that must be > 0 when given.
 fn positive<T: Copy + Default + PartialOrd + std::fmt::Display>(
     argument: &str,
@@ -269,6 +275,9 @@ impl TunOptions {
         }
         if let Some(v) = count(positive("options.udp_max_sockets", self.udp_max_sockets)?) {
             udp.max_sockets = v;
+        }
+        if let Some(len) = self.udp_queue_len.filter(|&len| len > MAX_UDP_QUEUE_LEN) {
+            return Err(invalid("options.udp_queue_len", format!("{len} is above {MAX_UDP_QUEUE_LEN}")));
         }
         if let Some(v) = count(positive("options.udp_queue_len", self.udp_queue_len)?) {
             udp.queue_len = v;
