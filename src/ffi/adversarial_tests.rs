@@ -413,3 +413,69 @@ fn extreme_tun_options_are_refused_by_name_or_work() {
     assert!(reply[..n].ends_with(b"extreme"), "{:?}", tun.counters());
     tun.stop();
 }
+
+/// Runs `future` to completion on this thread, as Kotlin's `runBlocking` does.
+fn run_blocking<F: std::future::Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut context = std::task::Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+/// A platform whose `bind_socket` waits (`runBlocking`) for an async call of its manager.
+struct BlockingPlatform {
+    manager: OnceLock<Weak<ConnectionManager>>,
+    answered: Mutex<Option<mpsc::Sender<bool>>>,
+}
+
+#[async_trait::async_trait]
+impl PlatformInterface for BlockingPlatform {
+    fn bind_socket(&self, _: i32, _: NetworkInterface, _: BindAction) -> Result<BindDecision, NetswitchError> {
+        if let Some(manager) = self.manager.get().and_then(Weak::upgrade) {
+            let resolved = run_blocking(manager.resolve("127.0.0.1".into(), None));
+            if let Some(answered) = self.answered.lock().unwrap().take() {
+                let _ = answered.send(resolved.is_ok());
+            }
+        }
+        Ok(BindDecision::Bound)
+    }
+
+    async fn resolve(
+        &self,
+        _: String,
+        _: NetworkInterface,
+        _: bool,
+        _: bool,
+    ) -> Result<HostResolution, NetswitchError> {
+        Ok(HostResolution::ResolveYourself)
+    }
+}
+
+#[test]
+fn a_platform_that_waits_for_the_manager_inside_bind_socket_does_not_stall_it() {
+    let echo = echo_server();
+    let (answered, answer) = mpsc::channel();
+    let platform =
+        Arc::new(BlockingPlatform { manager: OnceLock::new(), answered: Mutex::new(Some(answered)) });
+    let config = NetswitchConfig { offer_loopback_sockets: true, ..NetswitchConfig::default() };
+    let manager = ConnectionManager::new(config, Some(platform.clone())).unwrap();
+    let _ = platform.manager.set(Arc::downgrade(&manager));
+    manager.update_interfaces(loopback_snapshot()).unwrap();
+    let (mut ours, theirs) = UnixStream::pair().unwrap();
+    manager.relay_tcp_raw_fd(theirs.into_raw_fd(), format!("127.0.0.1:{echo}"), None).unwrap();
+    let resolved = answer.recv_timeout(Duration::from_secs(10));
+    assert_eq!(resolved, Ok(true), "the resolve awaited inside bind_socket never finished");
+    assert_eq!(round_trip(&mut ours, b"after").unwrap(), b"after");
+    manager.shutdown();
+}
