@@ -479,3 +479,23 @@ fn a_platform_that_waits_for_the_manager_inside_bind_socket_does_not_stall_it() 
     assert_eq!(round_trip(&mut ours, b"after").unwrap(), b"after");
     manager.shutdown();
 }
+
+#[test]
+fn bad_socks_arguments_name_the_argument_of_the_call() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let config = NetswitchConfig { socks_allow_non_loopback: true, ..NetswitchConfig::default() };
+    let manager = ConnectionManager::new(config, None).unwrap();
+    let start = |listen: &str, users: Option<Vec<super::types::SocksUser>>| {
+        runtime.block_on(manager.start_socks(listen.into(), users)).map(|server| server.stop())
+    };
+    let user = |name: &str, password: &str| super::types::SocksUser {
+        username: name.into(),
+        password: password.into(),
+    };
+    assert!(argument_of(start("localhost:1080", None)).starts_with("listen: "));
+    assert!(argument_of(start("127.0.0.1:0\0", None)).starts_with("listen: "));
+    assert!(argument_of(start("127.0.0.1:0", Some(vec![user("", "p")]))).starts_with("users: "));
+    assert!(argument_of(start("127.0.0.1:0", Some(vec![user("u", &"p".repeat(256))]))).starts_with("users: "));
+    // No users on an address other apps can reach (192.0.2.1 is refused before any bind).
+    assert!(argument_of(start("192.0.2.1:0", Some(vec![]))).starts_with("users: "));
+}
