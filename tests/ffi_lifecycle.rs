@@ -123,7 +123,12 @@ fn managers_created_and_dropped_again_and_again_leak_no_threads_or_descriptors()
         if now.0 <= threads + 2 && now.1 <= fds + 40 + 4 {
             break;
         }
-        assert!(Instant::now() < deadline, "leak after 40 sessions: threads {threads} -> {}, fds {fds} -> {}", now.0, now.1);
+        assert!(
+            Instant::now() < deadline,
+            "leak after 40 sessions: threads {threads} -> {}, fds {fds} -> {}",
+            now.0,
+            now.1
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

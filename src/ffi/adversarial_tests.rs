@@ -170,7 +170,8 @@ impl PlatformInterface for ReentrantPlatform {
                     manager.close_all();
                 }
                 Reentry::UpdateInterfaces => {
-                    let _ = manager.update_interfaces(InterfaceSnapshot { interfaces: vec![], default_index: None });
+                    let _ = manager
+                        .update_interfaces(InterfaceSnapshot { interfaces: vec![], default_index: None });
                     let _ = manager.update_interfaces(loopback_snapshot());
                 }
                 Reentry::Shutdown => manager.shutdown(),
@@ -226,12 +227,18 @@ fn connection_options_out_of_range_name_the_option() {
     let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
     manager.update_interfaces(loopback_snapshot()).unwrap();
     let cases = [
-        (ConnectionOptions { connect_timeout_ms: Some(0), ..Default::default() }, "options.connect_timeout_ms"),
+        (
+            ConnectionOptions { connect_timeout_ms: Some(0), ..Default::default() },
+            "options.connect_timeout_ms",
+        ),
         (
             ConnectionOptions { connect_timeout_ms: Some(u64::MAX), ..Default::default() },
             "options.connect_timeout_ms",
         ),
-        (ConnectionOptions { fallback_delay_ms: Some(u64::MAX), ..Default::default() }, "options.fallback_delay_ms"),
+        (
+            ConnectionOptions { fallback_delay_ms: Some(u64::MAX), ..Default::default() },
+            "options.fallback_delay_ms",
+        ),
     ];
     for (options, name) in cases {
         let (_ours, theirs) = UnixStream::pair().unwrap();
@@ -396,11 +403,13 @@ fn extreme_tun_options_are_refused_by_name_or_work() {
     // 2^29 - 1 there, in the tunnel's reader, on the first datagram.
     // (As documented, netswitch has closed the fd after an error naming an option.)
     let (device, _peer) = UnixDatagram::pair().unwrap();
-    let refused = manager.start_tun_with_decider_raw_fd(device.into_raw_fd(), options.clone(), Arc::new(AllowAll));
+    let refused =
+        manager.start_tun_with_decider_raw_fd(device.into_raw_fd(), options.clone(), Arc::new(AllowAll));
     assert!(argument_of(refused).starts_with("options.udp_queue_len: "));
     options.udp_queue_len = Some(super::tun::MAX_UDP_QUEUE_LEN);
     let (device, peer) = UnixDatagram::pair().unwrap();
-    let tun = manager.start_tun_with_decider_raw_fd(device.into_raw_fd(), options, Arc::new(AllowAll)).unwrap();
+    let tun =
+        manager.start_tun_with_decider_raw_fd(device.into_raw_fd(), options, Arc::new(AllowAll)).unwrap();
     let mut packet = Vec::new();
     etherparse::PacketBuilder::ipv4([127, 0, 0, 5], [127, 0, 0, 1], 64)
         .udp(40000, echo_port)
@@ -441,7 +450,12 @@ struct BlockingPlatform {
 
 #[async_trait::async_trait]
 impl PlatformInterface for BlockingPlatform {
-    fn bind_socket(&self, _: i32, _: NetworkInterface, _: BindAction) -> Result<BindDecision, NetswitchError> {
+    fn bind_socket(
+        &self,
+        _: i32,
+        _: NetworkInterface,
+        _: BindAction,
+    ) -> Result<BindDecision, NetswitchError> {
         if let Some(manager) = self.manager.get().and_then(Weak::upgrade) {
             let resolved = run_blocking(manager.resolve("127.0.0.1".into(), None));
             if let Some(answered) = self.answered.lock().unwrap().take() {

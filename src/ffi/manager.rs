@@ -216,7 +216,11 @@ impl ConnectionManager {
     /// `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
     /// must bind it (the `Protect` action included) to a physical interface.
     #[uniffi::method(name = "start_tun")]
-    pub(super) fn start_tun_raw_fd(&self, fd: i32, options: TunOptions) -> Result<Arc<TunHandle>, NetswitchError> {
+    pub(super) fn start_tun_raw_fd(
+        &self,
+        fd: i32,
+        options: TunOptions,
+    ) -> Result<Arc<TunHandle>, NetswitchError> {
         super::tun::check_tun_fd(fd)?;
         super::tun::check_not_held(fd)?;
         // SAFETY: the FFI contract of this method: the host hands over `fd`, an open descriptor

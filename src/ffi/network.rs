@@ -108,7 +108,12 @@ impl InterfaceSnapshot {
         for i in &self.interfaces {
             // The kernels' interface index is a positive C int (Linux `SO_BINDTOIFINDEX`).
             if i.index > i32::MAX as u32 {
-                return Err(invalid(format!("interface {}: index {} is above {}", i.name, i.index, i32::MAX)));
+                return Err(invalid(format!(
+                    "interface {}: index {} is above {}",
+                    i.name,
+                    i.index,
+                    i32::MAX
+                )));
             }
             let mut interface = core::NetworkInterface::new(i.name.clone(), i.index, i.network_type.into());
             for text in &i.addresses {

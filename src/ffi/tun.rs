@@ -356,7 +356,10 @@ pub(crate) fn check_tun_fd(fd: RawFd) -> Result<(), NetswitchError> {
 /// what it named then (device, inode) and the tunnel. A TUN character device has the same inode
 /// for every open, so the tunnel's liveness, not the identity alone, tells a descriptor still
 /// held from a reused number.
-static HELD: Mutex<Vec<(RawFd, (u64, u64), Weak<Tun>)>> = Mutex::new(Vec::new());
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+
+/// One entry of [`HELD`]: the fd, its (device, inode) when handed over, its tunnel.
+type Held = (RawFd, (u64, u64), Weak<Tun>);
 
 /// `InvalidArgument` (the caller keeps `fd`) when `fd` is the descriptor of a running tunnel:
 /// two tunnels would read one device and close it twice.
@@ -364,9 +367,7 @@ pub(crate) fn check_not_held(fd: RawFd) -> Result<(), NetswitchError> {
     let now = super::fd::identity(fd);
     let held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
     let running = held.iter().any(|(held_fd, identity, tun)| {
-        *held_fd == fd
-            && Some(*identity) == now
-            && tun.upgrade().is_some_and(|tun| !tun.is_finished())
+        *held_fd == fd && Some(*identity) == now && tun.upgrade().is_some_and(|tun| !tun.is_finished())
     });
     if running {
         return Err(invalid(
