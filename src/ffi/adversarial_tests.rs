@@ -513,3 +513,19 @@ fn bad_socks_arguments_name_the_argument_of_the_call() {
     // No users on an address other apps can reach (192.0.2.1 is refused before any bind).
     assert!(argument_of(start("192.0.2.1:0", Some(vec![]))).starts_with("users: "));
 }
+
+#[test]
+fn names_no_resolver_can_answer_are_name_not_found() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let manager = ConnectionManager::new(NetswitchConfig::default(), None).unwrap();
+    manager.update_interfaces(loopback_snapshot()).unwrap();
+    let too_long = format!("{}.test", "a".repeat(300));
+    for name in ["", "a\0b.test", too_long.as_str(), "exa mple.test", "127.0.0.1:80", "-", "."] {
+        match runtime.block_on(manager.resolve(name.into(), None)) {
+            Err(NetswitchError::NameNotFound { name: named, reason }) => {
+                assert_eq!(named, name, "{reason}");
+            }
+            other => panic!("{name:?}: {other:?}"),
+        }
+    }
+}
