@@ -206,7 +206,7 @@ impl ConnectionManager {
     /// the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
     /// `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
     /// netswitch still uses, or one already reused for something else. On Apple it must be a
-    /// utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+    /// utun fd: pass `find_utun_fd()`'s answer (a duplicate), never the system's descriptor. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
     /// device or datagram socket, already the device of a running tunnel) leaves the fd with the
     /// caller; after any other error netswitch has already closed it: `InvalidArgument` naming
     /// the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
