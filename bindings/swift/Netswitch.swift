@@ -759,7 +759,7 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
      * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
      * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
      * netswitch still uses, or one already reused for something else. On Apple it must be a
-     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * utun fd: pass `find_utun_fd()`'s answer (a duplicate), never the system's descriptor. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
      * device or datagram socket, already the device of a running tunnel) leaves the fd with the
      * caller; after any other error netswitch has already closed it: `InvalidArgument` naming
      * the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
@@ -1058,7 +1058,7 @@ open func startSocks(listen: String, users: [SocksUser]? = nil)async throws  -> 
      * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
      * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
      * netswitch still uses, or one already reused for something else. On Apple it must be a
-     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * utun fd: pass `find_utun_fd()`'s answer (a duplicate), never the system's descriptor. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
      * device or datagram socket, already the device of a running tunnel) leaves the fd with the
      * caller; after any other error netswitch has already closed it: `InvalidArgument` naming
      * the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
@@ -7920,12 +7920,14 @@ public func setLogLevel(level: LogLevel)  {try! rustCall() {
 }
 }
 /**
- * The file descriptor of the packet tunnel's utun socket in this process (an iOS or macOS
- * Network Extension), found by scanning the open descriptors for a utun control socket
- * ([`crate::tun::utun`]); pass it to `startTun`. The descriptor stays the system's: the host
- * must not close it. Null when there is none, and always null outside Apple platforms; the
- * scan relies on an undocumented detail of the system, so a host should then fall back to the
- * packet-flow API.
+ * A descriptor of the packet tunnel's utun socket in this process (an iOS or macOS Network
+ * Extension), found by scanning the open descriptors for a utun control socket
+ * ([`crate::tun::utun`]); pass it to `startTun`. It is a duplicate: `startTun` takes it over
+ * and closes it when the tunnel stops, while the system's own descriptor stays open (so the
+ * tunnel can be started again, and the system never sees its descriptor closed). A host that
+ * does not hand it to `startTun` closes it. Null when there is none, and always null outside
+ * Apple platforms; the scan relies on an undocumented detail of the system, so a host should
+ * then fall back to the packet-flow API.
  */
 public func findUtunFd() -> Int32?  {
     return try!  FfiConverterOptionInt32.lift(try! rustCall() {
@@ -7959,7 +7961,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_func_set_log_level() != 19229) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_func_find_utun_fd() != 48162) {
+    if (uniffi_netswitch_checksum_func_find_utun_fd() != 38264) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_eventlistener_on_connection_opened() != 51593) {
@@ -8013,7 +8015,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_connectionmanager_start_socks() != 59884) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_connectionmanager_start_tun() != 5481) {
+    if (uniffi_netswitch_checksum_method_connectionmanager_start_tun() != 24273) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_connectionmanager_start_tun_with_decider() != 46991) {

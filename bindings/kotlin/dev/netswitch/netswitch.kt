@@ -1180,7 +1180,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_func_set_log_level() and 0xFFFF) != 19229) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_func_find_utun_fd() and 0xFFFF) != 48162) {
+    if ((lib.uniffi_netswitch_checksum_func_find_utun_fd() and 0xFFFF) != 38264) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_eventlistener_on_connection_opened() and 0xFFFF) != 51593) {
@@ -1234,7 +1234,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_socks() and 0xFFFF) != 59884) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_tun() and 0xFFFF) != 5481) {
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_tun() and 0xFFFF) != 24273) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_tun_with_decider() and 0xFFFF) != 46991) {
@@ -2056,7 +2056,7 @@ public interface ConnectionManagerInterface {
      * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
      * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
      * netswitch still uses, or one already reused for something else. On Apple it must be a
-     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * utun fd: pass `find_utun_fd()`'s answer (a duplicate), never the system's descriptor. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
      * device or datagram socket, already the device of a running tunnel) leaves the fd with the
      * caller; after any other error netswitch has already closed it: `InvalidArgument` naming
      * the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
@@ -2445,7 +2445,7 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
      * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
      * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
      * netswitch still uses, or one already reused for something else. On Apple it must be a
-     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * utun fd: pass `find_utun_fd()`'s answer (a duplicate), never the system's descriptor. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
      * device or datagram socket, already the device of a running tunnel) leaves the fd with the
      * caller; after any other error netswitch has already closed it: `InvalidArgument` naming
      * the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
@@ -9480,12 +9480,14 @@ public object FfiConverterSequenceTypeNetworkType: FfiConverterRustBuffer<List<N
     
 
         /**
-         * The file descriptor of the packet tunnel's utun socket in this process (an iOS or macOS
-         * Network Extension), found by scanning the open descriptors for a utun control socket
-         * ([`crate::tun::utun`]); pass it to `startTun`. The descriptor stays the system's: the host
-         * must not close it. Null when there is none, and always null outside Apple platforms; the
-         * scan relies on an undocumented detail of the system, so a host should then fall back to the
-         * packet-flow API.
+         * A descriptor of the packet tunnel's utun socket in this process (an iOS or macOS Network
+         * Extension), found by scanning the open descriptors for a utun control socket
+         * ([`crate::tun::utun`]); pass it to `startTun`. It is a duplicate: `startTun` takes it over
+         * and closes it when the tunnel stops, while the system's own descriptor stays open (so the
+         * tunnel can be started again, and the system never sees its descriptor closed). A host that
+         * does not hand it to `startTun` closes it. Null when there is none, and always null outside
+         * Apple platforms; the scan relies on an undocumented detail of the system, so a host should
+         * then fall back to the packet-flow API.
          */ fun `findUtunFd`(): kotlin.Int? {
             return FfiConverterOptionalInt.lift(
     uniffiRustCall() { _status ->
