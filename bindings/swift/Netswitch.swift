@@ -705,8 +705,10 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
      * Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
      * TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
      * connection id at once; the dial's outcome arrives as a close event if it fails.
-     * `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
-     * the fd with the caller; after any other error netswitch has closed it.
+     * `InvalidArgument` (`fd`: not an open, connected stream socket, or one netswitch already
+     * relays because it was handed over before; `destination`; `options.connect_timeout_ms`,
+     * `options.fallback_delay_ms`) and `ShutDown` leave the fd with the caller; after any other
+     * error netswitch has closed it.
      *
      * (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
      */
@@ -757,11 +759,11 @@ public protocol ConnectionManagerProtocol: AnyObject, Sendable {
      * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
      * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
      * netswitch still uses, or one already reused for something else. On Apple it must be a
-     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
-     * device or datagram socket) leaves the fd with the caller; after any other error netswitch
-     * has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
-     * `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
-     * address could not be bound), `ShutDown`.
+     * utun fd: pass `find_utun_fd()`'s answer (a duplicate), never the system's descriptor. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * device or datagram socket, already the device of a running tunnel) leaves the fd with the
+     * caller; after any other error netswitch has already closed it: `InvalidArgument` naming
+     * the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
+     * the listener on the tunnel address could not be bound), `ShutDown`.
      *
      * **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
      * `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
@@ -958,8 +960,10 @@ open func isShutDown() -> Bool  {
      * Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
      * TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
      * connection id at once; the dial's outcome arrives as a close event if it fails.
-     * `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
-     * the fd with the caller; after any other error netswitch has closed it.
+     * `InvalidArgument` (`fd`: not an open, connected stream socket, or one netswitch already
+     * relays because it was handed over before; `destination`; `options.connect_timeout_ms`,
+     * `options.fallback_delay_ms`) and `ShutDown` leave the fd with the caller; after any other
+     * error netswitch has closed it.
      *
      * (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
      */
@@ -1054,11 +1058,11 @@ open func startSocks(listen: String, users: [SocksUser]? = nil)async throws  -> 
      * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
      * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
      * netswitch still uses, or one already reused for something else. On Apple it must be a
-     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
-     * device or datagram socket) leaves the fd with the caller; after any other error netswitch
-     * has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
-     * `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
-     * address could not be bound), `ShutDown`.
+     * utun fd: pass `find_utun_fd()`'s answer (a duplicate), never the system's descriptor. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * device or datagram socket, already the device of a running tunnel) leaves the fd with the
+     * caller; after any other error netswitch has already closed it: `InvalidArgument` naming
+     * the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
+     * the listener on the tunnel address could not be bound), `ShutDown`.
      *
      * **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
      * `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
@@ -2080,7 +2084,8 @@ public protocol PlatformInterface: AnyObject, Sendable {
      * Called for every outbound socket before it connects, on a netswitch worker thread.
      * `fd` is borrowed: do not close or keep it. Return `Bound` when done, `BindYourself` to let
      * netswitch bind it, or throw (`PlatformRefused`) to fail this connect attempt: nothing is
-     * then sent on the socket. Must return quickly.
+     * then sent on the socket. Should return quickly (the connect attempt waits for it); it may
+     * call the manager, and wait for its async calls, without stalling netswitch.
      */
     func bindSocket(fd: Int32, interface: NetworkInterface, action: BindAction) throws  -> BindDecision
     
@@ -2160,7 +2165,8 @@ open class PlatformInterfaceImpl: PlatformInterface, @unchecked Sendable {
      * Called for every outbound socket before it connects, on a netswitch worker thread.
      * `fd` is borrowed: do not close or keep it. Return `Bound` when done, `BindYourself` to let
      * netswitch bind it, or throw (`PlatformRefused`) to fail this connect attempt: nothing is
-     * then sent on the socket. Must return quickly.
+     * then sent on the socket. Should return quickly (the connect attempt waits for it); it may
+     * call the manager, and wait for its async calls, without stalling netswitch.
      */
 open func bindSocket(fd: Int32, interface: NetworkInterface, action: BindAction)throws  -> BindDecision  {
     return try  FfiConverterTypeBindDecision_lift(try rustCallWithError(FfiConverterTypeNetswitchError_lift) {
@@ -3481,7 +3487,8 @@ public func FfiConverterTypeConnectionInfo_lower(_ value: ConnectionInfo) -> Rus
  */
 public struct ConnectionOptions: Equatable, Hashable {
     /**
-     * Timeout of each connect attempt, ms. `None` = the config's `connect_timeout_ms`.
+     * Timeout of each connect attempt, ms: 1 to 31536000000 (365 days). `None` = the config's
+     * `connect_timeout_ms`.
      */
     public var connectTimeoutMs: UInt64?
     /**
@@ -3497,7 +3504,8 @@ public struct ConnectionOptions: Equatable, Hashable {
      */
     public var fallbackNetworkType: [NetworkType]?
     /**
-     * Fallback delay (before fallback networks join), ms. `None` = the config's.
+     * Fallback delay (before fallback networks join), ms: at most 31536000000 (365 days).
+     * `None` = the config's.
      */
     public var fallbackDelayMs: UInt64?
     /**
@@ -3519,7 +3527,8 @@ public struct ConnectionOptions: Equatable, Hashable {
     // declare one manually.
     public init(
         /**
-         * Timeout of each connect attempt, ms. `None` = the config's `connect_timeout_ms`.
+         * Timeout of each connect attempt, ms: 1 to 31536000000 (365 days). `None` = the config's
+         * `connect_timeout_ms`.
          */connectTimeoutMs: UInt64? = nil, 
         /**
          * Network strategy. `None` = the config's.
@@ -3531,7 +3540,8 @@ public struct ConnectionOptions: Equatable, Hashable {
          * Fallback network types. `None` = the config's.
          */fallbackNetworkType: [NetworkType]? = nil, 
         /**
-         * Fallback delay (before fallback networks join), ms. `None` = the config's.
+         * Fallback delay (before fallback networks join), ms: at most 31536000000 (365 days).
+         * `None` = the config's.
          */fallbackDelayMs: UInt64? = nil, 
         /**
          * Address-family policy. `None` = the config's.
@@ -4484,7 +4494,7 @@ public struct NetworkInterface: Equatable, Hashable {
      */
     public var name: String
     /**
-     * Operating-system interface index; never 0.
+     * Operating-system interface index: 1 to 2147483647 (a positive C `int`).
      */
     public var index: UInt32
     /**
@@ -4525,7 +4535,7 @@ public struct NetworkInterface: Equatable, Hashable {
          * Operating-system name (`wlan0`, `rmnet_data0`, `en0`, `pdp_ip0`), 1 to 15 bytes.
          */name: String, 
         /**
-         * Operating-system interface index; never 0.
+         * Operating-system interface index: 1 to 2147483647 (a positive C `int`).
          */index: UInt32, 
         /**
          * Kind of network; decides which interfaces a strategy picks.
@@ -5426,7 +5436,8 @@ public struct TunOptions: Equatable, Hashable {
      */
     public var udpMaxSockets: UInt32?
     /**
-     * App datagrams queued per session before drops (`dropped_udp`). `None` = 1024.
+     * App datagrams queued per session before drops (`dropped_udp`): 1 to 1048576. `None` =
+     * 1024.
      */
     public var udpQueueLen: UInt32?
     /**
@@ -5496,7 +5507,8 @@ public struct TunOptions: Equatable, Hashable {
          * is dropped and counted (`dropped_udp`). `None` = 1024.
          */udpMaxSockets: UInt32? = nil, 
         /**
-         * App datagrams queued per session before drops (`dropped_udp`). `None` = 1024.
+         * App datagrams queued per session before drops (`dropped_udp`): 1 to 1048576. `None` =
+         * 1024.
          */udpQueueLen: UInt32? = nil, 
         /**
          * Idle timeout of UDP sessions of no recognised protocol, in ms. `None` = the config's
@@ -7908,12 +7920,14 @@ public func setLogLevel(level: LogLevel)  {try! rustCall() {
 }
 }
 /**
- * The file descriptor of the packet tunnel's utun socket in this process (an iOS or macOS
- * Network Extension), found by scanning the open descriptors for a utun control socket
- * ([`crate::tun::utun`]); pass it to `startTun`. The descriptor stays the system's: the host
- * must not close it. Null when there is none, and always null outside Apple platforms; the
- * scan relies on an undocumented detail of the system, so a host should then fall back to the
- * packet-flow API.
+ * A descriptor of the packet tunnel's utun socket in this process (an iOS or macOS Network
+ * Extension), found by scanning the open descriptors for a utun control socket
+ * ([`crate::tun::utun`]); pass it to `startTun`. It is a duplicate: `startTun` takes it over
+ * and closes it when the tunnel stops, while the system's own descriptor stays open (so the
+ * tunnel can be started again, and the system never sees its descriptor closed). A host that
+ * does not hand it to `startTun` closes it. Null when there is none, and always null outside
+ * Apple platforms; the scan relies on an undocumented detail of the system, so a host should
+ * then fall back to the packet-flow API.
  */
 public func findUtunFd() -> Int32?  {
     return try!  FfiConverterOptionInt32.lift(try! rustCall() {
@@ -7947,7 +7961,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_func_set_log_level() != 19229) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_func_find_utun_fd() != 48162) {
+    if (uniffi_netswitch_checksum_func_find_utun_fd() != 38264) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_eventlistener_on_connection_opened() != 51593) {
@@ -7962,7 +7976,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_eventlistener_on_log() != 55180) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_platforminterface_bind_socket() != 11472) {
+    if (uniffi_netswitch_checksum_method_platforminterface_bind_socket() != 19571) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_platforminterface_resolve() != 11602) {
@@ -7989,7 +8003,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_connectionmanager_is_shut_down() != 36078) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd() != 17390) {
+    if (uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd() != 9779) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_connectionmanager_resolve() != 35994) {
@@ -8001,7 +8015,7 @@ private let initializationResult: InitializationResult = {
     if (uniffi_netswitch_checksum_method_connectionmanager_start_socks() != 59884) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_netswitch_checksum_method_connectionmanager_start_tun() != 43704) {
+    if (uniffi_netswitch_checksum_method_connectionmanager_start_tun() != 24273) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_netswitch_checksum_method_connectionmanager_start_tun_with_decider() != 46991) {

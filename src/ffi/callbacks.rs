@@ -20,7 +20,8 @@ pub trait PlatformInterface: Send + Sync {
     /// Called for every outbound socket before it connects, on a netswitch worker thread.
     /// `fd` is borrowed: do not close or keep it. Return `Bound` when done, `BindYourself` to let
     /// netswitch bind it, or throw (`PlatformRefused`) to fail this connect attempt: nothing is
-    /// then sent on the socket. Must return quickly.
+    /// then sent on the socket. Should return quickly (the connect attempt waits for it); it may
+    /// call the manager, and wait for its async calls, without stalling netswitch.
     fn bind_socket(
         &self,
         fd: i32,
@@ -86,7 +87,8 @@ impl HostSocketBinder for PlatformBinder {
     ) -> Result<platform::BindDecision, String> {
         let record = NetworkInterface::from(interface);
         let action = if is_default { BindAction::Protect } else { BindAction::Bind };
-        let answer = catch_unwind(AssertUnwindSafe(|| self.platform.bind_socket(fd, record, action)));
+        let call = || catch_unwind(AssertUnwindSafe(|| self.platform.bind_socket(fd, record, action)));
+        let answer = outside_the_runtime(call);
         match answer {
             Ok(Ok(BindDecision::Bound)) => Ok(platform::BindDecision::Bound),
             Ok(Ok(BindDecision::BindYourself)) => Ok(platform::BindDecision::BindYourself),
@@ -94,6 +96,21 @@ impl HostSocketBinder for PlatformBinder {
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err("the platform callback panicked".to_string()),
         }
+    }
+}
+
+/// Runs a synchronous host callback so that it may wait for netswitch: on a worker of the
+/// multi-threaded runtime the worker's queue is handed to another thread for the call's
+/// duration (`block_in_place`). Without it, a host that waits inside the callback for one of the
+/// manager's async calls (Kotlin `runBlocking { manager.resolve(…) }`) waits forever: the call's
+/// task sits in the blocked worker's own queue, and a slow host stalls every task queued there.
+fn outside_the_runtime<T>(call: impl FnOnce() -> T) -> T {
+    let on_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if on_worker {
+        tokio::task::block_in_place(call)
+    } else {
+        call()
     }
 }
 

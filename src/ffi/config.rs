@@ -264,7 +264,8 @@ fn domain_from_core(s: CoreDomainStrategy) -> DomainStrategy {
 /// Per-connection overrides for `relay_tcp_fd`; every `None` (or false) takes the config's value.
 #[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
 pub struct ConnectionOptions {
-    /// Timeout of each connect attempt, ms. `None` = the config's `connect_timeout_ms`.
+    /// Timeout of each connect attempt, ms: 1 to 31536000000 (365 days). `None` = the config's
+    /// `connect_timeout_ms`.
     #[uniffi(default = None)]
     pub connect_timeout_ms: Option<u64>,
     /// Network strategy. `None` = the config's.
@@ -276,7 +277,8 @@ pub struct ConnectionOptions {
     /// Fallback network types. `None` = the config's.
     #[uniffi(default = None)]
     pub fallback_network_type: Option<Vec<NetworkType>>,
-    /// Fallback delay (before fallback networks join), ms. `None` = the config's.
+    /// Fallback delay (before fallback networks join), ms: at most 31536000000 (365 days).
+    /// `None` = the config's.
     #[uniffi(default = None)]
     pub fallback_delay_ms: Option<u64>,
     /// Address-family policy. `None` = the config's.
@@ -293,6 +295,30 @@ pub struct ConnectionOptions {
 }
 
 impl ConnectionOptions {
+    /// Checks the durations against the config's limits: `InvalidArgument` naming the option
+    /// (`options.connect_timeout_ms` must be 1 ms to 365 days, `options.fallback_delay_ms` at
+    /// most 365 days).
+    pub(crate) fn validate(&self) -> Result<(), NetswitchError> {
+        let max = crate::config::limits::MAX_DURATION;
+        let invalid = |argument: &str, reason: String| NetswitchError::InvalidArgument {
+            argument: argument.into(),
+            reason,
+        };
+        if let Some(ms) = self.connect_timeout_ms {
+            if ms == 0 || Duration::from_millis(ms) > max {
+                let reason = format!("{ms} is not between 1 and {} (365 days)", max.as_millis());
+                return Err(invalid("options.connect_timeout_ms", reason));
+            }
+        }
+        if let Some(ms) = self.fallback_delay_ms {
+            if Duration::from_millis(ms) > max {
+                let reason = format!("{ms} is above {} (365 days)", max.as_millis());
+                return Err(invalid("options.fallback_delay_ms", reason));
+            }
+        }
+        Ok(())
+    }
+
     /// The core options.
     pub(crate) fn to_core(&self) -> CoreOptions {
         CoreOptions {

@@ -167,12 +167,14 @@ impl ConnectionManager {
     /// Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
     /// TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
     /// connection id at once; the dial's outcome arrives as a close event if it fails.
-    /// `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
-    /// the fd with the caller; after any other error netswitch has closed it.
+    /// `InvalidArgument` (`fd`: not an open, connected stream socket, or one netswitch already
+    /// relays because it was handed over before; `destination`; `options.connect_timeout_ms`,
+    /// `options.fallback_delay_ms`) and `ShutDown` leave the fd with the caller; after any other
+    /// error netswitch has closed it.
     ///
     /// (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
     #[uniffi::method(name = "relay_tcp_fd")]
-    fn relay_tcp_raw_fd(
+    pub(super) fn relay_tcp_raw_fd(
         &self,
         fd: i32,
         destination: String,
@@ -180,9 +182,14 @@ impl ConnectionManager {
     ) -> Result<u64, NetswitchError> {
         self.check_running()?;
         parse_destination(&destination)?;
-        super::fd::check_stream_socket(fd)?;
-        // SAFETY: the FFI contract of this method: the host hands over `fd`, an open stream
-        // socket (checked above) that nothing else will use or close from now on.
+        if let Some(options) = &options {
+            options.validate()?;
+        }
+        super::fd::check_connected_stream_socket(fd)?;
+        super::fd::claim_socket(fd)?;
+        // SAFETY: the FFI contract of this method: the host hands over `fd`, an open connected
+        // stream socket (checked above) that nothing else will use or close from now on, and
+        // that netswitch does not hold already (`claim_socket`).
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         self.relay_tcp_fd(fd, &destination, options)
     }
@@ -199,22 +206,29 @@ impl ConnectionManager {
     /// the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
     /// `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
     /// netswitch still uses, or one already reused for something else. On Apple it must be a
-    /// utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
-    /// device or datagram socket) leaves the fd with the caller; after any other error netswitch
-    /// has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
-    /// `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
-    /// address could not be bound), `ShutDown`.
+    /// utun fd: pass `find_utun_fd()`'s answer (a duplicate), never the system's descriptor. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+    /// device or datagram socket, already the device of a running tunnel) leaves the fd with the
+    /// caller; after any other error netswitch has already closed it: `InvalidArgument` naming
+    /// the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
+    /// the listener on the tunnel address could not be bound), `ShutDown`.
     ///
     /// **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
     /// `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
     /// must bind it (the `Protect` action included) to a physical interface.
     #[uniffi::method(name = "start_tun")]
-    fn start_tun_raw_fd(&self, fd: i32, options: TunOptions) -> Result<Arc<TunHandle>, NetswitchError> {
+    pub(super) fn start_tun_raw_fd(
+        &self,
+        fd: i32,
+        options: TunOptions,
+    ) -> Result<Arc<TunHandle>, NetswitchError> {
         super::tun::check_tun_fd(fd)?;
+        super::tun::check_not_held(fd)?;
         // SAFETY: the FFI contract of this method: the host hands over `fd`, an open descriptor
-        // (checked above) that nothing else will use or close from now on.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        self.start_tun(fd, options)
+        // (checked above, and no running tunnel's) that nothing else will use or close from now on.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let handle = self.start_tun(owned, options)?;
+        super::tun::hold(fd, &handle);
+        Ok(handle)
     }
 
     /// `start_tun` with a decision hook: `decider` is asked about each TCP connection and each
@@ -222,17 +236,20 @@ impl ConnectionManager {
     /// `TunFlowDecider`), within `options.decision_deadline_ms`. Same rules and errors as
     /// `start_tun`.
     #[uniffi::method(name = "start_tun_with_decider")]
-    fn start_tun_with_decider_raw_fd(
+    pub(super) fn start_tun_with_decider_raw_fd(
         &self,
         fd: i32,
         options: TunOptions,
         decider: Arc<dyn super::tun_decider::TunFlowDecider>,
     ) -> Result<Arc<TunHandle>, NetswitchError> {
         super::tun::check_tun_fd(fd)?;
-        // SAFETY: as in `start_tun`: the host hands over `fd`, open (checked above) and unused
-        // by anything else from now on.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        self.start_tun_deciding(fd, options, Some(decider))
+        super::tun::check_not_held(fd)?;
+        // SAFETY: as in `start_tun`: the host hands over `fd`, open (checked above), no running
+        // tunnel's, and unused by anything else from now on.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        let handle = self.start_tun_deciding(owned, options, Some(decider))?;
+        super::tun::hold(fd, &handle);
+        Ok(handle)
     }
 
     /// Resolves `name` (a domain or an IP literal) as a dial with `options` would, without
@@ -250,7 +267,9 @@ impl ConnectionManager {
         options: Option<ConnectionOptions>,
     ) -> Result<ResolveResult, NetswitchError> {
         self.check_running()?;
-        let options = options.unwrap_or_default().to_core();
+        let options = options.unwrap_or_default();
+        options.validate()?;
+        let options = options.to_core();
         let outbound = self.netswitch.outbound().clone();
         let task = self.runtime.spawn(async move { outbound.lookup_name(&name, &options).await });
         let report = task
@@ -314,13 +333,15 @@ impl ConnectionManager {
     ) -> Result<u64, NetswitchError> {
         self.check_running()?;
         let destination = parse_destination(destination)?;
+        let options = options.unwrap_or_default();
+        options.validate()?;
         let stream = {
             let _entered = self.runtime.enter();
             super::fd::adopt_stream_fd(fd)?
         };
         let outbound: Arc<dyn Outbound> = self.netswitch.outbound().clone();
         let mut metadata = Metadata::new(destination);
-        metadata.options = options.unwrap_or_default().to_core();
+        metadata.options = options.to_core();
         let id = self.core().new_connection(Inbound::plain(stream), metadata, outbound, |_| {});
         tracing::debug!(id, "relaying a socket handed over by the host");
         Ok(id)

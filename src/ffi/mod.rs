@@ -26,6 +26,8 @@
 //! Async methods run on netswitch's own runtime and are awaited through a join handle, so any
 //! foreign executor (Kotlin coroutines, Swift tasks) can poll them.
 
+#[cfg(test)]
+mod adversarial_tests;
 pub mod callbacks;
 pub mod config;
 pub mod dns;

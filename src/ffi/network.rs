@@ -46,7 +46,7 @@ impl From<core::NetworkType> for NetworkType {
 pub struct NetworkInterface {
     /// Operating-system name (`wlan0`, `rmnet_data0`, `en0`, `pdp_ip0`), 1 to 15 bytes.
     pub name: String,
-    /// Operating-system interface index; never 0.
+    /// Operating-system interface index: 1 to 2147483647 (a positive C `int`).
     pub index: u32,
     /// Kind of network; decides which interfaces a strategy picks.
     pub network_type: NetworkType,
@@ -106,6 +106,15 @@ impl InterfaceSnapshot {
             |reason: String| NetswitchError::InvalidArgument { argument: "snapshot".into(), reason };
         let mut interfaces = Vec::with_capacity(self.interfaces.len());
         for i in &self.interfaces {
+            // The kernels' interface index is a positive C int (Linux `SO_BINDTOIFINDEX`).
+            if i.index > i32::MAX as u32 {
+                return Err(invalid(format!(
+                    "interface {}: index {} is above {}",
+                    i.name,
+                    i.index,
+                    i32::MAX
+                )));
+            }
             let mut interface = core::NetworkInterface::new(i.name.clone(), i.index, i.network_type.into());
             for text in &i.addresses {
                 let (ip, prefix) = parse_prefixed(text).ok_or_else(|| {

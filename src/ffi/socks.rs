@@ -159,8 +159,8 @@ pub(crate) fn start_error(address: SocketAddr, error: SocksError) -> NetswitchEr
             reason: format!("{address} is not loopback (set socks_allow_non_loopback to allow it)"),
         },
         SocksError::Unauthenticated(_) => NetswitchError::InvalidArgument {
-            argument: "credentials".into(),
-            reason: format!("{address} is not loopback: credentials are required there"),
+            argument: "users".into(),
+            reason: format!("{address} is not loopback: an empty list (no authentication) is refused there"),
         },
         SocksError::BadUser(username) => NetswitchError::InvalidArgument {
             argument: "users".into(),

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
 use super::error::NetswitchError;
@@ -70,7 +70,8 @@ pub struct TunOptions {
     /// is dropped and counted (`dropped_udp`). `None` = 1024.
     #[uniffi(default = None)]
     pub udp_max_sockets: Option<u32>,
-    /// App datagrams queued per session before drops (`dropped_udp`). `None` = 1024.
+    /// App datagrams queued per session before drops (`dropped_udp`): 1 to 1048576. `None` =
+    /// 1024.
     #[uniffi(default = None)]
     pub udp_queue_len: Option<u32>,
     /// Idle timeout of UDP sessions of no recognised protocol, in ms. `None` = the config's
@@ -226,6 +227,11 @@ fn example(max_prefix: u8) -> &'static str {
     }
 }
 
+/// The longest per-session UDP queue `TunOptions.udp_queue_len` accepts: far above any useful
+/// value, and below the bound of tokio's channels on 32-bit targets (2^29 - 1, armeabi-v7a),
+/// where a larger one panics in the tunnel's reader.
+pub const MAX_UDP_QUEUE_LEN: u32 = 1 << 20;
+
 /// An optional limit that must be > 0 when given.
 fn positive<T: Copy + Default + PartialOrd + std::fmt::Display>(
     argument: &str,
@@ -269,6 +275,9 @@ impl TunOptions {
         }
         if let Some(v) = count(positive("options.udp_max_sockets", self.udp_max_sockets)?) {
             udp.max_sockets = v;
+        }
+        if let Some(len) = self.udp_queue_len.filter(|&len| len > MAX_UDP_QUEUE_LEN) {
+            return Err(invalid("options.udp_queue_len", format!("{len} is above {MAX_UDP_QUEUE_LEN}")));
         }
         if let Some(v) = count(positive("options.udp_queue_len", self.udp_queue_len)?) {
             udp.queue_len = v;
@@ -341,6 +350,40 @@ pub(crate) fn check_tun_fd(fd: RawFd) -> Result<(), NetswitchError> {
             format!("fd {fd} is not a TUN device (not a character device or datagram socket)"),
         )),
     }
+}
+
+/// The TUN fds handed over through the FFI whose tunnel still reads them, process-wide: the fd,
+/// what it named then (device, inode) and the tunnel. A TUN character device has the same inode
+/// for every open, so the tunnel's liveness, not the identity alone, tells a descriptor still
+/// held from a reused number.
+static HELD: Mutex<Vec<Held>> = Mutex::new(Vec::new());
+
+/// One entry of [`HELD`]: the fd, its (device, inode) when handed over, its tunnel.
+type Held = (RawFd, (u64, u64), Weak<Tun>);
+
+/// `InvalidArgument` (the caller keeps `fd`) when `fd` is the descriptor of a running tunnel:
+/// two tunnels would read one device and close it twice.
+pub(crate) fn check_not_held(fd: RawFd) -> Result<(), NetswitchError> {
+    let now = super::fd::identity(fd);
+    let held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    let running = held.iter().any(|(held_fd, identity, tun)| {
+        *held_fd == fd && Some(*identity) == now && tun.upgrade().is_some_and(|tun| !tun.is_finished())
+    });
+    if running {
+        return Err(invalid(
+            "fd",
+            format!("fd {fd} is already the device of a running tunnel (hand a descriptor over once)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Records that `handle`'s tunnel reads `fd` (see [`check_not_held`]).
+pub(crate) fn hold(fd: RawFd, handle: &TunHandle) {
+    let Some(identity) = super::fd::identity(fd) else { return };
+    let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    held.retain(|(_, _, tun)| tun.upgrade().is_some_and(|tun| !tun.is_finished()));
+    held.push((fd, identity, Arc::downgrade(&handle.tun)));
 }
 
 /// The running tunnels of one manager.

@@ -5,9 +5,9 @@
 //! `com.apple.net.utun_control` family, open in the extension's process; like WireGuard's iOS
 //! adapter and sing-box, [`find_utun_fd`] scans the process's descriptors for the one whose
 //! `UTUN_OPT_IFNAME` option answers with a `utun` interface name. A host that prefers the fd path
-//! to the packet-flow API passes that fd to `startTun` (Apple framing: a 4-byte address-family
-//! header on every packet); it must not close it itself, and the system keeps it open for the
-//! life of the tunnel.
+//! to the packet-flow API passes a duplicate of that fd (the FFI's `find_utun_fd` returns one) to
+//! `startTun` (Apple framing: a 4-byte address-family header on every packet), which closes it
+//! when the tunnel stops; the system keeps its own descriptor open for the life of the tunnel.
 //!
 //! This relies on an undocumented detail of the system (the fd is not API); a host should fall
 //! back to the packet-flow API when no fd is found.

@@ -1180,7 +1180,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_func_set_log_level() and 0xFFFF) != 19229) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_func_find_utun_fd() and 0xFFFF) != 48162) {
+    if ((lib.uniffi_netswitch_checksum_func_find_utun_fd() and 0xFFFF) != 38264) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_eventlistener_on_connection_opened() and 0xFFFF) != 51593) {
@@ -1195,7 +1195,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_eventlistener_on_log() and 0xFFFF) != 55180) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_platforminterface_bind_socket() and 0xFFFF) != 11472) {
+    if ((lib.uniffi_netswitch_checksum_method_platforminterface_bind_socket() and 0xFFFF) != 19571) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_platforminterface_resolve() and 0xFFFF) != 11602) {
@@ -1222,7 +1222,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_is_shut_down() and 0xFFFF) != 36078) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd() and 0xFFFF) != 17390) {
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_relay_tcp_fd() and 0xFFFF) != 9779) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_resolve() and 0xFFFF) != 35994) {
@@ -1234,7 +1234,7 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_socks() and 0xFFFF) != 59884) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_tun() and 0xFFFF) != 43704) {
+    if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_tun() and 0xFFFF) != 24273) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_netswitch_checksum_method_connectionmanager_start_tun_with_decider() and 0xFFFF) != 46991) {
@@ -2002,8 +2002,10 @@ public interface ConnectionManagerInterface {
      * Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
      * TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
      * connection id at once; the dial's outcome arrives as a close event if it fails.
-     * `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
-     * the fd with the caller; after any other error netswitch has closed it.
+     * `InvalidArgument` (`fd`: not an open, connected stream socket, or one netswitch already
+     * relays because it was handed over before; `destination`; `options.connect_timeout_ms`,
+     * `options.fallback_delay_ms`) and `ShutDown` leave the fd with the caller; after any other
+     * error netswitch has closed it.
      *
      * (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
      */
@@ -2054,11 +2056,11 @@ public interface ConnectionManagerInterface {
      * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
      * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
      * netswitch still uses, or one already reused for something else. On Apple it must be a
-     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
-     * device or datagram socket) leaves the fd with the caller; after any other error netswitch
-     * has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
-     * `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
-     * address could not be bound), `ShutDown`.
+     * utun fd: pass `find_utun_fd()`'s answer (a duplicate), never the system's descriptor. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * device or datagram socket, already the device of a running tunnel) leaves the fd with the
+     * caller; after any other error netswitch has already closed it: `InvalidArgument` naming
+     * the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
+     * the listener on the tunnel address could not be bound), `ShutDown`.
      *
      * **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
      * `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
@@ -2322,8 +2324,10 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
      * Takes ownership of `fd`, a connected stream socket (one end of a socketpair, an accepted
      * TCP socket), dials `destination` (`host:port`) and relays between them. Returns the
      * connection id at once; the dial's outcome arrives as a close event if it fails.
-     * `InvalidArgument` (`fd`: not an open stream socket; `destination`) and `ShutDown` leave
-     * the fd with the caller; after any other error netswitch has closed it.
+     * `InvalidArgument` (`fd`: not an open, connected stream socket, or one netswitch already
+     * relays because it was handed over before; `destination`; `options.connect_timeout_ms`,
+     * `options.fallback_delay_ms`) and `ShutDown` leave the fd with the caller; after any other
+     * error netswitch has closed it.
      *
      * (Rust code cannot call this raw-int form: its `relay_tcp_fd` takes an `OwnedFd`.)
      */
@@ -2441,11 +2445,11 @@ open class ConnectionManager: Disposable, AutoCloseable, ConnectionManagerInterf
      * the `ParcelFileDescriptor` no longer owns the descriptor); never pass `pfd.fd` of a
      * `ParcelFileDescriptor` the host keeps and later closes — that would close a descriptor
      * netswitch still uses, or one already reused for something else. On Apple it must be a
-     * utun fd. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
-     * device or datagram socket) leaves the fd with the caller; after any other error netswitch
-     * has already closed it: `InvalidArgument` naming the option (`options.ipv4`,
-     * `options.mtu`…), `Io` (the device could not be registered, the listener on the tunnel
-     * address could not be bound), `ShutDown`.
+     * utun fd: pass `find_utun_fd()`'s answer (a duplicate), never the system's descriptor. Errors: `InvalidArgument` with argument `fd` (negative, not open, not a character
+     * device or datagram socket, already the device of a running tunnel) leaves the fd with the
+     * caller; after any other error netswitch has already closed it: `InvalidArgument` naming
+     * the option (`options.ipv4`, `options.mtu`…), `Io` (the device could not be registered,
+     * the listener on the tunnel address could not be bound), `ShutDown`.
      *
      * **No loops.** Outbound sockets must not be routed back into the tunnel: on Android
      * `PlatformInterface.bind_socket` protects every socket (`VpnService.protect`); elsewhere it
@@ -3965,7 +3969,8 @@ public interface PlatformInterface {
      * Called for every outbound socket before it connects, on a netswitch worker thread.
      * `fd` is borrowed: do not close or keep it. Return `Bound` when done, `BindYourself` to let
      * netswitch bind it, or throw (`PlatformRefused`) to fail this connect attempt: nothing is
-     * then sent on the socket. Must return quickly.
+     * then sent on the socket. Should return quickly (the connect attempt waits for it); it may
+     * call the manager, and wait for its async calls, without stalling netswitch.
      */
     fun `bindSocket`(`fd`: kotlin.Int, `interface`: NetworkInterface, `action`: BindAction): BindDecision
     
@@ -4096,7 +4101,8 @@ open class PlatformInterfaceImpl: Disposable, AutoCloseable, PlatformInterface
      * Called for every outbound socket before it connects, on a netswitch worker thread.
      * `fd` is borrowed: do not close or keep it. Return `Bound` when done, `BindYourself` to let
      * netswitch bind it, or throw (`PlatformRefused`) to fail this connect attempt: nothing is
-     * then sent on the socket. Must return quickly.
+     * then sent on the socket. Should return quickly (the connect attempt waits for it); it may
+     * call the manager, and wait for its async calls, without stalling netswitch.
      */
     @Throws(NetswitchException::class)override fun `bindSocket`(`fd`: kotlin.Int, `interface`: NetworkInterface, `action`: BindAction): BindDecision {
             return FfiConverterTypeBindDecision.lift(
@@ -5881,7 +5887,8 @@ public object FfiConverterTypeConnectionInfo: FfiConverterRustBuffer<ConnectionI
  */
 data class ConnectionOptions (
     /**
-     * Timeout of each connect attempt, ms. `None` = the config's `connect_timeout_ms`.
+     * Timeout of each connect attempt, ms: 1 to 31536000000 (365 days). `None` = the config's
+     * `connect_timeout_ms`.
      */
     var `connectTimeoutMs`: kotlin.ULong? = null 
     , 
@@ -5901,7 +5908,8 @@ data class ConnectionOptions (
     var `fallbackNetworkType`: List<NetworkType>? = null 
     , 
     /**
-     * Fallback delay (before fallback networks join), ms. `None` = the config's.
+     * Fallback delay (before fallback networks join), ms: at most 31536000000 (365 days).
+     * `None` = the config's.
      */
     var `fallbackDelayMs`: kotlin.ULong? = null 
     , 
@@ -6616,7 +6624,7 @@ data class NetworkInterface (
     var `name`: kotlin.String
     , 
     /**
-     * Operating-system interface index; never 0.
+     * Operating-system interface index: 1 to 2147483647 (a positive C `int`).
      */
     var `index`: kotlin.UInt
     , 
@@ -7320,7 +7328,8 @@ data class TunOptions (
     var `udpMaxSockets`: kotlin.UInt? = null 
     , 
     /**
-     * App datagrams queued per session before drops (`dropped_udp`). `None` = 1024.
+     * App datagrams queued per session before drops (`dropped_udp`): 1 to 1048576. `None` =
+     * 1024.
      */
     var `udpQueueLen`: kotlin.UInt? = null 
     , 
@@ -9471,12 +9480,14 @@ public object FfiConverterSequenceTypeNetworkType: FfiConverterRustBuffer<List<N
     
 
         /**
-         * The file descriptor of the packet tunnel's utun socket in this process (an iOS or macOS
-         * Network Extension), found by scanning the open descriptors for a utun control socket
-         * ([`crate::tun::utun`]); pass it to `startTun`. The descriptor stays the system's: the host
-         * must not close it. Null when there is none, and always null outside Apple platforms; the
-         * scan relies on an undocumented detail of the system, so a host should then fall back to the
-         * packet-flow API.
+         * A descriptor of the packet tunnel's utun socket in this process (an iOS or macOS Network
+         * Extension), found by scanning the open descriptors for a utun control socket
+         * ([`crate::tun::utun`]); pass it to `startTun`. It is a duplicate: `startTun` takes it over
+         * and closes it when the tunnel stops, while the system's own descriptor stays open (so the
+         * tunnel can be started again, and the system never sees its descriptor closed). A host that
+         * does not hand it to `startTun` closes it. Null when there is none, and always null outside
+         * Apple platforms; the scan relies on an undocumented detail of the system, so a host should
+         * then fall back to the packet-flow API.
          */ fun `findUtunFd`(): kotlin.Int? {
             return FfiConverterOptionalInt.lift(
     uniffiRustCall() { _status ->
