@@ -350,23 +350,7 @@ fn the_same_tun_fd_handed_over_twice_is_refused() {
 }
 
 fn tun_options(ipv4: &str) -> super::TunOptions {
-    super::TunOptions {
-        ipv4: ipv4.into(),
-        ipv6: None,
-        mtu: 9000,
-        framing: None,
-        stack: None,
-        udp_session_capacity: None,
-        udp_max_sockets: None,
-        udp_queue_len: None,
-        udp_timeout_ms: None,
-        udp_short_timeout_ms: None,
-        udp_long_timeout_ms: None,
-        dns_hijack: false,
-        dns_hijack_all: false,
-        decision_deadline_ms: 250,
-        decision_fail_closed: false,
-    }
+    super::TunOptions::for_tests(ipv4)
 }
 
 struct AllowAll;

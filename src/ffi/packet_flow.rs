@@ -179,21 +179,10 @@ mod tests {
     /// Userspace-stack options with the DNS hijack on the tunnel's address.
     fn options() -> TunOptions {
         TunOptions {
-            ipv4: "172.19.0.1/30".into(),
-            ipv6: None,
             mtu: 1500,
-            framing: None,
             stack: Some(super::super::TunStack::Userspace),
-            udp_session_capacity: None,
-            udp_max_sockets: None,
-            udp_queue_len: None,
-            udp_timeout_ms: None,
-            udp_short_timeout_ms: None,
-            udp_long_timeout_ms: None,
             dns_hijack: true,
-            dns_hijack_all: false,
-            decision_deadline_ms: 250,
-            decision_fail_closed: false,
+            ..TunOptions::for_tests("172.19.0.1/30")
         }
     }
 

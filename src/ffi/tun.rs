@@ -503,12 +503,9 @@ impl Drop for TunHandle {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::fd::{AsRawFd, OwnedFd};
-    use std::os::unix::net::UnixDatagram;
-
-    fn options(ipv4: &str) -> TunOptions {
+impl TunOptions {
+    /// Options for tests: `ipv4`, MTU 9000, everything else at its default.
+    pub(crate) fn for_tests(ipv4: &str) -> TunOptions {
         TunOptions {
             ipv4: ipv4.into(),
             ipv6: None,
@@ -526,6 +523,17 @@ mod tests {
             decision_deadline_ms: 250,
             decision_fail_closed: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::net::UnixDatagram;
+
+    fn options(ipv4: &str) -> TunOptions {
+        TunOptions::for_tests(ipv4)
     }
 
     fn argument(error: NetswitchError) -> String {
