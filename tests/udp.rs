@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{dns_query, udp_echo_server};
+use common::{dns_query, udp_echo_server, ChannelSink};
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -24,20 +24,6 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Replies reach the test through a channel.
-struct ChannelSink(mpsc::UnboundedSender<(Vec<u8>, Destination)>);
-
-impl PacketSink for ChannelSink {
-    fn send_to_client<'a>(
-        &'a self,
-        payload: &'a [u8],
-        source: &'a Destination,
-    ) -> BoxFuture<'a, std::io::Result<()>> {
-        let _ = self.0.send((payload.to_vec(), source.clone()));
-        Box::pin(async { Ok(()) })
-    }
-}
 
 fn quic_initial() -> Vec<u8> {
     let mut p = vec![0xC3, 0, 0, 0, 1, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0];

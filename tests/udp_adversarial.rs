@@ -4,14 +4,13 @@
 
 mod common;
 
-use common::udp_echo_server;
+use common::{udp_echo_server, ChannelSink};
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use netswitch::client::{Datagram, PacketInbound, PacketSink};
-use netswitch::dial::BoxFuture;
+use netswitch::client::{Datagram, PacketInbound};
 use netswitch::inbound::socks::{SocksServer, SocksSettings};
 use netswitch::inbound::udp_sessions::{Dispatched, SessionKeying, UdpSessionTable, UdpSettings};
 use netswitch::socks5::{encode_udp_header, parse_udp_header};
@@ -22,20 +21,6 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Replies reach the test through a channel.
-struct ChannelSink(mpsc::UnboundedSender<(Vec<u8>, Destination)>);
-
-impl PacketSink for ChannelSink {
-    fn send_to_client<'a>(
-        &'a self,
-        payload: &'a [u8],
-        source: &'a Destination,
-    ) -> BoxFuture<'a, std::io::Result<()>> {
-        let _ = self.0.send((payload.to_vec(), source.clone()));
-        Box::pin(async { Ok(()) })
-    }
-}
 
 fn table(manager: &Arc<ConnectionManager>, capacity: usize) -> UdpSessionTable {
     let mut settings = UdpSettings::default();

@@ -167,3 +167,18 @@ pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
     q
 }
+
+/// The client side of a UDP session in tests: each reply (payload, source) reaches the test
+/// through the channel.
+pub struct ChannelSink(pub mpsc::UnboundedSender<(Vec<u8>, netswitch::Destination)>);
+
+impl netswitch::client::PacketSink for ChannelSink {
+    fn send_to_client<'a>(
+        &'a self,
+        payload: &'a [u8],
+        source: &'a netswitch::Destination,
+    ) -> netswitch::dial::BoxFuture<'a, io::Result<()>> {
+        let _ = self.0.send((payload.to_vec(), source.clone()));
+        Box::pin(async { Ok(()) })
+    }
+}
